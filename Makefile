@@ -1,0 +1,76 @@
+# pingpong-operator: one entry point for every workflow.
+#   make local       run ping, pong, RabbitMQ and an nginx gateway on this machine (no Kubernetes)
+#   make local-down  stop exactly what `make local` started
+#   make test        every test (what CI runs)
+#   make generate    regenerate every generated file (CRD, manifests, goldens are separate: see README)
+#   make up / down   a kind cluster with the stack, via skaffold
+#   make e2e         end-to-end test against the current kubeconfig
+#   make bench       data-plane benchmark (writes figures to stdout; see BENCHMARKS.md)
+#   make bench-operator  reconcile benchmark against the in-memory API
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+.PHONY: build
+build:
+	cargo build --workspace --all-targets
+
+.PHONY: release
+release:
+	cargo build --release --workspace --bins
+
+.PHONY: fmt
+fmt:
+	cargo fmt --all
+
+.PHONY: lint
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: venv
+venv:
+	scripts/venv.sh
+
+.PHONY: test
+test:
+	scripts/test.sh
+
+.PHONY: local
+local:
+	scripts/local-up.sh
+
+.PHONY: local-down
+local-down:
+	scripts/local-down.sh
+
+.PHONY: generate
+generate: venv
+	scripts/generate.sh
+
+.PHONY: check-generated
+check-generated: venv
+	scripts/generate.sh --check
+
+.PHONY: up
+up:
+	scripts/kind-up.sh
+
+.PHONY: down
+down:
+	scripts/kind-down.sh
+
+.PHONY: e2e
+e2e:
+	scripts/e2e.sh
+
+.PHONY: bench
+bench:
+	scripts/bench.sh
+
+.PHONY: bench-operator
+bench-operator:
+	scripts/bench-operator.sh

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run every test of the project: what `make test` and CI run.
+# Needs: a Rust toolchain, python3 (with venv), nginx and a RabbitMQ broker reachable at
+# RABBITMQ_HOST:RABBITMQ_PORT (default 127.0.0.1:5672, guest/guest; `rabbitmq-server` must be
+# installed for the fault tests, which start a private broker node of their own).
+# `.ci/run` installs all of that on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "python tools (.venv)"
+scripts/venv.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "generated files are up to date"
+scripts/generate.sh --check
+
+step "rust tests (unit, handler, golden, in-memory API, real broker)"
+cargo test --workspace --no-fail-fast
+
+step "build binaries for the system tests"
+cargo build --workspace --bins
+export PINGPONG_BIN_DIR="$PWD/target/debug"
+
+step "python tests (chart, manifests, schemas, nginx end-to-end, broker fault tests)"
+.venv/bin/pytest -q tests
