@@ -1,1 +1,20 @@
-//! pingpong-operator library.
+//! pingpong-operator: reconciles a `PingPongStack` custom resource into a running ping/pong stack
+//! over RabbitMQ.
+//!
+//! The pipeline is observe → plan (validate + build, pure) → apply → report status; see
+//! [`reconcile`]. `main.rs` only parses the command line and calls into this library.
+
+pub mod config;
+pub mod controller;
+pub mod crd;
+pub mod crdgen;
+pub mod credentials;
+pub mod error;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod rbac;
+pub mod reconcile;
+pub mod render;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! TODO(B1): labels

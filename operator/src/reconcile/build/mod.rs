@@ -1,0 +1,1 @@
+//! TODO(B1): desired-state builders, one file per owned resource

@@ -1,0 +1,7 @@
+//! TODO(B2): the reconcile driver: observe → plan → apply → report.
+
+pub mod apply;
+pub mod build;
+pub mod observe;
+pub mod status;
+pub mod validate;

@@ -1,0 +1,1 @@
+//! TODO(B2): reconcile::observe
