@@ -1,0 +1,111 @@
+{{/* Name of the chart, overridable with nameOverride. */}}
+{{- define "pingpong-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name used as the prefix of every object: fullnameOverride, else the release name when it
+already contains the chart name, else "<release>-<chart>". Truncated to a DNS label.
+*/}}
+{{- define "pingpong-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart label value: name-version. */}}
+{{- define "pingpong-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Immutable selector labels of the operator pods. */}}
+{{- define "pingpong-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pingpong-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "pingpong-operator.labels" -}}
+helm.sh/chart: {{ include "pingpong-operator.chart" . }}
+{{ include "pingpong-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: pingpong-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* ServiceAccount the operator runs as. */}}
+{{- define "pingpong-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pingpong-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Operator image reference: repository:tag[@digest]; the tag defaults to appVersion. */}}
+{{- define "pingpong-operator.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules for the namespaced objects of every stack: the PingPongStacks themselves, their
+status, every child kind the operator applies (server-side apply = patch), watches (.owns():
+list, watch) and deletes (orphans), and the Events it records. Kept in sync with
+operator/src/rbac.rs PERMISSIONS by operator/tests/rbac.rs and tests/deploy.
+*/}}
+{{- define "pingpong-operator.stackRules" -}}
+- apiGroups: ["pingpong.dev"]
+  resources: ["pingpongstacks"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["pingpong.dev"]
+  resources: ["pingpongstacks/status"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps", "secrets", "services"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses", "networkpolicies"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* RBAC rules for leader election: one Lease in the release namespace. */}}
+{{- define "pingpong-operator.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end }}
+
+{{/* Cluster-scoped RBAC rules: checking at start that the CRDs it needs are installed. */}}
+{{- define "pingpong-operator.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get"]
+{{- end }}
