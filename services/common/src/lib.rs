@@ -1,1 +1,17 @@
 //! Shared building blocks of the ping and pong services.
+//!
+//! This crate owns what both services need and nothing service-specific:
+//! configuration parsing ([`config`]), logging ([`telemetry`]), the Prometheus
+//! registry helpers and HTTP metrics middleware ([`metrics`]), the AMQP
+//! connection manager ([`amqp`]), the wire message ([`message`]) and the HTTP
+//! error type, JSON extractor, health handlers and shutdown signal ([`http`]).
+
+pub mod amqp;
+pub mod config;
+pub mod http;
+pub mod message;
+pub mod metrics;
+pub mod telemetry;
+
+pub use config::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueName, Secret};
+pub use message::Message;

@@ -1,0 +1,350 @@
+//! Configuration pieces shared by the services, parsed from a lookup function.
+//!
+//! [`Env`] wraps a lookup fn (the process environment in production, a map in
+//! tests) and collects *every* problem before failing, so a bad start-up names
+//! all bad variables at once. Secret values are wrapped in [`Secret`] and never
+//! echoed, not even in error messages. This module does no I/O of its own.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::str::FromStr;
+
+use tracing_subscriber::EnvFilter;
+
+/// Variable naming the listen address of a service.
+pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
+/// Variable naming the broker host.
+pub const RABBITMQ_HOST: &str = "RABBITMQ_HOST";
+/// Variable naming the broker AMQP port.
+pub const RABBITMQ_PORT: &str = "RABBITMQ_PORT";
+/// Variable naming the broker virtual host.
+pub const RABBITMQ_VHOST: &str = "RABBITMQ_VHOST";
+/// Variable naming the broker user.
+pub const RABBITMQ_DEFAULT_USER: &str = "RABBITMQ_DEFAULT_USER";
+/// Variable naming the broker password (a secret).
+pub const RABBITMQ_DEFAULT_PASS: &str = "RABBITMQ_DEFAULT_PASS";
+/// Variable naming the durable work queue.
+pub const RABBITMQ_QUEUE: &str = "RABBITMQ_QUEUE";
+/// Variable selecting the log output format.
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+/// Variable holding the tracing filter directives.
+pub const RUST_LOG: &str = "RUST_LOG";
+
+/// A string that must never be shown: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Returns the secret value. Call this only where the value is used
+    /// (for example the AMQP handshake), never for logging.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One bad variable: its name, the offending value (absent for secrets) and
+/// what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The environment variable name.
+    pub variable: &'static str,
+    /// The value that was rejected; `None` when the variable is secret.
+    pub value: Option<String>,
+    /// What a valid value looks like.
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "{}={value:?}: expected {}", self.variable, self.expected),
+            None => write!(f, "{}: expected {}", self.variable, self.expected),
+        }
+    }
+}
+
+/// Every configuration problem found at start-up, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration ({} problem(s)): {}", .problems.len(), join_problems(.problems))]
+pub struct ConfigError {
+    /// The problems, in the order the variables were read.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    /// Error category for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        "InvalidConfig"
+    }
+}
+
+fn join_problems(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A source of variables that records every problem it finds.
+pub struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<'a> Env<'a> {
+    /// Reads variables through `lookup` (e.g. `&|k| std::env::var(k).ok()`).
+    pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            lookup,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The raw value of a variable; an empty value counts as unset.
+    pub fn raw(&self, variable: &str) -> Option<String> {
+        (self.lookup)(variable).filter(|v| !v.trim().is_empty())
+    }
+
+    /// Records a problem with a non-secret variable.
+    pub fn problem(&mut self, variable: &'static str, value: Option<String>, expected: &str) {
+        self.problems.push(ConfigProblem {
+            variable,
+            value,
+            expected: expected.to_owned(),
+        });
+    }
+
+    /// Parses a typed variable, falling back to `default` when unset. On a bad
+    /// value the problem is recorded and `default` is returned so parsing can
+    /// go on and find further problems.
+    pub fn parse<T: FromStr>(&mut self, variable: &'static str, default: T, expected: &str) -> T {
+        match self.raw(variable) {
+            None => default,
+            Some(value) => match value.trim().parse() {
+                Ok(parsed) => parsed,
+                Err(_) => {
+                    self.problem(variable, Some(value), expected);
+                    default
+                }
+            },
+        }
+    }
+
+    /// A string variable with a default.
+    pub fn string(&mut self, variable: &'static str, default: &str) -> String {
+        self.raw(variable).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// A secret variable with a default. Empty values are unset.
+    pub fn secret(&mut self, variable: &'static str, default: &str) -> Secret {
+        Secret::new(
+            (self.lookup)(variable)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_owned()),
+        )
+    }
+
+    /// Fails with every recorded problem, or succeeds with `value`.
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
+    }
+}
+
+/// Parses `LISTEN_ADDR` (a socket address such as `0.0.0.0:8001`).
+pub fn listen_addr(env: &mut Env<'_>, default: SocketAddr) -> SocketAddr {
+    env.parse(
+        LISTEN_ADDR,
+        default,
+        "a socket address such as 0.0.0.0:8001",
+    )
+}
+
+/// A validated AMQP queue name; `<name>.dead` is its dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// Longest accepted name, so that `<name>.dead` fits AMQP's 255 bytes.
+    pub const MAX_LEN: usize = 250;
+
+    /// Validates a queue name: 1..=250 bytes, printable, not `amq.`-reserved.
+    pub fn new(name: &str) -> Result<Self, &'static str> {
+        if name.is_empty() || name.len() > Self::MAX_LEN {
+            return Err("a queue name of 1 to 250 bytes");
+        }
+        if name.starts_with("amq.") {
+            return Err("a queue name not starting with the reserved prefix amq.");
+        }
+        if name.chars().any(char::is_control) {
+            return Err("a queue name without control characters");
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The queue name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name of the dead-letter queue: `<name>.dead`.
+    pub fn dead_letter(&self) -> String {
+        format!("{}.dead", self.0)
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where and how to reach RabbitMQ, and which queue to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpConfig {
+    /// Broker host name or IP address.
+    pub host: String,
+    /// Broker AMQP port.
+    pub port: NonZeroU16,
+    /// Virtual host (default `/`).
+    pub vhost: String,
+    /// User name.
+    pub user: String,
+    /// Password, never printed.
+    pub password: Secret,
+    /// The durable work queue.
+    pub queue: QueueName,
+}
+
+impl AmqpConfig {
+    /// Default queue name.
+    pub const DEFAULT_QUEUE: &'static str = "pingpong";
+
+    /// Reads the `RABBITMQ_*` variables.
+    pub fn from_env(env: &mut Env<'_>) -> Self {
+        let host = env.string(RABBITMQ_HOST, "127.0.0.1");
+        if host.contains(char::is_whitespace) || host.contains('/') {
+            env.problem(
+                RABBITMQ_HOST,
+                Some(host.clone()),
+                "a host name or IP address",
+            );
+        }
+        let default_port = NonZeroU16::new(5672).unwrap_or(NonZeroU16::MIN);
+        let port = env.parse(RABBITMQ_PORT, default_port, "a TCP port number 1-65535");
+        let vhost = env.string(RABBITMQ_VHOST, "/");
+        let user = env.string(RABBITMQ_DEFAULT_USER, "guest");
+        let password = env.secret(RABBITMQ_DEFAULT_PASS, "guest");
+        let raw_queue = env.string(RABBITMQ_QUEUE, Self::DEFAULT_QUEUE);
+        let queue = match QueueName::new(&raw_queue) {
+            Ok(queue) => queue,
+            Err(expected) => {
+                env.problem(RABBITMQ_QUEUE, Some(raw_queue), expected);
+                QueueName(Self::DEFAULT_QUEUE.to_owned())
+            }
+        };
+        Self {
+            host,
+            port,
+            vhost,
+            user,
+            password,
+            queue,
+        }
+    }
+
+    /// A one-line description without the password, for start-up logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "amqp://{}:***@{}:{}/{} queue={}",
+            self.user, self.host, self.port, self.vhost, self.queue
+        )
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// Logging settings: `LOG_FORMAT` and `RUST_LOG`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Filter directives (validated).
+    pub filter: String,
+}
+
+impl LogConfig {
+    /// Default filter when `RUST_LOG` is unset.
+    pub const DEFAULT_FILTER: &'static str = "info";
+
+    /// Reads `LOG_FORMAT` and `RUST_LOG`, checking that the filter parses.
+    pub fn from_env(env: &mut Env<'_>) -> Self {
+        let format = env.parse(LOG_FORMAT, LogFormat::Text, "text or json");
+        let filter = env.string(RUST_LOG, Self::DEFAULT_FILTER);
+        let filter = match EnvFilter::builder().parse(&filter) {
+            Ok(_) => filter,
+            Err(_) => {
+                env.problem(
+                    RUST_LOG,
+                    Some(filter),
+                    "tracing filter directives such as info or pingpong_ping=debug",
+                );
+                Self::DEFAULT_FILTER.to_owned()
+            }
+        };
+        Self { format, filter }
+    }
+}

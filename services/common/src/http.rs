@@ -1,0 +1,256 @@
+//! HTTP pieces shared by the services: the error type and its JSON body, a
+//! JSON extractor with JSON rejections, health handlers, fallbacks and the
+//! shutdown signal.
+//!
+//! Client errors name what is wrong; 5xx bodies are generic and the details
+//! go to the log only. Nothing here knows about AMQP.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Body of every error response: `{"error": "..."}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// What went wrong (generic for 5xx).
+    pub error: String,
+}
+
+/// Boxed error used as the hidden cause of 5xx responses.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An HTTP handler error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The client sent something invalid (4xx); `message` names the field.
+    #[error("{message}")]
+    Client {
+        /// Status code, 400..=499.
+        status: StatusCode,
+        /// Shown to the client.
+        message: String,
+    },
+    /// A dependency (the broker) is unavailable: 503 with `Retry-After`.
+    #[error("service unavailable ({kind})")]
+    Unavailable {
+        /// Category of the cause, for logs.
+        kind: &'static str,
+        /// Seconds the client should wait.
+        retry_after: u32,
+        /// The cause, logged, never shown.
+        #[source]
+        source: BoxError,
+    },
+    /// Anything else: 500 with a generic body.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl AppError {
+    /// A 4xx error with a message for the client.
+    pub fn client(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::Client {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400 Bad Request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::client(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 422 Unprocessable Entity.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::client(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    /// Error category for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Client { .. } => "ClientError",
+            Self::Unavailable { .. } => "Unavailable",
+            Self::Internal(_) => "Internal",
+        }
+    }
+
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Client { status, .. } => *status,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match self {
+            Self::Client { message, .. } => json_error(status, message),
+            Self::Unavailable {
+                kind,
+                retry_after,
+                source,
+            } => {
+                tracing::warn!(kind, error = %source, "request failed: dependency unavailable");
+                let mut response =
+                    json_error(status, "service temporarily unavailable, retry later");
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                response
+            }
+            Self::Internal(source) => {
+                tracing::error!(error = %source, "request failed: internal error");
+                json_error(status, "internal server error")
+            }
+        }
+    }
+}
+
+/// A JSON error response `{"error": message}` with `status`.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// Like [`axum::Json`], but rejections become [`AppError`] JSON bodies:
+/// 415 (content type), 400 (syntax), 422 (shape, naming the field), 413 (size).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+/// Maps a JSON rejection to a client error with a readable message.
+pub fn json_rejection(rejection: &JsonRejection) -> AppError {
+    let status = rejection.status();
+    let message = match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            "expected a request with Content-Type: application/json".to_owned()
+        }
+        JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {}", source_text(rejection)),
+        JsonRejection::JsonDataError(_) => {
+            format!("invalid request body: {}", source_text(rejection))
+        }
+        JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            "request body too large".to_owned()
+        }
+        _ => "could not read the request body".to_owned(),
+    };
+    // Anything not classified as a client error is still the client's fault
+    // (a broken body stream): never a 5xx for client input.
+    let status = if status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    AppError::client(status, message)
+}
+
+/// The innermost error text of a rejection (serde's message, which names the
+/// field and position).
+fn source_text(rejection: &JsonRejection) -> String {
+    let mut current: &dyn std::error::Error = rejection;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// Fallback for unknown routes: 404 `{"error": "not found"}`.
+pub async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not found")
+}
+
+/// Fallback for a known route with the wrong method: 405.
+pub async fn method_not_allowed() -> Response {
+    json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
+}
+
+/// A `/readyz` response: 200 when every check passes, else 503 naming the
+/// failed checks.
+pub fn readiness(checks: &[(&'static str, bool)]) -> Response {
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| *name)
+        .collect();
+    if failing.is_empty() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready"})),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not ready", "failing": failing})),
+        )
+            .into_response()
+    }
+}
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}

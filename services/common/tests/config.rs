@@ -1,0 +1,122 @@
+//! Configuration parsing: defaults, typed values, all problems at once, and
+//! the password never leaking into Debug, Display or error text.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use pingpong_common::config::{self, listen_addr};
+use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat};
+
+const PASSWORD: &str = "s3cr3t-p4ss-word";
+
+fn parse(vars: &[(&str, &str)]) -> Result<(SocketAddr, AmqpConfig, LogConfig), ConfigError> {
+    let map: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let lookup = move |key: &str| map.get(key).cloned();
+    let mut env = Env::new(&lookup);
+    let addr = listen_addr(&mut env, "0.0.0.0:8001".parse().unwrap());
+    let amqp = AmqpConfig::from_env(&mut env);
+    let log = LogConfig::from_env(&mut env);
+    env.finish((addr, amqp, log))
+}
+
+#[test]
+fn defaults_apply_when_nothing_is_set() {
+    let (addr, amqp, log) = parse(&[]).unwrap();
+    assert_eq!(addr, "0.0.0.0:8001".parse().unwrap());
+    assert_eq!(amqp.host, "127.0.0.1");
+    assert_eq!(amqp.port.get(), 5672);
+    assert_eq!(amqp.vhost, "/");
+    assert_eq!(amqp.user, "guest");
+    assert_eq!(amqp.password.expose(), "guest");
+    assert_eq!(amqp.queue.as_str(), "pingpong");
+    assert_eq!(amqp.queue.dead_letter(), "pingpong.dead");
+    assert_eq!(log.format, LogFormat::Text);
+    assert_eq!(log.filter, "info");
+}
+
+#[test]
+fn values_are_parsed_into_types() {
+    let (addr, amqp, log) = parse(&[
+        (config::LISTEN_ADDR, "127.0.0.1:9000"),
+        (config::RABBITMQ_HOST, "rabbit.example"),
+        (config::RABBITMQ_PORT, "5673"),
+        (config::RABBITMQ_VHOST, "prod"),
+        (config::RABBITMQ_DEFAULT_USER, "app"),
+        (config::RABBITMQ_DEFAULT_PASS, PASSWORD),
+        (config::RABBITMQ_QUEUE, "orders"),
+        (config::LOG_FORMAT, "JSON"),
+        (config::RUST_LOG, "warn,pingpong_ping=debug"),
+    ])
+    .unwrap();
+    assert_eq!(addr.port(), 9000);
+    assert_eq!(amqp.host, "rabbit.example");
+    assert_eq!(amqp.port.get(), 5673);
+    assert_eq!(amqp.vhost, "prod");
+    assert_eq!(amqp.user, "app");
+    assert_eq!(amqp.password.expose(), PASSWORD);
+    assert_eq!(amqp.queue.dead_letter(), "orders.dead");
+    assert_eq!(log.format, LogFormat::Json);
+    assert_eq!(log.filter, "warn,pingpong_ping=debug");
+}
+
+#[test]
+fn every_bad_variable_is_reported_at_once() {
+    let err = parse(&[
+        (config::LISTEN_ADDR, "not-an-addr"),
+        (config::RABBITMQ_HOST, "bad host"),
+        (config::RABBITMQ_PORT, "70000"),
+        (config::RABBITMQ_QUEUE, "amq.reserved"),
+        (config::LOG_FORMAT, "yaml"),
+        (config::RUST_LOG, "[[[not a filter"),
+        (config::RABBITMQ_DEFAULT_PASS, PASSWORD),
+    ])
+    .unwrap_err();
+    let names: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(
+        names,
+        [
+            config::LISTEN_ADDR,
+            config::RABBITMQ_HOST,
+            config::RABBITMQ_PORT,
+            config::RABBITMQ_QUEUE,
+            config::LOG_FORMAT,
+            config::RUST_LOG
+        ]
+    );
+    let text = err.to_string();
+    for name in names {
+        assert!(text.contains(name), "{name} missing from: {text}");
+    }
+    assert!(text.contains("70000"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+}
+
+#[test]
+fn port_zero_and_overlong_queue_are_rejected() {
+    let long = "q".repeat(251);
+    let err = parse(&[
+        (config::RABBITMQ_PORT, "0"),
+        (config::RABBITMQ_QUEUE, &long),
+    ])
+    .unwrap_err();
+    let names: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(names, [config::RABBITMQ_PORT, config::RABBITMQ_QUEUE]);
+}
+
+#[test]
+fn password_never_appears_in_debug_display_or_summary() {
+    let (_, amqp, _) = parse(&[(config::RABBITMQ_DEFAULT_PASS, PASSWORD)]).unwrap();
+    for text in [
+        format!("{amqp:?}"),
+        format!("{}", amqp.password),
+        format!("{:?}", amqp.password),
+        amqp.summary(),
+    ] {
+        assert!(!text.contains(PASSWORD), "leaked in {text}");
+    }
+    assert!(amqp.summary().contains("***"));
+    assert!(format!("{amqp:?}").contains("***"));
+}
