@@ -281,7 +281,11 @@ impl AmqpConfig {
     pub fn summary(&self) -> String {
         format!(
             "amqp://{}:***@{}:{}/{} queue={}",
-            self.user, self.host, self.port, self.vhost, self.queue
+            self.user,
+            self.host,
+            self.port,
+            self.vhost.replace('/', "%2f"),
+            self.queue
         )
     }
 }

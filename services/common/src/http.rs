@@ -227,6 +227,72 @@ pub fn readiness(checks: &[(&'static str, bool)]) -> Response {
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why serving HTTP failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server stopped with an I/O error.
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl ServeError {
+    /// Error category for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Bind { .. } => "Bind",
+            Self::Serve(_) => "Serve",
+        }
+    }
+}
+
+/// Binds `addr` (TCP_NODELAY on accepted sockets).
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Serves `router` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish for at most [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    use axum::serve::ListenerExt;
+    let draining = tokio_util::sync::CancellationToken::new();
+    let signal = draining.clone();
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        signal.cancel();
+    });
+    let deadline = async {
+        draining.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(ServeError::Serve),
+        () = deadline => {
+            tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "in-flight requests did not finish in time");
+            Ok(())
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -12,6 +12,8 @@ pub mod http;
 pub mod message;
 pub mod metrics;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueName, Secret};
 pub use message::Message;

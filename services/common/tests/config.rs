@@ -1,5 +1,6 @@
 //! Configuration parsing: defaults, typed values, all problems at once, and
 //! the password never leaking into Debug, Display or error text.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

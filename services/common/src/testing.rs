@@ -1,0 +1,114 @@
+//! Helpers for integration tests against a real RabbitMQ (feature `testing`).
+//!
+//! [`broker`] is the single guard every broker test goes through: it reads
+//! `RABBITMQ_HOST`/`RABBITMQ_PORT`/`RABBITMQ_USER`/`RABBITMQ_PASS` (falling
+//! back to the `RABBITMQ_DEFAULT_*` names, then 127.0.0.1:5672 guest/guest),
+//! gives every test a unique queue and checks that the broker answers. When it
+//! does not, the test FAILS if `CI=true` and is skipped with a notice
+//! otherwise. Not for production code.
+
+use std::num::NonZeroU16;
+use std::time::Duration;
+
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+
+use crate::amqp::{ChannelRole, Session, open_session};
+use crate::config::{AmqpConfig, QueueName, Secret};
+
+/// Broker settings for tests, with a fresh queue named after `test`.
+pub fn test_config(test: &str) -> AmqpConfig {
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    let port = var(&["RABBITMQ_PORT"])
+        .and_then(|p| p.parse::<NonZeroU16>().ok())
+        .unwrap_or(NonZeroU16::new(5672).unwrap_or(NonZeroU16::MIN));
+    let queue = format!("pingpong-test-{test}-{}", uuid::Uuid::new_v4().simple());
+    AmqpConfig {
+        host: var(&["RABBITMQ_HOST"]).unwrap_or_else(|| "127.0.0.1".to_owned()),
+        port,
+        vhost: var(&["RABBITMQ_VHOST"]).unwrap_or_else(|| "/".to_owned()),
+        user: var(&["RABBITMQ_USER", "RABBITMQ_DEFAULT_USER"])
+            .unwrap_or_else(|| "guest".to_owned()),
+        password: Secret::new(
+            var(&["RABBITMQ_PASS", "RABBITMQ_DEFAULT_PASS"]).unwrap_or_else(|| "guest".to_owned()),
+        ),
+        queue: QueueName::new(&queue).unwrap_or_else(|_| panic_queue(&queue)),
+    }
+}
+
+fn panic_queue(queue: &str) -> QueueName {
+    panic!("test queue name {queue:?} is invalid")
+}
+
+/// Whether missing infrastructure must fail the test (`CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// A test's broker settings and an admin session on them, or `None` (after
+/// printing a notice) when the broker is unreachable outside CI.
+///
+/// # Panics
+/// When the broker is unreachable and `CI=true`.
+pub async fn broker(test: &str) -> Option<(AmqpConfig, Session)> {
+    let config = test_config(test);
+    let result = tokio::time::timeout(
+        Duration::from_secs(15),
+        open_session(
+            &config,
+            ChannelRole::Publisher,
+            &format!("test-admin-{test}"),
+        ),
+    )
+    .await;
+    let error = match result {
+        Ok(Ok(session)) => return Some((config, session)),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    let endpoint = format!("{}:{}", config.host, config.port);
+    if in_ci() {
+        panic!(
+            "RabbitMQ is required (CI=true) but unreachable at {endpoint}: {error}. \
+             Start the broker or set RABBITMQ_HOST/RABBITMQ_PORT/RABBITMQ_USER/RABBITMQ_PASS."
+        );
+    }
+    eprintln!(
+        "NOTICE: skipping {test}: RabbitMQ unreachable at {endpoint} ({error}); set CI=true to fail instead"
+    );
+    None
+}
+
+/// Ready-message count of `queue` (passive declare).
+pub async fn ready_count(session: &Session, queue: &str) -> u32 {
+    match session
+        .channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(info) => info.message_count(),
+        Err(error) => panic!("passive declare of {queue} failed: {error}"),
+    }
+}
+
+/// Deletes the test queue and its dead-letter queue, then closes the session.
+pub async fn cleanup(session: Session, config: &AmqpConfig) {
+    for queue in [config.queue.to_string(), config.queue.dead_letter()] {
+        let _ = session
+            .channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = session.connection.close(200, "test done".into()).await;
+}

@@ -1,0 +1,90 @@
+//! HTTP handlers of ping. Input validation happens here; publishing is
+//! delegated to the [`crate::Publish`] in the state.
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::response::Response;
+use pingpong_common::Message;
+use pingpong_common::http::{ApiJson, AppError, readiness};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::AppState;
+
+/// Seconds a client should wait after a 503.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// Body of `POST /ping`.
+#[derive(Debug, Deserialize)]
+pub struct PingRequest {
+    /// The text to send (non-empty).
+    pub msg: String,
+}
+
+/// Answer of a confirmed `POST /ping`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PingResponse {
+    /// The message id (also the AMQP `message_id`).
+    pub id: Uuid,
+    /// `Created at <RFC 3339 time>`.
+    pub message: String,
+    /// The text sent.
+    pub content: String,
+}
+
+/// `POST /ping`: validate, publish, wait for the confirm, answer.
+pub async fn ping(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<PingRequest>,
+) -> Result<Json<PingResponse>, AppError> {
+    if request.msg.is_empty() {
+        return Err(AppError::unprocessable("field `msg` must not be empty"));
+    }
+    let message = Message::new(request.msg);
+    if let Err(error) = state.publisher.publish(&message).await {
+        state
+            .metrics
+            .failed
+            .with_label_values(&[error.kind()])
+            .inc();
+        return Err(if error.is_transient() {
+            AppError::Unavailable {
+                kind: error.kind(),
+                retry_after: RETRY_AFTER_SECS,
+                source: Box::new(error),
+            }
+        } else {
+            AppError::Internal(Box::new(error))
+        });
+    }
+    state.metrics.published.inc();
+    let created = message
+        .created_at
+        .format(&Rfc3339)
+        .map_err(|error| AppError::Internal(Box::new(error)))?;
+    Ok(Json(PingResponse {
+        id: message.id,
+        message: format!("Created at {created}"),
+        content: message.msg,
+    }))
+}
+
+/// `GET /readyz`: ready while the broker is connected.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    readiness(&[("broker", state.publisher.is_ready())])
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    pingpong_common::metrics::render(&state.registry)
+}
+
+/// The request span: method and route template, never the raw path.
+pub fn request_span(request: &Request) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map_or(
+        pingpong_common::metrics::UNMATCHED_ROUTE,
+        MatchedPath::as_str,
+    );
+    tracing::info_span!("http", method = %request.method(), route)
+}

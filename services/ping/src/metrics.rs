@@ -1,0 +1,75 @@
+//! Metrics of the ping service, registered on the process's own registry.
+//!
+//! Names: `pingpong_ping_*`. Labels are bounded: `reason` is a
+//! [`crate::publisher::PublishError::kind`], `outcome` is one of
+//! `ack|nack|returned|timeout|error`.
+
+use std::sync::Arc;
+
+use pingpong_common::metrics::{self as common, HttpMetrics};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+
+/// Metric name prefix.
+pub const PREFIX: &str = "pingpong_ping";
+
+/// Buckets of the publisher-confirm latency, in seconds.
+pub const CONFIRM_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The ping service's metrics.
+#[derive(Clone)]
+pub struct PingMetrics {
+    /// HTTP requests and latency.
+    pub http: Arc<HttpMetrics>,
+    /// Messages confirmed by the broker.
+    pub published: IntCounter,
+    /// Failed publishes by reason.
+    pub failed: IntCounterVec,
+    /// Publish-to-confirm latency by outcome.
+    pub confirm_duration: HistogramVec,
+    /// 1 while connected to the broker.
+    pub broker_connected: IntGauge,
+}
+
+impl PingMetrics {
+    /// Registers every ping metric on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let http = HttpMetrics::register(registry, PREFIX)?;
+        let published = common::counter(
+            registry,
+            PREFIX,
+            "messages_published_total",
+            "Messages published and confirmed (ack, not returned) by the broker.",
+        )?;
+        let failed = common::counter_vec(
+            registry,
+            PREFIX,
+            "publish_failures_total",
+            "Publishes that did not get a positive confirm, by reason.",
+            &["reason"],
+        )?;
+        let confirm_duration = HistogramVec::new(
+            HistogramOpts::new(
+                format!("{PREFIX}_publish_confirm_duration_seconds"),
+                "Time from publish to the broker's confirm, by outcome.",
+            )
+            .buckets(CONFIRM_BUCKETS.to_vec()),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(confirm_duration.clone()))?;
+        let broker_connected = common::gauge(
+            registry,
+            PREFIX,
+            "broker_connected",
+            "1 while the AMQP connection is up, else 0.",
+        )?;
+        Ok(Self {
+            http,
+            published,
+            failed,
+            confirm_duration,
+            broker_connected,
+        })
+    }
+}
