@@ -1,1 +1,133 @@
-fn main() {}
+//! `pingpong-loadgen`: small AMQP tools for the benchmark and the system tests.
+//!
+//! - `ceiling`: the broker's own ceiling for persistent publishes with pipelined publisher
+//!   confirms (what `make bench` compares ping against);
+//! - `publish`: publish one raw message (any bytes) to an existing queue and wait for its confirm
+//!   (the system tests use it to feed malformed messages to pong);
+//! - `queue-depth`: ready messages and consumers of a queue, as JSON;
+//! - `delete-queue`: delete queues (cleanup after tests and benchmarks).
+//!
+//! Broker settings come from the same `RABBITMQ_*` variables as the services. Every command prints
+//! one JSON object on stdout; errors go to stderr with a non-zero exit status.
+
+mod amqp;
+mod ceiling;
+mod tools;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `pingpong-loadgen`.
+#[derive(Debug, Parser)]
+#[command(name = "pingpong-loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The tools.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish persistent messages with pipelined confirms for a fixed time; print msg/s.
+    Ceiling {
+        /// How long to publish, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Unconfirmed messages allowed in flight at once.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        /// Payload size in bytes (about the size of ping's wire message by default).
+        #[arg(long, default_value_t = 120)]
+        size: usize,
+        /// Queue to publish into (declared durable, deleted afterwards). Default: unique name.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Publish one message (body from --body, or stdin) to an existing queue and await its confirm.
+    Publish {
+        /// Target queue (routing key on the default exchange). It must already exist.
+        #[arg(long)]
+        queue: String,
+        /// Message body; read from stdin when absent (any bytes).
+        #[arg(long)]
+        body: Option<String>,
+        /// The message's content_type property.
+        #[arg(long)]
+        content_type: Option<String>,
+        /// The message's message_id property.
+        #[arg(long)]
+        message_id: Option<String>,
+    },
+    /// Print the ready message count and consumer count of an existing queue.
+    QueueDepth {
+        /// Queue name.
+        #[arg(long)]
+        queue: String,
+    },
+    /// Delete queues (a missing queue is not an error).
+    DeleteQueue {
+        /// Queue names.
+        #[arg(required = true)]
+        queues: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("pingpong-loadgen: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run one tool and return its JSON report.
+async fn run(command: Command) -> anyhow::Result<serde_json::Value> {
+    let settings = amqp::Settings::from_env(|key| std::env::var(key).ok())?;
+    let output = match command {
+        Command::Ceiling {
+            seconds,
+            in_flight,
+            size,
+            queue,
+        } => {
+            let queue =
+                queue.unwrap_or_else(|| format!("pingpong.loadgen.ceiling.{}", std::process::id()));
+            let params = ceiling::Params {
+                duration: Duration::from_secs(seconds),
+                in_flight: in_flight.max(1),
+                size,
+                queue,
+            };
+            ceiling::run(&settings, &params).await?.to_json()
+        }
+        Command::Publish {
+            queue,
+            body,
+            content_type,
+            message_id,
+        } => {
+            let body = match body {
+                Some(body) => body.into_bytes(),
+                None => tools::read_stdin()?,
+            };
+            let message = tools::RawMessage {
+                queue,
+                body,
+                content_type,
+                message_id,
+            };
+            tools::publish(&settings, &message).await?
+        }
+        Command::QueueDepth { queue } => tools::queue_depth(&settings, &queue).await?,
+        Command::DeleteQueue { queues } => tools::delete_queues(&settings, &queues).await?,
+    };
+    Ok(output)
+}
