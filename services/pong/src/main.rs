@@ -1,1 +1,32 @@
-fn main() {}
+//! The `pong` binary: parse config, start logging, run until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use pingpong_common::http::shutdown_signal;
+use pingpong_pong::{Config, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("pong: {error}");
+            for problem in &error.problems {
+                eprintln!("  - {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = pingpong_common::telemetry::init(&config.log) {
+        eprintln!("pong: {error}");
+        return ExitCode::from(2);
+    }
+    tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "pong starting");
+    match run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(kind = error.kind(), %error, "pong failed");
+            ExitCode::FAILURE
+        }
+    }
+}

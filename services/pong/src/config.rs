@@ -1,0 +1,72 @@
+//! Configuration of the pong service, read once from the environment.
+//!
+//! Only parsing and the redacted summary live here; see
+//! [`pingpong_common::config`] for the shared pieces.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+
+use pingpong_common::config::listen_addr;
+use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
+
+/// Default listen address of pong.
+pub const DEFAULT_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8002);
+/// Variable bounding the in-memory store.
+pub const PONG_MAX_MESSAGES: &str = "PONG_MAX_MESSAGES";
+/// Default bound of the in-memory store.
+pub const DEFAULT_MAX_MESSAGES: NonZeroUsize = match NonZeroUsize::new(100_000) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
+/// Everything pong needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address (`LISTEN_ADDR`).
+    pub listen_addr: SocketAddr,
+    /// Broker settings (`RABBITMQ_*`).
+    pub amqp: AmqpConfig,
+    /// Store bound (`PONG_MAX_MESSAGES`); the oldest message is evicted first.
+    pub max_messages: NonZeroUsize,
+    /// Logging (`LOG_FORMAT`, `RUST_LOG`).
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// Parses the configuration through `lookup`, reporting every bad variable.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut env = Env::new(lookup);
+        let listen_addr = listen_addr(&mut env, DEFAULT_LISTEN_ADDR);
+        let amqp = AmqpConfig::from_env(&mut env);
+        let max_messages = env.parse(
+            PONG_MAX_MESSAGES,
+            DEFAULT_MAX_MESSAGES,
+            "a positive integer (messages kept in memory)",
+        );
+        let log = LogConfig::from_env(&mut env);
+        env.finish(Self {
+            listen_addr,
+            amqp,
+            max_messages,
+            log,
+        })
+    }
+
+    /// Parses the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|key| std::env::var(key).ok())
+    }
+
+    /// A one-line summary with the password redacted.
+    pub fn summary(&self) -> String {
+        format!(
+            "listen_addr={} broker={} max_messages={} log_format={} rust_log={}",
+            self.listen_addr,
+            self.amqp.summary(),
+            self.max_messages,
+            self.log.format,
+            self.log.filter
+        )
+    }
+}

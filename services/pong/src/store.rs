@@ -1,0 +1,308 @@
+//! The bounded in-memory message store behind `GET /pong`.
+//!
+//! Policy: at most `capacity` messages; inserting into a full store evicts
+//! the oldest first. A message whose id is already stored is a duplicate and
+//! is not stored again (ids of evicted messages are forgotten). Each message
+//! is serialised to JSON once, at insert time, so a read only clones
+//! reference-counted strings under the lock and concatenates outside it.
+
+use std::collections::{HashSet, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::future::BoxFuture;
+use pingpong_common::Message;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Result of an insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored; `evicted` older messages were dropped, `len` are now stored.
+    Stored {
+        /// Messages evicted to make room.
+        evicted: usize,
+        /// Messages stored after the insert.
+        len: usize,
+    },
+    /// The id is already stored; nothing changed.
+    Duplicate,
+}
+
+/// Why a message could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record could not be serialised (e.g. a timestamp out of range).
+    #[error("failed to serialise message {id}: {source}")]
+    Serialize {
+        /// The message id.
+        id: Uuid,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    /// Error category for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Serialize { .. } => "Serialize",
+        }
+    }
+}
+
+/// Where the consumer puts messages; the store, or a fake in tests.
+pub trait MessageSink: Send + Sync {
+    /// Stores `message` received at `received_at`; the delivery is acked only
+    /// after this resolves.
+    fn store(
+        &self,
+        message: Message,
+        received_at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>>;
+}
+
+/// A stored message as served by `GET /pong`.
+#[derive(Debug, Serialize)]
+struct Record<'a> {
+    id: Uuid,
+    msg: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: OffsetDateTime,
+}
+
+struct Inner {
+    entries: VecDeque<(Uuid, Arc<str>)>,
+    ids: HashSet<Uuid>,
+}
+
+/// The bounded store.
+pub struct Store {
+    capacity: NonZeroUsize,
+    inner: Mutex<Inner>,
+}
+
+impl Store {
+    /// An empty store holding at most `capacity` messages.
+    pub fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::new(Inner {
+                entries: VecDeque::new(),
+                ids: HashSet::new(),
+            }),
+        }
+    }
+
+    /// The bound.
+    pub fn capacity(&self) -> NonZeroUsize {
+        self.capacity
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the store half-updated
+        // in a way that matters for readers, so recover from poisoning.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stores a message unless its id is already stored.
+    pub fn insert(
+        &self,
+        message: &Message,
+        received_at: OffsetDateTime,
+    ) -> Result<InsertOutcome, StoreError> {
+        let record = Record {
+            id: message.id,
+            msg: &message.msg,
+            created_at: message.created_at,
+            received_at,
+        };
+        let json: Arc<str> = serde_json::to_string(&record)
+            .map_err(|source| StoreError::Serialize {
+                id: message.id,
+                source,
+            })?
+            .into();
+        let mut inner = self.lock();
+        if !inner.ids.insert(message.id) {
+            return Ok(InsertOutcome::Duplicate);
+        }
+        let mut evicted = 0;
+        while inner.entries.len() >= self.capacity.get() {
+            if let Some((old, _)) = inner.entries.pop_front() {
+                inner.ids.remove(&old);
+                evicted += 1;
+            }
+        }
+        inner.entries.push_back((message.id, json));
+        Ok(InsertOutcome::Stored {
+            evicted,
+            len: inner.entries.len(),
+        })
+    }
+
+    /// Number of stored messages.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `id` is stored.
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.lock().ids.contains(id)
+    }
+
+    /// The stored messages as a JSON array, oldest first; with `limit`, only
+    /// the newest `limit` messages (still oldest first).
+    pub fn to_json(&self, limit: Option<usize>) -> String {
+        let parts: Vec<Arc<str>> = {
+            let inner = self.lock();
+            let len = inner.entries.len();
+            let skip = len.saturating_sub(limit.unwrap_or(len));
+            inner
+                .entries
+                .iter()
+                .skip(skip)
+                .map(|(_, json)| Arc::clone(json))
+                .collect()
+        };
+        let size = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2;
+        let mut out = String::with_capacity(size);
+        out.push('[');
+        for (index, part) in parts.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            out.push_str(part);
+        }
+        out.push(']');
+        out
+    }
+}
+
+impl MessageSink for Store {
+    fn store(
+        &self,
+        message: Message,
+        received_at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>> {
+        Box::pin(std::future::ready(self.insert(&message, received_at)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_store(capacity: usize) -> Store {
+        Store::new(NonZeroUsize::new(capacity).unwrap())
+    }
+
+    fn ids(json: &str) -> Vec<String> {
+        let value: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+        value
+            .iter()
+            .map(|v| v["msg"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn insert(store: &Store, text: &str) -> InsertOutcome {
+        store
+            .insert(&Message::new(text), OffsetDateTime::now_utc())
+            .unwrap()
+    }
+
+    #[test]
+    fn evicts_oldest_first_when_full() {
+        let store = new_store(3);
+        for text in ["a", "b", "c"] {
+            assert!(matches!(
+                insert(&store, text),
+                InsertOutcome::Stored { evicted: 0, .. }
+            ));
+        }
+        assert_eq!(
+            insert(&store, "d"),
+            InsertOutcome::Stored { evicted: 1, len: 3 }
+        );
+        assert_eq!(
+            insert(&store, "e"),
+            InsertOutcome::Stored { evicted: 1, len: 3 }
+        );
+        assert_eq!(ids(&store.to_json(None)), ["c", "d", "e"]);
+    }
+
+    #[test]
+    fn duplicates_are_stored_once() {
+        let store = new_store(10);
+        let message = Message::new("once");
+        let now = OffsetDateTime::now_utc();
+        assert!(matches!(
+            store.insert(&message, now).unwrap(),
+            InsertOutcome::Stored { .. }
+        ));
+        assert_eq!(
+            store.insert(&message, now).unwrap(),
+            InsertOutcome::Duplicate
+        );
+        assert_eq!(store.len(), 1);
+        assert!(store.contains(&message.id));
+    }
+
+    #[test]
+    fn evicted_ids_are_forgotten() {
+        let store = new_store(1);
+        let first = Message::new("first");
+        let now = OffsetDateTime::now_utc();
+        store.insert(&first, now).unwrap();
+        insert(&store, "second");
+        assert!(!store.contains(&first.id));
+        assert!(matches!(
+            store.insert(&first, now).unwrap(),
+            InsertOutcome::Stored { evicted: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn limit_returns_the_newest_in_oldest_first_order() {
+        let store = new_store(10);
+        for text in ["a", "b", "c", "d"] {
+            insert(&store, text);
+        }
+        let cases: [(Option<usize>, &[&str]); 5] = [
+            (None, &["a", "b", "c", "d"]),
+            (Some(0), &[]),
+            (Some(2), &["c", "d"]),
+            (Some(4), &["a", "b", "c", "d"]),
+            (Some(100), &["a", "b", "c", "d"]),
+        ];
+        for (limit, expected) in cases {
+            assert_eq!(ids(&store.to_json(limit)), expected, "limit {limit:?}");
+        }
+    }
+
+    #[test]
+    fn records_have_the_documented_shape() {
+        let store = new_store(2);
+        let message = Message::new("shape");
+        store.insert(&message, OffsetDateTime::now_utc()).unwrap();
+        let value: Vec<serde_json::Value> = serde_json::from_str(&store.to_json(None)).unwrap();
+        let record = value[0].as_object().unwrap();
+        let mut keys: Vec<&str> = record.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["created_at", "id", "msg", "received_at"]);
+        assert_eq!(record["id"], message.id.to_string());
+        assert_eq!(store.to_json(None).chars().next(), Some('['));
+        assert_eq!(new_store(1).to_json(None), "[]");
+    }
+}
