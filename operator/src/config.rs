@@ -1,1 +1,298 @@
-//! TODO(B2): config
+//! The operator's process configuration, read once from the environment at start-up.
+//!
+//! [`Config::from_lookup`] takes a lookup function so tests need no real environment. It checks
+//! every variable and reports *all* problems at once, naming the variable and the expected format.
+//! This module must not start anything or talk to the API server.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Default address of the `/metrics`, `/healthz` and `/readyz` server.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:8080";
+/// Default ping image when `PINGPONG_PING_IMAGE` is unset.
+pub const DEFAULT_PING_IMAGE: &str = "ghcr.io/pingpong-operator/ping:0.1.0";
+/// Default pong image when `PINGPONG_PONG_IMAGE` is unset.
+pub const DEFAULT_PONG_IMAGE: &str = "ghcr.io/pingpong-operator/pong:0.1.0";
+/// Default RabbitMQ image when `PINGPONG_RABBITMQ_IMAGE` is unset.
+pub const DEFAULT_RABBITMQ_IMAGE: &str = "rabbitmq:4.2-management";
+
+/// Log output format (`LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for clusters.
+    Json,
+}
+
+/// Default container images used when a stack does not name its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Images {
+    /// Image of the ping service (`PINGPONG_PING_IMAGE`).
+    pub ping: String,
+    /// Image of the pong service (`PINGPONG_PONG_IMAGE`).
+    pub pong: String,
+    /// Image of the RabbitMQ broker (`PINGPONG_RABBITMQ_IMAGE`).
+    pub rabbitmq: String,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self {
+            ping: DEFAULT_PING_IMAGE.to_owned(),
+            pong: DEFAULT_PONG_IMAGE.to_owned(),
+            rabbitmq: DEFAULT_RABBITMQ_IMAGE.to_owned(),
+        }
+    }
+}
+
+/// Leader-election identity: which Lease to hold and under which name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// Holder identity written into the Lease (`POD_NAME`).
+    pub identity: String,
+    /// Namespace of the Lease (`POD_NAMESPACE`).
+    pub namespace: String,
+}
+
+/// Everything the `run` subcommand needs, parsed and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Default images for stacks that do not set their own.
+    pub images: Images,
+    /// Namespace to watch; `None` watches all namespaces (`WATCH_NAMESPACE` empty or unset).
+    pub watch_namespace: Option<String>,
+    /// Address of the metrics and health server (`METRICS_ADDR`).
+    pub metrics_addr: SocketAddr,
+    /// Log format (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// `Some` when `LEADER_ELECTION` is true (the default); `None` runs without a Lease.
+    pub leader_election: Option<LeaderElection>,
+    /// Name reported as the Event `reportingInstance` (`POD_NAME`, when set).
+    pub instance: Option<String>,
+}
+
+/// One problem with one environment variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The variable's name.
+    pub variable: &'static str,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+/// Every problem found in the environment, reported together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order the variables are read.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    /// Error category for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        "InvalidConfig"
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid operator configuration:")?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {}", p.variable, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a variable name → value function).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned());
+        let mut image = |variable: &'static str, default: &str| match get(variable) {
+            None => default.to_owned(),
+            Some(v) if v.is_empty() => default.to_owned(),
+            Some(v) if v.chars().any(char::is_whitespace) => {
+                problems.push(ConfigProblem {
+                    variable,
+                    message: format!("{v:?} is not an image reference (no whitespace allowed)"),
+                });
+                default.to_owned()
+            }
+            Some(v) => v,
+        };
+        let images = Images {
+            ping: image("PINGPONG_PING_IMAGE", DEFAULT_PING_IMAGE),
+            pong: image("PINGPONG_PONG_IMAGE", DEFAULT_PONG_IMAGE),
+            rabbitmq: image("PINGPONG_RABBITMQ_IMAGE", DEFAULT_RABBITMQ_IMAGE),
+        };
+        let watch_namespace = get("WATCH_NAMESPACE").filter(|v| !v.is_empty());
+        let metrics_raw = get("METRICS_ADDR").filter(|v| !v.is_empty());
+        let metrics_addr = match metrics_raw
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_ADDR)
+            .parse()
+        {
+            Ok(addr) => addr,
+            Err(_) => {
+                problems.push(ConfigProblem {
+                    variable: "METRICS_ADDR",
+                    message: format!(
+                        "{:?} is not a socket address; expected HOST:PORT such as {DEFAULT_METRICS_ADDR}",
+                        metrics_raw.unwrap_or_default()
+                    ),
+                });
+                SocketAddr::from(([0, 0, 0, 0], 8080))
+            }
+        };
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("") | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                problems.push(ConfigProblem {
+                    variable: "LOG_FORMAT",
+                    message: format!("{other:?} is not a log format; expected text or json"),
+                });
+                LogFormat::Text
+            }
+        };
+        let enabled = match get("LEADER_ELECTION").as_deref() {
+            None | Some("") | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                problems.push(ConfigProblem {
+                    variable: "LEADER_ELECTION",
+                    message: format!("{other:?} is not a boolean; expected true or false"),
+                });
+                false
+            }
+        };
+        let pod_name = get("POD_NAME").filter(|v| !v.is_empty());
+        let pod_namespace = get("POD_NAMESPACE").filter(|v| !v.is_empty());
+        let leader_election = if enabled {
+            for (variable, value) in [("POD_NAME", &pod_name), ("POD_NAMESPACE", &pod_namespace)] {
+                if value.is_none() {
+                    problems.push(ConfigProblem {
+                        variable,
+                        message: "required when LEADER_ELECTION=true; set it from the downward \
+                                  API (fieldRef metadata.name / metadata.namespace) or set \
+                                  LEADER_ELECTION=false"
+                            .to_owned(),
+                    });
+                }
+            }
+            pod_name
+                .clone()
+                .zip(pod_namespace)
+                .map(|(identity, namespace)| LeaderElection {
+                    identity,
+                    namespace,
+                })
+        } else {
+            None
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(Self {
+            images,
+            watch_namespace,
+            metrics_addr,
+            log_format,
+            leader_election,
+            instance: pod_name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_without_leader_election() {
+        let cfg = parse(&[("LEADER_ELECTION", "false")]).unwrap();
+        assert_eq!(cfg.images, Images::default());
+        assert_eq!(cfg.watch_namespace, None);
+        assert_eq!(cfg.metrics_addr.to_string(), DEFAULT_METRICS_ADDR);
+        assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.leader_election, None);
+    }
+
+    #[test]
+    fn leader_election_is_on_by_default_and_needs_pod_identity() {
+        let err = parse(&[]).unwrap_err();
+        let vars: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(vars, ["POD_NAME", "POD_NAMESPACE"]);
+
+        let cfg = parse(&[("POD_NAME", "op-0"), ("POD_NAMESPACE", "pingpong-system")]).unwrap();
+        assert_eq!(
+            cfg.leader_election,
+            Some(LeaderElection {
+                identity: "op-0".into(),
+                namespace: "pingpong-system".into()
+            })
+        );
+        assert_eq!(cfg.instance.as_deref(), Some("op-0"));
+    }
+
+    #[test]
+    fn all_values_are_read() {
+        let cfg = parse(&[
+            ("PINGPONG_PING_IMAGE", "example.com/ping:1"),
+            ("PINGPONG_PONG_IMAGE", "example.com/pong:1"),
+            ("PINGPONG_RABBITMQ_IMAGE", "rabbitmq:4.1-management"),
+            ("WATCH_NAMESPACE", "team-a"),
+            ("METRICS_ADDR", "127.0.0.1:9000"),
+            ("LOG_FORMAT", "json"),
+            ("LEADER_ELECTION", "false"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.images.ping, "example.com/ping:1");
+        assert_eq!(cfg.images.pong, "example.com/pong:1");
+        assert_eq!(cfg.images.rabbitmq, "rabbitmq:4.1-management");
+        assert_eq!(cfg.watch_namespace.as_deref(), Some("team-a"));
+        assert_eq!(cfg.metrics_addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(cfg.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = parse(&[
+            ("PINGPONG_PING_IMAGE", "bad image"),
+            ("METRICS_ADDR", "localhost"),
+            ("LOG_FORMAT", "xml"),
+            ("LEADER_ELECTION", "maybe"),
+        ])
+        .unwrap_err();
+        let vars: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            vars,
+            [
+                "PINGPONG_PING_IMAGE",
+                "METRICS_ADDR",
+                "LOG_FORMAT",
+                "LEADER_ELECTION"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("METRICS_ADDR: \"localhost\" is not a socket address"));
+        assert!(text.contains("expected text or json"));
+    }
+}
