@@ -6,7 +6,8 @@
 #   3. installs the route provider: ingress-nginx for kind (default), or, with
 #      PINGPONG_ROUTE=gateway, checks that cloud-provider-kind serves Gateway API;
 #   4. builds the three images and deploys the chart with skaffold (images loaded into kind),
-#      which then applies manifests/samples/minimal.yaml (or gateway.yaml);
+#      which then applies manifests/samples/minimal.yaml (or gateway.yaml, plus the Gateway
+#      its parentRef names);
 #   5. waits for the stack's Ready condition and prints the curl commands.
 #
 # Environment:
@@ -88,6 +89,33 @@ skaffold build --kube-context "$context" "${profile[@]}" --file-output "$artifac
 skaffold deploy --kube-context "$context" "${profile[@]}" --build-artifacts "$artifacts" \
   --load-images=true
 
+if [ "$route" = gateway ]; then
+  # The sample's HTTPRoute attaches to the Gateway named in spec.gateway.parentRef; create that
+  # Gateway (class cloud-provider-kind, HTTP on port 80, routes from every namespace) if needed.
+  gw_name=$(k -n "$stack_ns" get -f "$sample" -o jsonpath='{.spec.gateway.parentRef.name}')
+  gw_ns=$(k -n "$stack_ns" get -f "$sample" -o jsonpath='{.spec.gateway.parentRef.namespace}')
+  gw_ns=${gw_ns:-$stack_ns}
+  echo "==> Gateway $gw_ns/$gw_name (class cloud-provider-kind)"
+  k create namespace "$gw_ns" --dry-run=client -o yaml | k apply -f - >/dev/null
+  k apply -f - <<EOF
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: $gw_name
+  namespace: $gw_ns
+spec:
+  gatewayClassName: cloud-provider-kind
+  listeners:
+    - name: http
+      protocol: HTTP
+      port: 80
+      allowedRoutes:
+        namespaces:
+          from: All
+EOF
+  k -n "$gw_ns" wait --for=condition=Programmed "gateway/$gw_name" --timeout=300s
+fi
+
 echo "==> waiting for the stack in $sample to become Ready"
 k -n "$stack_ns" apply -f "$sample" >/dev/null
 if ! k -n "$stack_ns" wait --for=condition=Ready -f "$sample" --timeout=600s; then
@@ -99,20 +127,28 @@ fi
 k -n "$stack_ns" get -f "$sample"
 
 endpoint=$(k -n "$stack_ns" get -f "$sample" -o jsonpath='{.status.endpoint}')
-if [ "$route" = ingress ] || [ -z "$endpoint" ]; then
-  # kind maps the node's port 80 to localhost (kind-config.yaml); a stack without a host
-  # matches every host name.
-  base=${endpoint:-http://localhost}
-else
-  base=$endpoint
+host=$(printf '%s' "$endpoint" | sed -E 's#^[a-z]+://##; s#[/:].*$##')
+base=http://localhost
+header=""
+if [ "$route" = gateway ]; then
+  # cloud-provider-kind gives the Gateway an address on the kind network (reachable from a
+  # Linux host; on macOS/Windows use `kubectl port-forward`).
+  address=$(k -n "$gw_ns" get gateway "$gw_name" -o jsonpath='{.status.addresses[0].value}')
+  base="http://${address:-<gateway address>}"
 fi
+case "$host" in
+  "" | localhost) ;;
+  # *.localhost resolves to 127.0.0.1, where kind-config.yaml maps the node's port 80.
+  *.localhost) if [ "$route" = ingress ]; then base="http://$host"; else header="-H 'Host: $host' "; fi ;;
+  # Any other host: send it in a header.
+  *) header="-H 'Host: $host' " ;;
+esac
 cat <<EOF
 
-The stack is Ready. Try it:
+The stack is Ready (endpoint: ${endpoint:-none reported}). Try it:
 
-  curl -s -X POST -H 'content-type: application/json' -d '{"msg":"hello"}' $base/ping
-  curl -s $base/pong
+  curl -s -X POST -H 'content-type: application/json' ${header}-d '{"msg":"hello"}' $base/ping
+  curl -s ${header}$base/pong
 
-If the endpoint names a host that does not resolve to 127.0.0.1, add -H 'Host: <host>' and use
-http://localhost. Run the end-to-end test with \`make e2e\`; delete the cluster with \`make down\`.
+Run the end-to-end test with \`make e2e\`; delete the cluster with \`make down\`.
 EOF
