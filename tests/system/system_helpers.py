@@ -1,0 +1,449 @@
+"""Helpers of the system tests: the binaries, free ports, child processes with logs, the nginx
+gateway, AMQP tools (through `pingpong-loadgen`) and a private RabbitMQ node for fault tests.
+
+The module name is unique across tests/ (see tests/deploy/conftest.py) so `import` never picks
+another directory's helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX_TEMPLATE = ROOT / "deploy" / "local" / "nginx.conf.template"
+BINARIES = ("ping", "pong", "pingpong-loadgen")
+T = TypeVar("T")
+
+
+def in_ci() -> bool:
+    """CI=true turns every missing prerequisite into a failure instead of a skip."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def missing(reason: str) -> None:
+    """Fail in CI, skip elsewhere."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing prerequisite is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+def binaries() -> dict[str, Path]:
+    """The service binaries from PINGPONG_BIN_DIR (default target/debug); fails if one is missing."""
+    bin_dir = Path(os.environ.get("PINGPONG_BIN_DIR", ROOT / "target" / "debug"))
+    found = {name: bin_dir / name for name in BINARIES}
+    absent = [str(path) for path in found.values() if not os.access(path, os.X_OK)]
+    if absent:
+        pytest.fail(
+            f"missing binaries: {', '.join(absent)}. Build them with "
+            "`cargo build -p pingpong-ping -p pingpong-pong -p pingpong-loadgen` "
+            "or point PINGPONG_BIN_DIR at a directory that has them.",
+            pytrace=False,
+        )
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `check` until it returns a truthy value; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """Status of GET `url`, or None when nothing answers."""
+    try:
+        return requests.get(url, timeout=timeout).status_code
+    except requests.RequestException:
+        return None
+
+
+@dataclass(frozen=True)
+class Broker:
+    """How to reach a RabbitMQ broker."""
+
+    host: str = "127.0.0.1"
+    port: int = 5672
+    vhost: str = "/"
+    user: str = "guest"
+    password: str = "guest"
+
+    @classmethod
+    def from_env(cls) -> Broker:
+        env = os.environ
+        return cls(
+            host=env.get("RABBITMQ_HOST", "127.0.0.1"),
+            port=int(env.get("RABBITMQ_PORT", "5672")),
+            vhost=env.get("RABBITMQ_VHOST", "/"),
+            user=env.get("RABBITMQ_DEFAULT_USER", "guest"),
+            password=env.get("RABBITMQ_DEFAULT_PASS", "guest"),
+        )
+
+    def env(self, queue: str) -> dict[str, str]:
+        return {
+            "RABBITMQ_HOST": self.host,
+            "RABBITMQ_PORT": str(self.port),
+            "RABBITMQ_VHOST": self.vhost,
+            "RABBITMQ_DEFAULT_USER": self.user,
+            "RABBITMQ_DEFAULT_PASS": self.password,
+            "RABBITMQ_QUEUE": queue,
+        }
+
+
+def base_env() -> dict[str, str]:
+    """The test's environment without RABBITMQ_* (every child gets those explicitly)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
+
+
+class Proc:
+    """A child process with its output in a log file; stopped by signal, never by name."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def send(self, sig: signal.Signals) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap (no graceful shutdown: what a crash looks like)."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (SIGCONT first, in case a test froze it), SIGKILL after `timeout`; exit code."""
+        if self.popen is None:
+            return None
+        if self.alive():
+            os.kill(self.pid, signal.SIGCONT)
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        return self.popen.returncode
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(no log: {error})"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    """ping, pong and optionally nginx on free ports, one queue, logs under `workdir`."""
+
+    bins: dict[str, Path]
+    broker: Broker
+    workdir: Path
+    queue: str = field(default_factory=lambda: f"pp-test-{uuid.uuid4().hex[:12]}")
+    ping_port: int = field(default_factory=free_port)
+    pong_port: int = field(default_factory=free_port)
+    gateway_port: int = field(default_factory=free_port)
+    procs: dict[str, Proc] = field(default_factory=dict)
+    generation: int = 0
+
+    @property
+    def ping_url(self) -> str:
+        return f"http://127.0.0.1:{self.ping_port}"
+
+    @property
+    def pong_url(self) -> str:
+        return f"http://127.0.0.1:{self.pong_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.queue}.dead"
+
+    def service_env(self, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = base_env()
+        env.update(self.broker.env(self.queue))
+        env.update({"LISTEN_ADDR": f"127.0.0.1:{port}", "RUST_LOG": "info", "LOG_FORMAT": "text"})
+        env.update(extra or {})
+        return env
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        self.generation += 1
+        key = name if name not in self.procs else f"{name}#{self.generation}"
+        proc = Proc(name, argv, env, self.workdir / f"{key}.log").start()
+        self.procs[key] = proc
+        return proc
+
+    def start_ping(self, extra_env: dict[str, str] | None = None) -> Proc:
+        return self._start("ping", [str(self.bins["ping"])], self.service_env(self.ping_port, extra_env))
+
+    def start_pong(self, extra_env: dict[str, str] | None = None) -> Proc:
+        return self._start("pong", [str(self.bins["pong"])], self.service_env(self.pong_port, extra_env))
+
+    def start_gateway(self) -> Proc:
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if nginx is None:
+            missing("nginx is not installed (Debian: apt-get install nginx-light)")
+        assert nginx is not None
+        prefix = self.workdir / "nginx"
+        (prefix / "logs").mkdir(parents=True, exist_ok=True)
+        (prefix / "tmp").mkdir(exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            render_nginx_conf(
+                listen=f"127.0.0.1:{self.gateway_port}",
+                ping=f"127.0.0.1:{self.ping_port}",
+                pong=f"127.0.0.1:{self.pong_port}",
+                access_log="logs/access.log",
+            )
+        )
+        argv = [nginx, "-p", f"{prefix}/", "-e", str(prefix / "logs" / "error.log"), "-c", str(conf),
+                "-g", "daemon off;"]
+        return self._start("nginx", argv, base_env())
+
+    def wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        url = {"ping": self.ping_url, "pong": self.pong_url}[name]
+        proc = self.procs[name]
+
+        def ready() -> bool:
+            assert proc.alive(), f"{name} exited during start-up:\n{proc.log_tail()}"
+            return http_status(f"{url}/readyz") == 200
+
+        wait_until(ready, timeout, f"{name} /readyz to answer 200")
+
+    def wait_gateway(self, timeout: float = 30.0) -> None:
+        wait_until(lambda: http_status(f"{self.gateway_url}/pong?limit=1") == 200, timeout,
+                   "the gateway to answer GET /pong")
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+
+    def logs(self) -> str:
+        parts = [f"--- {key} ({proc.log_path}) ---\n{proc.log_tail()}" for key, proc in self.procs.items()]
+        error_log = self.workdir / "nginx" / "logs" / "error.log"
+        if error_log.exists():
+            tail = "\n".join(error_log.read_text(errors="replace").splitlines()[-40:])
+            parts.append(f"--- nginx error.log ---\n{tail}")
+        return "\n".join(parts)
+
+    def stored(self, via_gateway: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        base = self.gateway_url if via_gateway else self.pong_url
+        params = {"limit": str(limit)} if limit is not None else None
+        response = requests.get(f"{base}/pong", params=params, timeout=10)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert isinstance(body, list), body
+        return body
+
+
+def render_nginx_conf(listen: str, ping: str, pong: str, access_log: str) -> str:
+    """deploy/local/nginx.conf.template with its placeholders filled (as scripts/local-up.sh does)."""
+    text = NGINX_TEMPLATE.read_text()
+    for key, value in {"@GATEWAY_LISTEN@": listen, "@PING_ADDR@": ping, "@PONG_ADDR@": pong,
+                       "@ACCESS_LOG@": access_log}.items():
+        assert key in text, f"{key} missing from {NGINX_TEMPLATE}"
+        text = text.replace(key, value)
+    return text
+
+
+class Loadgen:
+    """The `pingpong-loadgen` tools against one broker."""
+
+    def __init__(self, binary: Path, broker: Broker) -> None:
+        self.binary = binary
+        self.broker = broker
+
+    def run(self, *args: str, stdin: bytes | None = None, check: bool = True) -> dict[str, Any] | None:
+        env = base_env()
+        env.update(self.broker.env("unused"))
+        result = subprocess.run([str(self.binary), *args], input=stdin, capture_output=True,
+                                env=env, timeout=60)
+        if result.returncode != 0:
+            if check:
+                raise AssertionError(f"pingpong-loadgen {' '.join(args)} failed: "
+                                     f"{result.stderr.decode(errors='replace')}")
+            return None
+        return json.loads(result.stdout)
+
+    def publish(self, queue: str, body: bytes, content_type: str | None = "application/json",
+                message_id: str | None = None) -> None:
+        args = ["publish", "--queue", queue]
+        if content_type is not None:
+            args += ["--content-type", content_type]
+        if message_id is not None:
+            args += ["--message-id", message_id]
+        self.run(*args, stdin=body)
+
+    def depth(self, queue: str) -> int | None:
+        """Ready messages in `queue`, None if it does not exist."""
+        report = self.run("queue-depth", "--queue", queue, check=False)
+        return None if report is None else int(report["messages"])
+
+    def delete(self, *queues: str) -> None:
+        self.run("delete-queue", *queues, check=False)
+
+
+class PrivateBroker:
+    """A RabbitMQ node of its own (node name, ports, data and log dirs, no plugins), started from
+    the installed rabbitmq-server. Never touches the shared broker."""
+
+    def __init__(self) -> None:
+        if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
+            missing("rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server); "
+                    "the fault tests start a private broker node")
+        suffix = uuid.uuid4().hex[:8]
+        self.node = f"pp-fault-{suffix}@localhost"
+        self.port = free_port()
+        self.dist_port = free_port()
+        # Not under pytest's tmp_path: Debian's wrapper runs the node as user `rabbitmq`, which
+        # cannot enter pytest's 0700 directories.
+        self.dir = Path(tempfile.mkdtemp(prefix=f"pp-fault-{suffix}-"))
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")
+        if os.geteuid() == 0:
+            try:
+                user = pwd.getpwnam("rabbitmq")
+            except KeyError:
+                user = None
+            if user is not None:
+                for path in [self.dir, *self.dir.iterdir()]:
+                    os.chown(path, user.pw_uid, user.pw_gid)
+        self.log_path = self.dir / "server.out"
+        self.proc: Proc | None = None
+        self.starts = 0
+
+    @property
+    def address(self) -> Broker:
+        return Broker(port=self.port)
+
+    def _env(self) -> dict[str, str]:
+        env = base_env()
+        env.update({
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.dir / "rabbitmq.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+        })
+        return env
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.starts += 1
+        self.proc = Proc(f"rabbitmq#{self.starts}", ["rabbitmq-server"], self._env(), self.log_path)
+        self.proc.start()
+        proc = self.proc
+
+        def up() -> bool:
+            assert proc.alive(), f"private rabbitmq-server exited:\n{proc.log_tail()}"
+            return listening("127.0.0.1", self.port)
+
+        wait_until(up, timeout, f"private RabbitMQ node {self.node} on port {self.port}", 0.2)
+
+    def ctl(self, *args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["rabbitmqctl", "-n", self.node, *args], capture_output=True, text=True,
+                              env=self._env(), timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop the node the clean way (`rabbitmqctl stop`), as an operator would."""
+        result = self.ctl("stop")
+        assert result.returncode == 0, f"rabbitmqctl stop failed: {result.stderr}"
+        if self.proc is not None and self.proc.popen is not None:
+            self.proc.popen.wait(timeout=60)
+        wait_until(lambda: not listening("127.0.0.1", self.port), 30, "the broker port to close")
+
+    def queues(self) -> dict[str, tuple[int, int]]:
+        """{queue: (messages_ready, messages_unacknowledged)} as the broker reports them."""
+        result = self.ctl("-q", "list_queues", "name", "messages_ready", "messages_unacknowledged",
+                          "--no-table-headers")
+        assert result.returncode == 0, f"rabbitmqctl list_queues failed: {result.stderr}"
+        table: dict[str, tuple[int, int]] = {}
+        for line in result.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                table[parts[0]] = (int(parts[1]), int(parts[2]))
+        return table
+
+    def destroy(self) -> None:
+        """Stop (clean, then by signal) and remove the data directory."""
+        if listening("127.0.0.1", self.port):
+            self.ctl("stop", timeout=60)
+        pid_file = self.dir / "rabbitmq.pid"
+        if pid_file.exists():
+            text = pid_file.read_text().strip()
+            if text.isdigit() and Path(f"/proc/{text}").exists():
+                os.kill(int(text), signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.stop(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self) -> str:
+        return self.proc.log_tail() if self.proc is not None else "(never started)"
