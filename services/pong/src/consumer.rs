@@ -5,14 +5,17 @@
 //! waits for the next session. Each delivery is handled in its own span:
 //! invalid bodies are rejected without requeue (dead-lettered into
 //! `<queue>.dead`), valid ones are stored and then acked; duplicates are acked
-//! without storing. On stop it finishes the current delivery, cancels the
+//! without storing. Acks of consecutive stored deliveries are coalesced into
+//! one `multiple` ack, sent before the consumer waits for more (so nothing
+//! stored stays unacked while idle) and at least every 128 deliveries. On stop it finishes the current delivery, cancels the
 //! consumer and returns; unacked prefetched deliveries go back to the queue
 //! when the channel closes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicRejectOptions,
@@ -39,6 +42,38 @@ pub struct QueueConsumer {
     queue: QueueName,
     sink: Arc<dyn MessageSink>,
     metrics: PongMetrics,
+}
+
+/// Most stored deliveries acknowledged by one multiple-ack.
+const MAX_ACK_BATCH: usize = 128;
+
+/// Stored deliveries not yet acknowledged. Deliveries are handled in order,
+/// so acking the newest with `multiple` settles all of them (rejected ones
+/// are already settled).
+#[derive(Default)]
+struct PendingAcks {
+    last: Option<Acker>,
+    count: usize,
+}
+
+impl PendingAcks {
+    fn push(&mut self, acker: Acker) {
+        self.last = Some(acker);
+        self.count += 1;
+    }
+
+    async fn flush(&mut self) {
+        let Some(acker) = self.last.take() else {
+            return;
+        };
+        let options = BasicAckOptions {
+            multiple: self.count > 1,
+        };
+        self.count = 0;
+        if let Err(error) = acker.ack(options).await {
+            tracing::warn!(%error, "ack failed; the broker will redeliver the messages");
+        }
+    }
 }
 
 enum End {
@@ -107,41 +142,76 @@ impl QueueConsumer {
             .await?;
         self.metrics.consumer_running.set(1);
         tracing::info!(queue = %self.queue, consumer_tag = %tag, "consuming");
-        loop {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => {
-                    if let Err(error) = session
-                        .channel
-                        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                        .await
-                    {
-                        tracing::debug!(%error, "basic.cancel failed");
+        let mut acks = PendingAcks::default();
+        let end = loop {
+            // Take what is already buffered without waiting; before waiting,
+            // settle the stored-but-unacked deliveries with one multiple-ack.
+            let next = match consumer.next().now_or_never() {
+                Some(next) if acks.count < MAX_ACK_BATCH => next,
+                buffered => {
+                    acks.flush().await;
+                    match buffered {
+                        Some(next) => next,
+                        None => tokio::select! {
+                            biased;
+                            () = stop.cancelled() => break Ok(End::Stopped),
+                            next = consumer.next() => next,
+                        },
                     }
-                    return Ok(End::Stopped);
                 }
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
-                        let span = tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
-                        self.handle(delivery).instrument(span).await;
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let span =
+                        tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
+                    if let Some(acker) = self.handle(&delivery).instrument(span).await {
+                        acks.push(acker);
                     }
-                    Some(Err(error)) => return Err(error),
-                    None => return Ok(End::Cancelled),
-                },
+                }
+                Some(Err(error)) => break Err(error),
+                None => break Ok(End::Cancelled),
             }
+            if stop.is_cancelled() {
+                break Ok(End::Stopped);
+            }
+        };
+        // Everything stored is acked before the consumer goes away.
+        acks.flush().await;
+        match &end {
+            Ok(End::Stopped) => {
+                if let Err(error) = session
+                    .channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await
+                {
+                    tracing::debug!(%error, "basic.cancel failed");
+                }
+            }
+            Ok(End::Cancelled) => {
+                // Deliveries of the cancelled consumer may still be unacked
+                // on this channel; a later multiple-ack must not cover them,
+                // so drop the channel and let the manager reconnect.
+                let _ = session
+                    .channel
+                    .close(200, "consumer cancelled".into())
+                    .await;
+            }
+            Err(_) => {}
         }
+        end
     }
 
-    /// Stores, then acks; or dead-letters an invalid body.
-    async fn handle(&self, delivery: Delivery) {
+    /// Stores a valid delivery and returns its acker (the caller acks it);
+    /// dead-letters an invalid one and returns `None`.
+    async fn handle(&self, delivery: &Delivery) -> Option<Acker> {
         self.metrics.consumed.inc();
         let received_at = OffsetDateTime::now_utc();
         let message = match Message::from_slice(&delivery.data) {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(kind = error.kind(), %error, "invalid message, dead-lettering");
-                self.dead_letter(&delivery, error.kind()).await;
-                return;
+                self.dead_letter(delivery, error.kind()).await;
+                return None;
             }
         };
         let created_at = message.created_at;
@@ -161,13 +231,11 @@ impl QueueConsumer {
             }
             Err(error) => {
                 tracing::warn!(kind = error.kind(), %error, "message cannot be stored, dead-lettering");
-                self.dead_letter(&delivery, error.kind()).await;
-                return;
+                self.dead_letter(delivery, error.kind()).await;
+                return None;
             }
         }
-        if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-            tracing::warn!(%error, "ack failed; the broker will redeliver the message");
-        }
+        Some(delivery.acker.clone())
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &'static str) {
