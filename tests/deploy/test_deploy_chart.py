@@ -177,29 +177,52 @@ def test_two_replicas_with_leader_election_get_a_pdb() -> None:
 
 # --- RBAC -----------------------------------------------------------------------------------
 
-# What the operator does with each resource (issue 3): server-side apply = patch, `.owns()` and
-# the stack watch = get/list/watch, orphan deletion = delete; status via the subresource; Events;
-# a Lease for leader election; a read of CRDs at start.
-CHILD_VERBS = {"get", "list", "watch", "patch", "delete"}
+# Exactly operator/src/rbac.rs PERMISSIONS (the code's truth; operator/tests/rbac.rs compares
+# it with install.yaml): list/watch for the watches, patch for server-side apply, get where the
+# code reads an object, delete for the children the spec can drop, Events, a Lease for leader
+# election (in a Role of the release namespace) and a read of CRDs.
+WATCH_APPLY = {"list", "watch", "patch"}
 EXPECTED_STACK_RULES = {
-    ("pingpong.dev", "pingpongstacks"): {"get", "list", "watch", "patch"},
-    ("pingpong.dev", "pingpongstacks/status"): {"get", "patch"},
-    ("", "configmaps"): CHILD_VERBS,
-    ("", "secrets"): CHILD_VERBS,
-    ("", "services"): CHILD_VERBS,
-    ("apps", "deployments"): CHILD_VERBS,
-    ("apps", "statefulsets"): CHILD_VERBS,
-    ("networking.k8s.io", "ingresses"): CHILD_VERBS,
-    ("networking.k8s.io", "networkpolicies"): CHILD_VERBS,
-    ("policy", "poddisruptionbudgets"): CHILD_VERBS,
-    ("gateway.networking.k8s.io", "httproutes"): CHILD_VERBS,
-    ("monitoring.coreos.com", "servicemonitors"): CHILD_VERBS,
+    ("pingpong.dev", "pingpongstacks"): {"list", "watch"},
+    ("pingpong.dev", "pingpongstacks/status"): {"patch"},
+    ("", "configmaps"): WATCH_APPLY,
+    ("", "secrets"): WATCH_APPLY | {"get"},
+    ("", "services"): WATCH_APPLY,
+    ("apps", "deployments"): WATCH_APPLY | {"get"},
+    ("apps", "statefulsets"): WATCH_APPLY | {"get"},
+    ("networking.k8s.io", "ingresses"): WATCH_APPLY | {"delete"},
+    ("networking.k8s.io", "networkpolicies"): WATCH_APPLY,
+    ("policy", "poddisruptionbudgets"): WATCH_APPLY | {"delete"},
+    ("gateway.networking.k8s.io", "httproutes"): WATCH_APPLY | {"delete"},
+    ("monitoring.coreos.com", "servicemonitors"): WATCH_APPLY | {"delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 EXPECTED_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},
 }
 EXPECTED_LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+
+
+def _rbac_rs_permissions() -> dict[tuple[str, str], set[str]]:
+    """PERMISSIONS from operator/src/rbac.rs, parsed from the source (const verb lists included)."""
+    source = (CHART.parents[1] / "operator" / "src" / "rbac.rs").read_text(encoding="utf-8")
+    consts = {
+        name: set(re.findall(r'"([a-z]+)"', body))
+        for name, body in re.findall(r"const (\w+): &\[&str\] = &\[([^\]]*)\];", source)
+    }
+    table: dict[tuple[str, str], set[str]] = {}
+    for group, resource, verbs in re.findall(
+        r'api_group: "([^"]*)",\s*resource: "([^"]+)",\s*verbs: (&\[[^\]]*\]|\w+),', source
+    ):
+        table[(group, resource)] = consts[verbs] if verbs in consts else set(
+            re.findall(r'"([a-z]+)"', verbs))
+    return table
+
+
+def test_expected_rbac_is_the_operators_permission_table() -> None:
+    parsed = _rbac_rs_permissions()
+    assert parsed, "no Permission rows found in operator/src/rbac.rs"
+    assert parsed == {**EXPECTED_STACK_RULES, **EXPECTED_CLUSTER_RULES, **EXPECTED_LEASE_RULES}
 
 
 def _permissions(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:

@@ -61,36 +61,45 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-RBAC rules for the namespaced objects of every stack: the PingPongStacks themselves, their
-status, every child kind the operator applies (server-side apply = patch), watches (.owns():
-list, watch) and deletes (orphans), and the Events it records. Kept in sync with
-operator/src/rbac.rs PERMISSIONS by operator/tests/rbac.rs and tests/deploy.
+RBAC rules for the namespaced objects of every stack, exactly operator/src/rbac.rs PERMISSIONS
+(operator/tests/rbac.rs and tests/deploy compare them with manifests/install.yaml):
+- list/watch: the stack watch and `.owns()` on every child kind;
+- patch: server-side apply of children and of the stack's status subresource;
+- get: StatefulSets/Deployments (readiness while paused), Secrets (generate credentials once);
+- delete: children the spec can stop asking for (Ingress, HTTPRoute, PDB, ServiceMonitor);
+- create/patch Events.
 */}}
 {{- define "pingpong-operator.stackRules" -}}
 - apiGroups: ["pingpong.dev"]
   resources: ["pingpongstacks"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["pingpong.dev"]
   resources: ["pingpongstacks/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: [""]
-  resources: ["configmaps", "secrets", "services"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["networking.k8s.io"]
-  resources: ["ingresses", "networkpolicies"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -103,7 +112,10 @@ operator/src/rbac.rs PERMISSIONS by operator/tests/rbac.rs and tests/deploy.
   verbs: ["get", "create", "update"]
 {{- end }}
 
-{{/* Cluster-scoped RBAC rules: checking at start that the CRDs it needs are installed. */}}
+{{/*
+Cluster-scoped RBAC rules: the start-up check for our CRD and the per-reconcile check whether
+the HTTPRoute and ServiceMonitor CRDs exist.
+*/}}
 {{- define "pingpong-operator.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
