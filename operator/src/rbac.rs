@@ -1,1 +1,149 @@
-//! TODO(B2): rbac
+//! The Kubernetes permissions the operator's code uses, one row per API group and resource.
+//!
+//! This table is the reviewable truth behind the chart's hand-written RBAC: `tests/rbac.rs`
+//! checks that `manifests/install.yaml` grants exactly these verbs, nothing more (no wildcards)
+//! and nothing less. Change a row here in the same commit as the code that needs it.
+//!
+//! Where each verb comes from:
+//! - `list`, `watch` on the stack and every child kind: the controller's watch and `.owns()`.
+//! - `patch` on children: server-side apply; on `pingpongstacks/status`: the status apply.
+//! - `get` on StatefulSets and Deployments: readiness while paused; on Secrets: whether the
+//!   credentials Secret exists (so it is generated once and never rotated).
+//! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors: orphans the spec
+//!   no longer asks for.
+//! - `get` on CustomResourceDefinitions: the start-up check for our CRD and the per-reconcile
+//!   check for the HTTPRoute and ServiceMonitor CRDs.
+//! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
+//! - `get`, `create`, `update` on leases: leader election.
+
+/// One RBAC rule: verbs on one resource of one API group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// API group (`""` for the core group).
+    pub api_group: &'static str,
+    /// Resource (plural, with `/subresource` where needed).
+    pub resource: &'static str,
+    /// Verbs, sorted.
+    pub verbs: &'static [&'static str],
+}
+
+const WATCH_APPLY: &[&str] = &["list", "patch", "watch"];
+const WATCH_APPLY_DELETE: &[&str] = &["delete", "list", "patch", "watch"];
+const WATCH_APPLY_GET: &[&str] = &["get", "list", "patch", "watch"];
+
+/// Every permission the operator uses (cluster-wide, except leases in the operator's namespace).
+pub const PERMISSIONS: &[Permission] = &[
+    Permission {
+        api_group: "pingpong.dev",
+        resource: "pingpongstacks",
+        verbs: &["list", "watch"],
+    },
+    Permission {
+        api_group: "pingpong.dev",
+        resource: "pingpongstacks/status",
+        verbs: &["patch"],
+    },
+    Permission {
+        api_group: "apps",
+        resource: "statefulsets",
+        verbs: WATCH_APPLY_GET,
+    },
+    Permission {
+        api_group: "apps",
+        resource: "deployments",
+        verbs: WATCH_APPLY_GET,
+    },
+    Permission {
+        api_group: "",
+        resource: "services",
+        verbs: WATCH_APPLY,
+    },
+    Permission {
+        api_group: "",
+        resource: "secrets",
+        verbs: WATCH_APPLY_GET,
+    },
+    Permission {
+        api_group: "",
+        resource: "configmaps",
+        verbs: WATCH_APPLY,
+    },
+    Permission {
+        api_group: "networking.k8s.io",
+        resource: "ingresses",
+        verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "networking.k8s.io",
+        resource: "networkpolicies",
+        verbs: WATCH_APPLY,
+    },
+    Permission {
+        api_group: "policy",
+        resource: "poddisruptionbudgets",
+        verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "gateway.networking.k8s.io",
+        resource: "httproutes",
+        verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "monitoring.coreos.com",
+        resource: "servicemonitors",
+        verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "apiextensions.k8s.io",
+        resource: "customresourcedefinitions",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+    },
+    Permission {
+        api_group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["create", "get", "update"],
+    },
+];
+
+/// The table as README markdown.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| API group | resource | verbs |\n| --- | --- | --- |\n");
+    for p in PERMISSIONS {
+        let group = if p.api_group.is_empty() {
+            "\"\" (core)"
+        } else {
+            p.api_group
+        };
+        out.push_str(&format!(
+            "| `{group}` | `{}` | {} |\n",
+            p.resource,
+            p.verbs.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn rows_are_unique_sorted_and_without_wildcards() {
+        let mut seen = BTreeSet::new();
+        for p in PERMISSIONS {
+            assert!(seen.insert((p.api_group, p.resource)), "duplicate {p:?}");
+            let mut sorted = p.verbs.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted, p.verbs, "verbs of {} not sorted/unique", p.resource);
+            assert!(!p.verbs.contains(&"*") && p.resource != "*");
+        }
+        assert!(markdown_table().contains("| `coordination.k8s.io` | `leases` | create, get, update |"));
+    }
+}
