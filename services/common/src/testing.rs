@@ -112,3 +112,40 @@ pub async fn cleanup(session: Session, config: &AmqpConfig) {
     }
     let _ = session.connection.close(200, "test done".into()).await;
 }
+
+/// Waits until `link` has a live session, failing the test after `timeout`.
+///
+/// # Panics
+/// When the manager does not connect in time.
+pub async fn wait_connected(link: &crate::amqp::BrokerLink, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !link.is_connected() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection manager did not connect within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `check` holds, failing the test with `what` after `timeout`.
+///
+/// # Panics
+/// When `check` is still false after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -6,7 +6,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::response::Response;
 use pingpong_common::Message;
 use pingpong_common::http::{ApiJson, AppError, readiness};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
@@ -15,11 +16,46 @@ use crate::AppState;
 /// Seconds a client should wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
-/// Body of `POST /ping`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /ping`: a JSON object with a string field `msg`; other
+/// fields are ignored.
+#[derive(Debug)]
 pub struct PingRequest {
     /// The text to send (non-empty).
     pub msg: String,
+}
+
+impl<'de> Deserialize<'de> for PingRequest {
+    // Hand-written because the derived impl also accepts a JSON array
+    // (`["text"]`), which is not a valid request.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RequestVisitor;
+
+        impl<'de> Visitor<'de> for RequestVisitor {
+            type Value = PingRequest;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object with a string field `msg`")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PingRequest, A::Error> {
+                let mut msg = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "msg" {
+                        if msg.is_some() {
+                            return Err(de::Error::duplicate_field("msg"));
+                        }
+                        msg = Some(map.next_value::<String>()?);
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                msg.map(|msg| PingRequest { msg })
+                    .ok_or_else(|| de::Error::missing_field("msg"))
+            }
+        }
+
+        deserializer.deserialize_map(RequestVisitor)
+    }
 }
 
 /// Answer of a confirmed `POST /ping`.

@@ -1,0 +1,411 @@
+//! Handler tests of ping without a broker: `app()` with a fake publisher,
+//! driven through `tower::ServiceExt::oneshot`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use pingpong_common::Message;
+use pingpong_ping::{AppState, Publish, PublishError, app};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tower::ServiceExt;
+
+/// What the fake answers to a publish.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Confirm,
+    Unavailable,
+    Nacked,
+    Returned,
+    Timeout,
+    SendFailed,
+    Encode,
+}
+
+struct FakePublisher {
+    outcome: Outcome,
+    ready: bool,
+    published: Mutex<Vec<Message>>,
+}
+
+impl FakePublisher {
+    fn new(outcome: Outcome) -> Arc<Self> {
+        Arc::new(Self {
+            outcome,
+            ready: true,
+            published: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Publish for FakePublisher {
+    fn publish<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), PublishError>> {
+        let result = match self.outcome {
+            Outcome::Confirm => {
+                self.published.lock().unwrap().push(message.clone());
+                Ok(())
+            }
+            Outcome::Unavailable => Err(PublishError::Unavailable),
+            Outcome::Nacked => Err(PublishError::Nacked),
+            Outcome::Returned => Err(PublishError::Returned {
+                code: 312,
+                text: "NO_ROUTE".to_owned(),
+            }),
+            Outcome::Timeout => Err(PublishError::Timeout(std::time::Duration::from_secs(5))),
+            Outcome::SendFailed => Err(PublishError::Send(
+                lapin::ErrorKind::ChannelsLimitReached.into(),
+            )),
+            Outcome::Encode => Err(PublishError::Encode(
+                serde_json::from_str::<u8>("x").unwrap_err(),
+            )),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+async fn send(state: AppState, request: Request<Body>) -> Reply {
+    let response = app(state).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn post(content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::post("/ping");
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body.into()).unwrap()
+}
+
+const JSON: Option<&str> = Some("application/json");
+
+#[tokio::test]
+async fn malformed_requests_get_client_errors_naming_the_problem() {
+    let oversized = format!(r#"{{"msg":"{}"}}"#, "x".repeat(65 * 1024));
+    let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
+        (
+            "truncated JSON",
+            post(JSON, r#"{"msg":"#),
+            StatusCode::BAD_REQUEST,
+            "malformed JSON",
+        ),
+        (
+            "not JSON",
+            post(JSON, "hello"),
+            StatusCode::BAD_REQUEST,
+            "malformed JSON",
+        ),
+        (
+            "empty body",
+            post(JSON, ""),
+            StatusCode::BAD_REQUEST,
+            "malformed JSON",
+        ),
+        (
+            "missing msg",
+            post(JSON, "{}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field `msg`",
+        ),
+        (
+            "msg is a number",
+            post(JSON, r#"{"msg":5}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "msg: invalid type",
+        ),
+        (
+            "msg is null",
+            post(JSON, r#"{"msg":null}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "msg: invalid type",
+        ),
+        (
+            "msg is an object",
+            post(JSON, r#"{"msg":{"a":1}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "msg: invalid type",
+        ),
+        (
+            "body is an array",
+            post(JSON, r#"["msg"]"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid type",
+        ),
+        (
+            "body is a string",
+            post(JSON, r#""msg""#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid type",
+        ),
+        (
+            "duplicate msg",
+            post(JSON, r#"{"msg":"a","msg":"b"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "duplicate field `msg`",
+        ),
+        (
+            "empty msg",
+            post(JSON, r#"{"msg":""}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`msg` must not be empty",
+        ),
+        (
+            "text/plain",
+            post(Some("text/plain"), r#"{"msg":"x"}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type: application/json",
+        ),
+        (
+            "form",
+            post(Some("application/x-www-form-urlencoded"), "msg=x"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type: application/json",
+        ),
+        (
+            "no content type",
+            post(None, r#"{"msg":"x"}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type: application/json",
+        ),
+        (
+            "65 KiB body",
+            post(JSON, oversized),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+        ),
+        (
+            "unknown route",
+            Request::get("/nope").body(Body::empty()).unwrap(),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+        (
+            "GET /ping",
+            Request::get("/ping").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+    ];
+    for (name, request, status, error) in cases {
+        let publisher = FakePublisher::new(Outcome::Confirm);
+        let reply = send(AppState::new(publisher.clone()).unwrap(), request).await;
+        assert_eq!(reply.status, status, "{name}: {:?}", reply.body);
+        let text = reply.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no error field in {:?}", reply.body));
+        assert!(
+            text.contains(error),
+            "{name}: {text:?} should contain {error:?}"
+        );
+        assert!(
+            publisher.published.lock().unwrap().is_empty(),
+            "{name}: must not publish"
+        );
+    }
+}
+
+#[tokio::test]
+async fn publisher_failures_are_503_with_retry_after_and_a_generic_body() {
+    let cases = [
+        (Outcome::Unavailable, "Unavailable"),
+        (Outcome::Nacked, "Nacked"),
+        (Outcome::Returned, "Returned"),
+        (Outcome::Timeout, "Timeout"),
+        (Outcome::SendFailed, "Send"),
+    ];
+    for (outcome, reason) in cases {
+        let state = AppState::new(FakePublisher::new(outcome)).unwrap();
+        let reply = send(state.clone(), post(JSON, r#"{"msg":"hello"}"#)).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reason}");
+        assert_eq!(reply.headers[header::RETRY_AFTER], "1", "{reason}");
+        let text = reply.body["error"].as_str().unwrap();
+        assert_eq!(
+            text, "service temporarily unavailable, retry later",
+            "{reason}"
+        );
+        assert_eq!(
+            state.metrics.failed.with_label_values(&[reason]).get(),
+            1,
+            "{reason}"
+        );
+        assert_eq!(state.metrics.published.get(), 0, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn an_internal_failure_is_a_generic_500() {
+    let reply = send(
+        AppState::new(FakePublisher::new(Outcome::Encode)).unwrap(),
+        post(JSON, r#"{"msg":"hello"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.body["error"], "internal server error");
+}
+
+#[tokio::test]
+async fn a_confirmed_publish_answers_id_message_and_content() {
+    let publisher = FakePublisher::new(Outcome::Confirm);
+    let state = AppState::new(publisher.clone()).unwrap();
+    let before = OffsetDateTime::now_utc();
+    let reply = send(
+        state.clone(),
+        post(JSON, r#"{"msg":"héllo 🌍","extra":true}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let body = reply.body.as_object().unwrap();
+    let mut keys: Vec<&str> = body.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["content", "id", "message"]);
+    assert_eq!(body["content"], "héllo 🌍");
+    let id: uuid::Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    let created = body["message"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Created at ")
+        .unwrap();
+    let created = OffsetDateTime::parse(created, &Rfc3339).unwrap();
+    assert!(created >= before);
+
+    let published = publisher.published.lock().unwrap();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].id, id);
+    assert_eq!(published[0].msg, "héllo 🌍");
+    assert_eq!(published[0].created_at, created);
+    assert_eq!(state.metrics.published.get(), 1);
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_64_kib_is_accepted() {
+    let envelope = r#"{"msg":""}"#.len();
+    let body = format!(r#"{{"msg":"{}"}}"#, "y".repeat(64 * 1024 - envelope));
+    assert_eq!(body.len(), 64 * 1024);
+    let reply = send(
+        AppState::new(FakePublisher::new(Outcome::Confirm)).unwrap(),
+        post(JSON, body),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_and_readiness_follow_the_publisher() {
+    let healthy = send(
+        AppState::new(FakePublisher::new(Outcome::Confirm)).unwrap(),
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(healthy.status, StatusCode::OK);
+
+    for (ready, status) in [
+        (true, StatusCode::OK),
+        (false, StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let publisher = Arc::new(FakePublisher {
+            outcome: Outcome::Confirm,
+            ready,
+            published: Mutex::new(Vec::new()),
+        });
+        let reply = send(
+            AppState::new(publisher).unwrap(),
+            Request::get("/readyz").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, status);
+        if !ready {
+            assert_eq!(reply.body["failing"][0], "broker");
+        }
+    }
+}
+
+/// The checked-in list of metric families; renaming one must show up here.
+const METRIC_NAMES: &[&str] = &[
+    "pingpong_ping_broker_connected",
+    "pingpong_ping_http_request_duration_seconds",
+    "pingpong_ping_http_requests_total",
+    "pingpong_ping_messages_published_total",
+    "pingpong_ping_publish_confirm_duration_seconds",
+    "pingpong_ping_publish_failures_total",
+];
+
+#[tokio::test]
+async fn metrics_use_route_templates_and_the_checked_in_names() {
+    let state = AppState::new(FakePublisher::new(Outcome::Confirm)).unwrap();
+    send(state.clone(), post(JSON, r#"{"msg":"a"}"#)).await;
+    send(state.clone(), post(JSON, "{}")).await;
+    send(
+        state.clone(),
+        Request::get("/some/random/path")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    state.metrics.failed.with_label_values(&["Nacked"]);
+    state.metrics.confirm_duration.with_label_values(&["ack"]);
+
+    let reply = send(
+        state.clone(),
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.body.as_str().unwrap().to_owned();
+    assert!(
+        text.contains(
+            r#"pingpong_ping_http_requests_total{method="POST",route="/ping",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"pingpong_ping_http_requests_total{method="POST",route="/ping",status="422"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"pingpong_ping_http_requests_total{method="GET",route="unmatched",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("/some/random/path"),
+        "raw paths must never become labels"
+    );
+    assert!(
+        text.contains("pingpong_ping_messages_published_total 1"),
+        "{text}"
+    );
+    assert_eq!(
+        pingpong_common::metrics::metric_names(&state.registry),
+        METRIC_NAMES
+    );
+}
