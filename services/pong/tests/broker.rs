@@ -1,0 +1,347 @@
+//! Integration tests of the pong consumer against RabbitMQ (each test has its
+//! own queue, deleted at the end). Without a broker they are skipped with a
+//! notice, or FAIL when `CI=true` (see `pingpong_common::testing::broker`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use pingpong_common::amqp::{ChannelRole, ConnectionManager, Session};
+use pingpong_common::testing::{broker, cleanup, eventually, ready_count, wait_connected};
+use pingpong_common::{AmqpConfig, Message};
+use pingpong_pong::store::StoreError;
+use pingpong_pong::{InsertOutcome, MessageSink, PongMetrics, QueueConsumer, Store, consumer};
+use prometheus::Registry;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Pong {
+    manager: ConnectionManager,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    metrics: PongMetrics,
+}
+
+impl Pong {
+    fn start(config: &AmqpConfig, sink: Arc<dyn MessageSink>) -> Self {
+        let metrics = PongMetrics::register(&Registry::new()).unwrap();
+        let manager = ConnectionManager::spawn(
+            config.clone(),
+            ChannelRole::Consumer {
+                prefetch: consumer::PREFETCH,
+            },
+            "pong-test".to_owned(),
+            metrics.broker_connected.clone(),
+        );
+        let stop = CancellationToken::new();
+        let consumer =
+            QueueConsumer::new(manager.link(), config.queue.clone(), sink, metrics.clone());
+        let task = tokio::spawn(consumer.run(stop.clone()));
+        Self {
+            manager,
+            stop,
+            task,
+            metrics,
+        }
+    }
+
+    async fn wait_consuming(&self) {
+        wait_connected(&self.manager.link(), WAIT).await;
+        let running = self.metrics.consumer_running.clone();
+        eventually("consumer running", WAIT, || {
+            let running = running.clone();
+            async move { running.get() == 1 }
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        self.manager.shutdown().await;
+    }
+}
+
+async fn publish_raw(admin: &Session, queue: &str, body: &[u8]) {
+    let confirm = admin
+        .channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        confirm.is_ack() && confirm.take_message().is_none(),
+        "test publish not confirmed"
+    );
+}
+
+async fn publish(admin: &Session, queue: &str, message: &Message) {
+    publish_raw(admin, queue, &message.to_json().unwrap()).await;
+}
+
+fn store() -> Arc<Store> {
+    Arc::new(Store::new(NonZeroUsize::new(1000).unwrap()))
+}
+
+#[tokio::test]
+async fn messages_are_stored_then_acked() {
+    let Some((config, admin)) = broker("pong-store").await else {
+        return;
+    };
+    let store = store();
+    let pong = Pong::start(&config, store.clone());
+    pong.wait_consuming().await;
+
+    let messages: Vec<Message> = (0..50).map(|i| Message::new(format!("m{i}"))).collect();
+    for message in &messages {
+        publish(&admin, config.queue.as_str(), message).await;
+    }
+    let s = store.clone();
+    eventually("all 50 stored", WAIT, || {
+        let s = s.clone();
+        async move { s.len() == 50 }
+    })
+    .await;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&store.to_json(None)).unwrap();
+    let order: Vec<&str> = listed.iter().map(|m| m["msg"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    assert_eq!(order, expected, "oldest first, in queue order");
+    assert_eq!(pong.metrics.stored.get(), 50);
+    assert_eq!(pong.metrics.stored_messages.get(), 50);
+    assert_eq!(pong.metrics.end_to_end_latency.get_sample_count(), 50);
+
+    // Graceful stop acks everything stored: nothing comes back to the queue.
+    pong.stop().await;
+    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 0);
+    cleanup(admin, &config).await;
+}
+
+/// A sink that blocks every store until the test opens the gate.
+struct GatedSink {
+    store: Arc<Store>,
+    entered: AtomicUsize,
+    gate: Semaphore,
+}
+
+impl MessageSink for GatedSink {
+    fn store(
+        &self,
+        message: Message,
+        received_at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>> {
+        Box::pin(async move {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let _permit = self.gate.acquire().await.unwrap();
+            self.store.insert(&message, received_at)
+        })
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_acked_before_it_is_stored() {
+    let Some((config, admin)) = broker("pong-ack-after-store").await else {
+        return;
+    };
+    let sink = Arc::new(GatedSink {
+        store: store(),
+        entered: AtomicUsize::new(0),
+        gate: Semaphore::new(0),
+    });
+    let pong = Pong::start(&config, sink.clone());
+    pong.wait_consuming().await;
+
+    let message = Message::new("blocked");
+    publish(&admin, config.queue.as_str(), &message).await;
+    let s = sink.clone();
+    eventually("the consumer is inside store()", WAIT, || {
+        let s = s.clone();
+        async move { s.entered.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    // Delivered but not acked: it is neither ready nor stored.
+    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 0);
+    assert!(sink.store.is_empty());
+
+    // The consumer's connection goes away while the store is still blocked:
+    // an unacked message goes back to the queue.
+    pong.manager.shutdown().await;
+    let a = &admin;
+    let queue = config.queue.as_str();
+    eventually("the unacked message is ready again", WAIT, || async move {
+        ready_count(a, queue).await == 1
+    })
+    .await;
+    sink.gate.add_permits(1000);
+    pong.stop.cancel();
+    pong.task.await.unwrap();
+
+    // A healthy consumer then stores and acks it.
+    let store = store();
+    let pong = Pong::start(&config, store.clone());
+    let s = store.clone();
+    eventually("redelivered message stored", WAIT, || {
+        let s = s.clone();
+        async move { s.contains(&message.id) }
+    })
+    .await;
+    pong.stop().await;
+    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 0);
+    cleanup(admin, &config).await;
+}
+
+#[tokio::test]
+async fn malformed_messages_are_dead_lettered_and_consuming_continues() {
+    let Some((config, admin)) = broker("pong-dead-letter").await else {
+        return;
+    };
+    let store = store();
+    let pong = Pong::start(&config, store.clone());
+    pong.wait_consuming().await;
+
+    let id = uuid::Uuid::new_v4();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("not JSON", b"hello world".to_vec(), "Invalid"),
+        ("empty body", Vec::new(), "Empty"),
+        ("JSON array", b"[1,2,3]".to_vec(), "Invalid"),
+        (
+            "missing msg",
+            format!(r#"{{"id":"{id}","created_at":"2024-01-01T00:00:00Z"}}"#).into_bytes(),
+            "Invalid",
+        ),
+        (
+            "missing id",
+            br#"{"msg":"x","created_at":"2024-01-01T00:00:00Z"}"#.to_vec(),
+            "Invalid",
+        ),
+        (
+            "bad uuid",
+            br#"{"id":"not-a-uuid","msg":"x","created_at":"2024-01-01T00:00:00Z"}"#.to_vec(),
+            "Invalid",
+        ),
+        (
+            "bad timestamp",
+            format!(r#"{{"id":"{id}","msg":"x","created_at":"last tuesday"}}"#).into_bytes(),
+            "Invalid",
+        ),
+        (
+            "msg not a string",
+            format!(r#"{{"id":"{id}","msg":42,"created_at":"2024-01-01T00:00:00Z"}}"#).into_bytes(),
+            "Invalid",
+        ),
+        (
+            "empty msg",
+            format!(r#"{{"id":"{id}","msg":"","created_at":"2024-01-01T00:00:00Z"}}"#).into_bytes(),
+            "EmptyMsg",
+        ),
+        ("invalid UTF-8", vec![0xff, 0xfe, 0x00, 0x01], "Invalid"),
+        ("huge body", vec![b'{'; 300 * 1024], "TooLarge"),
+    ];
+    for (_, body, _) in &cases {
+        publish_raw(&admin, config.queue.as_str(), body).await;
+    }
+    let valid = Message::new("after the garbage");
+    publish(&admin, config.queue.as_str(), &valid).await;
+
+    let s = store.clone();
+    eventually(
+        "the valid message after the bad ones is stored",
+        WAIT,
+        || {
+            let s = s.clone();
+            async move { s.contains(&valid.id) }
+        },
+    )
+    .await;
+    assert_eq!(store.len(), 1, "no malformed message may be stored");
+    let dead = config.queue.dead_letter();
+    let a = &admin;
+    let d = dead.as_str();
+    let total = cases.len() as u32;
+    eventually(
+        "every malformed message is in <queue>.dead",
+        WAIT,
+        || async move { ready_count(a, d).await == total },
+    )
+    .await;
+    let mut dead_bodies = BTreeSet::new();
+    while let Some(got) = admin
+        .channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        dead_bodies.insert(got.delivery.data);
+    }
+    for (name, body, kind) in &cases {
+        assert!(dead_bodies.contains(body), "{name} is not in {dead}");
+        assert!(
+            pong.metrics.dead_lettered.with_label_values(&[kind]).get() >= 1,
+            "{name}: {kind}"
+        );
+    }
+    let counted: u64 = ["Invalid", "Empty", "EmptyMsg", "TooLarge"]
+        .iter()
+        .map(|k| pong.metrics.dead_lettered.with_label_values(&[k]).get())
+        .sum();
+    assert_eq!(counted, cases.len() as u64);
+    assert_eq!(
+        ready_count(&admin, config.queue.as_str()).await,
+        0,
+        "nothing loops back"
+    );
+
+    pong.stop().await;
+    cleanup(admin, &config).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_id_is_stored_once_and_acked() {
+    let Some((config, admin)) = broker("pong-duplicate").await else {
+        return;
+    };
+    let store = store();
+    let pong = Pong::start(&config, store.clone());
+    pong.wait_consuming().await;
+
+    let message = Message::new("twice");
+    publish(&admin, config.queue.as_str(), &message).await;
+    publish(&admin, config.queue.as_str(), &message).await;
+    let marker = Message::new("marker");
+    publish(&admin, config.queue.as_str(), &marker).await;
+    let s = store.clone();
+    eventually("marker stored", WAIT, || {
+        let s = s.clone();
+        async move { s.contains(&marker.id) }
+    })
+    .await;
+    assert_eq!(store.len(), 2);
+    assert_eq!(pong.metrics.duplicates.get(), 1);
+    assert_eq!(pong.metrics.consumed.get(), 3);
+    pong.stop().await;
+    assert_eq!(
+        ready_count(&admin, config.queue.as_str()).await,
+        0,
+        "duplicates are acked too"
+    );
+    cleanup(admin, &config).await;
+}

@@ -1,0 +1,208 @@
+//! Handler and configuration tests of pong without a broker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pingpong_common::Message;
+use pingpong_pong::{AppState, Config, Store, app};
+use serde_json::Value;
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+fn state_with(messages: &[&str]) -> AppState {
+    let store = Arc::new(Store::new(NonZeroUsize::new(100).unwrap()));
+    for text in messages {
+        store
+            .insert(&Message::new(*text), OffsetDateTime::now_utc())
+            .unwrap();
+    }
+    AppState::new(store).unwrap()
+}
+
+async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
+    let response = app(state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body)
+}
+
+fn texts(body: &Value) -> Vec<&str> {
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn get_pong_lists_messages_oldest_first_and_limit_keeps_the_newest() {
+    let state = state_with(&["a", "b", "c", "d"]);
+    let cases: [(&str, &[&str]); 6] = [
+        ("/pong", &["a", "b", "c", "d"]),
+        ("/pong?limit=2", &["c", "d"]),
+        ("/pong?limit=0", &[]),
+        ("/pong?limit=4", &["a", "b", "c", "d"]),
+        ("/pong?limit=1000", &["a", "b", "c", "d"]),
+        ("/pong?other=x&limit=1", &["d"]),
+    ];
+    for (uri, expected) in cases {
+        let (status, body) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(texts(&body), expected, "{uri}");
+    }
+    let (_, body) = get(&state, "/pong?limit=1").await;
+    let record = body[0].as_object().unwrap();
+    let mut keys: Vec<&str> = record.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["created_at", "id", "msg", "received_at"]);
+}
+
+#[tokio::test]
+async fn an_empty_store_is_an_empty_array() {
+    let (status, body) = get(&state_with(&[]), "/pong").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn invalid_limits_are_400_json_errors() {
+    let state = state_with(&["a"]);
+    for uri in [
+        "/pong?limit=-1",
+        "/pong?limit=abc",
+        "/pong?limit=1.5",
+        "/pong?limit=",
+        "/pong?limit=99999999999999999999999999",
+        "/pong?limit=%ZZ",
+    ] {
+        let (status, body) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body:?}");
+        assert!(body["error"].as_str().is_some(), "{uri}: {body:?}");
+    }
+    let (_, body) = get(&state, "/pong?limit=x").await;
+    assert!(body["error"].as_str().unwrap().contains("limit"));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json_errors() {
+    let state = state_with(&[]);
+    let (status, body) = get(&state, "/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not found");
+    let response = app(state)
+        .oneshot(Request::post("/pong").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn readiness_needs_broker_and_consumer() {
+    let state = state_with(&[]);
+    let (status, _) = get(&state, "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    for (broker, consumer, expected) in [
+        (0, 0, StatusCode::SERVICE_UNAVAILABLE),
+        (1, 0, StatusCode::SERVICE_UNAVAILABLE),
+        (0, 1, StatusCode::SERVICE_UNAVAILABLE),
+        (1, 1, StatusCode::OK),
+    ] {
+        state.metrics.broker_connected.set(broker);
+        state.metrics.consumer_running.set(consumer);
+        let (status, body) = get(&state, "/readyz").await;
+        assert_eq!(
+            status, expected,
+            "broker={broker} consumer={consumer}: {body:?}"
+        );
+    }
+}
+
+/// The checked-in list of metric families; renaming one must show up here.
+const METRIC_NAMES: &[&str] = &[
+    "pingpong_pong_broker_connected",
+    "pingpong_pong_consumer_running",
+    "pingpong_pong_end_to_end_latency_seconds",
+    "pingpong_pong_http_request_duration_seconds",
+    "pingpong_pong_http_requests_total",
+    "pingpong_pong_messages_consumed_total",
+    "pingpong_pong_messages_dead_lettered_total",
+    "pingpong_pong_messages_duplicate_total",
+    "pingpong_pong_messages_evicted_total",
+    "pingpong_pong_messages_stored_total",
+    "pingpong_pong_stored_messages",
+];
+
+#[tokio::test]
+async fn metrics_use_route_templates_and_the_checked_in_names() {
+    let state = state_with(&[]);
+    get(&state, "/pong").await;
+    get(&state, "/random/raw/path").await;
+    state.metrics.dead_lettered.with_label_values(&["Invalid"]);
+    let (status, body) = get(&state, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    assert!(
+        text.contains(
+            r#"pingpong_pong_http_requests_total{method="GET",route="/pong",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="unmatched""#), "{text}");
+    assert!(!text.contains("/random/raw/path"));
+    assert_eq!(
+        pingpong_common::metrics::metric_names(&state.registry),
+        METRIC_NAMES
+    );
+}
+
+fn parse(vars: &[(&str, &str)]) -> Result<Config, pingpong_common::ConfigError> {
+    let map: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::from_lookup(&move |key: &str| map.get(key).cloned())
+}
+
+#[test]
+fn config_defaults_and_max_messages() {
+    let config = parse(&[]).unwrap();
+    assert_eq!(config.listen_addr, "0.0.0.0:8002".parse().unwrap());
+    assert_eq!(config.max_messages.get(), 100_000);
+    assert_eq!(
+        parse(&[("PONG_MAX_MESSAGES", "5")])
+            .unwrap()
+            .max_messages
+            .get(),
+        5
+    );
+    let summary = parse(&[("RABBITMQ_DEFAULT_PASS", "hunter2-secret")])
+        .unwrap()
+        .summary();
+    assert!(!summary.contains("hunter2-secret"), "{summary}");
+}
+
+#[test]
+fn config_reports_every_bad_variable() {
+    let err = parse(&[
+        ("PONG_MAX_MESSAGES", "0"),
+        ("LISTEN_ADDR", "8002"),
+        ("RABBITMQ_PORT", "x"),
+        ("RABBITMQ_DEFAULT_PASS", "hunter2-secret"),
+    ])
+    .unwrap_err();
+    let mut names: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["LISTEN_ADDR", "PONG_MAX_MESSAGES", "RABBITMQ_PORT"]);
+    assert!(!format!("{err} {err:?}").contains("hunter2-secret"));
+    assert!(parse(&[("PONG_MAX_MESSAGES", "lots")]).is_err());
+}
