@@ -47,6 +47,44 @@ impl Default for Images {
     }
 }
 
+impl Images {
+    /// Reads only the image variables (for `render`, which needs no cluster settings).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let images = read_images(&|name: &str| std::env::var(name).ok(), &mut problems);
+        if problems.is_empty() {
+            Ok(images)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+fn read_images(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Images {
+    let mut image = |variable: &'static str, default: &str| match lookup(variable)
+        .map(|v| v.trim().to_owned())
+    {
+        None => default.to_owned(),
+        Some(v) if v.is_empty() => default.to_owned(),
+        Some(v) if v.chars().any(char::is_whitespace) => {
+            problems.push(ConfigProblem {
+                variable,
+                message: format!("{v:?} is not an image reference (no whitespace allowed)"),
+            });
+            default.to_owned()
+        }
+        Some(v) => v,
+    };
+    Images {
+        ping: image("PINGPONG_PING_IMAGE", DEFAULT_PING_IMAGE),
+        pong: image("PINGPONG_PONG_IMAGE", DEFAULT_PONG_IMAGE),
+        rabbitmq: image("PINGPONG_RABBITMQ_IMAGE", DEFAULT_RABBITMQ_IMAGE),
+    }
+}
+
 /// Leader-election identity: which Lease to hold and under which name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderElection {
@@ -116,23 +154,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned());
-        let mut image = |variable: &'static str, default: &str| match get(variable) {
-            None => default.to_owned(),
-            Some(v) if v.is_empty() => default.to_owned(),
-            Some(v) if v.chars().any(char::is_whitespace) => {
-                problems.push(ConfigProblem {
-                    variable,
-                    message: format!("{v:?} is not an image reference (no whitespace allowed)"),
-                });
-                default.to_owned()
-            }
-            Some(v) => v,
-        };
-        let images = Images {
-            ping: image("PINGPONG_PING_IMAGE", DEFAULT_PING_IMAGE),
-            pong: image("PINGPONG_PONG_IMAGE", DEFAULT_PONG_IMAGE),
-            rabbitmq: image("PINGPONG_RABBITMQ_IMAGE", DEFAULT_RABBITMQ_IMAGE),
-        };
+        let images = read_images(&lookup, &mut problems);
         let watch_namespace = get("WATCH_NAMESPACE").filter(|v| !v.is_empty());
         let metrics_raw = get("METRICS_ADDR").filter(|v| !v.is_empty());
         let metrics_addr = match metrics_raw

@@ -1,1 +1,306 @@
-//! TODO(B2): controller
+//! The `run` subcommand: start-up checks, the metrics server, leader election and the
+//! kube-runtime Controller that drives [`crate::reconcile`].
+//!
+//! Start-up fails fast, with a message that says what to do, when the PingPongStack CRD is not
+//! installed. Only the replica holding the leader Lease runs the Controller; losing the Lease stops
+//! it gracefully and the replica goes back to waiting. SIGTERM/Ctrl-C stop everything, let
+//! running reconciles finish and release the Lease. This module holds no reconcile logic.
+
+use crate::config::Config;
+use crate::crd::PingPongStack;
+use crate::leader::{self, ElectionConfig};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context};
+use crate::server::{self, AppState, Health};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, CustomResourceExt, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Reconciles running at once (the Controller never runs two for the same stack).
+pub const CONCURRENCY: u16 = 8;
+/// Name reported as the Events' `reportingController`.
+pub const CONTROLLER_NAME: &str = "pingpong-operator";
+
+/// Why the operator could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No kubeconfig or in-cluster configuration.
+    #[error("cannot build a Kubernetes client (no kubeconfig or in-cluster service account)")]
+    Client(#[source] kube::Error),
+    /// The CRD check itself failed.
+    #[error("cannot check whether the PingPongStack CRD is installed")]
+    CrdCheck(#[source] kube::Error),
+    /// The CRD is missing.
+    #[error(
+        "the PingPongStack CRD ({0}) is not installed or does not serve {1}: install it with \
+         `kubectl apply -f manifests/crd.yaml` (or `pingpong-operator crd | kubectl apply -f -`) \
+         before starting the operator"
+    )]
+    CrdMissing(String, String),
+    /// Metrics registration failed.
+    #[error("cannot register metrics")]
+    Metrics(#[source] prometheus::Error),
+    /// The metrics/health server failed.
+    #[error("metrics server on {addr} failed")]
+    Server {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    /// Error category for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Client(_) => "NoClient",
+            Self::CrdCheck(_) => "CrdCheckFailed",
+            Self::CrdMissing(..) => "CrdMissing",
+            Self::Metrics(_) => "MetricsFailed",
+            Self::Server { .. } => "ServerFailed",
+        }
+    }
+}
+
+/// Whether the CRD `name` exists and serves `version`.
+pub async fn crd_serves(client: &Client, name: &str, version: &str) -> Result<bool, kube::Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    Ok(api.get_opt(name).await?.is_some_and(|crd| {
+        crd.spec
+            .versions
+            .iter()
+            .any(|v| v.name == version && v.served)
+    }))
+}
+
+/// Runs the operator until SIGTERM/Ctrl-C.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let crd_name = PingPongStack::crd_name();
+    let version = PingPongStack::version(&()).into_owned();
+    if !crd_serves(&client, crd_name, &version)
+        .await
+        .map_err(RunError::CrdCheck)?
+    {
+        return Err(RunError::CrdMissing(crd_name.to_owned(), version));
+    }
+    let metrics = Metrics::new().map_err(RunError::Metrics)?;
+    let health = Health::new();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+
+    let state = AppState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let addr = config.metrics_addr;
+    let server = tokio::spawn(server::serve(
+        addr,
+        state,
+        shutdown.clone().cancelled_owned(),
+    ));
+
+    let (leading_tx, mut leading) = watch::channel(config.leader_election.is_none());
+    let elector = config.leader_election.clone().map(|le| {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
+        let h = health.clone();
+        tokio::spawn(leader::run(
+            api,
+            ElectionConfig::new(le.identity),
+            leading_tx,
+            move || h.set_standby(),
+            shutdown.clone(),
+        ))
+    });
+    tracing::info!(
+        watch_namespace = config.watch_namespace.as_deref().unwrap_or("<all>"),
+        metrics_addr = %addr,
+        leader_election = config.leader_election.is_some(),
+        "pingpong-operator starting"
+    );
+
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+        }
+        metrics.set_leader(true);
+        health.set_leading();
+        let stop = shutdown.child_token();
+        let lost = stop.clone();
+        let mut leading_watch = leading.clone();
+        tokio::spawn(async move {
+            // Also returns when the elector exits (sender dropped).
+            let _ = leading_watch.wait_for(|l| !*l).await;
+            lost.cancel();
+        });
+        run_controller(
+            client.clone(),
+            &config,
+            metrics.clone(),
+            health.clone(),
+            stop,
+        )
+        .await;
+        metrics.set_leader(false);
+        if !shutdown.is_cancelled() {
+            tracing::warn!("lost leadership; controller stopped, waiting for the Lease again");
+            health.set_standby();
+        }
+    }
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
+    match server.await {
+        Ok(Err(source)) => Err(RunError::Server { addr, source }),
+        _ => Ok(()),
+    }
+}
+
+async fn signal_shutdown(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing running reconciles");
+    token.cancel();
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = ()>,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn owns<K>(
+    controller: Controller<DeserializeGuard<PingPongStack>>,
+    client: &Client,
+    namespace: Option<&str>,
+) -> Controller<DeserializeGuard<PingPongStack>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    controller.owns(api_for::<K>(client, namespace), watcher::Config::default())
+}
+
+fn owns_dynamic(
+    controller: Controller<DeserializeGuard<PingPongStack>>,
+    client: &Client,
+    namespace: Option<&str>,
+    resource: ApiResource,
+) -> Controller<DeserializeGuard<PingPongStack>> {
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    controller.owns_with(api, resource, watcher::Config::default())
+}
+
+async fn run_controller(
+    client: Client,
+    config: &Config,
+    metrics: Metrics,
+    health: Health,
+    stop: CancellationToken,
+) {
+    let ns = config.watch_namespace.as_deref();
+    let stacks: Api<DeserializeGuard<PingPongStack>> = api_for(&client, ns);
+    let mut controller = Controller::new(stacks, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(stop.clone().cancelled_owned());
+    controller = owns::<StatefulSet>(controller, &client, ns);
+    controller = owns::<Deployment>(controller, &client, ns);
+    controller = owns::<Service>(controller, &client, ns);
+    controller = owns::<Secret>(controller, &client, ns);
+    controller = owns::<ConfigMap>(controller, &client, ns);
+    controller = owns::<Ingress>(controller, &client, ns);
+    controller = owns::<NetworkPolicy>(controller, &client, ns);
+    controller = owns::<PodDisruptionBudget>(controller, &client, ns);
+    for (crd, resource) in reconcile::optional_kinds() {
+        match crd_serves(&client, crd, &resource.version).await {
+            Ok(true) => controller = owns_dynamic(controller, &client, ns, resource),
+            Ok(false) => tracing::info!(crd, "CRD not installed; its kind is not watched"),
+            Err(error) => tracing::warn!(%error, crd, "cannot check CRD; its kind is not watched"),
+        }
+    }
+    let store = controller.store();
+    let synced = store.clone();
+    tokio::spawn(async move {
+        if synced.wait_until_ready().await.is_ok() {
+            tracing::info!("PingPongStack cache synced");
+            health.set_synced();
+        }
+    });
+    let reporter = Reporter {
+        controller: CONTROLLER_NAME.to_owned(),
+        instance: config.instance.clone(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let context = Arc::new(Context::new(
+        client,
+        metrics.clone(),
+        recorder,
+        reconcile::image_defaults(&config.images),
+    ));
+    controller
+        .run(
+            reconcile::reconcile_guarded,
+            reconcile::error_policy,
+            context,
+        )
+        .for_each(|result| {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+            let stacks = store.state();
+            let ready = stacks
+                .iter()
+                .filter(|s| s.0.as_ref().is_ok_and(reconcile::is_ready))
+                .count();
+            metrics.set_stacks(stacks.len(), ready);
+            std::future::ready(())
+        })
+        .await;
+}

@@ -1,1 +1,216 @@
-//! TODO(B2): error
+//! Errors of the reconcile pipeline's I/O steps, their categories and their backoff.
+//!
+//! Every variant names the object and the step ("failed to apply Deployment demo-ping").
+//! [`Error::kind`] is a fixed PascalCase set used for metric labels, Event reasons and the
+//! `Degraded` condition reason. [`Error::category`] picks the retry delay: conflicts retry soon,
+//! API outages back off exponentially, RBAC problems and bugs wait long. A spec the operator
+//! cannot realise is not an `Error`: the driver reports it in status and waits for a change.
+
+use std::time::Duration;
+
+/// An I/O failure while reconciling one stack.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The stack lacks metadata the API server always sets (name, namespace, uid).
+    #[error("PingPongStack is missing metadata.{0}")]
+    MissingObjectKey(&'static str),
+    /// Reading an object failed.
+    #[error("failed to read {kind} {name}")]
+    Read {
+        /// Kubernetes kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Server-side apply of a child failed.
+    #[error("failed to apply {kind} {name}")]
+    Apply {
+        /// Kubernetes kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing children to find orphans failed.
+    #[error("failed to list {kind} objects of the stack")]
+    List {
+        /// Kubernetes kind.
+        kind: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting a child the plan no longer contains failed.
+    #[error("failed to delete {kind} {name}, which the spec no longer asks for")]
+    Delete {
+        /// Kubernetes kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the stack's status failed.
+    #[error("failed to update the status of PingPongStack {name}")]
+    Status {
+        /// Stack name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A planned object could not be turned into an apply patch.
+    #[error("failed to encode {kind} {name}")]
+    Encode {
+        /// Kubernetes kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// The serialization error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How to retry an [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Category {
+    /// Someone else wrote the object (409): retry soon.
+    Conflict,
+    /// The API server or network failed (5xx, 429, timeouts): back off exponentially.
+    Transient,
+    /// RBAC denies the request (401/403): a human must act; retry slowly.
+    Forbidden,
+    /// The request itself is wrong (4xx, encoding, missing metadata): retry rarely.
+    Permanent,
+}
+
+impl Category {
+    fn of_api(source: &kube::Error) -> Self {
+        match source {
+            kube::Error::Api(status) => match status.code {
+                409 => Self::Conflict,
+                401 | 403 => Self::Forbidden,
+                429 => Self::Transient,
+                code if code >= 500 => Self::Transient,
+                _ => Self::Permanent,
+            },
+            _ => Self::Transient,
+        }
+    }
+
+    /// Delay before retry number `attempt` (0 for the first retry): exponential, capped.
+    pub fn backoff(self, attempt: u32) -> Duration {
+        let (base, cap): (u64, u64) = match self {
+            Self::Conflict => (2, 60),
+            Self::Transient => (5, 300),
+            Self::Forbidden => (60, 900),
+            Self::Permanent => (300, 1800),
+        };
+        let factor = 1u64.checked_shl(attempt.min(16)).unwrap_or(u64::MAX);
+        Duration::from_secs(base.saturating_mul(factor).min(cap))
+    }
+}
+
+impl Error {
+    fn api_source(&self) -> Option<&kube::Error> {
+        match self {
+            Self::Read { source, .. }
+            | Self::Apply { source, .. }
+            | Self::List { source, .. }
+            | Self::Delete { source, .. }
+            | Self::Status { source, .. } => Some(source),
+            Self::MissingObjectKey(_) | Self::Encode { .. } => None,
+        }
+    }
+
+    /// How to retry this error.
+    pub fn category(&self) -> Category {
+        self.api_source()
+            .map_or(Category::Permanent, Category::of_api)
+    }
+
+    /// The error's category as a fixed PascalCase string (metrics, Events, condition reasons).
+    pub fn kind(&self) -> &'static str {
+        let category = self.category();
+        match (self, category) {
+            (_, Category::Forbidden) if self.api_source().is_some() => "Forbidden",
+            (Self::Apply { .. }, Category::Conflict) => "ApplyConflict",
+            (Self::Status { .. }, Category::Conflict) => "StatusConflict",
+            (Self::MissingObjectKey(_), _) => "MissingObjectKey",
+            (Self::Read { .. }, _) => "ReadFailed",
+            (Self::Apply { .. }, _) => "ApplyFailed",
+            (Self::List { .. }, _) => "ListFailed",
+            (Self::Delete { .. }, _) => "DeleteFailed",
+            (Self::Status { .. }, _) => "StatusFailed",
+            (Self::Encode { .. }, _) => "EncodeFailed",
+        }
+    }
+
+    /// The error and its sources on one line, for status messages and Event notes.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("injected", "Injected")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn kinds_and_categories() {
+        let apply = |code| Error::Apply {
+            kind: "Deployment",
+            name: "demo-ping".into(),
+            source: api(code),
+        };
+        assert_eq!(apply(409).kind(), "ApplyConflict");
+        assert_eq!(apply(409).category(), Category::Conflict);
+        assert_eq!(apply(500).kind(), "ApplyFailed");
+        assert_eq!(apply(500).category(), Category::Transient);
+        assert_eq!(apply(403).kind(), "Forbidden");
+        assert_eq!(apply(422).category(), Category::Permanent);
+        assert_eq!(Error::MissingObjectKey("uid").kind(), "MissingObjectKey");
+        assert!(
+            apply(500)
+                .chain()
+                .starts_with("failed to apply Deployment demo-ping: ")
+        );
+    }
+
+    #[test]
+    fn backoff_is_exponential_capped_and_never_a_fixed_second() {
+        assert_eq!(Category::Conflict.backoff(0), Duration::from_secs(2));
+        assert_eq!(Category::Conflict.backoff(1), Duration::from_secs(4));
+        assert_eq!(Category::Conflict.backoff(10), Duration::from_secs(60));
+        assert_eq!(Category::Transient.backoff(0), Duration::from_secs(5));
+        assert_eq!(Category::Transient.backoff(3), Duration::from_secs(40));
+        assert_eq!(
+            Category::Transient.backoff(u32::MAX),
+            Duration::from_secs(300)
+        );
+        assert_eq!(Category::Forbidden.backoff(0), Duration::from_secs(60));
+        assert_eq!(Category::Permanent.backoff(2), Duration::from_secs(1200));
+    }
+}

@@ -36,6 +36,12 @@ pub mod reason {
     pub const RECONCILING: &str = "Reconciling";
     /// Ready/Degraded/Progressing when the spec cannot be realised.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Ready/Degraded/Progressing when `rabbitmq.credentialsSecret` names a missing or
+    /// incomplete Secret.
+    pub const CREDENTIALS_SECRET_MISSING: &str = "CredentialsSecretMissing";
+    /// Ready/Degraded/Progressing when `spec.gateway` is set but the Gateway API CRDs are not
+    /// installed.
+    pub const GATEWAY_API_MISSING: &str = "GatewayApiMissing";
     /// Degraded=False.
     pub const RECONCILE_SUCCEEDED: &str = "ReconcileSucceeded";
     /// Paused=True, and Progressing=False while paused.
@@ -90,8 +96,11 @@ impl Readiness {
 pub enum Outcome {
     /// Every child was applied (or left alone because the stack is paused).
     Converged(Readiness),
-    /// The spec cannot be realised; nothing was applied.
+    /// The spec cannot be realised (or refers to something missing); nothing was applied.
     Invalid {
+        /// A `ValidationError::kind()`, [`reason::CREDENTIALS_SECRET_MISSING`] or
+        /// [`reason::GATEWAY_API_MISSING`].
+        reason: &'static str,
         /// What to fix.
         message: String,
     },
@@ -151,21 +160,14 @@ pub fn conditions(
             let msg = "last reconcile succeeded".to_owned();
             next.push(condition(DEGRADED, false, reason::RECONCILE_SUCCEEDED, msg));
         }
-        Outcome::Invalid { message } => {
-            next.push(condition(
-                READY,
-                false,
-                reason::INVALID_SPEC,
-                message.clone(),
-            ));
-            let msg = "waiting for a change to the spec".to_owned();
-            next.push(condition(PROGRESSING, false, reason::INVALID_SPEC, msg));
-            next.push(condition(
-                DEGRADED,
-                true,
-                reason::INVALID_SPEC,
-                message.clone(),
-            ));
+        Outcome::Invalid {
+            reason: why,
+            message,
+        } => {
+            next.push(condition(READY, false, why, message.clone()));
+            let msg = "waiting for a change to the spec or the objects it refers to".to_owned();
+            next.push(condition(PROGRESSING, false, why, msg));
+            next.push(condition(DEGRADED, true, why, message.clone()));
         }
         Outcome::Failed {
             reason: why,
@@ -284,6 +286,7 @@ mod tests {
     #[test]
     fn invalid_spec_is_degraded_and_not_ready() {
         let outcome = Outcome::Invalid {
+            reason: reason::INVALID_SPEC,
             message: "spec.pong.replicas: must be at most 1".into(),
         };
         let cs = conditions(&outcome, false, Some(2), &[], t(0));

@@ -1,0 +1,171 @@
+//! Report step I/O: write the computed status through the status subresource and publish the
+//! Events that describe the transition.
+//!
+//! The status is applied server-side with the field manager
+//! [`STATUS_FIELD_MANAGER`](super::apply::STATUS_FIELD_MANAGER), `apiVersion` and `kind` taken from
+//! the Rust type, and only when it differs from the stored status: a steady-state reconcile writes
+//! nothing, so it cannot trigger itself through the watch.
+
+use super::apply::STATUS_FIELD_MANAGER;
+use super::events;
+use super::status::{self, ComponentReadiness, Outcome, Readiness};
+use crate::crd::{ComponentStatus, PingPongStack, PingPongStackStatus};
+use crate::error::Error;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::Recorder;
+use kube::{Client, Resource};
+
+/// Everything the report step needs besides the stack's previous status.
+pub struct Report<'a> {
+    /// How the reconcile went.
+    pub outcome: Outcome,
+    /// Value of `spec.paused`.
+    pub paused: bool,
+    /// Whether children were written in this reconcile.
+    pub applied: bool,
+    /// URL serving `/ping` and `/pong`, when known.
+    pub endpoint: Option<String>,
+    /// Name of the credentials Secret, when known.
+    pub credentials_secret: Option<String>,
+    /// The stack's `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The stack's current status.
+    pub previous: &'a PingPongStackStatus,
+}
+
+fn component(c: ComponentReadiness) -> ComponentStatus {
+    ComponentStatus {
+        replicas: c.replicas,
+        ready_replicas: c.ready_replicas,
+    }
+}
+
+/// Computes the next status (pure).
+pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
+    let previous = report.previous;
+    let conditions = status::conditions(
+        &report.outcome,
+        report.paused,
+        report.generation,
+        &previous.conditions,
+        Time(now),
+    );
+    let readiness: Option<&Readiness> = match &report.outcome {
+        Outcome::Converged(r) => Some(r),
+        _ => None,
+    };
+    PingPongStackStatus {
+        // A failed reconcile did not realise this generation: keep the last one that was.
+        observed_generation: match report.outcome {
+            Outcome::Failed { .. } => previous.observed_generation,
+            _ => report.generation,
+        },
+        conditions,
+        ping: readiness
+            .map(|r| component(r.ping))
+            .or_else(|| previous.ping.clone()),
+        pong: readiness
+            .map(|r| component(r.pong))
+            .or_else(|| previous.pong.clone()),
+        rabbitmq: readiness
+            .map(|r| component(r.rabbitmq))
+            .or_else(|| previous.rabbitmq.clone()),
+        endpoint: report
+            .endpoint
+            .clone()
+            .or_else(|| previous.endpoint.clone()),
+        credentials_secret: report
+            .credentials_secret
+            .clone()
+            .or_else(|| previous.credentials_secret.clone()),
+    }
+}
+
+/// Applies `status` to the stack `name` in `namespace` through the status subresource.
+pub async fn write_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &PingPongStackStatus,
+) -> Result<(), Error> {
+    let api: Api<PingPongStack> = Api::namespaced(client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": PingPongStack::api_version(&()),
+        "kind": PingPongStack::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(STATUS_FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(&body))
+        .await
+        .map_err(|source| Error::Status {
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Computes the next status, writes it if it changed, and publishes transition Events.
+/// Returns the status now stored.
+pub async fn report(
+    client: &Client,
+    recorder: &Recorder,
+    regarding: &ObjectReference,
+    report: Report<'_>,
+) -> Result<PingPongStackStatus, Error> {
+    let next = next_status(&report, Timestamp::now());
+    if &next == report.previous {
+        return Ok(next);
+    }
+    let namespace = regarding.namespace.as_deref().unwrap_or_default();
+    let name = regarding.name.as_deref().unwrap_or_default();
+    write_status(client, namespace, name, &next).await?;
+    let notices = events::transitions(
+        &report.previous.conditions,
+        &next.conditions,
+        report.previous.observed_generation,
+        report.generation,
+        report.applied,
+    );
+    events::publish(recorder, regarding, notices).await;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_keeps_observed_generation_and_component_counts() {
+        let ok = Report {
+            outcome: Outcome::Converged(Readiness::default()),
+            paused: false,
+            applied: true,
+            endpoint: Some("http://demo.example".into()),
+            credentials_secret: Some("demo-rabbitmq-credentials".into()),
+            generation: Some(1),
+            previous: &PingPongStackStatus::default(),
+        };
+        let first = next_status(&ok, Timestamp::UNIX_EPOCH);
+        assert_eq!(first.observed_generation, Some(1));
+        assert_eq!(first.ping, Some(ComponentStatus::default()));
+        let failed = Report {
+            outcome: Outcome::Failed {
+                reason: "ApplyFailed",
+                message: "boom".into(),
+            },
+            applied: false,
+            endpoint: None,
+            credentials_secret: None,
+            generation: Some(2),
+            previous: &first,
+            ..ok
+        };
+        let second = next_status(&failed, Timestamp::UNIX_EPOCH);
+        assert_eq!(second.observed_generation, Some(1));
+        assert_eq!(second.ping, first.ping);
+        assert_eq!(second.endpoint.as_deref(), Some("http://demo.example"));
+    }
+}

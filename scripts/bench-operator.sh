@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Reconcile benchmark: N stacks (default 1000) reconciled against the in-memory API
+# (kube-fake-client), release build. Prints total time, per-reconcile p50/p99 and peak RSS, and
+# writes them with the machine description into the Operator section of BENCHMARKS.md.
+#   scripts/bench-operator.sh [STACKS]        BENCH_NO_WRITE=1 to only print
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stacks="${1:-1000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/op}"
+
+echo "==> building the benchmark (release)" >&2
+cargo build --release -p pingpong-operator --example bench_reconcile >&2
+
+echo "==> reconciling $stacks stacks" >&2
+results="$("$CARGO_TARGET_DIR/release/examples/bench_reconcile" "$stacks")"
+echo "$results"
+
+cpu="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)"
+mem="$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+machine="$(nproc) CPUs (${cpu:-unknown CPU}), ${mem} RAM, Linux $(uname -r), $(date -u +%Y-%m-%d)"
+
+section="$(cat <<EOF
+<!-- operator results: edit only this section -->
+Command: \`make bench-operator\` (\`scripts/bench-operator.sh $stacks\`): a release build of
+\`operator/examples/bench_reconcile.rs\` creates $stacks PingPongStacks (default spec, one namespace
+each) in the in-memory API and runs the real reconcile (observe → plan → apply → report) on each,
+then a second, steady-state round. The in-memory API does no network I/O, so these figures are the
+operator's own CPU and memory cost per reconcile, not API-server latency.
+
+Machine: $machine; other jobs were running on the machine at the same time.
+
+$results
+EOF
+)"
+
+if [[ "${BENCH_NO_WRITE:-0}" != 1 ]]; then
+  python3 - "$section" <<'PY'
+import re, sys
+path = "BENCHMARKS.md"
+text = open(path).read()
+head, sep, rest = text.partition("## Operator (`make bench-operator`)")
+if not sep:
+    sys.exit("BENCHMARKS.md has no Operator section")
+nxt = rest.find("\n## ")
+tail = rest[nxt:] if nxt >= 0 else "\n"
+open(path, "w").write(head + sep + "\n\n" + sys.argv[1].strip() + "\n" + tail)
+PY
+  echo "==> wrote the Operator section of BENCHMARKS.md" >&2
+fi
