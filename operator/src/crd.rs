@@ -1,1 +1,402 @@
-//! TODO(B1): crd
+//! The `PingPongStack` API (`pingpong.dev/v1alpha1`): spec and status types, nothing else.
+//!
+//! Every field is defaulted, so `spec: {}` is a complete stack. The `///` docs become the CRD
+//! descriptions that `kubectl explain` prints. Schema-level checks (ranges, patterns, enums, the
+//! CEL rule on `pong.replicas`) live here as attributes; everything the schema cannot express is
+//! checked in [`crate::reconcile::validate`]. The CRD document itself is produced by
+//! [`crate::crdgen`], which also adds the quantity pattern to every quantity field.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default number of ping and pong replicas.
+pub const DEFAULT_REPLICAS: i32 = 1;
+/// Default RabbitMQ queue name.
+pub const DEFAULT_QUEUE: &str = "pingpong";
+/// Default number of messages pong keeps in memory.
+pub const DEFAULT_MAX_MESSAGES: i64 = 100_000;
+/// Default size of each RabbitMQ data volume.
+pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
+/// Default Ingress class.
+pub const DEFAULT_INGRESS_CLASS: &str = "nginx";
+
+/// Desired state of a ping/pong stack: a ping service that publishes to RabbitMQ, a pong service
+/// that consumes and serves the messages, the broker itself, and the route that exposes them.
+// Several printer columns share a `type_`, which clippy mistakes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "pingpong.dev",
+    version = "v1alpha1",
+    kind = "PingPongStack",
+    plural = "pingpongstacks",
+    shortname = "pps",
+    namespaced,
+    status = "PingPongStackStatus",
+    doc = "A ping/pong stack: ping and pong services over a RabbitMQ broker, managed by pingpong-operator.",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether every component is ready"
+    ),
+    printcolumn(
+        name = "Ping",
+        type_ = "integer",
+        json_path = ".status.ping.readyReplicas",
+        description = "Ready ping replicas"
+    ),
+    printcolumn(
+        name = "Pong",
+        type_ = "integer",
+        json_path = ".status.pong.readyReplicas",
+        description = "Ready pong replicas"
+    ),
+    printcolumn(
+        name = "Broker",
+        type_ = "integer",
+        json_path = ".status.rabbitmq.readyReplicas",
+        description = "Ready RabbitMQ replicas"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.endpoint",
+        description = "URL that serves /ping and /pong"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PingPongStackSpec {
+    /// The ping service: `POST /ping` publishes a message and answers after the broker confirmed it.
+    #[serde(default)]
+    pub ping: PingSpec,
+    /// The pong service: consumes the queue and serves the stored messages on `GET /pong`.
+    #[serde(default)]
+    pub pong: PongSpec,
+    /// The RabbitMQ broker (a StatefulSet) that carries the messages from ping to pong.
+    #[serde(default)]
+    pub rabbitmq: RabbitMqSpec,
+    /// The Ingress that routes `/ping` and `/pong` to the services.
+    #[serde(default)]
+    pub ingress: IngressSpec,
+    /// Gateway API alternative (or companion) to the Ingress: when set, the operator creates an
+    /// HTTPRoute (gateway.networking.k8s.io/v1) attached to this Gateway for `/ping` and `/pong`.
+    /// Set `ingress.enabled: false` to serve through the Gateway only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
+    /// Prometheus integration. Pods always carry `prometheus.io/*` scrape annotations.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+    /// Stop changing child objects. The operator keeps reporting status and sets the `Paused`
+    /// condition; set back to false to resume.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Settings of the ping (publisher) service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PingSpec {
+    /// Number of ping pods (0 to 100).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Container image of the ping service. Defaults to the operator's configured ping image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// CPU and memory requests/limits of the ping container. Defaults to requests of 50m CPU and
+    /// 32Mi memory with a 128Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables for the ping container. They cannot override the variables the
+    /// operator sets (broker address, credentials, queue, listen address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+impl Default for PingSpec {
+    fn default() -> Self {
+        Self {
+            replicas: DEFAULT_REPLICAS,
+            image: None,
+            resources: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Settings of the pong (consumer) service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("self.replicas <= 1").message(
+    "pong.replicas must be 0 or 1: pong keeps its messages in memory, so replicas would each hold a different part of the stream"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct PongSpec {
+    /// Number of pong pods: 0 or 1. Pong keeps the messages in memory, so more than one replica
+    /// would split the stream between replicas (rejected by a validation rule).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Container image of the pong service. Defaults to the operator's configured pong image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// CPU and memory requests/limits of the pong container. Defaults to requests of 50m CPU and
+    /// 64Mi memory with a 256Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Number of messages pong keeps; the oldest are dropped beyond it (1 to 10000000).
+    #[serde(default = "default_max_messages")]
+    #[schemars(range(min = 1, max = 10_000_000))]
+    pub max_messages: i64,
+    /// Extra environment variables for the pong container. They cannot override the variables the
+    /// operator sets (broker address, credentials, queue, listen address, PONG_MAX_MESSAGES).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+impl Default for PongSpec {
+    fn default() -> Self {
+        Self {
+            replicas: DEFAULT_REPLICAS,
+            image: None,
+            resources: None,
+            max_messages: DEFAULT_MAX_MESSAGES,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Settings of the RabbitMQ broker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitMqSpec {
+    /// Container image of RabbitMQ (an official `rabbitmq:4.x-management` tag or compatible).
+    /// Defaults to the operator's configured RabbitMQ image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Number of broker nodes (1 to 9). More than one forms a cluster through Kubernetes peer
+    /// discovery; use an odd number.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+    /// Name of the durable queue ping publishes to and pong consumes from. Its dead-letter queue is
+    /// `<queue>.dead`. Letters, digits, `.`, `_`, `:` and `-`; must not start with `amq.`.
+    #[serde(default = "default_queue")]
+    #[schemars(length(min = 1, max = 200), pattern(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"))]
+    pub queue: String,
+    /// Storage of the broker's data directory.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// CPU and memory requests/limits of the RabbitMQ container. Defaults to requests of 250m CPU
+    /// and 512Mi memory with a 1Gi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Name of an existing Secret in the stack's namespace with keys `username` and `password`
+    /// to use as the broker credentials. When unset, the operator generates a random user and
+    /// password once, in the Secret `<stack>-rabbitmq-credentials`, and never rotates them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+}
+
+impl Default for RabbitMqSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            replicas: DEFAULT_REPLICAS,
+            queue: DEFAULT_QUEUE.to_owned(),
+            storage: StorageSpec::default(),
+            resources: None,
+            credentials_secret: None,
+        }
+    }
+}
+
+/// Storage of the RabbitMQ data directory.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of the PersistentVolumeClaim of each broker pod (a Kubernetes quantity).
+    #[serde(default = "default_storage_size")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub size: Quantity,
+    /// StorageClass of the PersistentVolumeClaims. Defaults to the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Use an emptyDir instead of a PersistentVolumeClaim: messages are lost when a broker pod is
+    /// rescheduled. For development clusters.
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            ephemeral: false,
+        }
+    }
+}
+
+/// The Ingress that routes `/ping` and `/pong`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Create the Ingress.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// IngressClass that serves the Ingress.
+    #[serde(default = "default_ingress_class")]
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: String,
+    /// Host name the Ingress answers for. Unset: every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub host: Option<String>,
+    /// Name of a `kubernetes.io/tls` Secret for HTTPS on `host` (requires `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret: Option<String>,
+}
+
+impl Default for IngressSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            class_name: DEFAULT_INGRESS_CLASS.to_owned(),
+            host: None,
+            tls_secret: None,
+        }
+    }
+}
+
+/// Gateway API route settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// The Gateway (or one of its listeners) the HTTPRoute attaches to.
+    pub parent_ref: GatewayParentRef,
+    /// Host name the HTTPRoute matches. Unset: every host the listener accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub hostname: Option<String>,
+}
+
+/// Reference to a Gateway (`gateway.networking.k8s.io`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParentRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Gateway. Defaults to the stack's namespace; the Gateway must allow routes
+    /// from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Name of the Gateway listener to attach to. Unset: every listener that allows the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
+}
+
+/// Prometheus integration.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Create ServiceMonitors (monitoring.coreos.com/v1) for ping, pong and RabbitMQ. Only takes
+    /// effect when the Prometheus Operator CRD is installed.
+    #[serde(default)]
+    pub service_monitor: bool,
+    /// Extra labels on the ServiceMonitors, for example the `release` label a Prometheus selects.
+    /// Keys `app.kubernetes.io/*` are reserved and ignored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_monitor_labels: BTreeMap<String, String>,
+}
+
+/// Observed state of a stack, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PingPongStackStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (every component is available), `Progressing`, `Degraded` (the spec cannot be
+    /// realised or the API failed; the message says what to fix) and `Paused`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Replicas of the ping Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping: Option<ComponentStatus>,
+    /// Replicas of the pong Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pong: Option<ComponentStatus>,
+    /// Replicas of the RabbitMQ StatefulSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<ComponentStatus>,
+    /// URL that serves `/ping` and `/pong`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Name of the Secret that holds the broker credentials (keys `username` and `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// Replica counts of one component.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Desired replicas.
+    pub replicas: i32,
+    /// Replicas that pass their readiness probe.
+    pub ready_replicas: i32,
+}
+
+/// Schema of a required quantity field. [`crate::crdgen`] adds the quantity pattern.
+fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "default": DEFAULT_STORAGE_SIZE,
+    })
+}
+
+fn default_replicas() -> i32 {
+    DEFAULT_REPLICAS
+}
+
+fn default_max_messages() -> i64 {
+    DEFAULT_MAX_MESSAGES
+}
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_owned()
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity(DEFAULT_STORAGE_SIZE.to_owned())
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_ingress_class() -> String {
+    DEFAULT_INGRESS_CLASS.to_owned()
+}

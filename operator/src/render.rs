@@ -1,1 +1,92 @@
-//! TODO(B1): render
+//! `pingpong-operator render`: the objects the controller would apply for one stack, as
+//! multi-document YAML, built by the same validate and build steps as a reconcile.
+//!
+//! The input is one `PingPongStack` document: a plain manifest, or the full object as
+//! `kubectl get pps NAME -o yaml` prints it. The namespace is `--namespace` when given, else
+//! `metadata.namespace`, else `default`. Owner references are rendered only when the input
+//! carries `metadata.uid` (as objects read from a cluster do); a plain manifest has none, so its
+//! rendered children have no `ownerReferences`. Credentials are freshly generated on every run,
+//! exactly as the operator would for a stack whose Secret does not exist yet, and the rendered
+//! Secrets contain them (base64 in `data`). ServiceMonitors are rendered when the spec asks for
+//! them, as if the Prometheus Operator CRD were installed.
+
+use crate::crd::PingPongStack;
+use crate::credentials;
+use crate::reconcile::build::{BuildError, PlanInputs, build_desired};
+use crate::reconcile::validate::{ImageDefaults, ValidationError, validate};
+
+/// Namespace used when neither `--namespace` nor the input names one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Why a stack could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The input is not a PingPongStack document.
+    #[error("the input is not a PingPongStack (pingpong.dev/v1alpha1) YAML document")]
+    Parse(#[source] serde_yaml::Error),
+    /// The input is a different kind of object.
+    #[error("the input is a {kind}, expected a PingPongStack")]
+    WrongKind {
+        /// `apiVersion/kind` found.
+        kind: String,
+    },
+    /// The stack is invalid.
+    #[error("the stack is invalid: {0}")]
+    Invalid(#[from] ValidationError),
+    /// An object could not be serialized.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl RenderError {
+    /// Stable PascalCase category of the error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Parse(_) => "Parse",
+            Self::WrongKind { .. } => "WrongKind",
+            Self::Invalid(e) => e.kind(),
+            Self::Build(e) => e.kind(),
+        }
+    }
+}
+
+/// Renders the objects for the stack in `input` (see the module docs), in apply order,
+/// separated by `---`.
+pub fn render(
+    input: &str,
+    namespace: Option<&str>,
+    defaults: &ImageDefaults,
+) -> Result<String, RenderError> {
+    let mut stack = parse_stack(input)?;
+    let namespace = namespace
+        .map(str::to_owned)
+        .or_else(|| stack.metadata.namespace.clone())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    stack.metadata.namespace = Some(namespace);
+    let validated = validate(&stack, defaults)?;
+    let inputs = PlanInputs::fresh(&validated, credentials::generate(), true);
+    let documents = build_desired(&validated, &inputs).to_yaml_documents()?;
+    Ok(join_documents(&documents))
+}
+
+/// Parses one PingPongStack document, checking apiVersion and kind when present.
+pub fn parse_stack(input: &str) -> Result<PingPongStack, RenderError> {
+    let value: serde_yaml::Value = serde_yaml::from_str(input).map_err(RenderError::Parse)?;
+    let field = |key: &str| value.get(key).and_then(serde_yaml::Value::as_str);
+    if let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind"))
+        && (api_version != "pingpong.dev/v1alpha1" || kind != "PingPongStack")
+    {
+        return Err(RenderError::WrongKind {
+            kind: format!("{api_version}/{kind}"),
+        });
+    }
+    serde_yaml::from_value(value).map_err(RenderError::Parse)
+}
+
+/// Joins YAML documents into one multi-document stream.
+pub fn join_documents(documents: &[String]) -> String {
+    documents
+        .iter()
+        .map(|doc| format!("---\n{doc}"))
+        .collect::<String>()
+}

@@ -1,0 +1,149 @@
+//! The Deployment and Service shape ping and pong share; [`super::ping`] and [`super::pong`]
+//! supply what differs (name, port, extra variables, rollout strategy).
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use super::common::{
+    AMQP_PORT, APP_UID, HTTP_PORT_NAME, HTTP_SERVICE_PORT, METRICS_PATH, PASSWORD_KEY,
+    USERNAME_KEY, config_hash, env_from_secret, env_value, http_probe, object_meta, pod_meta,
+    restricted_container_security_context, restricted_pod_security_context, scrape_annotations,
+    service_host,
+};
+use crate::labels::{self, Component};
+use crate::reconcile::validate::{AppSettings, ValidatedStack};
+
+/// What differs between the ping and pong workloads.
+pub struct AppParams<'a> {
+    /// Component (ping or pong).
+    pub component: Component,
+    /// Deployment and Service name.
+    pub name: &'a str,
+    /// Container name (`ping` or `pong`).
+    pub container: &'static str,
+    /// Resolved settings from the spec.
+    pub settings: &'a AppSettings,
+    /// Container port of API, health and metrics.
+    pub port: i32,
+    /// Component-specific operator variables, appended after the common ones.
+    pub extra_env: Vec<EnvVar>,
+    /// `RollingUpdate` (None) or `Recreate`.
+    pub strategy: Option<&'static str>,
+}
+
+/// The effective configuration hashed into the pod-template annotation: the image, every
+/// variable and the name of the credentials Secret (never its contents).
+#[derive(Serialize)]
+struct HashedConfig<'a> {
+    image: &'a str,
+    env: &'a [EnvVar],
+    credentials_secret: &'a str,
+}
+
+/// The operator-managed variables followed by the user's extra ones (validation rejected user
+/// variables with reserved names, so the broker credentials cannot be overridden).
+pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvVar> {
+    let secret = &stack.names.credentials_secret;
+    let mut env = vec![
+        env_value("LISTEN_ADDR", format!("0.0.0.0:{}", params.port)),
+        env_value("RABBITMQ_HOST", service_host(stack, &stack.names.rabbitmq)),
+        env_value("RABBITMQ_PORT", AMQP_PORT.to_string()),
+        env_value("RABBITMQ_VHOST", "/"),
+        env_from_secret("RABBITMQ_DEFAULT_USER", secret, USERNAME_KEY),
+        env_from_secret("RABBITMQ_DEFAULT_PASS", secret, PASSWORD_KEY),
+        env_value("RABBITMQ_QUEUE", stack.rabbitmq.queue.clone()),
+        env_value("LOG_FORMAT", "json"),
+    ];
+    env.extend(params.extra_env.iter().cloned());
+    // A user LOG_FORMAT or RUST_LOG replaces the operator's default rather than duplicating it.
+    for user in &params.settings.env {
+        env.retain(|e| e.name != user.name);
+    }
+    env.extend(params.settings.env.iter().cloned());
+    env
+}
+
+/// The Deployment of ping or pong.
+pub fn build_app_deployment(stack: &ValidatedStack, params: &AppParams<'_>) -> Deployment {
+    let env = container_env(stack, params);
+    let hash = config_hash(&HashedConfig {
+        image: &params.settings.image,
+        env: &env,
+        credentials_secret: &stack.names.credentials_secret,
+    });
+    let container = Container {
+        name: params.container.to_owned(),
+        image: Some(params.settings.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        ports: Some(vec![ContainerPort {
+            name: Some(HTTP_PORT_NAME.to_owned()),
+            container_port: params.port,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(env),
+        resources: Some(params.settings.resources.clone()),
+        readiness_probe: Some(http_probe("/readyz", HTTP_PORT_NAME, 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", HTTP_PORT_NAME, 10, 3)),
+        security_context: Some(restricted_container_security_context(APP_UID, true)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: object_meta(stack, params.name, params.component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(params.settings.replicas),
+            revision_history_limit: Some(5),
+            selector: LabelSelector {
+                match_labels: Some(labels::selector_labels(&stack.name, params.component)),
+                match_expressions: None,
+            },
+            strategy: params.strategy.map(|kind| DeploymentStrategy {
+                type_: Some(kind.to_owned()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(pod_meta(
+                    stack,
+                    params.component,
+                    scrape_annotations(params.port, METRICS_PATH, hash),
+                )),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(restricted_pod_security_context(APP_UID, None)),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The ClusterIP Service of ping or pong: port 80 (`http`) to the container's `http` port.
+pub fn build_app_service(stack: &ValidatedStack, params: &AppParams<'_>) -> Service {
+    Service {
+        metadata: object_meta(stack, params.name, params.component),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(labels::selector_labels(&stack.name, params.component)),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.to_owned()),
+                port: HTTP_SERVICE_PORT,
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}

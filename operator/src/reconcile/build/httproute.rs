@@ -1,0 +1,118 @@
+//! The Gateway API HTTPRoute `<stack>` (gateway.networking.k8s.io/v1): `/ping` and `/pong`
+//! (PathPrefix) to the ping and pong Services, attached to the Gateway in `spec.gateway`.
+//!
+//! k8s-openapi has no Gateway API types, so the route is built from the small typed structs
+//! below and carried as a [`DynamicObject`] with the right apiVersion and kind.
+
+use kube::api::{ApiResource, DynamicObject, TypeMeta};
+use serde::Serialize;
+
+use super::common::{HTTP_SERVICE_PORT, object_meta};
+use crate::labels::Component;
+use crate::reconcile::validate::ValidatedStack;
+
+/// API group of the Gateway API.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// Kind of the route.
+pub const HTTP_ROUTE_KIND: &str = "HTTPRoute";
+
+/// The HTTPRoute resource, for a dynamic `Api` and for discovery.
+pub fn http_route_api_resource() -> ApiResource {
+    ApiResource {
+        group: GATEWAY_GROUP.to_owned(),
+        version: "v1".to_owned(),
+        api_version: format!("{GATEWAY_GROUP}/v1"),
+        kind: HTTP_ROUTE_KIND.to_owned(),
+        plural: "httproutes".to_owned(),
+    }
+}
+
+/// `HTTPRoute.spec`, the subset the operator sets.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpRouteSpec {
+    parent_refs: Vec<ParentRef>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hostnames: Vec<String>,
+    rules: Vec<Rule>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ParentRef {
+    group: &'static str,
+    kind: &'static str,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    section_name: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    matches: Vec<Match>,
+    backend_refs: Vec<BackendRef>,
+}
+
+#[derive(Serialize)]
+struct Match {
+    path: PathMatch,
+}
+
+#[derive(Serialize)]
+struct PathMatch {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    value: &'static str,
+}
+
+#[derive(Serialize)]
+struct BackendRef {
+    name: String,
+    port: i32,
+}
+
+fn rule(prefix: &'static str, service: &str) -> Rule {
+    Rule {
+        matches: vec![Match {
+            path: PathMatch {
+                type_: "PathPrefix",
+                value: prefix,
+            },
+        }],
+        backend_refs: vec![BackendRef {
+            name: service.to_owned(),
+            port: HTTP_SERVICE_PORT,
+        }],
+    }
+}
+
+/// The HTTPRoute, when `spec.gateway` is set.
+pub fn build_http_route(stack: &ValidatedStack) -> Option<DynamicObject> {
+    let gateway = stack.gateway.as_ref()?;
+    let spec = HttpRouteSpec {
+        parent_refs: vec![ParentRef {
+            group: GATEWAY_GROUP,
+            kind: "Gateway",
+            name: gateway.parent_ref.name.clone(),
+            namespace: gateway.parent_ref.namespace.clone(),
+            section_name: gateway.parent_ref.section_name.clone(),
+        }],
+        hostnames: gateway.hostname.iter().cloned().collect(),
+        rules: vec![
+            rule("/ping", &stack.names.ping),
+            rule("/pong", &stack.names.pong),
+        ],
+    };
+    let resource = http_route_api_resource();
+    Some(DynamicObject {
+        types: Some(TypeMeta {
+            api_version: resource.api_version,
+            kind: resource.kind,
+        }),
+        metadata: object_meta(stack, &stack.names.route, Component::Gateway),
+        data: serde_json::json!({ "spec": spec }),
+    })
+}

@@ -1,0 +1,75 @@
+//! Child object names, derived from the stack name in this one place.
+
+/// Suffix of the StatefulSet's `controller-revision-hash` label value (`-` plus 10 characters),
+/// which must also fit in a label value.
+const REVISION_HASH_SUFFIX_LEN: usize = 11;
+
+/// Names of every object the operator creates for a stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildNames {
+    /// RabbitMQ StatefulSet, client Service, NetworkPolicy and PodDisruptionBudget:
+    /// `<stack>-rabbitmq`.
+    pub rabbitmq: String,
+    /// Headless Service that gives broker pods stable DNS names: `<stack>-rabbitmq-nodes`.
+    pub rabbitmq_headless: String,
+    /// ConfigMap with rabbitmq.conf and enabled_plugins: `<stack>-rabbitmq-config`.
+    pub rabbitmq_config: String,
+    /// Secret with keys `username` and `password`: the user's `credentialsSecret`, or
+    /// `<stack>-rabbitmq-credentials`.
+    pub credentials_secret: String,
+    /// Secret with the Erlang cookie: `<stack>-rabbitmq-erlang-cookie`.
+    pub erlang_cookie_secret: String,
+    /// ping Deployment, Service, PodDisruptionBudget and ServiceMonitor: `<stack>-ping`.
+    pub ping: String,
+    /// pong Deployment, Service, PodDisruptionBudget and ServiceMonitor: `<stack>-pong`.
+    pub pong: String,
+    /// Ingress and HTTPRoute: `<stack>`.
+    pub route: String,
+    default_credentials_secret: String,
+}
+
+impl ChildNames {
+    /// Derives every name from the stack name and the optional user credentials Secret.
+    pub fn new(stack: &str, user_credentials_secret: Option<&str>) -> Self {
+        let default_credentials_secret = format!("{stack}-rabbitmq-credentials");
+        Self {
+            rabbitmq: format!("{stack}-rabbitmq"),
+            rabbitmq_headless: format!("{stack}-rabbitmq-nodes"),
+            rabbitmq_config: format!("{stack}-rabbitmq-config"),
+            credentials_secret: user_credentials_secret
+                .map_or_else(|| default_credentials_secret.clone(), str::to_owned),
+            erlang_cookie_secret: format!("{stack}-rabbitmq-erlang-cookie"),
+            ping: format!("{stack}-ping"),
+            pong: format!("{stack}-pong"),
+            route: stack.to_owned(),
+            default_credentials_secret,
+        }
+    }
+
+    /// Name of the credentials Secret the operator generates when the spec names none.
+    pub fn default_credentials_secret(&self) -> &str {
+        &self.default_credentials_secret
+    }
+
+    /// Every name the operator itself may write (including the generated credentials Secret).
+    pub fn operator_owned(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.rabbitmq,
+            &self.rabbitmq_headless,
+            &self.rabbitmq_config,
+            &self.default_credentials_secret,
+            &self.erlang_cookie_secret,
+            &self.ping,
+            &self.pong,
+            &self.route,
+        ]
+        .into_iter()
+        .map(String::as_str)
+    }
+
+    /// Length of the longest value Kubernetes derives from the StatefulSet name (the
+    /// `controller-revision-hash` label of its pods), which must fit in 63 characters too.
+    pub fn rabbitmq_revision_label_len(&self) -> usize {
+        self.rabbitmq.len() + REVISION_HASH_SUFFIX_LEN
+    }
+}

@@ -1,0 +1,259 @@
+//! The broker StatefulSet: stable node names for clustering, the restricted profile with the
+//! image's numeric user 999, credentials and Erlang cookie from Secrets, probes, and a
+//! PersistentVolumeClaim template (or an emptyDir when ephemeral).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use super::config::{ENABLED_PLUGINS_KEY, RABBITMQ_CONF_KEY, enabled_plugins, rabbitmq_conf};
+use super::services::port_names;
+use crate::labels::{self, Component};
+use crate::reconcile::build::common::{
+    AMQP_PORT, EPMD_PORT, ERLANG_COOKIE_KEY, ERLANG_DIST_PORT, PASSWORD_KEY,
+    RABBITMQ_MANAGEMENT_PORT, RABBITMQ_METRICS_PORT, RABBITMQ_UID, USERNAME_KEY, config_hash,
+    env_from_field, env_from_secret, env_value, object_meta, pod_meta,
+    restricted_container_security_context, restricted_pod_security_context, scrape_annotations,
+};
+use crate::reconcile::validate::{BrokerStorage, ValidatedStack};
+
+/// Name of the data volume (and of the claim template).
+const DATA_VOLUME: &str = "data";
+/// Where the data volume is mounted (the node's database directory).
+const DATA_PATH: &str = "/var/lib/rabbitmq/mnesia";
+/// Where `rabbitmq.conf` is mounted; replaces the image's `conf.d` defaults.
+const CONF_DIR: &str = "/etc/rabbitmq/conf.d";
+/// Directory of the mounted `enabled_plugins` file.
+const PLUGINS_DIR: &str = "/etc/pingpong-rabbitmq";
+
+/// What rolls the broker pods when it changes: image, configuration files and Secret names.
+#[derive(Serialize)]
+struct HashedConfig<'a> {
+    image: &'a str,
+    rabbitmq_conf: String,
+    enabled_plugins: String,
+    credentials_secret: &'a str,
+    erlang_cookie_secret: &'a str,
+}
+
+fn container_port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: number,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn tcp_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(port_names::AMQP.to_owned()),
+            host: None,
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+fn broker_env(stack: &ValidatedStack) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let names = &stack.names;
+    vec![
+        env_from_field("MY_POD_NAME", "metadata.name"),
+        env_from_field("MY_POD_NAMESPACE", "metadata.namespace"),
+        env_value("K8S_SERVICE_NAME", names.rabbitmq_headless.clone()),
+        env_value("RABBITMQ_USE_LONGNAME", "true"),
+        env_value(
+            "RABBITMQ_NODENAME",
+            "rabbit@$(MY_POD_NAME).$(K8S_SERVICE_NAME).$(MY_POD_NAMESPACE)",
+        ),
+        env_value(
+            "K8S_HOSTNAME_SUFFIX",
+            ".$(K8S_SERVICE_NAME).$(MY_POD_NAMESPACE)",
+        ),
+        env_value(
+            "RABBITMQ_ENABLED_PLUGINS_FILE",
+            format!("{PLUGINS_DIR}/{ENABLED_PLUGINS_KEY}"),
+        ),
+        env_from_secret(
+            "RABBITMQ_DEFAULT_USER",
+            &names.credentials_secret,
+            USERNAME_KEY,
+        ),
+        env_from_secret(
+            "RABBITMQ_DEFAULT_PASS",
+            &names.credentials_secret,
+            PASSWORD_KEY,
+        ),
+        env_from_secret(
+            "RABBITMQ_ERLANG_COOKIE",
+            &names.erlang_cookie_secret,
+            ERLANG_COOKIE_KEY,
+        ),
+    ]
+}
+
+fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
+    let config_volume = |name: &str, key: &str, path: &str| Volume {
+        name: name.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: stack.names.rabbitmq_config.clone(),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: path.to_owned(),
+                mode: None,
+            }]),
+            default_mode: Some(0o444),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    };
+    let mut volumes = vec![
+        config_volume("config", RABBITMQ_CONF_KEY, "10-pingpong.conf"),
+        config_volume("plugins", ENABLED_PLUGINS_KEY, ENABLED_PLUGINS_KEY),
+    ];
+    if stack.rabbitmq.storage == BrokerStorage::Ephemeral {
+        volumes.push(Volume {
+            name: DATA_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
+fn claim_templates(stack: &ValidatedStack) -> Option<Vec<PersistentVolumeClaim>> {
+    let BrokerStorage::Persistent {
+        size,
+        storage_class_name,
+    } = &stack.rabbitmq.storage
+    else {
+        return None;
+    };
+    Some(vec![PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_owned()),
+            labels: Some(labels::component_labels(&stack.name, Component::RabbitMq)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }])
+}
+
+/// The StatefulSet `<stack>-rabbitmq`.
+pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
+    let names = &stack.names;
+    let hash = config_hash(&HashedConfig {
+        image: &stack.rabbitmq.image,
+        rabbitmq_conf: rabbitmq_conf(stack),
+        enabled_plugins: enabled_plugins(stack),
+        credentials_secret: &names.credentials_secret,
+        erlang_cookie_secret: &names.erlang_cookie_secret,
+    });
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+    let container = Container {
+        name: "rabbitmq".to_owned(),
+        image: Some(stack.rabbitmq.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        ports: Some(vec![
+            container_port(port_names::AMQP, AMQP_PORT),
+            container_port(port_names::PROMETHEUS, RABBITMQ_METRICS_PORT),
+            container_port(port_names::MANAGEMENT, RABBITMQ_MANAGEMENT_PORT),
+            container_port(port_names::EPMD, EPMD_PORT),
+            container_port(port_names::CLUSTER_RPC, ERLANG_DIST_PORT),
+        ]),
+        env: Some(broker_env(stack)),
+        resources: Some(stack.rabbitmq.resources.clone()),
+        volume_mounts: Some(vec![
+            mount("config", CONF_DIR, true),
+            mount("plugins", PLUGINS_DIR, true),
+            mount(DATA_VOLUME, DATA_PATH, false),
+        ]),
+        // Booting (and forming a cluster) can take minutes; then AMQP must accept connections.
+        startup_probe: Some(tcp_probe(10, 30)),
+        readiness_probe: Some(tcp_probe(10, 3)),
+        liveness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(
+                    ["rabbitmq-diagnostics", "-q", "ping"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ),
+            }),
+            period_seconds: Some(60),
+            timeout_seconds: Some(30),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        // The official image writes to its home directory; the root filesystem stays writable.
+        security_context: Some(restricted_container_security_context(RABBITMQ_UID, false)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+    StatefulSet {
+        metadata: object_meta(stack, &names.rabbitmq, Component::RabbitMq),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(stack.rabbitmq.replicas),
+            service_name: Some(names.rabbitmq_headless.clone()),
+            pod_management_policy: Some("Parallel".to_owned()),
+            selector: LabelSelector {
+                match_labels: Some(labels::selector_labels(&stack.name, Component::RabbitMq)),
+                match_expressions: None,
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(pod_meta(
+                    stack,
+                    Component::RabbitMq,
+                    scrape_annotations(RABBITMQ_METRICS_PORT, "/metrics", hash),
+                )),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes(stack)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(restricted_pod_security_context(
+                        RABBITMQ_UID,
+                        Some(RABBITMQ_UID),
+                    )),
+                    termination_grace_period_seconds: Some(120),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: claim_templates(stack),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
