@@ -4,6 +4,8 @@
 //! (plus the leader-election Role) must grant every verb in the table, nothing else, and no
 //! wildcard.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
+
 use pingpong_operator::rbac::PERMISSIONS;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -18,7 +20,10 @@ fn granted_by_install_yaml() -> BTreeSet<Grant> {
     let mut roles = 0;
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(doc).expect("install.yaml is valid YAML");
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
         if kind != "ClusterRole" && kind != "Role" {
             continue;
         }
@@ -64,9 +69,13 @@ fn needed() -> BTreeSet<Grant> {
     PERMISSIONS
         .iter()
         .flat_map(|p| {
-            p.verbs
-                .iter()
-                .map(|v| (p.api_group.to_owned(), p.resource.to_owned(), (*v).to_owned()))
+            p.verbs.iter().map(|v| {
+                (
+                    p.api_group.to_owned(),
+                    p.resource.to_owned(),
+                    (*v).to_owned(),
+                )
+            })
         })
         .collect()
 }

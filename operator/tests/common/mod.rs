@@ -1,0 +1,257 @@
+//! Shared harness for the reconcile tests: an in-memory API (kube-fake-client) with the
+//! PingPongStack, HTTPRoute and ServiceMonitor kinds registered, a Context, and snapshots of
+//! every child object with the fields the in-memory API changes on every write removed.
+
+#![allow(dead_code, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
+    CustomResourceDefinitionVersion,
+};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, CustomResource, Resource};
+use kube_fake_client::{ClientBuilder, interceptor};
+use pingpong_operator::config::Images;
+use pingpong_operator::crd::{PingPongStack, PingPongStackSpec, PingPongStackStatus};
+use pingpong_operator::metrics::Metrics;
+use pingpong_operator::reconcile::{self, Context};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub const NS: &str = "demo";
+pub const NAME: &str = "stack";
+
+/// Registration-only stand-in for gateway.networking.k8s.io/v1 HTTPRoute.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "HTTPRoute",
+    plural = "httproutes",
+    namespaced,
+    schema = "disabled"
+)]
+pub struct HttpRouteSpec {
+    #[serde(flatten)]
+    pub rest: BTreeMap<String, Value>,
+}
+
+/// Registration-only stand-in for monitoring.coreos.com/v1 ServiceMonitor.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default)]
+#[kube(
+    group = "monitoring.coreos.com",
+    version = "v1",
+    kind = "ServiceMonitor",
+    plural = "servicemonitors",
+    namespaced,
+    schema = "disabled"
+)]
+pub struct ServiceMonitorSpec {
+    #[serde(flatten)]
+    pub rest: BTreeMap<String, Value>,
+}
+
+/// A CRD object as the existence checks see it.
+pub fn crd(group: &str, plural: &str, kind: &str) -> CustomResourceDefinition {
+    CustomResourceDefinition {
+        metadata: ObjectMeta {
+            name: Some(format!("{plural}.{group}")),
+            ..ObjectMeta::default()
+        },
+        spec: CustomResourceDefinitionSpec {
+            group: group.to_owned(),
+            names: CustomResourceDefinitionNames {
+                kind: kind.to_owned(),
+                plural: plural.to_owned(),
+                ..CustomResourceDefinitionNames::default()
+            },
+            scope: "Namespaced".to_owned(),
+            versions: vec![CustomResourceDefinitionVersion {
+                name: "v1".to_owned(),
+                served: true,
+                storage: true,
+                ..CustomResourceDefinitionVersion::default()
+            }],
+            ..CustomResourceDefinitionSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// A stack as a user would create it (uid and generation are set by the in-memory API).
+pub fn stack(spec: PingPongStackSpec) -> PingPongStack {
+    let mut s = PingPongStack::new(NAME, spec);
+    s.metadata.namespace = Some(NS.to_owned());
+    // A status object makes the in-memory API treat status as a subresource.
+    s.status = Some(PingPongStackStatus::default());
+    s
+}
+
+/// What a test environment starts with.
+#[derive(Default)]
+pub struct Setup {
+    pub stacks: Vec<PingPongStack>,
+    pub objects: Vec<Value>,
+    pub gateway_crd: bool,
+    pub service_monitor_crd: bool,
+    pub interceptors: Option<interceptor::Funcs>,
+}
+
+pub async fn client(setup: Setup) -> Client {
+    let mut b = ClientBuilder::new()
+        .with_resource::<PingPongStack>()
+        .with_resource::<HTTPRoute>()
+        .with_resource::<ServiceMonitor>();
+    for s in setup.stacks {
+        b = b.with_object(s);
+    }
+    if setup.gateway_crd {
+        b = b.with_object(crd("gateway.networking.k8s.io", "httproutes", "HTTPRoute"));
+    }
+    if setup.service_monitor_crd {
+        b = b.with_object(crd(
+            "monitoring.coreos.com",
+            "servicemonitors",
+            "ServiceMonitor",
+        ));
+    }
+    b = b.with_runtime_objects(setup.objects);
+    if let Some(i) = setup.interceptors {
+        b = b.with_interceptor_funcs(i);
+    }
+    b.build().await.expect("in-memory API")
+}
+
+pub fn context(client: &Client) -> Arc<Context> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "pingpong-operator".to_owned(),
+            instance: Some("test".to_owned()),
+        },
+    );
+    Arc::new(Context::new(
+        client.clone(),
+        Metrics::new().expect("metrics"),
+        recorder,
+        reconcile::image_defaults(&Images::default()),
+    ))
+}
+
+pub async fn get_stack(client: &Client) -> PingPongStack {
+    Api::<PingPongStack>::namespaced(client.clone(), NS)
+        .get(NAME)
+        .await
+        .expect("stack exists")
+}
+
+/// Replaces the stack's spec, as `kubectl replace` would (bumps metadata.generation; fields
+/// set to `None` are removed, which a merge patch of the serialized spec would not do).
+pub async fn set_spec(client: &Client, spec: &PingPongStackSpec) {
+    let api = Api::<PingPongStack>::namespaced(client.clone(), NS);
+    let mut stack = api.get(NAME).await.expect("stack exists");
+    stack.spec = spec.clone();
+    api.replace(NAME, &PostParams::default(), &stack)
+        .await
+        .expect("spec replaced");
+}
+
+/// Runs one reconcile of the stack as stored.
+pub async fn reconcile_once(
+    client: &Client,
+    ctx: &Arc<Context>,
+) -> Result<kube::runtime::controller::Action, pingpong_operator::error::Error> {
+    let s = get_stack(client).await;
+    reconcile::reconcile(Arc::new(s), ctx.clone()).await
+}
+
+fn strip_volatile(mut v: Value) -> Value {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for key in ["resourceVersion", "generation", "managedFields"] {
+            meta.remove(key);
+        }
+    }
+    v
+}
+
+async fn typed<K>(client: &Client, out: &mut BTreeMap<String, Value>)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), NS);
+    for o in api.list(&ListParams::default()).await.expect("list").items {
+        let name = o.meta().name.clone().unwrap_or_default();
+        let v = serde_json::to_value(&o).expect("json");
+        out.insert(format!("{}/{name}", K::KIND), strip_volatile(v));
+    }
+}
+
+async fn dynamic(client: &Client, ar: &ApiResource, out: &mut BTreeMap<String, Value>) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, ar);
+    for o in api.list(&ListParams::default()).await.expect("list").items {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let v = serde_json::to_value(&o).expect("json");
+        out.insert(format!("{}/{name}", ar.kind), strip_volatile(v));
+    }
+}
+
+/// Every child object in the namespace, keyed `Kind/name`, without resourceVersion,
+/// generation and managedFields (which the in-memory API bumps on every write).
+pub async fn children(client: &Client) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    typed::<StatefulSet>(client, &mut out).await;
+    typed::<Deployment>(client, &mut out).await;
+    typed::<Service>(client, &mut out).await;
+    typed::<Secret>(client, &mut out).await;
+    typed::<ConfigMap>(client, &mut out).await;
+    typed::<Ingress>(client, &mut out).await;
+    typed::<NetworkPolicy>(client, &mut out).await;
+    typed::<PodDisruptionBudget>(client, &mut out).await;
+    dynamic(client, &ApiResource::erase::<HTTPRoute>(&()), &mut out).await;
+    dynamic(client, &ApiResource::erase::<ServiceMonitor>(&()), &mut out).await;
+    out
+}
+
+/// Keys of `after` that are new or differ from `before`, and keys that disappeared.
+pub fn diff(before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, _)| format!("~{k}"))
+        .collect();
+    changed.extend(
+        before
+            .keys()
+            .filter(|k| !after.contains_key(*k))
+            .map(|k| format!("-{k}")),
+    );
+    changed
+}
+
+/// Events recorded in the namespace: (type, reason).
+pub async fn events(client: &Client) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let mut out: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+        .collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,398 @@
+//! Reconcile against an in-memory API (kube-fake-client): creation, idempotence, drift,
+//! spec changes, orphan deletion and credentials that are never rotated.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
+
+mod common;
+
+use common::{NAME, NS, Setup, children, client, context, diff, events, get_stack, set_spec};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use pingpong_operator::crd::{GatewayParentRef, GatewaySpec, PingPongStackSpec};
+use pingpong_operator::labels::MANAGED_BY;
+use pingpong_operator::metrics::ReconcileResult;
+use pretty_assertions::assert_eq;
+use std::collections::BTreeSet;
+
+fn condition<'a>(
+    status: &'a pingpong_operator::crd::PingPongStackStatus,
+    type_: &str,
+) -> (&'a str, &'a str) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+fn keys(map: &std::collections::BTreeMap<String, serde_json::Value>) -> BTreeSet<String> {
+    map.keys().cloned().collect()
+}
+
+#[tokio::test]
+async fn first_reconcile_creates_every_child_with_an_owner_reference() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+
+    let stack = get_stack(&client).await;
+    let uid = stack.metadata.uid.clone().unwrap();
+    let objects = children(&client).await;
+    let expected: BTreeSet<String> = [
+        "ConfigMap/stack-rabbitmq-config",
+        "Deployment/stack-ping",
+        "Deployment/stack-pong",
+        "Ingress/stack",
+        "NetworkPolicy/stack-rabbitmq",
+        "Secret/stack-rabbitmq-credentials",
+        "Secret/stack-rabbitmq-erlang-cookie",
+        "Service/stack-ping",
+        "Service/stack-pong",
+        "Service/stack-rabbitmq",
+        "Service/stack-rabbitmq-nodes",
+        "StatefulSet/stack-rabbitmq",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(keys(&objects), expected);
+    for (key, object) in &objects {
+        let owners = object["metadata"]["ownerReferences"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} has no ownerReferences"));
+        assert_eq!(owners.len(), 1, "{key}");
+        assert_eq!(owners[0]["uid"], uid.as_str(), "{key}");
+        assert_eq!(owners[0]["kind"], "PingPongStack", "{key}");
+        assert_eq!(owners[0]["controller"], true, "{key}");
+        let labels = &object["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/instance"], NAME, "{key}");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], MANAGED_BY, "{key}");
+    }
+
+    let status = stack.status.unwrap();
+    assert_eq!(status.observed_generation, stack.metadata.generation);
+    assert_eq!(condition(&status, "Ready"), ("False", "ComponentsNotReady"));
+    assert_eq!(condition(&status, "Progressing"), ("True", "RollingOut"));
+    assert_eq!(
+        condition(&status, "Degraded"),
+        ("False", "ReconcileSucceeded")
+    );
+    assert_eq!(condition(&status, "Paused"), ("False", "NotPaused"));
+    assert_eq!(
+        status.credentials_secret.as_deref(),
+        Some("stack-rabbitmq-credentials")
+    );
+    let ping = status.ping.unwrap();
+    assert_eq!((ping.replicas, ping.ready_replicas), (1, 0));
+    assert_eq!(events(&client).await, [("Normal".into(), "Created".into())]);
+    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Success), 1);
+}
+
+#[tokio::test]
+async fn a_second_reconcile_changes_no_object() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let before = children(&client).await;
+    let stack_before = get_stack(&client).await;
+
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(
+        diff(&before, &children(&client).await),
+        Vec::<String>::new()
+    );
+    // The status was already right, so the stack was not written at all.
+    let stack_after = get_stack(&client).await;
+    assert_eq!(
+        stack_after.metadata.resource_version,
+        stack_before.metadata.resource_version
+    );
+    assert_eq!(
+        events(&client).await.len(),
+        1,
+        "no new Event in steady state"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_child_comes_back() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let before = children(&client).await;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    deployments
+        .delete("stack-ping", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(!keys(&children(&client).await).contains("Deployment/stack-ping"));
+
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let after = children(&client).await;
+    assert_eq!(keys(&after), keys(&before));
+    let key = "Deployment/stack-ping";
+    assert_eq!(after[key]["spec"], before[key]["spec"]);
+    assert_eq!(
+        after[key]["metadata"]["labels"],
+        before[key]["metadata"]["labels"]
+    );
+    assert_eq!(
+        after[key]["metadata"]["ownerReferences"],
+        before[key]["metadata"]["ownerReferences"]
+    );
+}
+
+#[tokio::test]
+async fn a_spec_change_patches_only_what_changed() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let before = children(&client).await;
+
+    let mut spec = get_stack(&client).await.spec;
+    spec.pong.max_messages = 500;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let after = children(&client).await;
+    assert_eq!(diff(&before, &after), ["~Deployment/stack-pong"]);
+    let env = after["Deployment/stack-pong"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "PONG_MAX_MESSAGES" && e["value"] == "500"),
+        "{env:?}"
+    );
+
+    let stack = get_stack(&client).await;
+    let status = stack.status.unwrap();
+    assert_eq!(status.observed_generation, stack.metadata.generation);
+    assert_eq!(status.observed_generation, Some(2));
+    let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
+    assert_eq!(reasons, ["Created", "Updated"]);
+}
+
+#[tokio::test]
+async fn more_replicas_add_a_disruption_budget_and_fewer_remove_it() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let one = children(&client).await;
+
+    let mut spec = get_stack(&client).await.spec;
+    spec.ping.replicas = 3;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let three = children(&client).await;
+    let changed = diff(&one, &three);
+    assert!(
+        changed.contains(&"~Deployment/stack-ping".to_owned()),
+        "{changed:?}"
+    );
+    assert!(
+        changed.contains(&"~PodDisruptionBudget/stack-ping".to_owned()),
+        "{changed:?}"
+    );
+    assert!(
+        changed.iter().all(|k| k.ends_with("/stack-ping")),
+        "only ping objects change: {changed:?}"
+    );
+    assert_eq!(three["Deployment/stack-ping"]["spec"]["replicas"], 3);
+
+    spec.ping.replicas = 1;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let back = children(&client).await;
+    assert!(!back.contains_key("PodDisruptionBudget/stack-ping"));
+    assert_eq!(keys(&back), keys(&one));
+}
+
+#[tokio::test]
+async fn disabling_the_ingress_deletes_it_and_nothing_else() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let before = children(&client).await;
+    assert!(before.contains_key("Ingress/stack"));
+
+    let mut spec = get_stack(&client).await.spec;
+    spec.ingress.enabled = false;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(diff(&before, &children(&client).await), ["-Ingress/stack"]);
+}
+
+#[tokio::test]
+async fn removing_the_gateway_deletes_the_http_route() {
+    let mut spec = PingPongStackSpec::default();
+    spec.ingress.enabled = false;
+    spec.gateway = Some(GatewaySpec {
+        parent_ref: GatewayParentRef {
+            name: "public".into(),
+            namespace: Some("gateways".into()),
+            section_name: None,
+        },
+        hostname: Some("pingpong.example.com".into()),
+    });
+    let client = client(Setup {
+        stacks: vec![common::stack(spec.clone())],
+        gateway_crd: true,
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let before = children(&client).await;
+    let route = &before["HTTPRoute/stack"];
+    assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "public");
+    let status = get_stack(&client).await.status.unwrap();
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://pingpong.example.com")
+    );
+
+    spec.gateway = None;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(
+        diff(&before, &children(&client).await),
+        ["-HTTPRoute/stack"]
+    );
+}
+
+#[tokio::test]
+async fn service_monitors_follow_the_spec_when_the_crd_exists() {
+    let mut spec = PingPongStackSpec::default();
+    spec.monitoring.service_monitor = true;
+    let client = client(Setup {
+        stacks: vec![common::stack(spec.clone())],
+        service_monitor_crd: true,
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let with = children(&client).await;
+    let monitors: Vec<_> = with
+        .keys()
+        .filter(|k| k.starts_with("ServiceMonitor/"))
+        .collect();
+    assert!(!monitors.is_empty());
+
+    spec.monitoring.service_monitor = false;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let without = children(&client).await;
+    assert!(without.keys().all(|k| !k.starts_with("ServiceMonitor/")));
+    assert_eq!(
+        diff(&with, &without).len(),
+        monitors.len(),
+        "only the ServiceMonitors go"
+    );
+}
+
+#[tokio::test]
+async fn the_credentials_secret_survives_reconciles_unchanged() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let original = secrets.get("stack-rabbitmq-credentials").await.unwrap();
+    let cookie = secrets.get("stack-rabbitmq-erlang-cookie").await.unwrap();
+    let data = original.data.clone().unwrap();
+    assert!(data.contains_key("username") && data.contains_key("password"));
+    assert_ne!(data["username"].0, b"guest");
+
+    let mut spec = get_stack(&client).await.spec;
+    for replicas in [2, 3] {
+        spec.rabbitmq.replicas = replicas;
+        set_spec(&client, &spec).await;
+        common::reconcile_once(&client, &ctx).await.unwrap();
+    }
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let now = secrets.get("stack-rabbitmq-credentials").await.unwrap();
+    assert_eq!(now.data, original.data);
+    assert_eq!(
+        now.metadata.resource_version,
+        original.metadata.resource_version
+    );
+    let cookie_now = secrets.get("stack-rabbitmq-erlang-cookie").await.unwrap();
+    assert_eq!(cookie_now.data, cookie.data);
+
+    // The pods read the same Secret the status names.
+    let status = get_stack(&client).await.status.unwrap();
+    assert_eq!(
+        status.credentials_secret.as_deref(),
+        Some("stack-rabbitmq-credentials")
+    );
+}
+
+#[tokio::test]
+async fn ready_workloads_make_the_stack_ready() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let ready = serde_json::json!({ "status": { "readyReplicas": 1, "replicas": 1 } });
+    let params = PatchParams::default();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    for name in ["stack-ping", "stack-pong"] {
+        deployments
+            .patch_status(name, &params, &Patch::Merge(&ready))
+            .await
+            .unwrap();
+    }
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), NS);
+    sts.patch_status("stack-rabbitmq", &params, &Patch::Merge(&ready))
+        .await
+        .unwrap();
+
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let stack = get_stack(&client).await;
+    assert!(pingpong_operator::reconcile::is_ready(&stack));
+    let status = stack.status.unwrap();
+    assert_eq!(condition(&status, "Ready"), ("True", "AllComponentsReady"));
+    assert_eq!(
+        condition(&status, "Progressing"),
+        ("False", "RolloutComplete")
+    );
+    assert_eq!(status.rabbitmq.unwrap().ready_replicas, 1);
+    let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
+    assert_eq!(reasons, ["Created", "Ready"]);
+}

@@ -1,0 +1,380 @@
+//! Reconcile against an in-memory API when things go wrong: injected API errors and conflicts,
+//! invalid specs, missing references, undecodable objects, and `paused`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
+
+mod common;
+
+use common::{NS, Setup, children, client, context, diff, events, get_stack, set_spec};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube_fake_client::interceptor;
+use pingpong_operator::crd::{GatewayParentRef, GatewaySpec, PingPongStack, PingPongStackSpec};
+use pingpong_operator::metrics::{ChildOperation, ReconcileResult};
+use pingpong_operator::reconcile::{self, MISSING_REFERENCE_REQUEUE, SUCCESS_REQUEUE};
+use pretty_assertions::assert_eq;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+fn condition(stack: &PingPongStack, type_: &str) -> (String, String, String) {
+    let status = stack.status.as_ref().expect("status");
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+/// An interceptor that fails patches of `kind` objects with `error()` while `on` is set.
+fn failing_patches(
+    kind: &'static str,
+    on: Arc<AtomicBool>,
+    error: fn() -> kube_fake_client::Error,
+) -> interceptor::Funcs {
+    interceptor::Funcs::new().patch(move |ctx| {
+        if on.load(Ordering::SeqCst) && ctx.patch.get("kind").and_then(|k| k.as_str()) == Some(kind)
+        {
+            return Err(error());
+        }
+        Ok(None)
+    })
+}
+
+fn policy(
+    stack: PingPongStack,
+    error: &pingpong_operator::error::Error,
+    ctx: &Arc<reconcile::Context>,
+) -> Action {
+    reconcile::error_policy(Arc::new(DeserializeGuard(Ok(stack))), error, ctx.clone())
+}
+
+#[tokio::test]
+async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        interceptors: Some(failing_patches("Deployment", failing.clone(), || {
+            kube_fake_client::Error::Internal("injected outage".into())
+        })),
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+
+    let error = common::reconcile_once(&client, &ctx).await.unwrap_err();
+    assert_eq!(error.kind(), "ApplyFailed");
+    let stack = get_stack(&client).await;
+    let (status, reason, message) = condition(&stack, "Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "ApplyFailed"));
+    assert!(
+        message.starts_with("failed to apply Deployment stack-ping"),
+        "{message}"
+    );
+    assert!(message.contains("injected outage"), "{message}");
+    assert_eq!(condition(&stack, "Ready").1, "Reconciling");
+    assert_eq!(condition(&stack, "Progressing").1, "Retrying");
+    // Nothing was realised yet, so no generation is claimed as observed.
+    assert_eq!(stack.status.as_ref().unwrap().observed_generation, None);
+    assert_eq!(
+        events(&client).await,
+        [("Warning".into(), "ApplyFailed".into())]
+    );
+    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Error), 1);
+    assert_eq!(ctx.metrics.reconcile_errors("ApplyFailed"), 1);
+    assert_eq!(
+        ctx.metrics
+            .child_operations("Deployment", ChildOperation::Apply, false),
+        1
+    );
+
+    // Backoff: exponential per stack, starting at 5 s for a server error.
+    assert_eq!(
+        policy(stack.clone(), &error, &ctx),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        policy(stack.clone(), &error, &ctx),
+        Action::requeue(Duration::from_secs(10))
+    );
+
+    // The same failure again: status unchanged, so the stack is not written (no self-trigger).
+    let error = common::reconcile_once(&client, &ctx).await.unwrap_err();
+    assert_eq!(
+        policy(stack.clone(), &error, &ctx),
+        Action::requeue(Duration::from_secs(20))
+    );
+    let again = get_stack(&client).await;
+    assert_eq!(
+        again.metadata.resource_version,
+        stack.metadata.resource_version
+    );
+    assert_eq!(events(&client).await.len(), 1);
+
+    // Recovery clears Degraded, says so once, and resets the backoff.
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        common::reconcile_once(&client, &ctx).await.unwrap(),
+        Action::requeue(SUCCESS_REQUEUE)
+    );
+    let recovered = get_stack(&client).await;
+    assert_eq!(condition(&recovered, "Degraded").0, "False");
+    let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
+    assert!(reasons.contains(&"Recovered".to_owned()), "{reasons:?}");
+    assert_eq!(
+        policy(recovered, &error, &ctx),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[tokio::test]
+async fn conflicts_are_reported_and_retried_sooner() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        interceptors: Some(failing_patches("Service", failing, || {
+            kube_fake_client::Error::Conflict("Apply failed with 1 conflict".into())
+        })),
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    let error = common::reconcile_once(&client, &ctx).await.unwrap_err();
+    assert_eq!(error.kind(), "ApplyConflict");
+    let stack = get_stack(&client).await;
+    let (status, reason, _) = condition(&stack, "Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ApplyConflict")
+    );
+    assert_eq!(
+        events(&client).await,
+        [("Warning".into(), "ApplyConflict".into())]
+    );
+    assert_eq!(ctx.metrics.reconcile_errors("ApplyConflict"), 1);
+    assert_eq!(
+        policy(stack.clone(), &error, &ctx),
+        Action::requeue(Duration::from_secs(2))
+    );
+    assert_eq!(
+        policy(stack, &error, &ctx),
+        Action::requeue(Duration::from_secs(4))
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
+    let mut spec = PingPongStackSpec::default();
+    spec.pong.replicas = 2;
+    let client = client(Setup {
+        stacks: vec![common::stack(spec)],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    let action = common::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(action, Action::await_change(), "no requeue storm");
+    assert!(children(&client).await.is_empty(), "nothing applied");
+    let stack = get_stack(&client).await;
+    let (ready, ready_reason, _) = condition(&stack, "Ready");
+    let (degraded, reason, message) = condition(&stack, "Degraded");
+    assert_eq!(ready, "False");
+    assert_eq!(degraded, "True");
+    assert_eq!(ready_reason, reason);
+    assert!(
+        message.contains("pong.replicas"),
+        "message names the field: {message}"
+    );
+    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Invalid), 1);
+    assert_eq!(ctx.metrics.reconcile_errors(&reason), 1);
+    assert_eq!(events(&client).await, [("Warning".into(), reason.clone())]);
+
+    // Reconciling again writes nothing: no status change, no Event, no hot loop.
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let again = get_stack(&client).await;
+    assert_eq!(
+        again.metadata.resource_version,
+        stack.metadata.resource_version
+    );
+    assert_eq!(events(&client).await.len(), 1);
+
+    // Fixing the spec creates the stack.
+    let mut spec = again.spec;
+    spec.pong.replicas = 1;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    assert!(!children(&client).await.is_empty());
+    assert_eq!(condition(&get_stack(&client).await, "Degraded").0, "False");
+}
+
+#[tokio::test]
+async fn paused_stops_writes_to_children_but_reports_status() {
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let before = children(&client).await;
+
+    let mut spec = get_stack(&client).await.spec;
+    spec.paused = true;
+    spec.ping.replicas = 3;
+    spec.ingress.enabled = false;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(
+        diff(&before, &children(&client).await),
+        Vec::<String>::new()
+    );
+    let stack = get_stack(&client).await;
+    assert_eq!(condition(&stack, "Paused").0, "True");
+    assert_eq!(condition(&stack, "Progressing").1, "PausedBySpec");
+    let status = stack.status.as_ref().unwrap();
+    assert_eq!(status.observed_generation, stack.metadata.generation);
+    assert_eq!(status.ping.as_ref().unwrap().replicas, 1, "reads what runs");
+    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Paused), 1);
+    let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
+    assert!(reasons.contains(&"Paused".to_owned()), "{reasons:?}");
+
+    spec.paused = false;
+    set_spec(&client, &spec).await;
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let after = children(&client).await;
+    assert_eq!(after["Deployment/stack-ping"]["spec"]["replicas"], 3);
+    assert!(!after.contains_key("Ingress/stack"));
+    assert_eq!(condition(&get_stack(&client).await, "Paused").0, "False");
+}
+
+#[tokio::test]
+async fn a_stack_paused_from_the_start_creates_nothing() {
+    let spec = PingPongStackSpec {
+        paused: true,
+        ..PingPongStackSpec::default()
+    };
+    let client = client(Setup {
+        stacks: vec![common::stack(spec)],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    assert!(children(&client).await.is_empty());
+    let stack = get_stack(&client).await;
+    assert_eq!(condition(&stack, "Paused").0, "True");
+    assert_eq!(condition(&stack, "Ready").0, "False");
+}
+
+#[tokio::test]
+async fn a_missing_credentials_secret_is_reported_then_used_once_created() {
+    let mut spec = PingPongStackSpec::default();
+    spec.rabbitmq.credentials_secret = Some("my-broker-user".into());
+    let client = client(Setup {
+        stacks: vec![common::stack(spec)],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    let action = common::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(MISSING_REFERENCE_REQUEUE));
+    let (status, reason, message) = condition(&get_stack(&client).await, "Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "CredentialsSecretMissing")
+    );
+    assert!(message.contains("my-broker-user"), "{message}");
+    assert!(children(&client).await.is_empty());
+
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("my-broker-user".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([
+            ("username".to_owned(), ByteString(b"app".to_vec())),
+            ("password".to_owned(), ByteString(b"s3cret-value".to_vec())),
+        ])),
+        ..Secret::default()
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let objects = children(&client).await;
+    assert!(
+        !objects.contains_key("Secret/stack-rabbitmq-credentials"),
+        "not generated"
+    );
+    assert!(objects.contains_key("Secret/stack-rabbitmq-erlang-cookie"));
+    let user = secrets.get("my-broker-user").await.unwrap();
+    assert_eq!(user.data, secret.data, "the user's Secret is never written");
+    assert!(user.metadata.owner_references.is_none());
+    let stack = get_stack(&client).await;
+    assert_eq!(
+        stack.status.unwrap().credentials_secret.as_deref(),
+        Some("my-broker-user")
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_without_the_gateway_api_is_reported() {
+    let spec = PingPongStackSpec {
+        gateway: Some(GatewaySpec {
+            parent_ref: GatewayParentRef {
+                name: "public".into(),
+                namespace: None,
+                section_name: None,
+            },
+            hostname: None,
+        }),
+        ..PingPongStackSpec::default()
+    };
+    let client = client(Setup {
+        stacks: vec![common::stack(spec)],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let (status, reason, _) = condition(&get_stack(&client).await, "Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "GatewayApiMissing")
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_object_gets_a_warning_and_no_retry() {
+    let raw = serde_json::json!({
+        "apiVersion": "pingpong.dev/v1alpha1",
+        "kind": "PingPongStack",
+        "metadata": { "name": "broken", "namespace": NS },
+        "spec": { "ping": { "replicas": "three" } }
+    });
+    let client = client(Setup {
+        objects: vec![raw],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    let api: Api<DeserializeGuard<PingPongStack>> = Api::namespaced(client.clone(), NS);
+    let guard = api.get("broken").await.unwrap();
+    assert!(guard.0.is_err());
+    let action = reconcile::reconcile_guarded(Arc::new(guard), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        events(&client).await,
+        [("Warning".into(), "InvalidSpec".into())]
+    );
+    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Invalid), 1);
+}
