@@ -99,7 +99,9 @@ impl IntoResponse for AppError {
                 retry_after,
                 source,
             } => {
-                tracing::warn!(kind, error = %source, "request failed: dependency unavailable");
+                // Debug: during an outage this fires per request; the
+                // connection manager already warns once per state change.
+                tracing::debug!(kind, error = %source, "request failed: dependency unavailable");
                 let mut response =
                     json_error(status, "service temporarily unavailable, retry later");
                 response

@@ -24,7 +24,7 @@ use pingpong_common::http::{self as http_common, ServeError};
 use pingpong_common::metrics::track_http;
 use prometheus::Registry;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use config::Config;
 pub use metrics::PingMetrics;
@@ -87,7 +87,11 @@ pub fn app(state: AppState) -> Router {
             http_metrics,
             track_http,
         ))
-        .layer(TraceLayer::new_for_http().make_span_with(handlers::request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(handlers::request_span)
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 
