@@ -18,7 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Channel, Connection, ConnectionProperties, Event};
 use prometheus::IntGauge;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -251,6 +251,7 @@ impl Backoff {
 #[derive(Clone)]
 pub struct BrokerLink {
     rx: watch::Receiver<Option<Arc<Session>>>,
+    redeclare: Arc<Notify>,
 }
 
 impl BrokerLink {
@@ -262,6 +263,13 @@ impl BrokerLink {
     /// Whether a live session exists right now.
     pub fn is_connected(&self) -> bool {
         self.rx.borrow().as_ref().is_some_and(|s| s.is_alive())
+    }
+
+    /// Asks the manager to declare the topology again on the live session
+    /// (e.g. after a publish came back unroutable because someone deleted
+    /// the queue). Requests made while one is pending are coalesced.
+    pub fn request_redeclare(&self) {
+        self.redeclare.notify_one();
     }
 
     /// A receiver that is notified at every change of session.
@@ -283,12 +291,21 @@ impl ConnectionManager {
     pub fn spawn(config: AmqpConfig, role: ChannelRole, name: String, connected: IntGauge) -> Self {
         let (tx, rx) = watch::channel(None);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(manage(config, role, name, tx, connected, stop.clone()));
-        Self {
-            link: BrokerLink { rx },
-            stop,
-            task,
-        }
+        let redeclare = Arc::new(Notify::new());
+        let link = BrokerLink {
+            rx,
+            redeclare: Arc::clone(&redeclare),
+        };
+        let task = tokio::spawn(manage(
+            config,
+            role,
+            name,
+            tx,
+            connected,
+            redeclare,
+            stop.clone(),
+        ));
+        Self { link, stop, task }
     }
 
     /// The read side, for publishers, consumers and readiness.
@@ -316,6 +333,7 @@ async fn manage(
     name: String,
     tx: watch::Sender<Option<Arc<Session>>>,
     connected: IntGauge,
+    redeclare: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
@@ -332,7 +350,7 @@ async fn manage(
                 tx.send_replace(Some(Arc::clone(&session)));
                 connected.set(1);
                 tracing::info!(%endpoint, queue = %config.queue, "connected to the broker");
-                let end = watch_session(&session, &stop).await;
+                let end = watch_session(&session, &config.queue, &redeclare, &stop).await;
                 tx.send_replace(None);
                 connected.set(0);
                 match end {
@@ -343,7 +361,7 @@ async fn manage(
                     SessionEnd::Lost(reason) => {
                         tracing::warn!(%endpoint, %reason, "lost the broker connection, reconnecting");
                         // Release whatever is left of the old connection.
-                        let _ = session.connection.close(320, "reconnecting".into()).await;
+                        let _ = session.connection.close(200, "reconnecting".into()).await;
                     }
                 }
             }
@@ -365,12 +383,21 @@ async fn manage(
     tracing::info!("connection manager stopped");
 }
 
-async fn watch_session(session: &Session, stop: &CancellationToken) -> SessionEnd {
+async fn watch_session(
+    session: &Session,
+    queue: &QueueName,
+    redeclare: &Notify,
+    stop: &CancellationToken,
+) -> SessionEnd {
     let mut events = session.connection.events_listener();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     loop {
         tokio::select! {
             () = stop.cancelled() => return SessionEnd::Stopped,
+            () = redeclare.notified() => match declare_topology(&session.channel, queue).await {
+                Ok(()) => tracing::warn!(%queue, "declared the topology again after an unroutable publish"),
+                Err(error) => return SessionEnd::Lost(error.to_string()),
+            },
             event = events.next() => match event {
                 Some(Event::Error(error)) => return SessionEnd::Lost(error.to_string()),
                 Some(Event::ConnectionBlocked(reason)) => {

@@ -148,13 +148,18 @@ impl AmqpPublisher {
             Err(_) => ("timeout", Err(PublishError::Timeout(self.confirm_timeout))),
             Ok(Err(error)) => ("error", Err(error)),
             Ok(Ok(Confirmation::Ack(None))) => ("ack", Ok(())),
-            Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => (
-                "returned",
-                Err(PublishError::Returned {
-                    code: returned.reply_code,
-                    text: returned.reply_text.to_string(),
-                }),
-            ),
+            Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
+                // Our queue is declared at connect; a return means it was
+                // deleted since. Declare it again so the next publish works.
+                self.link.request_redeclare();
+                (
+                    "returned",
+                    Err(PublishError::Returned {
+                        code: returned.reply_code,
+                        text: returned.reply_text.to_string(),
+                    }),
+                )
+            }
             Ok(Ok(Confirmation::Nack(None))) => ("nack", Err(PublishError::Nacked)),
             Ok(Ok(Confirmation::NotRequested)) => ("error", Err(PublishError::NotConfirmed)),
         };

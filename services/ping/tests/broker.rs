@@ -229,3 +229,36 @@ async fn without_a_broker_publishing_fails_fast_and_readiness_is_false() {
     assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     running.manager.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_deleted_queue_is_declared_again_after_a_return() {
+    let Some((config, admin)) = broker("ping-redeclare").await else {
+        return;
+    };
+    let running = start(&config);
+    wait_connected(&running.manager.link(), CONNECT).await;
+    admin
+        .channel
+        .queue_delete(
+            config.queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+
+    let error = running
+        .publisher
+        .publish(&Message::new("lost"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PublishError::Returned { .. }), "{error:?}");
+    let publisher = &running.publisher;
+    pingpong_common::testing::eventually("publishing works again", CONNECT, || async move {
+        publisher.publish(&Message::new("again")).await.is_ok()
+    })
+    .await;
+    assert!(ready_count(&admin, config.queue.as_str()).await >= 1);
+
+    running.manager.shutdown().await;
+    cleanup(admin, &config).await;
+}

@@ -171,8 +171,7 @@ impl Store {
             let skip = len.saturating_sub(limit.unwrap_or(len));
             inner
                 .entries
-                .iter()
-                .skip(skip)
+                .range(skip..)
                 .map(|(_, json)| Arc::clone(json))
                 .collect()
         };
