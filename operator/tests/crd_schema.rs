@@ -8,6 +8,8 @@
 //! build); for the one bad sample that only CEL rejects, the test checks that the rule is in
 //! the CRD and that `validate()` enforces the same condition.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on purpose
+
 use std::path::{Path, PathBuf};
 
 use pingpong_operator::crd::PingPongStack;

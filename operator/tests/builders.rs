@@ -1,0 +1,375 @@
+//! Builder tests: goldens for the fixtures, the configuration hash, credentials handling,
+//! validation errors and `render`.
+//!
+//! Goldens are regenerated only with `UPDATE_GOLDEN=1 cargo test -p pingpong-operator --test
+//! builders`; otherwise a mismatch fails with a line diff.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on purpose
+
+#[path = "fixtures/support.rs"]
+mod support;
+
+use pingpong_operator::credentials;
+use pingpong_operator::reconcile::build::{
+    CookieSource, CredentialsSource, PlanInputs, build_desired,
+};
+use pingpong_operator::reconcile::validate::{ImageDefaults, validate};
+use pingpong_operator::render::{join_documents, render};
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+use support::*;
+
+#[test]
+fn goldens_match() {
+    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    for name in FIXTURES {
+        let (_, desired) = desired_for(&load_fixture(name));
+        let rendered = join_documents(&desired.to_yaml_documents().unwrap());
+        let path = tests_dir().join("golden").join(format!("{name}.yaml"));
+        if update {
+            std::fs::write(&path, &rendered).unwrap();
+            continue;
+        }
+        let golden = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!(
+                "{} missing: run UPDATE_GOLDEN=1 cargo test --test builders",
+                path.display()
+            )
+        });
+        assert_eq!(
+            golden, rendered,
+            "golden {name} differs (UPDATE_GOLDEN=1 to accept)"
+        );
+    }
+}
+
+#[test]
+fn minimal_stack_has_the_documented_object_set() {
+    let (_, desired) = desired_for(&load_fixture("minimal"));
+    let names: Vec<String> = objects(&desired).iter().map(kind_name).collect();
+    assert_eq!(
+        names,
+        [
+            "Secret/demo-rabbitmq-credentials",
+            "Secret/demo-rabbitmq-erlang-cookie",
+            "ConfigMap/demo-rabbitmq-config",
+            "Service/demo-rabbitmq-nodes",
+            "Service/demo-rabbitmq",
+            "StatefulSet/demo-rabbitmq",
+            "Service/demo-ping",
+            "Deployment/demo-ping",
+            "Service/demo-pong",
+            "Deployment/demo-pong",
+            "NetworkPolicy/demo-rabbitmq",
+            "Ingress/demo",
+        ]
+    );
+}
+
+#[test]
+fn full_stack_adds_pdbs_route_and_monitors_and_no_credentials_secret() {
+    let (v, desired) = desired_for(&load_fixture("full"));
+    assert!(
+        desired.credentials_secret.is_none(),
+        "user credentialsSecret must not be written"
+    );
+    assert!(desired.erlang_cookie_secret.is_some());
+    assert!(desired.pdb_rabbitmq.is_some() && desired.pdb_ping.is_some());
+    assert!(desired.pdb_pong.is_none());
+    assert!(desired.ingress.is_some() && desired.http_route.is_some());
+    assert_eq!(desired.service_monitors.len(), 3);
+    let monitor = serde_json::to_value(&desired.service_monitors[0]).unwrap();
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    assert_eq!(
+        v.endpoint().as_deref(),
+        Some("https://pingpong.example.com")
+    );
+    let env = serde_json::to_value(&desired.ping_deployment).unwrap()["spec"]["template"]["spec"]
+        ["containers"][0]["env"]
+        .clone();
+    let user = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "RABBITMQ_DEFAULT_USER");
+    assert_eq!(
+        user.unwrap()["valueFrom"]["secretKeyRef"]["name"],
+        "demo-full-broker"
+    );
+}
+
+#[test]
+fn rabbitmq_config_follows_replicas() {
+    let (_, single) = desired_for(&load_fixture("minimal"));
+    let conf = &single.rabbitmq_config.data.as_ref().unwrap()["rabbitmq.conf"];
+    assert!(conf.contains("loopback_users.guest = true"));
+    assert!(!conf.contains("peer_discovery"));
+    let (_, cluster) = desired_for(&load_fixture("full"));
+    let data = cluster.rabbitmq_config.data.as_ref().unwrap();
+    assert!(data["rabbitmq.conf"].contains("cluster_formation.peer_discovery_backend = k8s"));
+    assert!(data["enabled_plugins"].contains("rabbitmq_peer_discovery_k8s"));
+    assert!(data["enabled_plugins"].contains("rabbitmq_prometheus"));
+}
+
+#[test]
+fn ephemeral_storage_uses_an_empty_dir_and_no_claim_template() {
+    let (_, desired) = desired_for(&load_fixture("gateway"));
+    let spec = desired.rabbitmq_statefulset.spec.as_ref().unwrap();
+    assert!(spec.volume_claim_templates.is_none());
+    let volumes = spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .as_ref()
+        .unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.name == "data" && v.empty_dir.is_some())
+    );
+    assert!(desired.ingress.is_none());
+    assert!(desired.service_monitors.is_empty());
+}
+
+fn pod_hash(desired: &Value) -> String {
+    desired["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/config-hash"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn hashes(spec: &str) -> (String, String, String) {
+    let (_, desired) = desired_for(&stack_from_spec("hash", spec));
+    (
+        pod_hash(&serde_json::to_value(&desired.ping_deployment).unwrap()),
+        pod_hash(&serde_json::to_value(&desired.pong_deployment).unwrap()),
+        pod_hash(&serde_json::to_value(&desired.rabbitmq_statefulset).unwrap()),
+    )
+}
+
+#[test]
+fn config_hash_changes_with_configuration_only() {
+    let base = hashes("  {}");
+    assert_eq!(
+        base,
+        hashes("  ping:\n    replicas: 3"),
+        "replicas are not configuration"
+    );
+    assert_eq!(base, hashes("  ingress:\n    host: a.example.com"));
+
+    let image = hashes("  ping:\n    image: example.com/ping:2");
+    assert_ne!(base.0, image.0, "ping image must roll ping");
+    assert_eq!(base.1, image.1, "ping image must not roll pong");
+
+    let retention = hashes("  pong:\n    maxMessages: 10");
+    assert_eq!(base.0, retention.0);
+    assert_ne!(base.1, retention.1, "maxMessages must roll pong");
+
+    let queue = hashes("  rabbitmq:\n    queue: other");
+    assert_ne!(base.0, queue.0);
+    assert_ne!(base.1, queue.1);
+
+    let env = hashes("  ping:\n    env:\n      - name: RUST_LOG\n        value: debug");
+    assert_ne!(base.0, env.0);
+
+    let cluster = hashes("  rabbitmq:\n    replicas: 3");
+    assert_ne!(
+        base.2, cluster.2,
+        "broker config change must roll the broker"
+    );
+    assert_eq!(base.0, cluster.0);
+}
+
+#[test]
+fn config_hash_does_not_depend_on_secret_values() {
+    let stack = stack_from_spec("hash", "  {}");
+    let v = validate(&stack, &ImageDefaults::default()).unwrap();
+    let a = build_desired(&v, &PlanInputs::fresh(&v, credentials::generate(), false));
+    let b = build_desired(&v, &PlanInputs::fresh(&v, credentials::generate(), false));
+    assert_ne!(a.credentials_secret, b.credentials_secret);
+    assert_eq!(a.ping_deployment, b.ping_deployment);
+    assert_eq!(a.pong_deployment, b.pong_deployment);
+    assert_eq!(a.rabbitmq_statefulset, b.rabbitmq_statefulset);
+}
+
+#[test]
+fn existing_secrets_are_never_planned_and_never_regenerated() {
+    let v = validated(&load_fixture("minimal"));
+    let inputs = PlanInputs::from_observed(&v, true, true, false, || {
+        panic!("credentials generated although both Secrets exist")
+    });
+    assert_eq!(
+        inputs.credentials,
+        CredentialsSource::Existing {
+            secret_name: "demo-rabbitmq-credentials".to_owned()
+        }
+    );
+    assert_eq!(inputs.erlang_cookie, CookieSource::Existing);
+    let desired = build_desired(&v, &inputs);
+    assert!(desired.credentials_secret.is_none());
+    assert!(desired.erlang_cookie_secret.is_none());
+    assert!(objects(&desired).iter().all(|o| o["kind"] != "Secret"));
+}
+
+#[test]
+fn missing_cookie_alone_creates_only_the_cookie_secret() {
+    let v = validated(&load_fixture("minimal"));
+    let inputs = PlanInputs::from_observed(&v, true, false, false, fixed_credentials);
+    let desired = build_desired(&v, &inputs);
+    assert!(desired.credentials_secret.is_none());
+    assert!(desired.erlang_cookie_secret.is_some());
+}
+
+#[test]
+fn user_credentials_secret_is_never_generated() {
+    let v = validated(&load_fixture("full"));
+    let inputs = PlanInputs::from_observed(&v, false, true, false, || {
+        panic!("credentials generated for a user-supplied Secret")
+    });
+    assert!(matches!(
+        inputs.credentials,
+        CredentialsSource::Existing { .. }
+    ));
+}
+
+fn validation_kind(spec: &str) -> String {
+    validation_error("stack", spec).0
+}
+
+fn validation_error(name: &str, spec: &str) -> (String, String) {
+    let err = validate(&stack_from_spec(name, spec), &ImageDefaults::default()).unwrap_err();
+    (err.kind().to_owned(), err.to_string())
+}
+
+#[test]
+fn validation_rejects_what_the_schema_cannot() {
+    let long = "a".repeat(45);
+    let (kind, message) = validation_error(&long, "  {}");
+    assert_eq!(kind, "NameTooLong");
+    assert!(message.contains("at most 40 characters"), "{message}");
+    assert_eq!(validation_error("9lives", "  {}").0, "InvalidName");
+    assert_eq!(
+        validation_kind("  ingress:\n    tlsSecret: tls"),
+        "TlsWithoutHost"
+    );
+    assert_eq!(
+        validation_kind("  ping:\n    env:\n      - name: RABBITMQ_DEFAULT_PASS\n        value: x"),
+        "ReservedEnv"
+    );
+    assert_eq!(
+        validation_kind(
+            "  pong:\n    env:\n      - name: A\n        value: x\n      - name: A\n        value: y"
+        ),
+        "DuplicateEnv"
+    );
+    assert_eq!(
+        validation_kind("  rabbitmq:\n    storage:\n      size: lots"),
+        "InvalidQuantity"
+    );
+    assert_eq!(
+        validation_kind(
+            "  ping:\n    resources:\n      requests:\n        memory: 1Gi\n      limits:\n        memory: 128Mi"
+        ),
+        "RequestExceedsLimit"
+    );
+    assert_eq!(
+        validation_kind("  rabbitmq:\n    queue: amq.direct"),
+        "InvalidQueue"
+    );
+    assert_eq!(
+        validation_kind("  pong:\n    replicas: 2"),
+        "InvalidReplicas"
+    );
+    assert_eq!(
+        validation_kind("  rabbitmq:\n    credentialsSecret: stack-rabbitmq-erlang-cookie"),
+        "CredentialsSecretConflict"
+    );
+    assert_eq!(validation_kind("  ping:\n    image: \"\""), "InvalidImage");
+}
+
+#[test]
+fn forty_character_names_fit() {
+    let name = "a".repeat(40);
+    let (_, desired) = desired_for(&stack_from_spec(&name, "  {}"));
+    for object in objects(&desired) {
+        assert!(object["metadata"]["name"].as_str().unwrap().len() <= 63);
+    }
+}
+
+fn parse_documents(text: &str) -> Vec<Value> {
+    assert!(text.starts_with("---\n"));
+    text.split("\n---\n")
+        .map(|doc| serde_yaml::from_str::<Value>(doc.trim_start_matches("---\n")).unwrap())
+        .collect()
+}
+
+#[test]
+fn render_prints_every_sample() {
+    let dir = tests_dir().join("../../manifests/samples");
+    for sample in ["minimal", "full", "gateway"] {
+        let input = std::fs::read_to_string(dir.join(format!("{sample}.yaml"))).unwrap();
+        let text = render(&input, None, &ImageDefaults::default()).unwrap();
+        let docs = parse_documents(&text);
+        assert!(docs.len() >= 10, "{sample}: {} documents", docs.len());
+        for doc in &docs {
+            assert!(doc["apiVersion"].is_string(), "{sample}: {doc}");
+            assert!(doc["kind"].is_string(), "{sample}: {doc}");
+            assert!(doc["metadata"]["name"].is_string(), "{sample}: {doc}");
+            // A plain manifest has no uid, so no owner references are rendered.
+            assert!(doc["metadata"].get("ownerReferences").is_none());
+        }
+    }
+}
+
+#[test]
+fn render_takes_namespace_and_uid_from_the_input_and_namespace_flag_overrides() {
+    let input = std::fs::read_to_string(tests_dir().join("fixtures/minimal.yaml")).unwrap();
+    let docs = parse_documents(&render(&input, None, &ImageDefaults::default()).unwrap());
+    for doc in &docs {
+        assert_eq!(doc["metadata"]["namespace"], "pingpong");
+        let owner = &doc["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["uid"], "6f1c2a3b-0000-4000-8000-000000000001");
+        assert_eq!(owner["controller"], true);
+    }
+    let docs = parse_documents(&render(&input, Some("other"), &ImageDefaults::default()).unwrap());
+    assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "other"));
+    let plain =
+        "apiVersion: pingpong.dev/v1alpha1\nkind: PingPongStack\nmetadata:\n  name: x\nspec: {}\n";
+    let docs = parse_documents(&render(plain, None, &ImageDefaults::default()).unwrap());
+    assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "default"));
+}
+
+#[test]
+fn render_generates_fresh_credentials_each_time() {
+    let input = std::fs::read_to_string(tests_dir().join("fixtures/minimal.yaml")).unwrap();
+    let a = render(&input, None, &ImageDefaults::default()).unwrap();
+    let b = render(&input, None, &ImageDefaults::default()).unwrap();
+    assert_ne!(a, b);
+    let secret = &parse_documents(&a)[0];
+    assert_eq!(secret["kind"], "Secret");
+    assert!(secret["data"]["password"].is_string());
+}
+
+#[test]
+fn render_rejects_other_kinds_and_invalid_stacks() {
+    let defaults = ImageDefaults::default();
+    let err = render(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+        None,
+        &defaults,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), "WrongKind");
+    let err = render("not: [valid", None, &defaults).unwrap_err();
+    assert_eq!(err.kind(), "Parse");
+    let bad = "apiVersion: pingpong.dev/v1alpha1\nkind: PingPongStack\nmetadata:\n  name: x\nspec:\n  pong:\n    replicas: 2\n";
+    assert_eq!(
+        render(bad, None, &defaults).unwrap_err().kind(),
+        "InvalidReplicas"
+    );
+}
