@@ -26,7 +26,7 @@ esac
 release=pingpong-operator
 namespace=pingpong-system
 chart=charts/pingpong-operator
-golden_test=golden
+golden_test=builders
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/op}"
 

@@ -198,7 +198,7 @@ def test_rendered_objects_pass_kubernetes_schemas(path: Path, operator_bin: Path
         for obj in objects:
             validate_object(obj)
             meta = obj["metadata"]
-            assert meta.get("namespace") == stack["metadata"].get("namespace", "render-test")
+            assert meta.get("namespace") == "render-test", "--namespace places every object"
             owners = [o for o in meta.get("ownerReferences", []) if o.get("controller")]
             assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [
                 ("PingPongStack", stack["metadata"]["name"], STACK_UID)
