@@ -16,7 +16,14 @@ import helm_python
 import pytest
 import yaml
 
-from deploy_helpers import CHART, ROOT, render_chart, validate_object, workspace_version
+from deploy_helpers import (
+    CHART,
+    ROOT,
+    render_chart,
+    stack_errors,
+    validate_object,
+    workspace_version,
+)
 
 IMAGES = {
     "operator": "ghcr.io/pingpong-operator/operator",
@@ -273,3 +280,34 @@ def test_kind_up_checks_every_tool() -> None:
 def test_helm_python_matches_helm_v4() -> None:
     """The checks run Helm's own engine (the Helm v4 Go SDK behind helm-python)."""
     assert helm_python.helm_sdk_version().lstrip("v").startswith("4.")
+
+
+def _e2e_script() -> str:
+    return (ROOT / "scripts" / "e2e.sh").read_text(encoding="utf-8")
+
+
+def test_e2e_stack_is_accepted_by_the_crd(crd: dict[str, Any]) -> None:
+    match = re.search(r"apply -f - <<EOF\n(.*?)\nEOF\n", _e2e_script(), re.DOTALL)
+    assert match, "e2e.sh applies no inline PingPongStack"
+    manifest = match.group(1).replace("$stack", "e2e").replace(
+        "$host", "pingpong-e2e-1763712000-4242.localhost")
+    stack = yaml.safe_load(manifest)
+    assert stack["kind"] == "PingPongStack"
+    assert stack_errors(stack, crd) == []
+    assert stack["spec"]["rabbitmq"]["storage"]["ephemeral"] is True, (
+        "a PVC would outlive the stack and fail the garbage-collection check"
+    )
+
+
+def test_e2e_checks_every_child_kind(operator_bin: Path) -> None:
+    """After deleting the stack, e2e.sh looks for leftovers of every kind the operator creates."""
+    match = re.search(r"^children=\(([^)]*)\)", _e2e_script(), re.MULTILINE)
+    assert match
+    checked = set(match.group(1).split())
+    rendered = subprocess.run(
+        [str(operator_bin), "render", "-f", str(ROOT / "manifests/samples/full.yaml")],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    kinds = {doc["kind"].lower() for doc in yaml.safe_load_all(rendered) if doc}
+    kinds -= {"servicemonitor", "httproute"}  # CRDs a plain cluster may not have
+    assert kinds <= checked, f"e2e.sh does not check {sorted(kinds - checked)}"
