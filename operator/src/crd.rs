@@ -332,7 +332,7 @@ pub struct MonitoringSpec {
 }
 
 /// Observed state of a stack, written by the operator.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PingPongStackStatus {
     /// The `metadata.generation` this status describes.
@@ -341,6 +341,7 @@ pub struct PingPongStackStatus {
     /// `Ready` (every component is available), `Progressing`, `Degraded` (the spec cannot be
     /// realised or the API failed; the message says what to fix) and `Paused`.
     #[serde(default)]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// Replicas of the ping Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
