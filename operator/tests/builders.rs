@@ -290,6 +290,16 @@ fn validation_rejects_what_the_schema_cannot() {
         "CredentialsSecretConflict"
     );
     assert_eq!(validation_kind("  ping:\n    image: \"\""), "InvalidImage");
+    assert_eq!(
+        validation_kind("  ingress:\n    host: Bad_Host"),
+        "InvalidHost"
+    );
+    assert_eq!(
+        validation_kind("  gateway:\n    parentRef:\n      name: g\n    hostname: a..b"),
+        "InvalidHost"
+    );
+    let ok = stack_from_spec("s", "  ingress:\n    host: \"*.example.com\"");
+    validate(&ok, &ImageDefaults::default()).unwrap();
 }
 
 #[test]

@@ -6,14 +6,25 @@
 //! resolves every default (images from the operator configuration, resources), so the builders
 //! never look at an `Option` in the spec. No client, clock, randomness or environment here.
 
+// Explicit paths: the files live in `validate/`, next to this file.
+#[path = "validate/error.rs"]
+mod error;
+#[path = "validate/settings.rs"]
+mod settings;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
-use crate::crd::{GatewayParentRef, PingPongStack};
+pub use error::ValidationError;
+pub use settings::{
+    AppSettings, BrokerSettings, BrokerStorage, GatewaySettings, IngressSettings,
+    MonitoringSettings, ValidatedStack, ping_defaults, pong_defaults, rabbitmq_defaults,
+};
+
+use crate::crd::PingPongStack;
 use crate::reconcile::build::names::ChildNames;
 use crate::reconcile::build::quantity;
 
@@ -52,279 +63,6 @@ impl Default for ImageDefaults {
             pong: "ghcr.io/pingpong-operator/pong:0.1.0".to_owned(),
             rabbitmq: "rabbitmq:4.2-management".to_owned(),
         }
-    }
-}
-
-/// Why a stack cannot be realised. The message says what to fix; it becomes the message of the
-/// `Degraded` condition, and [`ValidationError::kind`] its reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ValidationError {
-    /// The object has no `metadata.name`.
-    #[error("the PingPongStack has no metadata.name")]
-    MissingName,
-    /// The object has no `metadata.namespace`.
-    #[error("PingPongStack {name} has no metadata.namespace")]
-    MissingNamespace {
-        /// Stack name.
-        name: String,
-    },
-    /// The stack name cannot prefix Service names.
-    #[error(
-        "stack name {name:?} is not usable for Service names: use lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"
-    )]
-    InvalidName {
-        /// Stack name.
-        name: String,
-    },
-    /// A derived child name is longer than a DNS label.
-    #[error(
-        "stack name {stack:?} is too long: child {child:?} would have {len} characters (limit {DNS_LABEL_MAX}); use a stack name of at most {max_stack_len} characters"
-    )]
-    NameTooLong {
-        /// Stack name.
-        stack: String,
-        /// The child name that does not fit.
-        child: String,
-        /// Its length.
-        len: usize,
-        /// Longest stack name that fits.
-        max_stack_len: usize,
-    },
-    /// A replica count outside what the operator supports.
-    #[error("{field} is {value}: {reason}")]
-    InvalidReplicas {
-        /// Spec path, e.g. `spec.pong.replicas`.
-        field: &'static str,
-        /// The value given.
-        value: i64,
-        /// What is allowed.
-        reason: &'static str,
-    },
-    /// An image reference that is empty or contains whitespace.
-    #[error("{field} {image:?} is not an image reference")]
-    InvalidImage {
-        /// Spec path.
-        field: &'static str,
-        /// The value given.
-        image: String,
-    },
-    /// A quantity that does not parse.
-    #[error("{field} {value:?} is not a Kubernetes quantity (examples: 500m, 128Mi, 1Gi)")]
-    InvalidQuantity {
-        /// Spec path.
-        field: String,
-        /// The value given.
-        value: String,
-    },
-    /// A resource request above its limit.
-    #[error("{field}: the {resource} request {request} is larger than its limit {limit}")]
-    RequestExceedsLimit {
-        /// Spec path of the resources block.
-        field: &'static str,
-        /// Resource name (cpu, memory, …).
-        resource: String,
-        /// Request given.
-        request: String,
-        /// Limit given.
-        limit: String,
-    },
-    /// A user env entry that would replace a variable the operator sets.
-    #[error(
-        "{field} sets {name}, which the operator manages (broker address, credentials, queue or listen address); remove it"
-    )]
-    ReservedEnv {
-        /// Spec path.
-        field: &'static str,
-        /// Variable name.
-        name: String,
-    },
-    /// The same variable twice in a user env list.
-    #[error("{field} sets {name} more than once; keep one entry")]
-    DuplicateEnv {
-        /// Spec path.
-        field: &'static str,
-        /// Variable name.
-        name: String,
-    },
-    /// A queue name the broker would refuse or reserve.
-    #[error("spec.rabbitmq.queue {queue:?} {reason}")]
-    InvalidQueue {
-        /// Queue name.
-        queue: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// `ingress.tlsSecret` without `ingress.host`.
-    #[error("spec.ingress.tlsSecret is set but spec.ingress.host is not: TLS needs a host name")]
-    TlsWithoutHost,
-    /// `rabbitmq.credentialsSecret` names another object the operator writes.
-    #[error(
-        "spec.rabbitmq.credentialsSecret {name:?} is the name of a Secret the operator manages for this stack; name your own Secret differently"
-    )]
-    CredentialsSecretConflict {
-        /// Secret name.
-        name: String,
-    },
-}
-
-impl ValidationError {
-    /// Stable PascalCase category, used as condition reason and metric label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::MissingName => "MissingName",
-            Self::MissingNamespace { .. } => "MissingNamespace",
-            Self::InvalidName { .. } => "InvalidName",
-            Self::NameTooLong { .. } => "NameTooLong",
-            Self::InvalidReplicas { .. } => "InvalidReplicas",
-            Self::InvalidImage { .. } => "InvalidImage",
-            Self::InvalidQuantity { .. } => "InvalidQuantity",
-            Self::RequestExceedsLimit { .. } => "RequestExceedsLimit",
-            Self::ReservedEnv { .. } => "ReservedEnv",
-            Self::DuplicateEnv { .. } => "DuplicateEnv",
-            Self::InvalidQueue { .. } => "InvalidQueue",
-            Self::TlsWithoutHost => "TlsWithoutHost",
-            Self::CredentialsSecretConflict { .. } => "CredentialsSecretConflict",
-        }
-    }
-}
-
-/// Resolved settings of the ping or pong service.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AppSettings {
-    /// Container image.
-    pub image: String,
-    /// Pod replicas.
-    pub replicas: i32,
-    /// Requests and limits (the spec's, or the defaults).
-    pub resources: ResourceRequirements,
-    /// Extra user environment variables (checked: no reserved names, no duplicates).
-    pub env: Vec<EnvVar>,
-}
-
-/// Where the broker keeps its data.
-#[derive(Clone, Debug, PartialEq)]
-pub enum BrokerStorage {
-    /// A PersistentVolumeClaim template per broker pod.
-    Persistent {
-        /// Claim size.
-        size: Quantity,
-        /// StorageClass, or the cluster default.
-        storage_class_name: Option<String>,
-    },
-    /// An emptyDir (data lost on reschedule).
-    Ephemeral,
-}
-
-/// Resolved settings of the RabbitMQ broker.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BrokerSettings {
-    /// Container image.
-    pub image: String,
-    /// Broker nodes.
-    pub replicas: i32,
-    /// Queue name (its dead-letter queue is `<queue>.dead`).
-    pub queue: String,
-    /// Data storage.
-    pub storage: BrokerStorage,
-    /// Requests and limits.
-    pub resources: ResourceRequirements,
-    /// Whether the credentials Secret is the user's (`credentialsSecret`); the operator then never
-    /// writes it.
-    pub user_credentials: bool,
-}
-
-/// Resolved Ingress settings (present only when the Ingress is enabled).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IngressSettings {
-    /// IngressClass name.
-    pub class_name: String,
-    /// Host, or every host.
-    pub host: Option<String>,
-    /// TLS Secret for `host`.
-    pub tls_secret: Option<String>,
-}
-
-/// Resolved Gateway API settings (present only when `gateway` is set).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GatewaySettings {
-    /// The Gateway the HTTPRoute attaches to.
-    pub parent_ref: GatewayParentRef,
-    /// Host name the route matches.
-    pub hostname: Option<String>,
-}
-
-/// Resolved monitoring settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MonitoringSettings {
-    /// Whether ServiceMonitors were asked for.
-    pub service_monitor: bool,
-    /// Extra ServiceMonitor labels, reserved keys already removed.
-    pub service_monitor_labels: BTreeMap<String, String>,
-}
-
-/// A stack that passed validation: every name derived and checked, every default resolved.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ValidatedStack {
-    /// Stack name.
-    pub name: String,
-    /// Stack namespace (also the namespace of every child).
-    pub namespace: String,
-    /// Stack uid; `None` only for `render` of a manifest without one (then children carry no
-    /// owner reference).
-    pub uid: Option<String>,
-    /// `metadata.generation`, when known.
-    pub generation: Option<i64>,
-    /// Names of every child object.
-    pub names: ChildNames,
-    /// ping settings.
-    pub ping: AppSettings,
-    /// pong settings.
-    pub pong: AppSettings,
-    /// Number of messages pong keeps.
-    pub pong_max_messages: i64,
-    /// Broker settings.
-    pub rabbitmq: BrokerSettings,
-    /// Ingress, when enabled.
-    pub ingress: Option<IngressSettings>,
-    /// Gateway API route, when set.
-    pub gateway: Option<GatewaySettings>,
-    /// Monitoring settings.
-    pub monitoring: MonitoringSettings,
-    /// Whether the stack is paused.
-    pub paused: bool,
-}
-
-impl ValidatedStack {
-    /// The controller owner reference every child carries, or `None` without a uid.
-    pub fn owner_reference(&self) -> Option<OwnerReference> {
-        self.uid.as_ref().map(|uid| OwnerReference {
-            api_version: PingPongStack::api_version(&()).into_owned(),
-            kind: PingPongStack::kind(&()).into_owned(),
-            name: self.name.clone(),
-            uid: uid.clone(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        })
-    }
-
-    /// The URL users curl, when the spec names a host: the Ingress host (https with a TLS
-    /// Secret), else the HTTPRoute hostname. `None` when no host is configured; the status can
-    /// then fall back to the Ingress load-balancer address.
-    pub fn endpoint(&self) -> Option<String> {
-        if let Some(ingress) = &self.ingress
-            && let Some(host) = &ingress.host
-        {
-            let scheme = if ingress.tls_secret.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            return Some(format!("{scheme}://{host}"));
-        }
-        self.gateway
-            .as_ref()
-            .and_then(|g| g.hostname.as_ref())
-            .map(|host| format!("http://{host}"))
     }
 }
 
@@ -385,6 +123,11 @@ pub fn validate(
     if spec.ingress.enabled && spec.ingress.tls_secret.is_some() && spec.ingress.host.is_none() {
         return Err(ValidationError::TlsWithoutHost);
     }
+    check_host("spec.ingress.host", spec.ingress.host.as_deref())?;
+    check_host(
+        "spec.gateway.hostname",
+        spec.gateway.as_ref().and_then(|g| g.hostname.as_deref()),
+    )?;
 
     let ping = AppSettings {
         image: image(
@@ -519,6 +262,33 @@ fn check_name_lengths(stack: &str, names: &ChildNames) -> Result<(), ValidationE
     }
 }
 
+/// A host name as Ingress and HTTPRoute accept it: lowercase DNS labels separated by dots,
+/// optionally starting with the wildcard label `*.`.
+fn check_host(field: &'static str, host: Option<&str>) -> Result<(), ValidationError> {
+    let Some(host) = host else {
+        return Ok(());
+    };
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let label_ok = |label: &str| {
+        let bytes = label.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= DNS_LABEL_MAX
+            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    };
+    if host.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(ValidationError::InvalidHost {
+            field,
+            host: host.to_owned(),
+        })
+    }
+}
+
 fn check_replicas(
     field: &'static str,
     value: i32,
@@ -634,33 +404,4 @@ fn user_env(field: &'static str, env: &[EnvVar]) -> Result<Vec<EnvVar>, Validati
         }
     }
     Ok(env.to_vec())
-}
-
-fn requirements(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity(cpu.to_owned())),
-            ("memory".to_owned(), Quantity(memory.to_owned())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_owned(),
-            Quantity(memory_limit.to_owned()),
-        )])),
-        ..ResourceRequirements::default()
-    }
-}
-
-/// Default ping resources: requests 50m CPU / 32Mi, limit 128Mi memory.
-pub fn ping_defaults() -> ResourceRequirements {
-    requirements("50m", "32Mi", "128Mi")
-}
-
-/// Default pong resources: requests 50m CPU / 64Mi, limit 256Mi memory.
-pub fn pong_defaults() -> ResourceRequirements {
-    requirements("50m", "64Mi", "256Mi")
-}
-
-/// Default RabbitMQ resources: requests 250m CPU / 512Mi, limit 1Gi memory.
-pub fn rabbitmq_defaults() -> ResourceRequirements {
-    requirements("250m", "512Mi", "1Gi")
 }

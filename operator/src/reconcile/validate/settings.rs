@@ -1,0 +1,180 @@
+//! The validated stack and its resolved settings: what the builders consume.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+
+use crate::crd::{GatewayParentRef, PingPongStack};
+use crate::reconcile::build::names::ChildNames;
+
+/// Resolved settings of the ping or pong service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppSettings {
+    /// Container image.
+    pub image: String,
+    /// Pod replicas.
+    pub replicas: i32,
+    /// Requests and limits (the spec's, or the defaults).
+    pub resources: ResourceRequirements,
+    /// Extra user environment variables (checked: no reserved names, no duplicates).
+    pub env: Vec<EnvVar>,
+}
+
+/// Where the broker keeps its data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BrokerStorage {
+    /// A PersistentVolumeClaim template per broker pod.
+    Persistent {
+        /// Claim size.
+        size: Quantity,
+        /// StorageClass, or the cluster default.
+        storage_class_name: Option<String>,
+    },
+    /// An emptyDir (data lost on reschedule).
+    Ephemeral,
+}
+
+/// Resolved settings of the RabbitMQ broker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BrokerSettings {
+    /// Container image.
+    pub image: String,
+    /// Broker nodes.
+    pub replicas: i32,
+    /// Queue name (its dead-letter queue is `<queue>.dead`).
+    pub queue: String,
+    /// Data storage.
+    pub storage: BrokerStorage,
+    /// Requests and limits.
+    pub resources: ResourceRequirements,
+    /// Whether the credentials Secret is the user's (`credentialsSecret`); the operator then never
+    /// writes it.
+    pub user_credentials: bool,
+}
+
+/// Resolved Ingress settings (present only when the Ingress is enabled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressSettings {
+    /// IngressClass name.
+    pub class_name: String,
+    /// Host, or every host.
+    pub host: Option<String>,
+    /// TLS Secret for `host`.
+    pub tls_secret: Option<String>,
+}
+
+/// Resolved Gateway API settings (present only when `gateway` is set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// The Gateway the HTTPRoute attaches to.
+    pub parent_ref: GatewayParentRef,
+    /// Host name the route matches.
+    pub hostname: Option<String>,
+}
+
+/// Resolved monitoring settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitoringSettings {
+    /// Whether ServiceMonitors were asked for.
+    pub service_monitor: bool,
+    /// Extra ServiceMonitor labels, reserved keys already removed.
+    pub service_monitor_labels: BTreeMap<String, String>,
+}
+
+/// A stack that passed validation: every name derived and checked, every default resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedStack {
+    /// Stack name.
+    pub name: String,
+    /// Stack namespace (also the namespace of every child).
+    pub namespace: String,
+    /// Stack uid; `None` only for `render` of a manifest without one (then children carry no
+    /// owner reference).
+    pub uid: Option<String>,
+    /// `metadata.generation`, when known.
+    pub generation: Option<i64>,
+    /// Names of every child object.
+    pub names: ChildNames,
+    /// ping settings.
+    pub ping: AppSettings,
+    /// pong settings.
+    pub pong: AppSettings,
+    /// Number of messages pong keeps.
+    pub pong_max_messages: i64,
+    /// Broker settings.
+    pub rabbitmq: BrokerSettings,
+    /// Ingress, when enabled.
+    pub ingress: Option<IngressSettings>,
+    /// Gateway API route, when set.
+    pub gateway: Option<GatewaySettings>,
+    /// Monitoring settings.
+    pub monitoring: MonitoringSettings,
+    /// Whether the stack is paused.
+    pub paused: bool,
+}
+
+impl ValidatedStack {
+    /// The controller owner reference every child carries, or `None` without a uid.
+    pub fn owner_reference(&self) -> Option<OwnerReference> {
+        self.uid.as_ref().map(|uid| OwnerReference {
+            api_version: PingPongStack::api_version(&()).into_owned(),
+            kind: PingPongStack::kind(&()).into_owned(),
+            name: self.name.clone(),
+            uid: uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        })
+    }
+
+    /// The URL users curl, when the spec names a host: the Ingress host (https with a TLS
+    /// Secret), else the HTTPRoute hostname. `None` when no host is configured; the status can
+    /// then fall back to the Ingress load-balancer address.
+    pub fn endpoint(&self) -> Option<String> {
+        if let Some(ingress) = &self.ingress
+            && let Some(host) = &ingress.host
+        {
+            let scheme = if ingress.tls_secret.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            return Some(format!("{scheme}://{host}"));
+        }
+        self.gateway
+            .as_ref()
+            .and_then(|g| g.hostname.as_ref())
+            .map(|host| format!("http://{host}"))
+    }
+}
+
+fn requirements(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity(memory_limit.to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Default ping resources: requests 50m CPU / 32Mi, limit 128Mi memory.
+pub fn ping_defaults() -> ResourceRequirements {
+    requirements("50m", "32Mi", "128Mi")
+}
+
+/// Default pong resources: requests 50m CPU / 64Mi, limit 256Mi memory.
+pub fn pong_defaults() -> ResourceRequirements {
+    requirements("50m", "64Mi", "256Mi")
+}
+
+/// Default RabbitMQ resources: requests 250m CPU / 512Mi, limit 1Gi memory.
+pub fn rabbitmq_defaults() -> ResourceRequirements {
+    requirements("250m", "512Mi", "1Gi")
+}
