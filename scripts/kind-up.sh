@@ -66,6 +66,11 @@ if [ "$route" = ingress ]; then
   k -n ingress-nginx rollout status deployment/ingress-nginx-controller --timeout=300s
 else
   echo "==> Gateway API via cloud-provider-kind"
+  # cloud-provider-kind installs the CRDs and the GatewayClass shortly after the cluster appears.
+  for _ in $(seq 1 60); do
+    k get gatewayclass cloud-provider-kind >/dev/null 2>&1 && break
+    sleep 2
+  done
   if ! k get gatewayclass cloud-provider-kind >/dev/null 2>&1; then
     cat >&2 <<'EOF'
 GatewayClass 'cloud-provider-kind' not found. Run cloud-provider-kind next to the cluster
