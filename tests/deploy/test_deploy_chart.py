@@ -143,7 +143,9 @@ def test_operator_deployment_contract(default_objects: list[dict[str, Any]]) -> 
 
 def test_values_reach_the_container() -> None:
     objects = render_chart({
-        "stackImages": {"ping": "r.example/p:1", "pong": "r.example/q:2", "rabbitmq": "rabbitmq:4.1"},
+        "stackImages": {
+            "ping": "r.example/p:1", "pong": "r.example/q:2", "rabbitmq": "rabbitmq:4.1",
+        },
         "watchNamespace": "team-a",
         "logging": {"format": "text", "level": "debug"},
         "metrics": {"port": 9000},
