@@ -80,6 +80,7 @@ cleanup() {
 step "building release binaries"
 cargo build --release -p pingpong-ping -p pingpong-pong -p pingpong-loadgen
 scripts/local-down.sh >/dev/null 2>&1 || true
+load_avg=$(cut -d' ' -f1-3 /proc/loadavg)
 trap cleanup EXIT
 step "starting the benchmark stack (queue $RABBITMQ_QUEUE)"
 scripts/local-up.sh >"$out/local-up.log" 2>&1 || {
@@ -107,16 +108,19 @@ step "broker ceiling: pingpong-loadgen ceiling --seconds $ceiling_seconds --in-f
 "$loadgen" ceiling --seconds "$ceiling_seconds" --in-flight 256 | tee "$out/ceiling.json"
 ceiling=$(python3 -c "import json; print(round(json.load(open('$out/ceiling.json'))['msg_per_s']))")
 
-# cpu_snapshot: CPU ticks of ping, pong, nginx (all processes) and the broker, space separated.
+# cpu_snapshot: CPU ticks of ping, pong, nginx (all processes), the broker and the whole machine
+# (busy time of all CPUs), space separated.
 cpu_snapshot() {
   # shellcheck disable=SC2046,SC2086
-  echo "$(cpu_ticks "$ping_pid") $(cpu_ticks "$pong_pid") $(cpu_ticks $(nginx_pids)) $(cpu_ticks ${broker_pid:-})"
+  echo "$(cpu_ticks "$ping_pid") $(cpu_ticks "$pong_pid") $(cpu_ticks $(nginx_pids)) $(cpu_ticks ${broker_pid:-})" \
+    "$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)"
 }
 # cpu_report BEFORE AFTER: CPU seconds per process between two snapshots.
 cpu_report() {
   awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {
     split(a, x, " "); split(b, y, " ")
-    printf "ping %.1f s, pong %.1f s, nginx %.1f s, broker %.1f s", (y[1]-x[1])/hz, (y[2]-x[2])/hz, (y[3]-x[3])/hz, (y[4]-x[4])/hz
+    ours = (y[1]-x[1]) + (y[2]-x[2]) + (y[3]-x[3]) + (y[4]-x[4])
+    printf "ping %.1f, pong %.1f, nginx %.1f, broker %.1f; wrk and other processes %.1f", (y[1]-x[1])/hz, (y[2]-x[2])/hz, (y[3]-x[3])/hz, (y[4]-x[4])/hz, ((y[5]-x[5]) - ours)/hz
   }'
 }
 
@@ -203,12 +207,12 @@ v_get=$(verdict "$get_p99 <= 10")
 v_rss=$(verdict "$idle_ping <= 15 && $idle_pong <= 15")
 cpu_model=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
 mem_total=$(free -g | awk '/^Mem:/ { print $2 }')
-load_avg=$(cut -d' ' -f1-3 /proc/loadavg)
 
 report=$(
   cat <<EOF
 Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) CPUs ($cpu_model), ${mem_total} GiB RAM,
-Linux $(uname -r); RabbitMQ on $RABBITMQ_HOST:$RABBITMQ_PORT; load average before the run: $load_avg.
+Linux $(uname -r); RabbitMQ on $RABBITMQ_HOST:$RABBITMQ_PORT; load average before the run: $load_avg,
+after: $(cut -d' ' -f1-3 /proc/loadavg).
 Everything (wrk, nginx, ping, pong, RabbitMQ) shares these CPUs. Command: \`make bench\`
 (wrk -t2 --latency through nginx on 127.0.0.1, body \`{"msg": "benchmark message from wrk"}\`,
 release build, gateway access log off, RUST_LOG=warn, PONG_MAX_MESSAGES=100000).
@@ -221,7 +225,7 @@ release build, gateway access log off, RUST_LOG=warn, PONG_MAX_MESSAGES=100000).
 | accepted (ping published) / stored (pong) | ${r16[5]} / ${r16[6]} | ${r64[5]} / ${r64[6]} |
 | queue backlog when wrk stopped / drain time | ${r16[7]} / ${r16[8]} s | ${r64[7]} / ${r64[8]} s |
 | msg/s: ping published / pong stored (during wrk) / pong drain of the backlog | ${r16[9]} / ${r16[10]} / ${r16[11]} | ${r64[9]} / ${r64[10]} / ${r64[11]} |
-| CPU seconds during the run (${duration} s wall, 2 CPUs = $((2 * duration)) s) | $cpu16 | $cpu64 |
+| CPU seconds used during the run (${duration} s wall × $(nproc) CPUs = $(($(nproc) * duration)) s) | $cpu16 | $cpu64 |
 
 | measurement | value |
 | --- | --- |
