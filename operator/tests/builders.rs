@@ -383,3 +383,67 @@ fn render_rejects_other_kinds_and_invalid_stacks() {
         "InvalidReplicas"
     );
 }
+
+#[test]
+fn render_accepts_kubectl_get_output() {
+    let input = r#"apiVersion: pingpong.dev/v1alpha1
+kind: PingPongStack
+metadata:
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: |
+      {"apiVersion":"pingpong.dev/v1alpha1","kind":"PingPongStack","metadata":{"name":"demo","namespace":"team-a"},"spec":{}}
+  creationTimestamp: "2026-03-01T10:00:00Z"
+  generation: 2
+  managedFields:
+  - apiVersion: pingpong.dev/v1alpha1
+    fieldsType: FieldsV1
+    fieldsV1:
+      f:spec: {}
+    manager: kubectl-client-side-apply
+    operation: Update
+    time: "2026-03-01T10:00:00Z"
+  name: demo
+  namespace: team-a
+  resourceVersion: "12345"
+  uid: 0c0ffee0-0000-4000-8000-000000000123
+spec:
+  ingress:
+    className: nginx
+    enabled: true
+  monitoring:
+    serviceMonitor: false
+  paused: false
+  ping:
+    replicas: 1
+  pong:
+    maxMessages: 100000
+    replicas: 1
+  rabbitmq:
+    queue: pingpong
+    replicas: 1
+    storage:
+      ephemeral: false
+      size: 1Gi
+status:
+  conditions:
+  - lastTransitionTime: "2026-03-01T10:01:00Z"
+    message: every component is ready
+    observedGeneration: 2
+    reason: AllReady
+    status: "True"
+    type: Ready
+  credentialsSecret: demo-rabbitmq-credentials
+  observedGeneration: 2
+  ping:
+    readyReplicas: 1
+    replicas: 1
+"#;
+    let docs = parse_documents(&render(input, None, &ImageDefaults::default()).unwrap());
+    for doc in &docs {
+        assert_eq!(doc["metadata"]["namespace"], "team-a");
+        assert_eq!(
+            doc["metadata"]["ownerReferences"][0]["uid"],
+            "0c0ffee0-0000-4000-8000-000000000123"
+        );
+    }
+}
