@@ -30,19 +30,13 @@ fi
 # consumer first so a last ping's message is left for the next run rather than half-processed.
 for name in pong ping; do
   pidfile=$state_dir/$name.pid
-  [[ -f $pidfile ]] || continue
-  for profile in release debug; do
-    exe=${CARGO_TARGET_DIR:-target}/$profile/$name
-    [[ -e $exe ]] || continue
-    exe=$(readlink -f "$exe")
-    if pid=$(live_pid "$pidfile" "$exe"); then
-      # SIGTERM: graceful shutdown (drain requests, settle confirms and acks).
-      stop_pid "$pidfile" TERM "$pid" "$name" 20
-      stopped=$((stopped + 1))
-      break
-    fi
-  done
-  rm -f "$pidfile"
+  exefile=$state_dir/$name.exe
+  if [[ -f $pidfile && -f $exefile ]] && pid=$(live_pid "$pidfile" "$(<"$exefile")"); then
+    # SIGTERM: graceful shutdown (drain requests, settle confirms and acks).
+    stop_pid "$pidfile" TERM "$pid" "$name" 20
+    stopped=$((stopped + 1))
+  fi
+  rm -f "$pidfile" "$exefile"
 done
 
 if [[ -f $broker_marker ]]; then

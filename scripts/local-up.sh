@@ -8,6 +8,18 @@
 # Idempotent: what already runs (checked by pid file and executable) is left alone. Returns once
 # both services are ready and a request through the gateway succeeded. `make local-down` stops
 # exactly what this started.
+#
+# Environment (defaults in brackets):
+#   RABBITMQ_HOST [127.0.0.1], RABBITMQ_PORT [5672], RABBITMQ_VHOST [/], RABBITMQ_DEFAULT_USER [guest],
+#   RABBITMQ_DEFAULT_PASS [guest], RABBITMQ_QUEUE [pingpong]   broker and queue, passed to the services
+#   PING_PORT [8001], PONG_PORT [8002], GATEWAY_PORT [8080]     listen ports, all on 127.0.0.1
+#   GATEWAY_ACCESS_LOG [on]         nginx access log (on|off)
+#   PINGPONG_PROFILE [release]      cargo profile to build and run (release|debug)
+#   PINGPONG_BIN_DIR [unset]        run ping/pong from this directory instead of building
+#   PINGPONG_LOCAL_DIR [.local]     pid files, logs, nginx prefix, private broker data
+#   LOCAL_RABBITMQ_NODE [pingpong-local@localhost], LOCAL_RABBITMQ_DIST_PORT [RABBITMQ_PORT+20000]
+#                                   name and distribution port of a broker node started here
+#   RUST_LOG, LOG_FORMAT, PONG_MAX_MESSAGES   passed through to the services
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/local/common.sh
@@ -35,12 +47,17 @@ on_exit() {
 trap on_exit EXIT
 
 # --- binaries -------------------------------------------------------------------------------------
-say "==> building ping and pong ($PINGPONG_PROFILE)"
-build_flags=()
-[[ $PINGPONG_PROFILE == release ]] && build_flags+=(--release)
-cargo build "${build_flags[@]}" -p pingpong-ping -p pingpong-pong
-target_dir=${CARGO_TARGET_DIR:-target}
-bin_dir=$(cd "$target_dir/$PINGPONG_PROFILE" && pwd)
+if [[ -n ${PINGPONG_BIN_DIR:-} ]]; then
+  say "==> using the binaries in $PINGPONG_BIN_DIR (PINGPONG_BIN_DIR set: no build)"
+  bin_dir=$(cd "$PINGPONG_BIN_DIR" && pwd)
+else
+  say "==> building ping and pong ($PINGPONG_PROFILE)"
+  build_flags=()
+  [[ $PINGPONG_PROFILE == release ]] && build_flags+=(--release)
+  cargo build "${build_flags[@]}" -p pingpong-ping -p pingpong-pong
+  target_dir=${CARGO_TARGET_DIR:-target}
+  bin_dir=$(cd "$target_dir/$PINGPONG_PROFILE" && pwd)
+fi
 for bin in ping pong; do
   [[ -x $bin_dir/$bin ]] || fail "$bin_dir/$bin was not built"
 done
@@ -106,11 +123,18 @@ else
 fi
 
 # --- services -------------------------------------------------------------------------------------
-# start_service NAME PORT: start $bin_dir/NAME unless the recorded one still runs.
+# recorded_exe NAME: the executable local-up started NAME from (empty if none recorded).
+recorded_exe() { if [[ -f $state_dir/$1.exe ]]; then cat "$state_dir/$1.exe"; fi; }
+
+# start_service NAME PORT: start $bin_dir/NAME unless the one recorded in the pid file still runs.
 start_service() {
-  local name=$1 port=$2 exe=$bin_dir/$1 pidfile=$state_dir/$1.pid pid
-  if pid=$(live_pid "$pidfile" "$exe"); then
-    if [[ $(readlink "/proc/$pid/exe") == *' (deleted)' ]]; then
+  local name=$1 port=$2 pidfile=$state_dir/$1.pid exe recorded pid
+  exe=$(readlink -f "$bin_dir/$name")
+  recorded=$(recorded_exe "$name")
+  if [[ -n $recorded ]] && pid=$(live_pid "$pidfile" "$recorded"); then
+    if [[ $recorded != "$exe" ]]; then
+      say "==> $name already runs (pid $pid) from $recorded; 'make local-down' first to switch binaries"
+    elif [[ $(readlink "/proc/$pid/exe") == *' (deleted)' ]]; then
       say "==> $name already runs (pid $pid) but its binary was rebuilt since: 'make local-down && make local' restarts it"
     else
       say "==> $name already runs (pid $pid)"
@@ -122,11 +146,14 @@ start_service() {
   say "==> starting $name on 127.0.0.1:$port (log: $state_dir/$name.log)"
   LISTEN_ADDR=127.0.0.1:$port setsid "$exe" >>"$state_dir/$name.log" 2>&1 </dev/null &
   printf '%s\n' "$!" >"$pidfile"
+  # The executable, so that local-down can tell this process from a recycled pid.
+  printf '%s\n' "$exe" >"$state_dir/$name.exe"
 }
 
 # wait_ready NAME PORT: wait for /readyz (200) of a service, or fail with its log.
 wait_ready() {
-  local name=$1 port=$2 exe=$bin_dir/$1 i
+  local name=$1 port=$2 exe i
+  exe=$(recorded_exe "$name")
   for ((i = 0; i < 600; i++)); do
     curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null && return 0
     if ! live_pid "$state_dir/$name.pid" "$exe" >/dev/null; then
