@@ -36,7 +36,7 @@ for name in pong ping; do
     stop_pid "$pidfile" TERM "$pid" "$name" 20
     stopped=$((stopped + 1))
   fi
-  rm -f "$pidfile" "$exefile"
+  rm -f "$pidfile" "$exefile" "$state_dir/$name.port"
 done
 
 if [[ -f $broker_marker ]]; then

@@ -132,6 +132,10 @@ start_service() {
   exe=$(readlink -f "$bin_dir/$name")
   recorded=$(recorded_exe "$name")
   if [[ -n $recorded ]] && pid=$(live_pid "$pidfile" "$recorded"); then
+    local running_port
+    running_port=$(cat "$state_dir/$name.port" 2>/dev/null || true)
+    [[ $running_port == "$port" ]] ||
+      fail "$name already runs (pid $pid) on port ${running_port:-?}, not $port: 'make local-down' first"
     if [[ $recorded != "$exe" ]]; then
       say "==> $name already runs (pid $pid) from $recorded; 'make local-down' first to switch binaries"
     elif [[ $(readlink "/proc/$pid/exe") == *' (deleted)' ]]; then
@@ -148,6 +152,7 @@ start_service() {
   printf '%s\n' "$!" >"$pidfile"
   # The executable, so that local-down can tell this process from a recycled pid.
   printf '%s\n' "$exe" >"$state_dir/$name.exe"
+  printf '%s\n' "$port" >"$state_dir/$name.port"
 }
 
 # wait_ready NAME PORT: wait for /readyz (200) of a service, or fail with its log.
