@@ -2,7 +2,7 @@
 //! delegated to the [`crate::Publish`] in the state.
 
 use axum::Json;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::response::Response;
 use pingpong_common::Message;
 use pingpong_common::http::{ApiJson, AppError, readiness};
@@ -109,19 +109,4 @@ pub async fn ping(
 /// `GET /readyz`: ready while the broker is connected.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     readiness(&[("broker", state.publisher.is_ready())])
-}
-
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    pingpong_common::metrics::render(&state.registry)
-}
-
-/// The request span: method and route template, never the raw path.
-/// Debug level: an enabled span per request costs ~20% of ping's throughput.
-pub fn request_span(request: &Request) -> tracing::Span {
-    let route = request.extensions().get::<MatchedPath>().map_or(
-        pingpong_common::metrics::UNMATCHED_ROUTE,
-        MatchedPath::as_str,
-    );
-    tracing::debug_span!("http", method = %request.method(), route)
 }

@@ -13,28 +13,23 @@ pub mod publisher;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::FromRef;
 use axum::routing::{get, post};
 use pingpong_common::amqp::{ChannelRole, ConnectionManager};
-use pingpong_common::http::{self as http_common, ServeError};
-use pingpong_common::metrics::track_http;
+use pingpong_common::http as http_common;
+use pingpong_common::metrics::metrics_handler;
 use prometheus::Registry;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use config::Config;
 pub use metrics::PingMetrics;
+pub use pingpong_common::http::RunError;
 pub use publisher::{AmqpPublisher, Publish, PublishError};
 
 /// Largest accepted request body (64 KiB); larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Upper bound on handling one request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -71,48 +66,18 @@ impl AppState {
 /// The HTTP application: `/ping`, `/healthz`, `/readyz`, `/metrics`.
 pub fn app(state: AppState) -> Router {
     let http_metrics = Arc::clone(&state.metrics.http);
-    Router::new()
+    let routes = Router::new()
         .route("/ping", post(handlers::ping))
         .route("/healthz", get(http_common::healthz))
         .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
-        .fallback(http_common::not_found)
-        .method_not_allowed_fallback(http_common::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            http_metrics,
-            track_http,
-        ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(handlers::request_span)
-                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-        )
-        .with_state(state)
+        .route("/metrics", get(metrics_handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    http_common::service_layers(routes, http_metrics).with_state(state)
 }
 
-/// Why the service stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Metrics could not be registered.
-    #[error("failed to register metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    /// The HTTP server failed.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
-}
-
-impl RunError {
-    /// Error category for logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Metrics(_) => "Metrics",
-            Self::Serve(error) => error.kind(),
-        }
+impl FromRef<AppState> for Registry {
+    fn from_ref(state: &AppState) -> Self {
+        state.registry.clone()
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use pingpong_common::http::{AppError, readiness};
@@ -33,19 +33,4 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         ("broker", state.metrics.broker_connected.get() == 1),
         ("consumer", state.metrics.consumer_running.get() == 1),
     ])
-}
-
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    pingpong_common::metrics::render(&state.registry)
-}
-
-/// The request span: method and route template, never the raw path.
-/// Debug level: an enabled span per request costs ~20% of ping's throughput.
-pub fn request_span(request: &Request) -> tracing::Span {
-    let route = request.extensions().get::<MatchedPath>().map_or(
-        pingpong_common::metrics::UNMATCHED_ROUTE,
-        MatchedPath::as_str,
-    );
-    tracing::debug_span!("http", method = %request.method(), route)
 }
