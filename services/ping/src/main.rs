@@ -10,7 +10,7 @@ async fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("ping: {error}");
+            eprintln!("ping: invalid configuration, fix these variables:");
             for problem in &error.problems {
                 eprintln!("  - {problem}");
             }

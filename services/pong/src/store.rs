@@ -291,6 +291,26 @@ mod tests {
     }
 
     #[test]
+    fn a_full_store_of_100_000_serves_the_newest_100() {
+        let store = new_store(100_000);
+        let now = OffsetDateTime::now_utc();
+        let messages: Vec<Message> = (0..100_050)
+            .map(|i| Message::new(format!("m{i}")))
+            .collect();
+        for message in &messages {
+            store.insert(message, now).unwrap();
+        }
+        assert_eq!(store.len(), 100_000);
+        let expected: Vec<String> = (99_950..100_050).map(|i| format!("m{i}")).collect();
+        assert_eq!(ids(&store.to_json(Some(100))), expected);
+        let all: Vec<serde_json::Value> = serde_json::from_str(&store.to_json(None)).unwrap();
+        assert_eq!(all.len(), 100_000);
+        assert_eq!(all[0]["msg"], "m50");
+        assert!(!store.contains(&messages[49].id));
+        assert!(store.contains(&messages[50].id));
+    }
+
+    #[test]
     fn records_have_the_documented_shape() {
         let store = new_store(2);
         let message = Message::new("shape");
