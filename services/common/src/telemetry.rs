@@ -1,7 +1,10 @@
 //! Logging set-up: a `tracing` subscriber writing text or JSON to stdout.
 //!
 //! Call [`init`] once at start-up, after the configuration is parsed. This
-//! module never logs configuration or environment values itself.
+//! module never logs configuration or environment values itself. Text output
+//! is coloured only when stdout is a terminal, so log files stay readable.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -34,7 +37,8 @@ pub fn init(config: &LogConfig) -> Result<(), TelemetryError> {
     let filter = EnvFilter::builder().parse(&config.filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(std::io::stdout().is_terminal());
     match config.format {
         LogFormat::Text => builder.finish().try_init()?,
         LogFormat::Json => builder
