@@ -147,9 +147,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         let lost = stop.clone();
         let mut leading_watch = leading.clone();
         tokio::spawn(async move {
-            // Also returns when the elector exits (sender dropped).
-            let _ = leading_watch.wait_for(|l| !*l).await;
-            lost.cancel();
+            // Err means the elector is gone (no election, or shutting down): nothing was lost.
+            if leading_watch.wait_for(|l| !*l).await.is_ok() {
+                lost.cancel();
+            }
         });
         run_controller(
             client.clone(),

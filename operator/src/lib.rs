@@ -4,6 +4,7 @@
 //! The pipeline is observe → plan (validate + build, pure) → apply → report status; see
 //! [`reconcile`]. `main.rs` only parses the command line and calls into this library.
 
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;

@@ -1,35 +1,8 @@
 //! `pingpong-operator`: run the operator (default), print the CRD, or render a stack's objects.
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
+use pingpong_operator::cli::{Cli, Command, read_input};
 use pingpong_operator::{config, controller, crdgen, reconcile, render, telemetry};
-use std::io::Read as _;
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Reconciles PingPongStack objects into running ping/pong stacks"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the controller (the default); configured by environment variables.
-    Run,
-    /// Print the PingPongStack CustomResourceDefinition as YAML.
-    Crd,
-    /// Print, as multi-document YAML, the objects the controller would apply for a stack.
-    Render {
-        /// The PingPongStack YAML file, or `-` for stdin.
-        #[arg(short = 'f', long = "filename")]
-        file: String,
-        /// Namespace of the rendered objects (default: the stack's, else `default`).
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
-    },
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -41,12 +14,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Crd => print!("{}", crdgen::crd_yaml()?),
         Command::Render { file, namespace } => {
-            let mut input = String::new();
-            if file == "-" {
-                std::io::stdin().read_to_string(&mut input)?;
-            } else {
-                input = std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?;
-            }
+            let input = read_input(&file).with_context(|| format!("cannot read {file}"))?;
             let defaults = reconcile::image_defaults(&config::Images::from_env()?);
             print!(
                 "{}",

@@ -144,6 +144,8 @@ mod tests {
             assert_eq!(sorted, p.verbs, "verbs of {} not sorted/unique", p.resource);
             assert!(!p.verbs.contains(&"*") && p.resource != "*");
         }
-        assert!(markdown_table().contains("| `coordination.k8s.io` | `leases` | create, get, update |"));
+        assert!(
+            markdown_table().contains("| `coordination.k8s.io` | `leases` | create, get, update |")
+        );
     }
 }

@@ -1,0 +1,74 @@
+//! The command line of the `pingpong-operator` binary (parsed in `main.rs`).
+//!
+//! Only argument definitions and input reading live here; what each subcommand does is in
+//! [`crate::controller`], [`crate::crdgen`] and [`crate::render`].
+
+use clap::{Parser, Subcommand};
+use std::io::Read as _;
+
+/// `pingpong-operator [run|crd|render]`.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Reconciles PingPongStack objects into running ping/pong stacks"
+)]
+pub struct Cli {
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (the default); configured by environment variables.
+    Run,
+    /// Print the PingPongStack CustomResourceDefinition as YAML.
+    Crd,
+    /// Print, as multi-document YAML, the objects the controller would apply for a stack.
+    Render {
+        /// The PingPongStack YAML file, or `-` for stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// Namespace of the rendered objects (default: the stack's, else `default`).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+}
+
+/// Reads `file`, or stdin when it is `-`.
+pub fn read_input(file: &str) -> std::io::Result<String> {
+    if file == "-" {
+        let mut input = String::new();
+        std::io::stdin().read_to_string(&mut input)?;
+        Ok(input)
+    } else {
+        std::fs::read_to_string(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_is_the_default_and_render_takes_a_file_and_namespace() {
+        assert!(
+            Cli::try_parse_from(["pingpong-operator"])
+                .unwrap()
+                .command
+                .is_none()
+        );
+        let cli =
+            Cli::try_parse_from(["pingpong-operator", "render", "-f", "-", "--namespace", "x"])
+                .unwrap();
+        match cli.command {
+            Some(Command::Render { file, namespace }) => {
+                assert_eq!(file, "-");
+                assert_eq!(namespace.as_deref(), Some("x"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["pingpong-operator", "render"]).is_err());
+    }
+}
