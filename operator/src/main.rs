@@ -3,10 +3,10 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use pingpong_operator::cli::{Cli, Command, read_input};
 use pingpong_operator::{config, controller, crdgen, reconcile, render, telemetry};
+use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command.unwrap_or(Command::Run) {
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run => {
             let config = config::Config::from_env()?;
             telemetry::init(config.log_format).map_err(|e| anyhow::anyhow!(e))?;
@@ -23,4 +23,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command.unwrap_or(Command::Run)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

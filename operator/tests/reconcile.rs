@@ -396,3 +396,21 @@ async fn ready_workloads_make_the_stack_ready() {
     let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
     assert_eq!(reasons, ["Created", "Ready"]);
 }
+
+#[tokio::test]
+async fn the_start_up_crd_check_sees_whether_a_crd_is_installed() {
+    use pingpong_operator::controller::crd_serves;
+    let name = "httproutes.gateway.networking.k8s.io";
+    let without = client(Setup::default()).await;
+    assert!(!crd_serves(&without, name, "v1").await.unwrap());
+    let with = client(Setup {
+        gateway_crd: true,
+        ..Setup::default()
+    })
+    .await;
+    assert!(crd_serves(&with, name, "v1").await.unwrap());
+    assert!(
+        !crd_serves(&with, name, "v2").await.unwrap(),
+        "a CRD that does not serve the version is not enough"
+    );
+}
