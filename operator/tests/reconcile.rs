@@ -414,3 +414,43 @@ async fn the_start_up_crd_check_sees_whether_a_crd_is_installed() {
         "a CRD that does not serve the version is not enough"
     );
 }
+
+#[tokio::test]
+async fn children_and_status_are_applied_by_their_field_managers() {
+    use pingpong_operator::reconcile::apply::{FIELD_MANAGER, STATUS_FIELD_MANAGER};
+    let client = client(Setup {
+        stacks: vec![common::stack(PingPongStackSpec::default())],
+        managed_fields: true,
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NS)
+        .get("stack-ping")
+        .await
+        .unwrap();
+    let managers: Vec<_> = deployment
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.manager.unwrap(), m.operation.unwrap()))
+        .collect();
+    assert_eq!(managers, [(FIELD_MANAGER.to_owned(), "Apply".to_owned())]);
+
+    let stack = get_stack(&client).await;
+    let status_manager = stack
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .find(|m| m.subresource.as_deref() == Some("status"))
+        .expect("status written through the status subresource");
+    assert_eq!(
+        status_manager.manager.as_deref(),
+        Some(STATUS_FIELD_MANAGER)
+    );
+    assert_eq!(status_manager.operation.as_deref(), Some("Apply"));
+}

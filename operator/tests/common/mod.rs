@@ -103,6 +103,8 @@ pub struct Setup {
     pub gateway_crd: bool,
     pub service_monitor_crd: bool,
     pub interceptors: Option<interceptor::Funcs>,
+    /// Return metadata.managedFields in responses (stripped by default).
+    pub managed_fields: bool,
 }
 
 pub async fn client(setup: Setup) -> Client {
@@ -124,6 +126,9 @@ pub async fn client(setup: Setup) -> Client {
         ));
     }
     b = b.with_runtime_objects(setup.objects);
+    if setup.managed_fields {
+        b = b.with_return_managed_fields();
+    }
     if let Some(i) = setup.interceptors {
         b = b.with_interceptor_funcs(i);
     }
