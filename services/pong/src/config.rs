@@ -1,7 +1,10 @@
 //! Configuration of the pong service, read once from the environment.
 //!
 //! Only parsing and the redacted summary live here; see
-//! [`pingpong_common::config`] for the shared pieces.
+//! [`pingpong_common::config`] for the shared pieces and [`backends`] for
+//! the store and cache settings.
+
+pub mod backends;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
@@ -9,10 +12,12 @@ use std::num::NonZeroUsize;
 use pingpong_common::config::listen_addr;
 use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
 
+pub use backends::{CacheConfig, PgConfig, StoreConfig, StoreKind};
+
 /// Default listen address of pong.
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8002);
-/// Variable bounding the in-memory store.
+/// Variable bounding the store (in memory or PostgreSQL).
 pub const PONG_MAX_MESSAGES: &str = "PONG_MAX_MESSAGES";
 /// Default bound of the in-memory store.
 pub const DEFAULT_MAX_MESSAGES: NonZeroUsize = match NonZeroUsize::new(100_000) {
@@ -29,6 +34,10 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// Store bound (`PONG_MAX_MESSAGES`); the oldest message is evicted first.
     pub max_messages: NonZeroUsize,
+    /// Which store keeps the messages (`PONG_STORE`, `DATABASE_URL`, `PG*`).
+    pub store: StoreConfig,
+    /// The optional Redis cache of `GET /pong` (`REDIS_URL`, `PONG_CACHE_*`).
+    pub cache: Option<CacheConfig>,
     /// Logging (`LOG_FORMAT`, `RUST_LOG`).
     pub log: LogConfig,
 }
@@ -42,13 +51,24 @@ impl Config {
         let max_messages = env.parse(
             PONG_MAX_MESSAGES,
             DEFAULT_MAX_MESSAGES,
-            "a positive integer (messages kept in memory)",
+            "a positive integer (messages kept)",
         );
+        let store = StoreConfig::from_env(&mut env);
+        let cache = CacheConfig::from_env(&mut env);
+        if cache.is_some() && store.kind() == StoreKind::Memory {
+            env.problem(
+                backends::REDIS_URL,
+                None,
+                "unset unless PONG_STORE=postgres (the in-memory store needs no cache)",
+            );
+        }
         let log = LogConfig::from_env(&mut env);
         env.finish(Self {
             listen_addr,
             amqp,
             max_messages,
+            store,
+            cache,
             log,
         })
     }
@@ -61,10 +81,14 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} broker={} max_messages={} log_format={} rust_log={}",
+            "listen_addr={} broker={} max_messages={} store={} cache={} log_format={} rust_log={}",
             self.listen_addr,
             self.amqp.summary(),
             self.max_messages,
+            self.store.summary(),
+            self.cache
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), CacheConfig::summary),
             self.log.format,
             self.log.filter
         )

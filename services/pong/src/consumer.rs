@@ -2,14 +2,17 @@
 //!
 //! It follows the connection manager's session: whenever a live session
 //! exists it registers a consumer (the channel has a prefetch), and on loss it
-//! waits for the next session. Each delivery is handled in its own span:
-//! invalid bodies are rejected without requeue (dead-lettered into
-//! `<queue>.dead`), valid ones are stored and then acked; duplicates are acked
-//! without storing. Acks of consecutive stored deliveries are coalesced into
-//! one `multiple` ack, sent before the consumer waits for more (so nothing
-//! stored stays unacked while idle) and at least every 128 deliveries. On stop it finishes the current delivery, cancels the
-//! consumer and returns; unacked prefetched deliveries go back to the queue
-//! when the channel closes.
+//! waits for the next session. Deliveries are taken in batches of what is
+//! already buffered (at most [`MAX_BATCH`]): invalid bodies are rejected
+//! without requeue (dead-lettered into `<queue>.dead`), the valid ones are
+//! stored together (one transaction with PostgreSQL) and then acked with one
+//! `multiple` ack; duplicates are acked without storing. Nothing is acked
+//! before the store reports it durable. When the store is unavailable the
+//! batch stays unacked and is retried with backoff (the prefetch stops the
+//! intake meanwhile); a message the store refuses for good is dead-lettered.
+//! On stop it finishes or abandons the current batch, cancels the consumer
+//! and returns; unacked deliveries go back to the queue when the channel
+//! closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,14 +25,14 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use pingpong_common::Message;
-use pingpong_common::amqp::{BrokerLink, Session};
+use pingpong_common::amqp::{Backoff, BrokerLink, Session};
 use pingpong_common::config::QueueName;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::PongMetrics;
-use crate::store::{InsertOutcome, MessageSink};
+use crate::store::{Incoming, InsertOutcome, MessageSink, StoreError};
 
 /// Deliveries the broker may push before acks (the channel's `basic_qos`).
 pub const PREFETCH: u16 = 512;
@@ -44,41 +47,38 @@ pub struct QueueConsumer {
     metrics: PongMetrics,
 }
 
-/// Most stored deliveries acknowledged by one multiple-ack.
-const MAX_ACK_BATCH: usize = 128;
+/// Most deliveries stored (and acknowledged) together.
+pub const MAX_BATCH: usize = 256;
 
-/// Stored deliveries not yet acknowledged. Deliveries are handled in order,
-/// so acking the newest with `multiple` settles all of them (rejected ones
-/// are already settled).
-#[derive(Default)]
-struct PendingAcks {
-    last: Option<Acker>,
-    count: usize,
-}
-
-impl PendingAcks {
-    fn push(&mut self, acker: Acker) {
-        self.last = Some(acker);
-        self.count += 1;
-    }
-
-    async fn flush(&mut self) {
-        let Some(acker) = self.last.take() else {
-            return;
-        };
-        let options = BasicAckOptions {
-            multiple: self.count > 1,
-        };
-        self.count = 0;
-        if let Err(error) = acker.ack(options).await {
-            tracing::warn!(%error, "ack failed; the broker will redeliver the messages");
-        }
+/// Acknowledges stored deliveries. They are handled in order, so acking the
+/// newest with `multiple` settles all of them (rejected ones are already
+/// settled).
+async fn ack_through(last: Acker, count: usize) {
+    let options = BasicAckOptions {
+        multiple: count > 1,
+    };
+    if let Err(error) = last.ack(options).await {
+        tracing::warn!(%error, "ack failed; the broker will redeliver the messages");
     }
 }
 
 enum End {
     Stopped,
     Cancelled,
+}
+
+/// What happened to a batch.
+enum Settled {
+    /// Every delivery was acked or rejected.
+    Done,
+    /// `stop` fired while the store was unavailable: nothing was acked.
+    Abandoned,
+}
+
+/// A valid delivery waiting to be stored.
+struct Pending {
+    acker: Acker,
+    delivery_tag: u64,
 }
 
 impl QueueConsumer {
@@ -142,41 +142,44 @@ impl QueueConsumer {
             .await?;
         self.metrics.consumer_running.set(1);
         tracing::info!(queue = %self.queue, consumer_tag = %tag, "consuming");
-        let mut acks = PendingAcks::default();
         let end = loop {
-            // Take what is already buffered without waiting; before waiting,
-            // settle the stored-but-unacked deliveries with one multiple-ack.
-            let next = match consumer.next().now_or_never() {
-                Some(next) if acks.count < MAX_ACK_BATCH => next,
-                buffered => {
-                    acks.flush().await;
-                    match buffered {
-                        Some(next) => next,
-                        None => tokio::select! {
-                            biased;
-                            () = stop.cancelled() => break Ok(End::Stopped),
-                            next = consumer.next() => next,
-                        },
-                    }
-                }
+            let first = tokio::select! {
+                biased;
+                () = stop.cancelled() => break Ok(End::Stopped),
+                next = consumer.next() => next,
             };
-            match next {
-                Some(Ok(delivery)) => {
-                    let span =
-                        tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
-                    if let Some(acker) = self.handle(&delivery).instrument(span).await {
-                        acks.push(acker);
-                    }
-                }
+            let mut batch = Vec::new();
+            let mut after = None;
+            match first {
+                Some(Ok(delivery)) => batch.push(delivery),
                 Some(Err(error)) => break Err(error),
                 None => break Ok(End::Cancelled),
+            }
+            // Take what is already buffered, without waiting.
+            while batch.len() < MAX_BATCH {
+                match consumer.next().now_or_never() {
+                    Some(Some(Ok(delivery))) => batch.push(delivery),
+                    Some(Some(Err(error))) => {
+                        after = Some(Err(error));
+                        break;
+                    }
+                    Some(None) => {
+                        after = Some(Ok(End::Cancelled));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if let Settled::Abandoned = self.settle(batch, stop).await {
+                break Ok(End::Stopped);
+            }
+            if let Some(end) = after {
+                break end;
             }
             if stop.is_cancelled() {
                 break Ok(End::Stopped);
             }
         };
-        // Everything stored is acked before the consumer goes away.
-        acks.flush().await;
         match &end {
             Ok(End::Stopped) => {
                 if let Err(error) = session
@@ -201,49 +204,118 @@ impl QueueConsumer {
         end
     }
 
-    /// Stores a valid delivery and returns its acker (the caller acks it);
-    /// dead-letters an invalid one and returns `None`.
-    async fn handle(&self, delivery: &Delivery) -> Option<Acker> {
-        self.metrics.consumed.inc();
+    /// Dead-letters the invalid deliveries of `batch`, stores the valid ones
+    /// (retrying while the store is unavailable) and acks them.
+    async fn settle(&self, batch: Vec<Delivery>, stop: &CancellationToken) -> Settled {
         let received_at = OffsetDateTime::now_utc();
-        let message = match Message::from_slice(&delivery.data) {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(kind = error.kind(), %error, "invalid message, dead-lettering");
-                self.dead_letter(delivery, error.kind()).await;
-                return None;
+        let mut messages: Vec<Incoming> = Vec::with_capacity(batch.len());
+        let mut pending = Vec::with_capacity(batch.len());
+        for delivery in &batch {
+            self.metrics.consumed.inc();
+            let span = tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
+            let _entered = span.enter();
+            match Message::from_slice(&delivery.data) {
+                Ok(message) => {
+                    messages.push((message, received_at));
+                    pending.push(Pending {
+                        acker: delivery.acker.clone(),
+                        delivery_tag: delivery.delivery_tag,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(kind = error.kind(), %error, "invalid message, dead-lettering");
+                    drop(_entered);
+                    self.dead_letter(&delivery.acker, error.kind()).await;
+                }
             }
+        }
+        if messages.is_empty() {
+            return Settled::Done;
+        }
+        let Some(outcomes) = self.store_with_retry(&messages, stop).await else {
+            return Settled::Abandoned;
         };
-        let created_at = message.created_at;
-        match self.sink.store(message, received_at).await {
-            Ok(InsertOutcome::Stored { evicted, len }) => {
+        // Reject the condemned before the multiple-ack could cover them.
+        let mut last = None;
+        let mut count = 0;
+        for ((outcome, (message, _)), entry) in outcomes.into_iter().zip(&messages).zip(pending) {
+            let span = tracing::debug_span!("delivery", delivery_tag = entry.delivery_tag);
+            match outcome {
+                Ok(outcome) => {
+                    span.in_scope(|| self.record(outcome, message, received_at));
+                    last = Some(entry.acker);
+                    count += 1;
+                }
+                Err(error) => {
+                    span.in_scope(|| {
+                        tracing::warn!(kind = error.kind(), %error, "message cannot be stored, dead-lettering")
+                    });
+                    self.dead_letter(&entry.acker, error.kind())
+                        .instrument(span)
+                        .await;
+                }
+            }
+        }
+        if let Some(last) = last {
+            ack_through(last, count).await;
+        }
+        Settled::Done
+    }
+
+    /// Stores `messages`, retrying with backoff while the store is
+    /// unavailable; `None` when `stop` fires first.
+    async fn store_with_retry(
+        &self,
+        messages: &[Incoming],
+        stop: &CancellationToken,
+    ) -> Option<Vec<Result<InsertOutcome, StoreError>>> {
+        let mut backoff = Backoff::default();
+        let mut failures = 0u32;
+        loop {
+            match self.sink.store_batch(messages).await {
+                Ok(outcomes) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "store available again, acking");
+                    }
+                    return Some(outcomes);
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    if failures == 0 {
+                        tracing::warn!(kind = error.kind(), %error, ?delay, "store unavailable; messages stay unacked, retrying");
+                    } else {
+                        tracing::debug!(kind = error.kind(), %error, ?delay, "store still unavailable");
+                    }
+                    failures += 1;
+                    tokio::select! {
+                        () = stop.cancelled() => return None,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn record(&self, outcome: InsertOutcome, message: &Message, received_at: OffsetDateTime) {
+        match outcome {
+            InsertOutcome::Stored { evicted, len } => {
                 self.metrics.stored.inc();
                 self.metrics.evicted.inc_by(evicted as u64);
                 self.metrics
                     .stored_messages
                     .set(len.try_into().unwrap_or(i64::MAX));
-                let latency = (received_at - created_at).as_seconds_f64().max(0.0);
+                let latency = (received_at - message.created_at).as_seconds_f64().max(0.0);
                 self.metrics.end_to_end_latency.observe(latency);
             }
-            Ok(InsertOutcome::Duplicate) => {
+            InsertOutcome::Duplicate => {
                 tracing::debug!("duplicate message, acking without storing");
                 self.metrics.duplicates.inc();
             }
-            Err(error) => {
-                tracing::warn!(kind = error.kind(), %error, "message cannot be stored, dead-lettering");
-                self.dead_letter(delivery, error.kind()).await;
-                return None;
-            }
         }
-        Some(delivery.acker.clone())
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, reason: &'static str) {
-        match delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await
-        {
+    async fn dead_letter(&self, acker: &Acker, reason: &'static str) {
+        match acker.reject(BasicRejectOptions { requeue: false }).await {
             Ok(_) => self
                 .metrics
                 .dead_lettered

@@ -1,11 +1,12 @@
-//! The pong service: consumes the queue into a bounded in-memory store and
-//! serves it on `GET /pong`.
+//! The pong service: consumes the queue into a bounded store (in memory, or
+//! PostgreSQL with an optional Redis cache) and serves it on `GET /pong`.
 //!
-//! [`app`] builds the router from an [`AppState`] (store, own metrics
+//! [`app`] builds the router from an [`AppState`] (store, cache, own metrics
 //! registry) so handlers are tested without a broker; [`run`] wires the
-//! connection manager, the consumer and graceful shutdown. `main.rs` only
-//! parses config, initialises logging and calls [`run`].
+//! store, the connection manager, the consumer and graceful shutdown.
+//! `main.rs` only parses config, initialises logging and calls [`run`].
 
+pub mod cache;
 pub mod config;
 pub mod consumer;
 pub mod handlers;
@@ -24,17 +25,19 @@ use pingpong_common::metrics::metrics_handler;
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use cache::Cache;
+pub use config::{Config, StoreConfig, StoreKind};
 pub use consumer::QueueConsumer;
 pub use metrics::PongMetrics;
-pub use pingpong_common::http::RunError;
-pub use store::{InsertOutcome, MessageSink, Store};
+pub use store::{InsertOutcome, ListQuery, MessageSink, MessageStore, PgStore, Store};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// The message store.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn MessageStore>,
+    /// The optional page cache.
+    pub cache: Option<Arc<Cache>>,
     /// The process's metrics registry (served on `/metrics`).
     pub registry: Registry,
     /// The registered metrics (also the source of readiness).
@@ -42,16 +45,114 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State with a fresh registry around `store`.
+    /// State with a fresh registry around an in-memory `store`.
     pub fn new(store: Arc<Store>) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let metrics = PongMetrics::register(&registry)?;
-        Ok(Self {
+        Ok(Self::from_parts(store, None, registry, metrics))
+    }
+
+    /// State from its parts; marks the store kind in `metrics`. An
+    /// in-memory store is always ready; other stores report their own
+    /// readiness through `metrics.store_ready`.
+    pub fn from_parts(
+        store: Arc<dyn MessageStore>,
+        cache: Option<Arc<Cache>>,
+        registry: Registry,
+        metrics: PongMetrics,
+    ) -> Self {
+        let kind = store.kind();
+        metrics
+            .store_info
+            .with_label_values(&[kind.as_str()])
+            .set(1);
+        if kind == StoreKind::Memory {
+            metrics.store_ready.set(1);
+        }
+        Self {
             store,
+            cache,
             registry,
             metrics,
-        })
+        }
     }
+}
+
+/// Why pong stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Metrics could not be registered, or serving HTTP failed.
+    #[error(transparent)]
+    Service(#[from] pingpong_common::http::RunError),
+    /// The PostgreSQL pool could not be built.
+    #[error("failed to set up the postgres store for {target}: {source}")]
+    Store {
+        /// `host:port/database`.
+        target: String,
+        /// The cause.
+        #[source]
+        source: deadpool_postgres::BuildError,
+    },
+    /// The Redis cache could not be set up.
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+}
+
+impl RunError {
+    /// Error category for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Service(error) => error.kind(),
+            Self::Store { .. } => "Store",
+            Self::Cache(error) => error.kind(),
+        }
+    }
+}
+
+impl From<prometheus::Error> for RunError {
+    fn from(error: prometheus::Error) -> Self {
+        Self::Service(error.into())
+    }
+}
+
+impl From<pingpong_common::http::ServeError> for RunError {
+    fn from(error: pingpong_common::http::ServeError) -> Self {
+        Self::Service(error.into())
+    }
+}
+
+/// Builds the state for `config`: the store, the cache and the metrics.
+/// With PostgreSQL, the returned task prepares the schema in the
+/// background and then watches the database until `stop`.
+pub fn build_state(
+    config: &Config,
+    stop: &CancellationToken,
+) -> Result<(AppState, Option<tokio::task::JoinHandle<()>>), RunError> {
+    let registry = Registry::new();
+    let metrics = PongMetrics::register(&registry)?;
+    let (store, watcher): (Arc<dyn MessageStore>, _) = match &config.store {
+        StoreConfig::Memory => (Arc::new(Store::new(config.max_messages)), None),
+        StoreConfig::Postgres(pg) => {
+            let store =
+                PgStore::new(pg, config.max_messages, metrics.clone()).map_err(|source| {
+                    RunError::Store {
+                        target: pg.target().to_owned(),
+                        source,
+                    }
+                })?;
+            let store = Arc::new(store);
+            let watcher = tokio::spawn(Arc::clone(&store).watch_health(stop.clone()));
+            (store, Some(watcher))
+        }
+    };
+    let cache = match &config.cache {
+        Some(cache) => Some(Arc::new(Cache::new(cache, metrics.clone())?)),
+        None => None,
+    };
+    Ok((
+        AppState::from_parts(store, cache, registry, metrics),
+        watcher,
+    ))
 }
 
 /// The HTTP application: `/pong`, `/healthz`, `/readyz`, `/metrics`.
@@ -77,7 +178,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let state = AppState::new(Arc::new(Store::new(config.max_messages)))?;
+    let stop = CancellationToken::new();
+    let (state, watcher) = build_state(&config, &stop)?;
     let manager = ConnectionManager::spawn(
         config.amqp.clone(),
         ChannelRole::Consumer {
@@ -87,14 +189,14 @@ pub async fn run(
         state.metrics.broker_connected.clone(),
     );
     let sink: Arc<dyn MessageSink> = state.store.clone();
+    let sink_stop = stop.clone();
     let consumer = QueueConsumer::new(
         manager.link(),
         config.amqp.queue.clone(),
         sink,
         state.metrics.clone(),
     );
-    let stop = CancellationToken::new();
-    let consuming = tokio::spawn(consumer.run(stop.clone()));
+    let consuming = tokio::spawn(consumer.run(sink_stop));
     let served = match http_common::bind(config.listen_addr).await {
         Ok(listener) => {
             tracing::info!(addr = %config.listen_addr, "pong listening");
@@ -107,6 +209,11 @@ pub async fn run(
         tracing::error!(%error, "consumer task failed");
     }
     manager.shutdown().await;
+    if let Some(watcher) = watcher
+        && let Err(error) = watcher.await
+    {
+        tracing::error!(%error, "store health task failed");
+    }
     tracing::info!("pong stopped");
     Ok(served?)
 }

@@ -1,11 +1,15 @@
 //! Metrics of the pong service, registered on the process's own registry.
 //!
-//! Names: `pingpong_pong_*`; labels are bounded (`reason` is an error kind).
+//! Names: `pingpong_pong_*`; labels are bounded (`reason` is an error kind,
+//! `query` one of the store's fixed operations, `store` memory|postgres).
 
 use std::sync::Arc;
 
 use pingpong_common::metrics::{self as common, HttpMetrics};
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// Metric name prefix.
 pub const PREFIX: &str = "pingpong_pong";
@@ -14,6 +18,12 @@ pub const PREFIX: &str = "pingpong_pong";
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0,
+];
+
+/// Buckets of database statement durations, seconds.
+pub const DB_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// The pong service's metrics.
@@ -39,6 +49,20 @@ pub struct PongMetrics {
     pub broker_connected: IntGauge,
     /// 1 while the consumer is registered on the queue.
     pub consumer_running: IntGauge,
+    /// 1 while the store accepts writes (always for memory).
+    pub store_ready: IntGauge,
+    /// 1 for the configured store kind (`store` label).
+    pub store_info: IntGaugeVec,
+    /// Failed database operations.
+    pub db_errors: IntCounter,
+    /// Duration of database operations by `query` (fixed set).
+    pub db_query_duration: HistogramVec,
+    /// `GET /pong` pages served from the cache.
+    pub cache_hits: IntCounter,
+    /// `GET /pong` pages not in the cache (read from the store).
+    pub cache_misses: IntCounter,
+    /// Cache operations that failed or timed out (served from the store).
+    pub cache_errors: IntCounter,
 }
 
 impl PongMetrics {
@@ -83,6 +107,44 @@ impl PongMetrics {
             consumer_running: gauge(
                 "consumer_running",
                 "1 while the consumer is registered on the queue, else 0.",
+            )?,
+            store_ready: gauge(
+                "store_ready",
+                "1 while the message store accepts writes, else 0.",
+            )?,
+            store_info: {
+                let metric = IntGaugeVec::new(
+                    Opts::new(
+                        format!("{PREFIX}_store_info"),
+                        "The configured store (value 1).",
+                    ),
+                    &["store"],
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            db_errors: counter(
+                "db_errors_total",
+                "Failed PostgreSQL operations (messages stay unacked and are retried).",
+            )?,
+            db_query_duration: {
+                let opts = HistogramOpts::new(
+                    format!("{PREFIX}_db_query_duration_seconds"),
+                    "Duration of PostgreSQL operations (pool wait included), by query.",
+                )
+                .buckets(DB_BUCKETS.to_vec());
+                let metric = HistogramVec::new(opts, &["query"])?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            cache_hits: counter("cache_hits_total", "GET /pong pages served from Redis.")?,
+            cache_misses: counter(
+                "cache_misses_total",
+                "GET /pong pages not found in Redis (read from the store).",
+            )?,
+            cache_errors: counter(
+                "cache_errors_total",
+                "Redis operations that failed or timed out (served from the store).",
             )?,
         })
     }

@@ -125,12 +125,80 @@ async fn readiness_needs_broker_and_consumer() {
             "broker={broker} consumer={consumer}: {body:?}"
         );
     }
+    // The store's readiness counts too (PostgreSQL down: not ready).
+    state.metrics.store_ready.set(0);
+    let (status, _) = get(&state, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn after_walks_pages_oldest_first_and_unknown_cursors_are_404() {
+    let store = Arc::new(Store::new(NonZeroUsize::new(100).unwrap()));
+    let messages: Vec<Message> = (0..7).map(|i| Message::new(format!("m{i}"))).collect();
+    for message in &messages {
+        store.insert(message, OffsetDateTime::now_utc()).unwrap();
+    }
+    let state = AppState::new(store).unwrap();
+    let id = |i: usize| messages[i].id.to_string();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!("/pong?after={}", id(0)),
+            vec!["m1", "m2", "m3", "m4", "m5", "m6"],
+        ),
+        (format!("/pong?after={}&limit=2", id(0)), vec!["m1", "m2"]),
+        (format!("/pong?after={}&limit=2", id(4)), vec!["m5", "m6"]),
+        (format!("/pong?after={}&limit=10", id(5)), vec!["m6"]),
+        (format!("/pong?after={}", id(6)), vec![]),
+        (format!("/pong?after={}&limit=0", id(1)), vec![]),
+    ];
+    for (uri, expected) in &cases {
+        let (status, body) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(&texts(&body), expected, "{uri}");
+    }
+    // A client walking pages of 3 from the start sees everything once.
+    let (_, first) = get(&state, "/pong?limit=1000").await;
+    let mut seen = vec![first[0]["msg"].as_str().unwrap().to_owned()];
+    let mut cursor = first[0]["id"].as_str().unwrap().to_owned();
+    loop {
+        let (_, page) = get(&state, &format!("/pong?after={cursor}&limit=3")).await;
+        let page = page.as_array().unwrap().clone();
+        let Some(last) = page.last() else { break };
+        cursor = last["id"].as_str().unwrap().to_owned();
+        seen.extend(page.iter().map(|m| m["msg"].as_str().unwrap().to_owned()));
+    }
+    let expected: Vec<String> = (0..7).map(|i| format!("m{i}")).collect();
+    assert_eq!(seen, expected);
+
+    let unknown = uuid::Uuid::new_v4();
+    let (status, body) = get(&state, &format!("/pong?after={unknown}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body:?}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&unknown.to_string())
+    );
+    for uri in [
+        "/pong?after=not-a-uuid",
+        "/pong?after=",
+        "/pong?after=123&limit=2",
+    ] {
+        let (status, body) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body:?}");
+        assert!(body["error"].as_str().unwrap().contains("after"), "{uri}");
+    }
 }
 
 /// The checked-in list of metric families; renaming one must show up here.
 const METRIC_NAMES: &[&str] = &[
     "pingpong_pong_broker_connected",
+    "pingpong_pong_cache_errors_total",
+    "pingpong_pong_cache_hits_total",
+    "pingpong_pong_cache_misses_total",
     "pingpong_pong_consumer_running",
+    "pingpong_pong_db_errors_total",
+    "pingpong_pong_db_query_duration_seconds",
     "pingpong_pong_end_to_end_latency_seconds",
     "pingpong_pong_http_request_duration_seconds",
     "pingpong_pong_http_requests_total",
@@ -139,6 +207,8 @@ const METRIC_NAMES: &[&str] = &[
     "pingpong_pong_messages_duplicate_total",
     "pingpong_pong_messages_evicted_total",
     "pingpong_pong_messages_stored_total",
+    "pingpong_pong_store_info",
+    "pingpong_pong_store_ready",
     "pingpong_pong_stored_messages",
 ];
 
@@ -148,6 +218,7 @@ async fn metrics_use_route_templates_and_the_checked_in_names() {
     get(&state, "/pong").await;
     get(&state, "/random/raw/path").await;
     state.metrics.dead_lettered.with_label_values(&["Invalid"]);
+    state.metrics.db_query_duration.with_label_values(&["list"]);
     let (status, body) = get(&state, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let text = body.as_str().unwrap();
@@ -158,6 +229,10 @@ async fn metrics_use_route_templates_and_the_checked_in_names() {
         "{text}"
     );
     assert!(text.contains(r#"route="unmatched""#), "{text}");
+    assert!(
+        text.contains(r#"pingpong_pong_store_info{store="memory"} 1"#),
+        "{text}"
+    );
     assert!(!text.contains("/random/raw/path"));
     assert_eq!(
         pingpong_common::metrics::metric_names(&state.registry),
@@ -205,4 +280,109 @@ fn config_reports_every_bad_variable() {
     assert_eq!(names, ["LISTEN_ADDR", "PONG_MAX_MESSAGES", "RABBITMQ_PORT"]);
     assert!(!format!("{err} {err:?}").contains("hunter2-secret"));
     assert!(parse(&[("PONG_MAX_MESSAGES", "lots")]).is_err());
+}
+
+#[test]
+fn store_and_cache_configuration() {
+    use pingpong_pong::StoreConfig;
+    let config = parse(&[]).unwrap();
+    assert!(matches!(config.store, StoreConfig::Memory));
+    assert!(config.cache.is_none());
+
+    let config = parse(&[
+        ("PONG_STORE", "postgres"),
+        ("PGHOST", "db.example"),
+        ("PGPORT", "6543"),
+        ("PGUSER", "pong"),
+        ("PGPASSWORD", "hunter2-secret"),
+        ("PONG_DB_POOL_SIZE", "3"),
+        ("REDIS_URL", "redis://:hunter2-secret@cache.example:6380/1"),
+        ("PONG_CACHE_TTL", "5"),
+        ("PONG_CACHE_PREFIX", "t:"),
+    ])
+    .unwrap();
+    let StoreConfig::Postgres(pg) = &config.store else {
+        panic!("expected postgres: {config:?}");
+    };
+    assert_eq!(
+        pg.target(),
+        "db.example:6543/pong",
+        "database defaults to the user"
+    );
+    assert_eq!(pg.pool_size.get(), 3);
+    assert_eq!(
+        pg.connect_config().get_password(),
+        Some(&b"hunter2-secret"[..])
+    );
+    let cache = config.cache.as_ref().unwrap();
+    assert_eq!(cache.target, "cache.example:6380");
+    assert_eq!((cache.ttl.get(), cache.prefix.as_str()), (5, "t:"));
+    let shown = format!("{config:?} {}", config.summary());
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+    assert!(shown.contains("db.example:6543/pong"), "{shown}");
+
+    // DATABASE_URL wins; PG* fill in only what it leaves out (a URL always
+    // has a port: 5432 when not written).
+    let config = parse(&[
+        ("PONG_STORE", "postgres"),
+        ("DATABASE_URL", "postgres://10.0.0.9/messages"),
+        ("PGUSER", "app"),
+        ("PGPASSWORD", "hunter2-secret"),
+        ("PGHOST", "ignored.example"),
+        ("PGDATABASE", "ignored"),
+    ])
+    .unwrap();
+    let StoreConfig::Postgres(pg) = &config.store else {
+        panic!("expected postgres");
+    };
+    assert_eq!(pg.target(), "10.0.0.9:5432/messages");
+    assert_eq!(pg.connect_config().get_user(), Some("app"));
+    assert_eq!(
+        pg.connect_config().get_password(),
+        Some(&b"hunter2-secret"[..])
+    );
+    assert!(!format!("{config:?} {}", config.summary()).contains("hunter2-secret"));
+}
+
+#[test]
+fn bad_store_and_cache_settings_are_reported_together() {
+    let err = parse(&[
+        ("PONG_STORE", "mysql"),
+        ("REDIS_URL", "redis://:hunter2-secret@cache:6379"),
+    ])
+    .unwrap_err();
+    let names: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(names, ["PONG_STORE", "REDIS_URL"], "{err}");
+
+    let err = parse(&[
+        ("PONG_STORE", "postgres"),
+        ("DATABASE_URL", "postgres://u:hunter2-secret@h:notaport/db"),
+        ("PGSSLMODE", "verify-full"),
+        ("PONG_DB_POOL_SIZE", "0"),
+        ("REDIS_URL", "http://hunter2-secret@nowhere"),
+        ("PONG_CACHE_TTL", "-1"),
+    ])
+    .unwrap_err();
+    let mut names: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "DATABASE_URL",
+            "PGSSLMODE",
+            "PONG_CACHE_TTL",
+            "PONG_DB_POOL_SIZE",
+            "REDIS_URL"
+        ],
+        "{err}"
+    );
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+
+    let err = parse(&[
+        ("PONG_STORE", "postgres"),
+        ("DATABASE_URL", "postgres://h/db?sslmode=require"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.problems[0].variable, "DATABASE_URL");
 }

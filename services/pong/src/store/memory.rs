@@ -1,4 +1,4 @@
-//! The bounded in-memory message store behind `GET /pong`.
+//! The bounded in-memory message store (the default `PONG_STORE=memory`).
 //!
 //! Policy: at most `capacity` messages; inserting into a full store evicts
 //! the oldest first. A message whose id is already stored is a duplicate and
@@ -6,78 +6,26 @@
 //! is serialised to JSON once, at insert time, so a read only clones
 //! reference-counted strings under the lock and concatenates outside it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
 use pingpong_common::Message;
-use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Result of an insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertOutcome {
-    /// Stored; `evicted` older messages were dropped, `len` are now stored.
-    Stored {
-        /// Messages evicted to make room.
-        evicted: usize,
-        /// Messages stored after the insert.
-        len: usize,
-    },
-    /// The id is already stored; nothing changed.
-    Duplicate,
-}
-
-/// Why a message could not be stored.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The record could not be serialised (e.g. a timestamp out of range).
-    #[error("failed to serialise message {id}: {source}")]
-    Serialize {
-        /// The message id.
-        id: Uuid,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl StoreError {
-    /// Error category for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Serialize { .. } => "Serialize",
-        }
-    }
-}
-
-/// Where the consumer puts messages; the store, or a fake in tests.
-pub trait MessageSink: Send + Sync {
-    /// Stores `message` received at `received_at`; the delivery is acked only
-    /// after this resolves.
-    fn store(
-        &self,
-        message: Message,
-        received_at: OffsetDateTime,
-    ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>>;
-}
-
-/// A stored message as served by `GET /pong`.
-#[derive(Debug, Serialize)]
-struct Record<'a> {
-    id: Uuid,
-    msg: &'a str,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    received_at: OffsetDateTime,
-}
+use super::record::{Record, join_array};
+use super::{InsertOutcome, ListQuery, MessageSink, MessageStore, StoreError};
+use crate::config::StoreKind;
 
 struct Inner {
     entries: VecDeque<(Uuid, Arc<str>)>,
-    ids: HashSet<Uuid>,
+    /// Id -> sequence number; `entries[i]` has sequence `next_seq - len + i`
+    /// (only the front is evicted, only the back grows), so a cursor is
+    /// found in O(1).
+    ids: HashMap<Uuid, u64>,
+    next_seq: u64,
 }
 
 /// The bounded store.
@@ -93,7 +41,8 @@ impl Store {
             capacity,
             inner: Mutex::new(Inner {
                 entries: VecDeque::new(),
-                ids: HashSet::new(),
+                ids: HashMap::new(),
+                next_seq: 0,
             }),
         }
     }
@@ -130,9 +79,12 @@ impl Store {
             })?
             .into();
         let mut inner = self.lock();
-        if !inner.ids.insert(message.id) {
+        if inner.ids.contains_key(&message.id) {
             return Ok(InsertOutcome::Duplicate);
         }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.ids.insert(message.id, seq);
         let mut evicted = 0;
         while inner.entries.len() >= self.capacity.get() {
             if let Some((old, _)) = inner.entries.pop_front() {
@@ -159,33 +111,42 @@ impl Store {
 
     /// Whether `id` is stored.
     pub fn contains(&self, id: &Uuid) -> bool {
-        self.lock().ids.contains(id)
+        self.lock().ids.contains_key(id)
     }
 
     /// The stored messages as a JSON array, oldest first; with `limit`, only
     /// the newest `limit` messages (still oldest first).
     pub fn to_json(&self, limit: Option<usize>) -> String {
+        // Without a cursor the page cannot fail.
+        self.page_json(ListQuery { after: None, limit })
+            .unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    /// One page as a JSON array, oldest first (see [`ListQuery`]).
+    pub fn page_json(&self, query: ListQuery) -> Result<String, StoreError> {
         let parts: Vec<Arc<str>> = {
             let inner = self.lock();
             let len = inner.entries.len();
-            let skip = len.saturating_sub(limit.unwrap_or(len));
+            let (start, end) = match query.after {
+                None => (len.saturating_sub(query.limit.unwrap_or(len)), len),
+                Some(cursor) => {
+                    let seq = *inner
+                        .ids
+                        .get(&cursor)
+                        .ok_or(StoreError::UnknownCursor(cursor))?;
+                    let front = inner.next_seq - len as u64;
+                    let start = usize::try_from(seq - front + 1).unwrap_or(len).min(len);
+                    let end = start.saturating_add(query.limit.unwrap_or(len)).min(len);
+                    (start, end)
+                }
+            };
             inner
                 .entries
-                .range(skip..)
+                .range(start..end)
                 .map(|(_, json)| Arc::clone(json))
                 .collect()
         };
-        let size = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2;
-        let mut out = String::with_capacity(size);
-        out.push('[');
-        for (index, part) in parts.iter().enumerate() {
-            if index > 0 {
-                out.push(',');
-            }
-            out.push_str(part);
-        }
-        out.push(']');
-        out
+        Ok(join_array(&parts))
     }
 }
 
@@ -196,6 +157,20 @@ impl MessageSink for Store {
         received_at: OffsetDateTime,
     ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>> {
         Box::pin(std::future::ready(self.insert(&message, received_at)))
+    }
+}
+
+impl MessageStore for Store {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Memory
+    }
+
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(std::future::ready(self.page_json(query)))
+    }
+
+    fn version(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 }
 

@@ -1,0 +1,149 @@
+//! The optional Redis cache of `GET /pong` pages.
+//!
+//! Keys are versioned, never invalidated: `<prefix>v<version>:<page>`, where
+//! the version is read from the store (PostgreSQL bumps it in the same
+//! transaction that stores or evicts rows) at the start of each request. A
+//! message acked before a request started was committed before that version
+//! read, so the request's key can only hold a page at least that new: a
+//! reader never sees a list older than what was acked before it asked. Old
+//! versions simply expire (`PONG_CACHE_TTL`).
+//!
+//! Redis is an optimisation only: every Redis failure or timeout (a short
+//! one) is counted and the page is read from the store instead; the cache
+//! never affects readiness.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::CacheConfig;
+use crate::metrics::PongMetrics;
+use crate::store::ListQuery;
+
+/// Longest a Redis round trip may take before the store is used instead.
+pub const TIMEOUT: Duration = Duration::from_millis(250);
+/// Pages larger than this are not cached (the unpaged list can be huge).
+pub const MAX_CACHED_BYTES: usize = 1024 * 1024;
+
+/// Why the cache could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The Redis client could not be created.
+    #[error("redis {target}: {source}")]
+    Client {
+        /// `host:port`.
+        target: String,
+        /// The cause.
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+impl CacheError {
+    /// Error category for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Client { .. } => "CacheClient",
+        }
+    }
+}
+
+/// A Redis-backed page cache.
+pub struct Cache {
+    manager: ConnectionManager,
+    prefix: String,
+    ttl: u64,
+    target: String,
+    metrics: PongMetrics,
+}
+
+impl Cache {
+    /// A cache that connects lazily (Redis may be down at start).
+    pub fn new(config: &CacheConfig, metrics: PongMetrics) -> Result<Self, CacheError> {
+        let client_error = |source| CacheError::Client {
+            target: config.target.clone(),
+            source,
+        };
+        let client = redis::Client::open(config.url.expose()).map_err(client_error)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(client_error)?;
+        Ok(Self {
+            manager,
+            prefix: config.prefix.clone(),
+            ttl: config.ttl.get(),
+            target: config.target.clone(),
+            metrics,
+        })
+    }
+
+    /// The key of `query` at store version `version`.
+    pub fn key(&self, version: i64, query: &ListQuery) -> String {
+        let mut key = format!("{}v{version}:", self.prefix);
+        match query.after {
+            Some(after) => key.push_str(&format!("after={after}")),
+            None => key.push_str("newest"),
+        }
+        if let Some(limit) = query.limit {
+            key.push_str(&format!(":limit={limit}"));
+        }
+        key
+    }
+
+    /// The cached page, or `None` on a miss or any failure (counted).
+    pub async fn get(&self, key: &str) -> Option<String> {
+        let mut connection = self.manager.clone();
+        let command = redis::cmd("GET").arg(key).to_owned();
+        match tokio::time::timeout(
+            TIMEOUT,
+            command.query_async::<Option<String>>(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(Some(page))) => {
+                self.metrics.cache_hits.inc();
+                Some(page)
+            }
+            Ok(Ok(None)) => {
+                self.metrics.cache_misses.inc();
+                None
+            }
+            Ok(Err(error)) => {
+                self.failed("GET", &error.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed("GET", "timed out");
+                None
+            }
+        }
+    }
+
+    /// Stores `page` under `key` for the TTL (failures are counted only).
+    pub async fn put(&self, key: &str, page: &str) {
+        if page.len() > MAX_CACHED_BYTES {
+            return;
+        }
+        let mut connection = self.manager.clone();
+        let command = redis::cmd("SET")
+            .arg(key)
+            .arg(page)
+            .arg("EX")
+            .arg(self.ttl)
+            .to_owned();
+        match tokio::time::timeout(TIMEOUT, command.query_async::<()>(&mut connection)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => self.failed("SET", &error.to_string()),
+            Err(_) => self.failed("SET", "timed out"),
+        }
+    }
+
+    fn failed(&self, command: &'static str, error: &str) {
+        self.metrics.cache_errors.inc();
+        tracing::debug!(target = %self.target, command, error, "redis unavailable, using the store");
+    }
+}

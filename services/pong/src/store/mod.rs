@@ -1,0 +1,180 @@
+//! Message stores behind the consumer and `GET /pong`.
+//!
+//! The consumer writes through [`MessageSink`] and the HTTP handlers read
+//! through [`MessageStore`]; both are implemented by the bounded in-memory
+//! [`Store`] (the default) and by [`PgStore`] (PostgreSQL). Errors carry a
+//! class: a *batch* error ([`StoreError::is_transient`]) means "nothing was
+//! stored, retry later, do not ack"; a *per-message* error means "this message
+//! can never be stored" and the consumer dead-letters it.
+
+pub mod memory;
+pub mod postgres;
+mod record;
+
+use futures::future::BoxFuture;
+use pingpong_common::Message;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use memory::Store;
+pub use postgres::PgStore;
+
+use crate::config::StoreKind;
+
+/// A message and the time pong received it.
+pub type Incoming = (Message, OffsetDateTime);
+
+/// Result of an insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored; `evicted` older messages were dropped, `len` are now stored.
+    Stored {
+        /// Messages evicted to make room.
+        evicted: usize,
+        /// Messages stored after the insert.
+        len: usize,
+    },
+    /// The id is already stored; nothing changed.
+    Duplicate,
+}
+
+/// Why a message could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record could not be serialised (e.g. a timestamp out of range).
+    #[error("failed to serialise message {id}: {source}")]
+    Serialize {
+        /// The message id.
+        id: Uuid,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The database refused this one message for good (e.g. a NUL character
+    /// in `msg`, which PostgreSQL text cannot hold).
+    #[error("message {id} cannot be stored in {target}: {reason}")]
+    Unstorable {
+        /// The message id.
+        id: Uuid,
+        /// `host:port/database`.
+        target: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A database statement failed (connection lost, server error).
+    #[error("postgres {target}: {op} failed: {source}")]
+    Database {
+        /// `host:port/database` (never the password).
+        target: String,
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// No connection could be taken from the pool (server unreachable,
+    /// authentication failed, pool exhausted).
+    #[error("postgres {target}: no connection for {op}: {source}")]
+    Pool {
+        /// `host:port/database` (never the password).
+        target: String,
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
+    /// A database operation took too long.
+    #[error("postgres {target}: {op} timed out after {seconds} s")]
+    Timeout {
+        /// `host:port/database`.
+        target: String,
+        /// What was being done.
+        op: &'static str,
+        /// The limit.
+        seconds: u64,
+    },
+    /// The `after` cursor names a message that is not stored (never was, or
+    /// was evicted).
+    #[error("message {0} is not stored (unknown or evicted)")]
+    UnknownCursor(Uuid),
+}
+
+impl StoreError {
+    /// Error category for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Serialize { .. } => "Serialize",
+            Self::Unstorable { .. } => "Unstorable",
+            Self::Database { .. } => "Database",
+            Self::Pool { .. } => "Pool",
+            Self::Timeout { .. } => "Timeout",
+            Self::UnknownCursor(_) => "UnknownCursor",
+        }
+    }
+
+    /// Whether retrying later may succeed (the database is unavailable),
+    /// as opposed to a verdict on the message or the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Database { .. } | Self::Pool { .. } | Self::Timeout { .. }
+        )
+    }
+}
+
+/// A page of `GET /pong`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListQuery {
+    /// Only messages stored after this one (keyset pagination), oldest first.
+    pub after: Option<Uuid>,
+    /// At most this many: without `after` the newest N, with `after` the
+    /// first N after the cursor; always oldest first.
+    pub limit: Option<usize>,
+}
+
+/// Batch-level result of [`MessageSink::store_batch`]: one per-message
+/// result per input, in order.
+pub type BatchResult = Result<Vec<Result<InsertOutcome, StoreError>>, StoreError>;
+
+/// Where the consumer puts messages; a store, or a fake in tests.
+pub trait MessageSink: Send + Sync {
+    /// Stores `message` received at `received_at`; the delivery is acked only
+    /// after this resolves successfully.
+    fn store(
+        &self,
+        message: Message,
+        received_at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>>;
+
+    /// Stores consecutive messages; every `Ok` outcome is durable when this
+    /// resolves. The outer `Err` means nothing may be acked (retry the
+    /// batch); an inner `Err` condemns that message only. By default the
+    /// messages are stored one by one.
+    fn store_batch<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, BatchResult> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (message, received_at) in batch {
+                match self.store(message.clone(), *received_at).await {
+                    Err(error) if error.is_transient() => return Err(error),
+                    result => outcomes.push(result),
+                }
+            }
+            Ok(outcomes)
+        })
+    }
+}
+
+/// What `GET /pong` reads from; implemented by every store.
+pub trait MessageStore: MessageSink {
+    /// Which store this is.
+    fn kind(&self) -> StoreKind;
+
+    /// The page as a JSON array, oldest first.
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<String, StoreError>>;
+
+    /// A number that changes whenever the stored list changes and is read
+    /// from the same source of truth as the list (the key of cached pages);
+    /// `None` when the store is not worth caching.
+    fn version(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+}

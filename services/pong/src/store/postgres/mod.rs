@@ -1,0 +1,372 @@
+//! The PostgreSQL store (`PONG_STORE=postgres`): durable, shared by every
+//! pong replica on the same database.
+//!
+//! Writes: a batch of consecutive deliveries goes into one transaction
+//! (`INSERT … ON CONFLICT (id) DO NOTHING`, so a redelivery is a no-op),
+//! which also bumps `pong_state` (exact row count and version) and deletes
+//! the oldest rows beyond `PONG_MAX_MESSAGES`; the consumer acks only after
+//! the commit. Reads: the whole list, the newest N, or keyset pages
+//! `seq > cursor`, all by the unique index on `seq`. The schema is created
+//! lazily by the first operation (see [`migrations`]); until then every
+//! operation fails as transient. This module never logs the password: errors
+//! name `host:port/database` only.
+
+pub mod migrations;
+mod queries;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{
+    ClientWrapper, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
+use futures::future::BoxFuture;
+use pingpong_common::Message;
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    BatchResult, Incoming, InsertOutcome, ListQuery, MessageSink, MessageStore, StoreError,
+};
+use crate::config::{PgConfig, StoreKind};
+use crate::metrics::PongMetrics;
+
+/// Longest a write (one batch transaction) may take before it counts as failed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a read may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the health check runs.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    target: String,
+    max_messages: i64,
+    schema: OnceCell<()>,
+    metrics: PongMetrics,
+}
+
+impl PgStore {
+    /// A store over a new (lazy) connection pool; does no I/O.
+    pub fn new(
+        config: &PgConfig,
+        max_messages: NonZeroUsize,
+        metrics: PongMetrics,
+    ) -> Result<Self, deadpool_postgres::BuildError> {
+        let manager = Manager::from_config(
+            config.connect_config().clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.get())
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(READ_TIMEOUT))
+            .create_timeout(Some(READ_TIMEOUT))
+            .recycle_timeout(Some(READ_TIMEOUT))
+            .build()?;
+        metrics.store_ready.set(0);
+        Ok(Self {
+            pool,
+            target: config.target().to_owned(),
+            max_messages: i64::try_from(max_messages.get()).unwrap_or(i64::MAX),
+            schema: OnceCell::new(),
+            metrics,
+        })
+    }
+
+    /// `host:port/database`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Applies the migrations once per process (retried on the next call
+    /// after a failure) and sets the stored-messages gauge.
+    pub async fn ensure_schema(&self) -> Result<(), StoreError> {
+        self.schema
+            .get_or_try_init(|| async {
+                let applied = self
+                    .with_client("migrate", WRITE_TIMEOUT, |client| {
+                        Box::pin(async move { migrations::migrate(client).await })
+                    })
+                    .await?;
+                tracing::info!(target = %self.target, ?applied, "postgres schema is current");
+                Ok::<(), StoreError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Number of stored rows (from `pong_state`).
+    pub async fn stored(&self) -> Result<i64, StoreError> {
+        self.ensure_schema().await?;
+        self.with_client("count", READ_TIMEOUT, |client| {
+            Box::pin(async move { queries::state(client).await.map(|(stored, _)| stored) })
+        })
+        .await
+    }
+
+    /// Checks the database every [`HEALTH_INTERVAL`] until `stop`, keeping
+    /// the readiness gauge current while no messages flow.
+    pub async fn watch_health(self: Arc<Self>, stop: CancellationToken) {
+        let mut failing = false;
+        loop {
+            match self.stored().await {
+                Ok(stored) => {
+                    if failing {
+                        tracing::info!(target = %self.target, "postgres reachable again");
+                    }
+                    failing = false;
+                    self.metrics.stored_messages.set(stored);
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(kind = error.kind(), %error, "postgres unavailable; not acking, retrying");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Runs `work` on a pooled connection within `timeout`, timing it and
+    /// keeping the error count and readiness gauge current. A connection
+    /// whose operation timed out is discarded, not returned to the pool.
+    async fn with_client<T, F>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut ClientWrapper) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    {
+        let started = Instant::now();
+        let result = self.run_on_client(op, timeout, work).await;
+        self.metrics
+            .db_query_duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => self.metrics.store_ready.set(1),
+            Err(error) if error.is_transient() => {
+                self.metrics.db_errors.inc();
+                self.metrics.store_ready.set(0);
+            }
+            Err(_) => self.metrics.db_errors.inc(),
+        }
+        result
+    }
+
+    async fn run_on_client<T, F>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut ClientWrapper) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    {
+        let timed_out = || StoreError::Timeout {
+            target: self.target.clone(),
+            op,
+            seconds: timeout.as_secs(),
+        };
+        let mut client = match tokio::time::timeout(timeout, self.pool.get()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(source)) => {
+                return Err(StoreError::Pool {
+                    target: self.target.clone(),
+                    op,
+                    source,
+                });
+            }
+            Err(_) => return Err(timed_out()),
+        };
+        let outcome = tokio::time::timeout(timeout, work(&mut client)).await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(StoreError::Database {
+                target: self.target.clone(),
+                op,
+                source,
+            }),
+            Err(_) => {
+                // The connection may be stuck mid-statement: close it.
+                drop(Object::take(client));
+                Err(timed_out())
+            }
+        }
+    }
+
+    async fn insert_batch(&self, batch: &[Incoming]) -> BatchResult {
+        self.ensure_schema().await?;
+        // PostgreSQL text cannot hold NUL: condemn those messages up front.
+        let mut results: Vec<Option<Result<InsertOutcome, StoreError>>> = batch
+            .iter()
+            .map(|(message, _)| {
+                message.msg.contains('\0').then(|| {
+                    Err(StoreError::Unstorable {
+                        id: message.id,
+                        target: self.target.clone(),
+                        reason: "NUL character in msg",
+                    })
+                })
+            })
+            .collect();
+        let rows: Vec<&Incoming> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_none())
+            .map(|(incoming, _)| incoming)
+            .collect();
+        if !rows.is_empty() {
+            let written = self.write(&rows).await;
+            let outcomes = match written {
+                Ok(outcomes) => outcomes,
+                Err(error) if is_data_error(&error) && rows.len() > 1 => {
+                    // One row poisons the batch: isolate it.
+                    let mut outcomes = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        match self.write(std::slice::from_ref(row)).await {
+                            Ok(mut one) => outcomes.append(&mut one),
+                            Err(error) if is_data_error(&error) => {
+                                outcomes.push(Err(self.unstorable(&row.0)))
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    outcomes
+                }
+                Err(error) if is_data_error(&error) => vec![Err(self.unstorable(&rows[0].0))],
+                Err(error) => return Err(error),
+            };
+            let mut outcomes = outcomes.into_iter();
+            for slot in results.iter_mut().filter(|slot| slot.is_none()) {
+                *slot = outcomes.next();
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| result.unwrap_or(Ok(InsertOutcome::Duplicate)))
+            .collect())
+    }
+
+    fn unstorable(&self, message: &Message) -> StoreError {
+        StoreError::Unstorable {
+            id: message.id,
+            target: self.target.clone(),
+            reason: "rejected by the database as invalid data",
+        }
+    }
+
+    /// One transaction for `rows`; per-row outcomes in order.
+    async fn write(
+        &self,
+        rows: &[&Incoming],
+    ) -> Result<Vec<Result<InsertOutcome, StoreError>>, StoreError> {
+        let max = self.max_messages;
+        let rows: Vec<Incoming> = rows.iter().map(|&row| row.clone()).collect();
+        let written = self
+            .with_client("insert", WRITE_TIMEOUT, move |client| {
+                Box::pin(async move { queries::insert(client, &rows, max).await })
+            })
+            .await?;
+        let len = usize::try_from(written.stored).unwrap_or(0);
+        let mut evicted = written.evicted;
+        Ok(written
+            .inserted
+            .into_iter()
+            .map(|inserted| {
+                if inserted {
+                    // Attribute the batch's evictions to its first new row.
+                    let outcome = InsertOutcome::Stored { evicted, len };
+                    evicted = 0;
+                    Ok(outcome)
+                } else {
+                    Ok(InsertOutcome::Duplicate)
+                }
+            })
+            .collect())
+    }
+
+    async fn read<T, F>(&self, op: &'static str, work: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut ClientWrapper) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    {
+        self.ensure_schema().await?;
+        self.with_client(op, READ_TIMEOUT, work).await
+    }
+}
+
+/// SQLSTATE class 22 (data exception) or 23 (integrity violation): the rows,
+/// not the database, are at fault.
+fn is_data_error(error: &StoreError) -> bool {
+    let StoreError::Database { source, .. } = error else {
+        return false;
+    };
+    source
+        .code()
+        .is_some_and(|code| code.code().starts_with("22") || code.code().starts_with("23"))
+}
+
+impl MessageSink for PgStore {
+    fn store(
+        &self,
+        message: Message,
+        received_at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>> {
+        Box::pin(async move {
+            let batch = [(message, received_at)];
+            let mut outcomes = self.insert_batch(&batch).await?;
+            outcomes.pop().unwrap_or(Ok(InsertOutcome::Duplicate))
+        })
+    }
+
+    fn store_batch<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, BatchResult> {
+        Box::pin(self.insert_batch(batch))
+    }
+}
+
+impl MessageStore for PgStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Postgres
+    }
+
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(async move {
+            let page = self
+                .read("list", |client| {
+                    Box::pin(async move { queries::page(client, query).await })
+                })
+                .await?;
+            match page {
+                queries::Page::Json(json) => Ok(json),
+                queries::Page::UnknownCursor(id) => Err(StoreError::UnknownCursor(id)),
+            }
+        })
+    }
+
+    fn version(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let version = self
+                .read("version", |client| {
+                    Box::pin(
+                        async move { queries::state(client).await.map(|(_, version)| version) },
+                    )
+                })
+                .await?;
+            Ok(Some(version))
+        })
+    }
+}
