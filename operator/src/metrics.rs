@@ -24,11 +24,19 @@ pub enum ReconcileResult {
     Paused,
     /// An API call failed; retried with backoff.
     Error,
+    /// The stack is being deleted; the garbage collector removes its children.
+    Skipped,
 }
 
 impl ReconcileResult {
     /// Every value, so the series exist (at zero) from the first scrape.
-    pub const ALL: [Self; 4] = [Self::Success, Self::Invalid, Self::Paused, Self::Error];
+    pub const ALL: [Self; 5] = [
+        Self::Success,
+        Self::Invalid,
+        Self::Paused,
+        Self::Error,
+        Self::Skipped,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +45,7 @@ impl ReconcileResult {
             Self::Invalid => "invalid",
             Self::Paused => "paused",
             Self::Error => "error",
+            Self::Skipped => "skipped",
         }
     }
 }

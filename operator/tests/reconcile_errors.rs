@@ -378,3 +378,28 @@ async fn an_undecodable_object_gets_a_warning_and_no_retry() {
     );
     assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Invalid), 1);
 }
+
+#[tokio::test]
+async fn a_stack_being_deleted_is_left_to_the_garbage_collector() {
+    let mut stack = common::stack(PingPongStackSpec::default());
+    stack.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    stack.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let client = client(Setup {
+        stacks: vec![stack],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    let before = get_stack(&client).await;
+    let action = common::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(children(&client).await.is_empty());
+    let after = get_stack(&client).await;
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Skipped), 1);
+}

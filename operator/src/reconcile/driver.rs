@@ -220,6 +220,11 @@ pub(super) async fn run(
         .name
         .as_deref()
         .ok_or(Error::MissingObjectKey("name"))?;
+    if meta.deletion_timestamp.is_some() {
+        // Re-applying children now would fight the garbage collector.
+        tracing::debug!("stack is being deleted; nothing to reconcile");
+        return Ok((ReconcileResult::Skipped, Action::await_change()));
+    }
     let previous = stack.status.clone().unwrap_or_default();
     let reporter = Reporter {
         ctx,
