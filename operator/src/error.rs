@@ -65,6 +65,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The whole reconcile took longer than its deadline (a hung API call).
+    #[error("reconcile did not finish within {0:?}")]
+    Timeout(std::time::Duration),
     /// A planned object could not be turned into an apply patch.
     #[error("failed to encode {kind} {name}")]
     Encode {
@@ -126,14 +129,18 @@ impl Error {
             | Self::List { source, .. }
             | Self::Delete { source, .. }
             | Self::Status { source, .. } => Some(source),
-            Self::MissingObjectKey(_) | Self::Encode { .. } => None,
+            Self::MissingObjectKey(_) | Self::Encode { .. } | Self::Timeout(_) => None,
         }
     }
 
     /// How to retry this error.
     pub fn category(&self) -> Category {
-        self.api_source()
-            .map_or(Category::Permanent, Category::of_api)
+        match self {
+            Self::Timeout(_) => Category::Transient,
+            _ => self
+                .api_source()
+                .map_or(Category::Permanent, Category::of_api),
+        }
     }
 
     /// The error's category as a fixed PascalCase string (metrics, Events, condition reasons).
@@ -150,6 +157,7 @@ impl Error {
             (Self::Delete { .. }, _) => "DeleteFailed",
             (Self::Status { .. }, _) => "StatusFailed",
             (Self::Encode { .. }, _) => "EncodeFailed",
+            (Self::Timeout(_), _) => "Timeout",
         }
     }
 
@@ -192,6 +200,11 @@ mod tests {
         assert_eq!(apply(403).kind(), "Forbidden");
         assert_eq!(apply(422).category(), Category::Permanent);
         assert_eq!(Error::MissingObjectKey("uid").kind(), "MissingObjectKey");
+        let timeout = Error::Timeout(Duration::from_secs(120));
+        assert_eq!(
+            (timeout.kind(), timeout.category()),
+            ("Timeout", Category::Transient)
+        );
         assert!(
             apply(500)
                 .chain()

@@ -33,6 +33,8 @@ use validate::ImageDefaults;
 
 /// Safety-net requeue after a successful reconcile (children are also watched).
 pub const SUCCESS_REQUEUE: Duration = Duration::from_secs(300);
+/// Deadline of one reconcile; a hung API call fails it with `Timeout` (retried with backoff).
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Requeue while a referenced object (the user's credentials Secret) is missing.
 pub const MISSING_REFERENCE_REQUEUE: Duration = Duration::from_secs(60);
 
@@ -106,7 +108,9 @@ pub fn is_ready(stack: &PingPongStack) -> bool {
 #[tracing::instrument(skip_all, fields(stack = %stack.name_any(), namespace = stack.namespace().as_deref().unwrap_or("")))]
 pub async fn reconcile(stack: Arc<PingPongStack>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
-    let result = driver::run(&stack, &ctx).await;
+    let result = tokio::time::timeout(RECONCILE_TIMEOUT, driver::run(&stack, &ctx))
+        .await
+        .unwrap_or(Err(Error::Timeout(RECONCILE_TIMEOUT)));
     match &result {
         Ok((outcome, _)) => {
             ctx.metrics.reconciled(*outcome);
