@@ -1,0 +1,196 @@
+//! Integration tests of the Redis cache of `GET /pong` over the PostgreSQL
+//! store: each test has its own database and key prefix (or its own
+//! `redis-server`). Skipped with a notice when a server is missing, FAIL when
+//! `CI=true` (see `support`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pingpong_common::{Message, Secret};
+use pingpong_pong::config::CacheConfig;
+use pingpong_pong::{AppState, Cache, PgStore, PongMetrics, app};
+use prometheus::Registry;
+use serde_json::Value;
+use support::{TestDb, database, free_port, redis, redis_cleanup, redis_ping};
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+fn state(db: &TestDb, redis_url: &str, prefix: &str) -> AppState {
+    let registry = Registry::new();
+    let metrics = PongMetrics::register(&registry).unwrap();
+    let store = PgStore::new(
+        &db.pg_config(),
+        NonZeroUsize::new(1000).unwrap(),
+        metrics.clone(),
+    )
+    .unwrap();
+    let config = CacheConfig {
+        url: Secret::new(redis_url),
+        target: "test".to_owned(),
+        ttl: NonZeroU64::new(60).unwrap(),
+        prefix: prefix.to_owned(),
+    };
+    let cache = Cache::new(&config, metrics.clone()).unwrap();
+    AppState::from_parts(Arc::new(store), Some(Arc::new(cache)), registry, metrics)
+}
+
+async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
+    let response = app(state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn texts(body: &Value) -> Vec<&str> {
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect()
+}
+
+/// Stores `text` the way the consumer does before it acks.
+async fn commit(state: &AppState, text: &str) -> Message {
+    let message = Message::new(text);
+    let outcome = state
+        .store
+        .store(message.clone(), OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        pingpong_pong::InsertOutcome::Stored { .. }
+    ));
+    message
+}
+
+#[tokio::test]
+async fn a_warm_cache_never_hides_a_committed_message() {
+    let Some(db) = database("pong-cache-fresh").await else {
+        return;
+    };
+    let Some((url, prefix)) = redis("pong-cache-fresh").await else {
+        db.drop_db().await;
+        return;
+    };
+    let state = state(&db, &url, &prefix);
+    let first = commit(&state, "a").await;
+    commit(&state, "b").await;
+
+    let (status, cold) = get(&state, "/pong?limit=10").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&cold), ["a", "b"]);
+    let (_, warm) = get(&state, "/pong?limit=10").await;
+    assert_eq!(warm, cold);
+    assert_eq!(
+        state.metrics.cache_hits.get(),
+        1,
+        "the second read is a hit"
+    );
+    assert_eq!(state.metrics.cache_misses.get(), 1);
+
+    // Every committed (hence ackable) message is visible to the next read,
+    // however warm the cache is, for every page shape.
+    let mut expected = vec!["a".to_owned(), "b".to_owned()];
+    for i in 0..20 {
+        let text = format!("n{i}");
+        commit(&state, &text).await;
+        expected.push(text);
+        let (_, all) = get(&state, "/pong").await;
+        assert_eq!(texts(&all), expected, "after committing n{i}");
+        let (_, newest) = get(&state, "/pong?limit=1").await;
+        assert_eq!(texts(&newest), [expected.last().unwrap().as_str()]);
+        let (_, page) = get(&state, &format!("/pong?after={}&limit=1000", first.id)).await;
+        assert_eq!(texts(&page), expected[1..]);
+        // Read twice: the repeat is served from Redis and still current.
+        let (_, again) = get(&state, "/pong").await;
+        assert_eq!(again, all);
+    }
+    assert!(state.metrics.cache_hits.get() >= 20);
+    assert_eq!(state.metrics.cache_errors.get(), 0);
+
+    let (status, body) = get(&state, &format!("/pong?after={}", uuid::Uuid::new_v4())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    redis_cleanup(&url, &prefix).await;
+    db.drop_db().await;
+}
+
+async fn ready(state: &AppState) -> StatusCode {
+    state.metrics.broker_connected.set(1);
+    state.metrics.consumer_running.set(1);
+    let response = app(state.clone())
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    response.status()
+}
+
+#[tokio::test]
+async fn without_redis_pages_come_from_postgres_and_pong_stays_ready() {
+    let Some(db) = database("pong-cache-down").await else {
+        return;
+    };
+    // Nothing listens on this port.
+    let closed = format!("redis://127.0.0.1:{}", free_port().await);
+    let state = state(&db, &closed, "pingpong:test:closed:");
+    commit(&state, "a").await;
+    for _ in 0..3 {
+        let (status, body) = get(&state, "/pong").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(texts(&body), ["a"]);
+    }
+    assert!(state.metrics.cache_errors.get() >= 3);
+    assert_eq!(state.metrics.cache_hits.get(), 0);
+    assert_eq!(ready(&state).await, StatusCode::OK);
+
+    // A private redis-server that dies while warm.
+    let port = free_port().await;
+    let Ok(mut server) = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        assert!(
+            !pingpong_common::testing::in_ci(),
+            "redis-server is required (CI=true)"
+        );
+        eprintln!("NOTICE: redis-server not installed; skipping the dying-server half");
+        db.drop_db().await;
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}");
+    pingpong_common::testing::eventually("redis-server up", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { redis_ping(&url).await.is_ok() }
+    })
+    .await;
+    // A fresh pong on the same database, cached by the private server.
+    let state = self::state(&db, &url, "pingpong:test:private:");
+    get(&state, "/pong").await;
+    let (_, warm) = get(&state, "/pong").await;
+    assert_eq!(texts(&warm), ["a"]);
+    assert_eq!(state.metrics.cache_hits.get(), 1);
+
+    server.kill().await.unwrap();
+    commit(&state, "b").await;
+    for _ in 0..3 {
+        let (status, body) = get(&state, "/pong").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(texts(&body), ["a", "b"]);
+    }
+    assert!(state.metrics.cache_errors.get() >= 3);
+    assert_eq!(ready(&state).await, StatusCode::OK);
+    db.drop_db().await;
+}
