@@ -3,96 +3,35 @@
 //! notice, or FAIL when `CI=true` (see `pingpong_common::testing::broker`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
-use pingpong_common::amqp::{ChannelRole, ConnectionManager, Session};
-use pingpong_common::testing::{broker, cleanup, eventually, ready_count, wait_connected};
+use lapin::options::BasicGetOptions;
+use pingpong_common::amqp::Session;
+use pingpong_common::testing::{broker, cleanup, eventually, ready_count};
 use pingpong_common::{AmqpConfig, Message};
 use pingpong_pong::store::StoreError;
-use pingpong_pong::{InsertOutcome, MessageSink, PongMetrics, QueueConsumer, Store, consumer};
+use pingpong_pong::{InsertOutcome, MessageSink, PongMetrics, Store};
 use prometheus::Registry;
+use support::{Consumer, WAIT};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(15);
-
-struct Pong {
-    manager: ConnectionManager,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-    metrics: PongMetrics,
-}
-
-impl Pong {
-    fn start(config: &AmqpConfig, sink: Arc<dyn MessageSink>) -> Self {
-        let metrics = PongMetrics::register(&Registry::new()).unwrap();
-        let manager = ConnectionManager::spawn(
-            config.clone(),
-            ChannelRole::Consumer {
-                prefetch: consumer::PREFETCH,
-            },
-            "pong-test".to_owned(),
-            metrics.broker_connected.clone(),
-        );
-        let stop = CancellationToken::new();
-        let consumer =
-            QueueConsumer::new(manager.link(), config.queue.clone(), sink, metrics.clone());
-        let task = tokio::spawn(consumer.run(stop.clone()));
-        Self {
-            manager,
-            stop,
-            task,
-            metrics,
-        }
-    }
-
-    async fn wait_consuming(&self) {
-        wait_connected(&self.manager.link(), WAIT).await;
-        let running = self.metrics.consumer_running.clone();
-        eventually("consumer running", WAIT, || {
-            let running = running.clone();
-            async move { running.get() == 1 }
-        })
-        .await;
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-        self.manager.shutdown().await;
-    }
+fn start(config: &AmqpConfig, sink: Arc<dyn MessageSink>) -> Consumer {
+    Consumer::start(
+        config,
+        sink,
+        PongMetrics::register(&Registry::new()).unwrap(),
+    )
 }
 
 async fn publish_raw(admin: &Session, queue: &str, body: &[u8]) {
-    let confirm = admin
-        .channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                immediate: false,
-            },
-            body,
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(
-        confirm.is_ack() && confirm.take_message().is_none(),
-        "test publish not confirmed"
-    );
+    support::publish(admin, queue, body).await;
 }
 
 async fn publish(admin: &Session, queue: &str, message: &Message) {
@@ -109,7 +48,7 @@ async fn messages_are_stored_then_acked() {
         return;
     };
     let store = store();
-    let pong = Pong::start(&config, store.clone());
+    let pong = start(&config, store.clone());
     pong.wait_consuming().await;
 
     let messages: Vec<Message> = (0..50).map(|i| Message::new(format!("m{i}"))).collect();
@@ -167,7 +106,7 @@ async fn nothing_is_acked_before_it_is_stored() {
         entered: AtomicUsize::new(0),
         gate: Semaphore::new(0),
     });
-    let pong = Pong::start(&config, sink.clone());
+    let pong = start(&config, sink.clone());
     pong.wait_consuming().await;
 
     let message = Message::new("blocked");
@@ -197,7 +136,7 @@ async fn nothing_is_acked_before_it_is_stored() {
 
     // A healthy consumer then stores and acks it.
     let store = store();
-    let pong = Pong::start(&config, store.clone());
+    let pong = start(&config, store.clone());
     let s = store.clone();
     eventually("redelivered message stored", WAIT, || {
         let s = s.clone();
@@ -215,7 +154,7 @@ async fn malformed_messages_are_dead_lettered_and_consuming_continues() {
         return;
     };
     let store = store();
-    let pong = Pong::start(&config, store.clone());
+    let pong = start(&config, store.clone());
     pong.wait_consuming().await;
 
     let id = uuid::Uuid::new_v4();
@@ -320,7 +259,7 @@ async fn a_duplicate_id_is_stored_once_and_acked() {
         return;
     };
     let store = store();
-    let pong = Pong::start(&config, store.clone());
+    let pong = start(&config, store.clone());
     pong.wait_consuming().await;
 
     let message = Message::new("twice");

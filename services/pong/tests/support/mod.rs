@@ -277,8 +277,10 @@ impl Drop for Proxy {
 pub struct Consumer {
     /// Its connection manager.
     pub manager: pingpong_common::amqp::ConnectionManager,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    /// Stops the consumer task.
+    pub stop: CancellationToken,
+    /// The consumer task.
+    pub task: tokio::task::JoinHandle<()>,
     /// Its metrics.
     pub metrics: pingpong_pong::PongMetrics,
 }
