@@ -127,8 +127,9 @@ def stack_validator(crd: dict[str, Any]) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(schema)
 
 
-_CEL_COMPARISON = re.compile(
-    r"^self((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*(<=|>=|<|>|==|!=)\s*(-?[0-9]+)$"
+_CEL_TOKEN = re.compile(
+    r"\s*(\|\||&&|==|!=|<=|>=|<|>|!|\(|\)|has\b|self(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+    r"|'[^']*'|-?[0-9]+)"
 )
 _CEL_OPS = {
     "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
@@ -136,24 +137,138 @@ _CEL_OPS = {
 }
 
 
+class _CelMissing(Exception):
+    """A compared field is absent even after defaulting (the rule is then not evaluated)."""
+
+
+class _CelRule:
+    """The subset of CEL our CRD's rules use: `self.a.b` paths (with schema defaults applied, as
+    the API server does before evaluating), integer and 'string' literals, comparisons,
+    `has(self.a.b)`, `!`, `&&`, `||` (short-circuit) and parentheses. Anything else raises
+    ValueError, so no rule is silently skipped: extend this evaluator then."""
+
+    def __init__(self, rule: str) -> None:
+        self.tokens: list[str] = []
+        pos, rule = 0, rule.strip()
+        while pos < len(rule):
+            match = _CEL_TOKEN.match(rule, pos)
+            if not match:
+                raise ValueError(rule)
+            self.tokens.append(match.group(1))
+            pos = match.end()
+        self.pos = 0
+        self.ast = self._or()
+        if self.pos != len(self.tokens):
+            raise ValueError(rule)
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _take(self, expected: str | None = None) -> str:
+        token = self._peek()
+        if token is None or (expected is not None and token != expected):
+            raise ValueError(f"expected {expected!r} at token {self.pos}")
+        self.pos += 1
+        return token
+
+    def _or(self) -> tuple:
+        node = self._and()
+        while self._peek() == "||":
+            self._take()
+            node = ("or", node, self._and())
+        return node
+
+    def _and(self) -> tuple:
+        node = self._unary()
+        while self._peek() == "&&":
+            self._take()
+            node = ("and", node, self._unary())
+        return node
+
+    def _unary(self) -> tuple:
+        token = self._peek()
+        if token == "!":
+            self._take()
+            return ("not", self._unary())
+        if token == "(":
+            self._take()
+            node = self._or()
+            self._take(")")
+            return node
+        if token == "has":
+            self._take()
+            self._take("(")
+            path = self._take()
+            if not path.startswith("self."):
+                raise ValueError(path)
+            self._take(")")
+            return ("has", path)
+        left = self._operand()
+        op = self._take()
+        if op not in _CEL_OPS:
+            raise ValueError(op)
+        return ("cmp", op, left, self._operand())
+
+    def _operand(self) -> tuple:
+        token = self._take()
+        if token.startswith("self"):
+            return ("path", token)
+        if token.startswith("'"):
+            return ("lit", token[1:-1])
+        if re.fullmatch(r"-?[0-9]+", token):
+            return ("lit", int(token))
+        raise ValueError(token)
+
+    @staticmethod
+    def _lookup(path: str, instance: Any, schema: dict[str, Any]) -> Any:
+        value, node = instance, schema
+        for field in path.split(".")[1:]:
+            node = node.get("properties", {}).get(field, {})
+            value = value.get(field, node.get("default")) if isinstance(value, dict) else None
+        return value
+
+    def holds(self, instance: Any, schema: dict[str, Any]) -> bool:
+        def ev(node: tuple) -> Any:
+            kind = node[0]
+            if kind == "or":
+                return ev(node[1]) or ev(node[2])
+            if kind == "and":
+                return ev(node[1]) and ev(node[2])
+            if kind == "not":
+                return not ev(node[1])
+            if kind == "has":
+                return self._lookup(node[1], instance, schema) is not None
+            if kind == "path":
+                value = self._lookup(node[1], instance, schema)
+                if value is None:
+                    raise _CelMissing(node[1])
+                return value
+            if kind == "lit":
+                return node[1]
+            return _CEL_OPS[node[1]](ev(node[2]), ev(node[3]))
+
+        return bool(ev(self.ast))
+
+
 def cel_errors(instance: Any, schema: dict[str, Any], path: str = "") -> list[str]:
-    """Evaluate the CRD's CEL rules (x-kubernetes-validations) that compare a field with an
-    integer, e.g. `self.replicas <= 1`, the way the API server does after defaulting. A rule of
-    any other form fails loudly, so no rule is silently skipped: extend this evaluator then."""
+    """Evaluate the CRD's CEL rules (x-kubernetes-validations), e.g. `self.replicas <= 1 ||
+    (has(self.store) && self.store.type == 'postgres')`, the way the API server does after
+    defaulting (see `_CelRule` for the subset understood). A rule of any other form fails
+    loudly, so no rule is silently skipped: extend the evaluator then."""
     errors: list[str] = []
     if isinstance(instance, dict):
         for rule in schema.get("x-kubernetes-validations", []):
-            match = _CEL_COMPARISON.match(rule["rule"].strip())
-            if not match:
-                raise AssertionError(f"CEL rule at {path or '.'} not understood: {rule['rule']}")
-            value: Any = instance
-            node = schema
-            for field in match.group(1).strip(".").split("."):
-                node = node.get("properties", {}).get(field, {})
-                value = value.get(field, node.get("default")) if isinstance(value, dict) else None
-            if value is None:
+            try:
+                parsed = _CelRule(rule["rule"])
+            except ValueError:
+                raise AssertionError(
+                    f"CEL rule at {path or '.'} not understood: {rule['rule']}"
+                ) from None
+            try:
+                holds = parsed.holds(instance, schema)
+            except _CelMissing:
                 continue
-            if not _CEL_OPS[match.group(2)](value, int(match.group(3))):
+            if not holds:
                 errors.append(f"{path or '.'}: {rule.get('message', rule['rule'])}")
         for name, sub in schema.get("properties", {}).items():
             if name in instance:
