@@ -282,9 +282,9 @@ impl QueueConsumer {
                 Err(error) => {
                     let delay = backoff.next_delay();
                     if failures == 0 {
-                        tracing::warn!(kind = error.kind(), %error, ?delay, "store unavailable; messages stay unacked, retrying");
+                        tracing::warn!(kind = error.kind(), error = %error.chain(), ?delay, "store unavailable; messages stay unacked, retrying");
                     } else {
-                        tracing::debug!(kind = error.kind(), %error, ?delay, "store still unavailable");
+                        tracing::debug!(kind = error.kind(), error = %error.chain(), ?delay, "store still unavailable");
                     }
                     failures += 1;
                     tokio::select! {

@@ -367,3 +367,39 @@ async fn nothing_is_acked_while_the_database_is_down() {
     cleanup(admin, &config).await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn connection_errors_name_the_target_and_never_the_password() {
+    // No server needed: nothing listens on this port.
+    let port = support::free_port().await;
+    let url = format!("postgres://pong:hunter2-secret@127.0.0.1:{port}/messages");
+    let config =
+        pingpong_pong::config::PgConfig::new(url.parse().unwrap(), NonZeroUsize::new(1).unwrap());
+    let store_metrics = metrics();
+    let store = PgStore::new(
+        &config,
+        NonZeroUsize::new(10).unwrap(),
+        store_metrics.clone(),
+    )
+    .unwrap();
+    let error = store.stored().await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    let shown = format!("{error} | {error:?} | {}", error.chain());
+    assert!(
+        shown.contains(&format!("127.0.0.1:{port}/messages")),
+        "{shown}"
+    );
+    assert!(shown.to_lowercase().contains("refused"), "{shown}");
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+    assert!(!format!("{config:?}").contains("hunter2-secret"));
+    assert_eq!(store_metrics.store_ready.get(), 0);
+    assert!(store_metrics.db_errors.get() >= 1);
+    // Reads fail as unavailable too (the handler turns this into a 503).
+    assert!(
+        store
+            .list(ListQuery::default())
+            .await
+            .unwrap_err()
+            .is_transient()
+    );
+}

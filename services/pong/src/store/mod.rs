@@ -123,6 +123,25 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The error and its causes, `: `-separated, for logs (the driver's
+    /// errors keep the useful part, such as "connection refused", in their
+    /// sources; none of them contains the password).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        text
+    }
+}
+
 /// A page of `GET /pong`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ListQuery {

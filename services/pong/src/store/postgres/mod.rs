@@ -127,7 +127,7 @@ impl PgStore {
                 }
                 Err(error) => {
                     if !failing {
-                        tracing::warn!(kind = error.kind(), %error, "postgres unavailable; not acking, retrying");
+                        tracing::warn!(kind = error.kind(), error = %error.chain(), "postgres unavailable; not acking, retrying");
                     }
                     failing = true;
                 }
