@@ -53,10 +53,11 @@ const NEWEST: &str = "
         SELECT seq, id, msg, created_at, received_at
         FROM pong_messages ORDER BY seq DESC LIMIT $1
     ) newest ORDER BY seq";
-const CURSOR: &str = "SELECT seq FROM pong_messages WHERE id = $1";
+const CURSOR: &str = "SELECT 1 FROM pong_messages WHERE id = $1";
 const AFTER: &str = "
     SELECT id, msg, created_at, received_at FROM pong_messages
-    WHERE seq > $1 ORDER BY seq LIMIT $2";
+    WHERE seq > (SELECT seq FROM pong_messages WHERE id = $1)
+    ORDER BY seq LIMIT $2";
 
 /// Inserts `rows` (duplicates ignored), updates `pong_state` and evicts the
 /// oldest rows beyond `max`, in one transaction.
@@ -151,16 +152,20 @@ pub async fn page(client: &mut Client, query: ListQuery) -> Result<Page, tokio_p
                 .await?
         }
         (Some(cursor), limit) => {
-            let found = client
-                .query_opt(&client.prepare_cached(CURSOR).await?, &[&cursor])
+            // One round trip; only an empty page needs to know whether the
+            // cursor exists (end of the list) or not (404).
+            let rows = client
+                .query(&client.prepare_cached(AFTER).await?, &[&cursor, &limit])
                 .await?;
-            let Some(row) = found else {
-                return Ok(Page::UnknownCursor(cursor));
-            };
-            let seq: i64 = row.try_get(0)?;
-            client
-                .query(&client.prepare_cached(AFTER).await?, &[&seq, &limit])
-                .await?
+            if rows.is_empty() {
+                let found = client
+                    .query_opt(&client.prepare_cached(CURSOR).await?, &[&cursor])
+                    .await?;
+                if found.is_none() {
+                    return Ok(Page::UnknownCursor(cursor));
+                }
+            }
+            rows
         }
     };
     let mut parts = Vec::with_capacity(rows.len());
