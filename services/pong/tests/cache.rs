@@ -12,13 +12,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use pingpong_common::{Message, Secret};
 use pingpong_pong::config::CacheConfig;
 use pingpong_pong::{AppState, Cache, PgStore, PongMetrics, app};
 use prometheus::Registry;
-use serde_json::Value;
-use support::{TestDb, database, free_port, redis, redis_cleanup, redis_ping};
+use support::{TestDb, database, free_port, get, redis, redis_cleanup, redis_ping, texts};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -39,24 +37,6 @@ fn state(db: &TestDb, redis_url: &str, prefix: &str) -> AppState {
     };
     let cache = Cache::new(&config, metrics.clone()).unwrap();
     AppState::from_parts(Arc::new(store), Some(Arc::new(cache)), registry, metrics)
-}
-
-async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
-    let response = app(state.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
-}
-
-fn texts(body: &Value) -> Vec<&str> {
-    body.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["msg"].as_str().unwrap())
-        .collect()
 }
 
 /// Stores `text` the way the consumer does before it acks.

@@ -1,16 +1,17 @@
 //! Handler and configuration tests of pong without a broker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use pingpong_common::Message;
 use pingpong_pong::{AppState, Config, Store, app};
-use serde_json::Value;
+use support::{get, texts};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -22,26 +23,6 @@ fn state_with(messages: &[&str]) -> AppState {
             .unwrap();
     }
     AppState::new(store).unwrap()
-}
-
-async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
-    let response = app(state.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, body)
-}
-
-fn texts(body: &Value) -> Vec<&str> {
-    body.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["msg"].as_str().unwrap())
-        .collect()
 }
 
 #[tokio::test]

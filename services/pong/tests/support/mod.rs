@@ -361,3 +361,35 @@ pub async fn publish(admin: &pingpong_common::amqp::Session, queue: &str, body: 
         .unwrap();
     assert!(confirm.is_ack() && confirm.take_message().is_none());
 }
+
+/// `GET uri` on `app(state)`: the status and the body as JSON (a JSON string
+/// when the body is not JSON, e.g. `/metrics`).
+pub async fn get(
+    state: &pingpong_pong::AppState,
+    uri: &str,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = pingpong_pong::app(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    (status, body)
+}
+
+/// The `msg` of every message of a `GET /pong` body.
+pub fn texts(body: &serde_json::Value) -> Vec<&str> {
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect()
+}
