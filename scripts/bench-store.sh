@@ -5,7 +5,7 @@
 #   1. drain rate: publish N valid messages (services/pong/examples/fill_queue.rs: persistent,
 #      confirms, 256 in flight) into a fresh queue while no pong runs, start pong and time how fast
 #      messages_stored_total climbs to N; once with PONG_STORE=memory, once with PONG_STORE=postgres
-#      (fresh database);
+#      (fresh database), once more with postgres full at PONG_MAX_MESSAGES=N/2 (evicting);
 #   2. GET latency: bulk-load ROWS rows with SQL generate_series, then wrk --latency on
 #      GET /pong?limit=100 (newest page) and GET /pong?after=<middle id>&limit=100 (a keyset page
 #      deep in the table), without and with Redis.
@@ -80,7 +80,7 @@ drain() {
   step "drain: $messages messages, PONG_STORE=$store"
   "$root/target/release/examples/fill_queue" "$messages" >&2
   t0=$(date +%s.%N)
-  start_pong PONG_STORE="$store" PONG_MAX_MESSAGES=$((rows + messages)) "$@"
+  start_pong PONG_STORE="$store" PONG_MAX_MESSAGES="${max_messages:-$((rows + messages))}" "$@"
   while :; do
     n=$(metric pingpong_pong_messages_stored_total)
     t_end=$(date +%s.%N)
@@ -110,6 +110,8 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null
 memory_rate=$(drain memory)
 postgres_rate=$(drain postgres DATABASE_URL="$db_url")
+# Steady state at the bound: every batch also deletes as many of the oldest rows.
+evicting_rate=$(max_messages=$((messages / 2)) drain postgres DATABASE_URL="$db_url")
 
 step "bulk-loading $rows rows"
 load_start=$(date +%s.%N)
@@ -154,6 +156,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "| --- | --- |"
   echo "| memory | $memory_rate |"
   echo "| postgres | $postgres_rate |"
+  echo "| postgres at PONG_MAX_MESSAGES=$((messages / 2)) (evicting the oldest on every batch) | $evicting_rate |"
   echo
   echo "GET latency with $rows rows in PostgreSQL (bulk load ${load_seconds} s), wrk -t2 -c16 -d${duration}s:"
   echo
