@@ -248,7 +248,10 @@ impl PgStore {
                     }
                     outcomes
                 }
-                Err(error) if is_data_error(&error) => vec![Err(self.unstorable(&rows[0].0))],
+                Err(error) if is_data_error(&error) => rows
+                    .iter()
+                    .map(|row| Err(self.unstorable(&row.0)))
+                    .collect(),
                 Err(error) => return Err(error),
             };
             let mut outcomes = outcomes.into_iter();
@@ -256,17 +259,26 @@ impl PgStore {
                 *slot = outcomes.next();
             }
         }
-        Ok(results
-            .into_iter()
-            .map(|result| result.unwrap_or(Ok(InsertOutcome::Duplicate)))
+        // Every slot is filled above; should one not be, the message is
+        // dead-lettered (kept), never acked as if stored.
+        Ok(batch
+            .iter()
+            .zip(results)
+            .map(|((message, _), result)| {
+                result.unwrap_or_else(|| Err(self.refused(message, "no outcome recorded")))
+            })
             .collect())
     }
 
     fn unstorable(&self, message: &Message) -> StoreError {
+        self.refused(message, "rejected by the database as invalid data")
+    }
+
+    fn refused(&self, message: &Message, reason: &'static str) -> StoreError {
         StoreError::Unstorable {
             id: message.id,
             target: self.target.clone(),
-            reason: "rejected by the database as invalid data",
+            reason,
         }
     }
 
@@ -329,7 +341,9 @@ impl MessageSink for PgStore {
         Box::pin(async move {
             let batch = [(message, received_at)];
             let mut outcomes = self.insert_batch(&batch).await?;
-            outcomes.pop().unwrap_or(Ok(InsertOutcome::Duplicate))
+            outcomes
+                .pop()
+                .unwrap_or_else(|| Err(self.refused(&batch[0].0, "no outcome recorded")))
         })
     }
 
