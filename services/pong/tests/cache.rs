@@ -132,6 +132,25 @@ async fn without_redis_pages_come_from_postgres_and_pong_stays_ready() {
     assert_eq!(state.metrics.cache_hits.get(), 0);
     assert_eq!(ready(&state).await, StatusCode::OK);
 
+    // A Redis that accepts connections and never answers: the short cache
+    // timeout sends every read to PostgreSQL.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("redis://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let hanging = self::state(&db, &silent_url, "pingpong:test:silent:");
+    for _ in 0..3 {
+        let (status, body) = get(&hanging, "/pong").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(texts(&body), ["a"]);
+    }
+    assert!(hanging.metrics.cache_errors.get() >= 3);
+    held.abort();
+
     // A private redis-server that dies while warm.
     let port = free_port().await;
     let Ok(mut server) = tokio::process::Command::new("redis-server")

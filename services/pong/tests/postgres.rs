@@ -403,3 +403,62 @@ async fn connection_errors_name_the_target_and_never_the_password() {
             .is_transient()
     );
 }
+
+#[tokio::test]
+async fn an_idle_pong_notices_the_outage_and_answers_503_until_the_database_is_back() {
+    let Some(db) = database("pong-pg-idle-outage").await else {
+        return;
+    };
+    let port = db.config.get_ports().first().copied().unwrap_or(5432);
+    let proxy = Proxy::start(format!("127.0.0.1:{port}")).await;
+    let registry = Registry::new();
+    let store_metrics = PongMetrics::register(&registry).unwrap();
+    let store = Arc::new(
+        PgStore::new(
+            &db.via(&proxy),
+            NonZeroUsize::new(10).unwrap(),
+            store_metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(store.clone().watch_health(stop.clone()));
+    let state = pingpong_pong::AppState::from_parts(store.clone(), None, registry, store_metrics);
+    let ready = state.metrics.store_ready.clone();
+    eventually("store ready", WAIT, || {
+        let ready = ready.clone();
+        async move { ready.get() == 1 }
+    })
+    .await;
+    let (status, _) = support::get(&state, "/pong").await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+
+    proxy.down();
+    eventually("the health check noticed", WAIT, || {
+        let ready = ready.clone();
+        async move { ready.get() == 0 }
+    })
+    .await;
+    let (status, body) = support::get(&state, "/pong").await;
+    assert_eq!(
+        status,
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "{body}"
+    );
+    assert!(body["error"].is_string());
+
+    proxy.up();
+    eventually("ready again", WAIT, || {
+        let ready = ready.clone();
+        async move { ready.get() == 1 }
+    })
+    .await;
+    let (status, body) = support::get(&state, "/pong").await;
+    assert_eq!(
+        (status, body),
+        (axum::http::StatusCode::OK, serde_json::json!([]))
+    );
+    stop.cancel();
+    watcher.await.unwrap();
+    db.drop_db().await;
+}
