@@ -72,8 +72,9 @@ start_pong() {
   done
   fail "pong not ready; see $out/pong.log"
 }
-# drain STORE VAR=VALUE...: fills the queue with $messages messages, starts pong and prints the
-# drain rate in msg/s, timed from pong's launch (start-up included) to the last message stored.
+# drain STORE VAR=VALUE...: fills the queue with $messages messages, starts pong and sets `rate` to
+# the drain rate in msg/s, timed from pong's launch (start-up included) to the last message stored.
+# pong keeps running (stop_pong).
 drain() {
   local store=$1 t0 t_end n
   shift
@@ -88,8 +89,7 @@ drain() {
     awk -v a="$t0" -v b="$t_end" 'BEGIN { exit !(b - a > 900) }' && fail "drain stalled at $n/$messages"
     sleep 0.05
   done
-  stop_pong
-  awk -v n="$messages" -v a="$t0" -v b="$t_end" 'BEGIN { printf "%.0f\n", n / (b - a) }'
+  rate=$(awk -v n="$messages" -v a="$t0" -v b="$t_end" 'BEGIN { printf "%.0f\n", n / (b - a) }')
 }
 # get_bench NAME PATH: wrk --latency for $duration s at 16 connections; prints a table row.
 get_bench() {
@@ -108,10 +108,17 @@ cargo build --release -p pingpong-pong --bins --examples -p pingpong-loadgen >&2
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null
-memory_rate=$(drain memory)
-postgres_rate=$(drain postgres DATABASE_URL="$db_url")
+drain memory
+memory_rate=$rate
+row_memory=$(get_bench "memory, newest 100 ($messages stored)" "/pong?limit=100")
+stop_pong
+drain postgres DATABASE_URL="$db_url"
+postgres_rate=$rate
+stop_pong
 # Steady state at the bound: every batch also deletes as many of the oldest rows.
-evicting_rate=$(max_messages=$((messages / 2)) drain postgres DATABASE_URL="$db_url")
+max_messages=$((messages / 2)) drain postgres DATABASE_URL="$db_url"
+evicting_rate=$rate
+stop_pong
 
 step "bulk-loading $rows rows"
 load_start=$(date +%s.%N)
@@ -158,10 +165,12 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "| postgres | $postgres_rate |"
   echo "| postgres at PONG_MAX_MESSAGES=$((messages / 2)) (evicting the oldest on every batch) | $evicting_rate |"
   echo
-  echo "GET latency with $rows rows in PostgreSQL (bulk load ${load_seconds} s), wrk -t2 -c16 -d${duration}s:"
+  echo "GET latency with $rows rows in PostgreSQL (bulk load ${load_seconds} s; the memory row for"
+  echo "comparison holds the drained backlog), wrk -t2 -c16 -d${duration}s, direct to pong (no nginx):"
   echo
   echo "| case | requests/s | p50 ms | p99 ms | errors |"
   echo "| --- | --- | --- | --- | --- |"
+  echo "$row_memory"
   echo "$row_newest"
   echo "$row_after"
   echo "$row_newest_redis"
