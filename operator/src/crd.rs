@@ -4,7 +4,11 @@
 //! descriptions that `kubectl explain` prints. Schema-level checks (ranges, patterns, enums, the
 //! CEL rule on `pong.replicas`) live here as attributes; everything the schema cannot express is
 //! checked in [`crate::reconcile::validate`]. The CRD document itself is produced by
-//! [`crate::crdgen`], which also adds the quantity pattern to every quantity field.
+//! [`crate::crdgen`], which also adds the quantity pattern to every quantity field. The pong
+//! store and cache types live in `crd/store.rs` and are re-exported here.
+
+#[path = "crd/store.rs"]
+mod store;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +18,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use store::{
+    CacheSpec, CacheStatus, DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, DEFAULT_REDIS_URL_KEY,
+    ExternalPostgres, ExternalRedis, Placement, PostgresSpec, ProvisionedPostgres,
+    ProvisionedRedis, StoreSpec, StoreStatus, StoreType,
+};
 
 /// Default number of ping and pong replicas.
 pub const DEFAULT_REPLICAS: i32 = 1;
@@ -64,6 +74,12 @@ pub const DEFAULT_INGRESS_CLASS: &str = "nginx";
         type_ = "integer",
         json_path = ".status.rabbitmq.readyReplicas",
         description = "Ready RabbitMQ replicas"
+    ),
+    printcolumn(
+        name = "Store",
+        type_ = "string",
+        json_path = ".status.store.type",
+        description = "Where pong keeps the messages (memory or postgres)"
     ),
     printcolumn(
         name = "Endpoint",
@@ -140,13 +156,16 @@ impl Default for PingSpec {
 
 /// Settings of the pong (consumer) service.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = kube::core::Rule::new("self.replicas <= 1").message(
-    "pong.replicas must be 0 or 1: pong keeps its messages in memory, so replicas would each hold a different part of the stream"
+#[x_kube(validation = kube::core::Rule::new(
+    "self.replicas <= 1 || (has(self.store) && self.store.type == 'postgres')"
+).message(
+    "pong.replicas must be 0 or 1 while pong.store.type is memory: each replica would hold a different part of the stream; set pong.store.type: postgres to run more"
 ))]
 #[serde(rename_all = "camelCase")]
 pub struct PongSpec {
-    /// Number of pong pods: 0 or 1. Pong keeps the messages in memory, so more than one replica
-    /// would split the stream between replicas (rejected by a validation rule).
+    /// Number of pong pods (0 to 100). At most 1 while `store.type` is `memory`: each replica
+    /// would hold a different part of the stream (rejected by a validation rule). With
+    /// `store.type: postgres` every replica serves the same list.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
@@ -163,9 +182,19 @@ pub struct PongSpec {
     #[schemars(range(min = 1, max = 10_000_000))]
     pub max_messages: i64,
     /// Extra environment variables for the pong container. They cannot override the variables the
-    /// operator sets (broker address, credentials, queue, listen address, PONG_MAX_MESSAGES).
+    /// operator sets (broker address, credentials, queue, listen address, PONG_MAX_MESSAGES,
+    /// PONG_STORE, PG*, DATABASE_URL, REDIS_URL); optional pong settings such as
+    /// `PONG_DB_POOL_SIZE` or `PONG_CACHE_PREFIX` belong here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Where pong keeps the messages: in memory (default) or in PostgreSQL (external or
+    /// provisioned by the operator). `store: {type: postgres}` alone provisions a database.
+    #[serde(default)]
+    pub store: StoreSpec,
+    /// Optional Redis cache of `GET /pong` responses, provisioned by the operator or external.
+    /// Unset: no cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
 }
 
 impl Default for PongSpec {
@@ -176,6 +205,8 @@ impl Default for PongSpec {
             resources: None,
             max_messages: DEFAULT_MAX_MESSAGES,
             env: Vec::new(),
+            store: StoreSpec::default(),
+            cache: None,
         }
     }
 }
@@ -227,11 +258,11 @@ impl Default for RabbitMqSpec {
     }
 }
 
-/// Storage of the RabbitMQ data directory.
+/// Storage of a data directory (the RabbitMQ nodes', a provisioned PostgreSQL's).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size of the PersistentVolumeClaim of each broker pod (a Kubernetes quantity).
+    /// Size of the PersistentVolumeClaim of each pod (a Kubernetes quantity).
     #[serde(default = "default_storage_size")]
     #[schemars(schema_with = "quantity_schema")]
     pub size: Quantity,
@@ -239,8 +270,8 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub storage_class_name: Option<String>,
-    /// Use an emptyDir instead of a PersistentVolumeClaim: messages are lost when a broker pod is
-    /// rescheduled. For development clusters.
+    /// Use an emptyDir instead of a PersistentVolumeClaim: the data (queued or stored messages)
+    /// is lost when the pod is rescheduled. For development clusters.
     #[serde(default)]
     pub ephemeral: bool,
 }
@@ -358,6 +389,12 @@ pub struct PingPongStackStatus {
     /// Name of the Secret that holds the broker credentials (keys `username` and `password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// pong's store: its type, where it runs and whether it is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+    /// pong's Redis cache, when `spec.pong.cache` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
 }
 
 /// Replica counts of one component.

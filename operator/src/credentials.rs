@@ -1,8 +1,9 @@
-//! Broker credentials: the only place in the operator that uses randomness.
+//! Broker and PostgreSQL credentials: the only place in the operator that uses randomness.
 //!
-//! [`generate`] is called at the edge — by observe when the credentials Secret does not exist
-//! yet, and by `render` — and the result is passed into the pure builders. A reconcile never
-//! calls it for a stack whose Secret exists, so a password is never rotated by accident.
+//! [`generate`] and [`generate_password`] are called at the edge — by observe when a Secret the
+//! operator owns does not exist yet, and by `render` — and the result is passed into the pure
+//! builders. A reconcile never calls them for a stack whose Secret exists, so a password is
+//! never rotated by accident.
 
 use std::fmt;
 
@@ -74,6 +75,12 @@ pub fn generate() -> BrokerCredentials {
     }
 }
 
+/// Generates a fresh 40-character alphanumeric password (the provisioned PostgreSQL's), from
+/// the thread-local cryptographically secure generator.
+pub fn generate_password() -> SecretValue {
+    SecretValue(random_alphanumeric(&mut rand::rng(), PASSWORD_LEN))
+}
+
 fn random_alphanumeric(rng: &mut impl Rng, len: usize) -> String {
     Alphanumeric
         .sample_iter(rng)
@@ -104,6 +111,9 @@ mod tests {
 
     #[test]
     fn two_generations_differ() {
+        let (p, q) = (generate_password(), generate_password());
+        assert_eq!(p.expose().len(), PASSWORD_LEN);
+        assert_ne!(p, q);
         let (a, b) = (generate(), generate());
         assert_ne!(a.password, b.password);
         assert_ne!(a.erlang_cookie, b.erlang_cookie);

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// `app.kubernetes.io/name`: the application (`rabbitmq`, `ping`, `pong`, `pingpong-gateway`).
+/// `app.kubernetes.io/name`: the application (`rabbitmq`, `ping`, `pong`, `postgres`, `redis`,
+/// `pingpong-gateway`).
 pub const NAME: &str = "app.kubernetes.io/name";
 /// `app.kubernetes.io/instance`: the stack name.
 pub const INSTANCE: &str = "app.kubernetes.io/instance";
@@ -45,13 +46,24 @@ pub enum Component {
     Ping,
     /// The pong service.
     Pong,
+    /// pong's provisioned PostgreSQL (StatefulSet, Service, Secret, NetworkPolicy).
+    Postgres,
+    /// pong's provisioned Redis cache (Deployment, Service, NetworkPolicy).
+    Redis,
     /// The HTTP route (Ingress or HTTPRoute) in front of ping and pong.
     Gateway,
 }
 
 impl Component {
     /// Every component, in apply order.
-    pub const ALL: [Component; 4] = [Self::RabbitMq, Self::Ping, Self::Pong, Self::Gateway];
+    pub const ALL: [Component; 6] = [
+        Self::RabbitMq,
+        Self::Postgres,
+        Self::Redis,
+        Self::Ping,
+        Self::Pong,
+        Self::Gateway,
+    ];
 
     /// Value of `app.kubernetes.io/component`.
     pub fn as_str(self) -> &'static str {
@@ -59,6 +71,8 @@ impl Component {
             Self::RabbitMq => "broker",
             Self::Ping => "ping",
             Self::Pong => "pong",
+            Self::Postgres => "database",
+            Self::Redis => "cache",
             Self::Gateway => "gateway",
         }
     }
@@ -69,6 +83,8 @@ impl Component {
             Self::RabbitMq => "rabbitmq",
             Self::Ping => "ping",
             Self::Pong => "pong",
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
             Self::Gateway => "pingpong-gateway",
         }
     }

@@ -9,8 +9,9 @@
 //! - `patch` on children: server-side apply; on `pingpongstacks/status`: the status apply.
 //! - `get` on StatefulSets and Deployments: readiness while paused; on Secrets: whether the
 //!   credentials Secret exists (so it is generated once and never rotated).
-//! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors: orphans the spec
-//!   no longer asks for.
+//! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, and on
+//!   StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL and
+//!   Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
 //! - `get` on CustomResourceDefinitions: the start-up check for our CRD and the per-reconcile
 //!   check for the HTTPRoute and ServiceMonitor CRDs.
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
@@ -30,6 +31,7 @@ pub struct Permission {
 const WATCH_APPLY: &[&str] = &["list", "patch", "watch"];
 const WATCH_APPLY_DELETE: &[&str] = &["delete", "list", "patch", "watch"];
 const WATCH_APPLY_GET: &[&str] = &["get", "list", "patch", "watch"];
+const WATCH_APPLY_GET_DELETE: &[&str] = &["delete", "get", "list", "patch", "watch"];
 
 /// Every permission the operator uses (cluster-wide, except leases in the operator's namespace).
 pub const PERMISSIONS: &[Permission] = &[
@@ -46,17 +48,17 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "apps",
         resource: "statefulsets",
-        verbs: WATCH_APPLY_GET,
+        verbs: WATCH_APPLY_GET_DELETE,
     },
     Permission {
         api_group: "apps",
         resource: "deployments",
-        verbs: WATCH_APPLY_GET,
+        verbs: WATCH_APPLY_GET_DELETE,
     },
     Permission {
         api_group: "",
         resource: "services",
-        verbs: WATCH_APPLY,
+        verbs: WATCH_APPLY_DELETE,
     },
     Permission {
         api_group: "",
@@ -76,7 +78,7 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "networking.k8s.io",
         resource: "networkpolicies",
-        verbs: WATCH_APPLY,
+        verbs: WATCH_APPLY_DELETE,
     },
     Permission {
         api_group: "policy",

@@ -6,8 +6,8 @@
 //! `metadata.namespace`, else `default`. Owner references are rendered only when the input
 //! carries `metadata.uid` (as objects read from a cluster do); a plain manifest has none, so its
 //! rendered children have no `ownerReferences`. Credentials are freshly generated on every run,
-//! exactly as the operator would for a stack whose Secret does not exist yet, and the rendered
-//! Secrets contain them (base64 in `data`). ServiceMonitors are rendered when the spec asks for
+//! exactly as the operator would for a stack whose Secrets do not exist yet (the broker's, and
+//! a provisioned PostgreSQL's), and the rendered Secrets contain them (base64 in `data`). ServiceMonitors are rendered when the spec asks for
 //! them, as if the Prometheus Operator CRD were installed.
 
 use crate::crd::PingPongStack;
@@ -24,6 +24,9 @@ pub enum RenderError {
     /// The input is not a PingPongStack document.
     #[error("the input is not a PingPongStack (pingpong.dev/v1alpha1) YAML document")]
     Parse(#[source] serde_yaml::Error),
+    /// The input is YAML but not a valid PingPongStack.
+    #[error("the input is not a valid PingPongStack")]
+    Decode(#[source] serde_json::Error),
     /// The input is a different kind of object.
     #[error("the input is a {kind}, expected a PingPongStack")]
     WrongKind {
@@ -43,6 +46,7 @@ impl RenderError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Parse(_) => "Parse",
+            Self::Decode(_) => "Decode",
             Self::WrongKind { .. } => "WrongKind",
             Self::Invalid(e) => e.kind(),
             Self::Build(e) => e.kind(),
@@ -64,15 +68,24 @@ pub fn render(
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     stack.metadata.namespace = Some(namespace);
     let validated = validate(&stack, defaults)?;
-    let inputs = PlanInputs::fresh(&validated, credentials::generate(), true);
+    let inputs = PlanInputs::fresh(
+        &validated,
+        credentials::generate(),
+        credentials::generate_password(),
+        true,
+    );
     let documents = build_desired(&validated, &inputs).to_yaml_documents()?;
     Ok(join_documents(&documents))
 }
 
 /// Parses one PingPongStack document, checking apiVersion and kind when present.
+///
+/// The YAML is read into a JSON value first and decoded from that, as the API server's JSON
+/// would be: serde_yaml expects YAML tags (`!provisioned`) for enums, where Kubernetes objects
+/// use a one-key map (`provisioned: {}`).
 pub fn parse_stack(input: &str) -> Result<PingPongStack, RenderError> {
-    let value: serde_yaml::Value = serde_yaml::from_str(input).map_err(RenderError::Parse)?;
-    let field = |key: &str| value.get(key).and_then(serde_yaml::Value::as_str);
+    let value: serde_json::Value = serde_yaml::from_str(input).map_err(RenderError::Parse)?;
+    let field = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
     if let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind"))
         && (api_version != "pingpong.dev/v1alpha1" || kind != "PingPongStack")
     {
@@ -80,7 +93,7 @@ pub fn parse_stack(input: &str) -> Result<PingPongStack, RenderError> {
             kind: format!("{api_version}/{kind}"),
         });
     }
-    serde_yaml::from_value(value).map_err(RenderError::Parse)
+    serde_json::from_value(value).map_err(RenderError::Decode)
 }
 
 /// Joins YAML documents into one multi-document stream.

@@ -11,7 +11,7 @@ mod support;
 
 use pingpong_operator::credentials;
 use pingpong_operator::reconcile::build::{
-    CookieSource, CredentialsSource, PlanInputs, build_desired,
+    CookieSource, CredentialsSource, ExistingSecrets, PlanInputs, build_desired,
 };
 use pingpong_operator::reconcile::validate::{ImageDefaults, validate};
 use pingpong_operator::render::{join_documents, render};
@@ -75,7 +75,12 @@ fn full_stack_adds_pdbs_route_and_monitors_and_no_credentials_secret() {
     );
     assert!(desired.erlang_cookie_secret.is_some());
     assert!(desired.pdb_rabbitmq.is_some() && desired.pdb_ping.is_some());
-    assert!(desired.pdb_pong.is_none());
+    assert!(
+        desired.pdb_pong.is_some(),
+        "two pong replicas on PostgreSQL get a budget"
+    );
+    assert!(desired.postgres_secret.is_none() && desired.postgres_statefulset.is_none());
+    assert!(desired.redis_deployment.is_none() && desired.redis_network_policy.is_none());
     assert!(desired.ingress.is_some() && desired.http_route.is_some());
     assert_eq!(desired.service_monitors.len(), 3);
     let monitor = serde_json::to_value(&desired.service_monitors[0]).unwrap();
@@ -189,8 +194,15 @@ fn config_hash_changes_with_configuration_only() {
 fn config_hash_does_not_depend_on_secret_values() {
     let stack = stack_from_spec("hash", "  {}");
     let v = validate(&stack, &ImageDefaults::default()).unwrap();
-    let a = build_desired(&v, &PlanInputs::fresh(&v, credentials::generate(), false));
-    let b = build_desired(&v, &PlanInputs::fresh(&v, credentials::generate(), false));
+    let fresh = || {
+        PlanInputs::fresh(
+            &v,
+            credentials::generate(),
+            credentials::generate_password(),
+            false,
+        )
+    };
+    let (a, b) = (build_desired(&v, &fresh()), build_desired(&v, &fresh()));
     assert_ne!(a.credentials_secret, b.credentials_secret);
     assert_eq!(a.ping_deployment, b.ping_deployment);
     assert_eq!(a.pong_deployment, b.pong_deployment);
@@ -200,9 +212,18 @@ fn config_hash_does_not_depend_on_secret_values() {
 #[test]
 fn existing_secrets_are_never_planned_and_never_regenerated() {
     let v = validated(&load_fixture("minimal"));
-    let inputs = PlanInputs::from_observed(&v, true, true, false, || {
-        panic!("credentials generated although both Secrets exist")
-    });
+    let existing = ExistingSecrets {
+        credentials: true,
+        erlang_cookie: true,
+        postgres: false,
+    };
+    let inputs = PlanInputs::from_observed(
+        &v,
+        existing,
+        false,
+        || panic!("credentials generated although both Secrets exist"),
+        || panic!("no PostgreSQL password for a memory store"),
+    );
     assert_eq!(
         inputs.credentials,
         CredentialsSource::Existing {
@@ -219,7 +240,17 @@ fn existing_secrets_are_never_planned_and_never_regenerated() {
 #[test]
 fn missing_cookie_alone_creates_only_the_cookie_secret() {
     let v = validated(&load_fixture("minimal"));
-    let inputs = PlanInputs::from_observed(&v, true, false, false, fixed_credentials);
+    let existing = ExistingSecrets {
+        credentials: true,
+        ..ExistingSecrets::default()
+    };
+    let inputs = PlanInputs::from_observed(
+        &v,
+        existing,
+        false,
+        fixed_credentials,
+        fixed_postgres_password,
+    );
     let desired = build_desired(&v, &inputs);
     assert!(desired.credentials_secret.is_none());
     assert!(desired.erlang_cookie_secret.is_some());
@@ -228,9 +259,17 @@ fn missing_cookie_alone_creates_only_the_cookie_secret() {
 #[test]
 fn user_credentials_secret_is_never_generated() {
     let v = validated(&load_fixture("full"));
-    let inputs = PlanInputs::from_observed(&v, false, true, false, || {
-        panic!("credentials generated for a user-supplied Secret")
-    });
+    let existing = ExistingSecrets {
+        erlang_cookie: true,
+        ..ExistingSecrets::default()
+    };
+    let inputs = PlanInputs::from_observed(
+        &v,
+        existing,
+        false,
+        || panic!("credentials generated for a user-supplied Secret"),
+        fixed_postgres_password,
+    );
     assert!(matches!(
         inputs.credentials,
         CredentialsSource::Existing { .. }

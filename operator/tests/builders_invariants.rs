@@ -33,6 +33,15 @@ fn stacks() -> Vec<(String, Vec<Value>)> {
             "  monitoring:\n    serviceMonitor: true\n  ingress:\n    host: x.example.com",
         ),
         (&"b".repeat(40), "  {}"),
+        ("bare-pg", "  pong:\n    store:\n      type: postgres"),
+        (
+            "ephemeral-pg",
+            "  pong:\n    replicas: 3\n    store:\n      type: postgres\n      postgres:\n        provisioned:\n          storage:\n            ephemeral: true\n    cache:\n      external:\n        secretName: user-redis",
+        ),
+        (
+            "external-pg",
+            "  pong:\n    store:\n      type: postgres\n      postgres:\n        external:\n          secretName: user-pg\n    cache:\n      provisioned: {}",
+        ),
     ] {
         let (_, desired) = desired_for(&stack_from_spec(name, spec));
         stacks.push((name.to_owned(), objects(&desired)));
@@ -218,13 +227,16 @@ fn no_guest_credentials_anywhere() {
                 .as_array()
                 .unwrap()
             {
-                for e in c["env"].as_array().unwrap() {
+                for e in c["env"].as_array().into_iter().flatten() {
                     if matches!(
                         e["name"].as_str(),
                         Some(
                             "RABBITMQ_DEFAULT_USER"
                                 | "RABBITMQ_DEFAULT_PASS"
                                 | "RABBITMQ_ERLANG_COOKIE"
+                                | "PGPASSWORD"
+                                | "POSTGRES_PASSWORD"
+                                | "DATA_SOURCE_PASS"
                         )
                     ) {
                         assert!(e.get("value").is_none(), "{stack}: literal {e}");
@@ -370,7 +382,14 @@ fn the_restricted_check_catches_violations() {
 #[test]
 fn ping_and_pong_are_hardened_and_probed() {
     for (stack, objects) in stacks() {
-        for d in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let apps = objects.iter().filter(|o| {
+            o["kind"] == "Deployment"
+                && matches!(
+                    o["metadata"]["labels"]["app.kubernetes.io/component"].as_str(),
+                    Some("ping" | "pong")
+                )
+        });
+        for d in apps {
             let pod = &d["spec"]["template"];
             let c = &pod["spec"]["containers"][0];
             assert_eq!(
@@ -399,6 +418,15 @@ fn ping_and_pong_are_hardened_and_probed() {
     }
 }
 
+/// Secrets the specs name that the user creates (never rendered).
+const USER_SECRETS: [&str; 5] = [
+    "demo-full-broker",
+    "demo-full-postgres",
+    "demo-full-redis",
+    "user-pg",
+    "user-redis",
+];
+
 #[test]
 fn references_between_objects_resolve() {
     for (stack, objects) in stacks() {
@@ -410,7 +438,7 @@ fn references_between_objects_resolve() {
         for w in workloads(&objects) {
             let pod = &w["spec"]["template"]["spec"];
             for c in pod["containers"].as_array().unwrap() {
-                for e in c["env"].as_array().unwrap() {
+                for e in c["env"].as_array().into_iter().flatten() {
                     let r = &e["valueFrom"]["secretKeyRef"];
                     let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else {
                         continue;
@@ -422,8 +450,8 @@ fn references_between_objects_resolve() {
                             "{stack}: {name} lacks {key}"
                         );
                     } else {
-                        assert_eq!(
-                            name, "demo-full-broker",
+                        assert!(
+                            USER_SECRETS.contains(&name),
                             "{stack}: Secret {name} not rendered"
                         );
                     }
@@ -485,35 +513,68 @@ fn references_between_objects_resolve() {
 }
 
 #[test]
-fn network_policy_admits_only_this_stacks_clients_to_amqp() {
+fn network_policies_admit_only_this_stacks_clients() {
     for (stack, objects) in stacks() {
-        let policy = objects
+        let policies: Vec<&Value> = objects
             .iter()
-            .find(|o| o["kind"] == "NetworkPolicy")
-            .unwrap();
-        let instance = policy["metadata"]["labels"]["app.kubernetes.io/instance"].clone();
-        for rule in policy["spec"]["ingress"].as_array().unwrap() {
-            let opens_amqp = rule["ports"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["port"] == 5672);
-            if !opens_amqp {
-                continue;
-            }
-            let from = rule["from"]
-                .as_array()
-                .expect("AMQP must not be open to everyone");
-            let components: Vec<&str> = from
-                .iter()
-                .map(|peer| {
-                    let labels = &peer["podSelector"]["matchLabels"];
-                    assert_eq!(labels["app.kubernetes.io/instance"], instance, "{stack}");
-                    assert!(peer.get("namespaceSelector").is_none());
-                    labels["app.kubernetes.io/component"].as_str().unwrap()
-                })
-                .collect();
-            assert_eq!(components, ["ping", "pong"], "{stack}");
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .collect();
+        // The broker always; PostgreSQL and Redis when provisioned: one policy per server.
+        let servers = workloads(&objects)
+            .iter()
+            .filter(|w| {
+                matches!(
+                    w["metadata"]["labels"]["app.kubernetes.io/component"].as_str(),
+                    Some("broker" | "database" | "cache")
+                )
+            })
+            .count();
+        assert_eq!(policies.len(), servers, "{stack}");
+        for policy in policies {
+            check_policy(&stack, policy);
         }
     }
+}
+
+/// The client port of each guarded server admits exactly the listed components of this stack.
+fn check_policy(stack: &str, policy: &Value) {
+    let component = policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        .as_str()
+        .unwrap();
+    let (client_port, clients): (i64, &[&str]) = match component {
+        "broker" => (5672, &["ping", "pong"]),
+        "database" => (5432, &["pong"]),
+        "cache" => (6379, &["pong"]),
+        other => panic!("{stack}: unexpected NetworkPolicy for {other}"),
+    };
+    let instance = policy["metadata"]["labels"]["app.kubernetes.io/instance"].clone();
+    let mut guarded = false;
+    for rule in policy["spec"]["ingress"].as_array().unwrap() {
+        let opens = rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == client_port);
+        if !opens {
+            continue;
+        }
+        guarded = true;
+        let from = rule["from"]
+            .as_array()
+            .expect("a client port must not be open to everyone");
+        let components: Vec<&str> = from
+            .iter()
+            .map(|peer| {
+                let labels = &peer["podSelector"]["matchLabels"];
+                assert_eq!(labels["app.kubernetes.io/instance"], instance, "{stack}");
+                assert!(peer.get("namespaceSelector").is_none());
+                labels["app.kubernetes.io/component"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(components, clients, "{stack}: {component}");
+    }
+    assert!(
+        guarded,
+        "{stack}: no rule for {component} port {client_port}"
+    );
 }

@@ -5,8 +5,8 @@
 //! after one conversion: `nullable: true` becomes a `"null"` member of `type`. `x-kubernetes-*`
 //! keys are unknown keywords to the validator and ignored. CEL rules (`x-kubernetes-validations`)
 //! are not evaluated here (kube's client-side CEL needs the `cel` feature and a CEL interpreter
-//! build); for the one bad sample that only CEL rejects, the test checks that the rule is in
-//! the CRD and that `validate()` enforces the same condition.
+//! build); for the bad samples that only CEL rejects, the test checks that the rules are in the
+//! CRD and that `validate()` enforces the same conditions (tests/deploy evaluates the rules).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on purpose
 
@@ -105,7 +105,9 @@ fn crd_yaml_starts_with_the_header_and_names_the_api() {
         .collect();
     assert_eq!(
         columns,
-        ["Ready", "Ping", "Pong", "Broker", "Endpoint", "Age"]
+        [
+            "Ready", "Ping", "Pong", "Broker", "Store", "Endpoint", "Age"
+        ]
     );
 }
 
@@ -163,6 +165,15 @@ fn every_spec_field_has_a_description() {
             }
         }
     }
+    for field in ["store", "cache"] {
+        let node = &spec["properties"]["pong"]["properties"][field];
+        assert!(node.get("description").is_some(), "spec.pong.{field}");
+        walk(&format!("spec.pong.{field}"), node, &mut missing);
+    }
+    let status = &schema["properties"]["status"]["properties"];
+    for field in ["store", "cache"] {
+        walk(&format!("status.{field}"), &status[field], &mut missing);
+    }
     assert!(
         missing.is_empty(),
         "fields without description: {missing:?}"
@@ -210,11 +221,38 @@ fn quantity_fields_carry_the_quantity_pattern() {
 }
 
 #[test]
-fn pong_replicas_cel_rule_is_in_the_crd() {
+fn pong_replicas_cel_rule_follows_the_store() {
     let schema = crdgen::open_api_v3_schema().unwrap();
-    let rules = &schema["properties"]["spec"]["properties"]["pong"]["x-kubernetes-validations"];
-    assert_eq!(rules[0]["rule"], "self.replicas <= 1", "{rules}");
-    assert!(rules[0]["message"].as_str().unwrap().contains("memory"));
+    let pong = &schema["properties"]["spec"]["properties"]["pong"];
+    let rules = &pong["x-kubernetes-validations"];
+    assert_eq!(
+        rules[0]["rule"],
+        "self.replicas <= 1 || (has(self.store) && self.store.type == 'postgres')",
+        "{rules}"
+    );
+    let message = rules[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("memory") && message.contains("postgres"),
+        "{message}"
+    );
+    let store_rules = &pong["properties"]["store"]["x-kubernetes-validations"];
+    assert_eq!(
+        store_rules[0]["rule"],
+        "!has(self.postgres) || self.type == 'postgres'"
+    );
+    // Both alternatives of a PostgreSQL store and of a cache are a oneOf: exactly one is set.
+    let postgres = &pong["properties"]["store"]["properties"]["postgres"];
+    assert_eq!(
+        postgres["oneOf"],
+        serde_json::json!([{ "required": ["external"] }, { "required": ["provisioned"] }])
+    );
+    assert_eq!(
+        pong["properties"]["cache"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -245,55 +283,88 @@ fn samples_deserialize_and_pass_the_schema() {
     }
 }
 
-#[test]
-fn full_sample_sets_every_spec_field() {
-    fn leaves(prefix: &str, schema: &Value, out: &mut Vec<String>) {
-        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-            out.push(prefix.to_owned());
-            return;
-        };
-        for (name, child) in props {
-            let path = format!("{prefix}.{name}");
-            // k8s-openapi types (env, resources) are not ours to enumerate.
-            if matches!(name.as_str(), "env" | "resources") {
-                out.push(path);
-            } else {
-                leaves(&path, child, out);
-            }
+/// Every leaf field of the spec schema, and whether it lies under a `oneOf` (one of several
+/// alternatives, such as an external or a provisioned PostgreSQL).
+fn spec_leaves(prefix: &str, schema: &Value, alternative: bool, out: &mut Vec<(String, bool)>) {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        out.push((prefix.to_owned(), alternative));
+        return;
+    };
+    let alternative = alternative || schema.get("oneOf").is_some();
+    for (name, child) in props {
+        let path = format!("{prefix}.{name}");
+        // k8s-openapi types (env, resources) are not ours to enumerate.
+        if matches!(name.as_str(), "env" | "resources") {
+            out.push((path, alternative));
+        } else {
+            spec_leaves(&path, child, alternative, out);
         }
-    }
-    let schema = crdgen::open_api_v3_schema().unwrap();
-    let mut fields = Vec::new();
-    leaves("spec", &schema["properties"]["spec"], &mut fields);
-    let full = read_json(&repo_root().join("manifests/samples/full.yaml"));
-    for field in fields {
-        let pointer = field.replace('.', "/");
-        assert!(
-            full.pointer(&format!("/{pointer}")).is_some(),
-            "manifests/samples/full.yaml does not set {field}"
-        );
     }
 }
 
 #[test]
+fn full_sample_sets_every_spec_field() {
+    let schema = crdgen::open_api_v3_schema().unwrap();
+    let mut fields = Vec::new();
+    spec_leaves("spec", &schema["properties"]["spec"], false, &mut fields);
+    let full = read_json(&repo_root().join("manifests/samples/full.yaml"));
+    let others: Vec<Value> = yaml_files(&repo_root().join("manifests/samples"))
+        .iter()
+        .map(|p| read_json(p))
+        .collect();
+    for (field, alternative) in fields {
+        let pointer = format!("/{}", field.replace('.', "/"));
+        if full.pointer(&pointer).is_some() {
+            continue;
+        }
+        // full.yaml can set only one of mutually exclusive alternatives; another sample must
+        // show the rest.
+        assert!(
+            alternative && others.iter().any(|s| s.pointer(&pointer).is_some()),
+            "manifests/samples/full.yaml does not set {field}{}",
+            if alternative {
+                " (nor does any other sample)"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// Bad samples only a CEL rule rejects, and the `validate()` error kind that mirrors the rule.
+const CEL_ONLY: [(&str, &str); 3] = [
+    ("pong-replicas.yaml", "InvalidReplicas"),
+    ("pong-replicas-memory-store.yaml", "InvalidReplicas"),
+    (
+        "store-postgres-with-memory-type.yaml",
+        "PostgresWithoutPostgresStore",
+    ),
+];
+
+#[test]
 fn bad_samples_are_rejected() {
     let validator = validator();
+    let mut cel_only = Vec::new();
     for path in yaml_files(&repo_root().join("manifests/samples/bad")) {
         let value = read_json(&path);
         let errors = schema_errors(&validator, &value);
         if errors.is_empty() {
-            // Only the CEL rule rejects it: the same condition must fail validate().
-            let stack: PingPongStack = serde_json::from_value(value).unwrap();
-            let mut stack = stack;
+            // Only a CEL rule rejects it: the same condition must fail validate().
+            let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let expected = CEL_ONLY
+                .iter()
+                .find(|(name, _)| *name == file)
+                .unwrap_or_else(|| panic!("{} is not rejected", path.display()));
+            let mut stack: PingPongStack = serde_json::from_value(value).unwrap();
             stack.metadata.namespace = Some("default".to_owned());
             let err = validate(&stack, &ImageDefaults::default())
                 .expect_err(&format!("{} passes schema and validate()", path.display()));
-            assert_eq!(err.kind(), "InvalidReplicas", "{}", path.display());
-            assert!(
-                path.ends_with("pong-replicas.yaml"),
-                "{} is not rejected",
-                path.display()
-            );
+            assert_eq!(err.kind(), expected.1, "{}", path.display());
+            cel_only.push(file);
         }
     }
+    cel_only.sort();
+    let mut expected: Vec<&str> = CEL_ONLY.iter().map(|(name, _)| *name).collect();
+    expected.sort();
+    assert_eq!(cel_only, expected, "the CEL-only bad samples");
 }

@@ -189,11 +189,13 @@ EXPECTED_STACK_RULES = {
     ("pingpong.dev", "pingpongstacks/status"): {"patch"},
     ("", "configmaps"): WATCH_APPLY,
     ("", "secrets"): WATCH_APPLY | {"get"},
-    ("", "services"): WATCH_APPLY,
-    ("apps", "deployments"): WATCH_APPLY | {"get"},
-    ("apps", "statefulsets"): WATCH_APPLY | {"get"},
+    # delete on services, deployments, statefulsets, networkpolicies: pong's provisioned
+    # PostgreSQL and Redis when the store or cache is switched off.
+    ("", "services"): WATCH_APPLY | {"delete"},
+    ("apps", "deployments"): WATCH_APPLY | {"get", "delete"},
+    ("apps", "statefulsets"): WATCH_APPLY | {"get", "delete"},
     ("networking.k8s.io", "ingresses"): WATCH_APPLY | {"delete"},
-    ("networking.k8s.io", "networkpolicies"): WATCH_APPLY,
+    ("networking.k8s.io", "networkpolicies"): WATCH_APPLY | {"delete"},
     ("policy", "poddisruptionbudgets"): WATCH_APPLY | {"delete"},
     ("gateway.networking.k8s.io", "httproutes"): WATCH_APPLY | {"delete"},
     ("monitoring.coreos.com", "servicemonitors"): WATCH_APPLY | {"delete"},

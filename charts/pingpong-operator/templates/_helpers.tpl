@@ -66,7 +66,8 @@ RBAC rules for the namespaced objects of every stack, exactly operator/src/rbac.
 - list/watch: the stack watch and `.owns()` on every child kind;
 - patch: server-side apply of children and of the stack's status subresource;
 - get: StatefulSets/Deployments (readiness while paused), Secrets (generate credentials once);
-- delete: children the spec can stop asking for (Ingress, HTTPRoute, PDB, ServiceMonitor);
+- delete: children the spec can stop asking for (Ingress, HTTPRoute, PDB, ServiceMonitor, and
+  pong's provisioned PostgreSQL/Redis StatefulSet, Deployment, Services, NetworkPolicies);
 - create/patch Events.
 */}}
 {{- define "pingpong-operator.stackRules" -}}
@@ -80,14 +81,17 @@ RBAC rules for the namespaced objects of every stack, exactly operator/src/rbac.
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
-  resources: ["configmaps", "services"]
+  resources: ["configmaps"]
   verbs: ["list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["list", "watch", "patch", "delete"]

@@ -13,12 +13,13 @@ use super::report::{self, Report};
 use super::status::{Outcome, Readiness, reason};
 use super::validate::validate;
 use super::{Context, MISSING_REFERENCE_REQUEUE, SUCCESS_REQUEUE, events};
-use crate::crd::{PingPongStack, PingPongStackStatus};
+use crate::crd::{CacheStatus, PingPongStack, PingPongStackStatus, StoreStatus};
 use crate::error::Error;
 use crate::labels;
 use crate::metrics::ReconcileResult;
-use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::ApiResource;
@@ -45,8 +46,11 @@ fn strs(names: &[String]) -> Vec<&str> {
 }
 
 /// Applies `desired` in the documented order (see [`super::build`]), then deletes the children
-/// of the optional kinds that the plan no longer contains. Returns the workloads' readiness as
-/// the API reported it in the apply responses.
+/// of the optional kinds that the plan no longer contains (the provisioned PostgreSQL's and
+/// Redis's StatefulSet, Deployment, Services and NetworkPolicies when the store or cache is
+/// switched off). Secrets are never deleted here: the PostgreSQL credentials Secret stays with
+/// the retained data volume until the stack is deleted. Returns the workloads' readiness as the
+/// API reported it in the apply responses.
 pub async fn apply_desired(
     applier: &Applier<'_>,
     desired: DesiredState,
@@ -57,15 +61,22 @@ pub async fn apply_desired(
     let DesiredState {
         credentials_secret,
         erlang_cookie_secret,
+        postgres_secret,
         rabbitmq_config,
         rabbitmq_headless_service,
         rabbitmq_service,
         rabbitmq_statefulset,
+        postgres_service,
+        postgres_statefulset,
+        redis_service,
+        redis_deployment,
         ping_service,
         ping_deployment,
         pong_service,
         pong_deployment,
         network_policy,
+        postgres_network_policy,
+        redis_network_policy,
         pdb_rabbitmq,
         pdb_ping,
         pdb_pong,
@@ -74,7 +85,7 @@ pub async fn apply_desired(
         service_monitors,
     } = desired;
     // 1. Secrets and the broker ConfigMap: pods mount or read them.
-    for secret in [&credentials_secret, &erlang_cookie_secret]
+    for secret in [&credentials_secret, &erlang_cookie_secret, &postgres_secret]
         .into_iter()
         .flatten()
     {
@@ -85,13 +96,38 @@ pub async fn apply_desired(
     applier.apply(&rabbitmq_headless_service).await?;
     applier.apply(&rabbitmq_service).await?;
     let rabbitmq = statefulset_readiness(&applier.apply(&rabbitmq_statefulset).await?);
-    // 3. ping and pong: Service, then Deployment.
+    // 3. pong's provisioned PostgreSQL and Redis: Service, then workload.
+    let mut postgres = None;
+    if let Some(sts) = &postgres_statefulset {
+        if let Some(service) = &postgres_service {
+            applier.apply(service).await?;
+        }
+        postgres = Some(statefulset_readiness(&applier.apply(sts).await?));
+    }
+    let mut redis = None;
+    if let Some(deployment) = &redis_deployment {
+        if let Some(service) = &redis_service {
+            applier.apply(service).await?;
+        }
+        redis = Some(deployment_readiness(&applier.apply(deployment).await?));
+    }
+    // 4. ping and pong: Service, then Deployment.
     applier.apply(&ping_service).await?;
     let ping = deployment_readiness(&applier.apply(&ping_deployment).await?);
     applier.apply(&pong_service).await?;
     let pong = deployment_readiness(&applier.apply(&pong_deployment).await?);
-    // 4. NetworkPolicy and PodDisruptionBudgets.
-    applier.apply(&network_policy).await?;
+    // 5. NetworkPolicies and PodDisruptionBudgets.
+    let policies: Vec<NetworkPolicy> = [
+        Some(network_policy),
+        postgres_network_policy,
+        redis_network_policy,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for policy in &policies {
+        applier.apply(policy).await?;
+    }
     let pdbs: Vec<PodDisruptionBudget> = [pdb_rabbitmq, pdb_ping, pdb_pong]
         .into_iter()
         .flatten()
@@ -99,7 +135,7 @@ pub async fn apply_desired(
     for pdb in &pdbs {
         applier.apply(pdb).await?;
     }
-    // 5. Routes, once the backends exist.
+    // 6. Routes, once the backends exist.
     if let Some(ingress) = &ingress {
         applier.apply(ingress).await?;
     }
@@ -109,7 +145,7 @@ pub async fn apply_desired(
             .apply_dynamic(HTTP_ROUTE_KIND, &route_resource, route)
             .await?;
     }
-    // 6. ServiceMonitors.
+    // 7. ServiceMonitors.
     let monitor_resource = service_monitor_api_resource();
     for monitor in &service_monitors {
         applier
@@ -117,6 +153,40 @@ pub async fn apply_desired(
             .await?;
     }
     // Orphans: children of the kinds the spec can drop that the plan no longer contains.
+    let keep_sts = names(
+        [&rabbitmq_statefulset]
+            .into_iter()
+            .chain(&postgres_statefulset),
+    );
+    let keep_deployments = names(
+        [&ping_deployment, &pong_deployment]
+            .into_iter()
+            .chain(&redis_deployment),
+    );
+    let keep_services = names(
+        [
+            &rabbitmq_headless_service,
+            &rabbitmq_service,
+            &ping_service,
+            &pong_service,
+        ]
+        .into_iter()
+        .chain(&postgres_service)
+        .chain(&redis_service),
+    );
+    let keep_policies = names(&policies);
+    applier
+        .delete_orphans::<StatefulSet>(selector, owner_uid, &strs(&keep_sts))
+        .await?;
+    applier
+        .delete_orphans::<Deployment>(selector, owner_uid, &strs(&keep_deployments))
+        .await?;
+    applier
+        .delete_orphans::<Service>(selector, owner_uid, &strs(&keep_services))
+        .await?;
+    applier
+        .delete_orphans::<NetworkPolicy>(selector, owner_uid, &strs(&keep_policies))
+        .await?;
     let keep_pdbs = names(&pdbs);
     let keep_ingress = names(&ingress);
     let keep_routes = names(&http_route);
@@ -149,6 +219,8 @@ pub async fn apply_desired(
         ping,
         pong,
         rabbitmq,
+        postgres,
+        redis,
     })
 }
 
@@ -168,13 +240,20 @@ impl Reporter<'_> {
         applied: bool,
         endpoint: Option<String>,
         credentials_secret: Option<String>,
+        backing: Option<(StoreStatus, Option<CacheStatus>)>,
     ) -> Result<(), Error> {
+        let (store, cache) = match backing {
+            Some((store, cache)) => (Some(store), cache),
+            None => (None, None),
+        };
         let report = Report {
             outcome,
             paused: self.paused,
             applied,
             endpoint,
             credentials_secret,
+            store,
+            cache,
             generation: self.generation,
             previous: self.previous,
         };
@@ -198,7 +277,7 @@ impl Reporter<'_> {
             reason: error.kind(),
             message: error.chain(),
         };
-        if let Err(status_error) = self.send(outcome, false, None, None).await {
+        if let Err(status_error) = self.send(outcome, false, None, None, None).await {
             tracing::warn!(error = %status_error.chain(), "could not report the failure in status");
         }
         Err(error)
@@ -244,7 +323,7 @@ pub(super) async fn run(
                 reason: invalid.kind(),
                 message: invalid.to_string(),
             };
-            reporter.send(outcome, false, None, None).await?;
+            reporter.send(outcome, false, None, None, None).await?;
             return Ok((ReconcileResult::Invalid, Action::await_change()));
         }
     };
@@ -260,7 +339,7 @@ pub(super) async fn run(
             reason: missing.reason,
             message: missing.message,
         };
-        reporter.send(outcome, false, None, None).await?;
+        reporter.send(outcome, false, None, None, None).await?;
         return Ok((
             ReconcileResult::Invalid,
             Action::requeue(MISSING_REFERENCE_REQUEUE),
@@ -276,19 +355,23 @@ pub(super) async fn run(
     } else {
         let applier = Applier::new(&ctx.client, namespace, &ctx.metrics);
         let selector = labels::children_selector(name);
-        apply_desired(&applier, desired, uid, &selector).await
+        // Boxed: the apply future holds every child object; inline it would make the reconcile
+        // future large enough to overflow a 2 MiB thread stack in debug builds.
+        Box::pin(apply_desired(&applier, desired, uid, &selector)).await
     };
     let readiness = reporter.failed(readiness).await?;
 
     // Report.
     let endpoint = validated.endpoint();
     let credentials_secret = Some(validated.names.credentials_secret.clone());
+    let backing = report::backing_status(&validated, &readiness);
     reporter
         .send(
             Outcome::Converged(readiness),
             !validated.paused,
             endpoint,
             credentials_secret,
+            Some(backing),
         )
         .await?;
     tracing::info!(paused = validated.paused, "reconciled");

@@ -173,6 +173,8 @@ mod tests {
             ping: c,
             pong: c,
             rabbitmq: c,
+            postgres: None,
+            redis: None,
         })
     }
 

@@ -108,7 +108,9 @@ pub fn is_ready(stack: &PingPongStack) -> bool {
 #[tracing::instrument(skip_all, fields(stack = %stack.name_any(), namespace = stack.namespace().as_deref().unwrap_or("")))]
 pub async fn reconcile(stack: Arc<PingPongStack>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
-    let result = tokio::time::timeout(RECONCILE_TIMEOUT, driver::run(&stack, &ctx))
+    // Boxed: the pipeline's future is large (it holds the desired objects); on the heap it
+    // leaves the worker thread's stack to the API calls.
+    let result = tokio::time::timeout(RECONCILE_TIMEOUT, Box::pin(driver::run(&stack, &ctx)))
         .await
         .unwrap_or(Err(Error::Timeout(RECONCILE_TIMEOUT)));
     match &result {

@@ -1,17 +1,19 @@
 //! Observe step (I/O, reads only): what exists that the plan depends on.
 //!
-//! For a validated stack this reads whether the credentials and Erlang-cookie Secrets exist,
-//! whether the user's `credentialsSecret` exists with the keys the services need, and whether the
-//! Gateway API and Prometheus Operator CRDs are installed. New credentials are generated here, at
+//! For a validated stack this reads whether the credentials, Erlang-cookie and PostgreSQL
+//! credentials Secrets exist, whether the user's Secrets (`credentialsSecret`, an external
+//! PostgreSQL's or Redis's) exist with the keys pong and ping need, and whether the Gateway API
+//! and Prometheus Operator CRDs are installed. New credentials are generated here, at
 //! the edge, only when a Secret the operator must create is missing, so an existing password is
 //! never rotated. [`readiness`] reads the workloads' replica counts when nothing was applied.
 //! This module never writes.
 
 use super::build::{
-    PlanInputs, SERVICE_MONITOR_CRD, http_route_api_resource, service_monitor_api_resource,
+    ExistingSecrets, PlanInputs, SERVICE_MONITOR_CRD, http_route_api_resource,
+    service_monitor_api_resource,
 };
 use super::status::{ComponentReadiness, Readiness};
-use super::validate::ValidatedStack;
+use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::controller::crd_serves;
 use crate::credentials;
 use crate::error::Error;
@@ -25,6 +27,9 @@ pub const HTTP_ROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
 
 /// Keys the user's `credentialsSecret` must have.
 pub const CREDENTIAL_KEYS: [&str; 2] = ["username", "password"];
+
+/// Keys an external PostgreSQL's Secret must have.
+pub const POSTGRES_KEYS: [&str; 5] = ["host", "port", "database", "username", "password"];
 
 /// A reference in the spec that cannot be satisfied yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +60,84 @@ async fn crd_installed(client: &Client, crd: &'static str, version: &str) -> Res
         .map_err(read("CustomResourceDefinition", crd))
 }
 
+/// The keys of `wanted` that `secret` lacks (all of them when it does not exist).
+fn absent_keys<'a>(secret: Option<&Secret>, wanted: &[&'a str]) -> Vec<&'a str> {
+    wanted
+        .iter()
+        .copied()
+        .filter(|key| {
+            secret
+                .and_then(|s| s.data.as_ref())
+                .is_none_or(|d| !d.contains_key(*key))
+        })
+        .collect()
+}
+
+/// Checks a user Secret the spec names: it must exist and have `keys`.
+async fn check_user_secret(
+    secrets: &Api<Secret>,
+    stack: &ValidatedStack,
+    field: &str,
+    name: &str,
+    keys: &[&str],
+    reason: &'static str,
+) -> Result<Option<MissingReference>, Error> {
+    let secret = secrets.get_opt(name).await.map_err(read("Secret", name))?;
+    let absent = absent_keys(secret.as_ref(), keys);
+    Ok(match secret {
+        None => Some(MissingReference {
+            reason,
+            message: format!(
+                "{field} names Secret {name:?}, which does not exist in namespace {}; create it \
+                 with the key(s) {}",
+                stack.namespace,
+                keys.join(", ")
+            ),
+        }),
+        Some(_) if !absent.is_empty() => Some(MissingReference {
+            reason,
+            message: format!(
+                "Secret {name:?} ({field}) lacks the key(s) {}",
+                absent.join(", ")
+            ),
+        }),
+        Some(_) => None,
+    })
+}
+
+/// Checks the Secrets of an external PostgreSQL and an external Redis.
+async fn check_store_and_cache_secrets(
+    secrets: &Api<Secret>,
+    stack: &ValidatedStack,
+) -> Result<Option<MissingReference>, Error> {
+    use super::status::reason::{CACHE_SECRET_MISSING, POSTGRES_SECRET_MISSING};
+    if let StoreSettings::ExternalPostgres { secret_name } = &stack.store
+        && let Some(missing) = check_user_secret(
+            secrets,
+            stack,
+            "spec.pong.store.postgres.external.secretName",
+            secret_name,
+            &POSTGRES_KEYS,
+            POSTGRES_SECRET_MISSING,
+        )
+        .await?
+    {
+        return Ok(Some(missing));
+    }
+    if let Some(CacheSettings::External { secret_name, key }) = &stack.cache {
+        return check_user_secret(
+            secrets,
+            stack,
+            "spec.pong.cache.external.secretName",
+            secret_name,
+            &[key.as_str()],
+            CACHE_SECRET_MISSING,
+        )
+        .await;
+    }
+    Ok(None)
+}
+
 /// Reads what the plan depends on.
 pub async fn observe(client: &Client, stack: &ValidatedStack) -> Result<Observed, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &stack.namespace);
@@ -68,6 +151,14 @@ pub async fn observe(client: &Client, stack: &ValidatedStack) -> Result<Observed
         .await
         .map_err(read("Secret", &names.erlang_cookie_secret))?
         .is_some();
+    let postgres_exists = match stack.store.provisioned() {
+        Some(_) => secrets
+            .get_opt(&names.postgres_credentials)
+            .await
+            .map_err(read("Secret", &names.postgres_credentials))?
+            .is_some(),
+        None => false,
+    };
     let mut missing = None;
     if stack.rabbitmq.user_credentials {
         let absent: Vec<&str> = CREDENTIAL_KEYS
@@ -99,6 +190,9 @@ pub async fn observe(client: &Client, stack: &ValidatedStack) -> Result<Observed
             });
         }
     }
+    if missing.is_none() {
+        missing = check_store_and_cache_secrets(&secrets, stack).await?;
+    }
     let service_monitor_crd = if stack.monitoring.service_monitor {
         let version = service_monitor_api_resource().version;
         crd_installed(client, SERVICE_MONITOR_CRD, &version).await?
@@ -117,12 +211,17 @@ pub async fn observe(client: &Client, stack: &ValidatedStack) -> Result<Observed
             });
         }
     }
+    let existing = ExistingSecrets {
+        credentials: credentials.is_some(),
+        erlang_cookie: cookie_exists,
+        postgres: postgres_exists,
+    };
     let plan_inputs = PlanInputs::from_observed(
         stack,
-        credentials.is_some(),
-        cookie_exists,
+        existing,
         service_monitor_crd,
         credentials::generate,
+        credentials::generate_password,
     );
     Ok(Observed {
         plan_inputs,
@@ -181,7 +280,30 @@ pub async fn readiness(client: &Client, stack: &ValidatedStack) -> Result<Readin
         replicas,
         ready_replicas: 0,
     };
+    let postgres = match stack.store.provisioned() {
+        Some(_) => Some(
+            sts.get_opt(&names.postgres)
+                .await
+                .map_err(read("StatefulSet", &names.postgres))?
+                .as_ref()
+                .map_or_else(|| absent(1), statefulset_readiness),
+        ),
+        None => None,
+    };
+    let redis = match stack.cache.as_ref().and_then(CacheSettings::provisioned) {
+        Some(_) => Some(
+            deployments
+                .get_opt(&names.redis)
+                .await
+                .map_err(read("Deployment", &names.redis))?
+                .as_ref()
+                .map_or_else(|| absent(1), deployment_readiness),
+        ),
+        None => None,
+    };
     Ok(Readiness {
+        postgres,
+        redis,
         rabbitmq: rabbitmq
             .as_ref()
             .map_or_else(|| absent(stack.rabbitmq.replicas), statefulset_readiness),

@@ -9,7 +9,11 @@
 use super::apply::STATUS_FIELD_MANAGER;
 use super::events;
 use super::status::{self, ComponentReadiness, Outcome, Readiness};
-use crate::crd::{ComponentStatus, PingPongStack, PingPongStackStatus};
+use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
+use crate::crd::{
+    CacheStatus, ComponentStatus, PingPongStack, PingPongStackStatus, Placement, StoreStatus,
+    StoreType,
+};
 use crate::error::Error;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -30,10 +34,76 @@ pub struct Report<'a> {
     pub endpoint: Option<String>,
     /// Name of the credentials Secret, when known.
     pub credentials_secret: Option<String>,
+    /// pong's store as realised (used when the outcome is `Converged`).
+    pub store: Option<StoreStatus>,
+    /// pong's cache as realised (used when the outcome is `Converged`; `None`: no cache).
+    pub cache: Option<CacheStatus>,
     /// The stack's `metadata.generation`.
     pub generation: Option<i64>,
     /// The stack's current status.
     pub previous: &'a PingPongStackStatus,
+}
+
+/// pong's store and cache status for a converged stack (pure): the type and placement from the
+/// validated spec, readiness from the provisioned workloads. An external service counts as
+/// ready once observe found its Secret complete (the apply only happens then); whether the
+/// server answers is pong's readiness.
+pub fn backing_status(
+    stack: &ValidatedStack,
+    readiness: &Readiness,
+) -> (StoreStatus, Option<CacheStatus>) {
+    let provisioned = |c: Option<ComponentReadiness>| {
+        let c = c.unwrap_or_default();
+        (
+            c.is_ready() && c.replicas > 0,
+            Some(c.replicas),
+            Some(c.ready_replicas),
+        )
+    };
+    let store = match &stack.store {
+        StoreSettings::Memory => StoreStatus {
+            type_: StoreType::Memory,
+            ready: true,
+            ..StoreStatus::default()
+        },
+        StoreSettings::ExternalPostgres { secret_name } => StoreStatus {
+            type_: StoreType::Postgres,
+            placement: Some(Placement::External),
+            ready: true,
+            replicas: None,
+            ready_replicas: None,
+            secret_name: Some(secret_name.clone()),
+        },
+        StoreSettings::ProvisionedPostgres(_) => {
+            let (ready, replicas, ready_replicas) = provisioned(readiness.postgres);
+            StoreStatus {
+                type_: StoreType::Postgres,
+                placement: Some(Placement::Provisioned),
+                ready,
+                replicas,
+                ready_replicas,
+                secret_name: Some(stack.names.postgres_credentials.clone()),
+            }
+        }
+    };
+    let cache = stack.cache.as_ref().map(|cache| match cache {
+        CacheSettings::External { .. } => CacheStatus {
+            placement: Placement::External,
+            ready: true,
+            replicas: None,
+            ready_replicas: None,
+        },
+        CacheSettings::Provisioned(_) => {
+            let (ready, replicas, ready_replicas) = provisioned(readiness.redis);
+            CacheStatus {
+                placement: Placement::Provisioned,
+                ready,
+                replicas,
+                ready_replicas,
+            }
+        }
+    });
+    (store, cache)
 }
 
 fn component(c: ComponentReadiness) -> ComponentStatus {
@@ -81,6 +151,14 @@ pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
             .credentials_secret
             .clone()
             .or_else(|| previous.credentials_secret.clone()),
+        store: match readiness {
+            Some(_) => report.store.clone(),
+            None => previous.store.clone(),
+        },
+        cache: match readiness {
+            Some(_) => report.cache.clone(),
+            None => previous.cache.clone(),
+        },
     }
 }
 
@@ -145,6 +223,12 @@ mod tests {
             applied: true,
             endpoint: Some("http://demo.example".into()),
             credentials_secret: Some("demo-rabbitmq-credentials".into()),
+            store: Some(StoreStatus {
+                type_: StoreType::Memory,
+                ready: true,
+                ..StoreStatus::default()
+            }),
+            cache: None,
             generation: Some(1),
             previous: &PingPongStackStatus::default(),
         };
@@ -159,6 +243,8 @@ mod tests {
             applied: false,
             endpoint: None,
             credentials_secret: None,
+            store: None,
+            cache: None,
             generation: Some(2),
             previous: &first,
             ..ok
@@ -167,5 +253,9 @@ mod tests {
         assert_eq!(second.observed_generation, Some(1));
         assert_eq!(second.ping, first.ping);
         assert_eq!(second.endpoint.as_deref(), Some("http://demo.example"));
+        assert_eq!(
+            second.store, first.store,
+            "a failure keeps the store status"
+        );
     }
 }

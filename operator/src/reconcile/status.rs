@@ -42,6 +42,12 @@ pub mod reason {
     /// Ready/Degraded/Progressing when `spec.gateway` is set but the Gateway API CRDs are not
     /// installed.
     pub const GATEWAY_API_MISSING: &str = "GatewayApiMissing";
+    /// Ready/Degraded/Progressing when `pong.store.postgres.external.secretName` names a missing
+    /// or incomplete Secret.
+    pub const POSTGRES_SECRET_MISSING: &str = "PostgresSecretMissing";
+    /// Ready/Degraded/Progressing when `pong.cache.external.secretName` names a missing Secret or
+    /// one without the URL key.
+    pub const CACHE_SECRET_MISSING: &str = "CacheSecretMissing";
     /// Degraded=False.
     pub const RECONCILE_SUCCEEDED: &str = "ReconcileSucceeded";
     /// Paused=True, and Progressing=False while paused.
@@ -66,7 +72,8 @@ impl ComponentReadiness {
     }
 }
 
-/// Readiness of the three components.
+/// Readiness of the components: the three that always exist, and the provisioned PostgreSQL
+/// and Redis when the spec asks for them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
     /// The ping Deployment.
@@ -75,19 +82,39 @@ pub struct Readiness {
     pub pong: ComponentReadiness,
     /// The RabbitMQ StatefulSet.
     pub rabbitmq: ComponentReadiness,
+    /// The provisioned PostgreSQL StatefulSet (`None`: memory or external store).
+    pub postgres: Option<ComponentReadiness>,
+    /// The provisioned Redis Deployment (`None`: no cache or an external one).
+    pub redis: Option<ComponentReadiness>,
 }
 
 impl Readiness {
+    fn components(&self) -> Vec<(&'static str, ComponentReadiness)> {
+        let mut all = vec![("rabbitmq", self.rabbitmq)];
+        all.extend(self.postgres.map(|c| ("postgres", c)));
+        all.extend(self.redis.map(|c| ("redis", c)));
+        all.extend([("ping", self.ping), ("pong", self.pong)]);
+        all
+    }
+
     fn not_ready(&self) -> Vec<String> {
-        [
-            ("rabbitmq", self.rabbitmq),
-            ("ping", self.ping),
-            ("pong", self.pong),
-        ]
-        .into_iter()
-        .filter(|(_, c)| !c.is_ready())
-        .map(|(name, c)| format!("{name} {}/{} ready", c.ready_replicas, c.replicas))
-        .collect()
+        self.components()
+            .into_iter()
+            .filter(|(_, c)| !c.is_ready())
+            .map(|(name, c)| format!("{name} {}/{} ready", c.ready_replicas, c.replicas))
+            .collect()
+    }
+
+    /// "ping, pong and rabbitmq", plus postgres and redis when provisioned.
+    fn ready_message(&self) -> String {
+        let mut names = vec!["ping", "pong", "rabbitmq"];
+        names.extend(self.postgres.map(|_| "postgres"));
+        names.extend(self.redis.map(|_| "redis"));
+        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+        format!(
+            "{} and {last} have all desired replicas ready",
+            rest.join(", ")
+        )
     }
 }
 
@@ -141,7 +168,7 @@ pub fn conditions(
         Outcome::Converged(readiness) => {
             let waiting = readiness.not_ready();
             if waiting.is_empty() {
-                let msg = "ping, pong and rabbitmq have all desired replicas ready".to_owned();
+                let msg = readiness.ready_message();
                 next.push(condition(READY, true, reason::ALL_COMPONENTS_READY, msg));
             } else {
                 let msg = format!("waiting for {}", waiting.join(", "));
@@ -235,7 +262,37 @@ mod tests {
             ping: c,
             pong: c,
             rabbitmq: c,
+            postgres: None,
+            redis: None,
         }
+    }
+
+    #[test]
+    fn provisioned_store_and_cache_gate_ready() {
+        let mut r = readiness(1);
+        let cs = conditions(&Outcome::Converged(r), false, Some(1), &[], t(0));
+        assert_eq!(
+            get(&cs, READY).message,
+            "ping, pong and rabbitmq have all desired replicas ready"
+        );
+        r.postgres = Some(ComponentReadiness {
+            replicas: 1,
+            ready_replicas: 0,
+        });
+        r.redis = Some(ComponentReadiness {
+            replicas: 1,
+            ready_replicas: 1,
+        });
+        let cs = conditions(&Outcome::Converged(r), false, Some(1), &[], t(0));
+        assert_eq!(get(&cs, READY).status, "False");
+        assert_eq!(get(&cs, READY).message, "waiting for postgres 0/1 ready");
+        r.postgres = r.redis;
+        let cs = conditions(&Outcome::Converged(r), false, Some(1), &[], t(0));
+        assert_eq!(get(&cs, READY).status, "True");
+        assert_eq!(
+            get(&cs, READY).message,
+            "ping, pong, rabbitmq, postgres and redis have all desired replicas ready"
+        );
     }
 
     #[test]

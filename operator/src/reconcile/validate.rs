@@ -11,6 +11,8 @@
 mod error;
 #[path = "validate/settings.rs"]
 mod settings;
+#[path = "validate/store.rs"]
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,8 +22,10 @@ use kube::ResourceExt;
 
 pub use error::ValidationError;
 pub use settings::{
-    AppSettings, BrokerSettings, BrokerStorage, GatewaySettings, IngressSettings,
-    MonitoringSettings, ValidatedStack, ping_defaults, pong_defaults, rabbitmq_defaults,
+    AppSettings, BrokerSettings, BrokerStorage, CacheSettings, GatewaySettings, IngressSettings,
+    MonitoringSettings, PostgresSettings, RedisSettings, StoreSettings, ValidatedStack,
+    ping_defaults, pong_defaults, postgres_defaults, postgres_exporter_resources,
+    rabbitmq_defaults, redis_defaults,
 };
 
 use crate::crd::PingPongStack;
@@ -33,8 +37,8 @@ pub const DNS_LABEL_MAX: usize = 63;
 
 /// Environment variables the operator sets on ping and pong; a user `env` entry with one of these
 /// names is rejected rather than silently ignored (it would otherwise replace broker credentials
-/// or addresses).
-pub const RESERVED_ENV: [&str; 8] = [
+/// or addresses, or the store and cache settings).
+pub const RESERVED_ENV: [&str; 16] = [
     "LISTEN_ADDR",
     "RABBITMQ_HOST",
     "RABBITMQ_PORT",
@@ -43,6 +47,14 @@ pub const RESERVED_ENV: [&str; 8] = [
     "RABBITMQ_DEFAULT_PASS",
     "RABBITMQ_QUEUE",
     "PONG_MAX_MESSAGES",
+    "PONG_STORE",
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "DATABASE_URL",
+    "REDIS_URL",
 ];
 
 /// Default container images, from the operator's configuration (`PINGPONG_*_IMAGE`).
@@ -98,13 +110,7 @@ pub fn validate(
         100,
         "must be 0 to 100",
     )?;
-    check_replicas(
-        "spec.pong.replicas",
-        spec.pong.replicas,
-        0,
-        1,
-        "must be 0 or 1 while pong keeps its messages in memory",
-    )?;
+    store::check_pong_replicas(&spec.pong)?;
     check_replicas(
         "spec.rabbitmq.replicas",
         spec.rabbitmq.replicas,
@@ -157,6 +163,8 @@ pub fn validate(
         )?,
         env: user_env("spec.pong.env", &spec.pong.env)?,
     };
+    let store = store::store_settings(&spec.pong, &names)?;
+    let cache = store::cache_settings(&spec.pong, &names)?;
     let storage = if spec.rabbitmq.storage.ephemeral {
         BrokerStorage::Ephemeral
     } else {
@@ -191,6 +199,8 @@ pub fn validate(
         ping,
         pong,
         pong_max_messages: spec.pong.max_messages,
+        store,
+        cache,
         rabbitmq,
         ingress: spec.ingress.enabled.then(|| IngressSettings {
             class_name: spec.ingress.class_name.clone(),

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext,
+    Capabilities, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, PodSecurityContext, Probe,
+    SeccompProfile, SecretKeySelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -43,6 +43,30 @@ pub const ERLANG_COOKIE_KEY: &str = "cookie";
 pub const APP_UID: i64 = 65532;
 /// Numeric user (and group) of the official RabbitMQ image.
 pub const RABBITMQ_UID: i64 = 999;
+/// PostgreSQL port.
+pub const POSTGRES_PORT: i32 = 5432;
+/// Port of the postgres-exporter sidecar's metrics.
+pub const POSTGRES_EXPORTER_PORT: i32 = 9187;
+/// Redis port.
+pub const REDIS_PORT: i32 = 6379;
+/// Numeric user (and group) of the official Debian-based PostgreSQL image (`postgres`).
+pub const POSTGRES_UID: i64 = 999;
+/// Numeric user (and group) of the official Redis image (`redis`).
+pub const REDIS_UID: i64 = 999;
+/// Numeric user of the postgres-exporter image (`nobody`).
+pub const EXPORTER_UID: i64 = 65534;
+/// Image of the postgres-exporter sidecar (pinned).
+pub const POSTGRES_EXPORTER_IMAGE: &str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1";
+/// User of a provisioned PostgreSQL (its owner; pong creates its tables as this user).
+pub const POSTGRES_USER: &str = "pong";
+/// Database of a provisioned PostgreSQL.
+pub const POSTGRES_DATABASE: &str = "pong";
+/// PostgreSQL Secret key of the host name.
+pub const HOST_KEY: &str = "host";
+/// PostgreSQL Secret key of the port.
+pub const PORT_KEY: &str = "port";
+/// PostgreSQL Secret key of the database name.
+pub const DATABASE_KEY: &str = "database";
 /// Path of the Prometheus metrics endpoint of ping and pong.
 pub const METRICS_PATH: &str = "/metrics";
 
@@ -127,6 +151,24 @@ pub fn http_probe(
         }),
         period_seconds: Some(period_seconds),
         timeout_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+/// A probe that runs `command` in the container.
+pub fn exec_probe(
+    command: &[&str],
+    period_seconds: i32,
+    timeout_seconds: i32,
+    failure_threshold: i32,
+) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(command.iter().map(|s| (*s).to_owned()).collect()),
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(timeout_seconds),
         failure_threshold: Some(failure_threshold),
         ..Probe::default()
     }

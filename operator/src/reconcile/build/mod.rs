@@ -8,13 +8,16 @@
 //!
 //! [`DesiredState::to_yaml_documents`] and the apply step use the same order, chosen so that
 //! every object exists before something refers to it:
-//! 1. Secrets (credentials, Erlang cookie) and the broker ConfigMap — pods mount or read them;
+//! 1. Secrets (broker credentials, Erlang cookie, PostgreSQL credentials) and the broker
+//!    ConfigMap — pods mount or read them;
 //! 2. the broker's headless and client Services, then its StatefulSet — the headless Service
 //!    must exist for stable pod DNS names;
-//! 3. ping and pong Services, then Deployments — their pods connect to the broker;
-//! 4. the NetworkPolicy and PodDisruptionBudgets;
-//! 5. the Ingress / HTTPRoute — only route traffic once the backends exist;
-//! 6. ServiceMonitors.
+//! 3. the provisioned PostgreSQL's Service and StatefulSet, the provisioned Redis's Service and
+//!    Deployment — pong connects to them;
+//! 4. ping and pong Services, then Deployments — their pods connect to the broker;
+//! 5. the NetworkPolicies and PodDisruptionBudgets;
+//! 6. the Ingress / HTTPRoute — only route traffic once the backends exist;
+//! 7. ServiceMonitors.
 
 pub mod app;
 pub mod common;
@@ -25,8 +28,10 @@ pub mod networkpolicy;
 pub mod pdb;
 pub mod ping;
 pub mod pong;
+pub mod postgres;
 pub mod quantity;
 pub mod rabbitmq;
+pub mod redis;
 pub mod secret;
 pub mod servicemonitor;
 
@@ -64,6 +69,17 @@ pub enum CookieSource {
     Existing,
 }
 
+/// Which of the Secrets the operator generates already exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExistingSecrets {
+    /// The broker credentials Secret (generated or the user's).
+    pub credentials: bool,
+    /// The Erlang-cookie Secret.
+    pub erlang_cookie: bool,
+    /// The provisioned PostgreSQL's credentials Secret.
+    pub postgres: bool,
+}
+
 /// Facts from the observe step that the plan needs besides the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanInputs {
@@ -71,21 +87,27 @@ pub struct PlanInputs {
     pub credentials: CredentialsSource,
     /// The Erlang cookie.
     pub erlang_cookie: CookieSource,
+    /// A freshly generated password for the provisioned PostgreSQL, when its Secret must be
+    /// created; `None` when it exists or the store is not a provisioned PostgreSQL.
+    pub postgres_password: Option<SecretValue>,
     /// Whether the Prometheus Operator's ServiceMonitor CRD is installed.
     pub service_monitor_crd: bool,
 }
 
 impl PlanInputs {
-    /// Inputs for a stack whose Secrets were looked up: `generate` is called only when a Secret
-    /// the operator must create is missing (never when the user names `credentialsSecret`), so
-    /// existing credentials are never rotated.
+    /// Inputs for a stack whose Secrets were looked up: `generate` and `generate_password` are
+    /// called only when a Secret the operator must create is missing (never when the user names
+    /// `credentialsSecret`), so existing credentials are never rotated.
     pub fn from_observed(
         stack: &ValidatedStack,
-        credentials_secret_exists: bool,
-        erlang_cookie_secret_exists: bool,
+        existing: ExistingSecrets,
         service_monitor_crd: bool,
         generate: impl FnOnce() -> BrokerCredentials,
+        generate_password: impl FnOnce() -> SecretValue,
     ) -> Self {
+        let credentials_secret_exists = existing.credentials;
+        let erlang_cookie_secret_exists = existing.erlang_cookie;
+        let need_postgres = stack.store.provisioned().is_some() && !existing.postgres;
         let need_credentials = !credentials_secret_exists && !stack.rabbitmq.user_credentials;
         let fresh = (need_credentials || !erlang_cookie_secret_exists).then(generate);
         let credentials = match (&fresh, need_credentials) {
@@ -103,18 +125,26 @@ impl PlanInputs {
         Self {
             credentials,
             erlang_cookie,
+            postgres_password: need_postgres.then(generate_password),
             service_monitor_crd,
         }
     }
 
     /// Inputs for a stack none of whose Secrets exist yet (render, tests): every Secret the
-    /// operator manages is created from `credentials`.
+    /// operator manages is created from `credentials` and `postgres_password`.
     pub fn fresh(
         stack: &ValidatedStack,
         credentials: BrokerCredentials,
+        postgres_password: SecretValue,
         service_monitor_crd: bool,
     ) -> Self {
-        Self::from_observed(stack, false, false, service_monitor_crd, || credentials)
+        Self::from_observed(
+            stack,
+            ExistingSecrets::default(),
+            service_monitor_crd,
+            || credentials,
+            || postgres_password,
+        )
     }
 }
 
@@ -125,6 +155,8 @@ pub struct DesiredState {
     pub credentials_secret: Option<Secret>,
     /// Erlang cookie Secret; `None` when it exists.
     pub erlang_cookie_secret: Option<Secret>,
+    /// Provisioned PostgreSQL credentials Secret; `None` when it exists or is not needed.
+    pub postgres_secret: Option<Secret>,
     /// Broker ConfigMap.
     pub rabbitmq_config: ConfigMap,
     /// Broker headless Service.
@@ -133,6 +165,14 @@ pub struct DesiredState {
     pub rabbitmq_service: Service,
     /// Broker StatefulSet.
     pub rabbitmq_statefulset: StatefulSet,
+    /// Provisioned PostgreSQL: headless Service.
+    pub postgres_service: Option<Service>,
+    /// Provisioned PostgreSQL: StatefulSet.
+    pub postgres_statefulset: Option<StatefulSet>,
+    /// Provisioned Redis: Service.
+    pub redis_service: Option<Service>,
+    /// Provisioned Redis: Deployment.
+    pub redis_deployment: Option<Deployment>,
     /// ping Service.
     pub ping_service: Service,
     /// ping Deployment.
@@ -143,11 +183,15 @@ pub struct DesiredState {
     pub pong_deployment: Deployment,
     /// NetworkPolicy guarding the broker.
     pub network_policy: NetworkPolicy,
+    /// NetworkPolicy guarding the provisioned PostgreSQL.
+    pub postgres_network_policy: Option<NetworkPolicy>,
+    /// NetworkPolicy guarding the provisioned Redis.
+    pub redis_network_policy: Option<NetworkPolicy>,
     /// Broker PodDisruptionBudget (replicas ≥ 2).
     pub pdb_rabbitmq: Option<PodDisruptionBudget>,
     /// ping PodDisruptionBudget (replicas ≥ 2).
     pub pdb_ping: Option<PodDisruptionBudget>,
-    /// pong PodDisruptionBudget (replicas ≥ 2; never while the store is in memory).
+    /// pong PodDisruptionBudget (replicas ≥ 2, so only with PostgreSQL).
     pub pdb_pong: Option<PodDisruptionBudget>,
     /// Ingress, when enabled.
     pub ingress: Option<Ingress>,
@@ -197,15 +241,25 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
             }
             CookieSource::Existing => None,
         },
+        postgres_secret: inputs
+            .postgres_password
+            .as_ref()
+            .and_then(|password| secret::build_postgres_secret(stack, password)),
         rabbitmq_config: rabbitmq::build_rabbitmq_config(stack),
         rabbitmq_headless_service: rabbitmq::build_rabbitmq_headless_service(stack),
         rabbitmq_service: rabbitmq::build_rabbitmq_service(stack),
         rabbitmq_statefulset: rabbitmq::build_rabbitmq_statefulset(stack),
+        postgres_service: postgres::build_postgres_service(stack),
+        postgres_statefulset: postgres::build_postgres_statefulset(stack),
+        redis_service: redis::build_redis_service(stack),
+        redis_deployment: redis::build_redis_deployment(stack),
         ping_service: ping::build_ping_service(stack),
         ping_deployment: ping::build_ping_deployment(stack),
         pong_service: pong::build_pong_service(stack),
         pong_deployment: pong::build_pong_deployment(stack),
         network_policy: networkpolicy::build_network_policy(stack),
+        postgres_network_policy: networkpolicy::build_postgres_network_policy(stack),
+        redis_network_policy: networkpolicy::build_redis_network_policy(stack),
         pdb_rabbitmq: pdb::build_rabbitmq_pdb(stack),
         pdb_ping: pdb::build_ping_pdb(stack),
         pdb_pong: pdb::build_pong_pdb(stack),
@@ -221,15 +275,22 @@ impl DesiredState {
         let Self {
             credentials_secret,
             erlang_cookie_secret,
+            postgres_secret,
             rabbitmq_config,
             rabbitmq_headless_service,
             rabbitmq_service,
             rabbitmq_statefulset,
+            postgres_service,
+            postgres_statefulset,
+            redis_service,
+            redis_deployment,
             ping_service,
             ping_deployment,
             pong_service,
             pong_deployment,
             network_policy,
+            postgres_network_policy,
+            redis_network_policy,
             pdb_rabbitmq,
             pdb_ping,
             pdb_pong,
@@ -239,9 +300,9 @@ impl DesiredState {
         } = self;
         let mut docs = Documents::default();
         docs.push_opt(credentials_secret.as_ref(), "Secret", |s| &s.metadata.name)?;
-        docs.push_opt(erlang_cookie_secret.as_ref(), "Secret", |s| {
-            &s.metadata.name
-        })?;
+        for secret in [erlang_cookie_secret, postgres_secret] {
+            docs.push_opt(secret.as_ref(), "Secret", |s| &s.metadata.name)?;
+        }
         docs.push(rabbitmq_config, "ConfigMap", &rabbitmq_config.metadata.name)?;
         for service in [rabbitmq_headless_service, rabbitmq_service] {
             docs.push(service, "Service", &service.metadata.name)?;
@@ -251,6 +312,14 @@ impl DesiredState {
             "StatefulSet",
             &rabbitmq_statefulset.metadata.name,
         )?;
+        docs.push_opt(postgres_service.as_ref(), "Service", |s| &s.metadata.name)?;
+        docs.push_opt(postgres_statefulset.as_ref(), "StatefulSet", |s| {
+            &s.metadata.name
+        })?;
+        docs.push_opt(redis_service.as_ref(), "Service", |s| &s.metadata.name)?;
+        docs.push_opt(redis_deployment.as_ref(), "Deployment", |d| {
+            &d.metadata.name
+        })?;
         docs.push(ping_service, "Service", &ping_service.metadata.name)?;
         docs.push(
             ping_deployment,
@@ -268,6 +337,9 @@ impl DesiredState {
             "NetworkPolicy",
             &network_policy.metadata.name,
         )?;
+        for policy in [postgres_network_policy, redis_network_policy] {
+            docs.push_opt(policy.as_ref(), "NetworkPolicy", |p| &p.metadata.name)?;
+        }
         for pdb in [pdb_rabbitmq, pdb_ping, pdb_pong] {
             docs.push_opt(pdb.as_ref(), "PodDisruptionBudget", |p| &p.metadata.name)?;
         }

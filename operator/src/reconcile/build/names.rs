@@ -23,6 +23,14 @@ pub struct ChildNames {
     pub ping: String,
     /// pong Deployment, Service, PodDisruptionBudget and ServiceMonitor: `<stack>-pong`.
     pub pong: String,
+    /// Provisioned PostgreSQL StatefulSet, its (headless) Service and NetworkPolicy:
+    /// `<stack>-postgres`.
+    pub postgres: String,
+    /// Secret with the provisioned PostgreSQL's connection settings and generated password:
+    /// `<stack>-postgres-credentials`.
+    pub postgres_credentials: String,
+    /// Provisioned Redis Deployment, Service and NetworkPolicy: `<stack>-redis`.
+    pub redis: String,
     /// Ingress and HTTPRoute: `<stack>`.
     pub route: String,
     default_credentials_secret: String,
@@ -41,6 +49,9 @@ impl ChildNames {
             erlang_cookie_secret: format!("{stack}-rabbitmq-erlang-cookie"),
             ping: format!("{stack}-ping"),
             pong: format!("{stack}-pong"),
+            postgres: format!("{stack}-postgres"),
+            postgres_credentials: format!("{stack}-postgres-credentials"),
+            redis: format!("{stack}-redis"),
             route: stack.to_owned(),
             default_credentials_secret,
         }
@@ -61,15 +72,27 @@ impl ChildNames {
             &self.erlang_cookie_secret,
             &self.ping,
             &self.pong,
+            &self.postgres,
+            &self.postgres_credentials,
+            &self.redis,
             &self.route,
         ]
         .into_iter()
         .map(String::as_str)
     }
 
-    /// Length of the longest value Kubernetes derives from the StatefulSet name (the
+    /// The Secrets the operator itself may write: a user Secret must have another name.
+    pub fn operator_secrets(&self) -> [&str; 3] {
+        [
+            &self.default_credentials_secret,
+            &self.erlang_cookie_secret,
+            &self.postgres_credentials,
+        ]
+    }
+
+    /// Length of the longest value Kubernetes derives from a StatefulSet name (the
     /// `controller-revision-hash` label of its pods), which must fit in 63 characters too.
     pub fn rabbitmq_revision_label_len(&self) -> usize {
-        self.rabbitmq.len() + REVISION_HASH_SUFFIX_LEN
+        self.rabbitmq.len().max(self.postgres.len()) + REVISION_HASH_SUFFIX_LEN
     }
 }

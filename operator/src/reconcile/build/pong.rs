@@ -1,32 +1,88 @@
-//! The pong Deployment and Service (`<stack>-pong`, port 8002 behind Service port 80).
+//! The pong Deployment and Service (`<stack>-pong`, port 8002 behind Service port 80), and the
+//! store and cache variables pong reads.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{EnvVar, Service};
 
 use super::app::{AppParams, build_app_deployment, build_app_service};
-use super::common::{PONG_PORT, env_value};
+use super::common::{
+    DATABASE_KEY, HOST_KEY, PASSWORD_KEY, PONG_PORT, PORT_KEY, POSTGRES_DATABASE, POSTGRES_PORT,
+    POSTGRES_USER, USERNAME_KEY, env_from_secret, env_value, service_host,
+};
+use super::redis::provisioned_redis_url;
+use crate::crd::StoreType;
 use crate::labels::Component;
-use crate::reconcile::validate::ValidatedStack;
+use crate::reconcile::validate::{CacheSettings, StoreSettings, ValidatedStack};
+
+/// The store and cache variables: `PONG_STORE` and the libpq `PG*` variables for PostgreSQL
+/// (an external database's every setting from its Secret; a provisioned one's password from
+/// the generated Secret), `REDIS_URL` for a cache. Nothing for the in-memory default.
+pub fn store_env(stack: &ValidatedStack) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    match &stack.store {
+        StoreSettings::Memory => {}
+        StoreSettings::ExternalPostgres { secret_name } => {
+            env.push(env_value("PONG_STORE", StoreType::Postgres.as_str()));
+            for (name, key) in [
+                ("PGHOST", HOST_KEY),
+                ("PGPORT", PORT_KEY),
+                ("PGDATABASE", DATABASE_KEY),
+                ("PGUSER", USERNAME_KEY),
+                ("PGPASSWORD", PASSWORD_KEY),
+            ] {
+                env.push(env_from_secret(name, secret_name, key));
+            }
+        }
+        StoreSettings::ProvisionedPostgres(_) => {
+            let names = &stack.names;
+            env.extend([
+                env_value("PONG_STORE", StoreType::Postgres.as_str()),
+                env_value("PGHOST", service_host(stack, &names.postgres)),
+                env_value("PGPORT", POSTGRES_PORT.to_string()),
+                env_value("PGDATABASE", POSTGRES_DATABASE),
+                env_value("PGUSER", POSTGRES_USER),
+                env_from_secret("PGPASSWORD", &names.postgres_credentials, PASSWORD_KEY),
+            ]);
+        }
+    }
+    match &stack.cache {
+        None => {}
+        Some(CacheSettings::Provisioned(_)) => {
+            env.push(env_value("REDIS_URL", provisioned_redis_url(stack)));
+        }
+        Some(CacheSettings::External { secret_name, key }) => {
+            env.push(env_from_secret("REDIS_URL", secret_name, key));
+        }
+    }
+    env
+}
 
 fn params(stack: &ValidatedStack) -> AppParams<'_> {
+    let mut extra_env = vec![env_value(
+        "PONG_MAX_MESSAGES",
+        stack.pong_max_messages.to_string(),
+    )];
+    extra_env.extend(store_env(stack));
     AppParams {
         component: Component::Pong,
         name: &stack.names.pong,
         container: "pong",
         settings: &stack.pong,
         port: PONG_PORT,
-        extra_env: vec![env_value(
-            "PONG_MAX_MESSAGES",
-            stack.pong_max_messages.to_string(),
-        )],
+        extra_env,
         // The in-memory store allows a single consumer: replace the pod instead of running two
-        // consumers side by side during a rollout.
-        strategy: Some("Recreate"),
+        // consumers side by side during a rollout. With PostgreSQL every replica shares the
+        // store, so pods roll one by one.
+        strategy: Some(if stack.store.is_postgres() {
+            "RollingUpdate"
+        } else {
+            "Recreate"
+        }),
     }
 }
 
-/// The pong Deployment: `Recreate` rollouts (one in-memory consumer), restricted pods, probes
-/// on /healthz and /readyz.
+/// The pong Deployment: `Recreate` rollouts with the in-memory store (one consumer),
+/// `RollingUpdate` with PostgreSQL; restricted pods, probes on /healthz and /readyz.
 pub fn build_pong_deployment(stack: &ValidatedStack) -> Deployment {
     build_app_deployment(stack, &params(stack))
 }

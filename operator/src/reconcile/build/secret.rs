@@ -1,6 +1,7 @@
-//! The broker credentials Secret and the Erlang-cookie Secret.
+//! The broker credentials Secret, the Erlang-cookie Secret and the provisioned PostgreSQL's
+//! credentials Secret.
 //!
-//! Both are only built from values generated at the edge (see [`crate::credentials`]) when the
+//! Each is only built from values generated at the edge (see [`crate::credentials`]) when the
 //! Secret does not exist yet; an existing Secret is never planned, so never rewritten.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::common::{ERLANG_COOKIE_KEY, PASSWORD_KEY, USERNAME_KEY, object_meta};
+use super::common::{
+    DATABASE_KEY, ERLANG_COOKIE_KEY, HOST_KEY, PASSWORD_KEY, PORT_KEY, POSTGRES_DATABASE,
+    POSTGRES_PORT, POSTGRES_USER, USERNAME_KEY, object_meta, service_host,
+};
 use crate::credentials::{BrokerCredentials, SecretValue};
 use crate::labels::Component;
 use crate::reconcile::validate::ValidatedStack;
@@ -44,6 +48,30 @@ pub fn build_erlang_cookie_secret(stack: &ValidatedStack, cookie: &SecretValue) 
         )])),
         ..Secret::default()
     }
+}
+
+/// The Secret `<stack>-postgres-credentials` of a provisioned PostgreSQL, with the same keys as
+/// an external database's Secret (`host`, `port`, `database`, `username`, `password`), so
+/// clients can use either the same way. `None` unless the store is a provisioned PostgreSQL.
+pub fn build_postgres_secret(stack: &ValidatedStack, password: &SecretValue) -> Option<Secret> {
+    stack.store.provisioned()?;
+    let host = service_host(stack, &stack.names.postgres);
+    Some(Secret {
+        metadata: object_meta(
+            stack,
+            &stack.names.postgres_credentials,
+            Component::Postgres,
+        ),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([
+            (HOST_KEY.to_owned(), bytes(&host)),
+            (PORT_KEY.to_owned(), bytes(&POSTGRES_PORT.to_string())),
+            (DATABASE_KEY.to_owned(), bytes(POSTGRES_DATABASE)),
+            (USERNAME_KEY.to_owned(), bytes(POSTGRES_USER)),
+            (PASSWORD_KEY.to_owned(), bytes(password.expose())),
+        ])),
+        ..Secret::default()
+    })
 }
 
 fn bytes(value: &str) -> ByteString {

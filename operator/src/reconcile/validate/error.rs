@@ -77,7 +77,7 @@ pub enum ValidationError {
     },
     /// A user env entry that would replace a variable the operator sets.
     #[error(
-        "{field} sets {name}, which the operator manages (broker address, credentials, queue or listen address); remove it"
+        "{field} sets {name}, which the operator manages (broker, store or cache settings, queue or listen address); remove it"
     )]
     ReservedEnv {
         /// Spec path.
@@ -122,6 +122,21 @@ pub enum ValidationError {
         /// Secret name.
         name: String,
     },
+    /// `pong.store.postgres` with `pong.store.type: memory`.
+    #[error(
+        "spec.pong.store.postgres is only used with spec.pong.store.type: postgres; set the type or remove the postgres block"
+    )]
+    PostgresWithoutPostgresStore,
+    /// A store or cache Secret that names an object the operator writes.
+    #[error(
+        "{field} {name:?} is the name of a Secret the operator manages for this stack; name your own Secret differently"
+    )]
+    SecretNameConflict {
+        /// Spec path.
+        field: &'static str,
+        /// Secret name.
+        name: String,
+    },
 }
 
 impl ValidationError {
@@ -142,6 +157,8 @@ impl ValidationError {
             Self::InvalidHost { .. } => "InvalidHost",
             Self::TlsWithoutHost => "TlsWithoutHost",
             Self::CredentialsSecretConflict { .. } => "CredentialsSecretConflict",
+            Self::PostgresWithoutPostgresStore => "PostgresWithoutPostgresStore",
+            Self::SecretNameConflict { .. } => "SecretNameConflict",
         }
     }
 }

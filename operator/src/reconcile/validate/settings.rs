@@ -55,6 +55,81 @@ pub struct BrokerSettings {
     pub user_credentials: bool,
 }
 
+/// Resolved settings of a PostgreSQL the operator provisions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostgresSettings {
+    /// Container image.
+    pub image: String,
+    /// Data storage (a claim template, or an emptyDir).
+    pub storage: BrokerStorage,
+    /// Requests and limits of the PostgreSQL container.
+    pub resources: ResourceRequirements,
+    /// Whether to run the postgres-exporter sidecar.
+    pub metrics: bool,
+}
+
+/// Where pong keeps its messages.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreSettings {
+    /// In the pong process (at most one replica).
+    Memory,
+    /// An existing PostgreSQL, connection settings in the user's Secret.
+    ExternalPostgres {
+        /// Secret with keys host, port, database, username and password.
+        secret_name: String,
+    },
+    /// A PostgreSQL StatefulSet the operator runs.
+    ProvisionedPostgres(PostgresSettings),
+}
+
+impl StoreSettings {
+    /// Whether pong keeps its messages in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        !matches!(self, Self::Memory)
+    }
+
+    /// The provisioned database's settings, if the operator runs one.
+    pub fn provisioned(&self) -> Option<&PostgresSettings> {
+        match self {
+            Self::ProvisionedPostgres(settings) => Some(settings),
+            _ => None,
+        }
+    }
+}
+
+/// Resolved settings of a Redis the operator provisions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisSettings {
+    /// Container image.
+    pub image: String,
+    /// Requests and limits.
+    pub resources: ResourceRequirements,
+}
+
+/// pong's Redis cache.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CacheSettings {
+    /// A Redis Deployment the operator runs.
+    Provisioned(RedisSettings),
+    /// An existing Redis, URL in the user's Secret.
+    External {
+        /// Secret name.
+        secret_name: String,
+        /// Key of the URL.
+        key: String,
+    },
+}
+
+impl CacheSettings {
+    /// The provisioned Redis's settings, if the operator runs one.
+    pub fn provisioned(&self) -> Option<&RedisSettings> {
+        match self {
+            Self::Provisioned(settings) => Some(settings),
+            Self::External { .. } => None,
+        }
+    }
+}
+
 /// Resolved Ingress settings (present only when the Ingress is enabled).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngressSettings {
@@ -104,6 +179,10 @@ pub struct ValidatedStack {
     pub pong: AppSettings,
     /// Number of messages pong keeps.
     pub pong_max_messages: i64,
+    /// Where pong keeps its messages.
+    pub store: StoreSettings,
+    /// pong's Redis cache, when set.
+    pub cache: Option<CacheSettings>,
     /// Broker settings.
     pub rabbitmq: BrokerSettings,
     /// Ingress, when enabled.
@@ -172,6 +251,21 @@ pub fn ping_defaults() -> ResourceRequirements {
 /// Default pong resources: requests 50m CPU / 64Mi, limit 256Mi memory.
 pub fn pong_defaults() -> ResourceRequirements {
     requirements("50m", "64Mi", "256Mi")
+}
+
+/// Default PostgreSQL resources: requests 100m CPU / 256Mi, limit 1Gi memory.
+pub fn postgres_defaults() -> ResourceRequirements {
+    requirements("100m", "256Mi", "1Gi")
+}
+
+/// Default Redis resources: requests 50m CPU / 64Mi, limit 256Mi memory.
+pub fn redis_defaults() -> ResourceRequirements {
+    requirements("50m", "64Mi", "256Mi")
+}
+
+/// Resources of the postgres-exporter sidecar: requests 10m CPU / 32Mi, limit 64Mi memory.
+pub fn postgres_exporter_resources() -> ResourceRequirements {
+    requirements("10m", "32Mi", "64Mi")
 }
 
 /// Default RabbitMQ resources: requests 250m CPU / 512Mi, limit 1Gi memory.

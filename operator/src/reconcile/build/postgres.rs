@@ -1,0 +1,278 @@
+//! The provisioned PostgreSQL of pong's store: a one-replica StatefulSet (`<stack>-postgres`)
+//! and its headless Service, which is also the address pong connects to.
+//!
+//! The pod passes the "restricted" profile with the Debian image's user 999 and a read-only root
+//! filesystem: the data volume is mounted at `/var/lib/postgresql/data` with `PGDATA` in a
+//! subdirectory (initdb wants an empty directory it owns), and emptyDirs hold the socket
+//! directory and `/tmp`. The PersistentVolumeClaim is retained when the StatefulSet is deleted
+//! (store switched off, stack deleted): data safety first. The optional postgres-exporter
+//! sidecar serves metrics on 9187.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use super::common::{
+    EXPORTER_UID, PASSWORD_KEY, POSTGRES_DATABASE, POSTGRES_EXPORTER_IMAGE, POSTGRES_EXPORTER_PORT,
+    POSTGRES_PORT, POSTGRES_UID, POSTGRES_USER, config_hash, env_from_secret, env_value,
+    exec_probe, http_probe, object_meta, pod_meta, restricted_container_security_context,
+    restricted_pod_security_context, scrape_annotations,
+};
+use crate::labels::{self, Component};
+use crate::reconcile::validate::{
+    BrokerStorage, PostgresSettings, ValidatedStack, postgres_exporter_resources,
+};
+
+/// Name of the PostgreSQL container port (and Service port).
+pub const POSTGRES_PORT_NAME: &str = "postgres";
+/// Name of the exporter's container port.
+pub const METRICS_PORT_NAME: &str = "metrics";
+/// Name of the data volume (and of the claim template: claims are `data-<stack>-postgres-0`).
+const DATA_VOLUME: &str = "data";
+/// Mount point of the data volume.
+const DATA_PATH: &str = "/var/lib/postgresql/data";
+/// `PGDATA`: a subdirectory, so initdb finds an empty directory even on a volume with
+/// `lost+found`.
+const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+
+/// What rolls the database pod when it changes: images, variables, Secret name, exporter.
+#[derive(Serialize)]
+struct HashedConfig<'a> {
+    image: &'a str,
+    env: &'a [EnvVar],
+    credentials_secret: &'a str,
+    exporter_image: Option<&'a str>,
+}
+
+fn port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: number,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(false),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn postgres_env(stack: &ValidatedStack) -> Vec<EnvVar> {
+    vec![
+        env_value("POSTGRES_USER", POSTGRES_USER),
+        env_value("POSTGRES_DB", POSTGRES_DATABASE),
+        env_from_secret(
+            "POSTGRES_PASSWORD",
+            &stack.names.postgres_credentials,
+            PASSWORD_KEY,
+        ),
+        env_value("PGDATA", PGDATA),
+    ]
+}
+
+/// `pg_isready` over TCP: true only once the real server listens (not the socket-only server
+/// initdb runs first).
+fn pg_isready(period_seconds: i32, failure_threshold: i32) -> k8s_openapi::api::core::v1::Probe {
+    let port = POSTGRES_PORT.to_string();
+    exec_probe(
+        &[
+            "pg_isready",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            POSTGRES_USER,
+            "-d",
+            POSTGRES_DATABASE,
+        ],
+        period_seconds,
+        5,
+        failure_threshold,
+    )
+}
+
+fn postgres_container(stack: &ValidatedStack, settings: &PostgresSettings) -> Container {
+    Container {
+        name: "postgres".to_owned(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        ports: Some(vec![port(POSTGRES_PORT_NAME, POSTGRES_PORT)]),
+        env: Some(postgres_env(stack)),
+        resources: Some(settings.resources.clone()),
+        volume_mounts: Some(vec![
+            mount(DATA_VOLUME, DATA_PATH),
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", "/tmp"),
+        ]),
+        // initdb on a fresh volume takes a while; then the server must accept connections.
+        startup_probe: Some(pg_isready(5, 60)),
+        readiness_probe: Some(pg_isready(10, 3)),
+        liveness_probe: Some(pg_isready(30, 3)),
+        security_context: Some(restricted_container_security_context(POSTGRES_UID, true)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+fn exporter_container(stack: &ValidatedStack) -> Container {
+    let uri = format!("127.0.0.1:{POSTGRES_PORT}/{POSTGRES_DATABASE}?sslmode=disable");
+    Container {
+        name: "postgres-exporter".to_owned(),
+        image: Some(POSTGRES_EXPORTER_IMAGE.to_owned()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        ports: Some(vec![port(METRICS_PORT_NAME, POSTGRES_EXPORTER_PORT)]),
+        env: Some(vec![
+            env_value("DATA_SOURCE_URI", uri),
+            env_value("DATA_SOURCE_USER", POSTGRES_USER),
+            env_from_secret(
+                "DATA_SOURCE_PASS",
+                &stack.names.postgres_credentials,
+                PASSWORD_KEY,
+            ),
+        ]),
+        resources: Some(postgres_exporter_resources()),
+        liveness_probe: Some(http_probe("/", METRICS_PORT_NAME, 30, 3)),
+        security_context: Some(restricted_container_security_context(EXPORTER_UID, true)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+fn claim_templates(
+    stack: &ValidatedStack,
+    storage: &BrokerStorage,
+) -> Option<Vec<PersistentVolumeClaim>> {
+    let BrokerStorage::Persistent {
+        size,
+        storage_class_name,
+    } = storage
+    else {
+        return None;
+    };
+    Some(vec![PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_owned()),
+            labels: Some(labels::component_labels(&stack.name, Component::Postgres)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }])
+}
+
+/// The StatefulSet `<stack>-postgres`, when the store is a provisioned PostgreSQL.
+pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet> {
+    let settings = stack.store.provisioned()?;
+    let names = &stack.names;
+    let postgres = postgres_container(stack, settings);
+    let hash = config_hash(&HashedConfig {
+        image: &settings.image,
+        env: postgres.env.as_deref().unwrap_or_default(),
+        credentials_secret: &names.postgres_credentials,
+        exporter_image: settings.metrics.then_some(POSTGRES_EXPORTER_IMAGE),
+    });
+    let annotations = if settings.metrics {
+        scrape_annotations(POSTGRES_EXPORTER_PORT, "/metrics", hash)
+    } else {
+        BTreeMap::from([(labels::CONFIG_HASH.to_owned(), hash)])
+    };
+    let mut containers = vec![postgres];
+    if settings.metrics {
+        containers.push(exporter_container(stack));
+    }
+    let mut volumes = vec![empty_dir("run"), empty_dir("tmp")];
+    if settings.storage == BrokerStorage::Ephemeral {
+        volumes.push(empty_dir(DATA_VOLUME));
+    }
+    Some(StatefulSet {
+        metadata: object_meta(stack, &names.postgres, Component::Postgres),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(names.postgres.clone()),
+            selector: LabelSelector {
+                match_labels: Some(labels::selector_labels(&stack.name, Component::Postgres)),
+                match_expressions: None,
+            },
+            // Data safety first: the claim outlives the StatefulSet and the stack.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(pod_meta(stack, Component::Postgres, annotations)),
+                spec: Some(PodSpec {
+                    containers,
+                    volumes: Some(volumes),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(restricted_pod_security_context(
+                        POSTGRES_UID,
+                        Some(POSTGRES_UID),
+                    )),
+                    termination_grace_period_seconds: Some(60),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: claim_templates(stack, &settings.storage),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The headless Service `<stack>-postgres` (5432): the StatefulSet's governing Service and the
+/// host pong connects to (`<stack>-postgres.<namespace>.svc`).
+pub fn build_postgres_service(stack: &ValidatedStack) -> Option<Service> {
+    stack.store.provisioned()?;
+    Some(Service {
+        metadata: object_meta(stack, &stack.names.postgres, Component::Postgres),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(labels::selector_labels(&stack.name, Component::Postgres)),
+            ports: Some(vec![ServicePort {
+                name: Some(POSTGRES_PORT_NAME.to_owned()),
+                port: POSTGRES_PORT,
+                target_port: Some(IntOrString::String(POSTGRES_PORT_NAME.to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
