@@ -8,11 +8,15 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
+import pytest
 import requests
 
-from system_helpers import Stack, http_status, wait_until
+from system_helpers import Broker, Stack, free_port, http_status, wait_until
 
+# The gateway's own 503 body (deploy/local/nginx.conf.template, location @unavailable).
+GATEWAY_503 = "service unavailable"
 REQUESTS = 1000
 THREADS = 32
 
@@ -97,3 +101,33 @@ def test_gateway_exposes_only_the_public_api(stack: Stack) -> None:
         metrics = requests.get(f"{base}/metrics", timeout=10)
         assert metrics.status_code == 200
         assert "pingpong_" in metrics.text
+
+
+def test_gateway_answers_json_503_when_the_broker_or_a_service_is_down(
+        request: pytest.FixtureRequest, tmp_path: Path, bins: dict[str, Path]) -> None:
+    # ping runs but its broker port is closed; pong is not running at all.
+    stack = Stack(bins=bins, broker=Broker(port=free_port()), workdir=tmp_path)
+    try:
+        stack.start_ping()
+        stack.start_gateway()
+        wait_until(lambda: http_status(f"{stack.ping_url}/healthz") == 200, 30, "ping to listen")
+        wait_until(lambda: http_status(f"{stack.gateway_url}/ping") is not None, 30, "nginx to listen")
+        assert http_status(f"{stack.ping_url}/readyz") == 503
+
+        # ping's own 503 passes through the gateway unchanged (body and Retry-After).
+        response = requests.post(f"{stack.gateway_url}/ping", json={"msg": "x"}, timeout=30)
+        assert response.status_code == 503, response.text
+        assert response.headers.get("Retry-After"), response.headers
+        assert response.json()["error"] not in ("", GATEWAY_503), "the gateway replaced ping's answer"
+
+        # pong unreachable: nginx answers 503 itself, in the same JSON shape.
+        response = requests.get(f"{stack.gateway_url}/pong", timeout=30)
+        assert response.status_code == 503, response.text
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert response.headers.get("Retry-After"), response.headers
+        assert response.json()["error"] == GATEWAY_503
+    finally:
+        stack.stop_all()
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print(stack.logs())
