@@ -154,7 +154,14 @@ fn pong_gets_the_postgres_settings_and_rolls_one_pod_at_a_time() {
     assert_eq!(env["PGPASSWORD"], "secret:s-postgres-credentials/password");
     assert!(!env.contains_key("REDIS_URL"));
     let pong = find(&objects, "Deployment", "s-pong").unwrap();
-    assert_eq!(pong["spec"]["strategy"]["type"], "RollingUpdate");
+    // Explicit rolling parameters, owned by the operator's field manager (see pong.rs).
+    assert_eq!(
+        pong["spec"]["strategy"],
+        serde_json::json!({
+            "type": "RollingUpdate",
+            "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 }
+        })
+    );
 
     let memory = desired("  {}");
     let env = pong_env(&memory);

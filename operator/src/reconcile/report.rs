@@ -216,6 +216,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn switching_to_memory_drops_placement_replicas_and_cache() {
+        let provisioned = PingPongStackStatus {
+            store: Some(StoreStatus {
+                type_: StoreType::Postgres,
+                placement: Some(Placement::Provisioned),
+                ready: true,
+                replicas: Some(1),
+                ready_replicas: Some(1),
+                secret_name: Some("demo-postgres-credentials".into()),
+            }),
+            cache: Some(CacheStatus {
+                placement: Placement::Provisioned,
+                ready: true,
+                replicas: Some(1),
+                ready_replicas: Some(1),
+            }),
+            ..PingPongStackStatus::default()
+        };
+        let memory = StoreStatus {
+            type_: StoreType::Memory,
+            ready: true,
+            ..StoreStatus::default()
+        };
+        let report = Report {
+            outcome: Outcome::Converged(Readiness::default()),
+            paused: false,
+            applied: true,
+            endpoint: None,
+            credentials_secret: None,
+            store: Some(memory.clone()),
+            cache: None,
+            generation: Some(2),
+            previous: &provisioned,
+        };
+        let next = next_status(&report, Timestamp::UNIX_EPOCH);
+        assert_eq!(next.store, Some(memory));
+        assert_eq!(next.cache, None);
+        let serialized = serde_json::to_value(&next).unwrap();
+        assert_eq!(
+            serialized["store"],
+            serde_json::json!({"type": "memory", "ready": true})
+        );
+        assert!(serialized.get("cache").is_none());
+    }
+
+    #[test]
     fn failure_keeps_observed_generation_and_component_counts() {
         let ok = Report {
             outcome: Outcome::Converged(Readiness::default()),

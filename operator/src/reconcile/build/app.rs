@@ -32,8 +32,8 @@ pub struct AppParams<'a> {
     pub port: i32,
     /// Component-specific operator variables, appended after the common ones.
     pub extra_env: Vec<EnvVar>,
-    /// `RollingUpdate` (None) or `Recreate`.
-    pub strategy: Option<&'static str>,
+    /// The rollout strategy; `None` leaves the API default (`RollingUpdate`, 25%/25%).
+    pub strategy: Option<DeploymentStrategy>,
 }
 
 /// The effective configuration hashed into the pod-template annotation: the image, every
@@ -103,10 +103,7 @@ pub fn build_app_deployment(stack: &ValidatedStack, params: &AppParams<'_>) -> D
                 match_labels: Some(labels::selector_labels(&stack.name, params.component)),
                 match_expressions: None,
             },
-            strategy: params.strategy.map(|kind| DeploymentStrategy {
-                type_: Some(kind.to_owned()),
-                rolling_update: None,
-            }),
+            strategy: params.strategy.clone(),
             template: PodTemplateSpec {
                 metadata: Some(pod_meta(
                     stack,

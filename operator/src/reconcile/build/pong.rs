@@ -1,8 +1,9 @@
 //! The pong Deployment and Service (`<stack>-pong`, port 8002 behind Service port 80), and the
 //! store and cache variables pong reads.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{EnvVar, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::app::{AppParams, build_app_deployment, build_app_service};
 use super::common::{
@@ -57,6 +58,30 @@ pub fn store_env(stack: &ValidatedStack) -> Vec<EnvVar> {
     env
 }
 
+/// The in-memory store allows a single consumer: replace the pod instead of running two
+/// consumers side by side during a rollout. With PostgreSQL every replica shares the store, so
+/// pods roll one at a time, a new one first (`maxSurge: 1`, `maxUnavailable: 0`).
+///
+/// The rolling parameters are set explicitly, not left to API defaulting, so that this field
+/// manager owns them: switching back to `Recreate` then removes them. Defaulted values would
+/// stay, and the API server rejects `rollingUpdate` with `type: Recreate`.
+fn strategy(stack: &ValidatedStack) -> DeploymentStrategy {
+    if stack.store.is_postgres() {
+        DeploymentStrategy {
+            type_: Some("RollingUpdate".to_owned()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_surge: Some(IntOrString::Int(1)),
+                max_unavailable: Some(IntOrString::Int(0)),
+            }),
+        }
+    } else {
+        DeploymentStrategy {
+            type_: Some("Recreate".to_owned()),
+            rolling_update: None,
+        }
+    }
+}
+
 fn params(stack: &ValidatedStack) -> AppParams<'_> {
     let mut extra_env = vec![env_value(
         "PONG_MAX_MESSAGES",
@@ -70,14 +95,7 @@ fn params(stack: &ValidatedStack) -> AppParams<'_> {
         settings: &stack.pong,
         port: PONG_PORT,
         extra_env,
-        // The in-memory store allows a single consumer: replace the pod instead of running two
-        // consumers side by side during a rollout. With PostgreSQL every replica shares the
-        // store, so pods roll one by one.
-        strategy: Some(if stack.store.is_postgres() {
-            "RollingUpdate"
-        } else {
-            "Recreate"
-        }),
+        strategy: Some(strategy(stack)),
     }
 }
 
