@@ -273,6 +273,20 @@ def test_rbac_cluster_wide_is_exactly_what_the_operator_uses(
     assert _permissions(lease_role) == EXPECTED_LEASE_RULES
 
 
+def test_readme_permission_table_is_the_cluster_role(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    table: dict[tuple[str, str], set[str]] = {}
+    for group, resources, verbs in re.findall(
+        r"^\| `([^`]*)` \| ([a-z/, `]+) \| ([a-z, ]+) \|", readme, re.MULTILINE
+    ):
+        for resource in resources.replace("`", "").split(", "):
+            table[("" if group == '""' else group, resource)] = set(verbs.split(", "))
+    (cluster_role,) = find(default_objects, "ClusterRole")
+    assert table == _permissions(cluster_role), "charts/pingpong-operator/README.md is stale"
+
+
 def test_rbac_single_namespace_uses_a_role() -> None:
     objects = render_chart({"watchNamespace": "team-a"})
     (cluster_role,) = find(objects, "ClusterRole")
