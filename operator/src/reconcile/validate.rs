@@ -22,7 +22,7 @@ use kube::ResourceExt;
 
 pub use error::ValidationError;
 pub use settings::{
-    AppSettings, BrokerSettings, BrokerStorage, CacheSettings, GatewaySettings, IngressSettings,
+    AppSettings, BrokerSettings, CacheSettings, DataStorage, GatewaySettings, IngressSettings,
     MonitoringSettings, PostgresSettings, RedisSettings, StoreSettings, ValidatedStack,
     ping_defaults, pong_defaults, postgres_defaults, postgres_exporter_resources,
     rabbitmq_defaults, redis_defaults,
@@ -166,11 +166,11 @@ pub fn validate(
     let store = store::store_settings(&spec.pong, &names)?;
     let cache = store::cache_settings(&spec.pong, &names)?;
     let storage = if spec.rabbitmq.storage.ephemeral {
-        BrokerStorage::Ephemeral
+        DataStorage::Ephemeral
     } else {
         let size = &spec.rabbitmq.storage.size;
         check_quantity("spec.rabbitmq.storage.size".to_owned(), size)?;
-        BrokerStorage::Persistent {
+        DataStorage::Persistent {
             size: size.clone(),
             storage_class_name: spec.rabbitmq.storage.storage_class_name.clone(),
         }

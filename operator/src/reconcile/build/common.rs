@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, PodSecurityContext, Probe,
-    SeccompProfile, SecretKeySelector, SecurityContext,
+    Capabilities, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, Probe, SeccompProfile, SecretKeySelector,
+    SecurityContext, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::labels::{self, Component};
-use crate::reconcile::validate::ValidatedStack;
+use crate::reconcile::validate::{DataStorage, ValidatedStack};
 
 /// Container port of the ping service (API, health and metrics).
 pub const PING_PORT: i32 = 8001;
@@ -154,6 +155,40 @@ pub fn http_probe(
         failure_threshold: Some(failure_threshold),
         ..Probe::default()
     }
+}
+
+/// The StatefulSet claim template `volume` (ReadWriteOnce, the component's labels) for
+/// persistent storage, or `None` for an ephemeral one (the pod then mounts an emptyDir).
+pub fn data_claim_templates(
+    stack: &ValidatedStack,
+    component: Component,
+    volume: &str,
+    storage: &DataStorage,
+) -> Option<Vec<PersistentVolumeClaim>> {
+    let DataStorage::Persistent {
+        size,
+        storage_class_name,
+    } = storage
+    else {
+        return None;
+    };
+    Some(vec![PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(volume.to_owned()),
+            labels: Some(labels::component_labels(&stack.name, component)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }])
 }
 
 /// A probe that runs `command` in the container.

@@ -50,38 +50,28 @@ pub fn build_network_policy(stack: &ValidatedStack) -> NetworkPolicy {
         pod_selector: Some(LabelSelector::default()),
         ..NetworkPolicyPeer::default()
     };
-    NetworkPolicy {
-        metadata: object_meta(stack, &stack.names.rabbitmq, Component::RabbitMq),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels::selector_labels(&stack.name, Component::RabbitMq)),
-                match_expressions: None,
-            }),
-            policy_types: Some(vec!["Ingress".to_owned()]),
-            ingress: Some(vec![
-                NetworkPolicyIngressRule {
-                    from: Some(vec![
-                        pods(stack, Component::Ping),
-                        pods(stack, Component::Pong),
-                    ]),
-                    ports: tcp(&[AMQP_PORT]),
-                },
-                NetworkPolicyIngressRule {
-                    from: Some(vec![pods(stack, Component::RabbitMq)]),
-                    ports: tcp(&[EPMD_PORT, ERLANG_DIST_PORT]),
-                },
-                NetworkPolicyIngressRule {
-                    from: None,
-                    ports: tcp(&[RABBITMQ_METRICS_PORT]),
-                },
-                NetworkPolicyIngressRule {
-                    from: Some(vec![same_namespace]),
-                    ports: tcp(&[RABBITMQ_MANAGEMENT_PORT]),
-                },
+    let rules = vec![
+        NetworkPolicyIngressRule {
+            from: Some(vec![
+                pods(stack, Component::Ping),
+                pods(stack, Component::Pong),
             ]),
-            egress: None,
-        }),
-    }
+            ports: tcp(&[AMQP_PORT]),
+        },
+        NetworkPolicyIngressRule {
+            from: Some(vec![pods(stack, Component::RabbitMq)]),
+            ports: tcp(&[EPMD_PORT, ERLANG_DIST_PORT]),
+        },
+        NetworkPolicyIngressRule {
+            from: None,
+            ports: tcp(&[RABBITMQ_METRICS_PORT]),
+        },
+        NetworkPolicyIngressRule {
+            from: Some(vec![same_namespace]),
+            ports: tcp(&[RABBITMQ_MANAGEMENT_PORT]),
+        },
+    ];
+    policy(stack, &stack.names.rabbitmq, Component::RabbitMq, rules)
 }
 
 /// A policy on `component`'s pods with the given ingress rules.

@@ -14,23 +14,22 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use super::common::{
     EXPORTER_UID, PASSWORD_KEY, POSTGRES_DATABASE, POSTGRES_EXPORTER_IMAGE, POSTGRES_EXPORTER_PORT,
-    POSTGRES_PORT, POSTGRES_UID, POSTGRES_USER, config_hash, env_from_secret, env_value,
-    exec_probe, http_probe, object_meta, pod_meta, restricted_container_security_context,
-    restricted_pod_security_context, scrape_annotations,
+    POSTGRES_PORT, POSTGRES_UID, POSTGRES_USER, config_hash, data_claim_templates, env_from_secret,
+    env_value, exec_probe, http_probe, object_meta, pod_meta,
+    restricted_container_security_context, restricted_pod_security_context, scrape_annotations,
 };
 use crate::labels::{self, Component};
 use crate::reconcile::validate::{
-    BrokerStorage, PostgresSettings, ValidatedStack, postgres_exporter_resources,
+    DataStorage, PostgresSettings, ValidatedStack, postgres_exporter_resources,
 };
 
 /// Name of the PostgreSQL container port (and Service port).
@@ -162,36 +161,6 @@ fn exporter_container(stack: &ValidatedStack) -> Container {
     }
 }
 
-fn claim_templates(
-    stack: &ValidatedStack,
-    storage: &BrokerStorage,
-) -> Option<Vec<PersistentVolumeClaim>> {
-    let BrokerStorage::Persistent {
-        size,
-        storage_class_name,
-    } = storage
-    else {
-        return None;
-    };
-    Some(vec![PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(DATA_VOLUME.to_owned()),
-            labels: Some(labels::component_labels(&stack.name, Component::Postgres)),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
-                limits: None,
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    }])
-}
-
 /// The StatefulSet `<stack>-postgres`, when the store is a provisioned PostgreSQL.
 pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet> {
     let settings = stack.store.provisioned()?;
@@ -213,7 +182,7 @@ pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet>
         containers.push(exporter_container(stack));
     }
     let mut volumes = vec![empty_dir("run"), empty_dir("tmp")];
-    if settings.storage == BrokerStorage::Ephemeral {
+    if settings.storage == DataStorage::Ephemeral {
         volumes.push(empty_dir(DATA_VOLUME));
     }
     Some(StatefulSet {
@@ -247,7 +216,12 @@ pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet>
                     ..PodSpec::default()
                 }),
             },
-            volume_claim_templates: claim_templates(stack, &settings.storage),
+            volume_claim_templates: data_claim_templates(
+                stack,
+                Component::Postgres,
+                DATA_VOLUME,
+                &settings.storage,
+            ),
             ..StatefulSetSpec::default()
         }),
         status: None,

@@ -25,7 +25,7 @@ pub struct AppSettings {
 
 /// Where the broker keeps its data.
 #[derive(Clone, Debug, PartialEq)]
-pub enum BrokerStorage {
+pub enum DataStorage {
     /// A PersistentVolumeClaim template per broker pod.
     Persistent {
         /// Claim size.
@@ -47,7 +47,7 @@ pub struct BrokerSettings {
     /// Queue name (its dead-letter queue is `<queue>.dead`).
     pub queue: String,
     /// Data storage.
-    pub storage: BrokerStorage,
+    pub storage: DataStorage,
     /// Requests and limits.
     pub resources: ResourceRequirements,
     /// Whether the credentials Secret is the user's (`credentialsSecret`); the operator then never
@@ -61,7 +61,7 @@ pub struct PostgresSettings {
     /// Container image.
     pub image: String,
     /// Data storage (a claim template, or an emptyDir).
-    pub storage: BrokerStorage,
+    pub storage: DataStorage,
     /// Requests and limits of the PostgreSQL container.
     pub resources: ResourceRequirements,
     /// Whether to run the postgres-exporter sidecar.

@@ -3,8 +3,8 @@
 //! provisioned PostgreSQL and Redis.
 
 use super::settings::{
-    BrokerStorage, CacheSettings, PostgresSettings, RedisSettings, StoreSettings,
-    postgres_defaults, redis_defaults,
+    CacheSettings, DataStorage, PostgresSettings, RedisSettings, StoreSettings, postgres_defaults,
+    redis_defaults,
 };
 use super::{ValidationError, check_quantity, check_replicas, image, resources};
 use crate::crd::{
@@ -77,14 +77,14 @@ pub(super) fn store_settings(
         PostgresSpec::Provisioned(provisioned) => provisioned,
     };
     let storage = if provisioned.storage.ephemeral {
-        BrokerStorage::Ephemeral
+        DataStorage::Ephemeral
     } else {
         let size = &provisioned.storage.size;
         check_quantity(
             "spec.pong.store.postgres.provisioned.storage.size".to_owned(),
             size,
         )?;
-        BrokerStorage::Persistent {
+        DataStorage::Persistent {
             size: size.clone(),
             storage_class_name: provisioned.storage.storage_class_name.clone(),
         }

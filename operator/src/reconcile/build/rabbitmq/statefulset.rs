@@ -2,17 +2,14 @@
 //! image's numeric user 999, credentials and Erlang cookie from Secrets, probes, and a
 //! PersistentVolumeClaim template (or an emptyDir when ephemeral).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    PodSpec, PodTemplateSpec, Probe, TCPSocketAction, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
@@ -22,10 +19,10 @@ use crate::labels::{self, Component};
 use crate::reconcile::build::common::{
     AMQP_PORT, EPMD_PORT, ERLANG_COOKIE_KEY, ERLANG_DIST_PORT, PASSWORD_KEY,
     RABBITMQ_MANAGEMENT_PORT, RABBITMQ_METRICS_PORT, RABBITMQ_UID, USERNAME_KEY, config_hash,
-    env_from_field, env_from_secret, env_value, object_meta, pod_meta,
+    data_claim_templates, env_from_field, env_from_secret, env_value, object_meta, pod_meta,
     restricted_container_security_context, restricted_pod_security_context, scrape_annotations,
 };
-use crate::reconcile::validate::{BrokerStorage, ValidatedStack};
+use crate::reconcile::validate::{DataStorage, ValidatedStack};
 
 /// Name of the data volume (and of the claim template).
 const DATA_VOLUME: &str = "data";
@@ -124,7 +121,7 @@ fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
         config_volume("config", RABBITMQ_CONF_KEY, "10-pingpong.conf"),
         config_volume("plugins", ENABLED_PLUGINS_KEY, ENABLED_PLUGINS_KEY),
     ];
-    if stack.rabbitmq.storage == BrokerStorage::Ephemeral {
+    if stack.rabbitmq.storage == DataStorage::Ephemeral {
         volumes.push(Volume {
             name: DATA_VOLUME.to_owned(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -132,33 +129,6 @@ fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
         });
     }
     volumes
-}
-
-fn claim_templates(stack: &ValidatedStack) -> Option<Vec<PersistentVolumeClaim>> {
-    let BrokerStorage::Persistent {
-        size,
-        storage_class_name,
-    } = &stack.rabbitmq.storage
-    else {
-        return None;
-    };
-    Some(vec![PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(DATA_VOLUME.to_owned()),
-            labels: Some(labels::component_labels(&stack.name, Component::RabbitMq)),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
-                limits: None,
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    }])
 }
 
 /// The StatefulSet `<stack>-rabbitmq`.
@@ -251,7 +221,12 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
                     ..PodSpec::default()
                 }),
             },
-            volume_claim_templates: claim_templates(stack),
+            volume_claim_templates: data_claim_templates(
+                stack,
+                Component::RabbitMq,
+                DATA_VOLUME,
+                &stack.rabbitmq.storage,
+            ),
             ..StatefulSetSpec::default()
         }),
         status: None,
