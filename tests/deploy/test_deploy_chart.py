@@ -15,6 +15,7 @@ import yaml
 
 from deploy_helpers import (
     CHART,
+    ROOT,
     NAMESPACE,
     RELEASE,
     ci_values_files,
@@ -352,13 +353,30 @@ DASHBOARD_METRICS = {
     "pingpong_operator_reconcile_errors_total", "pingpong_operator_stacks_managed",
     "pingpong_operator_stacks_ready",
     "pingpong_ping_http_requests_total", "pingpong_ping_http_request_duration_seconds",
-    "pingpong_ping_published_total", "pingpong_ping_publish_failed_total",
+    "pingpong_ping_messages_published_total", "pingpong_ping_publish_failures_total",
     "pingpong_ping_publish_confirm_duration_seconds", "pingpong_ping_broker_connected",
     "pingpong_pong_messages_consumed_total", "pingpong_pong_stored_messages",
-    "pingpong_pong_evicted_total", "pingpong_pong_duplicates_total",
-    "pingpong_pong_dead_lettered_total", "pingpong_pong_end_to_end_latency_seconds",
+    "pingpong_pong_messages_evicted_total", "pingpong_pong_messages_duplicate_total",
+    "pingpong_pong_messages_dead_lettered_total", "pingpong_pong_end_to_end_latency_seconds",
     "pingpong_pong_broker_connected",
 }
+
+# The checked-in metric lists of each process (also read by the crates' own metrics tests).
+METRIC_LISTS = [
+    ROOT / "operator" / "metrics.txt",
+    ROOT / "services" / "ping" / "metrics.txt",
+    ROOT / "services" / "pong" / "metrics.txt",
+]
+
+
+def _exported_metric_names() -> set[str]:
+    names: set[str] = set()
+    for path in METRIC_LISTS:
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                names.add(line)
+    return names
 
 
 def _dashboard_metric_names(dashboard: dict[str, Any]) -> set[str]:
@@ -380,6 +398,10 @@ def test_grafana_dashboard_configmap() -> None:
     assert dashboard == json.loads((CHART / "dashboards" / "pingpong-operator.json").read_text())
     names = _dashboard_metric_names(dashboard)
     assert DASHBOARD_METRICS <= names, f"panels missing for {DASHBOARD_METRICS - names}"
+    exported = _exported_metric_names()
+    assert DASHBOARD_METRICS <= exported, f"not exported: {DASHBOARD_METRICS - exported}"
+    queried = {n for n in names if n.startswith("pingpong_")}
+    assert queried <= exported, f"dashboard queries metrics no process exports: {queried - exported}"
     assert any(n.startswith("rabbitmq_") for n in names), "no broker panels"
     titles = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert titles == ["Operator", "ping service", "pong service", "RabbitMQ broker"]
