@@ -2,7 +2,7 @@
 #   make local       run ping, pong, RabbitMQ and an nginx gateway on this machine (no Kubernetes)
 #   make local-down  stop exactly what `make local` started
 #   make test        every test (what CI runs)
-#   make generate    regenerate every generated file (CRD, manifests, goldens are separate: see README)
+#   make generate    regenerate every generated file (CRD, chart crds/, manifests/install.yaml, goldens)
 #   make up / down   a kind cluster with the stack, via skaffold
 #   make e2e         end-to-end test against the current kubeconfig
 #   make bench       data-plane benchmark (writes figures to stdout; see BENCHMARKS.md)
