@@ -329,3 +329,30 @@ async fn an_external_database_needs_its_secret_with_every_key() {
     assert!(store.ready);
     assert_eq!(store.secret_name.as_deref(), Some("orders-db"));
 }
+
+#[tokio::test]
+async fn a_paused_stack_still_reports_the_database_readiness() {
+    let client = client(Setup {
+        stacks: vec![common::stack(postgres_spec(1, true))],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    let mut spec = get_stack(&client).await.spec;
+    spec.paused = true;
+    set_spec(&client, &spec).await;
+    set_ready(&client, &["stack-postgres"], &["stack-redis"]).await;
+    let before = children(&client).await;
+
+    common::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(
+        diff(&before, &children(&client).await),
+        Vec::<String>::new()
+    );
+    let status = get_stack(&client).await.status.unwrap();
+    let store = status.store.unwrap();
+    assert!(store.ready, "read from the StatefulSet while paused");
+    assert_eq!(store.ready_replicas, Some(1));
+    assert!(status.cache.unwrap().ready);
+}
