@@ -286,6 +286,30 @@ mod tests {
     }
 
     #[test]
+    fn after_pages_follow_eviction() {
+        let store = new_store(3);
+        let messages: Vec<Message> = (0..5).map(|i| Message::new(format!("m{i}"))).collect();
+        let now = OffsetDateTime::now_utc();
+        for message in &messages {
+            store.insert(message, now).unwrap();
+        }
+        // m0 and m1 were evicted: the window is m2..m4.
+        let page = |after: usize, limit: Option<usize>| {
+            store.page_json(ListQuery {
+                after: Some(messages[after].id),
+                limit,
+            })
+        };
+        assert_eq!(ids(&page(2, None).unwrap()), ["m3", "m4"]);
+        assert_eq!(ids(&page(3, Some(1)).unwrap()), ["m4"]);
+        assert_eq!(page(4, Some(10)).unwrap(), "[]");
+        assert!(matches!(
+            page(1, None),
+            Err(StoreError::UnknownCursor(id)) if id == messages[1].id
+        ));
+    }
+
+    #[test]
     fn records_have_the_documented_shape() {
         let store = new_store(2);
         let message = Message::new("shape");
