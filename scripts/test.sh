@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Run every test of the project: what `make test` and CI run.
-# Needs: a Rust toolchain, python3 (with venv), nginx and a RabbitMQ broker reachable at
+# Needs: a Rust toolchain, python3 (with venv), nginx, shellcheck, a RabbitMQ broker reachable at
 # RABBITMQ_HOST:RABBITMQ_PORT (default 127.0.0.1:5672, guest/guest; `rabbitmq-server` must be
-# installed for the fault tests, which start a private broker node of their own).
-# `.ci/run` installs all of that on a fresh Debian machine.
+# installed for the fault tests, which start a private broker node of their own), PostgreSQL on
+# 127.0.0.1:5432 (user postgres, trust auth) and Redis on 127.0.0.1:6379 (`redis-server` installed).
+# `scripts/ensure-services.sh` starts installed servers; `.ci/run` installs all of it on a fresh
+# Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# One target directory for every step (generate.sh would otherwise build into target/op).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 step "python tools (.venv)"
 scripts/venv.sh
@@ -24,7 +29,7 @@ cargo test --workspace --no-fail-fast
 
 step "build binaries for the system tests"
 cargo build --workspace --bins
-export PINGPONG_BIN_DIR="$PWD/target/debug"
+export PINGPONG_BIN_DIR="$CARGO_TARGET_DIR/debug"
 
 step "python tests (chart, manifests, schemas, nginx end-to-end, broker fault tests)"
 .venv/bin/pytest -q tests
