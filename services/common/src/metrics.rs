@@ -179,6 +179,15 @@ pub fn render(registry: &Registry) -> Response {
     }
 }
 
+/// The names in a checked-in metric list (`metrics.txt`): one name per line,
+/// blank lines and `#` comments ignored. Tests compare it with [`metric_names`].
+pub fn listed_names(list: &str) -> Vec<&str> {
+    list.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
 /// Names of all metric families in `registry`, sorted (for drift tests).
 pub fn metric_names(registry: &Registry) -> Vec<String> {
     let mut names: Vec<String> = registry

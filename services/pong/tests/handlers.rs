@@ -174,11 +174,7 @@ async fn after_walks_pages_oldest_first_and_unknown_cursors_are_404() {
 /// The checked-in list of metric families (`metrics.txt`, also read by the
 /// Grafana dashboard test); renaming one must show up there in review.
 fn metric_names_checked_in() -> Vec<&'static str> {
-    include_str!("../metrics.txt")
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .collect()
+    pingpong_common::metrics::listed_names(include_str!("../metrics.txt"))
 }
 
 #[tokio::test]
