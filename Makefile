@@ -5,7 +5,8 @@
 #   make generate    regenerate every generated file (CRD, chart crds/, manifests/install.yaml, goldens)
 #   make up / down   a kind cluster with the stack, via skaffold
 #   make e2e         end-to-end test against the current kubeconfig
-#   make bench       data-plane benchmark (writes figures to stdout; see BENCHMARKS.md)
+#   make bench       data-plane benchmark through nginx, then the PostgreSQL store (see BENCHMARKS.md)
+#   make bench-store pong's PostgreSQL store and Redis cache benchmark alone
 #   make bench-operator  reconcile benchmark against the in-memory API
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
@@ -70,6 +71,11 @@ e2e:
 .PHONY: bench
 bench:
 	scripts/bench.sh
+	scripts/bench-store.sh
+
+.PHONY: bench-store
+bench-store:
+	scripts/bench-store.sh
 
 .PHONY: bench-operator
 bench-operator:
