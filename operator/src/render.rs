@@ -34,7 +34,7 @@ pub enum RenderError {
         kind: String,
     },
     /// The stack is invalid.
-    #[error("the stack is invalid: {0}")]
+    #[error("the stack is invalid")]
     Invalid(#[from] ValidationError),
     /// An object could not be serialized.
     #[error(transparent)]
