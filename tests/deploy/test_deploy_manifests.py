@@ -203,3 +203,27 @@ def test_rendered_objects_pass_kubernetes_schemas(path: Path, operator_bin: Path
             assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [
                 ("PingPongStack", stack["metadata"]["name"], STACK_UID)
             ], f"{obj['kind']} {meta['name']} is not owned by the stack"
+
+
+def test_rendered_strings_survive_a_yaml_1_1_parser(operator_bin: Path) -> None:
+    """kubectl reads YAML 1.1 (go-yaml v2), where `no`, `on`, `y` are booleans; PyYAML does too.
+    A string the user wrote must come back as that string, not as a boolean."""
+    words = ["no", "on", "off", "yes", "y", "N", "true", "0123", "~"]
+    stack = {
+        "apiVersion": "pingpong.dev/v1alpha1",
+        "kind": "PingPongStack",
+        "metadata": {"name": "yaml11", "uid": STACK_UID},
+        "spec": {"ping": {"env": [{"name": f"V{i}", "value": w} for i, w in enumerate(words)]}},
+    }
+    result = subprocess.run(
+        [str(operator_bin), "render", "-f", "-"],
+        input=yaml.safe_dump(stack), capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    (ping,) = [
+        o for o in load_yaml_docs(result.stdout)
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "yaml11-ping"
+    ]
+    env = {e["name"]: e.get("value") for e in ping["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert [env[f"V{i}"] for i in range(len(words))] == words
+    validate_object(ping)

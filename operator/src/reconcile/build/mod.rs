@@ -34,6 +34,7 @@ pub mod rabbitmq;
 pub mod redis;
 pub mod secret;
 pub mod servicemonitor;
+pub mod yaml;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -362,7 +363,7 @@ impl Documents {
         kind: &str,
         name: &Option<String>,
     ) -> Result<(), BuildError> {
-        let yaml = serde_yaml::to_string(object).map_err(|source| BuildError::Serialize {
+        let yaml = yaml::to_yaml(object).map_err(|source| BuildError::Serialize {
             kind: kind.to_owned(),
             name: name.clone().unwrap_or_default(),
             source,
