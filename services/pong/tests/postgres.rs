@@ -337,9 +337,11 @@ async fn nothing_is_acked_while_the_database_is_down() {
         "delivered, held unacked"
     );
 
-    // Proof it was never acked: the consumer's connection goes away and the
-    // message is back in the queue.
-    pong.manager.shutdown().await;
+    // Proof it was never acked: the consumer stops (abandoning its batch while
+    // the store is down), its connection goes away and the message is back in
+    // the queue. Stopping it fully also leaves no task behind to outlive the
+    // test's clean-up.
+    pong.stop().await;
     let ad = &admin;
     eventually("the unacked message is ready again", WAIT, || async move {
         ready_count(ad, queue).await == 1
