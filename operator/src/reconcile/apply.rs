@@ -130,26 +130,8 @@ impl<'a> Applier<'a> {
                 kind: K::KIND,
                 source,
             })?;
-        let orphans: Vec<String> = list
-            .items
-            .iter()
-            .filter(|o| owned_by(o.meta(), owner_uid) && !keep.contains(&o.name_any().as_str()))
-            .map(ResourceExt::name_any)
-            .collect();
-        for name in &orphans {
-            let result = api.delete(name, &DeleteParams::background()).await;
-            let result = result
-                .map(|_| ())
-                .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) });
-            self.metrics
-                .child_operation(K::KIND, ChildOperation::Delete, result.is_ok());
-            result.map_err(|source| Error::Delete {
-                kind: K::KIND,
-                name: name.clone(),
-                source,
-            })?;
-        }
-        Ok(orphans)
+        self.delete_unkept(&api, K::KIND, &list.items, owner_uid, keep)
+            .await
     }
 
     /// [`Self::delete_orphans`] for a dynamic kind.
@@ -169,8 +151,24 @@ impl<'a> Applier<'a> {
             Err(e) if is_not_found(&e) => return Ok(Vec::new()),
             Err(source) => return Err(Error::List { kind, source }),
         };
-        let orphans: Vec<String> = list
-            .items
+        self.delete_unkept(&api, kind, &list.items, owner_uid, keep)
+            .await
+    }
+
+    /// Deletes the `listed` objects controlled by `owner_uid` whose name is not in `keep` (a
+    /// missing object counts as deleted), counting each deletion. Returns the names deleted.
+    async fn delete_unkept<K>(
+        &self,
+        api: &Api<K>,
+        kind: &'static str,
+        listed: &[K],
+        owner_uid: &str,
+        keep: &[&str],
+    ) -> Result<Vec<String>, Error>
+    where
+        K: Resource + DeserializeOwned + Clone + Debug,
+    {
+        let orphans: Vec<String> = listed
             .iter()
             .filter(|o| owned_by(o.meta(), owner_uid) && !keep.contains(&o.name_any().as_str()))
             .map(ResourceExt::name_any)
