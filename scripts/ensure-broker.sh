@@ -20,8 +20,8 @@ case "$host" in
   127.*|localhost) ;;
   *) echo "no broker on $host:$port (not a local address, will not start one)" >&2; exit 1 ;;
 esac
-echo "starting rabbitmq-server"
-rabbitmq-server -detached
+echo "starting rabbitmq-server on port $port"
+RABBITMQ_NODE_PORT=$port rabbitmq-server -detached
 for _ in $(seq 1 60); do
   if listening; then echo "RabbitMQ answers on $host:$port"; exit 0; fi
   sleep 1

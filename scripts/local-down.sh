@@ -17,8 +17,8 @@ use_state_dir
 say "==> stopping what make local started ($state_dir)"
 stopped=0
 
-if command -v nginx >/dev/null; then
-  nginx_bin=$(readlink -f "$(command -v nginx)")
+nginx_bin=$(find_nginx)
+if [[ -n $nginx_bin ]]; then
   # SIGQUIT: graceful shutdown (finish in-flight requests).
   if pid=$(live_pid "$nginx_prefix/nginx.pid" "$nginx_bin"); then
     stop_pid "$nginx_prefix/nginx.pid" QUIT "$pid" "nginx gateway" 15

@@ -33,10 +33,9 @@ for var in PING_PORT PONG_PORT GATEWAY_PORT RABBITMQ_PORT; do
 done
 [[ $GATEWAY_ACCESS_LOG == on || $GATEWAY_ACCESS_LOG == off ]] ||
   fail "GATEWAY_ACCESS_LOG must be on or off, got '$GATEWAY_ACCESS_LOG'"
-command -v nginx >/dev/null || fail "nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)"
+nginx_bin=$(find_nginx)
+[[ -n $nginx_bin ]] || fail "nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)"
 command -v curl >/dev/null || fail "curl is not installed (Debian/Ubuntu: apt-get install curl)"
-nginx_bin=$(command -v nginx)
-nginx_bin=$(readlink -f "$nginx_bin")
 
 use_state_dir
 

@@ -37,6 +37,16 @@ fail() {
   exit 1
 }
 
+# The nginx executable, resolved through links; empty when not installed. Debian installs it in
+# /usr/sbin, which is not on a normal user's PATH.
+find_nginx() {
+  local bin
+  bin=$(command -v nginx || true)
+  [[ -z $bin && -x /usr/sbin/nginx ]] && bin=/usr/sbin/nginx
+  [[ -n $bin ]] && readlink -f "$bin"
+  return 0
+}
+
 # True when something accepts TCP connections on $1:$2.
 listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
