@@ -139,11 +139,6 @@ pub fn children_selector(stack: &str) -> String {
     format!("{INSTANCE}={stack},{MANAGED_BY_KEY}={MANAGED_BY}")
 }
 
-/// Label selector that matches every object managed by this operator in any stack.
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY_KEY}={MANAGED_BY}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use crate::crd::PingPongStack;
 use crate::credentials;
 use crate::reconcile::build::{BuildError, PlanInputs, build_desired};
 use crate::reconcile::validate::{ImageDefaults, ValidationError, validate};
+use kube::Resource as _;
 
 /// Namespace used when neither `--namespace` nor the input names one.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -87,7 +88,7 @@ pub fn parse_stack(input: &str) -> Result<PingPongStack, RenderError> {
     let value: serde_json::Value = serde_yaml::from_str(input).map_err(RenderError::Parse)?;
     let field = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
     if let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind"))
-        && (api_version != "pingpong.dev/v1alpha1" || kind != "PingPongStack")
+        && (api_version != PingPongStack::api_version(&()) || kind != PingPongStack::kind(&()))
     {
         return Err(RenderError::WrongKind {
             kind: format!("{api_version}/{kind}"),

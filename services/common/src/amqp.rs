@@ -262,7 +262,7 @@ impl BrokerLink {
 
     /// Whether a live session exists right now.
     pub fn is_connected(&self) -> bool {
-        self.rx.borrow().as_ref().is_some_and(|s| s.is_alive())
+        self.session().is_some()
     }
 
     /// Asks the manager to declare the topology again on the live session

@@ -1,47 +1,36 @@
 //! Helpers for integration tests against a real RabbitMQ (feature `testing`).
 //!
 //! [`broker`] is the single guard every broker test goes through: it reads
-//! `RABBITMQ_HOST`/`RABBITMQ_PORT`/`RABBITMQ_USER`/`RABBITMQ_PASS` (falling
-//! back to the `RABBITMQ_DEFAULT_*` names, then 127.0.0.1:5672 guest/guest),
-//! gives every test a unique queue and checks that the broker answers. When it
+//! the same `RABBITMQ_*` variables as the services (defaults 127.0.0.1:5672
+//! guest/guest), gives every test a unique queue and checks that the broker answers. When it
 //! does not, the test FAILS if `CI=true` and is skipped with a notice
 //! otherwise. Not for production code.
 
-use std::num::NonZeroU16;
 use std::time::Duration;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 
 use crate::amqp::{ChannelRole, Session, open_session};
-use crate::config::{AmqpConfig, QueueName, Secret};
+use crate::config::{AmqpConfig, Env, QueueName};
 
-/// Broker settings for tests, with a fresh queue named after `test`.
+/// Broker settings for tests, parsed exactly as the services parse them
+/// (`RABBITMQ_*`, see [`AmqpConfig::from_env`]), with a fresh queue named
+/// after `test`.
+///
+/// # Panics
+/// When a `RABBITMQ_*` variable is invalid.
 pub fn test_config(test: &str) -> AmqpConfig {
-    let var = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-    };
-    let port = var(&["RABBITMQ_PORT"])
-        .and_then(|p| p.parse::<NonZeroU16>().ok())
-        .unwrap_or(NonZeroU16::new(5672).unwrap_or(NonZeroU16::MIN));
-    let queue = format!("pingpong-test-{test}-{}", uuid::Uuid::new_v4().simple());
-    AmqpConfig {
-        host: var(&["RABBITMQ_HOST"]).unwrap_or_else(|| "127.0.0.1".to_owned()),
-        port,
-        vhost: var(&["RABBITMQ_VHOST"]).unwrap_or_else(|| "/".to_owned()),
-        user: var(&["RABBITMQ_USER", "RABBITMQ_DEFAULT_USER"])
-            .unwrap_or_else(|| "guest".to_owned()),
-        password: Secret::new(
-            var(&["RABBITMQ_PASS", "RABBITMQ_DEFAULT_PASS"]).unwrap_or_else(|| "guest".to_owned()),
-        ),
-        queue: QueueName::new(&queue).unwrap_or_else(|_| panic_queue(&queue)),
+    let lookup = |name: &str| std::env::var(name).ok();
+    let mut env = Env::new(&lookup);
+    let mut config = AmqpConfig::from_env(&mut env);
+    if let Err(error) = env.finish(()) {
+        panic!("invalid broker settings for the tests: {error}");
     }
-}
-
-fn panic_queue(queue: &str) -> QueueName {
-    panic!("test queue name {queue:?} is invalid")
+    let queue = format!("pingpong-test-{test}-{}", uuid::Uuid::new_v4().simple());
+    config.queue = QueueName::new(&queue)
+        .unwrap_or_else(|reason| panic!("test queue name {queue:?} is invalid: {reason}"));
+    config
 }
 
 /// Whether missing infrastructure must fail the test (`CI=true`).
@@ -74,7 +63,7 @@ pub async fn broker(test: &str) -> Option<(AmqpConfig, Session)> {
     if in_ci() {
         panic!(
             "RabbitMQ is required (CI=true) but unreachable at {endpoint}: {error}. \
-             Start the broker or set RABBITMQ_HOST/RABBITMQ_PORT/RABBITMQ_USER/RABBITMQ_PASS."
+             Start the broker or set RABBITMQ_HOST/RABBITMQ_PORT/RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS."
         );
     }
     eprintln!(

@@ -94,7 +94,6 @@ pub trait Publish: Send + Sync {
 pub struct AmqpPublisher {
     link: BrokerLink,
     routing_key: ShortString,
-    confirm_timeout: Duration,
     confirm_duration: HistogramVec,
 }
 
@@ -104,16 +103,8 @@ impl AmqpPublisher {
         Self {
             link,
             routing_key: queue.as_str().into(),
-            confirm_timeout: CONFIRM_TIMEOUT,
             confirm_duration,
         }
-    }
-
-    /// Overrides the confirm timeout (tests).
-    #[must_use]
-    pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
-        self.confirm_timeout = timeout;
-        self
     }
 
     async fn publish_confirmed(&self, message: &Message) -> Result<(), PublishError> {
@@ -129,7 +120,7 @@ impl AmqpPublisher {
             immediate: false,
         };
         let started = Instant::now();
-        let confirmed = tokio::time::timeout(self.confirm_timeout, async {
+        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, async {
             let confirm = session
                 .channel
                 .basic_publish(
@@ -145,7 +136,7 @@ impl AmqpPublisher {
         })
         .await;
         let (outcome, result) = match confirmed {
-            Err(_) => ("timeout", Err(PublishError::Timeout(self.confirm_timeout))),
+            Err(_) => ("timeout", Err(PublishError::Timeout(CONFIRM_TIMEOUT))),
             Ok(Err(error)) => ("error", Err(error)),
             Ok(Ok(Confirmation::Ack(None))) => ("ack", Ok(())),
             Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {

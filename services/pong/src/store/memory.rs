@@ -47,11 +47,6 @@ impl Store {
         }
     }
 
-    /// The bound.
-    pub fn capacity(&self) -> NonZeroUsize {
-        self.capacity
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the store half-updated
         // in a way that matters for readers, so recover from poisoning.
