@@ -247,7 +247,16 @@ impl AmqpConfig {
     /// Reads the `RABBITMQ_*` variables.
     pub fn from_env(env: &mut Env<'_>) -> Self {
         let host = env.string(RABBITMQ_HOST, "127.0.0.1");
-        if host.contains(char::is_whitespace) || host.contains('/') {
+        if host.contains('@') {
+            // `user:password@host`: the value holds credentials, so it is
+            // neither echoed here nor accepted (it would be logged verbatim).
+            env.problem(
+                RABBITMQ_HOST,
+                None,
+                "a host name or IP address without credentials (set RABBITMQ_DEFAULT_USER and \
+                 RABBITMQ_DEFAULT_PASS instead of user:password@host)",
+            );
+        } else if host.contains(char::is_whitespace) || host.contains('/') {
             env.problem(
                 RABBITMQ_HOST,
                 Some(host.clone()),

@@ -121,3 +121,35 @@ fn password_never_appears_in_debug_display_or_summary() {
     assert!(amqp.summary().contains("***"));
     assert!(format!("{amqp:?}").contains("***"));
 }
+
+#[test]
+fn credentials_in_the_host_are_rejected_and_never_echoed() {
+    for host in [
+        format!("app:{PASSWORD}@rabbit.example"),
+        format!("{PASSWORD}@rabbit.example"),
+        "@rabbit.example".to_owned(),
+    ] {
+        let err = parse(&[(config::RABBITMQ_HOST, &host)]).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{host}: {err}");
+        let problem = &err.problems[0];
+        assert_eq!(problem.variable, config::RABBITMQ_HOST);
+        assert_eq!(
+            problem.value, None,
+            "the value holds credentials: never echoed"
+        );
+        assert!(
+            problem.expected.contains("RABBITMQ_DEFAULT_PASS"),
+            "{problem}"
+        );
+        let text = err.to_string();
+        assert!(
+            !text.contains(PASSWORD) && !text.contains("rabbit.example"),
+            "{text}"
+        );
+    }
+    // An IPv6 address and a plain name stay valid.
+    for host in ["::1", "rabbit-0.rabbit.ns.svc"] {
+        let (_, amqp, _) = parse(&[(config::RABBITMQ_HOST, host)]).unwrap();
+        assert_eq!(amqp.host, host);
+    }
+}
