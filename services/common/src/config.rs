@@ -7,14 +7,19 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroU16;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
 
+use crate::address::{BrokerAddress, BrokerAddresses, DEFAULT_AMQP_PORT};
+use crate::topology::QueueType;
+
 /// Variable naming the listen address of a service.
 pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
-/// Variable naming the broker host.
+/// Variable listing the broker nodes (`host:port,host:port`); wins over
+/// `RABBITMQ_HOST`/`RABBITMQ_PORT`.
+pub const RABBITMQ_ADDRESSES: &str = "RABBITMQ_ADDRESSES";
+/// Variable naming the broker host (when `RABBITMQ_ADDRESSES` is unset).
 pub const RABBITMQ_HOST: &str = "RABBITMQ_HOST";
 /// Variable naming the broker AMQP port.
 pub const RABBITMQ_PORT: &str = "RABBITMQ_PORT";
@@ -26,6 +31,8 @@ pub const RABBITMQ_DEFAULT_USER: &str = "RABBITMQ_DEFAULT_USER";
 pub const RABBITMQ_DEFAULT_PASS: &str = "RABBITMQ_DEFAULT_PASS";
 /// Variable naming the durable work queue.
 pub const RABBITMQ_QUEUE: &str = "RABBITMQ_QUEUE";
+/// Variable selecting the queue type (`classic` or `quorum`).
+pub const RABBITMQ_QUEUE_TYPE: &str = "RABBITMQ_QUEUE_TYPE";
 /// Variable selecting the log output format.
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 /// Variable holding the tracing filter directives.
@@ -184,6 +191,10 @@ pub fn listen_addr(env: &mut Env<'_>, default: SocketAddr) -> SocketAddr {
     )
 }
 
+/// What a broker address holding `user:password@` must look like instead.
+const CREDENTIALS_IN_ADDRESS: &str = "a host name or IP address without credentials (set \
+     RABBITMQ_DEFAULT_USER and RABBITMQ_DEFAULT_PASS instead of user:password@host)";
+
 /// A validated AMQP queue name; `<name>.dead` is its dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueName(String);
@@ -226,10 +237,9 @@ impl fmt::Display for QueueName {
 /// Where and how to reach RabbitMQ, and which queue to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
-    /// Broker host name or IP address.
-    pub host: String,
-    /// Broker AMQP port.
-    pub port: NonZeroU16,
+    /// Broker nodes, tried in order (`RABBITMQ_ADDRESSES`, else
+    /// `RABBITMQ_HOST:RABBITMQ_PORT`).
+    pub addresses: BrokerAddresses,
     /// Virtual host (default `/`).
     pub vhost: String,
     /// User name.
@@ -238,6 +248,8 @@ pub struct AmqpConfig {
     pub password: Secret,
     /// The durable work queue.
     pub queue: QueueName,
+    /// Classic or quorum (`RABBITMQ_QUEUE_TYPE`, default classic).
+    pub queue_type: QueueType,
 }
 
 impl AmqpConfig {
@@ -246,25 +258,36 @@ impl AmqpConfig {
 
     /// Reads the `RABBITMQ_*` variables.
     pub fn from_env(env: &mut Env<'_>) -> Self {
-        let host = env.string(RABBITMQ_HOST, "127.0.0.1");
+        let mut host = env.string(RABBITMQ_HOST, "127.0.0.1");
         if host.contains('@') {
             // `user:password@host`: the value holds credentials, so it is
             // neither echoed here nor accepted (it would be logged verbatim).
-            env.problem(
-                RABBITMQ_HOST,
-                None,
-                "a host name or IP address without credentials (set RABBITMQ_DEFAULT_USER and \
-                 RABBITMQ_DEFAULT_PASS instead of user:password@host)",
-            );
-        } else if host.contains(char::is_whitespace) || host.contains('/') {
-            env.problem(
-                RABBITMQ_HOST,
-                Some(host.clone()),
-                "a host name or IP address",
-            );
+            env.problem(RABBITMQ_HOST, None, CREDENTIALS_IN_ADDRESS);
+            host = "127.0.0.1".to_owned();
+        } else if let Err(expected) = BrokerAddress::new(&host, DEFAULT_AMQP_PORT) {
+            env.problem(RABBITMQ_HOST, Some(host), expected);
+            host = "127.0.0.1".to_owned();
         }
-        let default_port = NonZeroU16::new(5672).unwrap_or(NonZeroU16::MIN);
-        let port = env.parse(RABBITMQ_PORT, default_port, "a TCP port number 1-65535");
+        let port = env.parse(
+            RABBITMQ_PORT,
+            DEFAULT_AMQP_PORT,
+            "a TCP port number 1-65535",
+        );
+        let single = BrokerAddress { host, port };
+        let addresses = match env.raw(RABBITMQ_ADDRESSES) {
+            None => BrokerAddresses::single(single),
+            Some(raw) if raw.contains('@') => {
+                env.problem(RABBITMQ_ADDRESSES, None, CREDENTIALS_IN_ADDRESS);
+                BrokerAddresses::single(single)
+            }
+            Some(raw) => match raw.parse::<BrokerAddresses>() {
+                Ok(addresses) => addresses,
+                Err(expected) => {
+                    env.problem(RABBITMQ_ADDRESSES, Some(raw), &expected);
+                    BrokerAddresses::single(single)
+                }
+            },
+        };
         let vhost = env.string(RABBITMQ_VHOST, "/");
         let user = env.string(RABBITMQ_DEFAULT_USER, "guest");
         let password = env.secret(RABBITMQ_DEFAULT_PASS, "guest");
@@ -276,25 +299,26 @@ impl AmqpConfig {
                 QueueName(Self::DEFAULT_QUEUE.to_owned())
             }
         };
+        let queue_type = env.parse(RABBITMQ_QUEUE_TYPE, QueueType::Classic, "classic or quorum");
         Self {
-            host,
-            port,
+            addresses,
             vhost,
             user,
             password,
             queue,
+            queue_type,
         }
     }
 
     /// A one-line description without the password, for start-up logs.
     pub fn summary(&self) -> String {
         format!(
-            "amqp://{}:***@{}:{}/{} queue={}",
+            "amqp://{}:***@{}/{} queue={} queue_type={}",
             self.user,
-            self.host,
-            self.port,
+            self.addresses,
             self.vhost.replace('/', "%2f"),
-            self.queue
+            self.queue,
+            self.queue_type
         )
     }
 }

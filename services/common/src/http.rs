@@ -211,24 +211,30 @@ pub async fn healthz() -> Response {
 /// A `/readyz` response: 200 when every check passes, else 503 naming the
 /// failed checks.
 pub fn readiness(checks: &[(&'static str, bool)]) -> Response {
+    readiness_on_node(checks, -1)
+}
+
+/// [`readiness`] that also says which broker node is in use:
+/// `broker_address` is its 0-based position in `RABBITMQ_ADDRESSES` (the
+/// value of the `<service>_broker_address` gauge); left out while disconnected (-1).
+pub fn readiness_on_node(checks: &[(&'static str, bool)], broker_address: i64) -> Response {
     let failing: Vec<&str> = checks
         .iter()
         .filter(|(_, ok)| !ok)
         .map(|(name, _)| *name)
         .collect();
-    if failing.is_empty() {
-        (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready"})),
-        )
-            .into_response()
+    let (status, mut body) = if failing.is_empty() {
+        (StatusCode::OK, serde_json::json!({"status": "ready"}))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "not ready", "failing": failing})),
+            serde_json::json!({"status": "not ready", "failing": failing}),
         )
-            .into_response()
+    };
+    if broker_address >= 0 {
+        body["broker_address"] = broker_address.into();
     }
+    (status, axum::Json(body)).into_response()
 }
 
 /// Upper bound on handling one request (then 503).

@@ -3,9 +3,12 @@
 //! This crate owns what both services need and nothing service-specific:
 //! configuration parsing ([`config`]), logging ([`telemetry`]), the Prometheus
 //! registry helpers and HTTP metrics middleware ([`metrics`]), the AMQP
-//! connection manager ([`amqp`]), the wire message ([`message`]) and the HTTP
-//! error type, JSON extractor, health handlers and shutdown signal ([`http`]).
+//! connection manager with failover ([`amqp`]), broker node addresses
+//! ([`address`]), the shared queues and their arguments ([`topology`]), the
+//! wire message ([`message`]) and the HTTP error type, JSON extractor, health
+//! handlers and shutdown signal ([`http`]).
 
+pub mod address;
 pub mod amqp;
 pub mod config;
 pub mod http;
@@ -14,6 +17,9 @@ pub mod metrics;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod topology;
 
+pub use address::{BrokerAddress, BrokerAddresses};
 pub use config::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueName, Secret};
 pub use message::Message;
+pub use topology::QueueType;

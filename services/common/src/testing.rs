@@ -11,7 +11,7 @@ use std::time::Duration;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 
-use crate::amqp::{ChannelRole, Session, open_session};
+use crate::amqp::{ChannelRole, Session, open_session_any};
 use crate::config::{AmqpConfig, Env, QueueName};
 
 /// Broker settings for tests, parsed exactly as the services parse them
@@ -47,7 +47,7 @@ pub async fn broker(test: &str) -> Option<(AmqpConfig, Session)> {
     let config = test_config(test);
     let result = tokio::time::timeout(
         Duration::from_secs(15),
-        open_session(
+        open_session_any(
             &config,
             ChannelRole::Publisher,
             &format!("test-admin-{test}"),
@@ -59,11 +59,11 @@ pub async fn broker(test: &str) -> Option<(AmqpConfig, Session)> {
         Ok(Err(error)) => error.to_string(),
         Err(_) => "timed out".to_owned(),
     };
-    let endpoint = format!("{}:{}", config.host, config.port);
+    let endpoint = config.addresses.to_string();
     if in_ci() {
         panic!(
             "RabbitMQ is required (CI=true) but unreachable at {endpoint}: {error}. \
-             Start the broker or set RABBITMQ_HOST/RABBITMQ_PORT/RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS."
+             Start the broker or set RABBITMQ_ADDRESSES (or RABBITMQ_HOST/RABBITMQ_PORT)/RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS."
         );
     }
     eprintln!(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use pingpong_common::config::{self, listen_addr};
-use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat};
+use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueType};
 
 const PASSWORD: &str = "s3cr3t-p4ss-word";
 
@@ -27,8 +27,10 @@ fn parse(vars: &[(&str, &str)]) -> Result<(SocketAddr, AmqpConfig, LogConfig), C
 fn defaults_apply_when_nothing_is_set() {
     let (addr, amqp, log) = parse(&[]).unwrap();
     assert_eq!(addr, "0.0.0.0:8001".parse().unwrap());
-    assert_eq!(amqp.host, "127.0.0.1");
-    assert_eq!(amqp.port.get(), 5672);
+    assert_eq!(amqp.addresses.len(), 1);
+    assert_eq!(amqp.addresses.get(0).host, "127.0.0.1");
+    assert_eq!(amqp.addresses.get(0).port.get(), 5672);
+    assert_eq!(amqp.queue_type, QueueType::Classic);
     assert_eq!(amqp.vhost, "/");
     assert_eq!(amqp.user, "guest");
     assert_eq!(amqp.password.expose(), "guest");
@@ -53,8 +55,7 @@ fn values_are_parsed_into_types() {
     ])
     .unwrap();
     assert_eq!(addr.port(), 9000);
-    assert_eq!(amqp.host, "rabbit.example");
-    assert_eq!(amqp.port.get(), 5673);
+    assert_eq!(amqp.addresses.to_string(), "rabbit.example:5673");
     assert_eq!(amqp.vhost, "prod");
     assert_eq!(amqp.user, "app");
     assert_eq!(amqp.password.expose(), PASSWORD);
@@ -150,6 +151,68 @@ fn credentials_in_the_host_are_rejected_and_never_echoed() {
     // An IPv6 address and a plain name stay valid.
     for host in ["::1", "rabbit-0.rabbit.ns.svc"] {
         let (_, amqp, _) = parse(&[(config::RABBITMQ_HOST, host)]).unwrap();
-        assert_eq!(amqp.host, host);
+        assert_eq!(amqp.addresses.get(0).host, host);
     }
+}
+
+#[test]
+fn addresses_win_over_host_and_port_and_queue_type_is_typed() {
+    let (_, amqp, _) = parse(&[
+        (config::RABBITMQ_HOST, "ignored.example"),
+        (
+            config::RABBITMQ_ADDRESSES,
+            "rabbit-0:5672, rabbit-1:5673,[::1]",
+        ),
+        (config::RABBITMQ_QUEUE_TYPE, "quorum"),
+    ])
+    .unwrap();
+    assert_eq!(
+        amqp.addresses.to_string(),
+        "rabbit-0:5672,rabbit-1:5673,[::1]:5672"
+    );
+    assert_eq!(amqp.queue_type, QueueType::Quorum);
+    assert!(
+        amqp.summary().contains("rabbit-1:5673"),
+        "{}",
+        amqp.summary()
+    );
+    assert!(
+        amqp.summary().contains("queue_type=quorum"),
+        "{}",
+        amqp.summary()
+    );
+}
+
+#[test]
+fn bad_addresses_and_queue_type_are_named() {
+    let err = parse(&[
+        (
+            config::RABBITMQ_ADDRESSES,
+            "rabbit-0:5672,rabbit-1:notaport",
+        ),
+        (config::RABBITMQ_QUEUE_TYPE, "stream"),
+    ])
+    .unwrap_err();
+    let names: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(
+        names,
+        [config::RABBITMQ_ADDRESSES, config::RABBITMQ_QUEUE_TYPE]
+    );
+    let text = err.to_string();
+    assert!(text.contains("rabbit-1:notaport"), "{text}");
+    assert!(text.contains("classic or quorum"), "{text}");
+}
+
+#[test]
+fn credentials_in_the_addresses_are_rejected_and_never_echoed() {
+    let raw = format!("rabbit-0:5672,app:{PASSWORD}@rabbit-1:5672");
+    let err = parse(&[(config::RABBITMQ_ADDRESSES, &raw)]).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].variable, config::RABBITMQ_ADDRESSES);
+    assert_eq!(err.problems[0].value, None);
+    let text = err.to_string();
+    assert!(
+        !text.contains(PASSWORD) && !text.contains("rabbit-1"),
+        "{text}"
+    );
 }

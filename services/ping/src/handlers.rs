@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use pingpong_common::Message;
-use pingpong_common::http::{ApiJson, AppError, readiness};
+use pingpong_common::http::{ApiJson, AppError, readiness_on_node};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::format_description::well_known::Rfc3339;
@@ -108,5 +108,8 @@ pub async fn ping(
 
 /// `GET /readyz`: ready while the broker is connected.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    readiness(&[("broker", state.publisher.is_ready())])
+    readiness_on_node(
+        &[("broker", state.publisher.is_ready())],
+        state.metrics.broker_address.get(),
+    )
 }

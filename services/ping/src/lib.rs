@@ -93,7 +93,7 @@ pub async fn run(
         config.amqp.clone(),
         ChannelRole::Publisher,
         "ping".to_owned(),
-        metrics.broker_connected.clone(),
+        metrics.link_gauges(),
     );
     let publisher = AmqpPublisher::new(
         manager.link(),

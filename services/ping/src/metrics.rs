@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use pingpong_common::amqp::LinkGauges;
 use pingpong_common::metrics::{self as common, HttpMetrics};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
@@ -30,6 +31,8 @@ pub struct PingMetrics {
     pub confirm_duration: HistogramVec,
     /// 1 while connected to the broker.
     pub broker_connected: IntGauge,
+    /// Position in `RABBITMQ_ADDRESSES` of the node in use, -1 when none.
+    pub broker_address: IntGauge,
 }
 
 impl PingMetrics {
@@ -58,18 +61,22 @@ impl PingMetrics {
             &["outcome"],
         )?;
         registry.register(Box::new(confirm_duration.clone()))?;
-        let broker_connected = common::gauge(
-            registry,
-            PREFIX,
-            "broker_connected",
-            "1 while the AMQP connection is up, else 0.",
-        )?;
+        let link = LinkGauges::register(registry, PREFIX)?;
         Ok(Self {
             http,
             published,
             failed,
             confirm_duration,
-            broker_connected,
+            broker_connected: link.connected,
+            broker_address: link.address,
         })
+    }
+
+    /// The gauges the connection manager keeps up to date.
+    pub fn link_gauges(&self) -> LinkGauges {
+        LinkGauges {
+            connected: self.broker_connected.clone(),
+            address: self.broker_address.clone(),
+        }
     }
 }

@@ -35,7 +35,7 @@ fn start(config: &pingpong_common::AmqpConfig) -> Running {
         config.clone(),
         ChannelRole::Publisher,
         "ping-test".to_owned(),
-        metrics.broker_connected.clone(),
+        metrics.link_gauges(),
     );
     let publisher = AmqpPublisher::new(
         manager.link(),
@@ -202,8 +202,9 @@ async fn post_ping_through_the_app_lands_in_the_queue() {
 async fn without_a_broker_publishing_fails_fast_and_readiness_is_false() {
     // Port 1 on localhost refuses connections: no broker needed.
     let mut config = pingpong_common::testing::test_config("ping-refused");
-    config.host = "127.0.0.1".to_owned();
-    config.port = NonZeroU16::new(1).unwrap();
+    config.addresses = pingpong_common::BrokerAddresses::single(
+        pingpong_common::BrokerAddress::new("127.0.0.1", NonZeroU16::new(1).unwrap()).unwrap(),
+    );
     let running = start(&config);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!running.publisher.is_ready());

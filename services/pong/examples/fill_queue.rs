@@ -25,7 +25,13 @@ async fn main() -> anyhow::Result<()> {
     let mut env = Env::new(&lookup);
     let config = AmqpConfig::from_env(&mut env);
     env.finish(())?;
-    let session = open_session(&config, ChannelRole::Publisher, "pong-fill-queue").await?;
+    let session = open_session(
+        &config,
+        config.addresses.get(0),
+        ChannelRole::Publisher,
+        "pong-fill-queue",
+    )
+    .await?;
     let queue = config.queue.as_str();
     let started = Instant::now();
     let mut pending = VecDeque::with_capacity(IN_FLIGHT);

@@ -16,7 +16,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pingpong_common::http::{AppError, readiness};
+use pingpong_common::http::{AppError, readiness_on_node};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -79,9 +79,12 @@ fn store_error(error: StoreError) -> AppError {
 /// `GET /readyz`: ready while connected to the broker, consuming, and the
 /// store accepts writes.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    readiness(&[
-        ("broker", state.metrics.broker_connected.get() == 1),
-        ("consumer", state.metrics.consumer_running.get() == 1),
-        ("store", state.metrics.store_ready.get() == 1),
-    ])
+    readiness_on_node(
+        &[
+            ("broker", state.metrics.broker_connected.get() == 1),
+            ("consumer", state.metrics.consumer_running.get() == 1),
+            ("store", state.metrics.store_ready.get() == 1),
+        ],
+        state.metrics.broker_address.get(),
+    )
 }

@@ -186,7 +186,7 @@ pub async fn run(
             prefetch: consumer::PREFETCH,
         },
         "pong".to_owned(),
-        state.metrics.broker_connected.clone(),
+        state.metrics.link_gauges(),
     );
     let sink: Arc<dyn MessageSink> = state.store.clone();
     let sink_stop = stop.clone();

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use pingpong_common::amqp::LinkGauges;
 use pingpong_common::metrics::{self as common, HttpMetrics};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -47,6 +48,8 @@ pub struct PongMetrics {
     pub end_to_end_latency: Histogram,
     /// 1 while connected to the broker.
     pub broker_connected: IntGauge,
+    /// Position in `RABBITMQ_ADDRESSES` of the node in use, -1 when none.
+    pub broker_address: IntGauge,
     /// 1 while the consumer is registered on the queue.
     pub consumer_running: IntGauge,
     /// 1 while the store accepts writes (always for memory).
@@ -69,6 +72,7 @@ impl PongMetrics {
     /// Registers every pong metric on `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str| common::counter(registry, PREFIX, name, help);
+        let link = LinkGauges::register(registry, PREFIX)?;
         let gauge = |name: &str, help: &str| common::gauge(registry, PREFIX, name, help);
         Ok(Self {
             http: HttpMetrics::register(registry, PREFIX)?,
@@ -100,10 +104,8 @@ impl PongMetrics {
                 "Time from ping's created_at to pong's received_at.",
                 LATENCY_BUCKETS,
             )?,
-            broker_connected: gauge(
-                "broker_connected",
-                "1 while the AMQP connection is up, else 0.",
-            )?,
+            broker_connected: link.connected,
+            broker_address: link.address,
             consumer_running: gauge(
                 "consumer_running",
                 "1 while the consumer is registered on the queue, else 0.",
@@ -147,5 +149,13 @@ impl PongMetrics {
                 "Redis operations that failed or timed out (served from the store).",
             )?,
         })
+    }
+
+    /// The gauges the connection manager keeps up to date.
+    pub fn link_gauges(&self) -> LinkGauges {
+        LinkGauges {
+            connected: self.broker_connected.clone(),
+            address: self.broker_address.clone(),
+        }
     }
 }

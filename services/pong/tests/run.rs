@@ -88,8 +88,7 @@ async fn pong_on_postgres_serves_what_it_consumed_across_a_restart() {
     let host = "127.0.0.1";
     let mut vars: BTreeMap<String, String> = [
         ("LISTEN_ADDR", addr.to_string()),
-        ("RABBITMQ_HOST", amqp.host.clone()),
-        ("RABBITMQ_PORT", amqp.port.to_string()),
+        ("RABBITMQ_ADDRESSES", amqp.addresses.to_string()),
         ("RABBITMQ_VHOST", amqp.vhost.clone()),
         ("RABBITMQ_DEFAULT_USER", amqp.user.clone()),
         ("RABBITMQ_DEFAULT_PASS", amqp.password.expose().to_owned()),

@@ -299,7 +299,7 @@ impl Consumer {
                 prefetch: pingpong_pong::consumer::PREFETCH,
             },
             "pong-test".to_owned(),
-            metrics.broker_connected.clone(),
+            metrics.link_gauges(),
         );
         let stop = CancellationToken::new();
         let consumer = pingpong_pong::QueueConsumer::new(
