@@ -42,11 +42,11 @@ test:
 
 .PHONY: local
 local:
-	scripts/local-up.sh
+	scripts/local.sh up
 
 .PHONY: local-down
 local-down:
-	scripts/local-down.sh
+	scripts/local.sh down
 
 .PHONY: generate
 generate: venv
@@ -58,11 +58,11 @@ check-generated: venv
 
 .PHONY: up
 up:
-	scripts/kind-up.sh
+	scripts/kind.sh up
 
 .PHONY: down
 down:
-	scripts/kind-down.sh
+	scripts/kind.sh down
 
 .PHONY: e2e
 e2e:

@@ -7,13 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stacks="${1:-1000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/op}"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+target_dir=${CARGO_TARGET_DIR:-target}
 
-echo "==> building the benchmark (release)" >&2
+step "building the benchmark (release)"
 cargo build --release -p pingpong-operator --example bench_reconcile >&2
 
-echo "==> reconciling $stacks stacks" >&2
-results="$("$CARGO_TARGET_DIR/release/examples/bench_reconcile" "$stacks")"
+step "reconciling $stacks stacks"
+results="$("$target_dir/release/examples/bench_reconcile" "$stacks")"
 echo "$results"
 
 cpu="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)"
@@ -49,5 +51,5 @@ nxt = rest.find("\n## ")
 tail = rest[nxt:] if nxt >= 0 else ""
 open(path, "w").write(head + sep + "\n\n" + sys.argv[1].strip() + "\n" + tail)
 PY
-  echo "==> wrote the Operator section of BENCHMARKS.md" >&2
+  step "wrote the Operator section of BENCHMARKS.md"
 fi

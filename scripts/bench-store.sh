@@ -32,10 +32,10 @@ out=$root/.local/bench-store
 pong_url=http://127.0.0.1:$port
 mkdir -p "$out"
 
-step() { printf '\n==> %s\n' "$*" >&2; }
-fail() { printf 'bench-store: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 for tool in psql wrk curl python3 redis-cli; do
-  command -v "$tool" >/dev/null || fail "$tool is not installed"
+  need "$tool" "Debian/Ubuntu: apt-get install postgresql-client wrk curl python3 redis-tools"
 done
 psql "$admin_url" -qAtc 'SELECT 1' >/dev/null || fail "PostgreSQL unreachable at $admin_url"
 
@@ -65,12 +65,10 @@ metric() {
 start_pong() {
   env "$@" "$root/target/release/pong" >>"$out/pong.log" 2>&1 &
   pong_pid=$!
-  for _ in $(seq 1 200); do
-    curl -fsS --max-time 1 "$pong_url/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$pong_pid" 2>/dev/null || fail "pong exited; see $out/pong.log"
-    sleep 0.05
-  done
-  fail "pong not ready; see $out/pong.log"
+  local status=0
+  wait_http "$pong_url/readyz" 10 "$pong_pid" || status=$?
+  ((status != 2)) || fail "pong exited; see $out/pong.log"
+  ((status == 0)) || fail "pong not ready; see $out/pong.log"
 }
 # drain STORE VAR=VALUE...: fills the queue with $messages messages, starts pong and sets `rate` to
 # the drain rate in msg/s, timed from pong's launch (start-up included) to the last message stored.

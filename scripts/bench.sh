@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: data-plane benchmark on this machine (not a test; nothing here is asserted).
 #
-# Brings up its own stack with scripts/local-up.sh (release build, own ports, own queue, own state
+# Brings up its own stack with scripts/local.sh up (release build, own ports, own queue, own state
 # dir .local/bench, gateway access log off), then measures in one run:
 #   1. the broker's own ceiling: pingpong-loadgen ceiling (persistent, confirms, 256 in flight);
 #   2. POST /ping through nginx with wrk at 16 and 64 connections (20 s each, --latency), then the
@@ -31,18 +31,18 @@ RABBITMQ_QUEUE=pingpong-bench-$(date +%s)
 export RABBITMQ_QUEUE
 export PONG_MAX_MESSAGES=100000
 export RUST_LOG=${RUST_LOG:-warn}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 # shellcheck source=deploy/local/common.sh
 source deploy/local/common.sh
 
-command -v wrk >/dev/null || fail "wrk is not installed (Debian/Ubuntu: apt-get install wrk)"
+need wrk "Debian/Ubuntu: apt-get install wrk"
 gateway=http://127.0.0.1:$GATEWAY_PORT
 ping_url=http://127.0.0.1:$PING_PORT
 pong_url=http://127.0.0.1:$PONG_PORT
 loadgen=$root/target/release/pingpong-loadgen
 out=$PINGPONG_LOCAL_DIR/results
 mkdir -p "$out"
-
-step() { printf '\n==> %s\n' "$*"; }
 
 # metric URL NAME: sum of every sample of metric NAME (all label sets) at URL/metrics.
 metric() {
@@ -74,19 +74,19 @@ queue_depth() { "$loadgen" queue-depth --queue "$RABBITMQ_QUEUE" | python3 -c "i
 
 cleanup() {
   step "stopping the benchmark stack"
-  scripts/local-down.sh || true
+  scripts/local.sh down || true
   "$loadgen" delete-queue "$RABBITMQ_QUEUE" "$RABBITMQ_QUEUE.dead" >/dev/null 2>&1 || true
 }
 
 step "building release binaries"
 cargo build --release -p pingpong-ping -p pingpong-pong -p pingpong-loadgen
-scripts/local-down.sh >/dev/null 2>&1 || true
+scripts/local.sh down >/dev/null 2>&1 || true
 load_avg=$(cut -d' ' -f1-3 /proc/loadavg)
 trap cleanup EXIT
 step "starting the benchmark stack (queue $RABBITMQ_QUEUE)"
-scripts/local-up.sh >"$out/local-up.log" 2>&1 || {
+scripts/local.sh up >"$out/local-up.log" 2>&1 || {
   cat "$out/local-up.log"
-  fail "scripts/local-up.sh failed"
+  fail "scripts/local.sh up failed"
 }
 use_state_dir
 

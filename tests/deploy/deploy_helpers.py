@@ -322,27 +322,23 @@ def validate_object(obj: dict[str, Any], crd: dict[str, Any] | None = None) -> N
 
 
 def operator_binary() -> Path:
-    """The pingpong-operator binary: $PINGPONG_OPERATOR_BIN, $PINGPONG_BIN_DIR, target/op or
-    target/debug; built into target/op when none exists."""
+    """The pingpong-operator binary: $PINGPONG_OPERATOR_BIN, $PINGPONG_BIN_DIR, or the debug build
+    in the one cargo target directory ($CARGO_TARGET_DIR, default target/), built when missing."""
     explicit = os.environ.get("PINGPONG_OPERATOR_BIN")
     if explicit:
         return Path(explicit)
-    candidates = []
     if os.environ.get("PINGPONG_BIN_DIR"):
-        candidates.append(Path(os.environ["PINGPONG_BIN_DIR"]) / "pingpong-operator")
-    candidates += [
-        ROOT / "target" / "op" / "debug" / "pingpong-operator",
-        ROOT / "target" / "debug" / "pingpong-operator",
-    ]
-    for candidate in candidates:
+        candidate = Path(os.environ["PINGPONG_BIN_DIR"]) / "pingpong-operator"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    env = dict(os.environ, CARGO_TARGET_DIR=str(ROOT / "target" / "op"))
-    subprocess.run(
-        ["cargo", "build", "--quiet", "-p", "pingpong-operator", "--bin", "pingpong-operator"],
-        cwd=ROOT, env=env, check=True,
-    )
-    return ROOT / "target" / "op" / "debug" / "pingpong-operator"
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    binary = target / "debug" / "pingpong-operator"
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        subprocess.run(
+            ["cargo", "build", "--quiet", "-p", "pingpong-operator", "--bin", "pingpong-operator"],
+            cwd=ROOT, check=True,
+        )
+    return binary
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:

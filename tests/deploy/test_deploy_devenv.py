@@ -36,7 +36,12 @@ BINARIES = {
     "ping": ("services/ping", "ping"),
     "pong": ("services/pong", "pong"),
 }
-SCRIPTS = ["generate.sh", "kind-up.sh", "kind-down.sh", "e2e.sh"]
+# Every shell file under scripts/ and deploy/: executables (with a shebang) and sourced libraries.
+SHELL_FILES = sorted(
+    str(p.relative_to(ROOT)) for d in ("scripts", "deploy") for p in (ROOT / d).rglob("*.sh")
+)
+SCRIPTS = [f for f in SHELL_FILES if (ROOT / f).read_text().startswith("#!")]
+LIBRARIES = [f for f in SHELL_FILES if f not in SCRIPTS]
 
 
 def _dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
@@ -130,7 +135,7 @@ def test_kind_config_serves_localhost_80() -> None:
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     assert config["kind"] == "Cluster"
     assert config["name"] == "pingpong"
-    assert "cluster=${KIND_CLUSTER_NAME:-pingpong}" in (ROOT / "scripts/kind-up.sh").read_text()
+    assert "cluster=${KIND_CLUSTER_NAME:-pingpong}" in (ROOT / "scripts/kind.sh").read_text()
     (control_plane,) = [n for n in config["nodes"] if n["role"] == "control-plane"]
     ports = {(m["containerPort"], m["hostPort"]) for m in control_plane["extraPortMappings"]}
     assert ports == {(80, 80), (443, 443)}
@@ -248,30 +253,54 @@ def test_image_names_are_consistent() -> None:
         assert image in readme
 
 
+def test_the_scripts_are_found() -> None:
+    assert {"scripts/local.sh", "scripts/kind.sh", "scripts/generate.sh", "scripts/e2e.sh",
+            "scripts/test.sh"} <= set(SCRIPTS)
+    assert {"scripts/lib.sh", "deploy/local/common.sh"} <= set(LIBRARIES)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_parse_and_are_executable(script: str) -> None:
-    path = ROOT / "scripts" / script
+    path = ROOT / script
     assert os.access(path, os.X_OK), f"{script} is not executable"
     assert path.read_text().startswith("#!/usr/bin/env bash\n")
     subprocess.run(["bash", "-n", str(path)], check=True)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_sourced_libraries_are_not_executable(library: str) -> None:
+    path = ROOT / library
+    assert not os.access(path, os.X_OK), f"{library} is sourced, not run: chmod -x"
+    assert path.read_text().startswith("# shellcheck shell=bash\n")
+    subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+@pytest.mark.parametrize("script", SHELL_FILES)
 def test_scripts_are_shellcheck_clean(script: str) -> None:
     if shutil.which("shellcheck") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("shellcheck is required in CI (apt-get install shellcheck)")
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
     result = subprocess.run(
-        ["shellcheck", "-x", str(ROOT / "scripts" / script)], capture_output=True, text=True,
+        ["shellcheck", "-x", script], capture_output=True, text=True, cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout
 
 
+def test_local_and_kind_scripts_take_a_subcommand() -> None:
+    for script, commands in {"local.sh": ("up", "down", "status"), "kind.sh": ("up", "down")}.items():
+        text = (ROOT / "scripts" / script).read_text()
+        for command in commands:
+            assert re.search(rf"^  {command}\) {command} ;;$", text, re.MULTILINE), (script, command)
+        result = subprocess.run([str(ROOT / "scripts" / script), "bogus"], capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 2 and "usage:" in result.stderr, result.stderr
+
+
 def test_kind_up_checks_every_tool() -> None:
-    text = (ROOT / "scripts" / "kind-up.sh").read_text()
+    text = (ROOT / "scripts" / "kind.sh").read_text()
     for tool in ("docker", "kind", "kubectl", "skaffold", "helm"):
-        assert re.search(rf"^need {tool} \"https://", text, re.MULTILINE), f"no check for {tool}"
+        assert re.search(rf"^\s*need {tool} \"https://", text, re.MULTILINE), f"no check for {tool}"
     assert "--load-images=true" in text
     assert "kind-config.yaml" in text
     assert "wait --for=condition=Ready" in text

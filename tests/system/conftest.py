@@ -35,7 +35,7 @@ def shared_broker() -> Broker:
     broker = Broker.from_env()
     if not listening(broker.host, broker.port):
         missing(f"no RabbitMQ broker answers on {broker.host}:{broker.port} "
-                "(start one, e.g. scripts/ensure-broker.sh, or set RABBITMQ_HOST/RABBITMQ_PORT)")
+                "(start one, e.g. scripts/ensure-services.sh rabbitmq, or set RABBITMQ_HOST/RABBITMQ_PORT)")
     return broker
 
 

@@ -1,10 +1,12 @@
-"""`make local` / `make local-down` for real (scripts/local-up.sh, scripts/local-down.sh) on free
-ports with their own state directory and queue: the stack answers through the gateway, a second
-`local-up` starts no duplicates, `local-down` stops exactly what was started, including a broker
-node that local-up had to start itself."""
+"""`make local` / `make local-down` for real (`scripts/local.sh up|down|status`) on free ports with
+their own state directory and queue: the stack answers through the gateway, a second `up` starts no
+duplicates, `down` stops exactly what was started, including a broker node that `up` had to start
+itself; on a machine without nginx or rabbitmq-server, `up` installs them (as root, through
+apt-get) or prints the one command that does."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -36,11 +38,11 @@ class LocalRun:
         })
         self.env.update(extra)
 
-    def run(self, script: str) -> str:
-        result = subprocess.run([str(ROOT / "scripts" / script)], env=self.env, capture_output=True,
-                                text=True, timeout=240, cwd=ROOT)
+    def run(self, command: str) -> str:
+        result = subprocess.run([str(ROOT / "scripts" / "local.sh"), command], env=self.env,
+                                capture_output=True, text=True, timeout=240, cwd=ROOT)
         output = result.stdout + result.stderr
-        assert result.returncode == 0, f"{script} failed ({result.returncode}):\n{output}"
+        assert result.returncode == 0, f"local.sh {command} failed ({result.returncode}):\n{output}"
         return output
 
     def pids(self) -> dict[str, int]:
@@ -79,8 +81,8 @@ def local_run(request: pytest.FixtureRequest, tmp_path: Path, bins: dict[str, Pa
 
     yield make  # type: ignore[misc]
     for run in runs:
-        subprocess.run([str(ROOT / "scripts" / "local-down.sh")], env=run.env, capture_output=True,
-                       timeout=120, cwd=ROOT)
+        subprocess.run([str(ROOT / "scripts" / "local.sh"), "down"], env=run.env,
+                       capture_output=True, timeout=120, cwd=ROOT)
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:
             print(f"\n===== local-up state of {request.node.name} =====\n{run.logs()}")
@@ -92,7 +94,7 @@ def test_local_up_twice_then_local_down_with_the_shared_broker(local_run, shared
                                                                 loadgen: Loadgen) -> None:
     run = local_run(shared_broker)
     try:
-        first = run.run("local-up.sh")
+        first = run.run("up")
         assert f"gateway  http://127.0.0.1:{run.gateway_port}" in first
         assert "already running, not managed by make local" in first
         pids = run.pids()
@@ -105,18 +107,23 @@ def test_local_up_twice_then_local_down_with_the_shared_broker(local_run, shared
         wait_until(lambda: sent in {m["id"] for m in requests.get(f"{gateway}/pong", timeout=10).json()},
                    30, "the ping in GET /pong")
 
-        second = run.run("local-up.sh")
+        status = run.run("status")
+        assert f"ping     runs (pid {pids['ping']})" in status, status
+        assert f"gateway  runs (pid {pids['nginx']})" in status, status
+
+        second = run.run("up")
         for name in ("ping", "pong", "nginx gateway"):
             assert f"{name} already runs" in second, second
         assert run.pids() == pids, "a second local-up started new processes"
 
-        down = run.run("local-down.sh")
+        down = run.run("down")
         assert "RabbitMQ" not in down, "local-down touched a broker it did not start"
         wait_until(lambda: not any(alive(p) for p in pids.values()), 30, "every process to exit")
         assert run.pids() == {}, "pid files left behind"
         assert not listening("127.0.0.1", run.gateway_port)
         assert listening(shared_broker.host, shared_broker.port), "the shared broker must keep running"
-        assert "nothing was running" in run.run("local-down.sh")
+        assert "nothing was running" in run.run("down")
+        assert "ping     not running" in run.run("status")
     finally:
         loadgen.delete(run.queue, f"{run.queue}.dead")
 
@@ -128,20 +135,106 @@ def test_local_up_starts_and_local_down_stops_its_own_broker(local_run) -> None:
     node = f"pp-local-{uuid.uuid4().hex[:8]}@localhost"
     run = local_run(Broker(port=port), {"LOCAL_RABBITMQ_NODE": node,
                                         "LOCAL_RABBITMQ_DIST_PORT": str(free_port())}, open_dir=True)
-    output = run.run("local-up.sh")
+    output = run.run("up")
     assert f"starting a private RabbitMQ node {node}" in output, output
     assert (run.dir / "rabbitmq" / "started-by-local-up").read_text().strip() == node
     gateway = f"http://127.0.0.1:{run.gateway_port}"
     response = requests.post(f"{gateway}/ping", json={"msg": "own broker"}, timeout=30)
     assert response.status_code == 200, response.text
 
-    again = run.run("local-up.sh")
+    again = run.run("up")
     assert f"started by make local (node {node})" in again, again
 
-    down = run.run("local-down.sh")
+    down = run.run("down")
     assert f"stopped RabbitMQ node {node}" in down, down
     deadline = time.monotonic() + 60
     while listening("127.0.0.1", port) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not listening("127.0.0.1", port), "the broker local-up started still listens"
     assert not (run.dir / "rabbitmq" / "started-by-local-up").exists()
+
+
+def _without(paths: list[str], command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Runs `command` in a private mount namespace where each of `paths` is hidden (a non-executable
+    /dev/null bound over it), as on a machine where those packages are not installed."""
+    hide = " && ".join(f"mount --bind /dev/null {p}" for p in paths if Path(p).exists())
+    script = f'{hide or "true"} && exec "$@"'
+    return subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", *command], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.fixture
+def fake_apt(tmp_path: Path) -> Path:
+    """A directory with an `apt-get` that records its arguments and fails `install` (so nothing is
+    really installed), first on PATH."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        missing("hiding installed packages needs root and unshare (util-linux)")
+    bindir = tmp_path / "fake-bin"
+    bindir.mkdir()
+    (bindir / "apt-get").write_text(
+        '#!/bin/sh\nprintf \'%s\\n\' "$*" >>"$(dirname "$0")/apt-get.log"\n'
+        '[ "$1" = update ] && exit 0\necho "E: fake apt-get cannot install" >&2\nexit 100\n')
+    (bindir / "apt-get").chmod(0o755)
+    return bindir
+
+
+HIDDEN = ["/usr/sbin/nginx", "/usr/sbin/rabbitmq-server", "/usr/sbin/rabbitmqctl",
+          "/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmqctl"]
+
+
+def _fresh_machine_env(tmp_path: Path, fake_apt: Path, **extra: str) -> dict[str, str]:
+    env = base_env()
+    env.update({
+        "PATH": f"{fake_apt}:{env.get('PATH', '/usr/bin:/bin')}",
+        "PINGPONG_LOCAL_DIR": str(tmp_path / "local"),
+        # Never used: up stops at the missing packages, before it runs any binary.
+        "PINGPONG_BIN_DIR": str(tmp_path),
+        # Nothing listens here: up needs a broker of its own, so rabbitmq-server too.
+        "RABBITMQ_PORT": str(free_port()),
+        "PING_PORT": str(free_port()), "PONG_PORT": str(free_port()),
+        "GATEWAY_PORT": str(free_port()),
+    })
+    env.update(extra)
+    return env
+
+
+def test_local_up_installs_what_is_missing(tmp_path: Path, fake_apt: Path) -> None:
+    env = _fresh_machine_env(tmp_path, fake_apt)
+    result = _without(HIDDEN, [str(ROOT / "scripts" / "local.sh"), "up"], env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    # Says exactly what it installs, then runs exactly that.
+    assert ("installing the missing Debian packages nginx rabbitmq-server: "
+            "apt-get install -y nginx rabbitmq-server") in output, output
+    log = (fake_apt / "apt-get.log").read_text().splitlines()
+    assert log == ["update -qq", "install -y -qq --no-install-recommends nginx rabbitmq-server"], log
+    # The fake install failed: the one command to run instead.
+    assert "install them yourself:  apt-get install -y nginx rabbitmq-server" in output, output
+    assert not (tmp_path / "local" / "ping.pid").exists(), "started services without a gateway"
+
+
+def test_local_up_prints_the_command_when_it_may_not_install(tmp_path: Path, fake_apt: Path) -> None:
+    env = _fresh_machine_env(tmp_path, fake_apt, PINGPONG_INSTALL="0")
+    result = _without(HIDDEN, [str(ROOT / "scripts" / "local.sh"), "up"], env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Install them with:  apt-get install -y nginx rabbitmq-server" in output, output
+    assert not (fake_apt / "apt-get.log").exists(), "ran apt-get although PINGPONG_INSTALL=0"
+
+    # A user without root and without sudo gets the sudo command.
+    # (Not under pytest's 0700 tmp_path, which user nobody cannot enter.)
+    nobody = Path(tempfile.mkdtemp(prefix="pp-local-nobody-"))
+    try:
+        nobody.chmod(0o777)
+        env = _fresh_machine_env(nobody, fake_apt)
+        env["PATH"] = "/usr/local/bin:/usr/bin:/bin"  # no fake apt-get: it must not matter
+        result = _without(HIDDEN, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                   str(ROOT / "scripts" / "local.sh"), "up"], env)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output
+        if shutil.which("sudo") is None:
+            assert "Install them with:  sudo apt-get install -y nginx rabbitmq-server" in output, output
+        else:  # sudo present: up asks it (non-interactively) and fails with the same command
+            assert "sudo apt-get install -y nginx rabbitmq-server" in output, output
+    finally:
+        shutil.rmtree(nobody, ignore_errors=True)
