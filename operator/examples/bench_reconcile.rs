@@ -10,8 +10,9 @@ use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, networking::v1 as net
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube_fake_client::ClientBuilder;
-use pingpong_operator::config::Images;
+use pingpong_operator::apis::ServedApis;
 use pingpong_operator::crd::{PingPongStack, PingPongStackSpec, PingPongStackStatus};
+use pingpong_operator::images::Images;
 use pingpong_operator::metrics::{Metrics, ReconcileResult};
 use pingpong_operator::reconcile::{self, Context};
 use std::sync::Arc;
@@ -99,7 +100,8 @@ async fn main() {
         client.clone(),
         Metrics::new().expect("metrics"),
         recorder,
-        reconcile::image_defaults(&Images::default()),
+        Images::default(),
+        ServedApis::default(),
     ));
 
     let rss_setup = status_mib("VmRSS:");

@@ -7,15 +7,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::images::{self, Images};
+
 /// Default address of the `/metrics`, `/healthz` and `/readyz` server.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:8080";
-/// Default ping image when `PINGPONG_PING_IMAGE` is unset.
-pub const DEFAULT_PING_IMAGE: &str = "ghcr.io/pingpong-operator/ping:0.1.0";
-/// Default pong image when `PINGPONG_PONG_IMAGE` is unset.
-pub const DEFAULT_PONG_IMAGE: &str = "ghcr.io/pingpong-operator/pong:0.1.0";
-/// Default RabbitMQ image when `PINGPONG_RABBITMQ_IMAGE` is unset.
-pub const DEFAULT_RABBITMQ_IMAGE: &str = "rabbitmq:4.2-management";
-
 /// Log output format (`LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -24,27 +19,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for clusters.
     Json,
-}
-
-/// Default container images used when a stack does not name its own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Images {
-    /// Image of the ping service (`PINGPONG_PING_IMAGE`).
-    pub ping: String,
-    /// Image of the pong service (`PINGPONG_PONG_IMAGE`).
-    pub pong: String,
-    /// Image of the RabbitMQ broker (`PINGPONG_RABBITMQ_IMAGE`).
-    pub rabbitmq: String,
-}
-
-impl Default for Images {
-    fn default() -> Self {
-        Self {
-            ping: DEFAULT_PING_IMAGE.to_owned(),
-            pong: DEFAULT_PONG_IMAGE.to_owned(),
-            rabbitmq: DEFAULT_RABBITMQ_IMAGE.to_owned(),
-        }
-    }
 }
 
 impl Images {
@@ -79,9 +53,9 @@ fn read_images(
         Some(v) => v,
     };
     Images {
-        ping: image("PINGPONG_PING_IMAGE", DEFAULT_PING_IMAGE),
-        pong: image("PINGPONG_PONG_IMAGE", DEFAULT_PONG_IMAGE),
-        rabbitmq: image("PINGPONG_RABBITMQ_IMAGE", DEFAULT_RABBITMQ_IMAGE),
+        ping: image("PINGPONG_PING_IMAGE", images::PING),
+        pong: image("PINGPONG_PONG_IMAGE", images::PONG),
+        rabbitmq: image("PINGPONG_RABBITMQ_IMAGE", images::RABBITMQ),
     }
 }
 

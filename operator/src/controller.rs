@@ -6,24 +6,26 @@
 //! it gracefully and the replica goes back to waiting. SIGTERM/Ctrl-C stop everything, let
 //! running reconciles finish and release the Lease. This module holds no reconcile logic.
 
+use crate::apis::ServedApis;
 use crate::config::Config;
 use crate::crd::PingPongStack;
+use crate::labels;
 use crate::leader::{self, ElectionConfig};
 use crate::metrics::Metrics;
+use crate::reconcile::desired::ChildKind;
 use crate::reconcile::{self, Context};
 use crate::server::{self, AppState, Health};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, CustomResourceExt, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -79,23 +81,12 @@ impl RunError {
     }
 }
 
-/// Whether the CRD `name` exists and serves `version`.
-pub async fn crd_serves(client: &Client, name: &str, version: &str) -> Result<bool, kube::Error> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    Ok(api.get_opt(name).await?.is_some_and(|crd| {
-        crd.spec
-            .versions
-            .iter()
-            .any(|v| v.name == version && v.served)
-    }))
-}
-
 /// Runs the operator until SIGTERM/Ctrl-C.
 pub async fn run(config: Config) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let crd_name = PingPongStack::crd_name();
     let version = PingPongStack::version(&()).into_owned();
-    if !crd_serves(&client, crd_name, &version)
+    if !crate::apis::crd_serves(&client, crd_name, &version)
         .await
         .map_err(RunError::CrdCheck)?
     {
@@ -152,6 +143,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 lost.cancel();
             }
         });
+        let stopped = stop.clone();
         run_controller(
             client.clone(),
             &config,
@@ -160,6 +152,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             stop,
         )
         .await;
+        if !stopped.is_cancelled() {
+            // Restarted to watch an optional API that appeared; still leading.
+            continue;
+        }
         metrics.set_leader(false);
         if !shutdown.is_cancelled() {
             tracing::warn!("lost leadership; controller stopped, waiting for the Lease again");
@@ -210,6 +206,12 @@ where
     }
 }
 
+/// The watch of the children: only objects carrying the operator's `managed-by` label, and only
+/// their metadata (the owner reference is all the Controller needs).
+fn children_watch() -> watcher::Config {
+    watcher::Config::default().labels(&labels::managed_by_selector())
+}
+
 fn owns<K>(
     controller: Controller<DeserializeGuard<PingPongStack>>,
     client: &Client,
@@ -221,9 +223,17 @@ where
         + DeserializeOwned
         + Debug
         + Send
+        + Sync
         + 'static,
 {
-    controller.owns(api_for::<K>(client, namespace), watcher::Config::default())
+    let api: Api<PartialObjectMeta<K>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let stream = watcher::watcher(api, children_watch())
+        .default_backoff()
+        .touched_objects();
+    controller.owns_stream(stream)
 }
 
 fn owns_dynamic(
@@ -232,11 +242,45 @@ fn owns_dynamic(
     namespace: Option<&str>,
     resource: ApiResource,
 ) -> Controller<DeserializeGuard<PingPongStack>> {
-    let api: Api<DynamicObject> = match namespace {
+    let api: Api<PartialObjectMeta<DynamicObject>> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    controller.owns_with(api, resource, watcher::Config::default())
+    let stream = watcher::watcher(api, children_watch())
+        .default_backoff()
+        .touched_objects();
+    controller.owns_stream_with(stream, resource)
+}
+
+/// Adds a watch for every child kind the operator writes (Secrets excepted: they are read by
+/// name, never listed) whose API the cluster serves.
+fn owns_children(
+    mut controller: Controller<DeserializeGuard<PingPongStack>>,
+    client: &Client,
+    namespace: Option<&str>,
+    served: ServedApis,
+) -> Controller<DeserializeGuard<PingPongStack>> {
+    for kind in ChildKind::ALL {
+        controller = match kind {
+            ChildKind::Secret => controller,
+            ChildKind::ConfigMap => owns::<ConfigMap>(controller, client, namespace),
+            ChildKind::Service => owns::<Service>(controller, client, namespace),
+            ChildKind::StatefulSet => owns::<StatefulSet>(controller, client, namespace),
+            ChildKind::Deployment => owns::<Deployment>(controller, client, namespace),
+            ChildKind::NetworkPolicy => owns::<NetworkPolicy>(controller, client, namespace),
+            ChildKind::PodDisruptionBudget => {
+                owns::<PodDisruptionBudget>(controller, client, namespace)
+            }
+            ChildKind::Ingress => owns::<Ingress>(controller, client, namespace),
+            ChildKind::HttpRoute | ChildKind::ServiceMonitor => match kind.optional_api() {
+                Some(api) if served.serves(api) => {
+                    owns_dynamic(controller, client, namespace, api.resource())
+                }
+                _ => controller,
+            },
+        };
+    }
+    controller
 }
 
 async fn run_controller(
@@ -247,25 +291,48 @@ async fn run_controller(
     stop: CancellationToken,
 ) {
     let ns = config.watch_namespace.as_deref();
-    let stacks: Api<DeserializeGuard<PingPongStack>> = api_for(&client, ns);
-    let mut controller = Controller::new(stacks, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
-        .graceful_shutdown_on(stop.clone().cancelled_owned());
-    controller = owns::<StatefulSet>(controller, &client, ns);
-    controller = owns::<Deployment>(controller, &client, ns);
-    controller = owns::<Service>(controller, &client, ns);
-    controller = owns::<Secret>(controller, &client, ns);
-    controller = owns::<ConfigMap>(controller, &client, ns);
-    controller = owns::<Ingress>(controller, &client, ns);
-    controller = owns::<NetworkPolicy>(controller, &client, ns);
-    controller = owns::<PodDisruptionBudget>(controller, &client, ns);
-    for (crd, resource) in reconcile::optional_kinds() {
-        match crd_serves(&client, crd, &resource.version).await {
-            Ok(true) => controller = owns_dynamic(controller, &client, ns, resource),
-            Ok(false) => tracing::info!(crd, "CRD not installed; its kind is not watched"),
-            Err(error) => tracing::warn!(%error, crd, "cannot check CRD; its kind is not watched"),
+    // Learned once per controller run; a change found by a reconcile restarts the run.
+    let served = match ServedApis::discover(&client).await {
+        Ok(served) => served,
+        Err(error) => {
+            tracing::warn!(%error, "cannot check the optional APIs; assuming none is served");
+            ServedApis::default()
         }
-    }
+    };
+    tracing::info!(
+        http_route = served.http_route,
+        service_monitor = served.service_monitor,
+        "optional APIs"
+    );
+    let reporter = Reporter {
+        controller: CONTROLLER_NAME.to_owned(),
+        instance: config.instance.clone(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let context = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        recorder,
+        config.images.clone(),
+        served,
+    ));
+    let mut apis_changed = context.subscribe_apis();
+    let restart = stop.child_token();
+    let on_change = restart.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            changed = apis_changed.changed() => if changed.is_ok() {
+                tracing::info!("an optional API appeared or went away; restarting the controller");
+                on_change.cancel();
+            },
+            () = on_change.cancelled() => {}
+        }
+    });
+    let stacks: Api<DeserializeGuard<PingPongStack>> = api_for(&client, ns);
+    let controller = Controller::new(stacks, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(restart.clone().cancelled_owned());
+    let controller = owns_children(controller, &client, ns, served);
     let store = controller.store();
     let synced = store.clone();
     tokio::spawn(async move {
@@ -274,17 +341,6 @@ async fn run_controller(
             health.set_synced();
         }
     });
-    let reporter = Reporter {
-        controller: CONTROLLER_NAME.to_owned(),
-        instance: config.instance.clone(),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let context = Arc::new(Context::new(
-        client,
-        metrics.clone(),
-        recorder,
-        reconcile::image_defaults(&config.images),
-    ));
     controller
         .run(
             reconcile::reconcile_guarded,
@@ -304,4 +360,5 @@ async fn run_controller(
             std::future::ready(())
         })
         .await;
+    restart.cancel();
 }

@@ -74,7 +74,7 @@ pub fn open_api_v3_schema() -> Result<Value, CrdGenError> {
 /// and the quantity pattern, and replaces k8s-openapi's multi-page quantity description.
 ///
 /// Every int-or-string field of this API is a quantity (resources, storage size, env divisor);
-/// a test in `tests/crd_schema.rs` pins the list, so adding an `IntOrString` field such as a port
+/// a test in `tests/operator/crd_schema.rs` pins the list, so adding an `IntOrString` field such as a port
 /// fails it until this function learns the difference.
 fn add_quantity_patterns(value: &mut Value) {
     match value {

@@ -68,17 +68,6 @@ pub enum Error {
     /// The whole reconcile took longer than its deadline (a hung API call).
     #[error("reconcile did not finish within {0:?}")]
     Timeout(std::time::Duration),
-    /// A planned object could not be turned into an apply patch.
-    #[error("failed to encode {kind} {name}")]
-    Encode {
-        /// Kubernetes kind.
-        kind: &'static str,
-        /// Object name.
-        name: String,
-        /// The serialization error.
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 /// How to retry an [`Error`].
@@ -90,7 +79,7 @@ pub enum Category {
     Transient,
     /// RBAC denies the request (401/403): a human must act; retry slowly.
     Forbidden,
-    /// The request itself is wrong (4xx, encoding, missing metadata): retry rarely.
+    /// The request itself is wrong (4xx, missing metadata): retry rarely.
     Permanent,
 }
 
@@ -129,7 +118,7 @@ impl Error {
             | Self::List { source, .. }
             | Self::Delete { source, .. }
             | Self::Status { source, .. } => Some(source),
-            Self::MissingObjectKey(_) | Self::Encode { .. } | Self::Timeout(_) => None,
+            Self::MissingObjectKey(_) | Self::Timeout(_) => None,
         }
     }
 
@@ -156,7 +145,6 @@ impl Error {
             (Self::List { .. }, _) => "ListFailed",
             (Self::Delete { .. }, _) => "DeleteFailed",
             (Self::Status { .. }, _) => "StatusFailed",
-            (Self::Encode { .. }, _) => "EncodeFailed",
             (Self::Timeout(_), _) => "Timeout",
         }
     }

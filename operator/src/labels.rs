@@ -133,6 +133,12 @@ pub fn is_reserved(key: &str) -> bool {
     RESERVED_KEYS.contains(&key) || key.starts_with("app.kubernetes.io/")
 }
 
+/// Label selector (`kubectl -l` syntax) that matches every object this operator manages; the
+/// children's watches use it, so unrelated objects are neither listed nor cached.
+pub fn managed_by_selector() -> String {
+    format!("{MANAGED_BY_KEY}={MANAGED_BY}")
+}
+
 /// Label selector (`kubectl -l` syntax) that matches every child of `stack` managed by this
 /// operator; used to find orphans.
 pub fn children_selector(stack: &str) -> String {

@@ -1,9 +1,10 @@
 //! pingpong-operator: reconciles a `PingPongStack` custom resource into a running ping/pong stack
 //! over RabbitMQ.
 //!
-//! The pipeline is observe → plan (validate + build, pure) → apply → report status; see
-//! [`reconcile`]. `main.rs` only parses the command line and calls into this library.
+//! The pipeline is validate → observe → build → apply → report; [`reconcile`]'s module is the
+//! driver that runs it. `main.rs` only parses the command line and calls into this library.
 
+pub mod apis;
 pub mod cli;
 pub mod config;
 pub mod controller;
@@ -11,6 +12,7 @@ pub mod crd;
 pub mod crdgen;
 pub mod credentials;
 pub mod error;
+pub mod images;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

@@ -2,7 +2,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use pingpong_operator::cli::{Cli, Command, read_input};
-use pingpong_operator::{config, controller, crdgen, reconcile, render, telemetry};
+use pingpong_operator::{config, controller, crdgen, images, render, telemetry};
 use std::process::ExitCode;
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -15,7 +15,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Crd => print!("{}", crdgen::crd_yaml()?),
         Command::Render { file, namespace } => {
             let input = read_input(&file).with_context(|| format!("cannot read {file}"))?;
-            let defaults = reconcile::image_defaults(&config::Images::from_env()?);
+            let defaults = images::Images::from_env()?;
             print!(
                 "{}",
                 render::render(&input, namespace.as_deref(), &defaults)?

@@ -1,19 +1,21 @@
 //! The Kubernetes permissions the operator's code uses, one row per API group and resource.
 //!
-//! This table is the reviewable truth behind the chart's hand-written RBAC: `tests/rbac.rs`
+//! This table is the reviewable truth behind the chart's hand-written RBAC: `tests/operator/rbac.rs`
 //! checks that `manifests/install.yaml` grants exactly these verbs, nothing more (no wildcards)
 //! and nothing less. Change a row here in the same commit as the code that needs it.
 //!
 //! Where each verb comes from:
-//! - `list`, `watch` on the stack and every child kind: the controller's watch and `.owns()`.
+//! - `list`, `watch` on the stack and every child kind: the controller's watch, and the
+//!   metadata-only watches of the children that carry the operator's `managed-by` label.
 //! - `patch` on children: server-side apply; on `pingpongstacks/status`: the status apply.
 //! - `get` on StatefulSets and Deployments: readiness while paused; on Secrets: whether the
 //!   credentials Secret exists (so it is generated once and never rotated).
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, and on
 //!   StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL and
 //!   Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
-//! - `get` on CustomResourceDefinitions: the start-up check for our CRD and the per-reconcile
-//!   check for the HTTPRoute and ServiceMonitor CRDs.
+//! - `get` on CustomResourceDefinitions: the start-up check for our CRD, and whether the
+//!   HTTPRoute and ServiceMonitor CRDs are served (when the controller starts, and again only
+//!   when a stack needs one that was not).
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
 //! - `get`, `create`, `update` on leases: leader election.
 

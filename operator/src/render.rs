@@ -10,10 +10,13 @@
 //! a provisioned PostgreSQL's), and the rendered Secrets contain them (base64 in `data`). ServiceMonitors are rendered when the spec asks for
 //! them, as if the Prometheus Operator CRD were installed.
 
+use crate::apis::ServedApis;
 use crate::crd::PingPongStack;
 use crate::credentials;
-use crate::reconcile::build::{BuildError, PlanInputs, build_desired};
-use crate::reconcile::validate::{ImageDefaults, ValidationError, validate};
+use crate::images::Images;
+use crate::reconcile::build::{PlanInputs, build_desired};
+use crate::reconcile::desired::SerializeError;
+use crate::reconcile::validate::{ValidationError, validate};
 use kube::Resource as _;
 
 /// Namespace used when neither `--namespace` nor the input names one.
@@ -39,7 +42,7 @@ pub enum RenderError {
     Invalid(#[from] ValidationError),
     /// An object could not be serialized.
     #[error(transparent)]
-    Build(#[from] BuildError),
+    Build(#[from] SerializeError),
 }
 
 impl RenderError {
@@ -50,7 +53,7 @@ impl RenderError {
             Self::Decode(_) => "Decode",
             Self::WrongKind { .. } => "WrongKind",
             Self::Invalid(e) => e.kind(),
-            Self::Build(e) => e.kind(),
+            Self::Build(_) => "Serialize",
         }
     }
 }
@@ -60,7 +63,7 @@ impl RenderError {
 pub fn render(
     input: &str,
     namespace: Option<&str>,
-    defaults: &ImageDefaults,
+    defaults: &Images,
 ) -> Result<String, RenderError> {
     let mut stack = parse_stack(input)?;
     let namespace = namespace
@@ -73,7 +76,7 @@ pub fn render(
         &validated,
         credentials::generate(),
         credentials::generate_password(),
-        true,
+        ServedApis::ALL,
     );
     let documents = build_desired(&validated, &inputs).to_yaml_documents()?;
     Ok(join_documents(&documents))

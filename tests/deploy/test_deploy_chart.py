@@ -180,7 +180,7 @@ def test_two_replicas_with_leader_election_get_a_pdb() -> None:
 
 # --- RBAC -----------------------------------------------------------------------------------
 
-# Exactly operator/src/rbac.rs PERMISSIONS (the code's truth; operator/tests/rbac.rs compares
+# Exactly operator/src/rbac.rs PERMISSIONS (the code's truth; operator/tests/operator/rbac.rs compares
 # it with install.yaml): list/watch for the watches, patch for server-side apply, get where the
 # code reads an object, delete for the children the spec can drop, Events, a Lease for leader
 # election (in a Role of the release namespace) and a read of CRDs.

@@ -12,10 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use super::StorageSpec;
 
-/// Default image of a provisioned PostgreSQL.
-pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
-/// Default image of a provisioned Redis.
-pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4";
 /// Default Secret key of an external Redis URL.
 pub const DEFAULT_REDIS_URL_KEY: &str = "url";
 

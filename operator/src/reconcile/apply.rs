@@ -1,30 +1,46 @@
-//! Apply step machinery: server-side apply of one child, and deletion of orphaned children.
+//! Apply step (I/O): server-side apply of every child in the documented order, then deletion of
+//! the orphans.
 //!
-//! [`Applier`] is generic over typed k8s-openapi resources and has `_dynamic` twins for the
-//! Gateway API and Prometheus Operator kinds, which have no Rust types here. Every apply uses the
-//! field manager [`FIELD_MANAGER`] with `force`, so the operator owns exactly the fields it sets.
-//! Every call is counted in `pingpong_operator_child_operations_total`. The order of applies and
-//! the choice of what to delete live in the driver ([`super::apply_desired`]), not here.
+//! [`apply_desired`] walks [`DesiredState::children`]; the [`Applier`] records every child it
+//! was asked to apply, and orphan deletion removes exactly the labelled, owned objects of a
+//! prunable kind that are not in that record (Stackable's `ClusterResources` idea): no keep-list
+//! is written by hand. Every apply uses the field manager [`FIELD_MANAGER`] with `force`, so the
+//! operator owns exactly the fields it sets. Every call is counted in
+//! `pingpong_operator_child_operations_total`. Orphans are found with metadata-only lists.
 
-use crate::error::Error;
-use crate::metrics::{ChildOperation, Metrics};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::fmt::Debug;
+
+use super::desired::{Child, ChildKind, DesiredState};
+use super::status::Readiness;
+use crate::apis::{OptionalApi, ServedApis};
+use crate::crd::ComponentStatus;
+use crate::error::Error;
+use crate::labels::Component;
+use crate::metrics::{ChildOperation, Metrics};
 
 /// Field manager of every child apply.
 pub const FIELD_MANAGER: &str = "pingpong-operator";
 /// Field manager of the status apply.
 pub const STATUS_FIELD_MANAGER: &str = "pingpong-operator/status";
 
-/// Applies and deletes the children of one stack, in one namespace.
+/// Applies and deletes the children of one stack, in one namespace, and records what it applied.
 pub struct Applier<'a> {
     client: &'a Client,
     namespace: &'a str,
     metrics: &'a Metrics,
+    served: ServedApis,
+    recorded: BTreeSet<(ChildKind, String)>,
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
@@ -38,13 +54,65 @@ fn owned_by(meta: &kube::api::ObjectMeta, owner_uid: &str) -> bool {
         .any(|r| r.controller == Some(true) && r.uid == owner_uid)
 }
 
+/// The resource of a child kind, for dynamic applies, metadata-only lists and deletes.
+fn resource(kind: ChildKind) -> ApiResource {
+    match kind {
+        ChildKind::Secret => ApiResource::erase::<Secret>(&()),
+        ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+        ChildKind::Service => ApiResource::erase::<Service>(&()),
+        ChildKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+        ChildKind::Deployment => ApiResource::erase::<Deployment>(&()),
+        ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+        ChildKind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
+        ChildKind::Ingress => ApiResource::erase::<Ingress>(&()),
+        ChildKind::HttpRoute => OptionalApi::HttpRoute.resource(),
+        ChildKind::ServiceMonitor => OptionalApi::ServiceMonitor.resource(),
+    }
+}
+
+/// Desired and ready replicas of an applied StatefulSet.
+pub fn statefulset_readiness(sts: &StatefulSet) -> ComponentStatus {
+    ComponentStatus {
+        replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        ready_replicas: sts
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+    }
+}
+
+/// Desired and ready replicas of an applied Deployment.
+pub fn deployment_readiness(deployment: &Deployment) -> ComponentStatus {
+    ComponentStatus {
+        replicas: deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1),
+        ready_replicas: deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+    }
+}
+
 impl<'a> Applier<'a> {
-    /// An applier for the children in `namespace`.
-    pub fn new(client: &'a Client, namespace: &'a str, metrics: &'a Metrics) -> Self {
+    /// An applier for the children in `namespace`; kinds of optional APIs not in `served` are
+    /// never listed.
+    pub fn new(
+        client: &'a Client,
+        namespace: &'a str,
+        metrics: &'a Metrics,
+        served: ServedApis,
+    ) -> Self {
         Self {
             client,
             namespace,
             metrics,
+            served,
+            recorded: BTreeSet::new(),
         }
     }
 
@@ -52,11 +120,9 @@ impl<'a> Applier<'a> {
         PatchParams::apply(FIELD_MANAGER).force()
     }
 
-    /// Server-side applies `obj` and returns the object as stored (with its status).
-    pub async fn apply<K>(&self, obj: &K) -> Result<K, Error>
+    async fn apply_typed<K>(&self, obj: &K, kind: ChildKind) -> Result<K, Error>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + k8s_openapi::Resource
             + Serialize
             + DeserializeOwned
             + Clone
@@ -66,126 +132,133 @@ impl<'a> Applier<'a> {
         let name = obj.name_any();
         let result = api.patch(&name, &Self::params(), &Patch::Apply(obj)).await;
         self.metrics
-            .child_operation(K::KIND, ChildOperation::Apply, result.is_ok());
+            .child_operation(kind.as_str(), ChildOperation::Apply, result.is_ok());
         result.map_err(|source| Error::Apply {
-            kind: K::KIND,
+            kind: kind.as_str(),
             name,
             source,
         })
     }
 
-    /// Server-side applies a dynamic object of `kind` described by `resource`.
-    pub async fn apply_dynamic(
-        &self,
-        kind: &'static str,
-        resource: &ApiResource,
-        obj: &DynamicObject,
-    ) -> Result<DynamicObject, Error> {
+    async fn apply_dynamic(&self, obj: &DynamicObject, kind: ChildKind) -> Result<(), Error> {
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), self.namespace, resource);
+            Api::namespaced_with(self.client.clone(), self.namespace, &resource(kind));
         let name = obj.name_any();
         let result = api.patch(&name, &Self::params(), &Patch::Apply(obj)).await;
         self.metrics
-            .child_operation(kind, ChildOperation::Apply, result.is_ok());
-        result.map_err(|source| Error::Apply { kind, name, source })
-    }
-
-    /// Reads one child (`None` when it does not exist).
-    pub async fn get<K>(&self, name: &str) -> Result<Option<K>, Error>
-    where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + k8s_openapi::Resource
-            + DeserializeOwned
-            + Clone
-            + Debug,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
-        api.get_opt(name).await.map_err(|source| Error::Read {
-            kind: K::KIND,
-            name: name.to_owned(),
+            .child_operation(kind.as_str(), ChildOperation::Apply, result.is_ok());
+        result.map(|_| ()).map_err(|source| Error::Apply {
+            kind: kind.as_str(),
+            name,
             source,
         })
     }
 
-    /// Deletes every `K` selected by `selector` and controlled by `owner_uid` whose name is not
-    /// in `keep`. Returns the names deleted.
-    pub async fn delete_orphans<K>(
+    /// Server-side applies `child` and records it (also when the apply fails: a child that
+    /// failed to apply is still wanted and must never be deleted as an orphan). Returns the
+    /// workload's replicas as the API reported them, for StatefulSets and Deployments.
+    pub async fn apply(&mut self, child: Child<'_>) -> Result<Option<ComponentStatus>, Error> {
+        self.recorded
+            .insert((child.kind(), child.name().to_owned()));
+        let kind = child.kind();
+        match child {
+            Child::Secret(o) => self.apply_typed(o, kind).await.map(|_| None),
+            Child::ConfigMap(o) => self.apply_typed(o, kind).await.map(|_| None),
+            Child::Service(o) => self.apply_typed(o, kind).await.map(|_| None),
+            Child::StatefulSet(o) => self
+                .apply_typed(o, kind)
+                .await
+                .map(|s| Some(statefulset_readiness(&s))),
+            Child::Deployment(o) => self
+                .apply_typed(o, kind)
+                .await
+                .map(|d| Some(deployment_readiness(&d))),
+            Child::NetworkPolicy(o) => self.apply_typed(o, kind).await.map(|_| None),
+            Child::PodDisruptionBudget(o) => self.apply_typed(o, kind).await.map(|_| None),
+            Child::Ingress(o) => self.apply_typed(o, kind).await.map(|_| None),
+            Child::HttpRoute(o) | Child::ServiceMonitor(o) => {
+                self.apply_dynamic(o, kind).await.map(|()| None)
+            }
+        }
+    }
+
+    /// Deletes every object of a prunable kind selected by `selector` and controlled by
+    /// `owner_uid` that was not recorded. Kinds of optional APIs the cluster does not serve are
+    /// not listed. Returns the `(kind, name)`s deleted.
+    pub async fn delete_orphans(
         &self,
         selector: &str,
         owner_uid: &str,
-        keep: &[&str],
-    ) -> Result<Vec<String>, Error>
-    where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + k8s_openapi::Resource
-            + DeserializeOwned
-            + Clone
-            + Debug,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+    ) -> Result<Vec<(ChildKind, String)>, Error> {
+        let mut deleted = Vec::new();
+        for kind in ChildKind::ALL {
+            let served = kind
+                .optional_api()
+                .is_none_or(|api| self.served.serves(api));
+            if kind.prunable() && served {
+                deleted.extend(self.delete_unrecorded(kind, selector, owner_uid).await?);
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_unrecorded(
+        &self,
+        kind: ChildKind,
+        selector: &str,
+        owner_uid: &str,
+    ) -> Result<Vec<(ChildKind, String)>, Error> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), self.namespace, &resource(kind));
         let list = api
-            .list(&ListParams::default().labels(selector))
+            .list_metadata(&ListParams::default().labels(selector))
             .await
             .map_err(|source| Error::List {
-                kind: K::KIND,
+                kind: kind.as_str(),
                 source,
             })?;
-        self.delete_unkept(&api, K::KIND, &list.items, owner_uid, keep)
-            .await
-    }
-
-    /// [`Self::delete_orphans`] for a dynamic kind.
-    pub async fn delete_orphans_dynamic(
-        &self,
-        kind: &'static str,
-        resource: &ApiResource,
-        selector: &str,
-        owner_uid: &str,
-        keep: &[&str],
-    ) -> Result<Vec<String>, Error> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), self.namespace, resource);
-        // Without the CRD there is nothing to delete (the API answers 404 for the resource).
-        let list = match api.list(&ListParams::default().labels(selector)).await {
-            Ok(list) => list,
-            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-            Err(source) => return Err(Error::List { kind, source }),
-        };
-        self.delete_unkept(&api, kind, &list.items, owner_uid, keep)
-            .await
-    }
-
-    /// Deletes the `listed` objects controlled by `owner_uid` whose name is not in `keep` (a
-    /// missing object counts as deleted), counting each deletion. Returns the names deleted.
-    async fn delete_unkept<K>(
-        &self,
-        api: &Api<K>,
-        kind: &'static str,
-        listed: &[K],
-        owner_uid: &str,
-        keep: &[&str],
-    ) -> Result<Vec<String>, Error>
-    where
-        K: Resource + DeserializeOwned + Clone + Debug,
-    {
-        let orphans: Vec<String> = listed
+        let orphans: Vec<String> = list
+            .items
             .iter()
-            .filter(|o| owned_by(o.meta(), owner_uid) && !keep.contains(&o.name_any().as_str()))
-            .map(ResourceExt::name_any)
+            .filter(|o| owned_by(&o.metadata, owner_uid))
+            .map(|o| o.name_any())
+            .filter(|name| !self.recorded.contains(&(kind, name.clone())))
             .collect();
-        for name in &orphans {
-            let result = api.delete(name, &DeleteParams::background()).await;
+        let mut deleted = Vec::with_capacity(orphans.len());
+        for name in orphans {
+            let result = api.delete(&name, &DeleteParams::background()).await;
             let result = result
                 .map(|_| ())
                 .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) });
             self.metrics
-                .child_operation(kind, ChildOperation::Delete, result.is_ok());
+                .child_operation(kind.as_str(), ChildOperation::Delete, result.is_ok());
             result.map_err(|source| Error::Delete {
-                kind,
+                kind: kind.as_str(),
                 name: name.clone(),
                 source,
             })?;
+            deleted.push((kind, name));
         }
-        Ok(orphans)
+        Ok(deleted)
     }
+}
+
+/// Applies every child of `desired` in the documented order, then deletes the orphans: the
+/// owned, labelled children the plan no longer contains (the provisioned PostgreSQL's and
+/// Redis's objects when the store or cache is switched off, a dropped Ingress, PDB, route or
+/// monitor). Returns the workloads' readiness as the API reported it in the apply responses.
+pub async fn apply_desired(
+    applier: &mut Applier<'_>,
+    desired: &DesiredState,
+    owner_uid: &str,
+    selector: &str,
+) -> Result<Readiness, Error> {
+    let mut workloads = BTreeMap::<Component, ComponentStatus>::new();
+    for (component, child) in desired.children() {
+        if let Some(replicas) = applier.apply(child).await? {
+            workloads.insert(component, replicas);
+        }
+    }
+    applier.delete_orphans(selector, owner_uid).await?;
+    Ok(Readiness::from_workloads(&workloads))
 }

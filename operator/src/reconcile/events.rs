@@ -156,7 +156,8 @@ fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::status::{ComponentReadiness, Outcome, Readiness, conditions};
+    use crate::crd::ComponentStatus;
+    use crate::reconcile::status::{Outcome, Readiness, conditions, converged};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
@@ -165,11 +166,11 @@ mod tests {
     }
 
     fn ready(n: i32) -> Outcome {
-        let c = ComponentReadiness {
+        let c = ComponentStatus {
             replicas: 1,
             ready_replicas: n,
         };
-        Outcome::Converged(Readiness {
+        converged(Readiness {
             ping: c,
             pong: c,
             rabbitmq: c,

@@ -1,35 +1,41 @@
-//! The reconcile driver: observe → plan → apply → report, and the Controller's error policy.
+//! The reconcile driver: validate → observe → build → apply → report, one call each.
 //!
-//! [`reconcile`] reads like the pipeline it runs. Validation and building are pure
-//! ([`validate`], [`build`]); [`observe`] reads (never writes); [`apply_desired`] writes the
-//! children in a documented order and deletes orphans; [`report`] writes the status and Events.
-//! Every failure a user can act on ends in a status condition. All state comes through the
-//! injected [`Context`]: no globals, so tests drive it against an in-memory API.
+//! [`reconcile`] runs one stack through the pipeline in [`run`]. Validation and building are
+//! pure ([`validate`], [`build`]); [`observe`] reads (never writes); [`apply`] writes the
+//! children in the order [`desired::DesiredState::children`] documents and deletes orphans;
+//! [`report`] writes the status that [`status`] computes, and the Events. Every failure a user
+//! can act on ends in a status condition before it is returned, so the error policy's backoff
+//! and the user's view agree. All state comes through the injected [`Context`]: no globals, so
+//! tests drive it against an in-memory API.
 
 pub mod apply;
 pub mod build;
+pub mod context;
+pub mod desired;
 pub mod events;
+pub mod names;
 pub mod observe;
+pub mod quantity;
 pub mod report;
 pub mod status;
 pub mod validate;
 
-mod driver;
+pub use context::Context;
 
-pub use driver::{apply_desired, optional_kinds};
-
-use crate::config::Images;
 use crate::crd::PingPongStack;
 use crate::error::Error;
-use crate::metrics::{Metrics, ReconcileResult};
+use crate::labels;
+use crate::metrics::ReconcileResult;
+use apply::Applier;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
-use kube::{Client, ResourceExt};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use status::{Converged, Outcome, Report, reason};
+use std::sync::Arc;
 use std::time::Duration;
-use validate::ImageDefaults;
 
 /// Safety-net requeue after a successful reconcile (children are also watched).
 pub const SUCCESS_REQUEUE: Duration = Duration::from_secs(300);
@@ -37,64 +43,6 @@ pub const SUCCESS_REQUEUE: Duration = Duration::from_secs(300);
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Requeue while a referenced object (the user's credentials Secret) is missing.
 pub const MISSING_REFERENCE_REQUEUE: Duration = Duration::from_secs(60);
-
-/// Everything a reconcile needs, injected by the controller or by a test.
-pub struct Context {
-    /// API client.
-    pub client: Client,
-    /// Metrics registry.
-    pub metrics: Metrics,
-    /// Event recorder.
-    pub recorder: Recorder,
-    /// Default images.
-    pub images: ImageDefaults,
-    failures: Mutex<HashMap<(String, String), u32>>,
-}
-
-impl Context {
-    /// A context with no failure history.
-    pub fn new(
-        client: Client,
-        metrics: Metrics,
-        recorder: Recorder,
-        images: ImageDefaults,
-    ) -> Self {
-        Self {
-            client,
-            metrics,
-            recorder,
-            images,
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn key(stack: &impl ResourceExt) -> (String, String) {
-        (stack.namespace().unwrap_or_default(), stack.name_any())
-    }
-
-    /// Consecutive failures of this stack so far, then counts one more.
-    fn next_attempt(&self, key: (String, String)) -> u32 {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(key).or_insert(0);
-        let attempt = *n;
-        *n = n.saturating_add(1);
-        attempt
-    }
-
-    fn reset_attempts(&self, key: &(String, String)) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(key);
-    }
-}
-
-/// Converts the process configuration's images into the validator's defaults.
-pub fn image_defaults(images: &Images) -> ImageDefaults {
-    ImageDefaults {
-        ping: images.ping.clone(),
-        pong: images.pong.clone(),
-        rabbitmq: images.rabbitmq.clone(),
-    }
-}
 
 /// Whether the stack's `Ready` condition is `True`.
 pub fn is_ready(stack: &PingPongStack) -> bool {
@@ -104,13 +52,13 @@ pub fn is_ready(stack: &PingPongStack) -> bool {
         .is_some_and(|s| status::is_true(&s.conditions, status::condition_type::READY))
 }
 
-/// Reconciles one stack: observe → plan → apply → report.
+/// Reconciles one stack: validate → observe → build → apply → report.
 #[tracing::instrument(skip_all, fields(stack = %stack.name_any(), namespace = stack.namespace().as_deref().unwrap_or("")))]
 pub async fn reconcile(stack: Arc<PingPongStack>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
     // Boxed: the pipeline's future is large (it holds the desired objects); on the heap it
     // leaves the worker thread's stack to the API calls.
-    let result = tokio::time::timeout(RECONCILE_TIMEOUT, Box::pin(driver::run(&stack, &ctx)))
+    let result = tokio::time::timeout(RECONCILE_TIMEOUT, Box::pin(run(&stack, &ctx)))
         .await
         .unwrap_or(Err(Error::Timeout(RECONCILE_TIMEOUT)));
     match &result {
@@ -135,15 +83,9 @@ pub async fn reconcile_guarded(
         Ok(stack) => reconcile(Arc::new(stack.clone()), ctx).await,
         Err(invalid) => {
             let _timer = ctx.metrics.reconcile_timer();
-            let result = driver::report_undecodable(invalid, &ctx).await;
-            match &result {
-                Ok(_) => ctx.metrics.reconciled(ReconcileResult::Invalid),
-                Err(error) => {
-                    ctx.metrics.reconciled(ReconcileResult::Error);
-                    ctx.metrics.reconcile_failed(error.kind());
-                }
-            }
-            result
+            report_undecodable(invalid, &ctx).await;
+            ctx.metrics.reconciled(ReconcileResult::Invalid);
+            Ok(Action::await_change())
         }
     }
 }
@@ -166,4 +108,149 @@ pub fn error_policy(
         "reconcile failed; retrying with backoff"
     );
     Action::requeue(delay)
+}
+
+/// Writes the status for one outcome of one stack.
+struct Reporter<'a> {
+    ctx: &'a Context,
+    stack: &'a PingPongStack,
+}
+
+impl Reporter<'_> {
+    async fn send(&self, outcome: Outcome) -> Result<(), Error> {
+        let previous = self.stack.status.clone().unwrap_or_default();
+        let report = Report {
+            outcome,
+            paused: self.stack.spec.paused,
+            generation: self.stack.metadata.generation,
+            previous: &previous,
+        };
+        let regarding = self.stack.object_ref(&());
+        report::report(&self.ctx.client, &self.ctx.recorder, &regarding, report).await?;
+        Ok(())
+    }
+
+    /// Puts a failure into status (best effort) and hands it back.
+    async fn failed<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let outcome = Outcome::Failed {
+            reason: error.kind(),
+            message: error.chain(),
+        };
+        if let Err(status_error) = self.send(outcome).await {
+            tracing::warn!(error = %status_error.chain(), "could not report the failure in status");
+        }
+        Err(error)
+    }
+
+    /// Reports a spec that cannot be realised (yet).
+    async fn invalid(&self, reason: &'static str, message: String) -> Result<(), Error> {
+        tracing::info!(reason, error = %message, "spec cannot be realised");
+        self.ctx.metrics.reconcile_failed(reason);
+        self.send(Outcome::Invalid { reason, message }).await
+    }
+}
+
+/// The pipeline for one decoded stack.
+async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, Action), Error> {
+    let meta = &stack.metadata;
+    meta.namespace
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    meta.name
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("name"))?;
+    let uid = meta.uid.as_deref().ok_or(Error::MissingObjectKey("uid"))?;
+    if meta.deletion_timestamp.is_some() {
+        // Re-applying children now would fight the garbage collector.
+        tracing::debug!("stack is being deleted; nothing to reconcile");
+        return Ok((ReconcileResult::Skipped, Action::await_change()));
+    }
+    let reporter = Reporter { ctx, stack };
+
+    // 1. Validate (pure): the spec into typed settings.
+    let validated = match validate::validate(stack, &ctx.images) {
+        Ok(validated) => validated,
+        Err(invalid) => {
+            reporter
+                .invalid(invalid.kind(), invalid.to_string())
+                .await?;
+            return Ok((ReconcileResult::Invalid, Action::await_change()));
+        }
+    };
+
+    // 2. Observe (reads only): Secrets, optional APIs; credentials only for missing Secrets.
+    let observed = reporter
+        .failed(observe::observe(ctx, &validated).await)
+        .await?;
+    if let Some(missing) = observed.missing {
+        reporter.invalid(missing.reason, missing.message).await?;
+        let requeue = Action::requeue(MISSING_REFERENCE_REQUEUE);
+        return Ok((ReconcileResult::Invalid, requeue));
+    }
+
+    // 3. Build (pure): every desired child object.
+    let desired = build::build_desired(&validated, &observed.plan_inputs);
+
+    // 4. Apply, or only read readiness while paused.
+    let readiness = if validated.paused {
+        observe::readiness(&ctx.client, &validated).await
+    } else {
+        let mut applier = Applier::new(
+            &ctx.client,
+            &validated.namespace,
+            &ctx.metrics,
+            observed.plan_inputs.served,
+        );
+        let selector = labels::children_selector(&validated.name);
+        apply::apply_desired(&mut applier, &desired, uid, &selector).await
+    };
+    let readiness = reporter.failed(readiness).await?;
+
+    // 5. Report.
+    let converged = Converged::new(&validated, readiness);
+    reporter
+        .send(Outcome::Converged(Box::new(converged)))
+        .await?;
+    tracing::info!(paused = validated.paused, "reconciled");
+    let result = if validated.paused {
+        ReconcileResult::Paused
+    } else {
+        ReconcileResult::Success
+    };
+    Ok((result, Action::requeue(SUCCESS_REQUEUE)))
+}
+
+/// An object that does not deserialize into a PingPongStack (the schema should prevent it):
+/// a Warning Event says why, and the controller waits for the next change.
+async fn report_undecodable(invalid: &InvalidObject, ctx: &Context) {
+    let meta = &invalid.metadata;
+    tracing::warn!(
+        stack = meta.name.as_deref().unwrap_or(""),
+        namespace = meta.namespace.as_deref().unwrap_or(""),
+        error = %invalid.error,
+        "PingPongStack does not match the schema"
+    );
+    ctx.metrics.reconcile_failed(reason::INVALID_SPEC);
+    let regarding = ObjectReference {
+        api_version: Some(PingPongStack::api_version(&()).into_owned()),
+        kind: Some(PingPongStack::kind(&()).into_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        ..ObjectReference::default()
+    };
+    let notice = events::Notice {
+        warning: true,
+        reason: reason::INVALID_SPEC.to_owned(),
+        action: "Reconcile",
+        note: format!(
+            "the object does not match the PingPongStack schema: {}",
+            invalid.error
+        ),
+    };
+    events::publish(&ctx.recorder, &regarding, vec![notice]).await;
 }

@@ -1,29 +1,27 @@
 //! Observe step (I/O, reads only): what exists that the plan depends on.
 //!
 //! For a validated stack this reads whether the credentials, Erlang-cookie and PostgreSQL
-//! credentials Secrets exist, whether the user's Secrets (`credentialsSecret`, an external
-//! PostgreSQL's or Redis's) exist with the keys pong and ping need, and whether the Gateway API
-//! and Prometheus Operator CRDs are installed. New credentials are generated here, at
-//! the edge, only when a Secret the operator must create is missing, so an existing password is
-//! never rotated. [`readiness`] reads the workloads' replica counts when nothing was applied.
-//! This module never writes.
+//! credentials Secrets exist (metadata only), whether the user's Secrets (`credentialsSecret`,
+//! an external PostgreSQL's or Redis's) exist with the keys pong and ping need (read by name,
+//! never watched), and, only when the stack needs an optional API the context does not know as
+//! served, whether it is served now. New credentials are generated here, at the edge, only when
+//! a Secret the operator must create is missing, so an existing password is never rotated.
+//! [`readiness`] reads the workloads' replica counts when nothing was applied. This module never
+//! writes.
 
-use super::build::{
-    ExistingSecrets, PlanInputs, SERVICE_MONITOR_CRD, http_route_api_resource,
-    service_monitor_api_resource,
-};
-use super::status::{ComponentReadiness, Readiness};
+use super::apply::{deployment_readiness, statefulset_readiness};
+use super::build::{ExistingSecrets, PlanInputs};
+use super::context::Context;
+use super::status::Readiness;
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
-use crate::controller::crd_serves;
+use crate::apis::{OptionalApi, ServedApis};
+use crate::crd::ComponentStatus;
 use crate::credentials;
 use crate::error::Error;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
-
-/// CRD name of the Gateway API HTTPRoute.
-pub const HTTP_ROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
 
 /// Keys the user's `credentialsSecret` must have.
 pub const CREDENTIAL_KEYS: [&str; 2] = ["username", "password"];
@@ -54,10 +52,27 @@ fn read(kind: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Read { kind, name, source }
 }
 
-async fn crd_installed(client: &Client, crd: &'static str, version: &str) -> Result<bool, Error> {
-    crd_serves(client, crd, version)
+/// The optional APIs as the context knows them, asked again when `stack` needs one that was not
+/// served.
+async fn served_apis(ctx: &Context, stack: &ValidatedStack) -> Result<ServedApis, Error> {
+    let served = ctx.served();
+    let needs_route = stack.gateway.is_some() && !served.http_route;
+    let needs_monitor = stack.monitoring.service_monitor && !served.service_monitor;
+    if !(needs_route || needs_monitor) {
+        return Ok(served);
+    }
+    ctx.relearn_apis()
         .await
-        .map_err(read("CustomResourceDefinition", crd))
+        .map_err(read("CustomResourceDefinition", "(optional APIs)"))
+}
+
+/// Whether the Secret `name` exists (a metadata-only read).
+async fn exists(secrets: &Api<Secret>, name: &str) -> Result<bool, Error> {
+    Ok(secrets
+        .get_metadata_opt(name)
+        .await
+        .map_err(read("Secret", name))?
+        .is_some())
 }
 
 /// The keys of `wanted` that `secret` lacks (all of them when it does not exist).
@@ -139,87 +154,54 @@ async fn check_store_and_cache_secrets(
 }
 
 /// Reads what the plan depends on.
-pub async fn observe(client: &Client, stack: &ValidatedStack) -> Result<Observed, Error> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &stack.namespace);
+pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &stack.namespace);
     let names = &stack.names;
-    let credentials = secrets
-        .get_opt(&names.credentials_secret)
-        .await
-        .map_err(read("Secret", &names.credentials_secret))?;
-    let cookie_exists = secrets
-        .get_opt(&names.erlang_cookie_secret)
-        .await
-        .map_err(read("Secret", &names.erlang_cookie_secret))?
-        .is_some();
+    let mut missing = None;
+    let credentials_exist = if stack.rabbitmq.user_credentials {
+        missing = check_user_secret(
+            &secrets,
+            stack,
+            "spec.rabbitmq.credentialsSecret",
+            &names.credentials_secret,
+            &CREDENTIAL_KEYS,
+            super::status::reason::CREDENTIALS_SECRET_MISSING,
+        )
+        .await?;
+        missing.is_none()
+    } else {
+        exists(&secrets, &names.credentials_secret).await?
+    };
+    let cookie_exists = exists(&secrets, &names.erlang_cookie_secret).await?;
     let postgres_exists = match stack.store.provisioned() {
-        Some(_) => secrets
-            .get_opt(&names.postgres_credentials)
-            .await
-            .map_err(read("Secret", &names.postgres_credentials))?
-            .is_some(),
+        Some(_) => exists(&secrets, &names.postgres_credentials).await?,
         None => false,
     };
-    let mut missing = None;
-    if stack.rabbitmq.user_credentials {
-        let absent: Vec<&str> = CREDENTIAL_KEYS
-            .into_iter()
-            .filter(|key| {
-                credentials
-                    .as_ref()
-                    .and_then(|s| s.data.as_ref())
-                    .is_none_or(|d| !d.contains_key(*key))
-            })
-            .collect();
-        if credentials.is_none() {
-            missing = Some(MissingReference {
-                reason: super::status::reason::CREDENTIALS_SECRET_MISSING,
-                message: format!(
-                    "spec.rabbitmq.credentialsSecret names Secret {:?}, which does not exist in \
-                     namespace {}; create it with keys username and password",
-                    names.credentials_secret, stack.namespace
-                ),
-            });
-        } else if !absent.is_empty() {
-            missing = Some(MissingReference {
-                reason: super::status::reason::CREDENTIALS_SECRET_MISSING,
-                message: format!(
-                    "Secret {:?} (spec.rabbitmq.credentialsSecret) lacks the key(s) {}",
-                    names.credentials_secret,
-                    absent.join(", ")
-                ),
-            });
-        }
-    }
     if missing.is_none() {
         missing = check_store_and_cache_secrets(&secrets, stack).await?;
     }
-    let service_monitor_crd = if stack.monitoring.service_monitor {
-        let version = service_monitor_api_resource().version;
-        crd_installed(client, SERVICE_MONITOR_CRD, &version).await?
-    } else {
-        false
-    };
-    if stack.gateway.is_some() && missing.is_none() {
-        let version = http_route_api_resource().version;
-        if !crd_installed(client, HTTP_ROUTE_CRD, &version).await? {
-            missing = Some(MissingReference {
-                reason: super::status::reason::GATEWAY_API_MISSING,
-                message: format!(
-                    "spec.gateway is set but the Gateway API CRD {HTTP_ROUTE_CRD} ({version}) is \
-                     not installed; install the Gateway API or remove spec.gateway"
-                ),
-            });
-        }
+    let served = served_apis(ctx, stack).await?;
+    if stack.gateway.is_some() && missing.is_none() && !served.http_route {
+        let api = OptionalApi::HttpRoute;
+        missing = Some(MissingReference {
+            reason: super::status::reason::GATEWAY_API_MISSING,
+            message: format!(
+                "spec.gateway is set but the Gateway API CRD {} ({}) is not installed; install \
+                 the Gateway API or remove spec.gateway",
+                api.crd_name(),
+                api.resource().version
+            ),
+        });
     }
     let existing = ExistingSecrets {
-        credentials: credentials.is_some(),
+        credentials: credentials_exist,
         erlang_cookie: cookie_exists,
         postgres: postgres_exists,
     };
     let plan_inputs = PlanInputs::from_observed(
         stack,
         existing,
-        service_monitor_crd,
+        served,
         credentials::generate,
         credentials::generate_password,
     );
@@ -227,34 +209,6 @@ pub async fn observe(client: &Client, stack: &ValidatedStack) -> Result<Observed
         plan_inputs,
         missing,
     })
-}
-
-/// Desired and ready replicas of a StatefulSet.
-pub fn statefulset_readiness(sts: &StatefulSet) -> ComponentReadiness {
-    ComponentReadiness {
-        replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-        ready_replicas: sts
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-    }
-}
-
-/// Desired and ready replicas of a Deployment.
-pub fn deployment_readiness(deployment: &Deployment) -> ComponentReadiness {
-    ComponentReadiness {
-        replicas: deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1),
-        ready_replicas: deployment
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-    }
 }
 
 /// Reads the workloads' readiness without writing (used while paused). A missing workload counts
@@ -276,7 +230,7 @@ pub async fn readiness(client: &Client, stack: &ValidatedStack) -> Result<Readin
         .get_opt(&names.pong)
         .await
         .map_err(read("Deployment", &names.pong))?;
-    let absent = |replicas| ComponentReadiness {
+    let absent = |replicas| ComponentStatus {
         replicas,
         ready_replicas: 0,
     };

@@ -1,12 +1,23 @@
-//! Report step: the stack's status conditions, computed by pure functions.
+//! Report step, the pure half: the stack's next status, computed from the reconcile
+//! [`Outcome`].
 //!
-//! [`conditions`] turns the reconcile [`Outcome`], the observed component [`Readiness`] and the
-//! previous conditions into the four conditions `Ready`, `Progressing`, `Degraded` and `Paused`.
+//! [`conditions`] turns the outcome, the observed component [`Readiness`] and the previous
+//! conditions into the four conditions `Ready`, `Progressing`, `Degraded` and `Paused`.
 //! Reasons are the PascalCase constants in [`reason`]. A condition's `lastTransitionTime` changes
-//! only when its `status` changes, and no condition ever passes through `Unknown`. This module
-//! does no I/O; the driver applies the result through the status subresource.
+//! only when its `status` changes, and no condition ever passes through `Unknown`.
+//! [`next_status`] adds the component counts, store, cache and endpoint. This module does no
+//! I/O; [`super::report`] writes the result through the status subresource.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
+use crate::crd::{
+    CacheStatus, ComponentStatus, PingPongStackStatus, Placement, StoreStatus, StoreType,
+};
+use crate::labels::Component;
 
 /// Condition types.
 pub mod condition_type {
@@ -56,16 +67,7 @@ pub mod reason {
     pub const NOT_PAUSED: &str = "NotPaused";
 }
 
-/// Desired and ready replicas of one component, as observed on its workload.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ComponentReadiness {
-    /// Desired replicas.
-    pub replicas: i32,
-    /// Ready replicas reported by the workload's status.
-    pub ready_replicas: i32,
-}
-
-impl ComponentReadiness {
+impl ComponentStatus {
     /// Whether every desired replica is ready.
     pub fn is_ready(&self) -> bool {
         self.ready_replicas >= self.replicas
@@ -77,19 +79,32 @@ impl ComponentReadiness {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
     /// The ping Deployment.
-    pub ping: ComponentReadiness,
+    pub ping: ComponentStatus,
     /// The pong Deployment.
-    pub pong: ComponentReadiness,
+    pub pong: ComponentStatus,
     /// The RabbitMQ StatefulSet.
-    pub rabbitmq: ComponentReadiness,
+    pub rabbitmq: ComponentStatus,
     /// The provisioned PostgreSQL StatefulSet (`None`: memory or external store).
-    pub postgres: Option<ComponentReadiness>,
+    pub postgres: Option<ComponentStatus>,
     /// The provisioned Redis Deployment (`None`: no cache or an external one).
-    pub redis: Option<ComponentReadiness>,
+    pub redis: Option<ComponentStatus>,
 }
 
 impl Readiness {
-    fn components(&self) -> Vec<(&'static str, ComponentReadiness)> {
+    /// The readiness of the workloads applied, by component (ping, pong and the broker count as
+    /// having no ready replica when missing).
+    pub fn from_workloads(workloads: &BTreeMap<Component, ComponentStatus>) -> Self {
+        let get = |c| workloads.get(&c).copied();
+        Self {
+            ping: get(Component::Ping).unwrap_or_default(),
+            pong: get(Component::Pong).unwrap_or_default(),
+            rabbitmq: get(Component::RabbitMq).unwrap_or_default(),
+            postgres: get(Component::Postgres),
+            redis: get(Component::Redis),
+        }
+    }
+
+    fn components(&self) -> Vec<(&'static str, ComponentStatus)> {
         let mut all = vec![("rabbitmq", self.rabbitmq)];
         all.extend(self.postgres.map(|c| ("postgres", c)));
         all.extend(self.redis.map(|c| ("redis", c)));
@@ -118,11 +133,40 @@ impl Readiness {
     }
 }
 
+/// What a reconcile realised: the components' readiness and what status reports beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Converged {
+    /// The workloads' readiness.
+    pub readiness: Readiness,
+    /// URL serving `/ping` and `/pong`, when the spec names a host.
+    pub endpoint: Option<String>,
+    /// Name of the broker credentials Secret.
+    pub credentials_secret: String,
+    /// pong's store as realised.
+    pub store: StoreStatus,
+    /// pong's cache as realised (`None`: no cache).
+    pub cache: Option<CacheStatus>,
+}
+
+impl Converged {
+    /// What a reconcile of `stack` that observed `readiness` realised.
+    pub fn new(stack: &ValidatedStack, readiness: Readiness) -> Self {
+        let (store, cache) = backing_status(stack, &readiness);
+        Self {
+            readiness,
+            endpoint: stack.endpoint(),
+            credentials_secret: stack.names.credentials_secret.clone(),
+            store,
+            cache,
+        }
+    }
+}
+
 /// How the reconcile went, as far as status is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Every child was applied (or left alone because the stack is paused).
-    Converged(Readiness),
+    Converged(Box<Converged>),
     /// The spec cannot be realised (or refers to something missing); nothing was applied.
     Invalid {
         /// A `ValidationError::kind()`, [`reason::CREDENTIALS_SECRET_MISSING`] or
@@ -165,7 +209,8 @@ pub fn conditions(
     use condition_type::{DEGRADED, PAUSED, PROGRESSING, READY};
     let mut next = Vec::with_capacity(4);
     match outcome {
-        Outcome::Converged(readiness) => {
+        Outcome::Converged(converged) => {
+            let readiness = &converged.readiness;
             let waiting = readiness.not_ready();
             if waiting.is_empty() {
                 let msg = readiness.ready_message();
@@ -239,6 +284,143 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// pong's store and cache status (pure): the type and placement from the validated spec,
+/// readiness from the provisioned workloads. An external service counts as ready once observe
+/// found its Secret complete (the apply only happens then); whether the server answers is pong's
+/// readiness.
+pub fn backing_status(
+    stack: &ValidatedStack,
+    readiness: &Readiness,
+) -> (StoreStatus, Option<CacheStatus>) {
+    let provisioned = |c: Option<ComponentStatus>| {
+        let c = c.unwrap_or_default();
+        (
+            c.is_ready() && c.replicas > 0,
+            Some(c.replicas),
+            Some(c.ready_replicas),
+        )
+    };
+    let store = match &stack.store {
+        StoreSettings::Memory => StoreStatus {
+            type_: StoreType::Memory,
+            ready: true,
+            ..StoreStatus::default()
+        },
+        StoreSettings::ExternalPostgres { secret_name } => StoreStatus {
+            type_: StoreType::Postgres,
+            placement: Some(Placement::External),
+            ready: true,
+            replicas: None,
+            ready_replicas: None,
+            secret_name: Some(secret_name.clone()),
+        },
+        StoreSettings::ProvisionedPostgres(_) => {
+            let (ready, replicas, ready_replicas) = provisioned(readiness.postgres);
+            StoreStatus {
+                type_: StoreType::Postgres,
+                placement: Some(Placement::Provisioned),
+                ready,
+                replicas,
+                ready_replicas,
+                secret_name: Some(stack.names.postgres_credentials.clone()),
+            }
+        }
+    };
+    let cache = stack.cache.as_ref().map(|cache| match cache {
+        CacheSettings::External { .. } => CacheStatus {
+            placement: Placement::External,
+            ready: true,
+            replicas: None,
+            ready_replicas: None,
+        },
+        CacheSettings::Provisioned(_) => {
+            let (ready, replicas, ready_replicas) = provisioned(readiness.redis);
+            CacheStatus {
+                placement: Placement::Provisioned,
+                ready,
+                replicas,
+                ready_replicas,
+            }
+        }
+    });
+    (store, cache)
+}
+
+/// Everything the next status is computed from.
+pub struct Report<'a> {
+    /// How the reconcile went.
+    pub outcome: Outcome,
+    /// Value of `spec.paused`.
+    pub paused: bool,
+    /// The stack's `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The stack's current status.
+    pub previous: &'a PingPongStackStatus,
+}
+
+impl Report<'_> {
+    /// Whether children were written in this reconcile.
+    pub fn applied(&self) -> bool {
+        matches!(self.outcome, Outcome::Converged(_)) && !self.paused
+    }
+}
+
+/// Computes the next status. A reconcile that did not converge keeps the last realised
+/// generation, component counts, endpoint, store and cache.
+pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
+    let previous = report.previous;
+    let conditions = conditions(
+        &report.outcome,
+        report.paused,
+        report.generation,
+        &previous.conditions,
+        Time(now),
+    );
+    let Outcome::Converged(converged) = &report.outcome else {
+        return PingPongStackStatus {
+            // A failed reconcile did not realise this generation: keep the last one that was.
+            observed_generation: match report.outcome {
+                Outcome::Failed { .. } => previous.observed_generation,
+                _ => report.generation,
+            },
+            conditions,
+            ..previous.clone()
+        };
+    };
+    let r = &converged.readiness;
+    PingPongStackStatus {
+        observed_generation: report.generation,
+        conditions,
+        ping: Some(r.ping),
+        pong: Some(r.pong),
+        rabbitmq: Some(r.rabbitmq),
+        endpoint: converged
+            .endpoint
+            .clone()
+            .or_else(|| previous.endpoint.clone()),
+        credentials_secret: Some(converged.credentials_secret.clone()),
+        store: Some(converged.store.clone()),
+        cache: converged.cache.clone(),
+    }
+}
+
+/// A converged outcome of a memory-store stack with `readiness` (unit tests of the conditions
+/// and of the Events they cause).
+#[cfg(test)]
+pub(super) fn converged(readiness: Readiness) -> Outcome {
+    Outcome::Converged(Box::new(Converged {
+        readiness,
+        endpoint: None,
+        credentials_secret: "demo-rabbitmq-credentials".into(),
+        store: StoreStatus {
+            type_: StoreType::Memory,
+            ready: true,
+            ..StoreStatus::default()
+        },
+        cache: None,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::condition_type::*;
@@ -254,7 +436,7 @@ mod tests {
     }
 
     fn readiness(ready: i32) -> Readiness {
-        let c = ComponentReadiness {
+        let c = ComponentStatus {
             replicas: 1,
             ready_replicas: ready,
         };
@@ -270,24 +452,24 @@ mod tests {
     #[test]
     fn provisioned_store_and_cache_gate_ready() {
         let mut r = readiness(1);
-        let cs = conditions(&Outcome::Converged(r), false, Some(1), &[], t(0));
+        let cs = conditions(&converged(r), false, Some(1), &[], t(0));
         assert_eq!(
             get(&cs, READY).message,
             "ping, pong and rabbitmq have all desired replicas ready"
         );
-        r.postgres = Some(ComponentReadiness {
+        r.postgres = Some(ComponentStatus {
             replicas: 1,
             ready_replicas: 0,
         });
-        r.redis = Some(ComponentReadiness {
+        r.redis = Some(ComponentStatus {
             replicas: 1,
             ready_replicas: 1,
         });
-        let cs = conditions(&Outcome::Converged(r), false, Some(1), &[], t(0));
+        let cs = conditions(&converged(r), false, Some(1), &[], t(0));
         assert_eq!(get(&cs, READY).status, "False");
         assert_eq!(get(&cs, READY).message, "waiting for postgres 0/1 ready");
         r.postgres = r.redis;
-        let cs = conditions(&Outcome::Converged(r), false, Some(1), &[], t(0));
+        let cs = conditions(&converged(r), false, Some(1), &[], t(0));
         assert_eq!(get(&cs, READY).status, "True");
         assert_eq!(
             get(&cs, READY).message,
@@ -297,7 +479,7 @@ mod tests {
 
     #[test]
     fn converging_then_ready() {
-        let first = conditions(&Outcome::Converged(readiness(0)), false, Some(1), &[], t(0));
+        let first = conditions(&converged(readiness(0)), false, Some(1), &[], t(0));
         let ready = get(&first, READY);
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
@@ -312,13 +494,7 @@ mod tests {
         assert_eq!(get(&first, PAUSED).status, "False");
         assert!(first.iter().all(|c| c.observed_generation == Some(1)));
 
-        let second = conditions(
-            &Outcome::Converged(readiness(1)),
-            false,
-            Some(1),
-            &first,
-            t(10),
-        );
+        let second = conditions(&converged(readiness(1)), false, Some(1), &first, t(10));
         assert_eq!(get(&second, READY).status, "True");
         assert_eq!(get(&second, READY).last_transition_time, t(10));
         assert_eq!(get(&second, PROGRESSING).reason, "RolloutComplete");
@@ -329,14 +505,8 @@ mod tests {
 
     #[test]
     fn a_second_identical_report_changes_nothing() {
-        let first = conditions(&Outcome::Converged(readiness(1)), false, Some(3), &[], t(0));
-        let again = conditions(
-            &Outcome::Converged(readiness(1)),
-            false,
-            Some(3),
-            &first,
-            t(50),
-        );
+        let first = conditions(&converged(readiness(1)), false, Some(3), &[], t(0));
+        let again = conditions(&converged(readiness(1)), false, Some(3), &first, t(50));
         assert_eq!(first, again);
     }
 
@@ -359,7 +529,7 @@ mod tests {
 
     #[test]
     fn failure_keeps_ready_and_sets_degraded_without_unknown() {
-        let ok = conditions(&Outcome::Converged(readiness(1)), false, Some(1), &[], t(0));
+        let ok = conditions(&converged(readiness(1)), false, Some(1), &[], t(0));
         let failed = Outcome::Failed {
             reason: "ApplyConflict",
             message: "failed to apply Deployment demo-ping".into(),
@@ -377,12 +547,89 @@ mod tests {
 
     #[test]
     fn paused_is_reported() {
-        let cs = conditions(&Outcome::Converged(readiness(0)), true, Some(4), &[], t(0));
+        let cs = conditions(&converged(readiness(0)), true, Some(4), &[], t(0));
         assert_eq!(get(&cs, PAUSED).status, "True");
         assert_eq!(get(&cs, PAUSED).reason, "PausedBySpec");
         assert_eq!(get(&cs, PROGRESSING).status, "False");
         assert_eq!(get(&cs, PROGRESSING).reason, "PausedBySpec");
         assert!(is_true(&cs, PAUSED));
         assert!(!is_true(&cs, READY));
+    }
+
+    #[test]
+    fn switching_to_memory_drops_placement_replicas_and_cache() {
+        let provisioned = PingPongStackStatus {
+            store: Some(StoreStatus {
+                type_: StoreType::Postgres,
+                placement: Some(Placement::Provisioned),
+                ready: true,
+                replicas: Some(1),
+                ready_replicas: Some(1),
+                secret_name: Some("demo-postgres-credentials".into()),
+            }),
+            cache: Some(CacheStatus {
+                placement: Placement::Provisioned,
+                ready: true,
+                replicas: Some(1),
+                ready_replicas: Some(1),
+            }),
+            ..PingPongStackStatus::default()
+        };
+        let memory = StoreStatus {
+            type_: StoreType::Memory,
+            ready: true,
+            ..StoreStatus::default()
+        };
+        let report = Report {
+            outcome: converged(Readiness::default()),
+            paused: false,
+            generation: Some(2),
+            previous: &provisioned,
+        };
+        let next = next_status(&report, Timestamp::UNIX_EPOCH);
+        assert_eq!(next.store, Some(memory));
+        assert_eq!(next.cache, None);
+        let serialized = serde_json::to_value(&next).unwrap();
+        assert_eq!(
+            serialized["store"],
+            serde_json::json!({"type": "memory", "ready": true})
+        );
+        assert!(serialized.get("cache").is_none());
+    }
+
+    #[test]
+    fn failure_keeps_observed_generation_and_component_counts() {
+        let mut outcome = converged(Readiness::default());
+        if let Outcome::Converged(c) = &mut outcome {
+            c.endpoint = Some("http://demo.example".into());
+        }
+        let ok = Report {
+            outcome,
+            paused: false,
+            generation: Some(1),
+            previous: &PingPongStackStatus::default(),
+        };
+        assert!(ok.applied());
+        let first = next_status(&ok, Timestamp::UNIX_EPOCH);
+        assert_eq!(first.observed_generation, Some(1));
+        assert_eq!(first.ping, Some(ComponentStatus::default()));
+        let failed = Report {
+            outcome: Outcome::Failed {
+                reason: "ApplyFailed",
+                message: "boom".into(),
+            },
+            generation: Some(2),
+            previous: &first,
+            ..ok
+        };
+        assert!(!failed.applied());
+        let second = next_status(&failed, Timestamp::UNIX_EPOCH);
+        assert_eq!(second.observed_generation, Some(1));
+        assert_eq!(second.ping, first.ping);
+        assert_eq!(second.endpoint.as_deref(), Some("http://demo.example"));
+        assert_eq!(
+            second.store, first.store,
+            "a failure keeps the store status"
+        );
     }
 }

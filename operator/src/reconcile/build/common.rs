@@ -56,8 +56,6 @@ pub const POSTGRES_UID: i64 = 999;
 pub const REDIS_UID: i64 = 999;
 /// Numeric user of the postgres-exporter image (`nobody`).
 pub const EXPORTER_UID: i64 = 65534;
-/// Image of the postgres-exporter sidecar (pinned).
-pub const POSTGRES_EXPORTER_IMAGE: &str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1";
 /// User of a provisioned PostgreSQL (its owner; pong creates its tables as this user).
 pub const POSTGRES_USER: &str = "pong";
 /// Database of a provisioned PostgreSQL.

@@ -4,28 +4,13 @@
 //! k8s-openapi has no Gateway API types, so the route is built from the small typed structs
 //! below and carried as a [`DynamicObject`] with the right apiVersion and kind.
 
-use kube::api::{ApiResource, DynamicObject, TypeMeta};
+use kube::api::{DynamicObject, TypeMeta};
 use serde::Serialize;
 
 use super::common::{HTTP_SERVICE_PORT, object_meta};
+use crate::apis::{GATEWAY_GROUP, OptionalApi};
 use crate::labels::Component;
 use crate::reconcile::validate::ValidatedStack;
-
-/// API group of the Gateway API.
-pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
-/// Kind of the route.
-pub const HTTP_ROUTE_KIND: &str = "HTTPRoute";
-
-/// The HTTPRoute resource, for a dynamic `Api` and for discovery.
-pub fn http_route_api_resource() -> ApiResource {
-    ApiResource {
-        group: GATEWAY_GROUP.to_owned(),
-        version: "v1".to_owned(),
-        api_version: format!("{GATEWAY_GROUP}/v1"),
-        kind: HTTP_ROUTE_KIND.to_owned(),
-        plural: "httproutes".to_owned(),
-    }
-}
 
 /// `HTTPRoute.spec`, the subset the operator sets.
 #[derive(Serialize)]
@@ -106,7 +91,7 @@ pub fn build_http_route(stack: &ValidatedStack) -> Option<DynamicObject> {
             rule("/pong", &stack.names.pong),
         ],
     };
-    let resource = http_route_api_resource();
+    let resource = OptionalApi::HttpRoute.resource();
     Some(DynamicObject {
         types: Some(TypeMeta {
             api_version: resource.api_version,

@@ -22,11 +22,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use super::common::{
-    EXPORTER_UID, PASSWORD_KEY, POSTGRES_DATABASE, POSTGRES_EXPORTER_IMAGE, POSTGRES_EXPORTER_PORT,
-    POSTGRES_PORT, POSTGRES_UID, POSTGRES_USER, config_hash, data_claim_templates, env_from_secret,
-    env_value, exec_probe, http_probe, object_meta, pod_meta,
-    restricted_container_security_context, restricted_pod_security_context, scrape_annotations,
+    EXPORTER_UID, PASSWORD_KEY, POSTGRES_DATABASE, POSTGRES_EXPORTER_PORT, POSTGRES_PORT,
+    POSTGRES_UID, POSTGRES_USER, config_hash, data_claim_templates, env_from_secret, env_value,
+    exec_probe, http_probe, object_meta, pod_meta, restricted_container_security_context,
+    restricted_pod_security_context, scrape_annotations,
 };
+use crate::images;
 use crate::labels::{self, Component};
 use crate::reconcile::validate::{
     DataStorage, PostgresSettings, ValidatedStack, postgres_exporter_resources,
@@ -141,7 +142,7 @@ fn exporter_container(stack: &ValidatedStack) -> Container {
     let uri = format!("127.0.0.1:{POSTGRES_PORT}/{POSTGRES_DATABASE}?sslmode=disable");
     Container {
         name: "postgres-exporter".to_owned(),
-        image: Some(POSTGRES_EXPORTER_IMAGE.to_owned()),
+        image: Some(images::POSTGRES_EXPORTER.to_owned()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         ports: Some(vec![port(METRICS_PORT_NAME, POSTGRES_EXPORTER_PORT)]),
         env: Some(vec![
@@ -170,7 +171,7 @@ pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet>
         image: &settings.image,
         env: postgres.env.as_deref().unwrap_or_default(),
         credentials_secret: &names.postgres_credentials,
-        exporter_image: settings.metrics.then_some(POSTGRES_EXPORTER_IMAGE),
+        exporter_image: settings.metrics.then_some(images::POSTGRES_EXPORTER),
     });
     let annotations = if settings.metrics {
         scrape_annotations(POSTGRES_EXPORTER_PORT, "/metrics", hash)

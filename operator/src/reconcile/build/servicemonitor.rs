@@ -4,30 +4,13 @@
 //! k8s-openapi has no Prometheus Operator types: each monitor is built from the typed structs
 //! below and carried as a [`DynamicObject`].
 
-use kube::api::{ApiResource, DynamicObject, TypeMeta};
+use kube::api::{DynamicObject, TypeMeta};
 use serde::Serialize;
 
 use super::common::{HTTP_PORT_NAME, METRICS_PATH, object_meta};
+use crate::apis::OptionalApi;
 use crate::labels::{self, Component};
 use crate::reconcile::validate::ValidatedStack;
-
-/// API group of the Prometheus Operator.
-pub const MONITORING_GROUP: &str = "monitoring.coreos.com";
-/// Kind of the monitor.
-pub const SERVICE_MONITOR_KIND: &str = "ServiceMonitor";
-/// Name of the CRD whose presence enables ServiceMonitors.
-pub const SERVICE_MONITOR_CRD: &str = "servicemonitors.monitoring.coreos.com";
-
-/// The ServiceMonitor resource, for a dynamic `Api` and for discovery.
-pub fn service_monitor_api_resource() -> ApiResource {
-    ApiResource {
-        group: MONITORING_GROUP.to_owned(),
-        version: "v1".to_owned(),
-        api_version: format!("{MONITORING_GROUP}/v1"),
-        kind: SERVICE_MONITOR_KIND.to_owned(),
-        plural: "servicemonitors".to_owned(),
-    }
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,7 +38,7 @@ fn monitor(
     name: &str,
     port: &'static str,
 ) -> DynamicObject {
-    let resource = service_monitor_api_resource();
+    let resource = OptionalApi::ServiceMonitor.resource();
     let mut metadata = object_meta(stack, name, component);
     metadata.labels = Some(labels::with_user_labels(
         &stack.name,
@@ -82,22 +65,23 @@ fn monitor(
     }
 }
 
-/// The ServiceMonitors for ping, pong and the broker, or none when not asked for or when the
-/// Prometheus Operator CRD is missing (`crd_present`).
-pub fn build_service_monitors(stack: &ValidatedStack, crd_present: bool) -> Vec<DynamicObject> {
-    if !(stack.monitoring.service_monitor && crd_present) {
-        return Vec::new();
+/// The ServiceMonitor of `component` (ping, pong or the broker), or `None` when not asked for,
+/// when the Prometheus Operator CRD is not served (`served`), or for a component without one.
+/// The broker's headless Service carries the same labels as the client Service but has no
+/// `prometheus` port, so only the client Service's endpoints are scraped.
+pub fn build_service_monitor(
+    stack: &ValidatedStack,
+    component: Component,
+    served: bool,
+) -> Option<DynamicObject> {
+    if !(stack.monitoring.service_monitor && served) {
+        return None;
     }
-    // The broker's headless Service carries the same labels as the client Service but has no
-    // `prometheus` port, so only the client Service's endpoints are scraped.
-    vec![
-        monitor(stack, Component::Ping, &stack.names.ping, HTTP_PORT_NAME),
-        monitor(stack, Component::Pong, &stack.names.pong, HTTP_PORT_NAME),
-        monitor(
-            stack,
-            Component::RabbitMq,
-            &stack.names.rabbitmq,
-            "prometheus",
-        ),
-    ]
+    let (name, port) = match component {
+        Component::Ping => (&stack.names.ping, HTTP_PORT_NAME),
+        Component::Pong => (&stack.names.pong, HTTP_PORT_NAME),
+        Component::RabbitMq => (&stack.names.rabbitmq, "prometheus"),
+        Component::Postgres | Component::Redis | Component::Gateway => return None,
+    };
+    Some(monitor(stack, component, name, port))
 }

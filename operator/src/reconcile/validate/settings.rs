@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
 use crate::crd::{GatewayParentRef, PingPongStack};
-use crate::reconcile::build::names::ChildNames;
+use crate::reconcile::names::ChildNames;
 
 /// Resolved settings of the ping or pong service.
 #[derive(Clone, Debug, PartialEq)]

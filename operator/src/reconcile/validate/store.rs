@@ -7,10 +7,9 @@ use super::settings::{
     redis_defaults,
 };
 use super::{ValidationError, check_quantity, check_replicas, image, resources};
-use crate::crd::{
-    CacheSpec, DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, PongSpec, PostgresSpec, StoreType,
-};
-use crate::reconcile::build::names::ChildNames;
+use crate::crd::{CacheSpec, PongSpec, PostgresSpec, StoreType};
+use crate::images;
+use crate::reconcile::names::ChildNames;
 
 /// Largest pong replica count with a PostgreSQL store (the CRD's maximum).
 const MAX_PONG_REPLICAS: i32 = 100;
@@ -93,7 +92,7 @@ pub(super) fn store_settings(
         image: image(
             "spec.pong.store.postgres.provisioned.image",
             provisioned.image.as_deref(),
-            DEFAULT_POSTGRES_IMAGE,
+            images::POSTGRES,
         )?,
         storage,
         resources: resources(
@@ -129,7 +128,7 @@ pub(super) fn cache_settings(
             image: image(
                 "spec.pong.cache.provisioned.image",
                 provisioned.image.as_deref(),
-                DEFAULT_REDIS_IMAGE,
+                images::REDIS,
             )?,
             resources: resources(
                 "spec.pong.cache.provisioned.resources",

@@ -1,11 +1,9 @@
 //! Reconcile against an in-memory API (kube-fake-client): creation, idempotence, drift,
 //! spec changes, orphan deletion and credentials that are never rotated.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
-
-mod common;
-
-use common::{NAME, NS, Setup, children, client, context, diff, events, get_stack, set_spec};
+use crate::support::api::{
+    self, NAME, NS, Setup, children, client, context, diff, events, get_stack, set_spec,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -34,12 +32,12 @@ fn keys(map: &std::collections::BTreeMap<String, serde_json::Value>) -> BTreeSet
 #[tokio::test]
 async fn first_reconcile_creates_every_child_with_an_owner_reference() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
 
     let stack = get_stack(&client).await;
     let uid = stack.metadata.uid.clone().unwrap();
@@ -97,16 +95,16 @@ async fn first_reconcile_creates_every_child_with_an_owner_reference() {
 #[tokio::test]
 async fn a_second_reconcile_changes_no_object() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let before = children(&client).await;
     let stack_before = get_stack(&client).await;
 
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(
         diff(&before, &children(&client).await),
         Vec::<String>::new()
@@ -127,12 +125,12 @@ async fn a_second_reconcile_changes_no_object() {
 #[tokio::test]
 async fn a_deleted_child_comes_back() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let before = children(&client).await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
@@ -142,7 +140,7 @@ async fn a_deleted_child_comes_back() {
         .unwrap();
     assert!(!keys(&children(&client).await).contains("Deployment/stack-ping"));
 
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let after = children(&client).await;
     assert_eq!(keys(&after), keys(&before));
     let key = "Deployment/stack-ping";
@@ -160,18 +158,18 @@ async fn a_deleted_child_comes_back() {
 #[tokio::test]
 async fn a_spec_change_patches_only_what_changed() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let before = children(&client).await;
 
     let mut spec = get_stack(&client).await.spec;
     spec.pong.max_messages = 500;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let after = children(&client).await;
     assert_eq!(diff(&before, &after), ["~Deployment/stack-pong"]);
     let env = after["Deployment/stack-pong"]["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -195,18 +193,18 @@ async fn a_spec_change_patches_only_what_changed() {
 #[tokio::test]
 async fn more_replicas_add_a_disruption_budget_and_fewer_remove_it() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let one = children(&client).await;
 
     let mut spec = get_stack(&client).await.spec;
     spec.ping.replicas = 3;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let three = children(&client).await;
     let changed = diff(&one, &three);
     assert!(
@@ -225,7 +223,7 @@ async fn more_replicas_add_a_disruption_budget_and_fewer_remove_it() {
 
     spec.ping.replicas = 1;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let back = children(&client).await;
     assert!(!back.contains_key("PodDisruptionBudget/stack-ping"));
     assert_eq!(keys(&back), keys(&one));
@@ -234,19 +232,19 @@ async fn more_replicas_add_a_disruption_budget_and_fewer_remove_it() {
 #[tokio::test]
 async fn disabling_the_ingress_deletes_it_and_nothing_else() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let before = children(&client).await;
     assert!(before.contains_key("Ingress/stack"));
 
     let mut spec = get_stack(&client).await.spec;
     spec.ingress.enabled = false;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(diff(&before, &children(&client).await), ["-Ingress/stack"]);
 }
 
@@ -263,13 +261,13 @@ async fn removing_the_gateway_deletes_the_http_route() {
         hostname: Some("pingpong.example.com".into()),
     });
     let client = client(Setup {
-        stacks: vec![common::stack(spec.clone())],
+        stacks: vec![api::stack(spec.clone())],
         gateway_crd: true,
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let before = children(&client).await;
     let route = &before["HTTPRoute/stack"];
     assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
@@ -282,7 +280,7 @@ async fn removing_the_gateway_deletes_the_http_route() {
 
     spec.gateway = None;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(
         diff(&before, &children(&client).await),
         ["-HTTPRoute/stack"]
@@ -290,17 +288,86 @@ async fn removing_the_gateway_deletes_the_http_route() {
 }
 
 #[tokio::test]
+async fn optional_apis_are_learned_when_needed_and_unserved_kinds_are_never_listed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (lists, crd_gets) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (l, g) = (lists.clone(), crd_gets.clone());
+    let interceptors = kube_fake_client::interceptor::Funcs::new()
+        .list(move |_| {
+            l.fetch_add(1, Ordering::SeqCst);
+            Ok(None)
+        })
+        .get(move |ctx| {
+            if ctx.name.contains(".gateway.networking.k8s.io")
+                || ctx.name.contains(".monitoring.coreos.com")
+            {
+                g.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(None)
+        });
+    let client = client(Setup {
+        stacks: vec![api::stack(PingPongStackSpec::default())],
+        gateway_crd: true,
+        interceptors: Some(interceptors),
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    let apis_changed = ctx.subscribe_apis();
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(
+        crd_gets.load(Ordering::SeqCst),
+        0,
+        "no stack needs an optional API"
+    );
+    // Orphans are looked for in the six built-in prunable kinds only.
+    assert_eq!(lists.swap(0, Ordering::SeqCst), 6);
+
+    let mut spec = get_stack(&client).await.spec;
+    spec.gateway = Some(GatewaySpec {
+        parent_ref: GatewayParentRef {
+            name: "public".into(),
+            namespace: None,
+            section_name: None,
+        },
+        hostname: None,
+    });
+    set_spec(&client, &spec).await;
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(
+        crd_gets.swap(0, Ordering::SeqCst),
+        2,
+        "learned once, both APIs"
+    );
+    assert!(ctx.served().http_route && !ctx.served().service_monitor);
+    assert!(
+        apis_changed.has_changed().unwrap(),
+        "the controller is told"
+    );
+    assert!(children(&client).await.contains_key("HTTPRoute/stack"));
+    lists.store(0, Ordering::SeqCst);
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(
+        crd_gets.load(Ordering::SeqCst),
+        0,
+        "known now: not asked again"
+    );
+    assert_eq!(lists.load(Ordering::SeqCst), 7, "HTTPRoutes are served now");
+}
+
+#[tokio::test]
 async fn service_monitors_follow_the_spec_when_the_crd_exists() {
     let mut spec = PingPongStackSpec::default();
     spec.monitoring.service_monitor = true;
     let client = client(Setup {
-        stacks: vec![common::stack(spec.clone())],
+        stacks: vec![api::stack(spec.clone())],
         service_monitor_crd: true,
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let with = children(&client).await;
     let monitors: Vec<_> = with
         .keys()
@@ -310,7 +377,7 @@ async fn service_monitors_follow_the_spec_when_the_crd_exists() {
 
     spec.monitoring.service_monitor = false;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let without = children(&client).await;
     assert!(without.keys().all(|k| !k.starts_with("ServiceMonitor/")));
     assert_eq!(
@@ -323,12 +390,12 @@ async fn service_monitors_follow_the_spec_when_the_crd_exists() {
 #[tokio::test]
 async fn the_credentials_secret_survives_reconciles_unchanged() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let original = secrets.get("stack-rabbitmq-credentials").await.unwrap();
     let cookie = secrets.get("stack-rabbitmq-erlang-cookie").await.unwrap();
@@ -340,9 +407,9 @@ async fn the_credentials_secret_survives_reconciles_unchanged() {
     for replicas in [2, 3] {
         spec.rabbitmq.replicas = replicas;
         set_spec(&client, &spec).await;
-        common::reconcile_once(&client, &ctx).await.unwrap();
+        api::reconcile_once(&client, &ctx).await.unwrap();
     }
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let now = secrets.get("stack-rabbitmq-credentials").await.unwrap();
     assert_eq!(now.data, original.data);
     assert_eq!(
@@ -363,12 +430,12 @@ async fn the_credentials_secret_survives_reconciles_unchanged() {
 #[tokio::test]
 async fn ready_workloads_make_the_stack_ready() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let ready = serde_json::json!({ "status": { "readyReplicas": 1, "replicas": 1 } });
     let params = PatchParams::default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
@@ -383,7 +450,7 @@ async fn ready_workloads_make_the_stack_ready() {
         .await
         .unwrap();
 
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let stack = get_stack(&client).await;
     assert!(pingpong_operator::reconcile::is_ready(&stack));
     let status = stack.status.unwrap();
@@ -399,7 +466,7 @@ async fn ready_workloads_make_the_stack_ready() {
 
 #[tokio::test]
 async fn the_start_up_crd_check_sees_whether_a_crd_is_installed() {
-    use pingpong_operator::controller::crd_serves;
+    use pingpong_operator::apis::crd_serves;
     let name = "httproutes.gateway.networking.k8s.io";
     let without = client(Setup::default()).await;
     assert!(!crd_serves(&without, name, "v1").await.unwrap());
@@ -419,13 +486,13 @@ async fn the_start_up_crd_check_sees_whether_a_crd_is_installed() {
 async fn children_and_status_are_applied_by_their_field_managers() {
     use pingpong_operator::reconcile::apply::{FIELD_MANAGER, STATUS_FIELD_MANAGER};
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         managed_fields: true,
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
 
     let deployment = Api::<Deployment>::namespaced(client.clone(), NS)
         .get("stack-ping")

@@ -8,13 +8,12 @@
 //! build); for the bad samples that only CEL rejects, the test checks that the rules are in the
 //! CRD and that `validate()` enforces the same conditions (tests/deploy evaluates the rules).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on purpose
-
 use std::path::{Path, PathBuf};
 
 use pingpong_operator::crd::PingPongStack;
 use pingpong_operator::crdgen;
-use pingpong_operator::reconcile::validate::{ImageDefaults, validate};
+use pingpong_operator::images::Images;
+use pingpong_operator::reconcile::validate::validate;
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -272,7 +271,7 @@ fn samples_deserialize_and_pass_the_schema() {
             .metadata
             .namespace
             .get_or_insert_with(|| "default".to_owned());
-        validate(&stack, &ImageDefaults::default())
+        validate(&stack, &Images::default())
             .unwrap_or_else(|e| panic!("{} does not validate: {e}", path.display()));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
@@ -357,7 +356,7 @@ fn bad_samples_are_rejected() {
                 .unwrap_or_else(|| panic!("{} is not rejected", path.display()));
             let mut stack: PingPongStack = serde_json::from_value(value).unwrap();
             stack.metadata.namespace = Some("default".to_owned());
-            let err = validate(&stack, &ImageDefaults::default())
+            let err = validate(&stack, &Images::default())
                 .expect_err(&format!("{} passes schema and validate()", path.display()));
             assert_eq!(err.kind(), expected.1, "{}", path.display());
             cel_only.push(file);

@@ -6,12 +6,8 @@
 //! resolves every default (images from the operator configuration, resources), so the builders
 //! never look at an `Option` in the spec. No client, clock, randomness or environment here.
 
-// Explicit paths: the files live in `validate/`, next to this file.
-#[path = "validate/error.rs"]
 mod error;
-#[path = "validate/settings.rs"]
 mod settings;
-#[path = "validate/store.rs"]
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,8 +25,9 @@ pub use settings::{
 };
 
 use crate::crd::PingPongStack;
-use crate::reconcile::build::names::ChildNames;
-use crate::reconcile::build::quantity;
+use crate::images::Images;
+use crate::reconcile::names::ChildNames;
+use crate::reconcile::quantity;
 
 /// Maximum length of a DNS label (RFC 1123), which bounds every child name.
 pub const DNS_LABEL_MAX: usize = 63;
@@ -57,31 +54,10 @@ pub const RESERVED_ENV: [&str; 16] = [
     "REDIS_URL",
 ];
 
-/// Default container images, from the operator's configuration (`PINGPONG_*_IMAGE`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageDefaults {
-    /// Image of the ping service.
-    pub ping: String,
-    /// Image of the pong service.
-    pub pong: String,
-    /// Image of RabbitMQ.
-    pub rabbitmq: String,
-}
-
-impl Default for ImageDefaults {
-    fn default() -> Self {
-        Self {
-            ping: "ghcr.io/pingpong-operator/ping:0.1.0".to_owned(),
-            pong: "ghcr.io/pingpong-operator/pong:0.1.0".to_owned(),
-            rabbitmq: "rabbitmq:4.2-management".to_owned(),
-        }
-    }
-}
-
 /// Validates `stack` and resolves its defaults (images from `defaults`).
 pub fn validate(
     stack: &PingPongStack,
-    defaults: &ImageDefaults,
+    defaults: &Images,
 ) -> Result<ValidatedStack, ValidationError> {
     let name = stack
         .metadata

@@ -2,18 +2,15 @@
 //! variables pong gets, the rollout strategy, the generated password that is planned only once,
 //! and the validation rules that mirror the CRD's CEL rules.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on purpose
-
-#[path = "fixtures/support.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 
+use crate::support::fixtures::*;
+use pingpong_operator::apis::ServedApis;
+use pingpong_operator::images::Images;
 use pingpong_operator::reconcile::build::{ExistingSecrets, PlanInputs, build_desired};
-use pingpong_operator::reconcile::validate::{ImageDefaults, validate};
+use pingpong_operator::reconcile::validate::validate;
 use pretty_assertions::assert_eq;
 use serde_json::Value;
-use support::*;
 
 fn desired(spec: &str) -> Vec<Value> {
     let (_, desired) = desired_for(&stack_from_spec("s", spec));
@@ -301,7 +298,12 @@ fn the_store_and_cache_roll_pong_but_the_password_does_not() {
     let v = validated(&stack_from_spec("s", POSTGRES));
     let a = build_desired(
         &v,
-        &PlanInputs::fresh(&v, fixed_credentials(), fixed_postgres_password(), false),
+        &PlanInputs::fresh(
+            &v,
+            fixed_credentials(),
+            fixed_postgres_password(),
+            ServedApis::default(),
+        ),
     );
     let b = build_desired(
         &v,
@@ -309,12 +311,18 @@ fn the_store_and_cache_roll_pong_but_the_password_does_not() {
             &v,
             fixed_credentials(),
             pingpong_operator::credentials::generate_password(),
-            false,
+            ServedApis::default(),
         ),
     );
-    assert_ne!(a.postgres_secret, b.postgres_secret);
-    assert_eq!(a.pong_deployment, b.pong_deployment);
-    assert_eq!(a.postgres_statefulset, b.postgres_statefulset);
+    assert_ne!(
+        a.postgres.as_ref().unwrap().secret,
+        b.postgres.as_ref().unwrap().secret
+    );
+    assert_eq!(a.pong.deployment, b.pong.deployment);
+    assert_eq!(
+        a.postgres.as_ref().unwrap().statefulset,
+        b.postgres.as_ref().unwrap().statefulset
+    );
 }
 
 #[test]
@@ -328,13 +336,13 @@ fn an_existing_postgres_secret_is_never_planned_again() {
     let inputs = PlanInputs::from_observed(
         &v,
         existing,
-        false,
+        ServedApis::default(),
         || panic!("broker credentials generated"),
         || panic!("PostgreSQL password generated although its Secret exists"),
     );
     let desired = build_desired(&v, &inputs);
-    assert!(desired.postgres_secret.is_none());
-    assert!(desired.postgres_statefulset.is_some());
+    assert!(desired.postgres.as_ref().unwrap().secret.is_none());
+    assert!(desired.postgres.is_some());
 
     let missing = PlanInputs::from_observed(
         &v,
@@ -342,11 +350,15 @@ fn an_existing_postgres_secret_is_never_planned_again() {
             postgres: false,
             ..existing
         },
-        false,
+        ServedApis::default(),
         || panic!("broker credentials generated"),
         fixed_postgres_password,
     );
-    assert!(build_desired(&v, &missing).postgres_secret.is_some());
+    assert!(
+        build_desired(&v, &missing)
+            .postgres
+            .is_some_and(|p| p.secret.is_some())
+    );
 
     // Memory and external stores never get a generated password.
     for spec in [
@@ -357,16 +369,20 @@ fn an_existing_postgres_secret_is_never_planned_again() {
         let inputs = PlanInputs::from_observed(
             &v,
             existing,
-            false,
+            ServedApis::default(),
             || panic!("broker credentials generated"),
             || panic!("PostgreSQL password generated for {spec}"),
         );
-        assert!(build_desired(&v, &inputs).postgres_secret.is_none());
+        assert!(
+            build_desired(&v, &inputs)
+                .postgres
+                .is_none_or(|p| p.secret.is_none())
+        );
     }
 }
 
 fn validation_kind(spec: &str) -> String {
-    validate(&stack_from_spec("s", spec), &ImageDefaults::default())
+    validate(&stack_from_spec("s", spec), &Images::default())
         .unwrap_err()
         .kind()
         .to_owned()
@@ -379,7 +395,7 @@ fn validation_mirrors_the_store_rules() {
         "InvalidReplicas"
     );
     let ok = format!("{POSTGRES}\n    replicas: 2");
-    validate(&stack_from_spec("s", &ok), &ImageDefaults::default()).unwrap();
+    validate(&stack_from_spec("s", &ok), &Images::default()).unwrap();
     assert_eq!(
         validation_kind("  pong:\n    store:\n      postgres:\n        provisioned: {}"),
         "PostgresWithoutPostgresStore"

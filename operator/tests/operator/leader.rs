@@ -1,8 +1,6 @@
 //! Leader election rounds against an in-memory Lease API: create, follow, renew, take over an
 //! expired Lease, release on shutdown, and the resourceVersion-conditional write.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
-
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};

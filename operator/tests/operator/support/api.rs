@@ -2,9 +2,6 @@
 //! PingPongStack, HTTPRoute and ServiceMonitor kinds registered, a Context, and snapshots of
 //! every child object with the fields the in-memory API changes on every write removed.
 
-#![allow(dead_code, missing_docs)]
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
-
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -17,8 +14,9 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta, PostPar
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, CustomResource, Resource};
 use kube_fake_client::{ClientBuilder, interceptor};
-use pingpong_operator::config::Images;
+use pingpong_operator::apis::ServedApis;
 use pingpong_operator::crd::{PingPongStack, PingPongStackSpec, PingPongStackStatus};
+use pingpong_operator::images::Images;
 use pingpong_operator::metrics::Metrics;
 use pingpong_operator::reconcile::{self, Context};
 use serde::{Deserialize, Serialize};
@@ -143,11 +141,14 @@ pub fn context(client: &Client) -> Arc<Context> {
             instance: Some("test".to_owned()),
         },
     );
+    // The optional APIs start unknown, as if the CRDs appeared after the operator started:
+    // observe learns them when a stack needs one.
     Arc::new(Context::new(
         client.clone(),
         Metrics::new().expect("metrics"),
         recorder,
-        reconcile::image_defaults(&Images::default()),
+        Images::default(),
+        ServedApis::default(),
     ))
 }
 

@@ -4,8 +4,6 @@
 //! (plus the leader-election Role) must grant every verb in the table, nothing else, and no
 //! wildcard.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
-
 use pingpong_operator::rbac::PERMISSIONS;
 use serde::Deserialize;
 use std::collections::BTreeSet;

@@ -3,16 +3,9 @@
 //! objects (Secrets, Services, ConfigMap) that resolve, and NetworkPolicies that admit only this
 //! stack's clients. The pod security checks are in `builders_security.rs`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on purpose
-
-#[path = "fixtures/invariants.rs"]
-mod invariants;
-#[path = "fixtures/support.rs"]
-mod support;
-
-use invariants::*;
+use crate::support::fixtures::*;
+use crate::support::invariants::*;
 use serde_json::Value;
-use support::*;
 
 #[test]
 fn workload_selectors_are_subsets_of_pod_labels() {

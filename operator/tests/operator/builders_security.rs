@@ -2,16 +2,9 @@
 //! secrets only through secretKeyRef, the Kubernetes "restricted" pod security profile, and
 //! hardened, probed ping and pong containers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on purpose
-
-#[path = "fixtures/invariants.rs"]
-mod invariants;
-#[path = "fixtures/support.rs"]
-mod support;
-
-use invariants::*;
+use crate::support::fixtures::*;
+use crate::support::invariants::*;
 use serde_json::Value;
-use support::*;
 
 fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
     match value {

@@ -2,22 +2,19 @@
 //! validation errors and `render`.
 //!
 //! Goldens are regenerated only with `UPDATE_GOLDEN=1 cargo test -p pingpong-operator --test
-//! builders`; otherwise a mismatch fails with a line diff.
+//! operator goldens`; otherwise a mismatch fails with a line diff.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on purpose
-
-#[path = "fixtures/support.rs"]
-mod support;
-
+use crate::support::fixtures::*;
+use pingpong_operator::apis::ServedApis;
 use pingpong_operator::credentials;
+use pingpong_operator::images::Images;
 use pingpong_operator::reconcile::build::{
     CookieSource, CredentialsSource, ExistingSecrets, PlanInputs, build_desired,
 };
-use pingpong_operator::reconcile::validate::{ImageDefaults, validate};
+use pingpong_operator::reconcile::validate::validate;
 use pingpong_operator::render::{join_documents, render};
 use pretty_assertions::assert_eq;
 use serde_json::Value;
-use support::*;
 
 #[test]
 fn goldens_match() {
@@ -32,7 +29,7 @@ fn goldens_match() {
         }
         let golden = std::fs::read_to_string(&path).unwrap_or_else(|_| {
             panic!(
-                "{} missing: run UPDATE_GOLDEN=1 cargo test --test builders",
+                "{} missing: run UPDATE_GOLDEN=1 cargo test -p pingpong-operator --test operator goldens",
                 path.display()
             )
         });
@@ -70,20 +67,25 @@ fn minimal_stack_has_the_documented_object_set() {
 fn full_stack_adds_pdbs_route_and_monitors_and_no_credentials_secret() {
     let (v, desired) = desired_for(&load_fixture("full"));
     assert!(
-        desired.credentials_secret.is_none(),
+        desired.rabbitmq.credentials_secret.is_none(),
         "user credentialsSecret must not be written"
     );
-    assert!(desired.erlang_cookie_secret.is_some());
-    assert!(desired.pdb_rabbitmq.is_some() && desired.pdb_ping.is_some());
+    assert!(desired.rabbitmq.erlang_cookie_secret.is_some());
+    assert!(desired.rabbitmq.pdb.is_some() && desired.ping.pdb.is_some());
     assert!(
-        desired.pdb_pong.is_some(),
+        desired.pong.pdb.is_some(),
         "two pong replicas on PostgreSQL get a budget"
     );
-    assert!(desired.postgres_secret.is_none() && desired.postgres_statefulset.is_none());
-    assert!(desired.redis_deployment.is_none() && desired.redis_network_policy.is_none());
-    assert!(desired.ingress.is_some() && desired.http_route.is_some());
-    assert_eq!(desired.service_monitors.len(), 3);
-    let monitor = serde_json::to_value(&desired.service_monitors[0]).unwrap();
+    assert!(desired.postgres.is_none());
+    assert!(desired.redis.is_none());
+    assert!(desired.routes.ingress.is_some() && desired.routes.http_route.is_some());
+    let monitors = [
+        &desired.ping.service_monitor,
+        &desired.pong.service_monitor,
+        &desired.rabbitmq.service_monitor,
+    ];
+    assert_eq!(monitors.iter().filter(|m| m.is_some()).count(), 3);
+    let monitor = serde_json::to_value(&desired.ping.service_monitor).unwrap();
     assert_eq!(
         monitor["metadata"]["labels"]["release"],
         "kube-prometheus-stack"
@@ -92,7 +94,7 @@ fn full_stack_adds_pdbs_route_and_monitors_and_no_credentials_secret() {
         v.endpoint().as_deref(),
         Some("https://pingpong.example.com")
     );
-    let env = serde_json::to_value(&desired.ping_deployment).unwrap()["spec"]["template"]["spec"]
+    let env = serde_json::to_value(&desired.ping.deployment).unwrap()["spec"]["template"]["spec"]
         ["containers"][0]["env"]
         .clone();
     let user = env
@@ -109,11 +111,11 @@ fn full_stack_adds_pdbs_route_and_monitors_and_no_credentials_secret() {
 #[test]
 fn rabbitmq_config_follows_replicas() {
     let (_, single) = desired_for(&load_fixture("minimal"));
-    let conf = &single.rabbitmq_config.data.as_ref().unwrap()["rabbitmq.conf"];
+    let conf = &single.rabbitmq.config.data.as_ref().unwrap()["rabbitmq.conf"];
     assert!(conf.contains("loopback_users.guest = true"));
     assert!(!conf.contains("peer_discovery"));
     let (_, cluster) = desired_for(&load_fixture("full"));
-    let data = cluster.rabbitmq_config.data.as_ref().unwrap();
+    let data = cluster.rabbitmq.config.data.as_ref().unwrap();
     assert!(data["rabbitmq.conf"].contains("cluster_formation.peer_discovery_backend = k8s"));
     assert!(data["enabled_plugins"].contains("rabbitmq_peer_discovery_k8s"));
     assert!(data["enabled_plugins"].contains("rabbitmq_prometheus"));
@@ -122,7 +124,7 @@ fn rabbitmq_config_follows_replicas() {
 #[test]
 fn ephemeral_storage_uses_an_empty_dir_and_no_claim_template() {
     let (_, desired) = desired_for(&load_fixture("gateway"));
-    let spec = desired.rabbitmq_statefulset.spec.as_ref().unwrap();
+    let spec = desired.rabbitmq.statefulset.spec.as_ref().unwrap();
     assert!(spec.volume_claim_templates.is_none());
     let volumes = spec
         .template
@@ -137,8 +139,10 @@ fn ephemeral_storage_uses_an_empty_dir_and_no_claim_template() {
             .iter()
             .any(|v| v.name == "data" && v.empty_dir.is_some())
     );
-    assert!(desired.ingress.is_none());
-    assert!(desired.service_monitors.is_empty());
+    assert!(desired.routes.ingress.is_none());
+    assert!(desired.ping.service_monitor.is_none());
+    assert!(desired.pong.service_monitor.is_none());
+    assert!(desired.rabbitmq.service_monitor.is_none());
 }
 
 fn pod_hash(desired: &Value) -> String {
@@ -151,9 +155,9 @@ fn pod_hash(desired: &Value) -> String {
 fn hashes(spec: &str) -> (String, String, String) {
     let (_, desired) = desired_for(&stack_from_spec("hash", spec));
     (
-        pod_hash(&serde_json::to_value(&desired.ping_deployment).unwrap()),
-        pod_hash(&serde_json::to_value(&desired.pong_deployment).unwrap()),
-        pod_hash(&serde_json::to_value(&desired.rabbitmq_statefulset).unwrap()),
+        pod_hash(&serde_json::to_value(&desired.ping.deployment).unwrap()),
+        pod_hash(&serde_json::to_value(&desired.pong.deployment).unwrap()),
+        pod_hash(&serde_json::to_value(&desired.rabbitmq.statefulset).unwrap()),
     )
 }
 
@@ -193,20 +197,20 @@ fn config_hash_changes_with_configuration_only() {
 #[test]
 fn config_hash_does_not_depend_on_secret_values() {
     let stack = stack_from_spec("hash", "  {}");
-    let v = validate(&stack, &ImageDefaults::default()).unwrap();
+    let v = validate(&stack, &Images::default()).unwrap();
     let fresh = || {
         PlanInputs::fresh(
             &v,
             credentials::generate(),
             credentials::generate_password(),
-            false,
+            ServedApis::default(),
         )
     };
     let (a, b) = (build_desired(&v, &fresh()), build_desired(&v, &fresh()));
-    assert_ne!(a.credentials_secret, b.credentials_secret);
-    assert_eq!(a.ping_deployment, b.ping_deployment);
-    assert_eq!(a.pong_deployment, b.pong_deployment);
-    assert_eq!(a.rabbitmq_statefulset, b.rabbitmq_statefulset);
+    assert_ne!(a.rabbitmq.credentials_secret, b.rabbitmq.credentials_secret);
+    assert_eq!(a.ping.deployment, b.ping.deployment);
+    assert_eq!(a.pong.deployment, b.pong.deployment);
+    assert_eq!(a.rabbitmq.statefulset, b.rabbitmq.statefulset);
 }
 
 #[test]
@@ -220,7 +224,7 @@ fn existing_secrets_are_never_planned_and_never_regenerated() {
     let inputs = PlanInputs::from_observed(
         &v,
         existing,
-        false,
+        ServedApis::default(),
         || panic!("credentials generated although both Secrets exist"),
         || panic!("no PostgreSQL password for a memory store"),
     );
@@ -232,8 +236,8 @@ fn existing_secrets_are_never_planned_and_never_regenerated() {
     );
     assert_eq!(inputs.erlang_cookie, CookieSource::Existing);
     let desired = build_desired(&v, &inputs);
-    assert!(desired.credentials_secret.is_none());
-    assert!(desired.erlang_cookie_secret.is_none());
+    assert!(desired.rabbitmq.credentials_secret.is_none());
+    assert!(desired.rabbitmq.erlang_cookie_secret.is_none());
     assert!(objects(&desired).iter().all(|o| o["kind"] != "Secret"));
 }
 
@@ -247,13 +251,13 @@ fn missing_cookie_alone_creates_only_the_cookie_secret() {
     let inputs = PlanInputs::from_observed(
         &v,
         existing,
-        false,
+        ServedApis::default(),
         fixed_credentials,
         fixed_postgres_password,
     );
     let desired = build_desired(&v, &inputs);
-    assert!(desired.credentials_secret.is_none());
-    assert!(desired.erlang_cookie_secret.is_some());
+    assert!(desired.rabbitmq.credentials_secret.is_none());
+    assert!(desired.rabbitmq.erlang_cookie_secret.is_some());
 }
 
 #[test]
@@ -266,7 +270,7 @@ fn user_credentials_secret_is_never_generated() {
     let inputs = PlanInputs::from_observed(
         &v,
         existing,
-        false,
+        ServedApis::default(),
         || panic!("credentials generated for a user-supplied Secret"),
         fixed_postgres_password,
     );
@@ -281,7 +285,7 @@ fn validation_kind(spec: &str) -> String {
 }
 
 fn validation_error(name: &str, spec: &str) -> (String, String) {
-    let err = validate(&stack_from_spec(name, spec), &ImageDefaults::default()).unwrap_err();
+    let err = validate(&stack_from_spec(name, spec), &Images::default()).unwrap_err();
     (err.kind().to_owned(), err.to_string())
 }
 
@@ -338,7 +342,7 @@ fn validation_rejects_what_the_schema_cannot() {
         "InvalidHost"
     );
     let ok = stack_from_spec("s", "  ingress:\n    host: \"*.example.com\"");
-    validate(&ok, &ImageDefaults::default()).unwrap();
+    validate(&ok, &Images::default()).unwrap();
 }
 
 #[test]
@@ -362,7 +366,7 @@ fn render_prints_every_sample() {
     let dir = tests_dir().join("../../manifests/samples");
     for sample in ["minimal", "full", "gateway"] {
         let input = std::fs::read_to_string(dir.join(format!("{sample}.yaml"))).unwrap();
-        let text = render(&input, None, &ImageDefaults::default()).unwrap();
+        let text = render(&input, None, &Images::default()).unwrap();
         let docs = parse_documents(&text);
         assert!(docs.len() >= 10, "{sample}: {} documents", docs.len());
         for doc in &docs {
@@ -378,26 +382,26 @@ fn render_prints_every_sample() {
 #[test]
 fn render_takes_namespace_and_uid_from_the_input_and_namespace_flag_overrides() {
     let input = std::fs::read_to_string(tests_dir().join("fixtures/minimal.yaml")).unwrap();
-    let docs = parse_documents(&render(&input, None, &ImageDefaults::default()).unwrap());
+    let docs = parse_documents(&render(&input, None, &Images::default()).unwrap());
     for doc in &docs {
         assert_eq!(doc["metadata"]["namespace"], "pingpong");
         let owner = &doc["metadata"]["ownerReferences"][0];
         assert_eq!(owner["uid"], "6f1c2a3b-0000-4000-8000-000000000001");
         assert_eq!(owner["controller"], true);
     }
-    let docs = parse_documents(&render(&input, Some("other"), &ImageDefaults::default()).unwrap());
+    let docs = parse_documents(&render(&input, Some("other"), &Images::default()).unwrap());
     assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "other"));
     let plain =
         "apiVersion: pingpong.dev/v1alpha1\nkind: PingPongStack\nmetadata:\n  name: x\nspec: {}\n";
-    let docs = parse_documents(&render(plain, None, &ImageDefaults::default()).unwrap());
+    let docs = parse_documents(&render(plain, None, &Images::default()).unwrap());
     assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "default"));
 }
 
 #[test]
 fn render_generates_fresh_credentials_each_time() {
     let input = std::fs::read_to_string(tests_dir().join("fixtures/minimal.yaml")).unwrap();
-    let a = render(&input, None, &ImageDefaults::default()).unwrap();
-    let b = render(&input, None, &ImageDefaults::default()).unwrap();
+    let a = render(&input, None, &Images::default()).unwrap();
+    let b = render(&input, None, &Images::default()).unwrap();
     assert_ne!(a, b);
     let secret = &parse_documents(&a)[0];
     assert_eq!(secret["kind"], "Secret");
@@ -406,7 +410,7 @@ fn render_generates_fresh_credentials_each_time() {
 
 #[test]
 fn render_rejects_other_kinds_and_invalid_stacks() {
-    let defaults = ImageDefaults::default();
+    let defaults = Images::default();
     let err = render(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
         None,
@@ -477,7 +481,7 @@ status:
     readyReplicas: 1
     replicas: 1
 "#;
-    let docs = parse_documents(&render(input, None, &ImageDefaults::default()).unwrap());
+    let docs = parse_documents(&render(input, None, &Images::default()).unwrap());
     for doc in &docs {
         assert_eq!(doc["metadata"]["namespace"], "team-a");
         assert_eq!(

@@ -1,11 +1,9 @@
 //! Reconcile against an in-memory API when things go wrong: injected API errors and conflicts,
 //! invalid specs, missing references, undecodable objects, and `paused`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
-
-mod common;
-
-use common::{NS, Setup, children, client, context, diff, events, get_stack, set_spec};
+use crate::support::api::{
+    self, NS, Setup, children, client, context, diff, events, get_stack, set_spec,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -58,7 +56,7 @@ fn policy(
 async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     let failing = Arc::new(AtomicBool::new(true));
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         interceptors: Some(failing_patches("Deployment", failing.clone(), || {
             kube_fake_client::Error::Internal("injected outage".into())
         })),
@@ -67,7 +65,7 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     .await;
     let ctx = context(&client);
 
-    let error = common::reconcile_once(&client, &ctx).await.unwrap_err();
+    let error = api::reconcile_once(&client, &ctx).await.unwrap_err();
     assert_eq!(error.kind(), "ApplyFailed");
     let stack = get_stack(&client).await;
     let (status, reason, message) = condition(&stack, "Degraded");
@@ -104,7 +102,7 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     );
 
     // The same failure again: status unchanged, so the stack is not written (no self-trigger).
-    let error = common::reconcile_once(&client, &ctx).await.unwrap_err();
+    let error = api::reconcile_once(&client, &ctx).await.unwrap_err();
     assert_eq!(
         policy(stack.clone(), &error, &ctx),
         Action::requeue(Duration::from_secs(20))
@@ -119,7 +117,7 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     // Recovery clears Degraded, says so once, and resets the backoff.
     failing.store(false, Ordering::SeqCst);
     assert_eq!(
-        common::reconcile_once(&client, &ctx).await.unwrap(),
+        api::reconcile_once(&client, &ctx).await.unwrap(),
         Action::requeue(SUCCESS_REQUEUE)
     );
     let recovered = get_stack(&client).await;
@@ -136,7 +134,7 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
 async fn conflicts_are_reported_and_retried_sooner() {
     let failing = Arc::new(AtomicBool::new(true));
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         interceptors: Some(failing_patches("Service", failing, || {
             kube_fake_client::Error::Conflict("Apply failed with 1 conflict".into())
         })),
@@ -144,7 +142,7 @@ async fn conflicts_are_reported_and_retried_sooner() {
     })
     .await;
     let ctx = context(&client);
-    let error = common::reconcile_once(&client, &ctx).await.unwrap_err();
+    let error = api::reconcile_once(&client, &ctx).await.unwrap_err();
     assert_eq!(error.kind(), "ApplyConflict");
     let stack = get_stack(&client).await;
     let (status, reason, _) = condition(&stack, "Degraded");
@@ -172,12 +170,12 @@ async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
     let mut spec = PingPongStackSpec::default();
     spec.pong.replicas = 2;
     let client = client(Setup {
-        stacks: vec![common::stack(spec)],
+        stacks: vec![api::stack(spec)],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    let action = common::reconcile_once(&client, &ctx).await.unwrap();
+    let action = api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(action, Action::await_change(), "no requeue storm");
     assert!(children(&client).await.is_empty(), "nothing applied");
     let stack = get_stack(&client).await;
@@ -195,7 +193,7 @@ async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
     assert_eq!(events(&client).await, [("Warning".into(), reason.clone())]);
 
     // Reconciling again writes nothing: no status change, no Event, no hot loop.
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let again = get_stack(&client).await;
     assert_eq!(
         again.metadata.resource_version,
@@ -207,7 +205,7 @@ async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
     let mut spec = again.spec;
     spec.pong.replicas = 1;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     assert!(!children(&client).await.is_empty());
     assert_eq!(condition(&get_stack(&client).await, "Degraded").0, "False");
 }
@@ -215,12 +213,12 @@ async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
 #[tokio::test]
 async fn paused_stops_writes_to_children_but_reports_status() {
     let client = client(Setup {
-        stacks: vec![common::stack(PingPongStackSpec::default())],
+        stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let before = children(&client).await;
 
     let mut spec = get_stack(&client).await.spec;
@@ -228,7 +226,7 @@ async fn paused_stops_writes_to_children_but_reports_status() {
     spec.ping.replicas = 3;
     spec.ingress.enabled = false;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(
         diff(&before, &children(&client).await),
         Vec::<String>::new()
@@ -245,7 +243,7 @@ async fn paused_stops_writes_to_children_but_reports_status() {
 
     spec.paused = false;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let after = children(&client).await;
     assert_eq!(after["Deployment/stack-ping"]["spec"]["replicas"], 3);
     assert!(!after.contains_key("Ingress/stack"));
@@ -259,12 +257,12 @@ async fn a_stack_paused_from_the_start_creates_nothing() {
         ..PingPongStackSpec::default()
     };
     let client = client(Setup {
-        stacks: vec![common::stack(spec)],
+        stacks: vec![api::stack(spec)],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     assert!(children(&client).await.is_empty());
     let stack = get_stack(&client).await;
     assert_eq!(condition(&stack, "Paused").0, "True");
@@ -276,12 +274,12 @@ async fn a_missing_credentials_secret_is_reported_then_used_once_created() {
     let mut spec = PingPongStackSpec::default();
     spec.rabbitmq.credentials_secret = Some("my-broker-user".into());
     let client = client(Setup {
-        stacks: vec![common::stack(spec)],
+        stacks: vec![api::stack(spec)],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    let action = common::reconcile_once(&client, &ctx).await.unwrap();
+    let action = api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(action, Action::requeue(MISSING_REFERENCE_REQUEUE));
     let (status, reason, message) = condition(&get_stack(&client).await, "Degraded");
     assert_eq!(
@@ -307,7 +305,7 @@ async fn a_missing_credentials_secret_is_reported_then_used_once_created() {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let objects = children(&client).await;
     assert!(
         !objects.contains_key("Secret/stack-rabbitmq-credentials"),
@@ -338,12 +336,12 @@ async fn a_gateway_without_the_gateway_api_is_reported() {
         ..PingPongStackSpec::default()
     };
     let client = client(Setup {
-        stacks: vec![common::stack(spec)],
+        stacks: vec![api::stack(spec)],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let (status, reason, _) = condition(&get_stack(&client).await, "Degraded");
     assert_eq!(
         (status.as_str(), reason.as_str()),
@@ -381,7 +379,7 @@ async fn an_undecodable_object_gets_a_warning_and_no_retry() {
 
 #[tokio::test]
 async fn a_stack_being_deleted_is_left_to_the_garbage_collector() {
-    let mut stack = common::stack(PingPongStackSpec::default());
+    let mut stack = api::stack(PingPongStackSpec::default());
     stack.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     stack.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
@@ -393,7 +391,7 @@ async fn a_stack_being_deleted_is_left_to_the_garbage_collector() {
     .await;
     let ctx = context(&client);
     let before = get_stack(&client).await;
-    let action = common::reconcile_once(&client, &ctx).await.unwrap();
+    let action = api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(action, Action::await_change());
     assert!(children(&client).await.is_empty());
     let after = get_stack(&client).await;

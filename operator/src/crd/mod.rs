@@ -7,7 +7,6 @@
 //! [`crate::crdgen`], which also adds the quantity pattern to every quantity field. The pong
 //! store and cache types live in `crd/store.rs` and are re-exported here.
 
-#[path = "crd/store.rs"]
 mod store;
 
 use std::collections::BTreeMap;
@@ -20,9 +19,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use store::{
-    CacheSpec, CacheStatus, DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, DEFAULT_REDIS_URL_KEY,
-    ExternalPostgres, ExternalRedis, Placement, PostgresSpec, ProvisionedPostgres,
-    ProvisionedRedis, StoreSpec, StoreStatus, StoreType,
+    CacheSpec, CacheStatus, DEFAULT_REDIS_URL_KEY, ExternalPostgres, ExternalRedis, Placement,
+    PostgresSpec, ProvisionedPostgres, ProvisionedRedis, StoreSpec, StoreStatus, StoreType,
 };
 
 /// Default number of ping and pong replicas.
@@ -398,7 +396,7 @@ pub struct PingPongStackStatus {
 }
 
 /// Replica counts of one component.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentStatus {
     /// Desired replicas.

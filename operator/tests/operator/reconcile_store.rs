@@ -4,11 +4,9 @@
 //! the Secret or the data volume; status reports store and cache readiness; an external
 //! database's missing Secret is reported.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: panics are failures
-
-mod common;
-
-use common::{NAME, NS, Setup, children, client, context, diff, get_stack, set_spec};
+use crate::support::api::{
+    self, NAME, NS, Setup, children, client, context, diff, get_stack, set_spec,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
@@ -74,12 +72,12 @@ async fn set_ready(client: &kube::Client, sts: &[&str], deployments: &[&str]) {
 #[tokio::test]
 async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness() {
     let client = client(Setup {
-        stacks: vec![common::stack(postgres_spec(1, true))],
+        stacks: vec![api::stack(postgres_spec(1, true))],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
 
     let objects = children(&client).await;
     let uid = get_stack(&client).await.metadata.uid.unwrap();
@@ -120,7 +118,7 @@ async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness(
         &["stack-ping", "stack-pong", "stack-redis"],
     )
     .await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let status = get_stack(&client).await.status.unwrap();
     let (ready, message) = ready_condition(&status);
     assert_eq!(ready, "False");
@@ -128,7 +126,7 @@ async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness(
     assert!(status.cache.unwrap().ready);
 
     set_ready(&client, &["stack-postgres"], &[]).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let status = get_stack(&client).await.status.unwrap();
     assert_eq!(ready_condition(&status).0, "True");
     let store = status.store.unwrap();
@@ -139,12 +137,12 @@ async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness(
 #[tokio::test]
 async fn the_generated_postgres_password_is_never_rotated() {
     let client = client(Setup {
-        stacks: vec![common::stack(postgres_spec(2, false))],
+        stacks: vec![api::stack(postgres_spec(2, false))],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let original = secrets.get("stack-postgres-credentials").await.unwrap();
     let password = original.data.as_ref().unwrap()["password"].0.clone();
@@ -154,9 +152,9 @@ async fn the_generated_postgres_password_is_never_rotated() {
     for replicas in [3, 4] {
         spec.pong.replicas = replicas;
         set_spec(&client, &spec).await;
-        common::reconcile_once(&client, &ctx).await.unwrap();
+        api::reconcile_once(&client, &ctx).await.unwrap();
     }
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let now = secrets.get("stack-postgres-credentials").await.unwrap();
     assert_eq!(now.data, original.data);
     assert_eq!(
@@ -181,13 +179,13 @@ async fn back_to_memory_deletes_the_provisioned_objects_but_keeps_the_secret_and
         ..PersistentVolumeClaim::default()
     };
     let client = client(Setup {
-        stacks: vec![common::stack(postgres_spec(2, true))],
+        stacks: vec![api::stack(postgres_spec(2, true))],
         objects: vec![serde_json::to_value(&claim).unwrap()],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let before = children(&client).await;
 
     let mut spec = get_stack(&client).await.spec;
@@ -195,7 +193,7 @@ async fn back_to_memory_deletes_the_provisioned_objects_but_keeps_the_secret_and
     spec.pong.store = StoreSpec::default();
     spec.pong.cache = None;
     set_spec(&client, &spec).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let after = children(&client).await;
 
     let mut changed = diff(&before, &after);
@@ -234,7 +232,7 @@ async fn back_to_memory_deletes_the_provisioned_objects_but_keeps_the_secret_and
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let kept = secrets.get("stack-postgres-credentials").await.unwrap();
     set_spec(&client, &postgres_spec(2, false)).await;
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let again = secrets.get("stack-postgres-credentials").await.unwrap();
     assert_eq!(again.data, kept.data);
     assert!(
@@ -251,12 +249,12 @@ async fn an_external_database_needs_its_secret_with_every_key() {
         secret_name: "orders-db".into(),
     }));
     let client = client(Setup {
-        stacks: vec![common::stack(spec)],
+        stacks: vec![api::stack(spec)],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    let action = common::reconcile_once(&client, &ctx).await.unwrap();
+    let action = api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(action, Action::requeue(MISSING_REFERENCE_REQUEUE));
     let degraded = |status: &pingpong_operator::crd::PingPongStackStatus| {
         let c = status
@@ -290,7 +288,7 @@ async fn an_external_database_needs_its_secret_with_every_key() {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let (_, reason, message) = degraded(&get_stack(&client).await.status.unwrap());
     assert_eq!(reason, "PostgresSecretMissing");
     assert!(
@@ -315,7 +313,7 @@ async fn an_external_database_needs_its_secret_with_every_key() {
         })
         .await
         .unwrap();
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let objects = children(&client).await;
     assert!(objects.contains_key("Deployment/stack-pong"));
     assert!(
@@ -333,19 +331,19 @@ async fn an_external_database_needs_its_secret_with_every_key() {
 #[tokio::test]
 async fn a_paused_stack_still_reports_the_database_readiness() {
     let client = client(Setup {
-        stacks: vec![common::stack(postgres_spec(1, true))],
+        stacks: vec![api::stack(postgres_spec(1, true))],
         ..Setup::default()
     })
     .await;
     let ctx = context(&client);
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     let mut spec = get_stack(&client).await.spec;
     spec.paused = true;
     set_spec(&client, &spec).await;
     set_ready(&client, &["stack-postgres"], &["stack-redis"]).await;
     let before = children(&client).await;
 
-    common::reconcile_once(&client, &ctx).await.unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
     assert_eq!(
         diff(&before, &children(&client).await),
         Vec::<String>::new()

@@ -1,0 +1,103 @@
+//! The optional APIs a cluster may serve (Gateway API HTTPRoute, Prometheus Operator
+//! ServiceMonitor): their resources, and which of them the cluster serves.
+//!
+//! The controller learns the [`ServedApis`] once when it starts (one GET per CRD) and keeps them
+//! in the reconcile context; a reconcile only asks again when a stack needs an API that was not
+//! served ([`crate::reconcile::Context::relearn_apis`]), and a change restarts the controller so
+//! the new kind is watched. Kinds the cluster does not serve are never listed. This module holds
+//! no reconcile logic and writes nothing.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, ApiResource};
+
+/// API group of the Gateway API.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// API group of the Prometheus Operator.
+pub const MONITORING_GROUP: &str = "monitoring.coreos.com";
+
+/// An API that exists only when its CRD is installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OptionalApi {
+    /// `gateway.networking.k8s.io/v1` HTTPRoute.
+    HttpRoute,
+    /// `monitoring.coreos.com/v1` ServiceMonitor.
+    ServiceMonitor,
+}
+
+impl OptionalApi {
+    /// Every optional API.
+    pub const ALL: [Self; 2] = [Self::HttpRoute, Self::ServiceMonitor];
+
+    /// The resource, for a dynamic `Api` and for the objects' `apiVersion`/`kind`.
+    pub fn resource(self) -> ApiResource {
+        let (group, kind, plural) = match self {
+            Self::HttpRoute => (GATEWAY_GROUP, "HTTPRoute", "httproutes"),
+            Self::ServiceMonitor => (MONITORING_GROUP, "ServiceMonitor", "servicemonitors"),
+        };
+        ApiResource {
+            group: group.to_owned(),
+            version: "v1".to_owned(),
+            api_version: format!("{group}/v1"),
+            kind: kind.to_owned(),
+            plural: plural.to_owned(),
+        }
+    }
+
+    /// Name of the CRD that serves it.
+    pub fn crd_name(self) -> &'static str {
+        match self {
+            Self::HttpRoute => "httproutes.gateway.networking.k8s.io",
+            Self::ServiceMonitor => "servicemonitors.monitoring.coreos.com",
+        }
+    }
+}
+
+/// Which optional APIs the cluster serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServedApis {
+    /// HTTPRoute is served.
+    pub http_route: bool,
+    /// ServiceMonitor is served.
+    pub service_monitor: bool,
+}
+
+impl ServedApis {
+    /// Every optional API served (for `render` and tests).
+    pub const ALL: Self = Self {
+        http_route: true,
+        service_monitor: true,
+    };
+
+    /// Whether `api` is served.
+    pub fn serves(self, api: OptionalApi) -> bool {
+        match api {
+            OptionalApi::HttpRoute => self.http_route,
+            OptionalApi::ServiceMonitor => self.service_monitor,
+        }
+    }
+
+    /// Asks the API server (one GET per CRD).
+    pub async fn discover(client: &Client) -> Result<Self, kube::Error> {
+        let mut served = Self::default();
+        for api in OptionalApi::ALL {
+            let serves = crd_serves(client, api.crd_name(), &api.resource().version).await?;
+            match api {
+                OptionalApi::HttpRoute => served.http_route = serves,
+                OptionalApi::ServiceMonitor => served.service_monitor = serves,
+            }
+        }
+        Ok(served)
+    }
+}
+
+/// Whether the CRD `name` exists and serves `version`.
+pub async fn crd_serves(client: &Client, name: &str, version: &str) -> Result<bool, kube::Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    Ok(api.get_opt(name).await?.is_some_and(|crd| {
+        crd.spec
+            .versions
+            .iter()
+            .any(|v| v.name == version && v.served)
+    }))
+}

@@ -1,0 +1,89 @@
+//! What every reconcile shares, injected by the controller or by a test: the API client,
+//! metrics, the Event recorder, default images, the optional APIs the cluster serves, and the
+//! per-stack failure counts behind the error policy's backoff. No globals.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::runtime::events::Recorder;
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+
+use crate::apis::ServedApis;
+use crate::images::Images;
+use crate::metrics::Metrics;
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Default images.
+    pub images: Images,
+    served: watch::Sender<ServedApis>,
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Context {
+    /// A context with no failure history; `served` is what the controller learned at start.
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        recorder: Recorder,
+        images: Images,
+        served: ServedApis,
+    ) -> Self {
+        Self {
+            client,
+            metrics,
+            recorder,
+            images,
+            served: watch::Sender::new(served),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The optional APIs the cluster serves, as last learned.
+    pub fn served(&self) -> ServedApis {
+        *self.served.borrow()
+    }
+
+    /// Notified when [`Self::relearn_apis`] finds a change (the controller then restarts to
+    /// watch the new kinds).
+    pub fn subscribe_apis(&self) -> watch::Receiver<ServedApis> {
+        self.served.subscribe()
+    }
+
+    /// Asks the API server again which optional APIs it serves (called by observe only when a
+    /// stack needs one that was not served) and remembers the answer.
+    pub async fn relearn_apis(&self) -> Result<ServedApis, kube::Error> {
+        let served = ServedApis::discover(&self.client).await?;
+        self.served.send_if_modified(|known| {
+            let changed = *known != served;
+            *known = served;
+            changed
+        });
+        Ok(served)
+    }
+
+    pub(super) fn key(stack: &impl ResourceExt) -> (String, String) {
+        (stack.namespace().unwrap_or_default(), stack.name_any())
+    }
+
+    /// Consecutive failures of this stack so far, then counts one more.
+    pub(super) fn next_attempt(&self, key: (String, String)) -> u32 {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key).or_insert(0);
+        let attempt = *n;
+        *n = n.saturating_add(1);
+        attempt
+    }
+
+    pub(super) fn reset_attempts(&self, key: &(String, String)) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+}

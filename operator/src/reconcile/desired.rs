@@ -1,0 +1,390 @@
+//! The desired state of one stack, grouped by component, and the one documented order in which
+//! its children are applied, rendered and kept from orphan deletion.
+//!
+//! [`DesiredState::children`] is the only place that lists the children: apply, `render` and
+//! the goldens walk it, and orphan deletion keeps exactly what the applier recorded while walking
+//! it. A new child is one builder plus one line there (and, for a new kind, one [`ChildKind`]
+//! variant). The order makes every object exist before something refers to it:
+//! 1. Secrets (broker credentials, Erlang cookie, PostgreSQL credentials) and the broker
+//!    ConfigMap — pods mount or read them;
+//! 2. the broker's headless and client Services, then its StatefulSet — the headless Service
+//!    must exist for stable pod DNS names;
+//! 3. the provisioned PostgreSQL's Service and StatefulSet, the provisioned Redis's Service and
+//!    Deployment — pong connects to them;
+//! 4. ping and pong Services, then Deployments — their pods connect to the broker;
+//! 5. the NetworkPolicies and PodDisruptionBudgets;
+//! 6. the Ingress / HTTPRoute — only route traffic once the backends exist;
+//! 7. ServiceMonitors.
+//!
+//! This module is pure: no client, no clock.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::DynamicObject;
+use serde::Serialize;
+
+use super::build::yaml;
+use crate::apis::OptionalApi;
+use crate::labels::Component;
+
+/// The broker's objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BrokerObjects {
+    /// Credentials Secret; `None` when it exists or is the user's.
+    pub credentials_secret: Option<Secret>,
+    /// Erlang-cookie Secret; `None` when it exists.
+    pub erlang_cookie_secret: Option<Secret>,
+    /// ConfigMap with `rabbitmq.conf` and `enabled_plugins`.
+    pub config: ConfigMap,
+    /// Headless Service (stable pod DNS names).
+    pub headless_service: Service,
+    /// Client Service.
+    pub service: Service,
+    /// StatefulSet.
+    pub statefulset: StatefulSet,
+    /// NetworkPolicy guarding the broker.
+    pub network_policy: NetworkPolicy,
+    /// PodDisruptionBudget (replicas ≥ 2).
+    pub pdb: Option<PodDisruptionBudget>,
+    /// ServiceMonitor, when asked for and served.
+    pub service_monitor: Option<DynamicObject>,
+}
+
+/// pong's provisioned PostgreSQL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostgresObjects {
+    /// Credentials Secret; `None` when it exists.
+    pub secret: Option<Secret>,
+    /// Headless Service.
+    pub service: Service,
+    /// StatefulSet.
+    pub statefulset: StatefulSet,
+    /// NetworkPolicy admitting only pong.
+    pub network_policy: NetworkPolicy,
+}
+
+/// pong's provisioned Redis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisObjects {
+    /// Service.
+    pub service: Service,
+    /// Deployment.
+    pub deployment: Deployment,
+    /// NetworkPolicy admitting only pong.
+    pub network_policy: NetworkPolicy,
+}
+
+/// ping's or pong's objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppObjects {
+    /// Service.
+    pub service: Service,
+    /// Deployment.
+    pub deployment: Deployment,
+    /// PodDisruptionBudget (replicas ≥ 2).
+    pub pdb: Option<PodDisruptionBudget>,
+    /// ServiceMonitor, when asked for and served.
+    pub service_monitor: Option<DynamicObject>,
+}
+
+/// The routes in front of ping and pong.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteObjects {
+    /// Ingress, when enabled.
+    pub ingress: Option<Ingress>,
+    /// HTTPRoute, when `spec.gateway` is set.
+    pub http_route: Option<DynamicObject>,
+}
+
+/// Every object the operator wants for one stack, grouped by component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredState {
+    /// The RabbitMQ broker.
+    pub rabbitmq: BrokerObjects,
+    /// The provisioned PostgreSQL, when pong's store is one.
+    pub postgres: Option<PostgresObjects>,
+    /// The provisioned Redis, when pong's cache is one.
+    pub redis: Option<RedisObjects>,
+    /// The ping service.
+    pub ping: AppObjects,
+    /// The pong service.
+    pub pong: AppObjects,
+    /// Ingress and HTTPRoute.
+    pub routes: RouteObjects,
+}
+
+/// The kinds of child the operator writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChildKind {
+    /// v1 Secret.
+    Secret,
+    /// v1 ConfigMap.
+    ConfigMap,
+    /// v1 Service.
+    Service,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 Deployment.
+    Deployment,
+    /// networking.k8s.io/v1 NetworkPolicy.
+    NetworkPolicy,
+    /// policy/v1 PodDisruptionBudget.
+    PodDisruptionBudget,
+    /// networking.k8s.io/v1 Ingress.
+    Ingress,
+    /// gateway.networking.k8s.io/v1 HTTPRoute (optional API).
+    HttpRoute,
+    /// monitoring.coreos.com/v1 ServiceMonitor (optional API).
+    ServiceMonitor,
+}
+
+impl ChildKind {
+    /// Every kind.
+    pub const ALL: [Self; 10] = [
+        Self::Secret,
+        Self::ConfigMap,
+        Self::Service,
+        Self::StatefulSet,
+        Self::Deployment,
+        Self::NetworkPolicy,
+        Self::PodDisruptionBudget,
+        Self::Ingress,
+        Self::HttpRoute,
+        Self::ServiceMonitor,
+    ];
+
+    /// The Kubernetes kind (also the `kind` metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secret => "Secret",
+            Self::ConfigMap => "ConfigMap",
+            Self::Service => "Service",
+            Self::StatefulSet => "StatefulSet",
+            Self::Deployment => "Deployment",
+            Self::NetworkPolicy => "NetworkPolicy",
+            Self::PodDisruptionBudget => "PodDisruptionBudget",
+            Self::Ingress => "Ingress",
+            Self::HttpRoute => "HTTPRoute",
+            Self::ServiceMonitor => "ServiceMonitor",
+        }
+    }
+
+    /// Whether orphan deletion may delete objects of this kind. Secrets are never deleted: the
+    /// generated ones are applied only while missing (so they are not in every plan), and the
+    /// PostgreSQL credentials must live as long as the retained data volume. The ConfigMap is in
+    /// every plan.
+    pub fn prunable(self) -> bool {
+        !matches!(self, Self::Secret | Self::ConfigMap)
+    }
+
+    /// The optional API that serves this kind, if it is not built in.
+    pub fn optional_api(self) -> Option<OptionalApi> {
+        match self {
+            Self::HttpRoute => Some(OptionalApi::HttpRoute),
+            Self::ServiceMonitor => Some(OptionalApi::ServiceMonitor),
+            _ => None,
+        }
+    }
+}
+
+/// One child object, borrowed from a [`DesiredState`].
+#[derive(Clone, Copy, Debug)]
+pub enum Child<'a> {
+    /// A Secret.
+    Secret(&'a Secret),
+    /// A ConfigMap.
+    ConfigMap(&'a ConfigMap),
+    /// A Service.
+    Service(&'a Service),
+    /// A StatefulSet.
+    StatefulSet(&'a StatefulSet),
+    /// A Deployment.
+    Deployment(&'a Deployment),
+    /// A NetworkPolicy.
+    NetworkPolicy(&'a NetworkPolicy),
+    /// A PodDisruptionBudget.
+    PodDisruptionBudget(&'a PodDisruptionBudget),
+    /// An Ingress.
+    Ingress(&'a Ingress),
+    /// An HTTPRoute.
+    HttpRoute(&'a DynamicObject),
+    /// A ServiceMonitor.
+    ServiceMonitor(&'a DynamicObject),
+}
+
+impl Child<'_> {
+    /// Its kind.
+    pub fn kind(&self) -> ChildKind {
+        match self {
+            Self::Secret(_) => ChildKind::Secret,
+            Self::ConfigMap(_) => ChildKind::ConfigMap,
+            Self::Service(_) => ChildKind::Service,
+            Self::StatefulSet(_) => ChildKind::StatefulSet,
+            Self::Deployment(_) => ChildKind::Deployment,
+            Self::NetworkPolicy(_) => ChildKind::NetworkPolicy,
+            Self::PodDisruptionBudget(_) => ChildKind::PodDisruptionBudget,
+            Self::Ingress(_) => ChildKind::Ingress,
+            Self::HttpRoute(_) => ChildKind::HttpRoute,
+            Self::ServiceMonitor(_) => ChildKind::ServiceMonitor,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        let name = match self {
+            Self::Secret(o) => &o.metadata.name,
+            Self::ConfigMap(o) => &o.metadata.name,
+            Self::Service(o) => &o.metadata.name,
+            Self::StatefulSet(o) => &o.metadata.name,
+            Self::Deployment(o) => &o.metadata.name,
+            Self::NetworkPolicy(o) => &o.metadata.name,
+            Self::PodDisruptionBudget(o) => &o.metadata.name,
+            Self::Ingress(o) => &o.metadata.name,
+            Self::HttpRoute(o) | Self::ServiceMonitor(o) => &o.metadata.name,
+        };
+        name.as_deref().unwrap_or_default()
+    }
+
+    /// The object as YAML that YAML 1.1 and 1.2 parsers read alike.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        fn y(o: &impl Serialize) -> Result<String, serde_yaml::Error> {
+            yaml::to_yaml(o)
+        }
+        match self {
+            Self::Secret(o) => y(o),
+            Self::ConfigMap(o) => y(o),
+            Self::Service(o) => y(o),
+            Self::StatefulSet(o) => y(o),
+            Self::Deployment(o) => y(o),
+            Self::NetworkPolicy(o) => y(o),
+            Self::PodDisruptionBudget(o) => y(o),
+            Self::Ingress(o) => y(o),
+            Self::HttpRoute(o) | Self::ServiceMonitor(o) => y(o),
+        }
+    }
+}
+
+/// Why the desired state could not be written out.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to serialize {kind} {name}")]
+pub struct SerializeError {
+    /// Object kind.
+    pub kind: &'static str,
+    /// Object name.
+    pub name: String,
+    /// The serializer's error.
+    #[source]
+    pub source: serde_yaml::Error,
+}
+
+impl DesiredState {
+    /// Every child with its component, in the documented apply order (see the module docs).
+    /// Every struct is destructured without `..`, so a new object cannot be silently skipped.
+    pub fn children(&self) -> Vec<(Component, Child<'_>)> {
+        let Self {
+            rabbitmq,
+            postgres,
+            redis,
+            ping,
+            pong,
+            routes,
+        } = self;
+        let BrokerObjects {
+            credentials_secret,
+            erlang_cookie_secret,
+            config,
+            headless_service,
+            service,
+            statefulset,
+            network_policy,
+            pdb,
+            service_monitor,
+        } = rabbitmq;
+        let RouteObjects {
+            ingress,
+            http_route,
+        } = routes;
+        use Child as C;
+        use Component::{Gateway, Ping, Pong, Postgres, RabbitMq, Redis};
+        let mut out = Vec::with_capacity(24);
+        let mut push = |component, child: Option<_>| out.extend(child.map(|c| (component, c)));
+        // 1. Secrets and the broker ConfigMap.
+        push(RabbitMq, credentials_secret.as_ref().map(C::Secret));
+        push(RabbitMq, erlang_cookie_secret.as_ref().map(C::Secret));
+        let pg = postgres.as_ref().map(|p| {
+            let PostgresObjects {
+                secret,
+                service,
+                statefulset,
+                network_policy,
+            } = p;
+            (secret, service, statefulset, network_policy)
+        });
+        push(Postgres, pg.and_then(|p| p.0.as_ref()).map(C::Secret));
+        push(RabbitMq, Some(C::ConfigMap(config)));
+        // 2. Broker Services, then its StatefulSet.
+        push(RabbitMq, Some(C::Service(headless_service)));
+        push(RabbitMq, Some(C::Service(service)));
+        push(RabbitMq, Some(C::StatefulSet(statefulset)));
+        // 3. pong's provisioned PostgreSQL and Redis: Service, then workload.
+        push(Postgres, pg.map(|p| C::Service(p.1)));
+        push(Postgres, pg.map(|p| C::StatefulSet(p.2)));
+        let rd = redis.as_ref().map(|r| {
+            let RedisObjects {
+                service,
+                deployment,
+                network_policy,
+            } = r;
+            (service, deployment, network_policy)
+        });
+        push(Redis, rd.map(|r| C::Service(r.0)));
+        push(Redis, rd.map(|r| C::Deployment(r.1)));
+        // 4. ping and pong: Service, then Deployment.
+        let apps = [(Ping, ping), (Pong, pong)].map(|(component, app)| {
+            let AppObjects {
+                service,
+                deployment,
+                pdb,
+                service_monitor,
+            } = app;
+            (component, service, deployment, pdb, service_monitor)
+        });
+        for (component, service, deployment, _, _) in apps {
+            push(component, Some(C::Service(service)));
+            push(component, Some(C::Deployment(deployment)));
+        }
+        // 5. NetworkPolicies, then PodDisruptionBudgets.
+        push(RabbitMq, Some(C::NetworkPolicy(network_policy)));
+        push(Postgres, pg.map(|p| C::NetworkPolicy(p.3)));
+        push(Redis, rd.map(|r| C::NetworkPolicy(r.2)));
+        push(RabbitMq, pdb.as_ref().map(C::PodDisruptionBudget));
+        for (component, _, _, pdb, _) in apps {
+            push(component, pdb.as_ref().map(C::PodDisruptionBudget));
+        }
+        // 6. Routes, once the backends exist.
+        push(Gateway, ingress.as_ref().map(C::Ingress));
+        push(Gateway, http_route.as_ref().map(C::HttpRoute));
+        // 7. ServiceMonitors.
+        for (component, _, _, _, monitor) in apps {
+            push(component, monitor.as_ref().map(C::ServiceMonitor));
+        }
+        push(RabbitMq, service_monitor.as_ref().map(C::ServiceMonitor));
+        out
+    }
+
+    /// Every object as a YAML document (no `---` separators), in apply order.
+    pub fn to_yaml_documents(&self) -> Result<Vec<String>, SerializeError> {
+        self.children()
+            .into_iter()
+            .map(|(_, child)| {
+                child.to_yaml().map_err(|source| SerializeError {
+                    kind: child.kind().as_str(),
+                    name: child.name().to_owned(),
+                    source,
+                })
+            })
+            .collect()
+    }
+}
