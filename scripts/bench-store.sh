@@ -2,7 +2,7 @@
 # Benchmark of pong's PostgreSQL store and Redis cache (issue 5; not a test, nothing is asserted).
 #
 # Release build, then on this machine's PostgreSQL, RabbitMQ and Redis:
-#   1. drain rate: publish N valid messages (services/pong/examples/fill_queue.rs: persistent,
+#   1. drain rate: publish N valid messages (`pingpong-loadgen fill`: persistent,
 #      confirms, 256 in flight) into a fresh queue while no pong runs, start pong and time how fast
 #      messages_stored_total climbs to N; once with PONG_STORE=memory, once with PONG_STORE=postgres
 #      (fresh database), once more with postgres full at PONG_MAX_MESSAGES=N/2 (evicting);
@@ -77,7 +77,7 @@ drain() {
   local store=$1 t0 t_end n
   shift
   step "drain: $messages messages, PONG_STORE=$store"
-  "$root/target/release/examples/fill_queue" "$messages" >&2
+  "$root/target/release/pingpong-loadgen" fill --count "$messages" >&2
   t0=$(date +%s.%N)
   start_pong PONG_STORE="$store" PONG_MAX_MESSAGES="${max_messages:-$((rows + messages))}" "$@"
   while :; do
@@ -102,7 +102,7 @@ print(f\"| $name | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {err
 }
 
 step "building release binaries"
-cargo build --release -p pingpong-pong --bins --examples -p pingpong-loadgen >&2
+cargo build --release -p pingpong-pong --bins -p pingpong-loadgen >&2
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null

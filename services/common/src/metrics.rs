@@ -14,8 +14,8 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets for HTTP requests, in seconds.
@@ -77,6 +77,34 @@ pub fn histogram(
     Ok(metric)
 }
 
+/// Registers and returns a labelled gauge named `<prefix>_<name>`.
+pub fn gauge_vec(
+    registry: &Registry,
+    prefix: &str,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let metric = IntGaugeVec::new(Opts::new(format!("{prefix}_{name}"), help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// Registers and returns a labelled histogram named `<prefix>_<name>`.
+pub fn histogram_vec(
+    registry: &Registry,
+    prefix: &str,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let opts = HistogramOpts::new(format!("{prefix}_{name}"), help).buckets(buckets.to_vec());
+    let metric = HistogramVec::new(opts, labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 /// HTTP request counters and latency histograms of one service.
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -95,15 +123,14 @@ impl HttpMetrics {
             "HTTP requests by method, route template and status code.",
             &["method", "route", "status"],
         )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                format!("{prefix}_http_request_duration_seconds"),
-                "HTTP request latency by method and route template.",
-            )
-            .buckets(HTTP_BUCKETS.to_vec()),
+        let duration = histogram_vec(
+            registry,
+            prefix,
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            HTTP_BUCKETS,
             &["method", "route"],
         )?;
-        registry.register(Box::new(duration.clone()))?;
         Ok(Arc::new(Self { requests, duration }))
     }
 

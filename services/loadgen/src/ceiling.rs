@@ -2,7 +2,9 @@
 //! `in_flight` unconfirmed at most, for a fixed duration.
 //!
 //! This is the yardstick for ping's throughput in `make bench`: it is what one client with one
-//! connection and one confirm channel can push through this broker, with no HTTP in between.
+//! connection and one confirm channel can push through this broker, with no HTTP in between. The
+//! queue gets the services' arguments for `RABBITMQ_QUEUE_TYPE` (classic or quorum, see
+//! `pingpong_common::topology`), so each queue type has its own ceiling.
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +12,10 @@ use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, stream::FuturesUnordered};
 use lapin::{
     BasicProperties, Channel,
-    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions},
-    types::FieldTable,
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions},
 };
+use pingpong_common::topology::declare_topology;
+use pingpong_common::{AmqpConfig, QueueName, QueueType};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -23,8 +26,8 @@ pub struct Params {
     pub in_flight: usize,
     /// Payload size in bytes.
     pub size: usize,
-    /// Queue to publish into; declared durable, deleted afterwards.
-    pub queue: String,
+    /// Queue to publish into (and its `.dead` queue); declared, deleted afterwards.
+    pub queue: QueueName,
 }
 
 /// What was measured.
@@ -40,6 +43,8 @@ pub struct Report {
     pub in_flight: usize,
     /// Payload size in bytes.
     pub size: usize,
+    /// The type of the queue measured.
+    pub queue_type: QueueType,
 }
 
 impl Report {
@@ -63,6 +68,7 @@ impl Report {
             "msg_per_s": self.rate().round(),
             "in_flight": self.in_flight,
             "size": self.size,
+            "queue_type": self.queue_type.as_str(),
         })
     }
 }
@@ -86,33 +92,27 @@ async fn publish_confirmed(channel: &Channel, queue: &str, payload: &[u8]) -> an
 }
 
 /// Run the measurement; the queue is deleted afterwards even when publishing failed.
-pub async fn run(settings: &crate::amqp::Settings, params: &Params) -> anyhow::Result<Report> {
-    let connection = settings.connect().await?;
+pub async fn run(config: &AmqpConfig, params: &Params) -> anyhow::Result<Report> {
+    let connection = pingpong_common::amqp::connect_any(config, "pingpong-loadgen").await?;
+    declare_topology(&connection, &params.queue, config.queue_type).await?;
     let channel = connection
         .create_channel()
         .await
         .context("failed to open a channel")?;
     channel
-        .queue_declare(
-            params.queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("failed to declare queue {}", params.queue))?;
-    channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .context("failed to enable publisher confirms")?;
 
-    let result = publish_for(&channel, params).await;
-    let deleted = channel
-        .queue_delete(params.queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .with_context(|| format!("failed to delete queue {}", params.queue));
+    let result = publish_for(&channel, params, config.queue_type).await;
+    let mut deleted = Ok(());
+    for queue in [params.queue.to_string(), params.queue.dead_letter()] {
+        let outcome = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .with_context(|| format!("failed to delete queue {queue}"));
+        deleted = deleted.and(outcome.map(drop));
+    }
     let _ = connection.close(200, "done".into()).await;
     let report = result?;
     deleted?;
@@ -123,7 +123,11 @@ pub async fn run(settings: &crate::amqp::Settings, params: &Params) -> anyhow::R
 }
 
 /// Keep `in_flight` publishes outstanding until the duration is over, then settle them all.
-async fn publish_for(channel: &Channel, params: &Params) -> anyhow::Result<Report> {
+async fn publish_for(
+    channel: &Channel,
+    params: &Params,
+    queue_type: QueueType,
+) -> anyhow::Result<Report> {
     let payload = vec![b'x'; params.size];
     let mut pending = FuturesUnordered::new();
     let mut confirmed = 0_u64;
@@ -133,7 +137,7 @@ async fn publish_for(channel: &Channel, params: &Params) -> anyhow::Result<Repor
     loop {
         let open = Instant::now() < deadline;
         while open && pending.len() < params.in_flight {
-            pending.push(publish_confirmed(channel, &params.queue, &payload));
+            pending.push(publish_confirmed(channel, params.queue.as_str(), &payload));
         }
         match pending.next().await {
             Some(Ok(true)) => confirmed += 1,
@@ -148,6 +152,7 @@ async fn publish_for(channel: &Channel, params: &Params) -> anyhow::Result<Repor
         elapsed: start.elapsed(),
         in_flight: params.in_flight,
         size: params.size,
+        queue_type,
     })
 }
 
@@ -163,10 +168,12 @@ mod tests {
             elapsed: Duration::from_millis(2_500),
             in_flight: 256,
             size: 120,
+            queue_type: QueueType::Quorum,
         };
         assert_eq!(report.rate(), 2_000.0);
         assert_eq!(report.to_json()["msg_per_s"], 2_000.0);
         assert_eq!(report.to_json()["failed"], 0);
+        assert_eq!(report.to_json()["queue_type"], "quorum");
     }
 
     #[test]
@@ -177,6 +184,7 @@ mod tests {
             elapsed: Duration::ZERO,
             in_flight: 1,
             size: 1,
+            queue_type: QueueType::Classic,
         };
         assert_eq!(report.rate(), 0.0);
     }

@@ -1,22 +1,25 @@
 //! `pingpong-loadgen`: small AMQP tools for the benchmark and the system tests.
 //!
 //! - `ceiling`: the broker's own ceiling for persistent publishes with pipelined publisher
-//!   confirms (what `make bench` compares ping against);
+//!   confirms, on a queue of `RABBITMQ_QUEUE_TYPE` (what `make bench` compares ping against);
+//! - `fill`: publish N valid ping messages into `RABBITMQ_QUEUE` (a backlog for pong to drain);
 //! - `publish`: publish one raw message (any bytes) to an existing queue and wait for its confirm
 //!   (the system tests use it to feed malformed messages to pong);
 //! - `queue-depth`: ready messages and consumers of a queue, as JSON;
 //! - `delete-queue`: delete queues (cleanup after tests and benchmarks).
 //!
-//! Broker settings come from the same `RABBITMQ_*` variables as the services. Every command prints
-//! one JSON object on stdout; errors go to stderr with a non-zero exit status.
+//! Broker settings come from the same `RABBITMQ_*` variables as the services, parsed by the same
+//! code (`pingpong_common::AmqpConfig`, including `RABBITMQ_ADDRESSES`). Every command prints one
+//! JSON object on stdout; errors go to stderr with a non-zero exit status.
 
-mod amqp;
 mod ceiling;
+mod fill;
 mod tools;
 
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use pingpong_common::{AmqpConfig, Env, QueueName};
 
 /// Command line of `pingpong-loadgen`.
 #[derive(Debug, Parser)]
@@ -43,6 +46,12 @@ enum Command {
         /// Queue to publish into (declared durable, deleted afterwards). Default: unique name.
         #[arg(long)]
         queue: Option<String>,
+    },
+    /// Publish COUNT valid ping messages into RABBITMQ_QUEUE (declared as the services do).
+    Fill {
+        /// How many messages.
+        #[arg(long)]
+        count: usize,
     },
     /// Publish one message (body from --body, or stdin) to an existing queue and await its confirm.
     Publish {
@@ -90,7 +99,7 @@ async fn main() -> ExitCode {
 
 /// Run one tool and return its JSON report.
 async fn run(command: Command) -> anyhow::Result<serde_json::Value> {
-    let settings = amqp::Settings::from_env(|key| std::env::var(key).ok())?;
+    let config = broker_config(&|key| std::env::var(key).ok())?;
     let output = match command {
         Command::Ceiling {
             seconds,
@@ -100,14 +109,17 @@ async fn run(command: Command) -> anyhow::Result<serde_json::Value> {
         } => {
             let queue =
                 queue.unwrap_or_else(|| format!("pingpong.loadgen.ceiling.{}", std::process::id()));
+            let queue = QueueName::new(&queue)
+                .map_err(|expected| anyhow::anyhow!("--queue {queue:?}: expected {expected}"))?;
             let params = ceiling::Params {
                 duration: Duration::from_secs(seconds),
                 in_flight: in_flight.max(1),
                 size,
                 queue,
             };
-            ceiling::run(&settings, &params).await?.to_json()
+            ceiling::run(&config, &params).await?.to_json()
         }
+        Command::Fill { count } => fill::run(&config, count).await?,
         Command::Publish {
             queue,
             body,
@@ -124,10 +136,47 @@ async fn run(command: Command) -> anyhow::Result<serde_json::Value> {
                 content_type,
                 message_id,
             };
-            tools::publish(&settings, &message).await?
+            tools::publish(&config, &message).await?
         }
-        Command::QueueDepth { queue } => tools::queue_depth(&settings, &queue).await?,
-        Command::DeleteQueue { queues } => tools::delete_queues(&settings, &queues).await?,
+        Command::QueueDepth { queue } => tools::queue_depth(&config, &queue).await?,
+        Command::DeleteQueue { queues } => tools::delete_queues(&config, &queues).await?,
     };
     Ok(output)
+}
+
+/// The broker settings, parsed exactly as ping and pong parse them (every bad variable named).
+fn broker_config(lookup: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<AmqpConfig> {
+    let mut env = Env::new(lookup);
+    let config = AmqpConfig::from_env(&mut env);
+    Ok(env.finish(config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_settings_are_the_services_settings() {
+        let config = broker_config(&|key| match key {
+            "RABBITMQ_ADDRESSES" => Some("a:5673,b:5674".to_owned()),
+            "RABBITMQ_QUEUE_TYPE" => Some("quorum".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.addresses.to_string(), "a:5673,b:5674");
+        assert_eq!(config.queue_type, pingpong_common::QueueType::Quorum);
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable_and_hide_the_password() {
+        let error = broker_config(&|key| match key {
+            "RABBITMQ_PORT" => Some("nope".to_owned()),
+            "RABBITMQ_DEFAULT_PASS" => Some("s3cret-value".to_owned()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("RABBITMQ_PORT"), "{error}");
+        assert!(!error.contains("s3cret-value"), "{error}");
+    }
 }

@@ -1,7 +1,8 @@
 //! One-shot broker tools for tests and scripts: raw publish, queue depth, queue delete.
 //!
-//! These never declare the services' queues: the services own their arguments (dead-lettering),
-//! and a declare with different arguments would fail with PRECONDITION_FAILED.
+//! These never declare the services' queues: the services own their arguments (dead-lettering,
+//! queue type), and a declare with different arguments would fail with PRECONDITION_FAILED.
+//! They connect to the first node of `RABBITMQ_ADDRESSES` that answers.
 
 use std::io::Read as _;
 
@@ -12,7 +13,11 @@ use lapin::{
     types::FieldTable,
 };
 
-use crate::amqp::Settings;
+use pingpong_common::AmqpConfig;
+use pingpong_common::amqp::connect_any;
+
+/// The AMQP connection name of every tool.
+const CONNECTION_NAME: &str = "pingpong-loadgen";
 
 /// One message to publish as is.
 #[derive(Debug, Clone)]
@@ -38,10 +43,10 @@ pub fn read_stdin() -> anyhow::Result<Vec<u8>> {
 
 /// Publish `message` persistent and mandatory; fail unless the broker acks it and routes it.
 pub async fn publish(
-    settings: &Settings,
+    config: &AmqpConfig,
     message: &RawMessage,
 ) -> anyhow::Result<serde_json::Value> {
-    let connection = settings.connect().await?;
+    let connection = connect_any(config, CONNECTION_NAME).await?;
     let channel = connection
         .create_channel()
         .await
@@ -87,8 +92,8 @@ pub async fn publish(
 }
 
 /// Ready messages and consumers of `queue` (a passive declare: fails if it does not exist).
-pub async fn queue_depth(settings: &Settings, queue: &str) -> anyhow::Result<serde_json::Value> {
-    let connection = settings.connect().await?;
+pub async fn queue_depth(config: &AmqpConfig, queue: &str) -> anyhow::Result<serde_json::Value> {
+    let connection = connect_any(config, CONNECTION_NAME).await?;
     let channel = connection
         .create_channel()
         .await
@@ -115,10 +120,10 @@ pub async fn queue_depth(settings: &Settings, queue: &str) -> anyhow::Result<ser
 
 /// Delete every queue in `queues`; report how many messages each held.
 pub async fn delete_queues(
-    settings: &Settings,
+    config: &AmqpConfig,
     queues: &[String],
 ) -> anyhow::Result<serde_json::Value> {
-    let connection = settings.connect().await?;
+    let connection = connect_any(config, CONNECTION_NAME).await?;
     let channel = connection
         .create_channel()
         .await

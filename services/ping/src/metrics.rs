@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use pingpong_common::amqp::LinkGauges;
 use pingpong_common::metrics::{self as common, HttpMetrics};
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// Metric name prefix.
 pub const PREFIX: &str = "pingpong_ping";
@@ -52,15 +52,14 @@ impl PingMetrics {
             "Publishes that did not get a positive confirm, by reason.",
             &["reason"],
         )?;
-        let confirm_duration = HistogramVec::new(
-            HistogramOpts::new(
-                format!("{PREFIX}_publish_confirm_duration_seconds"),
-                "Time from publish to the broker's confirm, by outcome.",
-            )
-            .buckets(CONFIRM_BUCKETS.to_vec()),
+        let confirm_duration = common::histogram_vec(
+            registry,
+            PREFIX,
+            "publish_confirm_duration_seconds",
+            "Time from publish to the broker's confirm, by outcome.",
+            CONFIRM_BUCKETS,
             &["outcome"],
         )?;
-        registry.register(Box::new(confirm_duration.clone()))?;
         let link = LinkGauges::register(registry, PREFIX)?;
         Ok(Self {
             http,

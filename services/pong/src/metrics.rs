@@ -8,8 +8,7 @@ use std::sync::Arc;
 use pingpong_common::amqp::LinkGauges;
 use pingpong_common::metrics::{self as common, HttpMetrics};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
 /// Metric name prefix.
@@ -114,31 +113,25 @@ impl PongMetrics {
                 "store_ready",
                 "1 while the message store accepts writes, else 0.",
             )?,
-            store_info: {
-                let metric = IntGaugeVec::new(
-                    Opts::new(
-                        format!("{PREFIX}_store_info"),
-                        "The configured store (value 1).",
-                    ),
-                    &["store"],
-                )?;
-                registry.register(Box::new(metric.clone()))?;
-                metric
-            },
+            store_info: common::gauge_vec(
+                registry,
+                PREFIX,
+                "store_info",
+                "The configured store (value 1).",
+                &["store"],
+            )?,
             db_errors: counter(
                 "db_errors_total",
                 "Failed PostgreSQL operations (messages stay unacked and are retried).",
             )?,
-            db_query_duration: {
-                let opts = HistogramOpts::new(
-                    format!("{PREFIX}_db_query_duration_seconds"),
-                    "Duration of PostgreSQL operations (pool wait included), by query.",
-                )
-                .buckets(DB_BUCKETS.to_vec());
-                let metric = HistogramVec::new(opts, &["query"])?;
-                registry.register(Box::new(metric.clone()))?;
-                metric
-            },
+            db_query_duration: common::histogram_vec(
+                registry,
+                PREFIX,
+                "db_query_duration_seconds",
+                "Duration of PostgreSQL operations (pool wait included), by query.",
+                DB_BUCKETS,
+                &["query"],
+            )?,
             cache_hits: counter("cache_hits_total", "GET /pong pages served from Redis.")?,
             cache_misses: counter(
                 "cache_misses_total",
