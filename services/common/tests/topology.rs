@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, BasicRejectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use pingpong_common::amqp::{AmqpError, ChannelRole, ConnectionManager, LinkGauges, open_session};
 use pingpong_common::testing::{broker, cleanup, eventually, ready_count, wait_connected};
-use pingpong_common::topology::TopologyError;
+use pingpong_common::topology::{DELIVERY_LIMIT, TopologyError};
 use pingpong_common::{BrokerAddress, BrokerAddresses, QueueName, QueueType};
 use prometheus::Registry;
 
@@ -201,5 +201,67 @@ async fn the_manager_skips_a_refusing_address_and_reports_the_node_in_use() {
     assert_eq!(manager.link().node(), Some(real));
     manager.shutdown().await;
     assert_eq!((gauges.connected.get(), gauges.address.get()), (0, -1));
+    cleanup(admin, &config).await;
+}
+
+#[tokio::test]
+async fn a_quorum_queue_dead_letters_a_message_past_the_delivery_limit() {
+    let Some((classic, admin)) = broker("topology-limit").await else {
+        return;
+    };
+    let mut config = classic.clone();
+    config.queue = QueueName::new(&format!("{}-quorum", classic.queue)).unwrap();
+    config.queue_type = QueueType::Quorum;
+    let session = open_session(
+        &config,
+        config.addresses.get(0),
+        ChannelRole::Publisher,
+        "topology-limit",
+    )
+    .await
+    .unwrap();
+    publish(&session, config.queue.as_str(), b"crashes every consumer").await;
+    // Each return to the queue counts; after DELIVERY_LIMIT of them the
+    // next return dead-letters the message instead of requeueing it.
+    let limit = usize::try_from(DELIVERY_LIMIT).unwrap();
+    let mut deliveries = 0;
+    for _ in 0..=limit + 1 {
+        let got = session
+            .channel
+            .basic_get(
+                config.queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap();
+        let Some(got) = got else { break };
+        deliveries += 1;
+        got.delivery
+            .acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        deliveries,
+        limit + 1,
+        "delivered once plus {limit} redeliveries"
+    );
+    let dead = config.queue.dead_letter();
+    eventually(
+        "the message in <queue>.dead",
+        Duration::from_secs(10),
+        || {
+            let admin = &admin;
+            let dead = dead.clone();
+            async move { ready_count(admin, &dead).await == 1 }
+        },
+    )
+    .await;
+    let _ = session.connection.close(200, "done".into()).await;
+    delete(&admin, &classic).await;
     cleanup(admin, &config).await;
 }
