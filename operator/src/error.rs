@@ -68,6 +68,17 @@ pub enum Error {
     /// The whole reconcile took longer than its deadline (a hung API call).
     #[error("reconcile did not finish within {0:?}")]
     Timeout(std::time::Duration),
+    /// Several children failed to apply or to be deleted; every other child was still applied.
+    #[error("{}", chains(.0))]
+    Children(Vec<Error>),
+}
+
+fn chains(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(Error::chain)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// How to retry an [`Error`].
@@ -113,6 +124,7 @@ impl Category {
 impl Error {
     fn api_source(&self) -> Option<&kube::Error> {
         match self {
+            Self::Children(errors) => errors.first().and_then(Self::api_source),
             Self::Read { source, .. }
             | Self::Apply { source, .. }
             | Self::List { source, .. }
@@ -126,6 +138,12 @@ impl Error {
     pub fn category(&self) -> Category {
         match self {
             Self::Timeout(_) => Category::Transient,
+            // Retry as soon as the most urgent failure asks for.
+            Self::Children(errors) => errors
+                .iter()
+                .map(Self::category)
+                .min_by_key(|c| c.backoff(0))
+                .unwrap_or(Category::Transient),
             _ => self
                 .api_source()
                 .map_or(Category::Permanent, Category::of_api),
@@ -134,6 +152,9 @@ impl Error {
 
     /// The error's category as a fixed PascalCase string (metrics, Events, condition reasons).
     pub fn kind(&self) -> &'static str {
+        if let Self::Children(errors) = self {
+            return errors.first().map_or("ApplyFailed", Self::kind);
+        }
         let category = self.category();
         match (self, category) {
             (_, Category::Forbidden) if self.api_source().is_some() => "Forbidden",
@@ -146,6 +167,16 @@ impl Error {
             (Self::Delete { .. }, _) => "DeleteFailed",
             (Self::Status { .. }, _) => "StatusFailed",
             (Self::Timeout(_), _) => "Timeout",
+            (Self::Children(_), _) => "ApplyFailed",
+        }
+    }
+
+    /// One error for the failures of a walk over the children: `None` when there were none.
+    pub fn of_children(mut errors: Vec<Error>) -> Option<Self> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(Self::Children(errors)),
         }
     }
 

@@ -184,22 +184,18 @@ impl<'a> Applier<'a> {
 
     /// Deletes every object of a prunable kind selected by `selector` and controlled by
     /// `owner_uid` that was not recorded. Kinds of optional APIs the cluster does not serve are
-    /// not listed. Returns the `(kind, name)`s deleted.
-    pub async fn delete_orphans(
-        &self,
-        selector: &str,
-        owner_uid: &str,
-    ) -> Result<Vec<(ChildKind, String)>, Error> {
-        let mut deleted = Vec::new();
+    /// not listed. One failing kind or object does not stop the others; returns the failures.
+    pub async fn delete_orphans(&self, selector: &str, owner_uid: &str) -> Vec<Error> {
+        let mut failures = Vec::new();
         for kind in ChildKind::ALL {
             let served = kind
                 .optional_api()
                 .is_none_or(|api| self.served.serves(api));
             if kind.prunable() && served {
-                deleted.extend(self.delete_unrecorded(kind, selector, owner_uid).await?);
+                failures.extend(self.delete_unrecorded(kind, selector, owner_uid).await);
             }
         }
-        Ok(deleted)
+        failures
     }
 
     async fn delete_unrecorded(
@@ -207,16 +203,19 @@ impl<'a> Applier<'a> {
         kind: ChildKind,
         selector: &str,
         owner_uid: &str,
-    ) -> Result<Vec<(ChildKind, String)>, Error> {
+    ) -> Vec<Error> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), self.namespace, &resource(kind));
-        let list = api
+        let list = match api
             .list_metadata(&ListParams::default().labels(selector))
             .await
-            .map_err(|source| Error::List {
-                kind: kind.as_str(),
-                source,
-            })?;
+        {
+            Ok(list) => list,
+            Err(source) => {
+                let kind = kind.as_str();
+                return vec![Error::List { kind, source }];
+            }
+        };
         let orphans: Vec<String> = list
             .items
             .iter()
@@ -224,7 +223,7 @@ impl<'a> Applier<'a> {
             .map(|o| o.name_any())
             .filter(|name| !self.recorded.contains(&(kind, name.clone())))
             .collect();
-        let mut deleted = Vec::with_capacity(orphans.len());
+        let mut failures = Vec::new();
         for name in orphans {
             let result = api.delete(&name, &DeleteParams::background()).await;
             let result = result
@@ -232,14 +231,12 @@ impl<'a> Applier<'a> {
                 .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) });
             self.metrics
                 .child_operation(kind.as_str(), ChildOperation::Delete, result.is_ok());
-            result.map_err(|source| Error::Delete {
-                kind: kind.as_str(),
-                name: name.clone(),
-                source,
-            })?;
-            deleted.push((kind, name));
+            if let Err(source) = result {
+                let kind = kind.as_str();
+                failures.push(Error::Delete { kind, name, source });
+            }
         }
-        Ok(deleted)
+        failures
     }
 }
 
@@ -247,6 +244,11 @@ impl<'a> Applier<'a> {
 /// owned, labelled children the plan no longer contains (the provisioned PostgreSQL's and
 /// Redis's objects when the store or cache is switched off, a dropped Ingress, PDB, route or
 /// monitor). Returns the workloads' readiness as the API reported it in the apply responses.
+///
+/// Apply never wedges: a child the API server refuses (a 422 on an immutable field, a webhook's
+/// denial) does not stop the children after it nor orphan deletion. Every failure is returned
+/// together ([`Error::Children`] names each child and the API's message), so the status says
+/// which children failed and the error policy retries with backoff.
 pub async fn apply_desired(
     applier: &mut Applier<'_>,
     desired: &DesiredState,
@@ -254,11 +256,22 @@ pub async fn apply_desired(
     selector: &str,
 ) -> Result<Readiness, Error> {
     let mut workloads = BTreeMap::<Component, ComponentStatus>::new();
+    let mut failures = Vec::new();
     for (component, child) in desired.children() {
-        if let Some(replicas) = applier.apply(child).await? {
-            workloads.insert(component, replicas);
+        match applier.apply(child).await {
+            Ok(Some(replicas)) => {
+                workloads.insert(component, replicas);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %error.chain(), "child not applied; continuing with the others");
+                failures.push(error);
+            }
         }
     }
-    applier.delete_orphans(selector, owner_uid).await?;
-    Ok(Readiness::from_workloads(&workloads))
+    failures.extend(applier.delete_orphans(selector, owner_uid).await);
+    match Error::of_children(failures) {
+        Some(error) => Err(error),
+        None => Ok(Readiness::from_workloads(&workloads)),
+    }
 }

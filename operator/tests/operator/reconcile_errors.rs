@@ -85,10 +85,15 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     );
     assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Error), 1);
     assert_eq!(ctx.metrics.reconcile_errors("ApplyFailed"), 1);
+    // Both Deployments were attempted (one failure does not stop the other) and failed.
     assert_eq!(
         ctx.metrics
             .child_operations("Deployment", ChildOperation::Apply, false),
-        1
+        2
+    );
+    assert!(
+        message.contains("failed to apply Deployment stack-pong"),
+        "{message}"
     );
 
     // Backoff: exponential per stack, starting at 5 s for a server error.
@@ -127,6 +132,64 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     assert_eq!(
         policy(recovered, &error, &ctx),
         Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_child_does_not_stop_the_others_nor_orphan_deletion() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let client = client(Setup {
+        stacks: vec![api::stack(PingPongStackSpec::default())],
+        interceptors: Some(failing_patches("StatefulSet", failing.clone(), || {
+            kube_fake_client::Error::InvalidRequest(
+                "StatefulSet.apps \"stack-rabbitmq\" is invalid: spec: Forbidden: updates to \
+                 statefulset spec for fields other than 'replicas' are forbidden"
+                    .into(),
+            )
+        })),
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    assert!(children(&client).await.contains_key("Ingress/stack"));
+
+    // The API server now refuses the broker StatefulSet (as it does a changed
+    // volumeClaimTemplates); the user also scales ping and drops the Ingress.
+    failing.store(true, Ordering::SeqCst);
+    let mut spec = get_stack(&client).await.spec;
+    spec.ping.replicas = 3;
+    spec.ingress.enabled = false;
+    set_spec(&client, &spec).await;
+    let error = api::reconcile_once(&client, &ctx).await.unwrap_err();
+    let after = children(&client).await;
+    assert_eq!(
+        after["Deployment/stack-ping"]["spec"]["replicas"], 3,
+        "children after the refused one are still applied"
+    );
+    assert!(
+        !after.contains_key("Ingress/stack"),
+        "orphan deletion still runs"
+    );
+    assert!(
+        after.contains_key("StatefulSet/stack-rabbitmq"),
+        "a child that failed to apply is never deleted as an orphan"
+    );
+    let stack = get_stack(&client).await;
+    let (status, reason, message) = condition(&stack, "Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "ApplyFailed"));
+    assert!(
+        message.starts_with("failed to apply StatefulSet stack-rabbitmq"),
+        "{message}"
+    );
+    assert!(
+        message.contains("updates to statefulset spec for fields other than"),
+        "the API's message is in status: {message}"
+    );
+    // A 422 is permanent for this spec: retried, with a long backoff.
+    assert_eq!(
+        policy(stack, &error, &ctx),
+        Action::requeue(Duration::from_secs(300))
     );
 }
 
