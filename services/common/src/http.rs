@@ -1,20 +1,26 @@
 //! HTTP pieces shared by the services: the error type and its JSON body, a
-//! JSON extractor with JSON rejections, health handlers, fallbacks and the
-//! shutdown signal.
+//! JSON extractor with JSON rejections, health handlers, fallbacks, the
+//! request deadline and the shutdown signal. The server itself (connections,
+//! header timeout, draining) is [`crate::server`].
 //!
 //! Client errors name what is wrong; 5xx bodies are generic and the details
 //! go to the log only. Nothing here knows about AMQP.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::metrics::{HttpMetrics, UNMATCHED_ROUTE, track_http};
@@ -237,11 +243,88 @@ pub fn readiness_on_node(checks: &[(&'static str, bool)], broker_address: i64) -
     (status, axum::Json(body)).into_response()
 }
 
-/// Upper bound on handling one request (then 503).
+/// Upper bound on one request, from its headers to the response: 408 if the
+/// client had not sent its whole body by then, else 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The layers every service router gets: JSON 404/405 fallbacks, a request
-/// timeout, HTTP metrics by route template and a debug-level trace span with
+/// Seconds a client should wait after the request deadline's 503.
+const DEADLINE_RETRY_AFTER: u32 = 1;
+
+/// Bounds every request by `timeout` (see [`REQUEST_TIMEOUT`]). A request
+/// whose body had not fully arrived gets 408 (the client is too slow; the
+/// connection is closed, its body was not read), one whose handler was too
+/// slow gets 503 with `Retry-After`; both with a JSON body.
+pub async fn request_deadline(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let received = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let body = Body::new(WatchedBody {
+        body,
+        received: Arc::clone(&received),
+    });
+    match tokio::time::timeout(timeout, next.run(Request::from_parts(parts, body))).await {
+        Ok(response) => response,
+        Err(_) if received.load(Ordering::Acquire) => {
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request took too long, retry later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(DEADLINE_RETRY_AFTER));
+            response
+        }
+        Err(_) => {
+            let mut response = json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request timed out: the body did not arrive within {} s",
+                    timeout.as_secs()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+/// A request body that records when it has been received completely.
+struct WatchedBody {
+    body: Body,
+    received: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.received.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The layers every service router gets: JSON 404/405 fallbacks, the request
+/// deadline, HTTP metrics by route template and a debug-level trace span with
 /// the route template. Add route-specific layers (body limit) before this.
 pub fn service_layers<S>(router: axum::Router<S>, metrics: Arc<HttpMetrics>) -> axum::Router<S>
 where
@@ -250,9 +333,9 @@ where
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             REQUEST_TIMEOUT,
+            request_deadline,
         ))
         .layer(axum::middleware::from_fn_with_state(metrics, track_http))
         .layer(
@@ -295,74 +378,7 @@ impl RunError {
     }
 }
 
-/// How long in-flight requests may take to finish after a shutdown signal.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why serving HTTP failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The listen address could not be bound.
-    #[error("failed to listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The server stopped with an I/O error.
-    #[error("HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
-}
-
-impl ServeError {
-    /// Error category for logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Bind { .. } => "Bind",
-            Self::Serve(_) => "Serve",
-        }
-    }
-}
-
-/// Binds `addr` (TCP_NODELAY on accepted sockets).
-pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })
-}
-
-/// Serves `router` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests finish for at most [`DRAIN_TIMEOUT`].
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    use axum::serve::ListenerExt;
-    let draining = tokio_util::sync::CancellationToken::new();
-    let signal = draining.clone();
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        signal.cancel();
-    });
-    let deadline = async {
-        draining.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
-    tokio::select! {
-        result = server => result.map_err(ServeError::Serve),
-        () = deadline => {
-            tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "in-flight requests did not finish in time");
-            Ok(())
-        }
-    }
-}
+pub use crate::server::{DRAIN_TIMEOUT, ServeError, bind, serve, serve_with};
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
@@ -389,5 +405,88 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
         () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::http::{Request, StatusCode, header};
+    use axum::routing::post;
+    use futures::StreamExt;
+    use tower::ServiceExt;
+
+    use super::request_deadline;
+
+    const DEADLINE: Duration = Duration::from_millis(300);
+
+    fn app() -> Router {
+        Router::new()
+            .route(
+                "/slow-handler",
+                post(|body: Bytes| async move {
+                    tokio::time::sleep(DEADLINE * 10).await;
+                    body
+                }),
+            )
+            .route("/echo", post(|body: Bytes| async move { body }))
+            .layer(axum::middleware::from_fn_with_state(
+                DEADLINE,
+                request_deadline,
+            ))
+    }
+
+    async fn json_error(response: axum::response::Response) -> String {
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/json",
+            "error bodies are JSON"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        value["error"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_408_and_closes() {
+        // One byte, then nothing: a client trickling its body too slowly.
+        let chunks = futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("{")) })
+            .chain(futures::stream::pending());
+        let request = Request::post("/echo")
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        assert!(json_error(response).await.contains("request timed out"));
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_is_too_slow_is_503_with_retry_after() {
+        let request = Request::post("/slow-handler")
+            .body(Body::from("complete body"))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(json_error(response).await.contains("took too long"));
+    }
+
+    #[tokio::test]
+    async fn a_request_in_time_passes_untouched() {
+        let request = Request::post("/echo").body(Body::from("hello")).unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 64)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"hello");
     }
 }

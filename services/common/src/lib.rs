@@ -6,7 +6,8 @@
 //! connection manager with failover ([`amqp`]), broker node addresses
 //! ([`address`]), the shared queues and their arguments ([`topology`]), the
 //! wire message ([`message`]) and the HTTP error type, JSON extractor, health
-//! handlers and shutdown signal ([`http`]).
+//! handlers and shutdown signal ([`http`]), and the HTTP/1.1 server with
+//! its connection limits ([`server`]).
 
 pub mod address;
 pub mod amqp;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod http;
 pub mod message;
 pub mod metrics;
+pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -6,6 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use pingpong_common::config::listen_addr;
+use pingpong_common::server::ServeOptions;
 use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
 
 /// Default listen address of ping.
@@ -17,6 +18,8 @@ pub const DEFAULT_LISTEN_ADDR: SocketAddr =
 pub struct Config {
     /// HTTP listen address (`LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// Connection limits (`HTTP_HEADER_READ_TIMEOUT`).
+    pub http: ServeOptions,
     /// Broker settings (`RABBITMQ_*`).
     pub amqp: AmqpConfig,
     /// Logging (`LOG_FORMAT`, `RUST_LOG`).
@@ -28,10 +31,12 @@ impl Config {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut env = Env::new(lookup);
         let listen_addr = listen_addr(&mut env, DEFAULT_LISTEN_ADDR);
+        let http = ServeOptions::from_env(&mut env);
         let amqp = AmqpConfig::from_env(&mut env);
         let log = LogConfig::from_env(&mut env);
         env.finish(Self {
             listen_addr,
+            http,
             amqp,
             log,
         })
@@ -45,8 +50,9 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} broker={} log_format={} rust_log={}",
+            "listen_addr={} header_read_timeout_s={} broker={} log_format={} rust_log={}",
             self.listen_addr,
+            self.http.header_read_timeout.as_secs(),
             self.amqp.summary(),
             self.log.format,
             self.log.filter

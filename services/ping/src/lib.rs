@@ -10,6 +10,7 @@ pub mod config;
 pub mod handlers;
 pub mod metrics;
 pub mod publisher;
+pub mod readiness;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,14 +82,20 @@ impl FromRef<AppState> for Registry {
     }
 }
 
-/// Runs ping until `shutdown` resolves: connects to the broker in the
-/// background, serves HTTP, then drains requests and closes the connection.
+/// Runs ping until `shutdown` resolves: binds the listen address, connects
+/// to the broker in the background, serves HTTP, then drains requests and
+/// closes the connection.
+///
+/// The address is bound before anything else starts, so a busy port is a
+/// plain error with nothing to tear down (no broker connection half open).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let registry = Registry::new();
     let metrics = PingMetrics::register(&registry)?;
+    let listener = http_common::bind(config.listen_addr).await?;
+    tracing::info!(addr = %config.listen_addr, "ping listening");
     let manager = ConnectionManager::spawn(
         config.amqp.clone(),
         ChannelRole::Publisher,
@@ -101,13 +108,7 @@ pub async fn run(
         metrics.confirm_duration.clone(),
     );
     let state = AppState::with_metrics(Arc::new(publisher), registry, metrics);
-    let served = match http_common::bind(config.listen_addr).await {
-        Ok(listener) => {
-            tracing::info!(addr = %config.listen_addr, "ping listening");
-            http_common::serve(listener, app(state), shutdown).await
-        }
-        Err(error) => Err(error),
-    };
+    let served = http_common::serve_with(listener, app(state), shutdown, config.http).await;
     manager.shutdown().await;
     tracing::info!("ping stopped");
     Ok(served?)

@@ -6,8 +6,11 @@
 //! Only an ack *without* a returned message is success. No lock is held
 //! across an await: concurrent requests publish concurrently and their
 //! confirms are pipelined on the one channel. Handlers see only the trait, so
-//! tests can use a fake.
+//! tests can use a fake. Readiness follows the connection *and* the confirms
+//! ([`crate::readiness::ConfirmHealth`]): a run of confirm timeouts on a
+//! connection that still looks alive makes ping not ready.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -18,6 +21,8 @@ use pingpong_common::Message;
 use pingpong_common::amqp::BrokerLink;
 use pingpong_common::config::QueueName;
 use prometheus::HistogramVec;
+
+use crate::readiness::ConfirmHealth;
 
 /// How long a publish may wait for its confirm.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,6 +100,7 @@ pub struct AmqpPublisher {
     link: BrokerLink,
     routing_key: ShortString,
     confirm_duration: HistogramVec,
+    health: ConfirmHealth,
 }
 
 impl AmqpPublisher {
@@ -104,6 +110,7 @@ impl AmqpPublisher {
             link,
             routing_key: queue.as_str().into(),
             confirm_duration,
+            health: ConfirmHealth::default(),
         }
     }
 
@@ -135,6 +142,13 @@ impl AmqpPublisher {
             confirm.await.map_err(PublishError::Confirm)
         })
         .await;
+        let connection = Arc::as_ptr(&session).addr();
+        match &confirmed {
+            Err(_) => self.health.record_timeout(connection, Instant::now()),
+            Ok(Ok(_)) => self.health.record_answer(),
+            // Send and channel errors: the connection manager sees those.
+            Ok(Err(_)) => {}
+        }
         let (outcome, result) = match confirmed {
             Err(_) => ("timeout", Err(PublishError::Timeout(CONFIRM_TIMEOUT))),
             Ok(Err(error)) => ("error", Err(error)),
@@ -167,6 +181,9 @@ impl Publish for AmqpPublisher {
     }
 
     fn is_ready(&self) -> bool {
-        self.link.is_connected()
+        self.link.session().is_some_and(|session| {
+            self.health
+                .is_healthy(Arc::as_ptr(&session).addr(), Instant::now())
+        })
     }
 }
