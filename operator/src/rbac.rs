@@ -7,7 +7,12 @@
 //! Where each verb comes from:
 //! - `list`, `watch` on the stack and every child kind: the controller's watch, and the
 //!   metadata-only watches of the children that carry the operator's `managed-by` label.
-//! - `patch` on children: server-side apply; on `pingpongstacks/status`: the status apply.
+//! - `create`, `patch` on children: server-side apply (authorized as `create` while the object
+//!   does not exist, `patch` after); `patch` on `pingpongstacks/status`: the status apply.
+//! - `update` on `pingpongstacks/finalizers`: every child's owner reference sets
+//!   `blockOwnerDeletion`, which the `OwnerReferencesPermissionEnforcement` admission plugin
+//!   (OpenShift, hardened clusters) allows only to a client that may update the owner's finalizers.
+//!   The operator never adds a finalizer.
 //! - `get` on StatefulSets and Deployments: readiness while paused; on Secrets: whether the
 //!   credentials Secret exists (so it is generated once and never rotated).
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, and on
@@ -30,10 +35,12 @@ pub struct Permission {
     pub verbs: &'static [&'static str],
 }
 
-const WATCH_APPLY: &[&str] = &["list", "patch", "watch"];
-const WATCH_APPLY_DELETE: &[&str] = &["delete", "list", "patch", "watch"];
-const WATCH_APPLY_GET: &[&str] = &["get", "list", "patch", "watch"];
-const WATCH_APPLY_GET_DELETE: &[&str] = &["delete", "get", "list", "patch", "watch"];
+// Server-side apply of an object that does not exist yet is authorized as `create`, of one that
+// exists as `patch`: every applied kind needs both (a 403 on the first apply otherwise).
+const WATCH_APPLY: &[&str] = &["create", "list", "patch", "watch"];
+const WATCH_APPLY_DELETE: &[&str] = &["create", "delete", "list", "patch", "watch"];
+const WATCH_APPLY_GET: &[&str] = &["create", "get", "list", "patch", "watch"];
+const WATCH_APPLY_GET_DELETE: &[&str] = &["create", "delete", "get", "list", "patch", "watch"];
 
 /// Every permission the operator uses (cluster-wide, except leases in the operator's namespace).
 pub const PERMISSIONS: &[Permission] = &[
@@ -46,6 +53,11 @@ pub const PERMISSIONS: &[Permission] = &[
         api_group: "pingpong.dev",
         resource: "pingpongstacks/status",
         verbs: &["patch"],
+    },
+    Permission {
+        api_group: "pingpong.dev",
+        resource: "pingpongstacks/finalizers",
+        verbs: &["update"],
     },
     Permission {
         api_group: "apps",

@@ -181,13 +181,16 @@ def test_two_replicas_with_leader_election_get_a_pdb() -> None:
 # --- RBAC -----------------------------------------------------------------------------------
 
 # Exactly operator/src/rbac.rs PERMISSIONS (the code's truth; operator/tests/operator/rbac.rs compares
-# it with install.yaml): list/watch for the watches, patch for server-side apply, get where the
+# it with install.yaml): list/watch for the watches, create+patch for server-side apply (a real API
+# server authorizes the apply of a missing object as create), get where the
 # code reads an object, delete for the children the spec can drop, Events, a Lease for leader
 # election (in a Role of the release namespace) and a read of CRDs.
-WATCH_APPLY = {"list", "watch", "patch"}
+WATCH_APPLY = {"list", "watch", "create", "patch"}
 EXPECTED_STACK_RULES = {
     ("pingpong.dev", "pingpongstacks"): {"list", "watch"},
     ("pingpong.dev", "pingpongstacks/status"): {"patch"},
+    # blockOwnerDeletion under the OwnerReferencesPermissionEnforcement admission plugin
+    ("pingpong.dev", "pingpongstacks/finalizers"): {"update"},
     ("", "configmaps"): WATCH_APPLY,
     ("", "secrets"): WATCH_APPLY | {"get"},
     # delete on services, deployments, statefulsets, networkpolicies: pong's provisioned
