@@ -290,13 +290,30 @@ class Stack:
         return "\n".join(parts)
 
     def stored(self, via_gateway: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """GET /pong?limit=N (the newest N), or without `limit` every stored message, oldest first,
+        by following the pages' `Link: <...>; rel="next"` (bounded: at most 1,000 pages)."""
         base = self.gateway_url if via_gateway else self.pong_url
-        params = {"limit": str(limit)} if limit is not None else None
-        response = requests.get(f"{base}/pong", params=params, timeout=10)
+        if limit is not None:
+            return self._page(f"{base}/pong", {"limit": str(limit)})[0]
+        every: list[dict[str, Any]] = []
+        url: str | None = f"{base}/pong"
+        for _ in range(1000):
+            if url is None:
+                return every
+            page, url = self._page(url, None)
+            every.extend(page)
+            if url is not None:
+                assert url.startswith("/pong?after="), url
+                url = f"{base}{url}"
+        raise AssertionError("GET /pong: more than 1,000 pages")
+
+    @staticmethod
+    def _page(url: str, params: dict[str, str] | None) -> tuple[list[dict[str, Any]], str | None]:
+        response = requests.get(url, params=params, timeout=10)
         assert response.status_code == 200, response.text
         body = response.json()
         assert isinstance(body, list), body
-        return body
+        return body, response.links.get("next", {}).get("url")
 
 
 def render_nginx_conf(listen: str, ping: str, pong: str, access_log: str) -> str:

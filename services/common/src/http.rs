@@ -26,7 +26,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use crate::metrics::{HttpMetrics, UNMATCHED_ROUTE, track_http};
 
 /// Body of every error response: `{"error": "..."}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What went wrong (generic for 5xx).
     pub error: String,

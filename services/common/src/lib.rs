@@ -5,9 +5,10 @@
 //! registry helpers and HTTP metrics middleware ([`metrics`]), the AMQP
 //! connection manager with failover ([`amqp`]), broker node addresses
 //! ([`address`]), the shared queues and their arguments ([`topology`]), the
-//! wire message ([`message`]) and the HTTP error type, JSON extractor, health
-//! handlers and shutdown signal ([`http`]), and the HTTP/1.1 server with
-//! its connection limits ([`server`]).
+//! wire message ([`message`]), the HTTP error type, JSON extractor, health
+//! handlers and shutdown signal ([`http`]), the HTTP/1.1 server with its
+//! connection limits ([`server`]) and the OpenAPI pieces both services
+//! document ([`openapi`]).
 
 pub mod address;
 pub mod amqp;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod http;
 pub mod message;
 pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -5,10 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use pingpong_common::Message;
-use pingpong_common::http::{ApiJson, AppError, readiness_on_node};
+use pingpong_common::http::{ApiJson, AppError, ErrorBody, readiness_on_node};
+use pingpong_common::message::{MessageError, check_msg};
+use pingpong_common::openapi::Readiness;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -18,9 +21,11 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// Body of `POST /ping`: a JSON object with a string field `msg`; other
 /// fields are ignored.
-#[derive(Debug)]
+#[derive(Debug, ToSchema)]
 pub struct PingRequest {
-    /// The text to send (non-empty).
+    /// The text to send: not empty, no NUL (U+0000) character; the whole
+    /// body is at most 64 KiB.
+    #[schema(min_length = 1, pattern = "^[^\\u0000]+$", example = "hello")]
     pub msg: String,
 }
 
@@ -59,24 +64,45 @@ impl<'de> Deserialize<'de> for PingRequest {
 }
 
 /// Answer of a confirmed `POST /ping`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PingResponse {
     /// The message id (also the AMQP `message_id`).
     pub id: Uuid,
     /// `Created at <RFC 3339 time>`.
+    #[schema(example = "Created at 2026-11-21T08:37:36.234245138Z")]
     pub message: String,
     /// The text sent.
     pub content: String,
 }
 
 /// `POST /ping`: validate, publish, wait for the confirm, answer.
+#[utoipa::path(
+    post,
+    path = "/ping",
+    tag = "ping",
+    request_body(content = PingRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "RabbitMQ confirmed the message (persistent, on the durable queue)", body = PingResponse),
+        (status = 400, description = "Malformed JSON or an empty body", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within the request timeout (10 s); the connection is closed", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content type is not application/json", body = ErrorBody),
+        (status = 422, description = "Body is not an object, or `msg` is missing, not a string, empty or contains NUL; the message names `msg`", body = ErrorBody),
+        (status = 500, description = "Internal error (generic body, details in the log)", body = ErrorBody),
+        (status = 503, description = "Broker unavailable, nack, unroutable, confirm timeout or request timeout; retry later",
+            body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    )
+)]
 pub async fn ping(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<PingRequest>,
 ) -> Result<Json<PingResponse>, AppError> {
-    if request.msg.is_empty() {
-        return Err(AppError::unprocessable("field `msg` must not be empty"));
-    }
+    check_msg(&request.msg).map_err(|error| match error {
+        MessageError::NulInMsg => {
+            AppError::unprocessable("field `msg` must not contain NUL (\\u0000) characters")
+        }
+        _ => AppError::unprocessable("field `msg` must not be empty"),
+    })?;
     let message = Message::new(request.msg);
     if let Err(error) = state.publisher.publish(&message).await {
         state
@@ -107,6 +133,15 @@ pub async fn ping(
 }
 
 /// `GET /readyz`: ready while the broker is connected.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Connected to the broker", body = Readiness),
+        (status = 503, description = "Not ready; `failing` names the failing check (broker)", body = Readiness),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     readiness_on_node(
         &[("broker", state.publisher.is_ready())],

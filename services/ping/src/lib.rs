@@ -9,6 +9,7 @@
 pub mod config;
 pub mod handlers;
 pub mod metrics;
+pub mod openapi;
 pub mod publisher;
 pub mod readiness;
 
@@ -64,7 +65,8 @@ impl AppState {
     }
 }
 
-/// The HTTP application: `/ping`, `/healthz`, `/readyz`, `/metrics`.
+/// The HTTP application: `/ping`, `/healthz`, `/readyz`, `/metrics`,
+/// `/openapi.json`.
 pub fn app(state: AppState) -> Router {
     let http_metrics = Arc::clone(&state.metrics.http);
     let routes = Router::new()
@@ -72,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(http_common::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(metrics_handler))
+        .route("/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     http_common::service_layers(routes, http_metrics).with_state(state)
 }

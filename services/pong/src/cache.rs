@@ -1,6 +1,9 @@
 //! The optional Redis cache of `GET /pong` pages.
 //!
-//! Keys are versioned, never invalidated: `<prefix>v<version>:<page>`, where
+//! Only canonical pages are cached (the first page and the newest page of
+//! the default size, see `handlers`), so the keys per version are a fixed
+//! few whatever `limit`/`after` clients send. Keys are versioned, never
+//! invalidated: `<prefix>v<version>:<page>`, where
 //! the version is read from the store (PostgreSQL bumps it in the same
 //! transaction that stores or evicts rows) at the start of each request. A
 //! message acked before a request started was committed before that version
@@ -16,13 +19,15 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use uuid::Uuid;
+
 use crate::config::CacheConfig;
 use crate::metrics::PongMetrics;
-use crate::store::ListQuery;
+use crate::store::Page;
 
 /// Longest a Redis round trip may take before the store is used instead.
 pub const TIMEOUT: Duration = Duration::from_millis(250);
-/// Pages larger than this are not cached (the unpaged list can be huge).
+/// Pages larger than this are not cached.
 pub const MAX_CACHED_BYTES: usize = 1024 * 1024;
 
 /// Why the cache could not be set up.
@@ -81,21 +86,13 @@ impl Cache {
         })
     }
 
-    /// The key of `query` at store version `version`.
-    pub fn key(&self, version: i64, query: &ListQuery) -> String {
-        let mut key = format!("{}v{version}:", self.prefix);
-        match query.after {
-            Some(after) => key.push_str(&format!("after={after}")),
-            None => key.push_str("newest"),
-        }
-        if let Some(limit) = query.limit {
-            key.push_str(&format!(":limit={limit}"));
-        }
-        key
+    /// The key of the canonical page `page` at store version `version`.
+    pub fn key(&self, version: i64, page: &'static str) -> String {
+        format!("{}v{version}:{page}", self.prefix)
     }
 
     /// The cached page, or `None` on a miss or any failure (counted).
-    pub async fn get(&self, key: &str) -> Option<String> {
+    pub async fn get(&self, key: &str) -> Option<Page> {
         let mut connection = self.manager.clone();
         let command = redis::cmd("GET").arg(key).to_owned();
         match tokio::time::timeout(
@@ -104,10 +101,16 @@ impl Cache {
         )
         .await
         {
-            Ok(Ok(Some(page))) => {
-                self.metrics.cache_hits.inc();
-                Some(page)
-            }
+            Ok(Ok(Some(value))) => match decode(&value) {
+                Some(page) => {
+                    self.metrics.cache_hits.inc();
+                    Some(page)
+                }
+                None => {
+                    self.failed("GET", "unreadable cached page");
+                    None
+                }
+            },
             Ok(Ok(None)) => {
                 self.metrics.cache_misses.inc();
                 None
@@ -124,14 +127,14 @@ impl Cache {
     }
 
     /// Stores `page` under `key` for the TTL (failures are counted only).
-    pub async fn put(&self, key: &str, page: &str) {
-        if page.len() > MAX_CACHED_BYTES {
+    pub async fn put(&self, key: &str, page: &Page) {
+        if page.json.len() > MAX_CACHED_BYTES {
             return;
         }
         let mut connection = self.manager.clone();
         let command = redis::cmd("SET")
             .arg(key)
-            .arg(page)
+            .arg(encode(page))
             .arg("EX")
             .arg(self.ttl)
             .to_owned();
@@ -145,5 +148,43 @@ impl Cache {
     fn failed(&self, command: &'static str, error: &str) {
         self.metrics.cache_errors.inc();
         tracing::debug!(target = %self.target, command, error, "redis unavailable, using the store");
+    }
+}
+
+/// A cached value: the next-page cursor (or `-`), a newline, the JSON.
+fn encode(page: &Page) -> String {
+    let next = page
+        .next
+        .map_or_else(|| "-".to_owned(), |id| id.to_string());
+    format!("{next}\n{}", page.json)
+}
+
+fn decode(value: &str) -> Option<Page> {
+    let (next, json) = value.split_once('\n')?;
+    let next = match next {
+        "-" => None,
+        id => Some(id.parse::<Uuid>().ok()?),
+    };
+    Some(Page {
+        json: json.to_owned(),
+        next,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_pages_keep_their_next_cursor() {
+        for next in [None, Some(Uuid::new_v4())] {
+            let page = Page {
+                json: "[{\"msg\":\"a\\nb\"}]".to_owned(),
+                next,
+            };
+            assert_eq!(decode(&encode(&page)), Some(page));
+        }
+        assert_eq!(decode("no newline"), None);
+        assert_eq!(decode("not-a-uuid\n[]"), None);
     }
 }

@@ -25,6 +25,19 @@ pub const DEFAULT_MAX_MESSAGES: NonZeroUsize = match NonZeroUsize::new(100_000) 
     None => NonZeroUsize::MIN,
 };
 
+/// Variable bounding the in-memory store's bytes.
+pub const PONG_MAX_BYTES: &str = "PONG_MAX_BYTES";
+/// Default byte bound of the in-memory store (64 MiB): with the documented
+/// overhead (prefetched deliveries, a batch in flight, the process itself)
+/// it keeps pong well under the operator's default 256 MiB memory limit.
+pub const DEFAULT_MAX_BYTES: NonZeroUsize = match NonZeroUsize::new(64 * 1024 * 1024) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+/// Smallest accepted `PONG_MAX_BYTES` (1 MiB): room for several messages of
+/// the largest wire size.
+pub const MIN_MAX_BYTES: usize = 1024 * 1024;
+
 /// Everything pong needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +47,8 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// Store bound (`PONG_MAX_MESSAGES`); the oldest message is evicted first.
     pub max_messages: NonZeroUsize,
+    /// Byte bound of the in-memory store (`PONG_MAX_BYTES`).
+    pub max_bytes: NonZeroUsize,
     /// Which store keeps the messages (`PONG_STORE`, `DATABASE_URL`, `PG*`).
     pub store: StoreConfig,
     /// The optional Redis cache of `GET /pong` (`REDIS_URL`, `PONG_CACHE_*`).
@@ -53,6 +68,18 @@ impl Config {
             DEFAULT_MAX_MESSAGES,
             "a positive integer (messages kept)",
         );
+        let max_bytes = env.parse(
+            PONG_MAX_BYTES,
+            DEFAULT_MAX_BYTES,
+            "a whole number of bytes, at least 1048576 (1 MiB)",
+        );
+        if max_bytes.get() < MIN_MAX_BYTES {
+            env.problem(
+                PONG_MAX_BYTES,
+                Some(max_bytes.to_string()),
+                "a whole number of bytes, at least 1048576 (1 MiB)",
+            );
+        }
         let store = StoreConfig::from_env(&mut env);
         let cache = CacheConfig::from_env(&mut env);
         if cache.is_some() && store.kind() == StoreKind::Memory {
@@ -67,6 +94,7 @@ impl Config {
             listen_addr,
             amqp,
             max_messages,
+            max_bytes,
             store,
             cache,
             log,
@@ -81,10 +109,11 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} broker={} max_messages={} store={} cache={} log_format={} rust_log={}",
+            "listen_addr={} broker={} max_messages={} max_bytes={} store={} cache={} log_format={} rust_log={}",
             self.listen_addr,
             self.amqp.summary(),
             self.max_messages,
+            self.max_bytes,
             self.store.summary(),
             self.cache
                 .as_ref()

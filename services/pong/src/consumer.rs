@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::PongMetrics;
+use crate::readiness::Flag;
 use crate::store::{Incoming, InsertOutcome, MessageSink, StoreError};
 
 /// Deliveries the broker may push before acks (the channel's `basic_qos`).
@@ -45,6 +46,7 @@ pub struct QueueConsumer {
     queue: QueueName,
     sink: Arc<dyn MessageSink>,
     metrics: PongMetrics,
+    running: Flag,
 }
 
 /// Most deliveries stored (and acknowledged) together.
@@ -94,7 +96,20 @@ impl QueueConsumer {
             queue,
             sink,
             metrics,
+            running: Flag::default(),
         }
+    }
+
+    /// Up while the consumer is registered on the queue (what `/readyz`
+    /// reads); shared with the running consumer.
+    pub fn running(&self) -> Flag {
+        self.running.clone()
+    }
+
+    /// Records whether the consumer is registered (flag and gauge mirror).
+    fn set_running(&self, running: bool) {
+        self.running.set(running);
+        self.metrics.consumer_running.set(i64::from(running));
     }
 
     /// Consumes until `stop` is cancelled, following reconnects.
@@ -104,7 +119,7 @@ impl QueueConsumer {
             let current = sessions.borrow_and_update().clone();
             if let Some(session) = current.filter(|s| s.is_alive()) {
                 let result = self.consume(&session, &stop).await;
-                self.metrics.consumer_running.set(0);
+                self.set_running(false);
                 match result {
                     Ok(End::Stopped) => break,
                     Ok(End::Cancelled) => {
@@ -121,7 +136,7 @@ impl QueueConsumer {
                 () = stop.cancelled() => break,
             }
         }
-        self.metrics.consumer_running.set(0);
+        self.set_running(false);
         tracing::info!(queue = %self.queue, "consumer stopped");
     }
 
@@ -140,7 +155,7 @@ impl QueueConsumer {
                 FieldTable::default(),
             )
             .await?;
-        self.metrics.consumer_running.set(1);
+        self.set_running(true);
         tracing::info!(queue = %self.queue, consumer_tag = %tag, "consuming");
         let end = loop {
             let first = tokio::select! {
@@ -210,7 +225,9 @@ impl QueueConsumer {
         let received_at = OffsetDateTime::now_utc();
         let mut messages: Vec<Incoming> = Vec::with_capacity(batch.len());
         let mut pending = Vec::with_capacity(batch.len());
-        for delivery in &batch {
+        // By value: each body is freed once decoded, so a batch of large
+        // messages is not held twice.
+        for delivery in batch {
             self.metrics.consumed.inc();
             let span = tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
             let _entered = span.enter();
@@ -218,7 +235,7 @@ impl QueueConsumer {
                 Ok(message) => {
                     messages.push((message, received_at));
                     pending.push(Pending {
-                        acker: delivery.acker.clone(),
+                        acker: delivery.acker,
                         delivery_tag: delivery.delivery_tag,
                     });
                 }
@@ -298,9 +315,20 @@ impl QueueConsumer {
 
     fn record(&self, outcome: InsertOutcome, message: &Message, received_at: OffsetDateTime) {
         match outcome {
-            InsertOutcome::Stored { evicted, len } => {
+            InsertOutcome::Stored {
+                evicted,
+                evicted_bytes,
+                len,
+                bytes,
+            } => {
                 self.metrics.stored.inc();
                 self.metrics.evicted.inc_by(evicted as u64);
+                self.metrics.evicted_bytes.inc_by(evicted_bytes);
+                if let Some(bytes) = bytes {
+                    self.metrics
+                        .stored_bytes
+                        .set(bytes.try_into().unwrap_or(i64::MAX));
+                }
                 self.metrics
                     .stored_messages
                     .set(len.try_into().unwrap_or(i64::MAX));

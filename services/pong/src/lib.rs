@@ -11,6 +11,8 @@ pub mod config;
 pub mod consumer;
 pub mod handlers;
 pub mod metrics;
+pub mod openapi;
+pub mod readiness;
 pub mod store;
 
 use std::future::Future;
@@ -29,7 +31,8 @@ pub use cache::Cache;
 pub use config::{Config, StoreConfig, StoreKind};
 pub use consumer::QueueConsumer;
 pub use metrics::PongMetrics;
-pub use store::{InsertOutcome, ListQuery, MessageSink, MessageStore, PgStore, Store};
+pub use readiness::{Flag, Probe};
+pub use store::{InsertOutcome, ListQuery, MemoryStore, MessageSink, MessageStore, PgStore};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -40,21 +43,25 @@ pub struct AppState {
     pub cache: Option<Arc<Cache>>,
     /// The process's metrics registry (served on `/metrics`).
     pub registry: Registry,
-    /// The registered metrics (also the source of readiness).
+    /// The registered metrics (mirrors of the components' states).
     pub metrics: PongMetrics,
+    /// The broker connection, as `/readyz` sees it.
+    pub broker: Arc<dyn Probe>,
+    /// The queue consumer, as `/readyz` sees it.
+    pub consumer: Arc<dyn Probe>,
 }
 
 impl AppState {
-    /// State with a fresh registry around an in-memory `store`.
-    pub fn new(store: Arc<Store>) -> prometheus::Result<Self> {
+    /// State with a fresh registry around an in-memory `store`; the broker
+    /// and the consumer count as down until [`Self::with_components`].
+    pub fn new(store: Arc<MemoryStore>) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let metrics = PongMetrics::register(&registry)?;
         Ok(Self::from_parts(store, None, registry, metrics))
     }
 
-    /// State from its parts; marks the store kind in `metrics`. An
-    /// in-memory store is always ready; other stores report their own
-    /// readiness through `metrics.store_ready`.
+    /// State from its parts; marks the store kind in `metrics`. The broker
+    /// and the consumer count as down until [`Self::with_components`].
     pub fn from_parts(
         store: Arc<dyn MessageStore>,
         cache: Option<Arc<Cache>>,
@@ -66,14 +73,23 @@ impl AppState {
             .store_info
             .with_label_values(&[kind.as_str()])
             .set(1);
-        if kind == StoreKind::Memory {
-            metrics.store_ready.set(1);
-        }
+        metrics.store_ready.set(i64::from(store.is_ready()));
         Self {
             store,
             cache,
             registry,
             metrics,
+            broker: Arc::new(Flag::default()),
+            consumer: Arc::new(Flag::default()),
+        }
+    }
+
+    /// The same state reading readiness from `broker` and `consumer`.
+    pub fn with_components(self, broker: Arc<dyn Probe>, consumer: Arc<dyn Probe>) -> Self {
+        Self {
+            broker,
+            consumer,
+            ..self
         }
     }
 }
@@ -131,7 +147,13 @@ pub fn build_state(
     let registry = Registry::new();
     let metrics = PongMetrics::register(&registry)?;
     let (store, watcher): (Arc<dyn MessageStore>, _) = match &config.store {
-        StoreConfig::Memory => (Arc::new(Store::new(config.max_messages)), None),
+        StoreConfig::Memory => (
+            Arc::new(MemoryStore::with_max_bytes(
+                config.max_messages,
+                config.max_bytes,
+            )),
+            None,
+        ),
         StoreConfig::Postgres(pg) => {
             let store =
                 PgStore::new(pg, config.max_messages, metrics.clone()).map_err(|source| {
@@ -155,14 +177,16 @@ pub fn build_state(
     ))
 }
 
-/// The HTTP application: `/pong`, `/healthz`, `/readyz`, `/metrics`.
+/// The HTTP application: `/pong`, `/healthz`, `/readyz`, `/metrics`,
+/// `/openapi.json`.
 pub fn app(state: AppState) -> Router {
     let http_metrics = Arc::clone(&state.metrics.http);
     let routes = Router::new()
         .route("/pong", get(handlers::pong))
         .route("/healthz", get(http_common::healthz))
         .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(metrics_handler));
+        .route("/metrics", get(metrics_handler))
+        .route("/openapi.json", get(openapi::document));
     http_common::service_layers(routes, http_metrics).with_state(state)
 }
 
@@ -196,6 +220,7 @@ pub async fn run(
         sink,
         state.metrics.clone(),
     );
+    let state = state.with_components(Arc::new(manager.link()), Arc::new(consumer.running()));
     let consuming = tokio::spawn(consumer.run(sink_stop));
     let served = match http_common::bind(config.listen_addr).await {
         Ok(listener) => {

@@ -37,12 +37,16 @@ pub struct PongMetrics {
     pub stored: IntCounter,
     /// Messages evicted because the store was full.
     pub evicted: IntCounter,
+    /// Bytes freed by those evictions.
+    pub evicted_bytes: IntCounter,
     /// Deliveries whose id was already stored.
     pub duplicates: IntCounter,
     /// Deliveries rejected into the dead-letter queue, by reason.
     pub dead_lettered: IntCounterVec,
     /// Messages currently stored.
     pub stored_messages: IntGauge,
+    /// Bytes currently stored (stores bounded by `PONG_MAX_BYTES`).
+    pub stored_bytes: IntGauge,
     /// `received_at - created_at` of stored messages.
     pub end_to_end_latency: Histogram,
     /// 1 while connected to the broker.
@@ -84,6 +88,10 @@ impl PongMetrics {
                 "messages_evicted_total",
                 "Messages evicted (oldest first) because the store was full.",
             )?,
+            evicted_bytes: counter(
+                "messages_evicted_bytes_total",
+                "Bytes freed by evictions (memory: serialised records; PostgreSQL: msg text).",
+            )?,
             duplicates: counter(
                 "messages_duplicate_total",
                 "Deliveries whose id was already stored (acked, not stored again).",
@@ -96,6 +104,10 @@ impl PongMetrics {
                 &["reason"],
             )?,
             stored_messages: gauge("stored_messages", "Messages currently stored.")?,
+            stored_bytes: gauge(
+                "stored_bytes",
+                "Bytes held by the in-memory store (bounded by PONG_MAX_BYTES).",
+            )?,
             end_to_end_latency: common::histogram(
                 registry,
                 PREFIX,

@@ -1,10 +1,13 @@
 //! The bounded in-memory message store (the default `PONG_STORE=memory`).
 //!
-//! Policy: at most `capacity` messages; inserting into a full store evicts
-//! the oldest first. A message whose id is already stored is a duplicate and
-//! is not stored again (ids of evicted messages are forgotten). Each message
-//! is serialised to JSON once, at insert time, so a read only clones
-//! reference-counted strings under the lock and concatenates outside it.
+//! Policy: at most `capacity` messages (`PONG_MAX_MESSAGES`) and at most
+//! `max_bytes` bytes (`PONG_MAX_BYTES`, counted as each record's JSON plus
+//! [`ENTRY_OVERHEAD`]); inserting into a full store evicts the oldest first
+//! until both bounds hold. A message whose id is already stored is a
+//! duplicate and is not stored again (ids of evicted messages are
+//! forgotten). Each message is serialised to JSON once, at insert time, so a
+//! read only clones reference-counted strings under the lock and
+//! concatenates outside it.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -15,34 +18,67 @@ use pingpong_common::Message;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::record::{Record, join_array};
-use super::{InsertOutcome, ListQuery, MessageSink, MessageStore, StoreError};
+use super::record::{StoredMessage, join_array};
+use super::{
+    InsertOutcome, ListQuery, MessageSink, MessageStore, PAGE_MAX_BYTES, Page, Start, StoreError,
+};
 use crate::config::StoreKind;
 
+/// Bytes counted per stored message on top of its JSON: the queue slot, the
+/// id index entry and the shared string's header.
+pub const ENTRY_OVERHEAD: usize = 96;
+
 struct Inner {
-    entries: VecDeque<(Uuid, Arc<str>)>,
+    entries: VecDeque<(Uuid, Arc<String>)>,
     /// Id -> sequence number; `entries[i]` has sequence `next_seq - len + i`
     /// (only the front is evicted, only the back grows), so a cursor is
     /// found in O(1).
     ids: HashMap<Uuid, u64>,
     next_seq: u64,
+    /// Bytes counted for the stored entries.
+    bytes: usize,
 }
 
 /// The bounded store.
-pub struct Store {
+pub struct MemoryStore {
     capacity: NonZeroUsize,
+    max_bytes: NonZeroUsize,
     inner: Mutex<Inner>,
 }
 
-impl Store {
-    /// An empty store holding at most `capacity` messages.
+fn entry_bytes(json: &String) -> usize {
+    json.capacity() + ENTRY_OVERHEAD
+}
+
+/// Serialises `record` into a buffer sized for it up front, so that a large
+/// message is allocated once, at its size (no doubling, no copy into the
+/// store): churn is what fragments the allocator's heaps.
+fn serialise(record: &StoredMessage<'_>) -> Result<String, serde_json::Error> {
+    let mut buffer = Vec::with_capacity(record.msg.len() + 160);
+    serde_json::to_writer(&mut buffer, record)?;
+    buffer.shrink_to_fit();
+    // serde_json writes UTF-8 only.
+    String::from_utf8(buffer).map_err(|error| serde::ser::Error::custom(error.utf8_error()))
+}
+
+impl MemoryStore {
+    /// An empty store holding at most `capacity` messages and no byte bound
+    /// beyond the address space (see [`Self::with_max_bytes`]).
     pub fn new(capacity: NonZeroUsize) -> Self {
+        Self::with_max_bytes(capacity, NonZeroUsize::MAX)
+    }
+
+    /// An empty store holding at most `capacity` messages and `max_bytes`
+    /// bytes (a message larger than `max_bytes` alone is still kept, alone).
+    pub fn with_max_bytes(capacity: NonZeroUsize, max_bytes: NonZeroUsize) -> Self {
         Self {
             capacity,
+            max_bytes,
             inner: Mutex::new(Inner {
                 entries: VecDeque::new(),
                 ids: HashMap::new(),
                 next_seq: 0,
+                bytes: 0,
             }),
         }
     }
@@ -61,18 +97,17 @@ impl Store {
         message: &Message,
         received_at: OffsetDateTime,
     ) -> Result<InsertOutcome, StoreError> {
-        let record = Record {
+        let record = StoredMessage {
             id: message.id,
             msg: &message.msg,
             created_at: message.created_at,
             received_at,
         };
-        let json: Arc<str> = serde_json::to_string(&record)
-            .map_err(|source| StoreError::Serialize {
-                id: message.id,
-                source,
-            })?
-            .into();
+        let json = Arc::new(serialise(&record).map_err(|source| StoreError::Serialize {
+            id: message.id,
+            source,
+        })?);
+        let size = entry_bytes(&json);
         let mut inner = self.lock();
         if inner.ids.contains_key(&message.id) {
             return Ok(InsertOutcome::Duplicate);
@@ -81,16 +116,26 @@ impl Store {
         inner.next_seq += 1;
         inner.ids.insert(message.id, seq);
         let mut evicted = 0;
-        while inner.entries.len() >= self.capacity.get() {
-            if let Some((old, _)) = inner.entries.pop_front() {
+        let mut evicted_bytes = 0;
+        while inner.entries.len() >= self.capacity.get()
+            || (!inner.entries.is_empty()
+                && inner.bytes.saturating_add(size) > self.max_bytes.get())
+        {
+            if let Some((old, old_json)) = inner.entries.pop_front() {
                 inner.ids.remove(&old);
+                let freed = entry_bytes(&old_json);
+                inner.bytes -= freed;
                 evicted += 1;
+                evicted_bytes += freed as u64;
             }
         }
         inner.entries.push_back((message.id, json));
+        inner.bytes += size;
         Ok(InsertOutcome::Stored {
             evicted,
+            evicted_bytes,
             len: inner.entries.len(),
+            bytes: Some(inner.bytes as u64),
         })
     }
 
@@ -104,48 +149,75 @@ impl Store {
         self.len() == 0
     }
 
+    /// Bytes counted for the stored messages (bounded by `max_bytes`).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// Whether `id` is stored.
     pub fn contains(&self, id: &Uuid) -> bool {
         self.lock().ids.contains_key(id)
     }
 
-    /// The stored messages as a JSON array, oldest first; with `limit`, only
-    /// the newest `limit` messages (still oldest first).
-    pub fn to_json(&self, limit: Option<usize>) -> String {
-        // Without a cursor the page cannot fail.
-        self.page_json(ListQuery { after: None, limit })
-            .unwrap_or_else(|_| "[]".to_owned())
-    }
-
-    /// One page as a JSON array, oldest first (see [`ListQuery`]).
-    pub fn page_json(&self, query: ListQuery) -> Result<String, StoreError> {
-        let parts: Vec<Arc<str>> = {
+    /// One page, oldest first (see [`ListQuery`]).
+    pub fn page(&self, query: ListQuery) -> Result<Page, StoreError> {
+        let (parts, next) = {
             let inner = self.lock();
             let len = inner.entries.len();
-            let (start, end) = match query.after {
-                None => (len.saturating_sub(query.limit.unwrap_or(len)), len),
-                Some(cursor) => {
+            let budget = |json: &Arc<String>, used: &mut usize| {
+                let fits = *used == 0 || *used + json.len() <= PAGE_MAX_BYTES;
+                *used += json.len();
+                fits
+            };
+            let mut used = 0;
+            let mut parts: Vec<(Uuid, Arc<String>)> = Vec::new();
+            let start = match query.start {
+                Start::Oldest => 0,
+                Start::After(cursor) => {
                     let seq = *inner
                         .ids
                         .get(&cursor)
                         .ok_or(StoreError::UnknownCursor(cursor))?;
                     let front = inner.next_seq - len as u64;
-                    let start = usize::try_from(seq - front + 1).unwrap_or(len).min(len);
-                    let end = start.saturating_add(query.limit.unwrap_or(len)).min(len);
-                    (start, end)
+                    usize::try_from(seq - front + 1).unwrap_or(len).min(len)
+                }
+                Start::Newest => {
+                    // Walk back from the newest while the page has room.
+                    for (id, json) in inner.entries.iter().rev().take(query.limit) {
+                        if !budget(json, &mut used) {
+                            break;
+                        }
+                        parts.push((*id, Arc::clone(json)));
+                    }
+                    parts.reverse();
+                    len
                 }
             };
-            inner
-                .entries
-                .range(start..end)
-                .map(|(_, json)| Arc::clone(json))
-                .collect()
+            let mut end = start;
+            if query.start != Start::Newest {
+                for (id, json) in inner.entries.range(start..).take(query.limit) {
+                    if !budget(json, &mut used) {
+                        break;
+                    }
+                    parts.push((*id, Arc::clone(json)));
+                    end += 1;
+                }
+            }
+            let next = match parts.last() {
+                Some((last, _)) if query.start != Start::Newest && end < len => Some(*last),
+                _ => None,
+            };
+            (parts, next)
         };
-        Ok(join_array(&parts))
+        let json: Vec<&str> = parts.iter().map(|(_, json)| json.as_str()).collect();
+        Ok(Page {
+            json: join_array(&json),
+            next,
+        })
     }
 }
 
-impl MessageSink for Store {
+impl MessageSink for MemoryStore {
     fn store(
         &self,
         message: Message,
@@ -155,13 +227,17 @@ impl MessageSink for Store {
     }
 }
 
-impl MessageStore for Store {
+impl MessageStore for MemoryStore {
     fn kind(&self) -> StoreKind {
         StoreKind::Memory
     }
 
-    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<String, StoreError>> {
-        Box::pin(std::future::ready(self.page_json(query)))
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
+        Box::pin(std::future::ready(self.page(query)))
     }
 
     fn version(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
@@ -173,8 +249,8 @@ impl MessageStore for Store {
 mod tests {
     use super::*;
 
-    fn new_store(capacity: usize) -> Store {
-        Store::new(NonZeroUsize::new(capacity).unwrap())
+    fn new_store(capacity: usize) -> MemoryStore {
+        MemoryStore::new(NonZeroUsize::new(capacity).unwrap())
     }
 
     fn ids(json: &str) -> Vec<String> {
@@ -185,10 +261,32 @@ mod tests {
             .collect()
     }
 
-    fn insert(store: &Store, text: &str) -> InsertOutcome {
+    fn insert(store: &MemoryStore, text: &str) -> InsertOutcome {
         store
             .insert(&Message::new(text), OffsetDateTime::now_utc())
             .unwrap()
+    }
+
+    /// Every stored message, oldest first, by following the pages.
+    fn all(store: &MemoryStore) -> String {
+        let mut query = ListQuery::oldest(1000);
+        let mut every: Vec<serde_json::Value> = Vec::new();
+        loop {
+            let page = store.page(query).unwrap();
+            every.extend(serde_json::from_str::<Vec<serde_json::Value>>(&page.json).unwrap());
+            match page.next {
+                Some(next) => query = ListQuery::after(next, 1000),
+                None => return serde_json::to_string(&every).unwrap(),
+            }
+        }
+    }
+
+    fn newest(store: &MemoryStore, limit: usize) -> String {
+        store.page(ListQuery::newest(limit)).unwrap().json
+    }
+
+    fn stored(evicted: usize, len: usize) -> impl Fn(InsertOutcome) -> bool {
+        move |outcome| matches!(outcome, InsertOutcome::Stored { evicted: e, len: l, .. } if e == evicted && l == len)
     }
 
     #[test]
@@ -200,15 +298,65 @@ mod tests {
                 InsertOutcome::Stored { evicted: 0, .. }
             ));
         }
-        assert_eq!(
-            insert(&store, "d"),
-            InsertOutcome::Stored { evicted: 1, len: 3 }
+        assert!(stored(1, 3)(insert(&store, "d")));
+        assert!(stored(1, 3)(insert(&store, "e")));
+        assert_eq!(ids(&all(&store)), ["c", "d", "e"]);
+    }
+
+    #[test]
+    fn evicts_oldest_first_when_the_bytes_are_full() {
+        // Room for three records of this size, whatever the count bound.
+        let text = "x".repeat(1000);
+        let one = entry_bytes(
+            &serialise(&StoredMessage {
+                id: Uuid::nil(),
+                msg: &text,
+                created_at: OffsetDateTime::now_utc(),
+                received_at: OffsetDateTime::now_utc(),
+            })
+            .unwrap(),
         );
-        assert_eq!(
-            insert(&store, "e"),
-            InsertOutcome::Stored { evicted: 1, len: 3 }
+        let store = MemoryStore::with_max_bytes(
+            NonZeroUsize::new(100).unwrap(),
+            NonZeroUsize::new(3 * one + one / 2).unwrap(),
         );
-        assert_eq!(ids(&store.to_json(None)), ["c", "d", "e"]);
+        let now = OffsetDateTime::now_utc();
+        let messages: Vec<Message> = (0..5).map(|i| Message::new(format!("{i}{text}"))).collect();
+        let mut evicted_bytes = 0;
+        for message in &messages {
+            match store.insert(message, now).unwrap() {
+                InsertOutcome::Stored {
+                    evicted_bytes: freed,
+                    bytes,
+                    ..
+                } => {
+                    evicted_bytes += freed;
+                    assert_eq!(bytes, Some(store.bytes() as u64));
+                    assert!(store.bytes() <= 3 * one + one / 2, "{}", store.bytes());
+                }
+                InsertOutcome::Duplicate => panic!("not a duplicate"),
+            }
+        }
+        assert_eq!(store.len(), 3);
+        assert!(!store.contains(&messages[1].id));
+        assert!(store.contains(&messages[2].id));
+        // Two records of `one` bytes each (give or take the digits of their
+        // timestamps' fractions) were evicted.
+        assert!(
+            evicted_bytes.abs_diff(2 * one as u64) <= 32,
+            "{evicted_bytes}"
+        );
+    }
+
+    #[test]
+    fn a_message_larger_than_the_byte_bound_is_kept_alone() {
+        let store = MemoryStore::with_max_bytes(
+            NonZeroUsize::new(10).unwrap(),
+            NonZeroUsize::new(200).unwrap(),
+        );
+        insert(&store, "small");
+        assert!(stored(1, 1)(insert(&store, &"y".repeat(500))));
+        assert_eq!(store.len(), 1);
     }
 
     #[test]
@@ -248,16 +396,17 @@ mod tests {
         for text in ["a", "b", "c", "d"] {
             insert(&store, text);
         }
-        let cases: [(Option<usize>, &[&str]); 5] = [
-            (None, &["a", "b", "c", "d"]),
-            (Some(0), &[]),
-            (Some(2), &["c", "d"]),
-            (Some(4), &["a", "b", "c", "d"]),
-            (Some(100), &["a", "b", "c", "d"]),
+        let cases: [(usize, &[&str]); 4] = [
+            (0, &[]),
+            (2, &["c", "d"]),
+            (4, &["a", "b", "c", "d"]),
+            (100, &["a", "b", "c", "d"]),
         ];
         for (limit, expected) in cases {
-            assert_eq!(ids(&store.to_json(limit)), expected, "limit {limit:?}");
+            assert_eq!(ids(&newest(&store, limit)), expected, "limit {limit}");
         }
+        assert_eq!(ids(&all(&store)), ["a", "b", "c", "d"]);
+        assert_eq!(store.page(ListQuery::newest(2)).unwrap().next, None);
     }
 
     #[test]
@@ -272,8 +421,8 @@ mod tests {
         }
         assert_eq!(store.len(), 100_000);
         let expected: Vec<String> = (99_950..100_050).map(|i| format!("m{i}")).collect();
-        assert_eq!(ids(&store.to_json(Some(100))), expected);
-        let all: Vec<serde_json::Value> = serde_json::from_str(&store.to_json(None)).unwrap();
+        assert_eq!(ids(&newest(&store, 100)), expected);
+        let all: Vec<serde_json::Value> = serde_json::from_str(&all(&store)).unwrap();
         assert_eq!(all.len(), 100_000);
         assert_eq!(all[0]["msg"], "m50");
         assert!(!store.contains(&messages[49].id));
@@ -289,19 +438,68 @@ mod tests {
             store.insert(message, now).unwrap();
         }
         // m0 and m1 were evicted: the window is m2..m4.
-        let page = |after: usize, limit: Option<usize>| {
-            store.page_json(ListQuery {
-                after: Some(messages[after].id),
-                limit,
-            })
-        };
-        assert_eq!(ids(&page(2, None).unwrap()), ["m3", "m4"]);
-        assert_eq!(ids(&page(3, Some(1)).unwrap()), ["m4"]);
-        assert_eq!(page(4, Some(10)).unwrap(), "[]");
+        let page =
+            |after: usize, limit: usize| store.page(ListQuery::after(messages[after].id, limit));
+        assert_eq!(ids(&page(2, 10).unwrap().json), ["m3", "m4"]);
+        assert_eq!(ids(&page(3, 1).unwrap().json), ["m4"]);
+        assert_eq!(page(4, 10).unwrap().json, "[]");
         assert!(matches!(
-            page(1, None),
+            page(1, 10),
             Err(StoreError::UnknownCursor(id)) if id == messages[1].id
         ));
+    }
+
+    #[test]
+    fn pages_link_to_the_next_until_the_end() {
+        let store = new_store(10);
+        let messages: Vec<Message> = (0..5).map(|i| Message::new(format!("m{i}"))).collect();
+        let now = OffsetDateTime::now_utc();
+        for message in &messages {
+            store.insert(message, now).unwrap();
+        }
+        let first = store.page(ListQuery::oldest(2)).unwrap();
+        assert_eq!(ids(&first.json), ["m0", "m1"]);
+        assert_eq!(first.next, Some(messages[1].id));
+        let second = store.page(ListQuery::after(messages[1].id, 2)).unwrap();
+        assert_eq!(ids(&second.json), ["m2", "m3"]);
+        assert_eq!(second.next, Some(messages[3].id));
+        let last = store.page(ListQuery::after(messages[3].id, 2)).unwrap();
+        assert_eq!(ids(&last.json), ["m4"]);
+        assert_eq!(last.next, None);
+        // A page that ends exactly at the newest message has no next either.
+        let exact = store.page(ListQuery::after(messages[2].id, 2)).unwrap();
+        assert_eq!(ids(&exact.json), ["m3", "m4"]);
+        assert_eq!(exact.next, None);
+    }
+
+    #[test]
+    fn pages_stop_at_the_byte_budget_but_never_come_out_empty() {
+        let store = new_store(100);
+        let big = "z".repeat(PAGE_MAX_BYTES / 3);
+        let messages: Vec<Message> = (0..5).map(|i| Message::new(format!("{i}{big}"))).collect();
+        let now = OffsetDateTime::now_utc();
+        for message in &messages {
+            store.insert(message, now).unwrap();
+        }
+        let first = store.page(ListQuery::oldest(100)).unwrap();
+        let on_page: Vec<serde_json::Value> = serde_json::from_str(&first.json).unwrap();
+        assert_eq!(on_page.len(), 2, "three of these exceed the budget");
+        assert!(first.json.len() <= PAGE_MAX_BYTES + 2);
+        assert_eq!(first.next, Some(messages[1].id));
+        let newest: Vec<serde_json::Value> =
+            serde_json::from_str(&store.page(ListQuery::newest(100)).unwrap().json).unwrap();
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[1]["id"], messages[4].id.to_string());
+
+        let huge = new_store(2);
+        insert(&huge, &"h".repeat(PAGE_MAX_BYTES * 2));
+        let page = huge.page(ListQuery::oldest(100)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<serde_json::Value>>(&page.json)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -309,13 +507,13 @@ mod tests {
         let store = new_store(2);
         let message = Message::new("shape");
         store.insert(&message, OffsetDateTime::now_utc()).unwrap();
-        let value: Vec<serde_json::Value> = serde_json::from_str(&store.to_json(None)).unwrap();
+        let value: Vec<serde_json::Value> = serde_json::from_str(&all(&store)).unwrap();
         let record = value[0].as_object().unwrap();
         let mut keys: Vec<&str> = record.keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["created_at", "id", "msg", "received_at"]);
         assert_eq!(record["id"], message.id.to_string());
-        assert_eq!(store.to_json(None).chars().next(), Some('['));
-        assert_eq!(new_store(1).to_json(None), "[]");
+        assert_eq!(all(&store).chars().next(), Some('['));
+        assert_eq!(all(&new_store(1)), "[]");
     }
 }

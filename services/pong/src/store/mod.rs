@@ -2,7 +2,7 @@
 //!
 //! The consumer writes through [`MessageSink`] and the HTTP handlers read
 //! through [`MessageStore`]; both are implemented by the bounded in-memory
-//! [`Store`] (the default) and by [`PgStore`] (PostgreSQL). Errors carry a
+//! [`MemoryStore`] (the default) and by [`PgStore`] (PostgreSQL). Errors carry a
 //! class: a *batch* error ([`StoreError::is_transient`]) means "nothing was
 //! stored, retry later, do not ack"; a *per-message* error means "this message
 //! can never be stored" and the consumer dead-letters it.
@@ -16,8 +16,9 @@ use pingpong_common::Message;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use memory::Store;
+pub use memory::MemoryStore;
 pub use postgres::PgStore;
+pub use record::StoredMessage;
 
 use crate::config::StoreKind;
 
@@ -27,12 +28,18 @@ pub type Incoming = (Message, OffsetDateTime);
 /// Result of an insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
-    /// Stored; `evicted` older messages were dropped, `len` are now stored.
+    /// Stored; older messages were dropped to make room.
     Stored {
         /// Messages evicted to make room.
         evicted: usize,
+        /// Bytes those messages held (the memory store counts the
+        /// serialised record, PostgreSQL the text of `msg`).
+        evicted_bytes: u64,
         /// Messages stored after the insert.
         len: usize,
+        /// Bytes stored after the insert, for stores bounded by bytes
+        /// (`PONG_MAX_BYTES`, the memory store); `None` otherwise.
+        bytes: Option<u64>,
     },
     /// The id is already stored; nothing changed.
     Duplicate,
@@ -142,14 +149,68 @@ impl StoreError {
     }
 }
 
-/// A page of `GET /pong`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where a page of `GET /pong` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At the oldest stored message (`GET /pong`).
+    Oldest,
+    /// So that the page ends at the newest message (`GET /pong?limit=N`).
+    Newest,
+    /// Right after this message (`GET /pong?after=<id>`, keyset pagination).
+    After(Uuid),
+}
+
+/// A page of `GET /pong`: at most `limit` messages, oldest first, cut
+/// earlier once it holds about [`PAGE_MAX_BYTES`] (never empty because of
+/// that cut while messages remain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListQuery {
-    /// Only messages stored after this one (keyset pagination), oldest first.
-    pub after: Option<Uuid>,
-    /// At most this many: without `after` the newest N, with `after` the
-    /// first N after the cursor; always oldest first.
-    pub limit: Option<usize>,
+    /// Where the page starts.
+    pub start: Start,
+    /// Most messages on the page.
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// The first page, oldest first, of `limit` messages.
+    pub fn oldest(limit: usize) -> Self {
+        Self {
+            start: Start::Oldest,
+            limit,
+        }
+    }
+
+    /// The page ending at the newest message.
+    pub fn newest(limit: usize) -> Self {
+        Self {
+            start: Start::Newest,
+            limit,
+        }
+    }
+
+    /// The page after message `id`.
+    pub fn after(id: Uuid, limit: usize) -> Self {
+        Self {
+            start: Start::After(id),
+            limit,
+        }
+    }
+}
+
+/// Bytes of message content after which a page is cut (at least one
+/// message is always on it), so that every `GET /pong` answer stays small
+/// whatever the messages' sizes.
+pub const PAGE_MAX_BYTES: usize = 1024 * 1024;
+
+/// One page: its JSON array and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The messages as a JSON array, oldest first.
+    pub json: String,
+    /// The id of the page's last message when more messages are stored
+    /// after it (pages that start at [`Start::Oldest`] or
+    /// [`Start::After`] only); the next page is `Start::After(next)`.
+    pub next: Option<Uuid>,
 }
 
 /// Batch-level result of [`MessageSink::store_batch`]: one per-message
@@ -189,8 +250,12 @@ pub trait MessageStore: MessageSink {
     /// Which store this is.
     fn kind(&self) -> StoreKind;
 
-    /// The page as a JSON array, oldest first.
-    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<String, StoreError>>;
+    /// Whether the store accepts writes now (the source of the `store`
+    /// readiness check; `pingpong_pong_store_ready` mirrors it).
+    fn is_ready(&self) -> bool;
+
+    /// One page, oldest first (see [`ListQuery`]).
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<Page, StoreError>>;
 
     /// A number that changes whenever the stored list changes and is read
     /// from the same source of truth as the list (the key of cached pages);

@@ -3,16 +3,23 @@
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A stored message as served by `GET /pong`.
-#[derive(Debug, Serialize)]
-pub(crate) struct Record<'a> {
+/// A stored message as served by `GET /pong` (also its OpenAPI schema).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredMessage<'a> {
+    /// The message id (ping's answer names it).
     pub id: Uuid,
+    /// The client's text.
     pub msg: &'a str,
+    /// When ping accepted the message (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// When pong received it (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: OffsetDateTime,
 }
 

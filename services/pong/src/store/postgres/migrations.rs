@@ -25,10 +25,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "messages and state",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "messages and state",
+        sql: "
         CREATE TABLE pong_messages (
             seq BIGINT GENERATED ALWAYS AS IDENTITY,
             id UUID PRIMARY KEY,
@@ -47,7 +48,68 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         );
         INSERT INTO pong_state (singleton, stored, version) VALUES (TRUE, 0, 0);
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "one-statement batch write",
+        sql: "
+        -- Stores a batch in one statement (one round trip, its own implicit
+        -- transaction): inserts the rows whose id is new, bumps the version
+        -- and the exact count, and deletes the oldest rows beyond p_max. The
+        -- pong_state row lock is taken by the UPDATE and held only until this
+        -- statement commits, so concurrent writers serialise on it and the
+        -- eviction that follows sees every committed row. Ids must be unique
+        -- within one call. Returns the ids that were new, the rows (and bytes
+        -- of msg) evicted and the rows stored after the call.
+        CREATE FUNCTION pong_store_batch(
+            p_ids UUID[],
+            p_msgs TEXT[],
+            p_created TIMESTAMPTZ[],
+            p_received TIMESTAMPTZ[],
+            p_max BIGINT
+        ) RETURNS TABLE (new_ids UUID[], evicted BIGINT, evicted_bytes BIGINT, stored BIGINT)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_new UUID[];
+            v_stored BIGINT;
+            v_gone BIGINT := 0;
+            v_gone_bytes BIGINT := 0;
+        BEGIN
+            WITH inserted AS (
+                INSERT INTO pong_messages (id, msg, created_at, received_at)
+                SELECT t.id, t.msg, t.created_at, t.received_at
+                FROM UNNEST(p_ids, p_msgs, p_created, p_received)
+                    WITH ORDINALITY AS t(id, msg, created_at, received_at, ord)
+                ORDER BY t.ord
+                ON CONFLICT (id) DO NOTHING
+                RETURNING pong_messages.id
+            )
+            SELECT coalesce(array_agg(inserted.id), '{}') INTO v_new FROM inserted;
+            IF cardinality(v_new) = 0 THEN
+                SELECT s.stored INTO v_stored FROM pong_state s;
+                RETURN QUERY SELECT v_new, 0::BIGINT, 0::BIGINT, v_stored;
+                RETURN;
+            END IF;
+            UPDATE pong_state s
+                SET stored = s.stored + cardinality(v_new), version = s.version + 1
+                RETURNING s.stored INTO v_stored;
+            IF v_stored > p_max THEN
+                WITH gone AS (
+                    DELETE FROM pong_messages
+                    WHERE seq IN (
+                        SELECT m.seq FROM pong_messages m ORDER BY m.seq LIMIT v_stored - p_max
+                    )
+                    RETURNING octet_length(pong_messages.msg) AS size
+                )
+                SELECT count(*), coalesce(sum(gone.size), 0) INTO v_gone, v_gone_bytes FROM gone;
+                UPDATE pong_state s SET stored = s.stored - v_gone RETURNING s.stored INTO v_stored;
+            END IF;
+            RETURN QUERY SELECT v_new, v_gone, v_gone_bytes, v_stored;
+        END
+        $$;
+    ",
+    },
+];
 
 /// Applies the missing migrations; returns the versions applied now.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {

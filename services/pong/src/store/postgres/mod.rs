@@ -16,6 +16,7 @@ mod queries;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
@@ -29,7 +30,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BatchResult, Incoming, InsertOutcome, ListQuery, MessageSink, MessageStore, StoreError,
+    BatchResult, Incoming, InsertOutcome, ListQuery, MessageSink, MessageStore, Page, StoreError,
 };
 use crate::config::{PgConfig, StoreKind};
 use crate::metrics::PongMetrics;
@@ -47,6 +48,9 @@ pub struct PgStore {
     target: String,
     max_messages: i64,
     schema: OnceCell<()>,
+    /// Whether the last database operation succeeded (or failed for a
+    /// reason other than the database being unavailable).
+    ready: AtomicBool,
     metrics: PongMetrics,
 }
 
@@ -71,12 +75,12 @@ impl PgStore {
             .create_timeout(Some(READ_TIMEOUT))
             .recycle_timeout(Some(READ_TIMEOUT))
             .build()?;
-        metrics.store_ready.set(0);
         Ok(Self {
             pool,
             target: config.target().to_owned(),
             max_messages: i64::try_from(max_messages.get()).unwrap_or(i64::MAX),
             schema: OnceCell::new(),
+            ready: AtomicBool::new(false),
             metrics,
         })
     }
@@ -158,14 +162,20 @@ impl PgStore {
             .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());
         match &result {
-            Ok(_) => self.metrics.store_ready.set(1),
+            Ok(_) => self.set_ready(true),
             Err(error) if error.is_transient() => {
                 self.metrics.db_errors.inc();
-                self.metrics.store_ready.set(0);
+                self.set_ready(false);
             }
             Err(_) => self.metrics.db_errors.inc(),
         }
         result
+    }
+
+    /// Records the store's readiness (the gauge mirrors it).
+    fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.store_ready.set(i64::from(ready));
     }
 
     async fn run_on_client<T, F>(
@@ -296,14 +306,21 @@ impl PgStore {
             .await?;
         let len = usize::try_from(written.stored).unwrap_or(0);
         let mut evicted = written.evicted;
+        let mut evicted_bytes = written.evicted_bytes;
         Ok(written
             .inserted
             .into_iter()
             .map(|inserted| {
                 if inserted {
                     // Attribute the batch's evictions to its first new row.
-                    let outcome = InsertOutcome::Stored { evicted, len };
+                    let outcome = InsertOutcome::Stored {
+                        evicted,
+                        evicted_bytes,
+                        len,
+                        bytes: None,
+                    };
                     evicted = 0;
+                    evicted_bytes = 0;
                     Ok(outcome)
                 } else {
                     Ok(InsertOutcome::Duplicate)
@@ -357,7 +374,11 @@ impl MessageStore for PgStore {
         StoreKind::Postgres
     }
 
-    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<String, StoreError>> {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
         Box::pin(async move {
             let page = self
                 .read("list", |client| {
@@ -365,7 +386,7 @@ impl MessageStore for PgStore {
                 })
                 .await?;
             match page {
-                queries::Page::Json(json) => Ok(json),
+                queries::Page::Found(page) => Ok(page),
                 queries::Page::UnknownCursor(id) => Err(StoreError::UnknownCursor(id)),
             }
         })

@@ -1,12 +1,14 @@
 //! The SQL of the PostgreSQL store: one function per statement group, each
 //! taking a plain client (no pooling, timing or error mapping here).
 
+use std::collections::HashSet;
+
 use deadpool_postgres::ClientWrapper as Client;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::super::record::{Record, join_array};
-use super::super::{Incoming, ListQuery};
+use super::super::record::{StoredMessage, join_array};
+use super::super::{Incoming, ListQuery, PAGE_MAX_BYTES, Start};
 
 /// What one write transaction did.
 #[derive(Debug)]
@@ -15,6 +17,8 @@ pub struct Written {
     pub inserted: Vec<bool>,
     /// Oldest rows deleted to stay within the bound.
     pub evicted: usize,
+    /// Bytes of `msg` in those rows.
+    pub evicted_bytes: u64,
     /// Rows stored after the commit.
     pub stored: i64,
 }
@@ -22,55 +26,54 @@ pub struct Written {
 /// A page, or the cursor that does not exist.
 #[derive(Debug)]
 pub enum Page {
-    /// The JSON array, oldest first.
-    Json(String),
+    /// The page.
+    Found(super::super::Page),
     /// `after` named no stored message.
     UnknownCursor(Uuid),
 }
 
-const INSERT: &str = "
-    INSERT INTO pong_messages (id, msg, created_at, received_at)
-    SELECT id, msg, created_at, received_at
-    FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])
-        WITH ORDINALITY AS t(id, msg, created_at, received_at, ord)
-    ORDER BY ord
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id";
-const BUMP: &str =
-    "UPDATE pong_state SET stored = stored + $1, version = version + 1 RETURNING stored";
-const EVICT: &str = "
-    WITH gone AS (
-        DELETE FROM pong_messages
-        WHERE seq IN (SELECT seq FROM pong_messages ORDER BY seq LIMIT $1)
-        RETURNING 1
-    )
-    SELECT count(*) FROM gone";
-const SHRINK: &str = "UPDATE pong_state SET stored = stored - $1 RETURNING stored";
+/// The batch write: one statement (see migration 2, `pong_store_batch`).
+const STORE_BATCH: &str =
+    "SELECT new_ids, evicted, evicted_bytes, stored FROM pong_store_batch($1, $2, $3, $4, $5)";
 const STATE: &str = "SELECT stored, version FROM pong_state";
-const ALL: &str = "SELECT id, msg, created_at, received_at FROM pong_messages ORDER BY seq";
+// Pages: `lead(seq)` looks one row past the LIMIT (the window runs before
+// it), so the last row knows whether more follow; the running sum of
+// `octet_length(msg)` ends the page before it exceeds PAGE_MAX_BYTES ($2),
+// keeping at least the first row. Both stream along the `seq` index.
+const OLDEST: &str = "
+    SELECT id, msg, created_at, received_at, more FROM (
+        SELECT seq, id, msg, created_at, received_at,
+            lead(seq) OVER w IS NOT NULL AS more,
+            sum(octet_length(msg)) OVER w AS running, row_number() OVER w AS n
+        FROM pong_messages WINDOW w AS (ORDER BY seq) ORDER BY seq LIMIT $1
+    ) page WHERE n = 1 OR running <= $2 ORDER BY seq";
 const NEWEST: &str = "
-    SELECT id, msg, created_at, received_at FROM (
-        SELECT seq, id, msg, created_at, received_at
-        FROM pong_messages ORDER BY seq DESC LIMIT $1
-    ) newest ORDER BY seq";
-const CURSOR: &str = "SELECT 1 FROM pong_messages WHERE id = $1";
+    SELECT id, msg, created_at, received_at, FALSE FROM (
+        SELECT seq, id, msg, created_at, received_at,
+            sum(octet_length(msg)) OVER w AS running, row_number() OVER w AS n
+        FROM pong_messages WINDOW w AS (ORDER BY seq DESC) ORDER BY seq DESC LIMIT $1
+    ) page WHERE n = 1 OR running <= $2 ORDER BY seq";
 const AFTER: &str = "
-    SELECT id, msg, created_at, received_at FROM pong_messages
-    WHERE seq > (SELECT seq FROM pong_messages WHERE id = $1)
-    ORDER BY seq LIMIT $2";
+    SELECT id, msg, created_at, received_at, more FROM (
+        SELECT seq, id, msg, created_at, received_at,
+            lead(seq) OVER w IS NOT NULL AS more,
+            sum(octet_length(msg)) OVER w AS running, row_number() OVER w AS n
+        FROM pong_messages
+        WHERE seq > (SELECT seq FROM pong_messages WHERE id = $3)
+        WINDOW w AS (ORDER BY seq) ORDER BY seq LIMIT $1
+    ) page WHERE n = 1 OR running <= $2 ORDER BY seq";
+const CURSOR: &str = "SELECT 1 FROM pong_messages WHERE id = $1";
 
 /// Inserts `rows` (duplicates ignored), updates `pong_state` and evicts the
-/// oldest rows beyond `max`, in one transaction.
-///
-/// `pong_state` is locked by the `UPDATE` until the commit, so concurrent
-/// writers serialise on it and its `stored` stays exact.
+/// oldest rows beyond `max`: one statement, so one round trip and one
+/// implicit transaction; the `pong_state` row lock lives only inside it.
 pub async fn insert(
     client: &mut Client,
     rows: &[Incoming],
     max: i64,
 ) -> Result<Written, tokio_postgres::Error> {
     // Repeated ids inside one batch: only the first may be stored.
-    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut seen = HashSet::with_capacity(rows.len());
     let unique: Vec<&Incoming> = rows
         .iter()
         .filter(|(message, _)| seen.insert(message.id))
@@ -80,52 +83,24 @@ pub async fn insert(
     let created: Vec<OffsetDateTime> = unique.iter().map(|(m, _)| m.created_at).collect();
     let received: Vec<OffsetDateTime> = unique.iter().map(|(_, at)| *at).collect();
 
-    let tx = client.transaction().await?;
-    let insert = tx.prepare_cached(INSERT).await?;
-    let new_ids: std::collections::HashSet<Uuid> = tx
-        .query(&insert, &[&ids, &msgs, &created, &received])
-        .await?
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?;
-    let count = i64::try_from(new_ids.len()).unwrap_or(i64::MAX);
-    let mut evicted = 0;
-    let stored: i64;
-    if count > 0 {
-        let bumped: i64 = tx
-            .query_one(&tx.prepare_cached(BUMP).await?, &[&count])
-            .await?
-            .try_get(0)?;
-        if bumped > max {
-            let excess = bumped - max;
-            let gone: i64 = tx
-                .query_one(&tx.prepare_cached(EVICT).await?, &[&excess])
-                .await?
-                .try_get(0)?;
-            stored = tx
-                .query_one(&tx.prepare_cached(SHRINK).await?, &[&gone])
-                .await?
-                .try_get(0)?;
-            evicted = usize::try_from(gone).unwrap_or(0);
-        } else {
-            stored = bumped;
-        }
-    } else {
-        stored = tx
-            .query_one(&tx.prepare_cached(STATE).await?, &[])
-            .await?
-            .try_get(0)?;
-    }
-    tx.commit().await?;
-    // Newly stored: the first occurrence of each id that the INSERT returned.
-    let mut first = std::collections::HashSet::with_capacity(rows.len());
+    let statement = client.prepare_cached(STORE_BATCH).await?;
+    let row = client
+        .query_one(&statement, &[&ids, &msgs, &created, &received, &max])
+        .await?;
+    let new_ids: HashSet<Uuid> = row.try_get::<_, Vec<Uuid>>(0)?.into_iter().collect();
+    let evicted: i64 = row.try_get(1)?;
+    let evicted_bytes: i64 = row.try_get(2)?;
+    let stored: i64 = row.try_get(3)?;
+    // Newly stored: the first occurrence of each id the statement inserted.
+    let mut first = HashSet::with_capacity(rows.len());
     let inserted = rows
         .iter()
         .map(|(message, _)| new_ids.contains(&message.id) && first.insert(message.id))
         .collect();
     Ok(Written {
         inserted,
-        evicted,
+        evicted: usize::try_from(evicted).unwrap_or(0),
+        evicted_bytes: u64::try_from(evicted_bytes).unwrap_or(0),
         stored,
     })
 }
@@ -137,25 +112,29 @@ pub async fn state(client: &mut Client) -> Result<(i64, i64), tokio_postgres::Er
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-/// One page of `GET /pong` as JSON.
+/// One page of `GET /pong`.
 pub async fn page(client: &mut Client, query: ListQuery) -> Result<Page, tokio_postgres::Error> {
-    let limit = query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    let rows = match (query.after, limit) {
-        (None, None) => {
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let budget = i64::try_from(PAGE_MAX_BYTES).unwrap_or(i64::MAX);
+    let rows = match query.start {
+        Start::Oldest => {
             client
-                .query(&client.prepare_cached(ALL).await?, &[])
+                .query(&client.prepare_cached(OLDEST).await?, &[&limit, &budget])
                 .await?
         }
-        (None, Some(limit)) => {
+        Start::Newest => {
             client
-                .query(&client.prepare_cached(NEWEST).await?, &[&limit])
+                .query(&client.prepare_cached(NEWEST).await?, &[&limit, &budget])
                 .await?
         }
-        (Some(cursor), limit) => {
+        Start::After(cursor) => {
             // One round trip; only an empty page needs to know whether the
             // cursor exists (end of the list) or not (404).
             let rows = client
-                .query(&client.prepare_cached(AFTER).await?, &[&cursor, &limit])
+                .query(
+                    &client.prepare_cached(AFTER).await?,
+                    &[&limit, &budget, &cursor],
+                )
                 .await?;
             if rows.is_empty() {
                 let found = client
@@ -169,19 +148,25 @@ pub async fn page(client: &mut Client, query: ListQuery) -> Result<Page, tokio_p
         }
     };
     let mut parts = Vec::with_capacity(rows.len());
+    let mut next = None;
     for row in &rows {
         let id: Uuid = row.try_get(0)?;
-        let record = Record {
+        let record = StoredMessage {
             id,
             msg: row.try_get(1)?,
             created_at: row.try_get(2)?,
             received_at: row.try_get(3)?,
         };
+        let more: bool = row.try_get(4)?;
+        next = more.then_some(id);
         match serde_json::to_string(&record) {
             Ok(json) => parts.push(json),
             // Only rows pong wrote exist, and those serialised on the way in.
             Err(error) => tracing::warn!(%id, %error, "stored row cannot be serialised, skipped"),
         }
     }
-    Ok(Page::Json(join_array(&parts)))
+    Ok(Page::Found(super::super::Page {
+        json: join_array(&parts),
+        next,
+    }))
 }

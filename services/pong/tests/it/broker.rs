@@ -1,45 +1,33 @@
 //! Integration tests of the pong consumer against RabbitMQ (each test has its
 //! own queue, deleted at the end). Without a broker they are skipped with a
 //! notice, or FAIL when `CI=true` (see `pingpong_common::testing::broker`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::{Consumer, WAIT, metrics, publish as publish_raw};
 use futures::future::BoxFuture;
 use lapin::options::BasicGetOptions;
 use pingpong_common::amqp::Session;
 use pingpong_common::testing::{broker, cleanup, eventually, ready_count};
 use pingpong_common::{AmqpConfig, Message};
 use pingpong_pong::store::StoreError;
-use pingpong_pong::{InsertOutcome, MessageSink, PongMetrics, Store};
-use prometheus::Registry;
-use support::{Consumer, WAIT};
+use pingpong_pong::{InsertOutcome, MemoryStore, MessageSink};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 fn start(config: &AmqpConfig, sink: Arc<dyn MessageSink>) -> Consumer {
-    Consumer::start(
-        config,
-        sink,
-        PongMetrics::register(&Registry::new()).unwrap(),
-    )
-}
-
-async fn publish_raw(admin: &Session, queue: &str, body: &[u8]) {
-    support::publish(admin, queue, body).await;
+    Consumer::start(config, sink, metrics())
 }
 
 async fn publish(admin: &Session, queue: &str, message: &Message) {
     publish_raw(admin, queue, &message.to_json().unwrap()).await;
 }
 
-fn store() -> Arc<Store> {
-    Arc::new(Store::new(NonZeroUsize::new(1000).unwrap()))
+fn store() -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(NonZeroUsize::new(1000).unwrap()))
 }
 
 #[tokio::test]
@@ -61,7 +49,13 @@ async fn messages_are_stored_then_acked() {
         async move { s.len() == 50 }
     })
     .await;
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&store.to_json(None)).unwrap();
+    let listed: Vec<serde_json::Value> = serde_json::from_str(
+        &store
+            .page(pingpong_pong::ListQuery::oldest(1000))
+            .unwrap()
+            .json,
+    )
+    .unwrap();
     let order: Vec<&str> = listed.iter().map(|m| m["msg"].as_str().unwrap()).collect();
     let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     assert_eq!(order, expected, "oldest first, in queue order");
@@ -77,7 +71,7 @@ async fn messages_are_stored_then_acked() {
 
 /// A sink that blocks every store until the test opens the gate.
 struct GatedSink {
-    store: Arc<Store>,
+    store: Arc<MemoryStore>,
     entered: AtomicUsize,
     gate: Semaphore,
 }
@@ -130,6 +124,21 @@ async fn nothing_is_acked_before_it_is_stored() {
         ready_count(a, queue).await == 1
     })
     .await;
+    // It comes back marked as delivered before: it was held, not acked
+    // (an acked message never returns), and it is the same message.
+    let held = admin
+        .channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("the unacked message is in the queue");
+    assert!(held.delivery.redelivered, "it was delivered before");
+    assert_eq!(Message::from_slice(&held.delivery.data).unwrap(), message);
+    held.delivery
+        .acker
+        .reject(lapin::options::BasicRejectOptions { requeue: true })
+        .await
+        .unwrap();
     sink.gate.add_permits(1000);
     pong.stop.cancel();
     pong.task.await.unwrap();

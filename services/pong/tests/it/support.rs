@@ -9,7 +9,6 @@
 //! and is skipped with a notice otherwise (same rule as the broker guard).
 //! [`Proxy`] is a TCP proxy the tests switch off to simulate a database
 //! outage without touching the shared server.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -336,6 +335,11 @@ impl Consumer {
     }
 }
 
+/// Fresh pong metrics on their own registry.
+pub fn metrics() -> pingpong_pong::PongMetrics {
+    pingpong_pong::PongMetrics::register(&prometheus::Registry::new()).unwrap()
+}
+
 /// Patience for eventual conditions.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -368,6 +372,19 @@ pub async fn get(
     state: &pingpong_pong::AppState,
     uri: &str,
 ) -> (axum::http::StatusCode, serde_json::Value) {
+    let (status, _, body) = get_with_headers(state, uri).await;
+    (status, body)
+}
+
+/// [`get`] with the response headers.
+pub async fn get_with_headers(
+    state: &pingpong_pong::AppState,
+    uri: &str,
+) -> (
+    axum::http::StatusCode,
+    axum::http::HeaderMap,
+    serde_json::Value,
+) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let request = axum::http::Request::get(uri)
@@ -378,11 +395,29 @@ pub async fn get(
         .await
         .unwrap();
     let status = response.status();
+    let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
         serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
     });
-    (status, body)
+    (status, headers, body)
+}
+
+/// A minimal HTTP/1.1 GET on a real socket: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: pong\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
 }
 
 /// The `msg` of every message of a `GET /pong` body.

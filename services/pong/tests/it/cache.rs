@@ -2,21 +2,18 @@
 //! store: each test has its own database and key prefix (or its own
 //! `redis-server`). Skipped with a notice when a server is missing, FAIL when
 //! `CI=true` (see `support`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{TestDb, database, free_port, get, redis, redis_cleanup, redis_ping, texts};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use pingpong_common::{Message, Secret};
 use pingpong_pong::config::CacheConfig;
-use pingpong_pong::{AppState, Cache, PgStore, PongMetrics, app};
+use pingpong_pong::{AppState, Cache, Flag, PgStore, PongMetrics, app};
 use prometheus::Registry;
-use support::{TestDb, database, free_port, get, redis, redis_cleanup, redis_ping, texts};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -66,10 +63,11 @@ async fn a_warm_cache_never_hides_a_committed_message() {
     let first = commit(&state, "a").await;
     commit(&state, "b").await;
 
-    let (status, cold) = get(&state, "/pong?limit=10").await;
+    // The newest page of the default size is canonical, hence cached.
+    let (status, cold) = get(&state, "/pong?limit=100").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(texts(&cold), ["a", "b"]);
-    let (_, warm) = get(&state, "/pong?limit=10").await;
+    let (_, warm) = get(&state, "/pong?limit=100").await;
     assert_eq!(warm, cold);
     assert_eq!(
         state.metrics.cache_hits.get(),
@@ -104,10 +102,63 @@ async fn a_warm_cache_never_hides_a_committed_message() {
     db.drop_db().await;
 }
 
+/// Keys under `prefix`.
+async fn keys(url: &str, prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn only_canonical_pages_are_cached_whatever_clients_ask() {
+    let Some((url, prefix)) = redis("pong-cache-canonical").await else {
+        return;
+    };
+    let Some(db) = database("pong-cache-canonical").await else {
+        return;
+    };
+    let state = state(&db, &url, &prefix);
+    let messages = [
+        commit(&state, "a").await,
+        commit(&state, "b").await,
+        commit(&state, "c").await,
+    ];
+    // 600 distinct requests a client may choose: every limit, every cursor.
+    let mut uris: Vec<String> = (0..=400).map(|n| format!("/pong?limit={n}")).collect();
+    for n in 0..=196 {
+        let cursor = &messages[n % 3].id;
+        uris.push(format!("/pong?after={cursor}&limit={n}"));
+    }
+    uris.extend(["/pong", "/pong?x=1"].map(str::to_owned));
+    assert_eq!(uris.len(), 600);
+    for uri in &uris {
+        let (status, _) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+    let cached = keys(&url, &prefix).await;
+    let mut names: Vec<&str> = cached
+        .iter()
+        .map(|k| k.rsplit(':').next().unwrap())
+        .collect();
+    names.sort_unstable();
+    // One version, two canonical pages: `/pong` (and `/pong?x=1`, the same
+    // page) and `/pong?limit=100`.
+    assert_eq!(names, ["first", "newest"], "{cached:?}");
+    redis_cleanup(&url, &prefix).await;
+    db.drop_db().await;
+}
+
 async fn ready(state: &AppState) -> StatusCode {
-    state.metrics.broker_connected.set(1);
-    state.metrics.consumer_running.set(1);
-    let response = app(state.clone())
+    let up = Flag::default();
+    up.set(true);
+    let state = state
+        .clone()
+        .with_components(Arc::new(up.clone()), Arc::new(up));
+    let response = app(state)
         .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
         .await
         .unwrap();

@@ -1,19 +1,17 @@
 //! Handler tests of ping without a broker: `app()` with a fake publisher,
 //! driven through `tower::ServiceExt::oneshot`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::future::BoxFuture;
-use http_body_util::BodyExt;
 use pingpong_common::Message;
-use pingpong_ping::{AppState, Publish, PublishError, app};
-use serde_json::Value;
+use pingpong_ping::{AppState, Publish, PublishError};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tower::ServiceExt;
+
+use crate::support::{JSON, post, send};
 
 /// What the fake answers to a publish.
 #[derive(Clone, Copy)]
@@ -71,40 +69,6 @@ impl Publish for FakePublisher {
         self.ready
     }
 }
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-async fn send(state: AppState, request: Request<Body>) -> Reply {
-    let response = app(state).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn post(content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
-    let mut builder = Request::post("/ping");
-    if let Some(content_type) = content_type {
-        builder = builder.header(header::CONTENT_TYPE, content_type);
-    }
-    builder.body(body.into()).unwrap()
-}
-
-const JSON: Option<&str> = Some("application/json");
 
 #[tokio::test]
 async fn malformed_requests_get_client_errors_naming_the_problem() {
@@ -175,6 +139,12 @@ async fn malformed_requests_get_client_errors_naming_the_problem() {
             post(JSON, r#"{"msg":""}"#),
             StatusCode::UNPROCESSABLE_ENTITY,
             "`msg` must not be empty",
+        ),
+        (
+            "NUL in msg (no store can keep it)",
+            post(JSON, r#"{"msg":"a\u0000b"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`msg` must not contain NUL",
         ),
         (
             "text/plain",
@@ -306,14 +276,31 @@ async fn a_confirmed_publish_answers_id_message_and_content() {
 #[tokio::test]
 async fn a_body_of_exactly_64_kib_is_accepted() {
     let envelope = r#"{"msg":""}"#.len();
-    let body = format!(r#"{{"msg":"{}"}}"#, "y".repeat(64 * 1024 - envelope));
+    let text = "y".repeat(64 * 1024 - envelope);
+    let body = format!(r#"{{"msg":"{text}"}}"#);
     assert_eq!(body.len(), 64 * 1024);
+    let publisher = FakePublisher::new(Outcome::Confirm);
+    let reply = send(AppState::new(publisher.clone()).unwrap(), post(JSON, body)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The whole text went out, not a truncated one.
+    assert_eq!(
+        reply.body["content"].as_str().map(str::len),
+        Some(text.len())
+    );
+    {
+        let published = publisher.published.lock().unwrap();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].msg, text);
+    }
+
+    // One byte more is over the limit.
+    let body = format!(r#"{{"msg":"{text}y"}}"#);
     let reply = send(
         AppState::new(FakePublisher::new(Outcome::Confirm)).unwrap(),
         post(JSON, body),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
@@ -349,7 +336,7 @@ async fn health_and_readiness_follow_the_publisher() {
 /// The checked-in list of metric families (`metrics.txt`, also read by the
 /// Grafana dashboard test); renaming one must show up there in review.
 fn metric_names_checked_in() -> Vec<&'static str> {
-    pingpong_common::metrics::listed_names(include_str!("../metrics.txt"))
+    pingpong_common::metrics::listed_names(include_str!("../../metrics.txt"))
 }
 
 #[tokio::test]
@@ -403,5 +390,73 @@ async fn metrics_use_route_templates_and_the_checked_in_names() {
     assert_eq!(
         pingpong_common::metrics::metric_names(&state.registry),
         metric_names_checked_in()
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_status() {
+    let state = AppState::new(FakePublisher::new(Outcome::Confirm)).unwrap();
+    let reply = send(
+        state,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let doc = reply.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "ping");
+    let expected: [(&str, &str, &[&str]); 5] = [
+        (
+            "/ping",
+            "post",
+            &["200", "400", "408", "413", "415", "422", "500", "503"],
+        ),
+        ("/readyz", "get", &["200", "503"]),
+        ("/healthz", "get", &["200"]),
+        ("/metrics", "get", &["200"]),
+        ("/openapi.json", "get", &["200"]),
+    ];
+    let mut listed: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        ["/healthz", "/metrics", "/openapi.json", "/ping", "/readyz"]
+    );
+    for (path, method, statuses) in expected {
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        let mut codes: Vec<&str> = responses.keys().map(String::as_str).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, statuses, "{method} {path}");
+        for (code, response) in responses {
+            // Every error is `{"error": ...}`; /readyz answers its own shape.
+            if path != "/readyz" && (code.starts_with('4') || code.starts_with('5')) {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{path} {code}"
+                );
+            }
+        }
+    }
+    let ping = &doc["paths"]["/ping"]["post"];
+    assert_eq!(
+        ping["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/PingRequest"
+    );
+    assert!(ping["responses"]["503"]["headers"]["Retry-After"].is_object());
+    let request = &doc["components"]["schemas"]["PingRequest"];
+    assert_eq!(request["required"], serde_json::json!(["msg"]));
+    assert_eq!(request["properties"]["msg"]["minLength"], 1);
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(error["required"], serde_json::json!(["error"]));
+    let response = &doc["components"]["schemas"]["PingResponse"];
+    assert_eq!(
+        response["required"],
+        serde_json::json!(["id", "message", "content"])
     );
 }

@@ -2,14 +2,12 @@
 //! test creates its own database (`pong_test_<uuid>`) and, with a broker, its
 //! own queue. Skipped with a notice when PostgreSQL or RabbitMQ is missing,
 //! FAIL when `CI=true` (see `support`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use crate::support::{Consumer, Proxy, TestDb, WAIT, database, metrics, publish};
 use pingpong_common::Message;
 use pingpong_common::testing::{broker, cleanup, eventually, ready_count};
 use pingpong_pong::store::postgres::migrations::{MIGRATIONS, migrate};
@@ -17,13 +15,8 @@ use pingpong_pong::store::{Incoming, StoreError};
 use pingpong_pong::{InsertOutcome, ListQuery, MessageSink, MessageStore, PgStore, PongMetrics};
 use prometheus::Registry;
 use serde_json::Value;
-use support::{Consumer, Proxy, TestDb, WAIT, database, publish};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-fn metrics() -> PongMetrics {
-    PongMetrics::register(&Registry::new()).unwrap()
-}
 
 fn pg_store(db: &TestDb, max: usize) -> Arc<PgStore> {
     Arc::new(PgStore::new(&db.pg_config(), NonZeroUsize::new(max).unwrap(), metrics()).unwrap())
@@ -37,7 +30,22 @@ fn batch(texts: &[&str]) -> Vec<Incoming> {
 }
 
 async fn list(store: &dyn MessageStore, query: ListQuery) -> Vec<Value> {
-    serde_json::from_str(&store.list(query).await.unwrap()).unwrap()
+    serde_json::from_str(&store.list(query).await.unwrap().json).unwrap()
+}
+
+/// Every stored message, oldest first, following the pages' next cursors.
+async fn all(store: &dyn MessageStore) -> Vec<Value> {
+    let mut query = ListQuery::oldest(1000);
+    let mut every = Vec::new();
+    for _ in 0..1000 {
+        let page = store.list(query).await.unwrap();
+        every.extend(serde_json::from_str::<Vec<Value>>(&page.json).unwrap());
+        match page.next {
+            Some(next) => query = ListQuery::after(next, 1000),
+            None => return every,
+        }
+    }
+    panic!("more than 1000 pages");
 }
 
 fn texts(page: &[Value]) -> Vec<String> {
@@ -134,20 +142,13 @@ async fn batches_dedupe_evict_oldest_and_refuse_nul() {
         outcomes[4],
         Ok(InsertOutcome::Stored { len: 5, .. })
     ));
-    let all = list(store.as_ref(), ListQuery::default()).await;
+    let all = all(store.as_ref()).await;
     assert_eq!(texts(&all), ["c", "d", "e", "f", "g"]);
     assert_eq!(row_count(&db).await, 5);
     assert_eq!(store.stored().await.unwrap(), 5);
 
     // Same contract as the memory store.
-    let newest = list(
-        store.as_ref(),
-        ListQuery {
-            after: None,
-            limit: Some(2),
-        },
-    )
-    .await;
+    let newest = list(store.as_ref(), ListQuery::newest(2)).await;
     assert_eq!(texts(&newest), ["f", "g"]);
     let record = newest[0].as_object().unwrap();
     let keys: BTreeSet<&str> = record.keys().map(String::as_str).collect();
@@ -156,19 +157,12 @@ async fn batches_dedupe_evict_oldest_and_refuse_nul() {
         BTreeSet::from(["created_at", "id", "msg", "received_at"])
     );
     let cursor = Uuid::parse_str(all[1]["id"].as_str().unwrap()).unwrap();
-    let after = list(
-        store.as_ref(),
-        ListQuery {
-            after: Some(cursor),
-            limit: Some(2),
-        },
-    )
-    .await;
+    let after = list(store.as_ref(), ListQuery::after(cursor, 2)).await;
     assert_eq!(texts(&after), ["e", "f"]);
     // An evicted id is an unknown cursor.
     let evicted_id = first[0].0.id;
     assert!(matches!(
-        store.list(ListQuery { after: Some(evicted_id), limit: None }).await,
+        store.list(ListQuery::after(evicted_id, 100)).await,
         Err(StoreError::UnknownCursor(id)) if id == evicted_id
     ));
     db.drop_db().await;
@@ -185,30 +179,35 @@ async fn keyset_pages_walk_every_row_exactly_once() {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         store.store_batch(&batch(&refs)).await.unwrap();
     }
-    let first = list(
-        store.as_ref(),
-        ListQuery {
-            after: None,
-            limit: None,
-        },
-    )
-    .await;
+    let first = list(store.as_ref(), ListQuery::oldest(100)).await;
     let mut seen = vec![first[0]["msg"].as_str().unwrap().to_owned()];
     let mut cursor = Uuid::parse_str(first[0]["id"].as_str().unwrap()).unwrap();
     loop {
-        let page = list(
-            store.as_ref(),
-            ListQuery {
-                after: Some(cursor),
-                limit: Some(333),
-            },
-        )
-        .await;
+        let page = list(store.as_ref(), ListQuery::after(cursor, 333)).await;
         let Some(last) = page.last() else { break };
         cursor = Uuid::parse_str(last["id"].as_str().unwrap()).unwrap();
         seen.extend(texts(&page));
     }
     assert_eq!(seen, names);
+    // Following the pages' next cursors walks the same rows.
+    assert_eq!(texts(&all(store.as_ref()).await), names);
+    // A page stops before PAGE_MAX_BYTES of text (never empty), and says
+    // where the rest starts.
+    let big = "z".repeat(pingpong_pong::store::PAGE_MAX_BYTES / 3);
+    let large: Vec<String> = (0..3).map(|i| format!("{i}{big}")).collect();
+    let refs: Vec<&str> = large.iter().map(String::as_str).collect();
+    store.store_batch(&batch(&refs)).await.unwrap();
+    let last_small =
+        Uuid::parse_str(all(store.as_ref()).await[1999]["id"].as_str().unwrap()).unwrap();
+    let page = store.list(ListQuery::after(last_small, 100)).await.unwrap();
+    let on_page: Vec<Value> = serde_json::from_str(&page.json).unwrap();
+    assert_eq!(texts(&on_page), &large[..2]);
+    assert_eq!(
+        page.next.map(|id| id.to_string()),
+        Some(on_page[1]["id"].as_str().unwrap().to_owned())
+    );
+    let newest: Vec<Value> = list(store.as_ref(), ListQuery::newest(100)).await;
+    assert_eq!(texts(&newest), &large[1..]);
     db.drop_db().await;
 }
 
@@ -248,8 +247,8 @@ async fn two_consumers_on_one_database_and_queue_store_each_message_once_and_sur
         ready_count(ad, queue).await == 0
     })
     .await;
-    let seen_a = list(store_a.as_ref(), ListQuery::default()).await;
-    let seen_b = list(store_b.as_ref(), ListQuery::default()).await;
+    let seen_a = all(store_a.as_ref()).await;
+    let seen_b = all(store_b.as_ref()).await;
     assert_eq!(seen_a, seen_b, "both replicas serve the same list");
     let ids: BTreeSet<&str> = seen_a.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 400, "no duplicates");
@@ -257,6 +256,11 @@ async fn two_consumers_on_one_database_and_queue_store_each_message_once_and_sur
     let duplicates = a.metrics.duplicates.get() + b.metrics.duplicates.get();
     assert_eq!(duplicates, 40);
     assert!(a.metrics.stored.get() > 0 || b.metrics.stored.get() > 0);
+    assert_eq!(
+        a.metrics.stored.get() + b.metrics.stored.get(),
+        400,
+        "each message counted as stored exactly once across both consumers"
+    );
 
     // "Restart pong": drop both consumers and stores, publish while none
     // runs, start a fresh one on the same database: nothing is lost.
@@ -275,7 +279,7 @@ async fn two_consumers_on_one_database_and_queue_store_each_message_once_and_sur
         async move { s.stored().await.unwrap() == 450 }
     })
     .await;
-    let all = list(store.as_ref(), ListQuery::default()).await;
+    let all = all(store.as_ref()).await;
     let all_ids: BTreeSet<String> = all
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_owned())
@@ -363,7 +367,7 @@ async fn nothing_is_acked_while_the_database_is_down() {
     })
     .await;
     assert_eq!(store_metrics.store_ready.get(), 1);
-    let all = list(store.as_ref(), ListQuery::default()).await;
+    let all = all(store.as_ref()).await;
     assert_eq!(all[0]["id"], message.id.to_string());
     pong.stop().await;
     cleanup(admin, &config).await;
@@ -373,7 +377,7 @@ async fn nothing_is_acked_while_the_database_is_down() {
 #[tokio::test]
 async fn connection_errors_name_the_target_and_never_the_password() {
     // No server needed: nothing listens on this port.
-    let port = support::free_port().await;
+    let port = crate::support::free_port().await;
     let url = format!("postgres://pong:hunter2-secret@127.0.0.1:{port}/messages");
     let config =
         pingpong_pong::config::PgConfig::new(url.parse().unwrap(), NonZeroUsize::new(1).unwrap());
@@ -399,7 +403,7 @@ async fn connection_errors_name_the_target_and_never_the_password() {
     // Reads fail as unavailable too (the handler turns this into a 503).
     assert!(
         store
-            .list(ListQuery::default())
+            .list(ListQuery::oldest(100))
             .await
             .unwrap_err()
             .is_transient()
@@ -432,7 +436,7 @@ async fn an_idle_pong_notices_the_outage_and_answers_503_until_the_database_is_b
         async move { ready.get() == 1 }
     })
     .await;
-    let (status, _) = support::get(&state, "/pong").await;
+    let (status, _) = crate::support::get(&state, "/pong").await;
     assert_eq!(status, axum::http::StatusCode::OK);
 
     proxy.down();
@@ -441,7 +445,7 @@ async fn an_idle_pong_notices_the_outage_and_answers_503_until_the_database_is_b
         async move { ready.get() == 0 }
     })
     .await;
-    let (status, body) = support::get(&state, "/pong").await;
+    let (status, body) = crate::support::get(&state, "/pong").await;
     assert_eq!(
         status,
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -455,7 +459,7 @@ async fn an_idle_pong_notices_the_outage_and_answers_503_until_the_database_is_b
         async move { ready.get() == 1 }
     })
     .await;
-    let (status, body) = support::get(&state, "/pong").await;
+    let (status, body) = crate::support::get(&state, "/pong").await;
     assert_eq!(
         (status, body),
         (axum::http::StatusCode::OK, serde_json::json!([]))

@@ -2,37 +2,16 @@
 //! there): the real configuration path, HTTP on a real socket, a real queue,
 //! then a restart of the whole service on the same database. Skipped with a
 //! notice when a server is missing, FAIL when `CI=true`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use crate::support::{WAIT, database, free_port, http_get, publish, redis, redis_cleanup};
 use pingpong_common::Message;
 use pingpong_common::testing::{broker, cleanup, eventually};
 use pingpong_pong::{Config, run};
 use serde_json::Value;
-use support::{WAIT, database, free_port, publish, redis, redis_cleanup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
-
-/// A minimal HTTP/1.1 GET: status and body.
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: pong\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
 
 struct Running {
     stop: oneshot::Sender<()>,

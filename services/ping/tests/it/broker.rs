@@ -1,23 +1,21 @@
 //! Integration tests of the real publisher against RabbitMQ (each test has
 //! its own queue, deleted at the end). Without a broker they are skipped with
 //! a notice, or FAIL when `CI=true` (see `pingpong_common::testing::broker`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{JSON, post, send};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
 use lapin::options::BasicGetOptions;
 use pingpong_common::Message;
 use pingpong_common::amqp::{ChannelRole, ConnectionManager};
 use pingpong_common::config::QueueName;
 use pingpong_common::testing::{broker, cleanup, ready_count, wait_connected};
-use pingpong_ping::{AmqpPublisher, AppState, PingMetrics, Publish, PublishError, app};
+use pingpong_ping::{AmqpPublisher, AppState, PingMetrics, Publish, PublishError};
 use prometheus::Registry;
-use tower::ServiceExt;
 
 const CONNECT: Duration = Duration::from_secs(15);
 
@@ -166,14 +164,9 @@ async fn post_ping_through_the_app_lands_in_the_queue() {
         running.metrics,
     );
 
-    let request = Request::post("/ping")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(r#"{"msg":"via http"}"#))
-        .unwrap();
-    let response = app(state.clone()).oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: serde_json::Value =
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let reply = send(state.clone(), post(JSON, r#"{"msg":"via http"}"#)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.body;
 
     let got = admin
         .channel
@@ -188,11 +181,8 @@ async fn post_ping_through_the_app_lands_in_the_queue() {
     assert_eq!(message.id.to_string(), body["id"]);
     assert_eq!(message.msg, "via http");
 
-    let ready = app(state)
-        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    let ready = send(state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(ready.status, StatusCode::OK);
 
     running.manager.shutdown().await;
     cleanup(admin, &config).await;
@@ -200,13 +190,26 @@ async fn post_ping_through_the_app_lands_in_the_queue() {
 
 #[tokio::test]
 async fn without_a_broker_publishing_fails_fast_and_readiness_is_false() {
-    // Port 1 on localhost refuses connections: no broker needed.
+    // A listener that accepts and at once closes every connection: no
+    // broker needed, and the test sees each connection attempt fail.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = pingpong_common::testing::test_config("ping-refused");
     config.addresses = pingpong_common::BrokerAddresses::single(
-        pingpong_common::BrokerAddress::new("127.0.0.1", NonZeroU16::new(1).unwrap()).unwrap(),
+        pingpong_common::BrokerAddress::new(
+            "127.0.0.1",
+            NonZeroU16::new(listener.local_addr().unwrap().port()).unwrap(),
+        )
+        .unwrap(),
     );
     let running = start(&config);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second attempt proves the first one failed and was given up.
+    for attempt in 1..=2 {
+        let (socket, _) = tokio::time::timeout(CONNECT, listener.accept())
+            .await
+            .unwrap_or_else(|_| panic!("no connection attempt {attempt} within {CONNECT:?}"))
+            .unwrap();
+        drop(socket);
+    }
     assert!(!running.publisher.is_ready());
     assert_eq!(running.metrics.broker_connected.get(), 0);
     let error = running
@@ -221,13 +224,9 @@ async fn without_a_broker_publishing_fails_fast_and_readiness_is_false() {
         running.registry,
         running.metrics,
     );
-    let request = Request::post("/ping")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(r#"{"msg":"x"}"#))
-        .unwrap();
-    let response = app(state).oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    let reply = send(state, post(JSON, r#"{"msg":"x"}"#)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers[header::RETRY_AFTER], "1");
     running.manager.shutdown().await;
 }
 
@@ -258,7 +257,7 @@ async fn a_deleted_queue_is_declared_again_after_a_return() {
         publisher.publish(&Message::new("again")).await.is_ok()
     })
     .await;
-    assert!(ready_count(&admin, config.queue.as_str()).await >= 1);
+    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 1);
 
     running.manager.shutdown().await;
     cleanup(admin, &config).await;

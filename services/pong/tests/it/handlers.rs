@@ -1,22 +1,24 @@
 //! Handler and configuration tests of pong without a broker.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use crate::support::{get, get_with_headers, texts};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use futures::future::BoxFuture;
 use pingpong_common::Message;
-use pingpong_pong::{AppState, Config, Store, app};
-use support::{get, texts};
+use pingpong_pong::store::{Page, StoreError};
+use pingpong_pong::{
+    AppState, Config, Flag, InsertOutcome, ListQuery, MemoryStore, MessageSink, MessageStore,
+    PongMetrics, StoreKind, app,
+};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
 fn state_with(messages: &[&str]) -> AppState {
-    let store = Arc::new(Store::new(NonZeroUsize::new(100).unwrap()));
+    let store = Arc::new(MemoryStore::new(NonZeroUsize::new(100).unwrap()));
     for text in messages {
         store
             .insert(&Message::new(*text), OffsetDateTime::now_utc())
@@ -65,6 +67,7 @@ async fn invalid_limits_are_400_json_errors() {
         "/pong?limit=",
         "/pong?limit=99999999999999999999999999",
         "/pong?limit=%ZZ",
+        "/pong?limit=1001",
     ] {
         let (status, body) = get(&state, uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body:?}");
@@ -89,32 +92,81 @@ async fn unknown_routes_and_methods_are_json_errors() {
 
 #[tokio::test]
 async fn readiness_needs_broker_and_consumer() {
-    let state = state_with(&[]);
+    let (broker_up, consumer_up) = (Flag::default(), Flag::default());
+    let state =
+        state_with(&[]).with_components(Arc::new(broker_up.clone()), Arc::new(consumer_up.clone()));
     let (status, _) = get(&state, "/healthz").await;
     assert_eq!(status, StatusCode::OK);
     for (broker, consumer, expected) in [
-        (0, 0, StatusCode::SERVICE_UNAVAILABLE),
-        (1, 0, StatusCode::SERVICE_UNAVAILABLE),
-        (0, 1, StatusCode::SERVICE_UNAVAILABLE),
-        (1, 1, StatusCode::OK),
+        (false, false, StatusCode::SERVICE_UNAVAILABLE),
+        (true, false, StatusCode::SERVICE_UNAVAILABLE),
+        (false, true, StatusCode::SERVICE_UNAVAILABLE),
+        (true, true, StatusCode::OK),
     ] {
-        state.metrics.broker_connected.set(broker);
-        state.metrics.consumer_running.set(consumer);
+        broker_up.set(broker);
+        consumer_up.set(consumer);
         let (status, body) = get(&state, "/readyz").await;
         assert_eq!(
             status, expected,
             "broker={broker} consumer={consumer}: {body:?}"
         );
     }
-    // The store's readiness counts too (PostgreSQL down: not ready).
+    // The gauges mirror readiness; they are not its source.
+    state.metrics.consumer_running.set(0);
     state.metrics.store_ready.set(0);
     let (status, _) = get(&state, "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    // The store's readiness counts too (PostgreSQL down: not ready).
+    let registry = prometheus::Registry::new();
+    let metrics = PongMetrics::register(&registry).unwrap();
+    let state = AppState::from_parts(Arc::new(Unready), None, registry, metrics)
+        .with_components(Arc::new(broker_up), Arc::new(consumer_up));
+    let (status, body) = get(&state, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["failing"], serde_json::json!(["store"]));
+}
+
+/// A store that is never ready (as PostgreSQL while unreachable).
+struct Unready;
+
+impl MessageSink for Unready {
+    fn store(
+        &self,
+        message: Message,
+        _received_at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError::Timeout {
+            target: format!("nowhere ({})", message.id),
+            op: "insert",
+            seconds: 0,
+        })))
+    }
+}
+
+impl MessageStore for Unready {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Postgres
+    }
+
+    fn is_ready(&self) -> bool {
+        false
+    }
+
+    fn list(&self, _query: ListQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
+        Box::pin(std::future::ready(Ok(Page {
+            json: "[]".to_owned(),
+            next: None,
+        })))
+    }
+
+    fn version(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 #[tokio::test]
 async fn after_walks_pages_oldest_first_and_unknown_cursors_are_404() {
-    let store = Arc::new(Store::new(NonZeroUsize::new(100).unwrap()));
+    let store = Arc::new(MemoryStore::new(NonZeroUsize::new(100).unwrap()));
     let messages: Vec<Message> = (0..7).map(|i| Message::new(format!("m{i}"))).collect();
     for message in &messages {
         store.insert(message, OffsetDateTime::now_utc()).unwrap();
@@ -174,7 +226,7 @@ async fn after_walks_pages_oldest_first_and_unknown_cursors_are_404() {
 /// The checked-in list of metric families (`metrics.txt`, also read by the
 /// Grafana dashboard test); renaming one must show up there in review.
 fn metric_names_checked_in() -> Vec<&'static str> {
-    pingpong_common::metrics::listed_names(include_str!("../metrics.txt"))
+    pingpong_common::metrics::listed_names(include_str!("../../metrics.txt"))
 }
 
 #[tokio::test]
@@ -205,7 +257,7 @@ async fn metrics_use_route_templates_and_the_checked_in_names() {
     );
 }
 
-fn parse(vars: &[(&str, &str)]) -> Result<Config, pingpong_common::ConfigError> {
+pub fn parse(vars: &[(&str, &str)]) -> Result<Config, pingpong_common::ConfigError> {
     let map: BTreeMap<String, String> = vars
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -225,6 +277,19 @@ fn config_defaults_and_max_messages() {
             .get(),
         5
     );
+    assert_eq!(config.max_bytes.get(), 64 * 1024 * 1024);
+    assert_eq!(
+        parse(&[("PONG_MAX_BYTES", "1048576")])
+            .unwrap()
+            .max_bytes
+            .get(),
+        1024 * 1024
+    );
+    for bad in ["0", "1048575", "-1", "64MiB"] {
+        let error = parse(&[("PONG_MAX_BYTES", bad)]).unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{bad}: {error}");
+        assert_eq!(error.problems[0].variable, "PONG_MAX_BYTES", "{bad}");
+    }
     let summary = parse(&[("RABBITMQ_DEFAULT_PASS", "hunter2-secret")])
         .unwrap()
         .summary();
@@ -350,4 +415,125 @@ fn bad_store_and_cache_settings_are_reported_together() {
     ])
     .unwrap_err();
     assert_eq!(err.problems[0].variable, "DATABASE_URL");
+}
+
+#[tokio::test]
+async fn without_limit_pages_are_bounded_and_link_to_the_next_until_the_end() {
+    let names: Vec<String> = (0..250).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let state = state_with_capacity(&refs, 1000);
+    let mut uri = "/pong".to_owned();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, headers, body) = get_with_headers(&state, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        let page = texts(&body);
+        assert!(
+            page.len() <= pingpong_pong::handlers::DEFAULT_LIMIT,
+            "{uri}"
+        );
+        seen.extend(page.iter().map(|t| (*t).to_owned()));
+        pages += 1;
+        let Some(link) = headers.get("link") else {
+            break;
+        };
+        let link = link.to_str().unwrap();
+        let last = body.as_array().unwrap().last().unwrap()["id"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            link,
+            format!("</pong?after={last}&limit=100>; rel=\"next\"")
+        );
+        uri = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .unwrap()
+            .0
+            .to_owned();
+        assert!(pages < 10, "the pages do not end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, names);
+
+    // An explicit limit walks the same way; the newest page has no next.
+    let (_, headers, body) = get_with_headers(&state, "/pong?limit=1000").await;
+    assert_eq!(texts(&body).len(), 250);
+    assert!(headers.get("link").is_none());
+    let (_, headers, body) = get_with_headers(&state, "/pong?limit=3").await;
+    assert_eq!(texts(&body), ["m247", "m248", "m249"]);
+    assert!(headers.get("link").is_none());
+}
+
+fn state_with_capacity(messages: &[&str], capacity: usize) -> AppState {
+    let store = Arc::new(MemoryStore::new(NonZeroUsize::new(capacity).unwrap()));
+    for text in messages {
+        store
+            .insert(&Message::new(*text), OffsetDateTime::now_utc())
+            .unwrap();
+    }
+    AppState::new(store).unwrap()
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_status() {
+    let state = state_with(&["a"]);
+    let (status, doc) = get(&state, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "pong");
+    let expected: [(&str, &str, &[&str]); 5] = [
+        ("/pong", "get", &["200", "400", "404", "500", "503"]),
+        ("/readyz", "get", &["200", "503"]),
+        ("/healthz", "get", &["200"]),
+        ("/metrics", "get", &["200"]),
+        ("/openapi.json", "get", &["200"]),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        ["/healthz", "/metrics", "/openapi.json", "/pong", "/readyz"]
+    );
+    for (path, method, statuses) in expected {
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        let mut codes: Vec<&str> = responses.keys().map(String::as_str).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, statuses, "{method} {path}");
+        for (code, response) in responses {
+            // Every error is `{"error": ...}`; /readyz answers its own shape.
+            if path != "/readyz" && (code.starts_with('4') || code.starts_with('5')) {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{path} {code}"
+                );
+            }
+        }
+    }
+    let pong = &doc["paths"]["/pong"]["get"];
+    let params: Vec<&str> = pong["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["limit", "after"]);
+    assert_eq!(pong["parameters"][0]["schema"]["maximum"], 1000);
+    assert!(pong["responses"]["200"]["headers"]["Link"].is_object());
+    assert!(pong["responses"]["503"]["headers"]["Retry-After"].is_object());
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(error["required"], serde_json::json!(["error"]));
+    assert_eq!(error["properties"]["error"]["type"], "string");
+    let message = &doc["components"]["schemas"]["StoredMessage"];
+    let mut fields: Vec<&str> = message["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["created_at", "id", "msg", "received_at"]);
 }
