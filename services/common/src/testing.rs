@@ -60,16 +60,25 @@ pub async fn broker(test: &str) -> Option<(AmqpConfig, Session)> {
         Err(_) => "timed out".to_owned(),
     };
     let endpoint = config.addresses.to_string();
-    if in_ci() {
-        panic!(
-            "RabbitMQ is required (CI=true) but unreachable at {endpoint}: {error}. \
-             Start the broker or set RABBITMQ_ADDRESSES (or RABBITMQ_HOST/RABBITMQ_PORT)/RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS."
-        );
-    }
-    eprintln!(
-        "NOTICE: skipping {test}: RabbitMQ unreachable at {endpoint} ({error}); set CI=true to fail instead"
+    missing(
+        "RabbitMQ",
+        test,
+        &format!("at {endpoint}: {error}"),
+        "Start the broker or set RABBITMQ_ADDRESSES (or RABBITMQ_HOST/RABBITMQ_PORT)/RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS.",
     );
     None
+}
+
+/// The rule for a server a test needs but cannot reach: FAIL when
+/// `CI=true`, else print a notice (the caller then skips the test).
+///
+/// # Panics
+/// When `CI=true`.
+pub fn missing(what: &str, test: &str, error: &str, fix: &str) {
+    if in_ci() {
+        panic!("{what} is required (CI=true) but unreachable {error}. {fix}");
+    }
+    eprintln!("NOTICE: skipping {test}: {what} unreachable {error}; set CI=true to fail instead");
 }
 
 /// Ready-message count of `queue` (passive declare).

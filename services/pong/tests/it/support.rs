@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pingpong_common::testing::in_ci;
+use pingpong_common::testing::missing;
 use pingpong_pong::config::PgConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::NoTls;
@@ -90,13 +90,6 @@ fn admin_config() -> tokio_postgres::Config {
         .expect("PONG_TEST_DATABASE_URL is not a PostgreSQL URL")
 }
 
-fn missing(what: &str, test: &str, error: &str, fix: &str) {
-    if in_ci() {
-        panic!("{what} is required (CI=true) but unreachable: {error}. {fix}");
-    }
-    eprintln!("NOTICE: skipping {test}: {what} unreachable ({error}); set CI=true to fail instead");
-}
-
 /// A fresh database for `test`, or `None` (after a notice) when PostgreSQL
 /// is unreachable outside CI.
 ///
@@ -110,7 +103,7 @@ pub async fn database(test: &str) -> Option<TestDb> {
             missing(
                 "PostgreSQL",
                 test,
-                &error,
+                &format!("({error})"),
                 "Start it or set PONG_TEST_DATABASE_URL.",
             );
             return None;
@@ -149,7 +142,7 @@ pub async fn redis(test: &str) -> Option<(String, String)> {
             missing(
                 "Redis",
                 test,
-                &error,
+                &format!("({error})"),
                 "Start it or set PONG_TEST_REDIS_URL.",
             );
             None

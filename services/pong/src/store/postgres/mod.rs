@@ -1,12 +1,13 @@
 //! The PostgreSQL store (`PONG_STORE=postgres`): durable, shared by every
 //! pong replica on the same database.
 //!
-//! Writes: a batch of consecutive deliveries goes into one transaction
-//! (`INSERT … ON CONFLICT (id) DO NOTHING`, so a redelivery is a no-op),
-//! which also bumps `pong_state` (exact row count and version) and deletes
-//! the oldest rows beyond `PONG_MAX_MESSAGES`; the consumer acks only after
-//! the commit. Reads: the whole list, the newest N, or keyset pages
-//! `seq > cursor`, all by the unique index on `seq`. The schema is created
+//! Writes: a batch of consecutive deliveries is one statement, hence one
+//! round trip and one transaction (`pong_store_batch`, migration 2:
+//! `INSERT … ON CONFLICT (id) DO NOTHING`, so a redelivery is a no-op; the
+//! `pong_state` bump of the exact row count and version; the deletion of
+//! the oldest rows beyond `PONG_MAX_MESSAGES`); the consumer acks only
+//! after it commits. Reads: bounded pages (the oldest, the newest N, or
+//! keyset pages `seq > cursor`), all by the unique index on `seq`. The schema is created
 //! lazily by the first operation (see [`migrations`]); until then every
 //! operation fails as transient. This module never logs the password: errors
 //! name `host:port/database` only.
