@@ -45,6 +45,7 @@ BAD_REQUESTS = [
     BadRequest("msg is null", "POST", "/ping", b'{"msg": null}', JSON, 422),
     BadRequest("msg is an object", "POST", "/ping", b'{"msg": {"a": 1}}', JSON, 422),
     BadRequest("empty msg", "POST", "/ping", b'{"msg": ""}', JSON, 422),
+    BadRequest("NUL in msg (no store can keep it)", "POST", "/ping", b'{"msg": "a\\u0000b"}', JSON, 422),
     BadRequest("text/plain", "POST", "/ping", b'{"msg": "a"}', "text/plain", 415),
     BadRequest("form encoded", "POST", "/ping", b"msg=a", "application/x-www-form-urlencoded", 415),
     BadRequest("no content type", "POST", "/ping", b'{"msg": "a"}', None, 415),
@@ -55,6 +56,7 @@ BAD_REQUESTS = [
     BadRequest("limit is not a number", "GET", "/pong?limit=abc", None, None, 400),
     BadRequest("limit is negative", "GET", "/pong?limit=-1", None, None, 400),
     BadRequest("limit overflows", "GET", "/pong?limit=99999999999999999999999", None, None, 400),
+    BadRequest("limit over the maximum page", "GET", "/pong?limit=1001", None, None, 400),
     BadRequest("metrics are not public", "GET", "/metrics", None, None, 404),
     BadRequest("unknown path", "POST", "/pings", b'{"msg": "a"}', JSON, 404),
 ]
@@ -121,6 +123,7 @@ QUEUE_CASES = [
     QueueCase("id is not a UUID", _wire(id_="not-a-uuid"), "dead"),
     QueueCase("msg is a number", _wire(msg=42), "dead"),
     QueueCase("empty msg", _wire(msg=""), "dead"),
+    QueueCase("NUL in msg", _wire(msg="a\u0000b"), "dead"),
     QueueCase("created_at is not RFC 3339", _wire(created_at="yesterday"), "dead"),
     QueueCase("body over 256 KiB", _wire(msg="y" * (300 * 1024)), "dead"),
     QueueCase("valid message (control)", _wire(id_=VALID_ID, msg="valid"), "stored"),
