@@ -7,7 +7,9 @@ use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{TestDb, database, free_port, get, redis, redis_cleanup, redis_ping, texts};
+use crate::support::{
+    TestDb, database, free_port, get, get_with_headers, redis, redis_cleanup, redis_ping, texts,
+};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use pingpong_common::{Message, Secret};
@@ -98,6 +100,49 @@ async fn a_warm_cache_never_hides_a_committed_message() {
 
     let (status, body) = get(&state, &format!("/pong?after={}", uuid::Uuid::new_v4())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    redis_cleanup(&url, &prefix).await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn link_headers_walk_every_message_on_postgres_with_the_cache() {
+    let Some((url, prefix)) = redis("pong-cache-link").await else {
+        return;
+    };
+    let Some(db) = database("pong-cache-link").await else {
+        return;
+    };
+    let state = state(&db, &url, &prefix);
+    let names: Vec<String> = (0..250).map(|i| format!("m{i}")).collect();
+    let batch: Vec<(Message, OffsetDateTime)> = names
+        .iter()
+        .map(|name| (Message::new(name.as_str()), OffsetDateTime::now_utc()))
+        .collect();
+    state.store.store_batch(&batch).await.unwrap();
+    // Twice: the second walk starts from the cached first page, which must
+    // keep its Link.
+    for walk in 0..2 {
+        let mut uri = "/pong".to_owned();
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..10 {
+            let (status, headers, body) = get_with_headers(&state, &uri).await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            seen.extend(texts(&body).into_iter().map(str::to_owned));
+            let Some(link) = headers.get("link") else {
+                break;
+            };
+            uri = link
+                .to_str()
+                .unwrap()
+                .strip_prefix('<')
+                .and_then(|l| l.split_once(">; rel=\"next\""))
+                .unwrap()
+                .0
+                .to_owned();
+        }
+        assert_eq!(seen, names, "walk {walk}");
+    }
+    assert!(state.metrics.cache_hits.get() >= 1);
     redis_cleanup(&url, &prefix).await;
     db.drop_db().await;
 }
