@@ -6,7 +6,8 @@
 #   charts/pingpong-operator/crds/pingpongstacks.yaml   the same bytes
 #   manifests/install.yaml                         the chart rendered with its default values
 #                                                  (release pingpong-operator, ns pingpong-system)
-#   operator/tests/golden/*.yaml                   builder goldens (UPDATE_GOLDEN=1 cargo test)
+#   operator/tests/golden/*.yaml                   builder goldens (UPDATE_GOLDEN=1 cargo test
+#                                                  -p pingpong-operator --test operator builders::)
 #
 # Usage: scripts/generate.sh [--check]
 #   --check   regenerate into a temporary directory, compare, and fail listing every stale file.
@@ -27,7 +28,9 @@ esac
 release=pingpong-operator
 namespace=pingpong-system
 chart=charts/pingpong-operator
-golden_test=builders
+# The operator's one integration-test binary and the module holding the builder goldens.
+golden_test=operator
+golden_filter=builders::
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 
@@ -62,16 +65,16 @@ cp "$out/manifests/crd.yaml" "$out/$chart/crds/pingpongstacks.yaml"
 # 3. Builder goldens. They live where the Rust test reads them, so --check runs the golden test
 #    in compare mode instead of rewriting them.
 golden_status=0
-if [ -f "operator/tests/$golden_test.rs" ]; then
-  if $check; then
-    cargo test --quiet -p pingpong-operator --test "$golden_test" >"$out/golden.log" 2>&1 ||
-      golden_status=$?
-  else
-    echo "generate: regenerating operator goldens" >&2
-    UPDATE_GOLDEN=1 cargo test --quiet -p pingpong-operator --test "$golden_test" >&2
-  fi
+if [ ! -f "operator/tests/$golden_test/main.rs" ] || [ ! -f "operator/tests/$golden_test/builders.rs" ]; then
+  echo "generate: operator/tests/$golden_test/builders.rs not found: update golden_test in $0" >&2
+  exit 1
+fi
+if $check; then
+  cargo test --quiet -p pingpong-operator --test "$golden_test" "$golden_filter" >"$out/golden.log" 2>&1 ||
+    golden_status=$?
 else
-  echo "generate: operator/tests/$golden_test.rs not found; skipping goldens" >&2
+  echo "generate: regenerating operator goldens" >&2
+  UPDATE_GOLDEN=1 cargo test --quiet -p pingpong-operator --test "$golden_test" "$golden_filter" >&2
 fi
 
 if ! $check; then
@@ -88,7 +91,7 @@ for f in manifests/crd.yaml "$chart/crds/pingpongstacks.yaml" manifests/install.
 done
 if [ "$golden_status" -ne 0 ]; then
   tail -n 30 "$out/golden.log" >&2
-  stale+=("operator/tests/golden/ (cargo test -p pingpong-operator --test $golden_test failed)")
+  stale+=("operator/tests/golden/ (cargo test -p pingpong-operator --test $golden_test $golden_filter failed)")
 fi
 if [ ${#stale[@]} -gt 0 ]; then
   echo >&2
