@@ -537,3 +537,18 @@ async fn the_openapi_document_lists_every_route_and_status() {
     fields.sort_unstable();
     assert_eq!(fields, ["created_at", "id", "msg", "received_at"]);
 }
+
+#[test]
+fn the_readme_lists_every_dead_letter_reason() {
+    let readme = include_str!("../../../../README.md");
+    let store_kinds = ["Serialize", "Unstorable"];
+    for reason in pingpong_common::message::MessageError::KINDS
+        .iter()
+        .chain(&store_kinds)
+    {
+        assert!(
+            readme.contains(&format!("| `{reason}` |")),
+            "README's dead-letter table misses {reason}"
+        );
+    }
+}
