@@ -4,6 +4,7 @@ cluster), so these checks make sure they parse and that everything they name exi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -162,6 +163,15 @@ def _lookup(values: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def _schema_lookup(schema: dict[str, Any], dotted: str) -> None:
+    """Fails unless values.schema.json declares the dotted key (set or not by default)."""
+    node = schema
+    for part in dotted.split("."):
+        properties = node.get("properties", {})
+        assert part in properties, f"values.schema.json has no key {dotted}"
+        node = properties[part]
+
+
 def _set(values: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     node = values
@@ -190,8 +200,9 @@ def test_skaffold_deploys_the_chart_with_the_built_images() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
     sanitized = {re.sub(r"[/.\-]", "_", image): image for image in IMAGES.values()}
     values: dict[str, Any] = {}
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
     for key, template in release["setValueTemplates"].items():
-        _lookup(defaults, key)
+        _schema_lookup(schema, key)
         variables = re.findall(
             r"\{\{\s*\.(IMAGE_(?:FULLY_QUALIFIED|REPO_NO_DOMAIN|REPO|TAG|DIGEST|DOMAIN))"
             r"_(\w+)\s*\}\}",
@@ -241,13 +252,27 @@ def test_skaffold_applies_the_samples_after_the_chart() -> None:
     assert (ROOT / "manifests/samples/gateway.yaml").is_file()
 
 
+def _stack_image_env(values: dict[str, Any] | None) -> dict[str, str]:
+    (deployment,) = [o for o in render_chart(values) if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    return {"operator": container["image"], "ping": env["PINGPONG_PING_IMAGE"],
+            "pong": env["PINGPONG_PONG_IMAGE"]}
+
+
 def test_image_names_are_consistent() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
     version = workspace_version()
     assert defaults["image"]["repository"] == IMAGES["operator"]
-    assert defaults["stackImages"]["ping"] == f"{IMAGES['ping']}:{version}"
-    assert defaults["stackImages"]["pong"] == f"{IMAGES['pong']}:{version}"
+    # The version is written once (Chart.yaml appVersion): ping and pong follow the operator image.
+    assert defaults["image"]["tag"] == ""
+    assert "ping" not in defaults["stackImages"] and "pong" not in defaults["stackImages"]
     assert defaults["stackImages"]["rabbitmq"] == "rabbitmq:4.2-management"
+    assert _stack_image_env(None) == {name: f"{image}:{version}" for name, image in IMAGES.items()}
+    moved = _stack_image_env({"image": {"repository": "registry.local:5000/pp/operator", "tag": "dev"}})
+    assert moved == {name: f"registry.local:5000/pp/{name}:dev" for name in IMAGES}
+    pinned = _stack_image_env({"stackImages": {"ping": "example.com/ping:1", "pong": "example.com/pong:2"}})
+    assert (pinned["ping"], pinned["pong"]) == ("example.com/ping:1", "example.com/pong:2")
     readme = (CHART / "README.md").read_text(encoding="utf-8")
     for image in IMAGES.values():
         assert image in readme

@@ -59,3 +59,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository $tag }}
 {{- end }}
 {{- end }}
+
+{{/*
+Default image of a stack component ("ping" or "pong"): stackImages.<name> when set, else the
+operator image's repository directory and tag with the component's name, so all three follow
+appVersion (or image.tag) together.
+*/}}
+{{- define "pingpong-operator.stackImage" -}}
+{{- $name := .name }}
+{{- $root := .root }}
+{{- $set := index $root.Values.stackImages $name }}
+{{- if $set }}
+{{- $set }}
+{{- else }}
+{{- printf "%s/%s:%s" (dir $root.Values.image.repository) $name (default $root.Chart.AppVersion $root.Values.image.tag) }}
+{{- end }}
+{{- end }}
