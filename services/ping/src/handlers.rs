@@ -87,6 +87,8 @@ pub struct PingResponse {
         (status = 408, description = "The body did not arrive within the request timeout (10 s); the connection is closed", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Content type is not application/json", body = ErrorBody),
+        (status = 414, description = "Request line longer than 64 KiB (answered by the HTTP server)", body = ErrorBody),
+        (status = 431, description = "Too many or too large headers (answered by the HTTP server)", body = ErrorBody),
         (status = 422, description = "Body is not an object, or `msg` is missing, not a string, empty or contains NUL; the message names `msg`", body = ErrorBody),
         (status = 500, description = "Internal error (generic body, details in the log)", body = ErrorBody),
         (status = 503, description = "Broker unavailable, nack, unroutable, confirm timeout or request timeout; retry later",

@@ -98,6 +98,8 @@ impl PongParams {
             headers(("Link" = String, description = "`</pong?after=<id>&limit=N>; rel=\"next\"` while more messages follow"))),
         (status = 400, description = "`limit` or `after` is malformed or out of range", body = ErrorBody),
         (status = 404, description = "`after` names a message that is not stored (unknown or evicted)", body = ErrorBody),
+        (status = 414, description = "Request line longer than 64 KiB (answered by the HTTP server)", body = ErrorBody),
+        (status = 431, description = "Too many or too large headers (answered by the HTTP server)", body = ErrorBody),
         (status = 500, description = "Internal error (generic body, details in the log)", body = ErrorBody),
         (status = 503, description = "The store is unavailable or the request timed out; retry later",
             body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),

@@ -484,7 +484,11 @@ async fn the_openapi_document_lists_every_route_and_status() {
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["title"], "pong");
     let expected: [(&str, &str, &[&str]); 5] = [
-        ("/pong", "get", &["200", "400", "404", "500", "503"]),
+        (
+            "/pong",
+            "get",
+            &["200", "400", "404", "414", "431", "500", "503"],
+        ),
         ("/readyz", "get", &["200", "503"]),
         ("/healthz", "get", &["200"]),
         ("/metrics", "get", &["200"]),
