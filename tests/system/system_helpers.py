@@ -317,7 +317,7 @@ class Stack:
 
 
 def render_nginx_conf(listen: str, ping: str, pong: str, access_log: str) -> str:
-    """deploy/local/nginx.conf.template with its placeholders filled (as scripts/local-up.sh does)."""
+    """deploy/local/nginx.conf.template with its placeholders filled (as scripts/local.sh up does)."""
     text = NGINX_TEMPLATE.read_text()
     for key, value in {"@GATEWAY_LISTEN@": listen, "@PING_ADDR@": ping, "@PONG_ADDR@": pong,
                        "@ACCESS_LOG@": access_log}.items():
