@@ -4,8 +4,8 @@
 # RABBITMQ_HOST:RABBITMQ_PORT (default 127.0.0.1:5672, guest/guest; `rabbitmq-server` must be
 # installed for the fault tests, which start a private broker node of their own), PostgreSQL on
 # 127.0.0.1:5432 (user postgres, trust auth) and Redis on 127.0.0.1:6379 (`redis-server` installed).
-# `scripts/ensure-services.sh` starts installed servers; `.ci/run` installs all of it on a fresh
-# Debian machine.
+# The first step (`scripts/ensure-services.sh`) starts installed servers that are not running;
+# `.ci/run` installs all of it on a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,15 @@ source scripts/lib.sh
 
 # One target directory for every step and every workflow (the default ./target unless set).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+step "servers the tests talk to (RabbitMQ, PostgreSQL, Redis)"
+# Starts installed servers that are not running and names the package of any that is missing.
+# Outside CI the tests that need a missing server skip; with CI=true they fail (and so does this).
+if ! scripts/ensure-services.sh; then
+  [[ ${CI:-} != true ]] ||
+    fail "a server the tests need is missing (see above); on a fresh Debian machine .ci/run installs everything"
+  say "warning: a server is missing (see above): the tests that need it will be skipped"
+fi
 
 step "python tools (.venv)"
 scripts/venv.sh
