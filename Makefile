@@ -8,6 +8,7 @@
 #   make bench       data-plane benchmark through nginx, then the PostgreSQL store (see BENCHMARKS.md)
 #   make bench-store pong's PostgreSQL store and Redis cache benchmark alone
 #   make bench-operator  reconcile benchmark against the in-memory API
+#   make bench-ha    quorum queue on a private 3-node RabbitMQ cluster vs classic on one node
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
@@ -80,3 +81,7 @@ bench-store:
 .PHONY: bench-operator
 bench-operator:
 	scripts/bench-operator.sh
+
+.PHONY: bench-ha
+bench-ha:
+	scripts/bench-ha.sh
