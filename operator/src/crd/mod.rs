@@ -210,7 +210,23 @@ impl Default for PongSpec {
 }
 
 /// Settings of the RabbitMQ broker.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("self.replicas != 2").message(
+    "rabbitmq.replicas must not be 2: a two-node RabbitMQ cluster loses its majority (and every quorum queue) when either node is down; use 1, 3 or more (an odd number)"
+))]
+#[x_kube(validation = kube::core::Rule::new("self.replicas >= oldSelf.replicas").message(
+    "rabbitmq.replicas cannot be decreased: the remaining nodes keep waiting for the departed ones and quorum queues can lose their majority; create a new stack with fewer nodes and move the traffic"
+))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.storage) || !self.storage.ephemeral || self.replicas == 1"
+).message(
+    "rabbitmq.storage.ephemeral needs rabbitmq.replicas: 1: a restarted node of an ephemeral cluster comes back empty under its old name and cannot rejoin; use persistent storage for a cluster"
+))]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.queueType) ? self.queueType : (self.replicas >= 3 ? 'quorum' : 'classic')) == (has(oldSelf.queueType) ? oldSelf.queueType : (oldSelf.replicas >= 3 ? 'quorum' : 'classic'))"
+).message(
+    "rabbitmq.queueType (or its default, quorum from 3 replicas, else classic) cannot change on an existing stack: RabbitMQ refuses to declare the queue again with another type; set queueType to the current type to keep it, or create a new stack (a new queue) and drain the old one"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct RabbitMqSpec {
     /// Container image of RabbitMQ (an official `rabbitmq:4.x-management` tag or compatible).
@@ -218,8 +234,8 @@ pub struct RabbitMqSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
-    /// Number of broker nodes (1 to 9). More than one forms a cluster through Kubernetes peer
-    /// discovery; use an odd number.
+    /// Number of broker nodes (1 to 9, not 2). More than one forms a cluster through Kubernetes
+    /// peer discovery; use an odd number. Can grow, never shrink (rejected at admission).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 9))]
     pub replicas: i32,
@@ -228,8 +244,12 @@ pub struct RabbitMqSpec {
     #[serde(default = "default_queue")]
     #[schemars(length(min = 1, max = 200), pattern(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"))]
     pub queue: String,
-    /// Storage of the broker's data directory.
+    /// Storage of the broker's data directory. Fixed at creation (it becomes the StatefulSet's
+    /// volumeClaimTemplates, which Kubernetes does not let change): a change is rejected.
     #[serde(default)]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message(
+        "rabbitmq.storage cannot be changed after creation: it is the broker StatefulSet's volumeClaimTemplates, which Kubernetes does not let change; create a new stack, or expand the PersistentVolumeClaims data-<stack>-rabbitmq-N yourself"
+    ))]
     pub storage: StorageSpec,
     /// CPU and memory requests/limits of the RabbitMQ container. Defaults to requests of 250m CPU
     /// and 512Mi memory with a 1Gi memory limit.
@@ -241,6 +261,12 @@ pub struct RabbitMqSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
+    /// Type of the work queue and its dead-letter queue: `quorum` (replicated on every node,
+    /// survives losing a minority of them) or `classic` (on one node). Unset: `quorum` with 3 or
+    /// more replicas, else `classic`. Passed to ping and pong as `RABBITMQ_QUEUE_TYPE`. Fixed for
+    /// the life of the stack (rejected at admission): RabbitMQ cannot change a queue's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_type: Option<QueueType>,
 }
 
 impl Default for RabbitMqSpec {
@@ -252,6 +278,36 @@ impl Default for RabbitMqSpec {
             storage: StorageSpec::default(),
             resources: None,
             credentials_secret: None,
+            queue_type: None,
+        }
+    }
+}
+
+/// RabbitMQ queue types.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum QueueType {
+    /// A classic queue, on one node.
+    Classic,
+    /// A quorum queue, replicated with Raft on every node.
+    Quorum,
+}
+
+impl QueueType {
+    /// The value of `RABBITMQ_QUEUE_TYPE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+
+    /// The type a stack gets when `queueType` is unset: quorum from three broker nodes on.
+    pub fn default_for(replicas: i32) -> Self {
+        if replicas >= 3 {
+            Self::Quorum
+        } else {
+            Self::Classic
         }
     }
 }

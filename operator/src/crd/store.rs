@@ -85,7 +85,7 @@ pub struct ExternalPostgres {
 }
 
 /// A PostgreSQL the operator provisions.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisionedPostgres {
     /// Container image: an official `postgres` image (Debian based, user 999) or compatible.
@@ -94,8 +94,12 @@ pub struct ProvisionedPostgres {
     #[schemars(length(min = 1))]
     pub image: Option<String>,
     /// Storage of the database directory. The PersistentVolumeClaim is kept when the store is
-    /// switched off or the stack is deleted; delete it yourself to drop the data.
+    /// switched off or the stack is deleted; delete it yourself to drop the data. Fixed at
+    /// creation (it becomes the StatefulSet's volumeClaimTemplates): a change is rejected.
     #[serde(default)]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message(
+        "pong.store.postgres.provisioned.storage cannot be changed after creation: it is the PostgreSQL StatefulSet's volumeClaimTemplates, which Kubernetes does not let change; expand the PersistentVolumeClaim data-<stack>-postgres-0 yourself where the StorageClass allows it"
+    ))]
     pub storage: StorageSpec,
     /// CPU and memory requests/limits of the PostgreSQL container. Defaults to requests of 100m
     /// CPU and 256Mi memory with a 1Gi memory limit.

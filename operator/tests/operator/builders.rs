@@ -186,12 +186,17 @@ fn config_hash_changes_with_configuration_only() {
     let env = hashes("  ping:\n    env:\n      - name: RUST_LOG\n        value: debug");
     assert_ne!(base.0, env.0);
 
-    let cluster = hashes("  rabbitmq:\n    replicas: 3");
+    // queueType pinned to the single node's default, so only the broker changes.
+    let cluster = hashes("  rabbitmq:\n    replicas: 3\n    queueType: classic");
     assert_ne!(
         base.2, cluster.2,
         "broker config change must roll the broker"
     );
     assert_eq!(base.0, cluster.0);
+
+    let quorum = hashes("  rabbitmq:\n    replicas: 3");
+    assert_ne!(cluster.0, quorum.0, "the queue type must roll ping");
+    assert_ne!(cluster.1, quorum.1, "the queue type must roll pong");
 }
 
 #[test]

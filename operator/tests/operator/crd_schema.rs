@@ -331,7 +331,9 @@ fn full_sample_sets_every_spec_field() {
 }
 
 /// Bad samples only a CEL rule rejects, and the `validate()` error kind that mirrors the rule.
-const CEL_ONLY: [(&str, &str); 3] = [
+const CEL_ONLY: [(&str, &str); 5] = [
+    ("broker-ephemeral-cluster.yaml", "InvalidReplicas"),
+    ("broker-replicas-two.yaml", "InvalidReplicas"),
     ("pong-replicas.yaml", "InvalidReplicas"),
     ("pong-replicas-memory-store.yaml", "InvalidReplicas"),
     (
@@ -354,6 +356,11 @@ fn bad_samples_are_rejected() {
                 .iter()
                 .find(|(name, _)| *name == file)
                 .unwrap_or_else(|| panic!("{} is not rejected", path.display()));
+            assert!(
+                !cel_errors(&value, None).is_empty(),
+                "{}: no CEL rule rejects it",
+                path.display()
+            );
             let mut stack: PingPongStack = serde_json::from_value(value).unwrap();
             stack.metadata.namespace = Some("default".to_owned());
             let err = validate(&stack, &Images::default())
@@ -366,4 +373,132 @@ fn bad_samples_are_rejected() {
     let mut expected: Vec<&str> = CEL_ONLY.iter().map(|(name, _)| *name).collect();
     expected.sort();
     assert_eq!(cel_only, expected, "the CEL-only bad samples");
+}
+
+/// The messages of the CRD's CEL rules that `object` breaks (as an update of `old`, when given),
+/// evaluated client-side as the API server would, defaults applied.
+fn cel_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = crdgen::open_api_v3_schema().unwrap();
+    match kube::core::cel::Validator::new().validate(&schema, object, old) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .into_vec()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field_path, e.message))
+            .collect(),
+    }
+}
+
+fn stack_json(spec_yaml: &str) -> Value {
+    let text = format!(
+        "apiVersion: pingpong.dev/v1alpha1\nkind: PingPongStack\nmetadata:\n  name: s\nspec:\n{spec_yaml}"
+    );
+    serde_yaml::from_str(&text).unwrap()
+}
+
+#[test]
+fn samples_pass_the_cel_rules_on_create_and_on_a_no_op_update() {
+    for path in yaml_files(&repo_root().join("manifests/samples")) {
+        let value = read_json(&path);
+        assert_eq!(
+            cel_errors(&value, None),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            cel_errors(&value, Some(&value)),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn changes_the_statefulsets_cannot_take_are_rejected_at_admission() {
+    const PG: &str = "  pong:\n    store:\n      type: postgres\n      postgres:\n        provisioned:\n          storage:\n";
+    // (what, old spec, new spec, a fragment of the expected message; None: allowed)
+    let cases: [(&str, String, String, Option<&str>); 11] = [
+        (
+            "broker volume size",
+            "  rabbitmq:\n    storage:\n      size: 1Gi".into(),
+            "  rabbitmq:\n    storage:\n      size: 2Gi".into(),
+            Some("rabbitmq.storage cannot be changed after creation"),
+        ),
+        (
+            "broker storage class",
+            "  {}".into(),
+            "  rabbitmq:\n    storage:\n      storageClassName: fast".into(),
+            Some("rabbitmq.storage cannot be changed after creation"),
+        ),
+        (
+            "broker storage made ephemeral",
+            "  {}".into(),
+            "  rabbitmq:\n    storage:\n      ephemeral: true".into(),
+            Some("rabbitmq.storage cannot be changed after creation"),
+        ),
+        (
+            "PostgreSQL volume size",
+            format!("{PG}            size: 1Gi"),
+            format!("{PG}            size: 5Gi"),
+            Some("pong.store.postgres.provisioned.storage cannot be changed after creation"),
+        ),
+        (
+            "broker scaled down",
+            "  rabbitmq:\n    replicas: 5".into(),
+            "  rabbitmq:\n    replicas: 3".into(),
+            Some("rabbitmq.replicas cannot be decreased"),
+        ),
+        (
+            "broker grown past 3 with the default queue type",
+            "  {}".into(),
+            "  rabbitmq:\n    replicas: 3".into(),
+            Some("rabbitmq.queueType (or its default"),
+        ),
+        (
+            "queue type changed",
+            "  rabbitmq:\n    replicas: 3".into(),
+            "  rabbitmq:\n    replicas: 3\n    queueType: classic".into(),
+            Some("rabbitmq.queueType (or its default"),
+        ),
+        (
+            "broker grown keeping the classic queue",
+            "  {}".into(),
+            "  rabbitmq:\n    replicas: 3\n    queueType: classic".into(),
+            None,
+        ),
+        (
+            "broker grown from 3 to 5",
+            "  rabbitmq:\n    replicas: 3".into(),
+            "  rabbitmq:\n    replicas: 5".into(),
+            None,
+        ),
+        (
+            "PostgreSQL store switched on",
+            "  {}".into(),
+            format!("{PG}            size: 5Gi"),
+            None,
+        ),
+        (
+            "ping scaled",
+            "  rabbitmq:\n    storage:\n      size: 1Gi".into(),
+            "  rabbitmq:\n    storage:\n      size: 1Gi\n  ping:\n    replicas: 4".into(),
+            None,
+        ),
+    ];
+    for (what, old, new, expected) in cases {
+        let errors = cel_errors(&stack_json(&new), Some(&stack_json(&old)));
+        match expected {
+            None => assert_eq!(errors, Vec::<String>::new(), "{what}"),
+            Some(fragment) => assert!(
+                errors.iter().any(|e| e.contains(fragment)),
+                "{what}: expected {fragment:?}, got {errors:?}"
+            ),
+        }
+        assert!(
+            cel_errors(&stack_json(&new), None).is_empty(),
+            "{what}: the new spec alone is valid"
+        );
+    }
 }

@@ -57,6 +57,7 @@ pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvV
         env_from_secret("RABBITMQ_DEFAULT_USER", secret, USERNAME_KEY),
         env_from_secret("RABBITMQ_DEFAULT_PASS", secret, PASSWORD_KEY),
         env_value("RABBITMQ_QUEUE", stack.rabbitmq.queue.clone()),
+        env_value("RABBITMQ_QUEUE_TYPE", stack.rabbitmq.queue_type.as_str()),
         env_value("LOG_FORMAT", "json"),
     ];
     env.extend(params.extra_env.iter().cloned());

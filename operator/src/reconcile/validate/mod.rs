@@ -24,7 +24,7 @@ pub use settings::{
     rabbitmq_defaults, redis_defaults,
 };
 
-use crate::crd::PingPongStack;
+use crate::crd::{PingPongStack, QueueType};
 use crate::images::Images;
 use crate::reconcile::names::ChildNames;
 use crate::reconcile::quantity;
@@ -35,14 +35,16 @@ pub const DNS_LABEL_MAX: usize = 63;
 /// Environment variables the operator sets on ping and pong; a user `env` entry with one of these
 /// names is rejected rather than silently ignored (it would otherwise replace broker credentials
 /// or addresses, or the store and cache settings).
-pub const RESERVED_ENV: [&str; 16] = [
+pub const RESERVED_ENV: [&str; 18] = [
     "LISTEN_ADDR",
+    "RABBITMQ_ADDRESSES",
     "RABBITMQ_HOST",
     "RABBITMQ_PORT",
     "RABBITMQ_VHOST",
     "RABBITMQ_DEFAULT_USER",
     "RABBITMQ_DEFAULT_PASS",
     "RABBITMQ_QUEUE",
+    "RABBITMQ_QUEUE_TYPE",
     "PONG_MAX_MESSAGES",
     "PONG_STORE",
     "PGHOST",
@@ -94,6 +96,24 @@ pub fn validate(
         9,
         "must be 1 to 9",
     )?;
+    // The CRD's CEL rules reject these at admission; a stack stored before the rules existed
+    // is refused here with the same reason.
+    if spec.rabbitmq.replicas == 2 {
+        return Err(ValidationError::InvalidReplicas {
+            field: "spec.rabbitmq.replicas",
+            value: 2,
+            reason: "must not be 2: a two-node RabbitMQ cluster loses its majority when either \
+                     node is down; use 1, 3 or more",
+        });
+    }
+    if spec.rabbitmq.storage.ephemeral && spec.rabbitmq.replicas > 1 {
+        return Err(ValidationError::InvalidReplicas {
+            field: "spec.rabbitmq.replicas",
+            value: spec.rabbitmq.replicas.into(),
+            reason: "must be 1 with spec.rabbitmq.storage.ephemeral: a restarted node of an \
+                     ephemeral cluster comes back empty and cannot rejoin",
+        });
+    }
     if !(1..=10_000_000).contains(&spec.pong.max_messages) {
         return Err(ValidationError::InvalidReplicas {
             field: "spec.pong.maxMessages",
@@ -166,6 +186,10 @@ pub fn validate(
             rabbitmq_defaults,
         )?,
         user_credentials: spec.rabbitmq.credentials_secret.is_some(),
+        queue_type: spec
+            .rabbitmq
+            .queue_type
+            .unwrap_or_else(|| QueueType::default_for(spec.rabbitmq.replicas)),
     };
 
     Ok(ValidatedStack {

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
-use crate::crd::{GatewayParentRef, PingPongStack};
+use crate::crd::{GatewayParentRef, PingPongStack, QueueType};
 use crate::reconcile::names::ChildNames;
 
 /// Resolved settings of the ping or pong service.
@@ -53,6 +53,8 @@ pub struct BrokerSettings {
     /// Whether the credentials Secret is the user's (`credentialsSecret`); the operator then never
     /// writes it.
     pub user_credentials: bool,
+    /// Type of the work queue (the spec's, or its default for the replica count).
+    pub queue_type: QueueType,
 }
 
 /// Resolved settings of a PostgreSQL the operator provisions.
