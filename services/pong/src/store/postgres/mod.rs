@@ -156,8 +156,28 @@ impl PgStore {
     where
         F: for<'c> FnOnce(&'c mut ClientWrapper) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
     {
+        self.with_client_on(op, timeout, &(), |client, ()| work(client))
+            .await
+    }
+
+    /// [`Self::with_client`] for work that borrows `data` (the batch being
+    /// written) instead of owning a copy of it.
+    async fn with_client_on<T, D, F>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        data: &D,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        D: ?Sized + Sync,
+        F: for<'c> FnOnce(
+            &'c mut ClientWrapper,
+            &'c D,
+        ) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    {
         let started = Instant::now();
-        let result = self.run_on_client(op, timeout, work).await;
+        let result = self.run_on_client(op, timeout, data, work).await;
         self.metrics
             .db_query_duration
             .with_label_values(&[op])
@@ -179,14 +199,19 @@ impl PgStore {
         self.metrics.store_ready.set(i64::from(ready));
     }
 
-    async fn run_on_client<T, F>(
+    async fn run_on_client<T, D, F>(
         &self,
         op: &'static str,
         timeout: Duration,
+        data: &D,
         work: F,
     ) -> Result<T, StoreError>
     where
-        F: for<'c> FnOnce(&'c mut ClientWrapper) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+        D: ?Sized + Sync,
+        F: for<'c> FnOnce(
+            &'c mut ClientWrapper,
+            &'c D,
+        ) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
     {
         let timed_out = || StoreError::Timeout {
             target: self.target.clone(),
@@ -204,7 +229,7 @@ impl PgStore {
             }
             Err(_) => return Err(timed_out()),
         };
-        let outcome = tokio::time::timeout(timeout, work(&mut client)).await;
+        let outcome = tokio::time::timeout(timeout, work(&mut client, data)).await;
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(StoreError::Database {
@@ -299,10 +324,9 @@ impl PgStore {
         rows: &[&Incoming],
     ) -> Result<Vec<Result<InsertOutcome, StoreError>>, StoreError> {
         let max = self.max_messages;
-        let rows: Vec<Incoming> = rows.iter().map(|&row| row.clone()).collect();
         let written = self
-            .with_client("insert", WRITE_TIMEOUT, move |client| {
-                Box::pin(async move { queries::insert(client, &rows, max).await })
+            .with_client_on("insert", WRITE_TIMEOUT, rows, move |client, rows| {
+                Box::pin(async move { queries::insert(client, rows, max).await })
             })
             .await?;
         let len = usize::try_from(written.stored).unwrap_or(0);

@@ -69,13 +69,14 @@ const CURSOR: &str = "SELECT 1 FROM pong_messages WHERE id = $1";
 /// implicit transaction; the `pong_state` row lock lives only inside it.
 pub async fn insert(
     client: &mut Client,
-    rows: &[Incoming],
+    rows: &[&Incoming],
     max: i64,
 ) -> Result<Written, tokio_postgres::Error> {
     // Repeated ids inside one batch: only the first may be stored.
     let mut seen = HashSet::with_capacity(rows.len());
     let unique: Vec<&Incoming> = rows
         .iter()
+        .copied()
         .filter(|(message, _)| seen.insert(message.id))
         .collect();
     let ids: Vec<Uuid> = unique.iter().map(|(m, _)| m.id).collect();
