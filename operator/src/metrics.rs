@@ -55,6 +55,8 @@ impl ReconcileResult {
 pub enum ChildOperation {
     /// Server-side apply.
     Apply,
+    /// Creation of a generated Secret (`create`, an existing one is left alone).
+    Create,
     /// Deletion of an object the plan no longer contains.
     Delete,
 }
@@ -63,6 +65,7 @@ impl ChildOperation {
     fn as_str(self) -> &'static str {
         match self {
             Self::Apply => "apply",
+            Self::Create => "create",
             Self::Delete => "delete",
         }
     }

@@ -13,8 +13,10 @@
 //!   `blockOwnerDeletion`, which the `OwnerReferencesPermissionEnforcement` admission plugin
 //!   (OpenShift, hardened clusters) allows only to a client that may update the owner's finalizers.
 //!   The operator never adds a finalizer.
-//! - `get` on StatefulSets and Deployments: readiness while paused; on Secrets: whether the
-//!   credentials Secret exists (so it is generated once and never rotated).
+//! - Secrets are never listed nor watched: `get` tells whether a generated Secret exists
+//!   (metadata only) and reads the keys of a Secret the spec names; `create` writes a generated
+//!   Secret (never an apply, so two leaders cannot write two passwords).
+//! - `get` on StatefulSets and Deployments: readiness while paused.
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, and on
 //!   StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL and
 //!   Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
@@ -39,7 +41,6 @@ pub struct Permission {
 // exists as `patch`: every applied kind needs both (a 403 on the first apply otherwise).
 const WATCH_APPLY: &[&str] = &["create", "list", "patch", "watch"];
 const WATCH_APPLY_DELETE: &[&str] = &["create", "delete", "list", "patch", "watch"];
-const WATCH_APPLY_GET: &[&str] = &["create", "get", "list", "patch", "watch"];
 const WATCH_APPLY_GET_DELETE: &[&str] = &["create", "delete", "get", "list", "patch", "watch"];
 
 /// Every permission the operator uses (cluster-wide, except leases in the operator's namespace).
@@ -77,7 +78,7 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "",
         resource: "secrets",
-        verbs: WATCH_APPLY_GET,
+        verbs: &["create", "get"],
     },
     Permission {
         api_group: "",

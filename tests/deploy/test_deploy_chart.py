@@ -192,7 +192,8 @@ EXPECTED_STACK_RULES = {
     # blockOwnerDeletion under the OwnerReferencesPermissionEnforcement admission plugin
     ("pingpong.dev", "pingpongstacks/finalizers"): {"update"},
     ("", "configmaps"): WATCH_APPLY,
-    ("", "secrets"): WATCH_APPLY | {"get"},
+    # Secrets: never listed nor watched; generated ones created (never applied), others read by name.
+    ("", "secrets"): {"create", "get"},
     # delete on services, deployments, statefulsets, networkpolicies: pong's provisioned
     # PostgreSQL and Redis when the store or cache is switched off.
     ("", "services"): WATCH_APPLY | {"delete"},

@@ -5,7 +5,8 @@
 //! was asked to apply, and orphan deletion removes exactly the labelled, owned objects of a
 //! prunable kind that are not in that record (Stackable's `ClusterResources` idea): no keep-list
 //! is written by hand. Every apply uses the field manager [`FIELD_MANAGER`] with `force`, so the
-//! operator owns exactly the fields it sets. Every call is counted in
+//! operator owns exactly the fields it sets; generated Secrets are created instead (an existing
+//! one is never overwritten). Every call is counted in
 //! `pingpong_operator_child_operations_total`. Orphans are found with metadata-only lists.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +17,9 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -140,6 +143,24 @@ impl<'a> Applier<'a> {
         })
     }
 
+    /// Creates a generated Secret; one that exists already (409: another leader, or a
+    /// reconcile that observed before it was created) is left alone, never overwritten.
+    async fn create_secret(&self, secret: &Secret) -> Result<(), Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
+        let result = match api.create(&PostParams::default(), secret).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.metrics
+            .child_operation("Secret", ChildOperation::Create, result.is_ok());
+        result.map_err(|source| Error::Apply {
+            kind: "Secret",
+            name: secret.name_any(),
+            source,
+        })
+    }
+
     async fn apply_dynamic(&self, obj: &DynamicObject, kind: ChildKind) -> Result<(), Error> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), self.namespace, &resource(kind));
@@ -162,7 +183,7 @@ impl<'a> Applier<'a> {
             .insert((child.kind(), child.name().to_owned()));
         let kind = child.kind();
         match child {
-            Child::Secret(o) => self.apply_typed(o, kind).await.map(|_| None),
+            Child::Secret(o) => self.create_secret(o).await.map(|()| None),
             Child::ConfigMap(o) => self.apply_typed(o, kind).await.map(|_| None),
             Child::Service(o) => self.apply_typed(o, kind).await.map(|_| None),
             Child::StatefulSet(o) => self

@@ -10,16 +10,20 @@ use crate::support::api::{
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube_fake_client::interceptor;
 use pingpong_operator::crd::{
-    CacheSpec, ExternalPostgres, PingPongStackSpec, Placement, PostgresSpec, ProvisionedRedis,
-    StoreSpec, StoreType,
+    CacheSpec, ExternalPostgres, PingPongStack, PingPongStackSpec, Placement, PostgresSpec,
+    ProvisionedRedis, StoreSpec, StoreType,
 };
 use pingpong_operator::labels;
+use pingpong_operator::metrics::ChildOperation;
 use pingpong_operator::reconcile::MISSING_REFERENCE_REQUEUE;
 use pretty_assertions::assert_eq;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The objects a provisioned PostgreSQL and Redis add to a stack.
 const PROVISIONED: [&str; 7] = [
@@ -83,9 +87,13 @@ async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness(
     let uid = get_stack(&client).await.metadata.uid.unwrap();
     for key in PROVISIONED {
         let object = objects.get(key).unwrap_or_else(|| panic!("{key} missing"));
+        // The credentials outlive the stack like the retained volume they open.
+        let owner = match key {
+            "Secret/stack-postgres-credentials" => serde_json::Value::Null,
+            _ => serde_json::Value::from(uid.as_str()),
+        };
         assert_eq!(
-            object["metadata"]["ownerReferences"][0]["uid"],
-            uid.as_str(),
+            object["metadata"]["ownerReferences"][0]["uid"], owner,
             "{key}"
         );
     }
@@ -163,6 +171,76 @@ async fn the_generated_postgres_password_is_never_rotated() {
     );
     let pdb = children(&client).await["PodDisruptionBudget/stack-pong"].clone();
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+}
+
+#[tokio::test]
+async fn a_re_created_stack_reuses_the_postgres_credentials_of_its_data() {
+    let client = client(Setup {
+        stacks: vec![api::stack(postgres_spec(1, false))],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let original = secrets.get("stack-postgres-credentials").await.unwrap();
+    assert_eq!(
+        original.metadata.owner_references, None,
+        "not garbage-collected with the stack: it opens the retained volume"
+    );
+
+    // The stack is deleted (its owned children would go) and created again: a new uid.
+    let stacks: Api<PingPongStack> = Api::namespaced(client.clone(), NS);
+    stacks.delete(NAME, &DeleteParams::default()).await.unwrap();
+    stacks
+        .create(&PostParams::default(), &api::stack(postgres_spec(1, false)))
+        .await
+        .unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let now = secrets.get("stack-postgres-credentials").await.unwrap();
+    assert_eq!(now.data, original.data, "the old data directory's password");
+    assert_eq!(
+        now.metadata.resource_version,
+        original.metadata.resource_version
+    );
+}
+
+#[tokio::test]
+async fn generated_secrets_are_created_never_applied() {
+    let patched = Arc::new(AtomicUsize::new(0));
+    let p = patched.clone();
+    let interceptors = interceptor::Funcs::new().patch(move |ctx| {
+        if ctx.patch.get("kind").and_then(|k| k.as_str()) == Some("Secret") {
+            p.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(None)
+    });
+    let client = client(Setup {
+        stacks: vec![api::stack(postgres_spec(1, false))],
+        interceptors: Some(interceptors),
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let objects = children(&client).await;
+    for name in [
+        "stack-rabbitmq-credentials",
+        "stack-rabbitmq-erlang-cookie",
+        "stack-postgres-credentials",
+    ] {
+        assert!(objects.contains_key(&format!("Secret/{name}")), "{name}");
+    }
+    assert_eq!(
+        patched.load(Ordering::SeqCst),
+        0,
+        "no Secret is ever applied"
+    );
+    assert_eq!(
+        ctx.metrics
+            .child_operations("Secret", ChildOperation::Create, true),
+        3
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,11 @@
 //! credentials Secret.
 //!
 //! Each is only built from values generated at the edge (see [`crate::credentials`]) when the
-//! Secret does not exist yet; an existing Secret is never planned, so never rewritten.
+//! Secret does not exist yet; an existing Secret is never planned, so never rewritten. The apply
+//! step creates them (never a forced apply), so two leaders cannot write two passwords.
+//!
+//! The PostgreSQL credentials Secret has no owner reference: it lives as long as the data volume
+//! it opens (the claim is retained too), so a stack re-created under the same name reuses it.
 
 use std::collections::BTreeMap;
 
@@ -56,12 +60,15 @@ pub fn build_erlang_cookie_secret(stack: &ValidatedStack, cookie: &SecretValue) 
 pub fn build_postgres_secret(stack: &ValidatedStack, password: &SecretValue) -> Option<Secret> {
     stack.store.provisioned()?;
     let host = service_host(stack, &stack.names.postgres);
+    let mut metadata = object_meta(
+        stack,
+        &stack.names.postgres_credentials,
+        Component::Postgres,
+    );
+    // Outlives the stack like the retained claim `data-<stack>-postgres-0`.
+    metadata.owner_references = None;
     Some(Secret {
-        metadata: object_meta(
-            stack,
-            &stack.names.postgres_credentials,
-            Component::Postgres,
-        ),
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(BTreeMap::from([
             (HOST_KEY.to_owned(), bytes(&host)),
