@@ -109,6 +109,52 @@ fn full_stack_adds_pdbs_route_and_monitors_and_no_credentials_secret() {
 }
 
 #[test]
+fn broker_memory_alarm_follows_the_limit_and_pods_spread_and_drain() {
+    let (_, single) = desired_for(&load_fixture("minimal"));
+    let conf = &single.rabbitmq.config.data.as_ref().unwrap()["rabbitmq.conf"];
+    // The default limit, 1Gi.
+    assert!(
+        conf.contains("total_memory_available_override_value = 1073741824\n"),
+        "{conf}"
+    );
+    let (_, custom) = desired_for(&stack_from_spec(
+        "mem",
+        "  rabbitmq:\n    resources:\n      limits:\n        memory: 1536Mi",
+    ));
+    let conf = &custom.rabbitmq.config.data.as_ref().unwrap()["rabbitmq.conf"];
+    assert!(
+        conf.contains("total_memory_available_override_value = 1610612736\n"),
+        "{conf}"
+    );
+    let (_, unlimited) = desired_for(&stack_from_spec(
+        "nolimit",
+        "  rabbitmq:\n    resources:\n      requests:\n        memory: 1Gi",
+    ));
+    let conf = &unlimited.rabbitmq.config.data.as_ref().unwrap()["rabbitmq.conf"];
+    assert!(!conf.contains("total_memory_available_override_value"));
+
+    let broker = serde_json::to_value(&single.rabbitmq.statefulset).unwrap();
+    let spread = &broker["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+    assert_eq!(
+        spread["labelSelector"]["matchLabels"],
+        broker["spec"]["selector"]["matchLabels"]
+    );
+    for app in [&single.ping.deployment, &single.pong.deployment] {
+        let app = serde_json::to_value(app).unwrap();
+        let container = &app["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
+        assert!(
+            app["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap()
+                > 5
+        );
+    }
+}
+
+#[test]
 fn rabbitmq_config_follows_replicas() {
     let (_, single) = desired_for(&load_fixture("minimal"));
     let conf = &single.rabbitmq.config.data.as_ref().unwrap()["rabbitmq.conf"];

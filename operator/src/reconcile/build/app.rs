@@ -3,7 +3,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
+    Service, ServicePort, ServiceSpec, SleepAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,6 +18,9 @@ use super::common::{
 };
 use crate::labels::{self, Component};
 use crate::reconcile::validate::{AppSettings, ValidatedStack};
+
+/// How long ping and pong keep serving after they are asked to stop, before SIGTERM.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 
 /// What differs between the ping and pong workloads.
 pub struct AppParams<'a> {
@@ -92,6 +96,17 @@ pub fn build_app_deployment(stack: &ValidatedStack, params: &AppParams<'_>) -> D
         readiness_probe: Some(http_probe("/readyz", HTTP_PORT_NAME, 5, 3)),
         liveness_probe: Some(http_probe("/healthz", HTTP_PORT_NAME, 10, 3)),
         security_context: Some(restricted_container_security_context(APP_UID, true)),
+        // Keep serving while the endpoints controller and the ingress controller drop the pod,
+        // so a rollout causes no 502s. The `sleep` action needs no shell (distroless images).
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            post_start: None,
+        }),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     };

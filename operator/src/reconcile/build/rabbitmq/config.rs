@@ -13,6 +13,7 @@ use super::super::common::{
     AMQP_PORT, RABBITMQ_MANAGEMENT_PORT, RABBITMQ_METRICS_PORT, object_meta,
 };
 use crate::labels::Component;
+use crate::reconcile::quantity;
 use crate::reconcile::validate::ValidatedStack;
 
 /// ConfigMap key of the broker configuration.
@@ -33,6 +34,13 @@ pub fn rabbitmq_conf(stack: &ValidatedStack) -> String {
          log.file = false\n",
         name = stack.name,
     );
+    if let Some(bytes) = memory_limit_bytes(stack) {
+        // The memory alarm (60 % of this by default) throttles publishers before the kernel
+        // OOM-kills the pod; without it RabbitMQ would size itself from the node's memory.
+        conf.push_str(&format!(
+            "total_memory_available_override_value = {bytes}\n"
+        ));
+    }
     if stack.rabbitmq.replicas > 1 {
         conf.push_str(
             "cluster_formation.peer_discovery_backend = k8s\n\
@@ -40,6 +48,14 @@ pub fn rabbitmq_conf(stack: &ValidatedStack) -> String {
         );
     }
     conf
+}
+
+/// The broker container's memory limit in bytes, when it has one.
+fn memory_limit_bytes(stack: &ValidatedStack) -> Option<u64> {
+    let limit = stack.rabbitmq.resources.limits.as_ref()?.get("memory")?;
+    let bytes = quantity::parse(&limit.0)?;
+    // Validation checked the quantity; a limit is positive and far below 2^64 bytes.
+    (bytes >= 1.0).then_some(bytes as u64)
 }
 
 /// The Erlang term of `enabled_plugins`: management and Prometheus, plus Kubernetes peer

@@ -7,7 +7,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath,
-    PodSpec, PodTemplateSpec, Probe, TCPSocketAction, Volume, VolumeMount,
+    PodSpec, PodTemplateSpec, Probe, TCPSocketAction, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -218,6 +219,21 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
                         Some(RABBITMQ_UID),
                     )),
                     termination_grace_period_seconds: Some(120),
+                    // One node per host where the scheduler can, without blocking scheduling on a
+                    // small cluster.
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(labels::selector_labels(
+                                &stack.name,
+                                Component::RabbitMq,
+                            )),
+                            match_expressions: None,
+                        }),
+                        ..TopologySpreadConstraint::default()
+                    }]),
                     ..PodSpec::default()
                 }),
             },
