@@ -2,20 +2,26 @@
 //!
 //! kube-runtime has no leader election, so this module implements the client-go protocol in a
 //! small form: the Lease `pingpong-operator-leader` in `POD_NAMESPACE` names its holder
-//! (`POD_NAME`) and when it last renewed. The holder renews every [`ElectionConfig::renew_every`];
-//! a replica takes over only a Lease whose renew time plus duration has passed (or that has no
-//! holder). Every write is a create or a `resourceVersion`-conditional replace, so two replicas
-//! racing for an expired Lease cannot both win: the loser gets a 409 Conflict.
+//! (`POD_NAME`) and when it last renewed. The holder renews every [`ElectionConfig::renew_every`].
+//! A replica takes over only a Lease that has no holder, or whose record it has seen unchanged
+//! for a whole lease duration by its *own* clock ([`Elector`] keeps when it last saw the record
+//! change, as client-go's `observedTime`): the timestamps in the Lease come from another
+//! machine's clock and are never compared with ours. Every write is a create or a
+//! `resourceVersion`-conditional replace, so two replicas racing for an expired Lease cannot both
+//! win: the loser gets a 409 Conflict.
 //!
-//! [`decide`] is the pure decision; [`run`] is the I/O loop. A leader that cannot renew within the
-//! lease duration steps down before another replica may take over.
+//! [`decide`] is the pure decision; [`run`] is the I/O loop. Each round is bounded by
+//! [`ElectionConfig::renew_deadline`], and a leader that has not renewed within it steps down:
+//! a hung API call cannot keep a leader leading after a standby may take over
+//! (renew every + renew deadline < lease duration).
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Name of the Lease object.
@@ -30,15 +36,18 @@ pub struct ElectionConfig {
     pub lease_duration: Duration,
     /// How often the holder renews, and how often a standby checks.
     pub renew_every: Duration,
+    /// Longest a round may take, and longest a leader keeps leading without a renewal.
+    pub renew_deadline: Duration,
 }
 
 impl ElectionConfig {
-    /// The defaults: 15 s lease, renewed every 5 s.
+    /// The client-go defaults: 15 s lease, renewed every 2 s, 10 s renew deadline.
     pub fn new(identity: impl Into<String>) -> Self {
         Self {
             identity: identity.into(),
             lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            renew_every: Duration::from_secs(2),
+            renew_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -59,8 +68,9 @@ pub enum Decision {
     },
 }
 
-/// Decides what to do given the observed Lease spec, our identity and the current time.
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+/// Decides what to do given the observed Lease spec, our identity and whether the Lease
+/// expired by our own clock (see [`Observation::expired`]).
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, expired: bool) -> Decision {
     let Some(spec) = spec else {
         return Decision::Create;
     };
@@ -71,17 +81,37 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decis
     if holder == identity {
         return Decision::Renew;
     }
-    let last = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    match last {
-        Some(last) if last + duration > now => Decision::Follow {
+    if expired {
+        Decision::TakeOver
+    } else {
+        Decision::Follow {
             holder: holder.to_owned(),
-        },
-        _ => Decision::TakeOver,
+        }
+    }
+}
+
+/// The Lease record as this replica last saw it, and when by its own monotonic clock.
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    record: Option<LeaseSpec>,
+    at: Option<Instant>,
+}
+
+impl Observation {
+    /// Notes `spec` as seen at `now` and says whether the Lease expired: its record has not
+    /// changed for its whole duration as measured here. A changed record restarts the clock, so
+    /// the holder's and our clocks never need to agree.
+    pub fn expired(&mut self, spec: &LeaseSpec, now: Instant) -> bool {
+        let at = match (&self.record, self.at) {
+            (Some(seen), Some(at)) if seen == spec => at,
+            _ => {
+                self.record = Some(spec.clone());
+                self.at = Some(now);
+                now
+            }
+        };
+        let seconds = u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0);
+        now.saturating_duration_since(at) >= Duration::from_secs(seconds)
     }
 }
 
@@ -125,6 +155,9 @@ pub enum ElectionError {
     /// Creating or replacing the Lease failed (409 means another replica won the race).
     #[error("failed to write Lease {LEASE_NAME}")]
     Write(#[source] kube::Error),
+    /// The round did not finish within the renew deadline (a hung API server or network).
+    #[error("leader election round did not finish within {0:?}")]
+    Timeout(Duration),
 }
 
 impl ElectionError {
@@ -134,22 +167,52 @@ impl ElectionError {
             Self::Read(_) => "LeaseReadFailed",
             Self::Write(kube::Error::Api(s)) if s.code == 409 => "LeaseConflict",
             Self::Write(_) => "LeaseWriteFailed",
+            Self::Timeout(_) => "LeaseTimeout",
         }
     }
 }
 
-/// One round: read, decide, write. Returns whether we hold the Lease afterwards.
-pub async fn try_acquire_or_renew(
+/// One replica's side of the election: its configuration and what it observed of the Lease.
+#[derive(Clone, Debug)]
+pub struct Elector {
+    /// Identity and timing.
+    pub config: ElectionConfig,
+    observed: Observation,
+}
+
+impl Elector {
+    /// An elector that has observed nothing yet.
+    pub fn new(config: ElectionConfig) -> Self {
+        Self {
+            config,
+            observed: Observation::default(),
+        }
+    }
+
+    /// One round: read, decide, write. Returns whether we hold the Lease afterwards.
+    pub async fn try_acquire_or_renew(&mut self, api: &Api<Lease>) -> Result<bool, ElectionError> {
+        try_acquire_or_renew(api, &self.config, &mut self.observed).await
+    }
+
+    /// [`Self::try_acquire_or_renew`] bounded by the renew deadline.
+    pub async fn round(&mut self, api: &Api<Lease>) -> Result<bool, ElectionError> {
+        let deadline = self.config.renew_deadline;
+        tokio::time::timeout(deadline, self.try_acquire_or_renew(api))
+            .await
+            .unwrap_or(Err(ElectionError::Timeout(deadline)))
+    }
+}
+
+async fn try_acquire_or_renew(
     api: &Api<Lease>,
     config: &ElectionConfig,
+    observed: &mut Observation,
 ) -> Result<bool, ElectionError> {
     let current = api.get_opt(LEASE_NAME).await.map_err(ElectionError::Read)?;
     let now = Timestamp::now();
-    let decision = decide(
-        current.as_ref().and_then(|l| l.spec.as_ref()),
-        &config.identity,
-        now,
-    );
+    let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+    let expired = spec.is_some_and(|spec| observed.expired(spec, Instant::now()));
+    let decision = decide(spec, &config.identity, expired);
     let Some(spec) = desired_spec(
         &decision,
         current.as_ref().and_then(|l| l.spec.as_ref()),
@@ -203,9 +266,9 @@ pub async fn release(api: &Api<Lease>, config: &ElectionConfig) -> Result<(), El
 
 /// Runs the election until `shutdown`, publishing leadership on `leading`.
 ///
-/// `leading` turns true after a successful create/renew/take-over and false when a renewal has
-/// not succeeded for a whole lease duration (or another replica holds the Lease). On shutdown a
-/// held Lease is released.
+/// `leading` turns true after a successful create/renew/take-over and false when no renewal
+/// succeeded within the renew deadline (every round is bounded by it, so a hung call cannot
+/// delay this) or another replica holds the Lease. On shutdown a held Lease is released.
 pub async fn run(
     api: Api<Lease>,
     config: ElectionConfig,
@@ -213,9 +276,10 @@ pub async fn run(
     on_follow: impl Fn(),
     shutdown: CancellationToken,
 ) {
-    let mut last_renewed: Option<tokio::time::Instant> = None;
+    let mut last_renewed: Option<Instant> = None;
+    let mut elector = Elector::new(config.clone());
     loop {
-        match try_acquire_or_renew(&api, &config).await {
+        match elector.round(&api).await {
             Ok(true) => {
                 if !*leading.borrow() {
                     tracing::info!(identity = %config.identity, "acquired leader Lease");
@@ -232,7 +296,7 @@ pub async fn run(
                 on_follow();
             }
             Err(error) => {
-                let expired = last_renewed.is_none_or(|t| t.elapsed() >= config.lease_duration);
+                let expired = last_renewed.is_none_or(|t| t.elapsed() >= config.renew_deadline);
                 tracing::warn!(error = %error, kind = error.kind(), "leader election round failed");
                 if expired && *leading.borrow() {
                     tracing::error!("could not renew the leader Lease in time; stepping down");
@@ -274,39 +338,68 @@ mod tests {
 
     #[test]
     fn missing_lease_is_created() {
-        assert_eq!(decide(None, "a", at(0)), Decision::Create);
+        assert_eq!(decide(None, "a", false), Decision::Create);
     }
 
     #[test]
     fn own_lease_is_renewed() {
-        assert_eq!(decide(Some(&held("a", 0)), "a", at(100)), Decision::Renew);
+        assert_eq!(decide(Some(&held("a", 0)), "a", true), Decision::Renew);
     }
 
     #[test]
     fn valid_lease_of_another_is_followed() {
         assert_eq!(
-            decide(Some(&held("b", 10)), "a", at(24)),
+            decide(Some(&held("b", 10)), "a", false),
             Decision::Follow { holder: "b".into() }
         );
     }
 
     #[test]
     fn expired_or_released_lease_is_taken_over() {
-        assert_eq!(
-            decide(Some(&held("b", 10)), "a", at(25)),
-            Decision::TakeOver
-        );
+        assert_eq!(decide(Some(&held("b", 10)), "a", true), Decision::TakeOver);
         let released = LeaseSpec {
             holder_identity: None,
             ..held("b", 10)
         };
-        assert_eq!(decide(Some(&released), "a", at(11)), Decision::TakeOver);
+        assert_eq!(decide(Some(&released), "a", false), Decision::TakeOver);
         let never_renewed = LeaseSpec {
             renew_time: None,
             acquire_time: None,
             ..held("b", 0)
         };
-        assert_eq!(decide(Some(&never_renewed), "a", at(0)), Decision::TakeOver);
+        // Nobody renews it: seen unchanged for a whole duration, it is taken over.
+        let t0 = Instant::now();
+        let mut seen = Observation::default();
+        assert!(!seen.expired(&never_renewed, t0));
+        let later = t0 + Duration::from_secs(15);
+        let expired = seen.expired(&never_renewed, later);
+        assert_eq!(
+            decide(Some(&never_renewed), "a", expired),
+            Decision::TakeOver
+        );
+    }
+
+    #[test]
+    fn expiry_is_judged_by_the_local_clock_not_the_holders_timestamps() {
+        let t0 = Instant::now();
+        let mut seen = Observation::default();
+        // Renewed "60 s ago" by the holder's (skewed) clock, but just seen here: valid.
+        let stale_looking = held("b", -60);
+        assert!(!seen.expired(&stale_looking, t0));
+        assert!(!seen.expired(&stale_looking, t0 + Duration::from_secs(14)));
+        assert!(seen.expired(&stale_looking, t0 + Duration::from_secs(15)));
+        // A renewal (a changed record) restarts the local clock, whatever its timestamp says.
+        let renewed = held("b", -59);
+        assert!(!seen.expired(&renewed, t0 + Duration::from_secs(16)));
+        assert!(!seen.expired(&renewed, t0 + Duration::from_secs(30)));
+        assert!(seen.expired(&renewed, t0 + Duration::from_secs(31)));
+    }
+
+    #[test]
+    fn a_leader_steps_down_before_a_standby_may_take_over() {
+        let c = ElectionConfig::new("a");
+        // Worst case: the last renewal, then a round that hangs for the whole deadline.
+        assert!(c.renew_every + c.renew_deadline < c.lease_duration);
     }
 
     #[test]

@@ -6,9 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 use kube_fake_client::ClientBuilder;
-use pingpong_operator::leader::{
-    ElectionConfig, ElectionError, LEASE_NAME, release, try_acquire_or_renew,
-};
+use pingpong_operator::leader::{ElectionConfig, ElectionError, Elector, LEASE_NAME, release, run};
+use std::time::Duration;
 
 async fn lease_api() -> Api<Lease> {
     let client = ClientBuilder::new().build().await.unwrap();
@@ -24,21 +23,21 @@ async fn holder(api: &Api<Lease>) -> Option<String> {
         .holder_identity
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn one_leader_at_a_time_with_take_over_after_expiry_and_release() {
     let api = lease_api().await;
-    let a = ElectionConfig::new("operator-a");
-    let b = ElectionConfig::new("operator-b");
+    let mut a = Elector::new(ElectionConfig::new("operator-a"));
+    let mut b = Elector::new(ElectionConfig::new("operator-b"));
 
     assert!(
-        try_acquire_or_renew(&api, &a).await.unwrap(),
+        a.try_acquire_or_renew(&api).await.unwrap(),
         "a creates the Lease"
     );
     assert!(
-        !try_acquire_or_renew(&api, &b).await.unwrap(),
+        !b.try_acquire_or_renew(&api).await.unwrap(),
         "b follows a valid Lease"
     );
-    assert!(try_acquire_or_renew(&api, &a).await.unwrap(), "a renews");
+    assert!(a.try_acquire_or_renew(&api).await.unwrap(), "a renews");
     let lease = api.get(LEASE_NAME).await.unwrap();
     let spec = lease.spec.clone().unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("operator-a"));
@@ -52,10 +51,14 @@ async fn one_leader_at_a_time_with_take_over_after_expiry_and_release() {
     api.replace(LEASE_NAME, &PostParams::default(), &stale)
         .await
         .unwrap();
+    // b judges by its own clock: the record changed just now, so it is still valid ...
     assert!(
-        try_acquire_or_renew(&api, &b).await.unwrap(),
-        "b takes over"
+        !b.try_acquire_or_renew(&api).await.unwrap(),
+        "the holder's timestamps are not trusted"
     );
+    // ... until b has seen it unchanged for the whole lease duration.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert!(b.try_acquire_or_renew(&api).await.unwrap(), "b takes over");
     assert_eq!(holder(&api).await.as_deref(), Some("operator-b"));
     let transitions = api
         .get(LEASE_NAME)
@@ -66,30 +69,78 @@ async fn one_leader_at_a_time_with_take_over_after_expiry_and_release() {
         .lease_transitions;
     assert_eq!(transitions, Some(1));
     assert!(
-        !try_acquire_or_renew(&api, &a).await.unwrap(),
+        !a.try_acquire_or_renew(&api).await.unwrap(),
         "a now follows b"
     );
 
     // b shuts down and releases: a takes over at once, without waiting for expiry.
-    release(&api, &b).await.unwrap();
+    release(&api, &b.config).await.unwrap();
     assert_eq!(holder(&api).await, None);
-    release(&api, &a).await.unwrap(); // not the holder: a no-op
-    assert!(try_acquire_or_renew(&api, &a).await.unwrap());
+    release(&api, &a.config).await.unwrap(); // not the holder: a no-op
+    assert!(a.try_acquire_or_renew(&api).await.unwrap());
     assert_eq!(holder(&api).await.as_deref(), Some("operator-a"));
 }
 
 #[tokio::test]
 async fn a_stale_write_loses_with_a_conflict() {
     let api = lease_api().await;
-    let a = ElectionConfig::new("operator-a");
-    assert!(try_acquire_or_renew(&api, &a).await.unwrap());
+    let mut a = Elector::new(ElectionConfig::new("operator-a"));
+    assert!(a.try_acquire_or_renew(&api).await.unwrap());
     // Another replica read the Lease, then a renewed: the other replica's write is stale.
     let seen = api.get(LEASE_NAME).await.unwrap();
-    assert!(try_acquire_or_renew(&api, &a).await.unwrap());
+    assert!(a.try_acquire_or_renew(&api).await.unwrap());
     let error = api
         .replace(LEASE_NAME, &PostParams::default(), &seen)
         .await
         .unwrap_err();
     let error = ElectionError::Write(error);
     assert_eq!(error.kind(), "LeaseConflict");
+}
+
+/// A client whose every request hangs, like an API server behind a proxy that stopped answering.
+fn hanging_lease_api() -> Api<Lease> {
+    let service = tower::service_fn(|_: axum::http::Request<kube::client::Body>| {
+        futures::future::pending::<
+            Result<axum::http::Response<kube::client::Body>, std::convert::Infallible>,
+        >()
+    });
+    Api::namespaced(
+        kube::Client::new(service, "pingpong-system"),
+        "pingpong-system",
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_renewal_hangs_steps_down_within_the_renew_deadline() {
+    let config = ElectionConfig::new("operator-a");
+    let deadline = config.renew_deadline;
+    let mut elector = Elector::new(config.clone());
+    let started = tokio::time::Instant::now();
+    let error = elector.round(&hanging_lease_api()).await.unwrap_err();
+    assert_eq!(error.kind(), "LeaseTimeout");
+    assert_eq!(
+        started.elapsed(),
+        deadline,
+        "the round is cut at the renew deadline"
+    );
+
+    // A replica that leads when the API starts hanging stops leading at the renew deadline,
+    // before the lease duration after which a standby may take over.
+    let (leading, mut watch) = tokio::sync::watch::channel(true);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let elector = tokio::spawn(run(
+        hanging_lease_api(),
+        config.clone(),
+        leading,
+        || {},
+        shutdown.clone(),
+    ));
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(config.lease_duration, watch.wait_for(|l| !*l))
+        .await
+        .expect("stepped down before the lease expired")
+        .unwrap();
+    assert!(started.elapsed() <= deadline, "{:?}", started.elapsed());
+    shutdown.cancel();
+    elector.abort();
 }
