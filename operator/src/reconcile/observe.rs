@@ -10,6 +10,7 @@
 //! writes.
 
 use super::apply::{deployment_readiness, statefulset_readiness};
+use super::build::common::secret_digest;
 use super::build::{ExistingSecrets, PlanInputs};
 use super::context::Context;
 use super::status::Readiness;
@@ -98,8 +99,27 @@ async fn check_user_secret(
     reason: &'static str,
 ) -> Result<Option<MissingReference>, Error> {
     let secret = secrets.get_opt(name).await.map_err(read("Secret", name))?;
-    let absent = absent_keys(secret.as_ref(), keys);
-    Ok(match secret {
+    Ok(missing_keys(
+        stack,
+        field,
+        name,
+        secret.as_ref(),
+        keys,
+        reason,
+    ))
+}
+
+/// Why `secret` (named `name` by `field`) cannot be used: missing, or lacking some of `keys`.
+fn missing_keys(
+    stack: &ValidatedStack,
+    field: &str,
+    name: &str,
+    secret: Option<&Secret>,
+    keys: &[&str],
+    reason: &'static str,
+) -> Option<MissingReference> {
+    let absent = absent_keys(secret, keys);
+    match secret {
         None => Some(MissingReference {
             reason,
             message: format!(
@@ -117,7 +137,7 @@ async fn check_user_secret(
             ),
         }),
         Some(_) => None,
-    })
+    }
 }
 
 /// Checks the Secrets of an external PostgreSQL and an external Redis.
@@ -157,21 +177,22 @@ async fn check_store_and_cache_secrets(
 pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &stack.namespace);
     let names = &stack.names;
+    // Read in full: its content's digest rolls ping and pong when the credentials change.
+    let credentials = secrets
+        .get_opt(&names.credentials_secret)
+        .await
+        .map_err(read("Secret", &names.credentials_secret))?;
     let mut missing = None;
-    let credentials_exist = if stack.rabbitmq.user_credentials {
-        missing = check_user_secret(
-            &secrets,
+    if stack.rabbitmq.user_credentials {
+        missing = missing_keys(
             stack,
             "spec.rabbitmq.credentialsSecret",
             &names.credentials_secret,
+            credentials.as_ref(),
             &CREDENTIAL_KEYS,
             super::status::reason::CREDENTIALS_SECRET_MISSING,
-        )
-        .await?;
-        missing.is_none()
-    } else {
-        exists(&secrets, &names.credentials_secret).await?
-    };
+        );
+    }
     let cookie_exists = exists(&secrets, &names.erlang_cookie_secret).await?;
     let postgres_exists = match stack.store.provisioned() {
         Some(_) => exists(&secrets, &names.postgres_credentials).await?,
@@ -194,17 +215,18 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
         });
     }
     let existing = ExistingSecrets {
-        credentials: credentials_exist,
+        credentials: credentials.is_some(),
         erlang_cookie: cookie_exists,
         postgres: postgres_exists,
     };
-    let plan_inputs = PlanInputs::from_observed(
+    let mut plan_inputs = PlanInputs::from_observed(
         stack,
         existing,
         served,
         credentials::generate,
         credentials::generate_password,
     );
+    plan_inputs.credentials_digest = credentials.as_ref().map(secret_digest);
     Ok(Observed {
         plan_inputs,
         missing,

@@ -246,7 +246,7 @@ fn config_hash_changes_with_configuration_only() {
 }
 
 #[test]
-fn config_hash_does_not_depend_on_secret_values() {
+fn config_hash_follows_the_credentials_content_by_digest_only() {
     let stack = stack_from_spec("hash", "  {}");
     let v = validate(&stack, &Images::default()).unwrap();
     let fresh = || {
@@ -259,9 +259,35 @@ fn config_hash_does_not_depend_on_secret_values() {
     };
     let (a, b) = (build_desired(&v, &fresh()), build_desired(&v, &fresh()));
     assert_ne!(a.rabbitmq.credentials_secret, b.rabbitmq.credentials_secret);
-    assert_eq!(a.ping.deployment, b.ping.deployment);
-    assert_eq!(a.pong.deployment, b.pong.deployment);
+    // Other credentials roll ping and pong (they read them); the broker only seeds its user
+    // from them, so it is not restarted.
+    assert_ne!(a.ping.deployment, b.ping.deployment);
+    assert_ne!(a.pong.deployment, b.pong.deployment);
     assert_eq!(a.rabbitmq.statefulset, b.rabbitmq.statefulset);
+    // Only a digest reaches the pod template, never a value.
+    let secret = a.rabbitmq.credentials_secret.as_ref().unwrap();
+    let password = String::from_utf8(secret.data.as_ref().unwrap()["password"].0.clone()).unwrap();
+    for app in [&a.ping.deployment, &a.pong.deployment] {
+        assert!(!serde_json::to_string(app).unwrap().contains(&password));
+    }
+    // The next reconcile reads the Secret it created: same content, same digest, no roll.
+    let mut next = PlanInputs::from_observed(
+        &v,
+        ExistingSecrets {
+            credentials: true,
+            erlang_cookie: true,
+            postgres: false,
+        },
+        ServedApis::default(),
+        || panic!("credentials generated again"),
+        || panic!("password generated again"),
+    );
+    next.credentials_digest = Some(pingpong_operator::reconcile::build::common::secret_digest(
+        secret,
+    ));
+    let again = build_desired(&v, &next);
+    assert_eq!(again.ping.deployment, a.ping.deployment);
+    assert_eq!(again.pong.deployment, a.pong.deployment);
 }
 
 #[test]

@@ -388,6 +388,48 @@ async fn service_monitors_follow_the_spec_when_the_crd_exists() {
 }
 
 #[tokio::test]
+async fn rotated_credentials_roll_ping_and_pong_but_not_the_broker() {
+    let client = client(Setup {
+        stacks: vec![api::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let before = children(&client).await;
+    let hash = |objects: &std::collections::BTreeMap<String, serde_json::Value>, key: &str| {
+        objects[key]["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/config-hash"]
+            .clone()
+    };
+    // The user rotates the password in the Secret (after changing it in the broker).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let patch = serde_json::json!({"data": {"password": "cm90YXRlZC1wYXNzd29yZA=="}});
+    secrets
+        .patch(
+            "stack-rabbitmq-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let after = children(&client).await;
+    for key in ["Deployment/stack-ping", "Deployment/stack-pong"] {
+        assert_ne!(hash(&before, key), hash(&after, key), "{key} rolls");
+    }
+    assert_eq!(
+        hash(&before, "StatefulSet/stack-rabbitmq"),
+        hash(&after, "StatefulSet/stack-rabbitmq")
+    );
+    let secret = secrets.get("stack-rabbitmq-credentials").await.unwrap();
+    assert_eq!(
+        secret.data.unwrap()["password"].0,
+        b"rotated-password",
+        "the operator never writes an existing Secret back"
+    );
+}
+
+#[tokio::test]
 async fn the_credentials_secret_survives_reconciles_unchanged() {
     let client = client(Setup {
         stacks: vec![api::stack(PingPongStackSpec::default())],

@@ -41,12 +41,15 @@ pub struct AppParams<'a> {
 }
 
 /// The effective configuration hashed into the pod-template annotation: the image, every
-/// variable and the name of the credentials Secret (never its contents).
+/// variable, the name of the credentials Secret and a digest of its content (never the
+/// content itself), so rotated credentials roll the pods.
 #[derive(Serialize)]
 struct HashedConfig<'a> {
     image: &'a str,
     env: &'a [EnvVar],
     credentials_secret: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials_digest: Option<&'a str>,
 }
 
 /// The operator-managed variables followed by the user's extra ones (validation rejected user
@@ -74,12 +77,17 @@ pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvV
 }
 
 /// The Deployment of ping or pong.
-pub fn build_app_deployment(stack: &ValidatedStack, params: &AppParams<'_>) -> Deployment {
+pub fn build_app_deployment(
+    stack: &ValidatedStack,
+    params: &AppParams<'_>,
+    credentials_digest: Option<&str>,
+) -> Deployment {
     let env = container_env(stack, params);
     let hash = config_hash(&HashedConfig {
         image: &params.settings.image,
         env: &env,
         credentials_secret: &stack.names.credentials_secret,
+        credentials_digest,
     });
     let container = Container {
         name: params.container.to_owned(),

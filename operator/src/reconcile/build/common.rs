@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, Probe, SeccompProfile, SecretKeySelector,
-    SecurityContext, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSecurityContext, Probe, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -254,6 +254,13 @@ pub fn config_hash(config: &impl Serialize) -> String {
     // empty input still hashes deterministically if it ever did.
     let bytes = serde_json::to_vec(config).unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))
+}
+
+/// Hex sha256 of a Secret's data: the pod-template annotation of the workloads that read the
+/// Secret follows its content, so changed credentials roll them. The digest, never a value,
+/// ends up in the pod template.
+pub fn secret_digest(secret: &Secret) -> String {
+    config_hash(&secret.data)
 }
 
 /// Prometheus scrape annotations plus the configuration hash.

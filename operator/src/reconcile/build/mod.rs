@@ -73,6 +73,9 @@ pub struct PlanInputs {
     pub postgres_password: Option<SecretValue>,
     /// Which optional APIs the cluster serves.
     pub served: ServedApis,
+    /// Digest of the existing broker credentials Secret's content (`None` when it is generated
+    /// in this plan, whose digest the build computes, or was not read).
+    pub credentials_digest: Option<String>,
 }
 
 impl PlanInputs {
@@ -108,6 +111,7 @@ impl PlanInputs {
             erlang_cookie,
             postgres_password: need_postgres.then(generate_password),
             served,
+            credentials_digest: None,
         }
     }
 
@@ -132,6 +136,18 @@ impl PlanInputs {
 /// Builds every child object of `stack`.
 pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredState {
     let monitors = inputs.served.service_monitor;
+    let credentials_secret = match &inputs.credentials {
+        CredentialsSource::Generated(credentials) => {
+            Some(secret::build_credentials_secret(stack, credentials))
+        }
+        CredentialsSource::Existing { .. } => None,
+    };
+    // What ping and pong read from the credentials Secret: its content's digest rolls them.
+    let credentials = credentials_secret
+        .as_ref()
+        .map(common::secret_digest)
+        .or_else(|| inputs.credentials_digest.clone());
+    let credentials = credentials.as_deref();
     let app = |component, service, deployment, pdb| AppObjects {
         service,
         deployment,
@@ -140,12 +156,7 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
     };
     DesiredState {
         rabbitmq: BrokerObjects {
-            credentials_secret: match &inputs.credentials {
-                CredentialsSource::Generated(credentials) => {
-                    Some(secret::build_credentials_secret(stack, credentials))
-                }
-                CredentialsSource::Existing { .. } => None,
-            },
+            credentials_secret,
             erlang_cookie_secret: match &inputs.erlang_cookie {
                 CookieSource::Generated(cookie) => {
                     Some(secret::build_erlang_cookie_secret(stack, cookie))
@@ -185,13 +196,13 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
         ping: app(
             Component::Ping,
             ping::build_ping_service(stack),
-            ping::build_ping_deployment(stack),
+            ping::build_ping_deployment(stack, credentials),
             pdb::build_ping_pdb(stack),
         ),
         pong: app(
             Component::Pong,
             pong::build_pong_service(stack),
-            pong::build_pong_deployment(stack),
+            pong::build_pong_deployment(stack, credentials),
             pdb::build_pong_pdb(stack),
         ),
         routes: RouteObjects {

@@ -101,8 +101,9 @@ fn params(stack: &ValidatedStack) -> AppParams<'_> {
 
 /// The pong Deployment: `Recreate` rollouts with the in-memory store (one consumer),
 /// `RollingUpdate` with PostgreSQL; restricted pods, probes on /healthz and /readyz.
-pub fn build_pong_deployment(stack: &ValidatedStack) -> Deployment {
-    build_app_deployment(stack, &params(stack))
+/// `credentials` is the digest of the credentials Secret's content, when known.
+pub fn build_pong_deployment(stack: &ValidatedStack, credentials: Option<&str>) -> Deployment {
+    build_app_deployment(stack, &params(stack), credentials)
 }
 
 /// The pong Service.
