@@ -155,6 +155,49 @@ fn broker_memory_alarm_follows_the_limit_and_pods_spread_and_drain() {
 }
 
 #[test]
+fn the_erlang_cookie_is_a_0600_file_not_an_environment_variable() {
+    let (_, desired) = desired_for(&load_fixture("full"));
+    let sts = serde_json::to_value(&desired.rabbitmq.statefulset).unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    let broker = &pod["containers"][0];
+    let env = broker["env"].as_array().unwrap();
+    assert!(env.iter().all(|e| e["name"] != "RABBITMQ_ERLANG_COOKIE"));
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["image"], broker["image"]);
+    assert_eq!(init["securityContext"]["runAsUser"], 999);
+    let script = init["command"][2].as_str().unwrap();
+    assert!(
+        script.contains("/var/lib/rabbitmq/.erlang.cookie"),
+        "{script}"
+    );
+    assert!(
+        script.contains("chmod 600 /var/lib/rabbitmq/.erlang.cookie"),
+        "{script}"
+    );
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"].is_object())
+        .unwrap();
+    assert_eq!(
+        volume["secret"]["secretName"],
+        "demo-full-rabbitmq-erlang-cookie"
+    );
+    assert_eq!(volume["secret"]["items"][0]["key"], "cookie");
+    assert_eq!(volume["secret"]["items"][0]["path"], ".erlang.cookie");
+    // The broker's home (where the cookie lands) is shared; the data volume sits inside it.
+    let mounts: Vec<&str> = broker["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert!(mounts.contains(&"/var/lib/rabbitmq"));
+    assert!(mounts.contains(&"/var/lib/rabbitmq/mnesia"));
+}
+
+#[test]
 fn rabbitmq_config_follows_replicas() {
     let (_, single) = desired_for(&load_fixture("minimal"));
     let conf = &single.rabbitmq.config.data.as_ref().unwrap()["rabbitmq.conf"];

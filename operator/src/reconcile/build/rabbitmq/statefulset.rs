@@ -1,14 +1,19 @@
 //! The broker StatefulSet: stable node names for clustering, the restricted profile with the
-//! image's numeric user 999, credentials and Erlang cookie from Secrets, probes, and a
-//! PersistentVolumeClaim template (or an emptyDir when ephemeral).
+//! image's numeric user 999, credentials from a Secret, probes, and a PersistentVolumeClaim
+//! template (or an emptyDir when ephemeral).
+//!
+//! The Erlang cookie is a file, not the deprecated `RABBITMQ_ERLANG_COOKIE` variable: an init
+//! container copies it from the cookie Secret to `$HOME/.erlang.cookie` (mode 0600, owned by the
+//! broker user 999) on an emptyDir mounted as the broker's home, as the RabbitMQ Cluster Operator
+//! does; the data volume is mounted inside that home.
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath,
-    PodSpec, PodTemplateSpec, Probe, TCPSocketAction, TopologySpreadConstraint, Volume,
-    VolumeMount,
+    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, TCPSocketAction, TopologySpreadConstraint,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -33,6 +38,14 @@ const DATA_PATH: &str = "/var/lib/rabbitmq/mnesia";
 const CONF_DIR: &str = "/etc/rabbitmq/conf.d";
 /// Directory of the mounted `enabled_plugins` file.
 const PLUGINS_DIR: &str = "/etc/pingpong-rabbitmq";
+/// The broker user's home (an emptyDir): holds `.erlang.cookie`; the data volume inside it.
+const HOME_DIR: &str = "/var/lib/rabbitmq";
+/// Volume of the broker's home.
+const HOME_VOLUME: &str = "rabbitmq-home";
+/// Volume of the cookie Secret, read only by the init container.
+const COOKIE_VOLUME: &str = "erlang-cookie-secret";
+/// Where the init container reads the cookie Secret.
+const COOKIE_SECRET_DIR: &str = "/tmp/erlang-cookie-secret";
 
 /// What rolls the broker pods when it changes: image, configuration files and Secret names.
 #[derive(Serialize)]
@@ -95,12 +108,53 @@ fn broker_env(stack: &ValidatedStack) -> Vec<k8s_openapi::api::core::v1::EnvVar>
             &names.credentials_secret,
             PASSWORD_KEY,
         ),
-        env_from_secret(
-            "RABBITMQ_ERLANG_COOKIE",
-            &names.erlang_cookie_secret,
-            ERLANG_COOKIE_KEY,
-        ),
     ]
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+/// Copies the cookie from its Secret into the broker's home with mode 0600.
+fn cookie_init_container(stack: &ValidatedStack) -> Container {
+    let script = format!(
+        "cp {COOKIE_SECRET_DIR}/.erlang.cookie {HOME_DIR}/.erlang.cookie && \
+         chmod 600 {HOME_DIR}/.erlang.cookie"
+    );
+    Container {
+        name: "setup-erlang-cookie".to_owned(),
+        image: Some(stack.rabbitmq.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        command: Some(vec!["sh".to_owned(), "-c".to_owned(), script]),
+        resources: Some(cookie_init_resources()),
+        volume_mounts: Some(vec![
+            mount(COOKIE_VOLUME, COOKIE_SECRET_DIR, true),
+            mount(HOME_VOLUME, HOME_DIR, false),
+        ]),
+        security_context: Some(restricted_container_security_context(RABBITMQ_UID, true)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+fn cookie_init_resources() -> k8s_openapi::api::core::v1::ResourceRequirements {
+    let quantity = |q: &str| k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.to_owned());
+    k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(std::collections::BTreeMap::from([
+            ("cpu".to_owned(), quantity("10m")),
+            ("memory".to_owned(), quantity("16Mi")),
+        ])),
+        limits: Some(std::collections::BTreeMap::from([(
+            "memory".to_owned(),
+            quantity("64Mi"),
+        )])),
+        ..Default::default()
+    }
 }
 
 fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
@@ -121,6 +175,25 @@ fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
     let mut volumes = vec![
         config_volume("config", RABBITMQ_CONF_KEY, "10-pingpong.conf"),
         config_volume("plugins", ENABLED_PLUGINS_KEY, ENABLED_PLUGINS_KEY),
+        Volume {
+            name: HOME_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        Volume {
+            name: COOKIE_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(stack.names.erlang_cookie_secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ERLANG_COOKIE_KEY.to_owned(),
+                    path: ".erlang.cookie".to_owned(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o400),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
     ];
     if stack.rabbitmq.storage == DataStorage::Ephemeral {
         volumes.push(Volume {
@@ -142,12 +215,6 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
         credentials_secret: &names.credentials_secret,
         erlang_cookie_secret: &names.erlang_cookie_secret,
     });
-    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
-        name: name.to_owned(),
-        mount_path: path.to_owned(),
-        read_only: Some(read_only),
-        ..VolumeMount::default()
-    };
     let container = Container {
         name: "rabbitmq".to_owned(),
         image: Some(stack.rabbitmq.image.clone()),
@@ -164,6 +231,7 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
         volume_mounts: Some(vec![
             mount("config", CONF_DIR, true),
             mount("plugins", PLUGINS_DIR, true),
+            mount(HOME_VOLUME, HOME_DIR, false),
             mount(DATA_VOLUME, DATA_PATH, false),
         ]),
         // Booting (and forming a cluster) can take minutes; then AMQP must accept connections.
@@ -210,6 +278,7 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
                     scrape_annotations(RABBITMQ_METRICS_PORT, "/metrics", hash),
                 )),
                 spec: Some(PodSpec {
+                    init_containers: Some(vec![cookie_init_container(stack)]),
                     containers: vec![container],
                     volumes: Some(volumes(stack)),
                     automount_service_account_token: Some(false),
