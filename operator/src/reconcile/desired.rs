@@ -25,7 +25,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::DynamicObject;
 use serde::Serialize;
 
-use super::build::yaml;
+use super::yaml;
 use crate::apis::OptionalApi;
 use crate::labels::Component;
 

@@ -19,6 +19,7 @@ pub mod quantity;
 pub mod report;
 pub mod status;
 pub mod validate;
+pub mod yaml;
 
 pub use context::Context;
 

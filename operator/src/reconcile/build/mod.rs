@@ -18,7 +18,6 @@ pub mod rabbitmq;
 pub mod redis;
 pub mod secret;
 pub mod servicemonitor;
-pub mod yaml;
 
 use crate::apis::ServedApis;
 use crate::labels::Component;
