@@ -101,13 +101,6 @@ pub struct ConfigError {
     pub problems: Vec<ConfigProblem>,
 }
 
-impl ConfigError {
-    /// Error category for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        "InvalidConfig"
-    }
-}
-
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid operator configuration:")?;

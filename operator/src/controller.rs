@@ -68,19 +68,6 @@ pub enum RunError {
     },
 }
 
-impl RunError {
-    /// Error category for logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Client(_) => "NoClient",
-            Self::CrdCheck(_) => "CrdCheckFailed",
-            Self::CrdMissing(..) => "CrdMissing",
-            Self::Metrics(_) => "MetricsFailed",
-            Self::Server { .. } => "ServerFailed",
-        }
-    }
-}
-
 /// Runs the operator until SIGTERM/Ctrl-C.
 pub async fn run(config: Config) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Client)?;

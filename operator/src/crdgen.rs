@@ -32,16 +32,6 @@ pub enum CrdGenError {
     Yaml(#[source] serde_yaml::Error),
 }
 
-impl CrdGenError {
-    /// Stable PascalCase category of the error.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Json(_) => "CrdJson",
-            Self::Yaml(_) => "CrdYaml",
-        }
-    }
-}
-
 /// The `PingPongStack` CRD as a JSON value, with quantity patterns added.
 pub fn crd_value() -> Result<Value, CrdGenError> {
     let mut value = serde_json::to_value(PingPongStack::crd()).map_err(CrdGenError::Json)?;
