@@ -4,10 +4,12 @@
 #   make test        every test (what CI runs)
 #   make generate    regenerate every generated file (CRD, chart crds/, manifests/install.yaml, goldens)
 #   make up / down   a kind cluster with the stack, via skaffold
-#   make e2e         end-to-end test against the current kubeconfig
+#   make cluster     a real control plane here (no Docker), the operator on the host, a Ready sample stack
+#   make cluster-down  stop exactly what `make cluster` started
+#   make e2e         end-to-end suite (tests/e2e) against KUBECONFIG (make cluster, or kind after make up)
 #   make bench       data-plane benchmark through nginx, then the PostgreSQL store (see BENCHMARKS.md)
 #   make bench-store pong's PostgreSQL store and Redis cache benchmark alone
-#   make bench-operator  reconcile benchmark against the in-memory API
+#   make bench-operator  reconcile benchmark against the in-memory API, then on the local control plane
 #   make bench-ha    quorum queue on a private 3-node RabbitMQ cluster vs classic on one node
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
@@ -65,6 +67,14 @@ up:
 down:
 	scripts/kind.sh down
 
+.PHONY: cluster
+cluster:
+	scripts/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down:
+	scripts/cluster/down.sh
+
 .PHONY: e2e
 e2e:
 	scripts/e2e.sh
@@ -81,6 +91,11 @@ bench-store:
 .PHONY: bench-operator
 bench-operator:
 	scripts/bench-operator.sh
+	$(MAKE) bench-operator-cluster
+
+.PHONY: bench-operator-cluster
+bench-operator-cluster: venv
+	.venv/bin/python scripts/cluster/bench.py --write
 
 .PHONY: bench-ha
 bench-ha:

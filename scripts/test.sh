@@ -6,6 +6,8 @@
 # 127.0.0.1:5432 (user postgres, trust auth) and Redis on 127.0.0.1:6379 (`redis-server` installed).
 # The first step (`scripts/ensure-services.sh`) starts installed servers that are not running;
 # `.ci/run` installs all of it on a fresh Debian machine.
+# The end-to-end suite needs Go >= 1.26 with the module proxy, jq and openssl: it builds and
+# starts a local control plane (scripts/cluster/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,5 +43,9 @@ step "build binaries for the system tests"
 cargo build --workspace --bins
 export PINGPONG_BIN_DIR="$CARGO_TARGET_DIR/debug"
 
-step "python tests (chart, manifests, schemas, nginx end-to-end, broker fault tests)"
-.venv/bin/pytest -q tests
+step "local Kubernetes control plane (built once from Go modules, cached outside git)"
+scripts/cluster/build.sh
+
+step "python tests (chart, manifests, schemas, nginx end-to-end, broker faults, e2e on a local control plane)"
+# E2E_START_CLUSTER=1: tests/e2e starts its own control plane in .cluster-test/ and stops it after.
+E2E_START_CLUSTER=1 .venv/bin/pytest -q tests

@@ -1,0 +1,141 @@
+"""Operator benchmark on the local control plane (`make bench-operator-cluster`).
+
+Starts a control plane of its own (.cluster-bench/, ports 18440+), creates UNRELATED ConfigMaps and
+Secrets (default 5,000) that the operator must ignore, then for each N in STACKS (default 1,50,200)
+applies N stacks at once (one per namespace, ephemeral broker storage) and measures:
+  - seconds from `kubectl apply` to every stack Ready (`kubectl wait`),
+  - reconciles (the operator's reconcile histogram count) and API requests (the API server's audit
+    log of the operator's ServiceAccount) in that window, and requests per reconcile,
+  - the operator process's RSS after the round and its CPU seconds in the window.
+Prints a Markdown table; with --write, replaces the cluster section of BENCHMARKS.md.
+Usage: .venv/bin/python scripts/cluster/bench.py [--write]
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+import yaml  # noqa: E402
+
+from e2e_helpers import Cluster, metric_sum, stack_doc  # noqa: E402
+
+STACKS = [int(n) for n in os.environ.get("STACKS", "1,50,200").split(",")]
+UNRELATED = int(os.environ.get("UNRELATED", "5000"))
+PORT_BASE = os.environ.get("BENCH_PORT_BASE", "18440")
+USER = "system:serviceaccount:pingpong-system:pingpong-operator"
+MARK_BEGIN = "<!-- operator cluster results: edit only this section -->"
+MARK_END = "<!-- end operator cluster results -->"
+
+
+def versions() -> dict[str, str]:
+    text = (ROOT / "scripts" / "cluster" / "versions.sh").read_text()
+    return dict(re.findall(r"^([A-Z_]+)=(\S+)", text, re.MULTILINE))
+
+
+def machine() -> str:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1048576
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.1f} GiB RAM, Linux {platform.release()}"
+
+
+def unrelated(cluster: Cluster, count: int) -> None:
+    cluster.kubectl("create", "namespace", "bench-unrelated")
+    batch = 500
+    for start in range(0, count, batch):
+        items = []
+        for i in range(start, min(start + batch, count)):
+            kind = "ConfigMap" if i % 2 == 0 else "Secret"
+            body = {"data": {"k": "v" * 64}} if kind == "ConfigMap" else {"stringData": {"k": "v" * 64}}
+            items.append({"apiVersion": "v1", "kind": kind,
+                          "metadata": {"name": f"unrelated-{i}", "labels": {"app": "someone-else"}}, **body})
+        cluster.kubectl("create", "-n", "bench-unrelated", "-f", "-",
+                        input=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}), timeout=600)
+
+
+def requests_since(cluster: Cluster, since: str) -> int:
+    return sum(1 for e in cluster.audit_events(USER) if e.get("stageTimestamp", "") >= since)
+
+
+def round_(cluster: Cluster, n: int) -> dict[str, float]:
+    op = cluster.host_operator("operator")
+    namespaces = [f"bench-{n}-{i}" for i in range(n)]
+    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), timeout=600)
+    reconciles0 = metric_sum(op.metrics(), "pingpong_operator_reconcile_duration_seconds_count")
+    cpu0 = op.cpu_seconds()
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    start = time.monotonic()
+    stacks = [{**stack_doc("s", {"rabbitmq": {"storage": {"ephemeral": True}}}),
+               "metadata": {"name": "s", "namespace": ns}} for ns in namespaces]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(stacks), timeout=600)
+    for ns in namespaces:
+        remaining = max(10, 1800 - (time.monotonic() - start))
+        cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pps/s", f"--timeout={remaining:.0f}s",
+                        timeout=remaining + 30)
+    seconds = time.monotonic() - start
+    time.sleep(2)  # let the audit log flush the last batch
+    reconciles = metric_sum(op.metrics(), "pingpong_operator_reconcile_duration_seconds_count") - reconciles0
+    requests = requests_since(cluster, since)
+    result = {"n": n, "seconds": seconds, "reconciles": reconciles, "requests": requests,
+              "per_reconcile": requests / reconciles if reconciles else 0.0,
+              "rss_mib": op.rss_bytes() / 1048576, "cpu": op.cpu_seconds() - cpu0}
+    cluster.kubectl("delete", "namespace", *namespaces, "--wait=false", timeout=600)
+    return result
+
+
+def main() -> int:
+    state = ROOT / ".cluster-bench"
+    env = {"CLUSTER_DIR": str(state), "CLUSTER_PORT_BASE": PORT_BASE, "CLUSTER_SAMPLE": "",
+           "CLUSTER_WAIT": "300", "OPERATOR_RUST_LOG": "warn"}
+    subprocess.run([str(ROOT / "scripts" / "cluster" / "up.sh")], cwd=ROOT, env={**os.environ, **env},
+                   check=True)
+    cluster = Cluster(kubeconfig=state / "admin.kubeconfig", local=True, state_dir=state, env=env)
+    try:
+        unrelated(cluster, UNRELATED)
+        rows = [round_(cluster, n) for n in STACKS]
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "cluster" / "down.sh")], cwd=ROOT, env={**os.environ, **env})
+    v = versions()
+    lines = [
+        MARK_BEGIN,
+        f"Command: `make bench-operator-cluster` (`scripts/cluster/bench.py`), {time.strftime('%Y-%m-%d', time.gmtime())}, "
+        f"on {machine()}; Kubernetes {v['KUBERNETES_VERSION']}, etcd {v['ETCD_VERSION']}, kwok {v['KWOK_VERSION']}; "
+        f"operator debug build on the host as its ServiceAccount; {UNRELATED} unrelated ConfigMaps and Secrets present. "
+        "N stacks (one per namespace, ephemeral broker) applied at once; requests are the operator's, from the "
+        "API server's audit log; the control plane shares the 2 cores.",
+        "",
+        "| stacks | apply → all Ready (s) | reconciles | API requests | requests / reconcile | operator RSS (MiB) | operator CPU (s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['seconds']:.1f} | {r['reconciles']:.0f} | {r['requests']} | "
+                     f"{r['per_reconcile']:.1f} | {r['rss_mib']:.1f} | {r['cpu']:.2f} |")
+    lines.append(MARK_END)
+    section = "\n".join(lines)
+    print(section)
+    if "--write" in sys.argv:
+        path = ROOT / "BENCHMARKS.md"
+        text = path.read_text()
+        if MARK_BEGIN in text:
+            text = text[:text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END):]
+        else:
+            text = text.rstrip() + "\n\n## Operator on the local control plane\n\n" + section + "\n"
+        path.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+# shellcheck shell=bash disable=SC2034
+# Shared by scripts/cluster/{up,down,operator}.sh: settings, ports and small helpers.
+# shellcheck source=scripts/cluster/versions.sh
+source "$(dirname "${BASH_SOURCE[0]}")/versions.sh"
+
+CLUSTER_DIR=$(realpath -m "${CLUSTER_DIR:-.cluster}")
+pki="$CLUSTER_DIR/pki"
+base=${CLUSTER_PORT_BASE:-16440}
+ETCD_PORT=$((base + 0))
+ETCD_PEER_PORT=$((base + 1))
+APISERVER_PORT=$((base + 3))
+KCM_PORT=$((base + 7))
+SCHEDULER_PORT=$((base + 9))
+KWOK_PORT=$((base + 10))
+OPERATOR_METRICS_PORT=$((base + 20))
+OPERATOR_NAMESPACE=${OPERATOR_NAMESPACE:-pingpong-system}
+OPERATOR_RELEASE=${OPERATOR_RELEASE:-pingpong-operator}
+# The chart names its ServiceAccount after the release (fullname).
+OPERATOR_SERVICE_ACCOUNT=${OPERATOR_SERVICE_ACCOUNT:-$OPERATOR_RELEASE}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'cluster: %s\n' "$*" >&2; exit 1; }
+
+# wait_until DESCRIPTION COMMAND...: retry COMMAND once a second for CLUSTER_WAIT seconds.
+wait_until() {
+  local what=$1 i
+  shift
+  for ((i = 0; i < ${CLUSTER_WAIT:-120}; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  die "timed out after ${CLUSTER_WAIT:-120} s waiting for: $what (logs in $CLUSTER_DIR/logs/)"
+}
+
+alive() { [ -s "$CLUSTER_DIR/run/$1.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/run/$1.pid")" 2>/dev/null; }
+
+# start_bg NAME COMMAND...: start COMMAND in the background with its log in logs/NAME.log and its
+# pid in run/NAME.pid, unless the process of that pid file still runs.
+start_bg() {
+  local name=$1
+  shift
+  if alive "$name"; then
+    echo "    $name already runs (pid $(cat "$CLUSTER_DIR/run/$name.pid"))"
+    return 0
+  fi
+  # setsid: the process outlives this script and a Ctrl-C of `make`; down.sh stops it by pid.
+  setsid "$@" >>"$CLUSTER_DIR/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$CLUSTER_DIR/run/$name.pid"
+  sleep 0.2
+  alive "$name" || die "$name exited at once; its log: $CLUSTER_DIR/logs/$name.log"
+}
+
+# issue_cert NAME SUBJECT [EXTENSION]: a key and a certificate signed by the local CA.
+issue_cert() {
+  local name=$1 subject=$2 ext=${3:-}
+  openssl req -newkey rsa:2048 -nodes -subj "$subject" -keyout "$pki/$name.key" \
+    -out "$pki/$name.csr" 2>/dev/null
+  if [ -n "$ext" ]; then
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+      -days 3650 -out "$pki/$name.crt" -extfile <(echo "$ext") 2>/dev/null
+  else
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+      -days 3650 -out "$pki/$name.crt" 2>/dev/null
+  fi
+  rm -f "$pki/$name.csr"
+}
+
+# write_cert_kubeconfig NAME FILE: a kubeconfig authenticating with pki/NAME.{crt,key}.
+write_cert_kubeconfig() {
+  cat >"$2" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: pingpong-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $CLUSTER_DIR/pki/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $CLUSTER_DIR/pki/$1.crt
+    client-key: $CLUSTER_DIR/pki/$1.key
+contexts:
+- name: pingpong-local
+  context: {cluster: pingpong-local, user: $1}
+current-context: pingpong-local
+EOF
+  chmod 600 "$2"
+}
+
+# write_token_kubeconfig FILE TOKEN: a kubeconfig that authenticates with a bearer token.
+write_token_kubeconfig() {
+  (
+    umask 077
+    cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: pingpong-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $CLUSTER_DIR/pki/ca.crt
+users:
+- name: operator
+  user:
+    token: $2
+contexts:
+- name: pingpong-local
+  context: {cluster: pingpong-local, user: operator, namespace: $OPERATOR_NAMESPACE}
+current-context: pingpong-local
+EOF
+  )
+}
+
+nodes_ready() {
+  local n
+  n=$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)
+  [ "$n" -ge "$1" ]
+}
+
+# operator_binary: build (incrementally) and print the path of the operator binary.
+operator_binary() {
+  cargo build -q -p pingpong-operator --bin pingpong-operator >&2 ||
+    die "cargo build of the operator failed"
+  echo "$CARGO_TARGET_DIR/debug/pingpong-operator"
+}
+
+# start_operator_token: operator.kubeconfig with a TokenRequest token of the chart's ServiceAccount.
+start_operator_token() {
+  local token
+  token=$(kubectl -n "$OPERATOR_NAMESPACE" create token "$OPERATOR_SERVICE_ACCOUNT" --duration 48h) ||
+    die "no token for ServiceAccount $OPERATOR_NAMESPACE/$OPERATOR_SERVICE_ACCOUNT (is the chart installed?)"
+  write_token_kubeconfig "$CLUSTER_DIR/operator.kubeconfig" "$token"
+}
+
+# start_operator NAME METRICS_PORT: the operator binary on the host, authenticated as the chart's
+# ServiceAccount through a TokenRequest token, so the chart's RBAC is what the API server enforces.
+start_operator() {
+  local name=$1 port=$2 exe token
+  exe=$(operator_binary)
+  [ -s "$CLUSTER_DIR/operator.kubeconfig" ] || start_operator_token
+  if alive "$name"; then
+    echo "    $name already runs (pid $(cat "$CLUSTER_DIR/run/$name.pid"))"
+    return 0
+  fi
+  KUBECONFIG="$CLUSTER_DIR/operator.kubeconfig" POD_NAME="host-$name" POD_NAMESPACE="$OPERATOR_NAMESPACE" \
+    METRICS_ADDR="127.0.0.1:$port" LOG_FORMAT=text RUST_LOG="${OPERATOR_RUST_LOG:-info}" NO_COLOR=1 \
+    setsid "$exe" run >>"$CLUSTER_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$CLUSTER_DIR/run/$name.pid"
+  sleep 0.2
+  alive "$name" || die "the operator exited at once; its log: $CLUSTER_DIR/$name.log"
+}
+
+operator_ready() { curl -fsS "http://127.0.0.1:$1/readyz"; }

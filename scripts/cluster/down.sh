@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make cluster-down`: stop exactly the processes `make cluster` started (by their pid files in
+# .cluster/run/, never by name) and delete the cluster's state. Logs stay in .cluster/logs/ and
+# .cluster/operator.log until the next `make cluster`; the built binaries stay in their cache.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/cluster/common.sh
+source scripts/cluster/common.sh
+
+stop() { # NAME: TERM, up to 10 s, then KILL
+  local pidfile="$CLUSTER_DIR/run/$1.pid" pid i
+  [ -s "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "stopping $1 (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$pidfile"
+}
+
+[ -d "$CLUSTER_DIR/run" ] || { echo "no local cluster in $CLUSTER_DIR"; exit 0; }
+# Operators (and any extra ones the e2e suite started) first, the store last.
+for f in "$CLUSTER_DIR"/run/*.pid; do
+  [ -e "$f" ] || continue
+  name=$(basename "$f" .pid)
+  case $name in etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok) ;; *) stop "$name" ;; esac
+done
+for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
+rm -rf "${CLUSTER_DIR:?}"/{data,pki,run,bin} "$CLUSTER_DIR"/*.kubeconfig "$CLUSTER_DIR"/*.yaml
+echo "local cluster stopped"

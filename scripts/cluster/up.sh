@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# `make cluster`: a real Kubernetes control plane on this machine without Docker, with the operator
+# installed by `helm install` and running on the host as the chart's ServiceAccount, and the sample
+# stack Ready. Everything listens on 127.0.0.1; state lives in .cluster/ (git-ignored).
+#
+#   etcd, kube-apiserver (RBAC, OwnerReferencesPermissionEnforcement, audit log),
+#   kube-controller-manager, kube-scheduler, kwok (three fake nodes, a default StorageClass whose
+#   PVCs get bound), then `helm install` of charts/pingpong-operator into pingpong-system, the
+#   operator binary as a host process (token from the TokenRequest API), and
+#   manifests/samples/minimal.yaml applied and waited for.
+#
+# Running it twice starts nothing twice. `make cluster-down` (scripts/cluster/down.sh) stops exactly
+# the processes this started, by their pid files.
+#
+# Environment:
+#   CLUSTER_DIR            state directory (default .cluster)
+#   CLUSTER_PORT_BASE      first of the loopback ports used (default 16440: apiserver +3, etcd +0/+1,
+#                          controller-manager +7, scheduler +9, kwok +10, operator metrics +20/+21)
+#   CLUSTER_SAMPLE         sample to apply and wait for (default manifests/samples/minimal.yaml;
+#                          empty applies none)
+#   CLUSTER_OPERATOR       1 (default) runs the operator on the host; 0 leaves it to the caller
+#   CLUSTER_WAIT           seconds to wait for each step (default 120)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/cluster/common.sh
+source scripts/cluster/common.sh
+
+bin=$(scripts/cluster/build.sh | tail -n 1)
+mkdir -p "$CLUSTER_DIR"/{bin,pki,logs,run,data}
+for tool in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm; do
+  ln -sfn "$bin/$tool" "$CLUSTER_DIR/bin/$tool"
+done
+export PATH="$CLUSTER_DIR/bin:$PATH"
+export KUBECONFIG="$CLUSTER_DIR/admin.kubeconfig"
+
+step "certificates and kubeconfigs ($CLUSTER_DIR/pki)"
+if [ ! -s "$pki/ca.crt" ]; then
+  command -v openssl >/dev/null || die "openssl is not installed (Debian: apt-get install openssl)"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=pingpong-local-ca" \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+  openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+  issue_cert apiserver "/CN=kube-apiserver" \
+    "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  issue_cert admin "/O=system:masters/CN=pingpong-local-admin"
+  issue_cert controller-manager "/CN=system:kube-controller-manager"
+  issue_cert scheduler "/CN=system:kube-scheduler"
+  issue_cert kwok "/O=system:masters/CN=kwok"
+fi
+for who in admin controller-manager scheduler kwok; do
+  write_cert_kubeconfig "$who" "$CLUSTER_DIR/$who.kubeconfig"
+done
+
+step "etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
+start_bg etcd etcd --name pingpong-local --data-dir "$CLUSTER_DIR/data/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "pingpong-local=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --unsafe-no-fsync --quota-backend-bytes=4294967296 --log-level=warn
+wait_until "etcd health" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+
+step "kube-apiserver $KUBERNETES_VERSION on https://127.0.0.1:$APISERVER_PORT"
+cat >"$CLUSTER_DIR/audit-policy.yaml" <<'EOF'
+# Requests of ServiceAccounts outside kube-system (the operator, tests) at Metadata level: the e2e
+# suite reads this log to prove the operator never got a 403.
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+EOF
+start_bg kube-apiserver kube-apiserver \
+  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+  --endpoint-reconciler-type none \
+  --authorization-mode Node,RBAC \
+  --enable-admission-plugins OwnerReferencesPermissionEnforcement \
+  --client-ca-file "$pki/ca.crt" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --service-cluster-ip-range 10.96.0.0/16 \
+  --allow-privileged=true \
+  --audit-policy-file "$CLUSTER_DIR/audit-policy.yaml" --audit-log-path "$CLUSTER_DIR/logs/audit.log" \
+  --audit-log-maxsize 200 --audit-log-maxbackup 1 \
+  --profiling=false
+wait_until "kube-apiserver /readyz" kubectl get --raw /readyz
+
+step "kube-controller-manager and kube-scheduler"
+start_bg kube-controller-manager kube-controller-manager \
+  --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
+  --authorization-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+  --leader-elect=false --use-service-account-credentials=true \
+  --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+  --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
+  --controllers '*' --allocate-node-cidrs=false
+cat >"$CLUSTER_DIR/scheduler.yaml" <<EOF
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: $CLUSTER_DIR/scheduler.kubeconfig
+leaderElection:
+  leaderElect: false
+EOF
+start_bg kube-scheduler kube-scheduler --config "$CLUSTER_DIR/scheduler.yaml" \
+  --authentication-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
+  --authorization-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT"
+
+step "kwok $KWOK_VERSION with three fake nodes and a default StorageClass"
+stages="$bin/kwok-stage"
+{
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml \
+    volume/fast/pvc-provision.yaml volume/fast/pv-bind.yaml volume/fast/pv-delete.yaml \
+    volume/fast/pvc-delete.yaml; do
+    [ -f "$stages/$f" ] || die "kwok stage $f is missing from $stages"
+    # Volumes of the StorageClass `standard` (kind's name for its default class) get provisioned.
+    echo "---"; sed "s/'kwok-volume'/'standard'/g" "$stages/$f"
+  done
+} >"$CLUSTER_DIR/kwok-stages.yaml"
+start_bg kwok kwok --kubeconfig "$CLUSTER_DIR/kwok.kubeconfig" --manage-all-nodes=true \
+  --cidr 10.244.0.0/16 --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
+  --server-address "127.0.0.1:$KWOK_PORT" --config "$CLUSTER_DIR/kwok-stages.yaml"
+wait_until "the default ServiceAccount exists" kubectl -n default get serviceaccount default
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kwok.x-k8s.io/volume
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+allowVolumeExpansion: true
+EOF
+for i in 0 1 2; do
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+    topology.kubernetes.io/zone: zone-$i
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "250"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "250"}
+EOF
+done
+wait_until "three Ready nodes" nodes_ready 3
+
+if [ "${CLUSTER_OPERATOR:-1}" = 1 ]; then
+  step "helm install charts/pingpong-operator (namespace $OPERATOR_NAMESPACE)"
+  if ! helm status "$OPERATOR_RELEASE" -n "$OPERATOR_NAMESPACE" >/dev/null 2>&1; then
+    helm install "$OPERATOR_RELEASE" charts/pingpong-operator -n "$OPERATOR_NAMESPACE" \
+      --create-namespace --wait=false >/dev/null
+  fi
+  start_operator operator "$OPERATOR_METRICS_PORT"
+  wait_until "the operator holds its lease" operator_ready "$OPERATOR_METRICS_PORT"
+fi
+
+sample=${CLUSTER_SAMPLE-manifests/samples/minimal.yaml}
+if [ -n "$sample" ]; then
+  step "apply $sample and wait for Ready"
+  kubectl apply -n default -f "$sample" >/dev/null
+  name=$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$sample")
+  kubectl wait -n default --for=condition=Ready "pingpongstack/$name" --timeout="${CLUSTER_WAIT:-120}s" >/dev/null ||
+    { kubectl -n default get pingpongstack "$name" -o yaml >&2; tail -n 50 "$CLUSTER_DIR/operator.log" >&2; die "stack $name did not become Ready"; }
+  kubectl get -n default pingpongstack "$name"
+fi
+
+cat <<EOF
+
+The local cluster is up (Kubernetes $KUBERNETES_VERSION, kwok nodes; pods are simulated, never run).
+Use it with:
+  export KUBECONFIG=$PWD/$CLUSTER_DIR/admin.kubeconfig
+  export PATH=$PWD/$CLUSTER_DIR/bin:\$PATH
+Operator log: $CLUSTER_DIR/operator.log   Stop everything: make cluster-down
+EOF

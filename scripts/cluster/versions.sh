@@ -1,0 +1,13 @@
+# shellcheck shell=bash disable=SC2034
+# The one place the local cluster's versions are pinned (scripts/cluster.sh, .ci/run and the README
+# read them from here). They fit together: Kubernetes 1.36 ships etcd 3.6, k8s-openapi 0.28's newest
+# feature is v1_36, and each module builds with Go 1.26.
+KUBERNETES_VERSION=v1.36.3   # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+HELM_VERSION=v4.3.1
+# The Go toolchain these were built and checked with (older ones refuse the modules' go lines).
+GO_MIN_VERSION=1.26
+# Optional APIs the e2e suite installs (CRDs only, taken from the Go modules that ship them).
+GATEWAY_API_VERSION=v1.6.3
+PROMETHEUS_OPERATOR_VERSION=v0.88.0

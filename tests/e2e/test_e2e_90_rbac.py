@@ -1,0 +1,68 @@
+"""RBAC, checked after every other scenario ran: the operator's requests never got a 403 (the API
+server's audit log), and `kubectl auth can-i --list` for its ServiceAccount shows exactly what the
+chart grants (which tests/rbac.rs holds equal to operator/src/rbac.rs), with no wildcard."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from e2e_helpers import CHART, OPERATOR_NAMESPACE, OPERATOR_RELEASE, Cluster
+
+USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_RELEASE}"
+# What every authenticated user may do (system:basic-user and friends).
+DEFAULTS = {("selfsubjectaccessreviews.authorization.k8s.io", "create"),
+            ("selfsubjectrulesreviews.authorization.k8s.io", "create"),
+            ("selfsubjectreviews.authentication.k8s.io", "create")}
+ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
+
+
+def test_operator_never_got_a_403(local: Cluster) -> None:
+    events = local.audit_events(USER)
+    assert events, f"no audit events for {USER}: is the audit log on?"
+    denied = sorted({f"{e['verb']} {e['requestURI']}" for e in events
+                     if e.get("responseStatus", {}).get("code") == 403})
+    assert not denied, f"the operator was denied: {denied}"
+
+
+def _granted(cluster: Cluster, namespace: str) -> set[tuple[str, str]]:
+    out = cluster.kubectl("auth", "can-i", "--list", f"--as={USER}", "-n", namespace).stdout
+    rows = set()
+    for line in out.splitlines()[1:]:
+        match = ROW.match(line)
+        assert match, f"unparsed can-i row: {line!r}"
+        resource, urls, names, verbs = match.groups()
+        if not resource:
+            continue  # non-resource URLs (discovery, /healthz...) every user may GET
+        assert "*" not in resource and "*" not in verbs.split(), f"wildcard grant: {line}"
+        assert not names, f"unexpected resourceNames grant: {line}"
+        for verb in verbs.split():
+            rows.add((resource, verb))
+    return rows
+
+
+def _chart_rules(cluster: Cluster, namespace: str) -> set[tuple[str, str]]:
+    rendered = cluster.helm("template", OPERATOR_RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE).stdout
+    rules = set()
+    for doc in yaml.safe_load_all(rendered):
+        if not doc or doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        if doc["kind"] == "Role" and doc["metadata"].get("namespace") != namespace:
+            continue
+        for rule in doc.get("rules", []):
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    name = f"{resource}.{group}" if group else resource
+                    for verb in rule["verbs"]:
+                        rules.add((name, verb))
+    return rules
+
+
+def test_can_i_list_equals_the_declared_permissions(local: Cluster) -> None:
+    for namespace in (OPERATOR_NAMESPACE, "default"):
+        granted = _granted(local, namespace) - DEFAULTS
+        declared = _chart_rules(local, namespace)
+        assert granted == declared, (
+            f"in {namespace}: granted but not declared {sorted(granted - declared)}; "
+            f"declared but not granted {sorted(declared - granted)}")
