@@ -1,4 +1,5 @@
-# shellcheck shell=bash disable=SC2034
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # variables for the scripts that source this file
 # Shared by scripts/cluster/{up,down,operator}.sh: settings, ports and small helpers.
 # shellcheck source=scripts/cluster/versions.sh
 source "$(dirname "${BASH_SOURCE[0]}")/versions.sh"
@@ -152,4 +153,7 @@ start_operator() {
   alive "$name" || die "the operator exited at once; its log: $CLUSTER_DIR/$name.log"
 }
 
-operator_ready() { curl -fsS "http://127.0.0.1:$1/readyz"; }
+# operator_leads NAME: the Lease names this host operator as its holder.
+operator_leads() {
+  [ "$(kubectl -n "$OPERATOR_NAMESPACE" get lease pingpong-operator-leader -o jsonpath='{.spec.holderIdentity}')" = "host-$1" ]
+}

@@ -167,10 +167,10 @@ if [ "${CLUSTER_OPERATOR:-1}" = 1 ]; then
   step "helm install charts/pingpong-operator (namespace $OPERATOR_NAMESPACE)"
   if ! helm status "$OPERATOR_RELEASE" -n "$OPERATOR_NAMESPACE" >/dev/null 2>&1; then
     helm install "$OPERATOR_RELEASE" charts/pingpong-operator -n "$OPERATOR_NAMESPACE" \
-      --create-namespace --wait=false >/dev/null
+      --create-namespace >/dev/null
   fi
   start_operator operator "$OPERATOR_METRICS_PORT"
-  wait_until "the operator holds its lease" operator_ready "$OPERATOR_METRICS_PORT"
+  wait_until "the operator holds the leader Lease" operator_leads operator
 fi
 
 sample=${CLUSTER_SAMPLE-manifests/samples/minimal.yaml}

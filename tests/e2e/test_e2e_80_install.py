@@ -27,7 +27,7 @@ def _restart_operator(cluster: Cluster) -> None:
 def test_helm_upgrade_uninstall_kubectl_apply_and_reinstall(local: Cluster, ns: str) -> None:
     cluster = local
     cluster.helm("upgrade", OPERATOR_RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE,
-                 "--reuse-values", "--set", "logging.level=debug", "--wait=false")
+                 "--reuse-values", "--set", "logging.level=debug")
     assert _operator_env(cluster)["RUST_LOG"] == "debug"
     assert cluster.get("deployment", OPERATOR_RELEASE, OPERATOR_NAMESPACE)["metadata"]["labels"][
         "helm.sh/chart"].startswith("pingpong-operator-")
@@ -54,7 +54,7 @@ def test_helm_upgrade_uninstall_kubectl_apply_and_reinstall(local: Cluster, ns: 
     eventually("namespace pingpong-system gone",
                lambda: not cluster.exists("namespace", OPERATOR_NAMESPACE), timeout=120)
     cluster.helm("install", OPERATOR_RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE,
-                 "--create-namespace", "--wait=false")
+                 "--create-namespace")
     _restart_operator(cluster)
     cluster.kubectl("annotate", "pps", "-n", ns, "plain", "reinstalled=1")
     cluster.wait_ready(ns, "plain")
