@@ -28,5 +28,6 @@ for f in "$CLUSTER_DIR"/run/*.pid; do
   case $name in etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok) ;; *) stop "$name" ;; esac
 done
 for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
-rm -rf "${CLUSTER_DIR:?}"/{data,pki,run,bin} "$CLUSTER_DIR"/*.kubeconfig "$CLUSTER_DIR"/*.yaml
+# The audit log describes a cluster that is gone: the next one starts a new one.
+rm -rf "${CLUSTER_DIR:?}"/{data,pki,run,bin} "$CLUSTER_DIR"/logs/audit*.log "$CLUSTER_DIR"/crds "$CLUSTER_DIR"/*.kubeconfig "$CLUSTER_DIR"/*.yaml
 echo "local cluster stopped"

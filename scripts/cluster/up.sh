@@ -30,6 +30,8 @@ mkdir -p "$CLUSTER_DIR"/{bin,pki,logs,run,data}
 for tool in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm; do
   ln -sfn "$bin/$tool" "$CLUSTER_DIR/bin/$tool"
 done
+# CRDs of optional APIs (Gateway API, ServiceMonitor) for the scenarios that need them.
+ln -sfn "$bin/crds" "$CLUSTER_DIR/crds"
 export PATH="$CLUSTER_DIR/bin:$PATH"
 export KUBECONFIG="$CLUSTER_DIR/admin.kubeconfig"
 
@@ -52,6 +54,7 @@ for who in admin controller-manager scheduler kwok; do
 done
 
 step "etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
+alive etcd || rm -f "$CLUSTER_DIR"/logs/audit*.log  # a new cluster, a new audit log
 start_bg etcd etcd --name pingpong-local --data-dir "$CLUSTER_DIR/data/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -187,7 +190,7 @@ cat <<EOF
 
 The local cluster is up (Kubernetes $KUBERNETES_VERSION, kwok nodes; pods are simulated, never run).
 Use it with:
-  export KUBECONFIG=$PWD/$CLUSTER_DIR/admin.kubeconfig
-  export PATH=$PWD/$CLUSTER_DIR/bin:\$PATH
+  export KUBECONFIG=$CLUSTER_DIR/admin.kubeconfig
+  export PATH=$CLUSTER_DIR/bin:\$PATH
 Operator log: $CLUSTER_DIR/operator.log   Stop everything: make cluster-down
 EOF

@@ -256,11 +256,11 @@ class Cluster:
         base = int(self.env.get("CLUSTER_PORT_BASE", os.environ.get("CLUSTER_PORT_BASE", "16440")))
         return HostOperator(self, name, port or base + 20)
 
-    def operator_log(self, tail: int = 200) -> str:
+    def operator_log(self, tail: int = 60) -> str:
         if self.local:
             logs = []
             for path in sorted(self.state_dir.glob("operator*.log")):
-                lines = path.read_text(errors="replace").splitlines()[-tail:]
+                lines = [line[:600] for line in path.read_text(errors="replace").splitlines()[-tail:]]
                 logs.append(f"--- {path.name} ---\n" + "\n".join(lines))
             return "\n".join(logs) or "(no operator log)"
         result = self.kubectl("-n", OPERATOR_NAMESPACE, "logs", f"deployment/{OPERATOR_RELEASE}",

@@ -58,7 +58,7 @@ def test_many_stacks_with_unrelated_objects(cluster: Cluster, namespaces: list[s
     if not cluster.local:
         return
     user = "system:serviceaccount:pingpong-system:pingpong-operator"
-    unfiltered = set()
+    unfiltered, filtered = set(), set()
     for event in cluster.audit_events(user):
         ref = event.get("objectRef", {})
         if event.get("verb") not in ("list", "watch") or ref.get("resource") not in CHILD_RESOURCES:
@@ -67,4 +67,7 @@ def test_many_stacks_with_unrelated_objects(cluster: Cluster, namespaces: list[s
         selector = ",".join(query.get("labelSelector", []))
         if "app.kubernetes.io/managed-by=pingpong-operator" not in selector:
             unfiltered.add(f"{event['verb']} {event['requestURI'][:120]}")
+        else:
+            filtered.add(ref["resource"])
+    assert filtered, "no LIST or WATCH of a child kind in the audit log: is the audit log on?"
     assert not unfiltered, f"the operator listed or watched objects it does not own: {sorted(unfiltered)}"

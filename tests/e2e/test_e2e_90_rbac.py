@@ -21,8 +21,11 @@ ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
 def test_operator_never_got_a_403(local: Cluster) -> None:
     events = local.audit_events(USER)
     assert events, f"no audit events for {USER}: is the audit log on?"
-    denied = sorted({f"{e['verb']} {e['requestURI']}" for e in events
-                     if e.get("responseStatus", {}).get("code") == 403})
+    # A write into a namespace that is being deleted is refused with a 403 by the NamespaceLifecycle
+    # admission plugin whatever the RBAC: the suite deletes namespaces while stacks still live.
+    denied = sorted({f"{e['verb']} {e['requestURI']}: {e['responseStatus'].get('message', '')[:200]}"
+                     for e in events if e.get("responseStatus", {}).get("code") == 403
+                     and "because it is being terminated" not in e["responseStatus"].get("message", "")})
     assert not denied, f"the operator was denied: {denied}"
 
 
@@ -53,7 +56,9 @@ def _chart_rules(cluster: Cluster, namespace: str) -> set[tuple[str, str]]:
         for rule in doc.get("rules", []):
             for group in rule.get("apiGroups", []):
                 for resource in rule.get("resources", []):
-                    name = f"{resource}.{group}" if group else resource
+                    base, _, sub = resource.partition("/")
+                    name = f"{base}.{group}" if group else base
+                    name += f"/{sub}" if sub else ""
                     for verb in rule["verbs"]:
                         rules.add((name, verb))
     return rules
