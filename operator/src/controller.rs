@@ -35,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Reconciles running at once (the Controller never runs two for the same stack).
 pub const CONCURRENCY: u16 = 8;
+/// How often the readiness task looks again whether the PingPongStack cache has synced.
+const SYNC_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Name reported as the Events' `reportingController`.
 pub const CONTROLLER_NAME: &str = "pingpong-operator";
 
@@ -323,9 +325,20 @@ async fn run_controller(
     let store = controller.store();
     let synced = store.clone();
     tokio::spawn(async move {
-        if synced.wait_until_ready().await.is_ok() {
-            tracing::info!("PingPongStack cache synced");
-            health.set_synced();
+        // The store's readiness is a one-shot channel that wakes only the waiter that polled it
+        // last, and the controller's own applier waits on it too: a single long wait here is
+        // never woken (seen on a real API server: /readyz stuck at "cache syncing"). A fresh wait
+        // every second finds the memoized value once the first list is in.
+        loop {
+            match tokio::time::timeout(SYNC_POLL, synced.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    tracing::info!("PingPongStack cache synced");
+                    health.set_synced();
+                    break;
+                }
+                Ok(Err(_)) => break, // the controller stopped before its first list
+                Err(_elapsed) => {}
+            }
         }
     });
     controller

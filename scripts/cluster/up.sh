@@ -174,6 +174,7 @@ if [ "${CLUSTER_OPERATOR:-1}" = 1 ]; then
   fi
   start_operator operator "$OPERATOR_METRICS_PORT"
   wait_until "the operator holds the leader Lease" operator_leads operator
+  wait_until "the operator's /readyz (leading, cache synced)" curl -fsS "http://127.0.0.1:$OPERATOR_METRICS_PORT/readyz"
 fi
 
 sample=${CLUSTER_SAMPLE-manifests/samples/minimal.yaml}

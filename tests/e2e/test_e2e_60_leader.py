@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import requests
+
 from e2e_helpers import Cluster, eventually, metric_sum, stack_doc
 
 LEASE = "pingpong-operator-leader"
@@ -17,6 +19,10 @@ def _holder(cluster: Cluster) -> str:
     return cluster.get("lease", LEASE, "pingpong-system")["spec"].get("holderIdentity", "")
 
 
+def _ready(op) -> bool:  # type: ignore[no-untyped-def]
+    return requests.get(f"http://127.0.0.1:{op.port}/readyz", timeout=5).status_code == 200
+
+
 def _reconciles(op) -> float:  # type: ignore[no-untyped-def]
     return metric_sum(op.metrics(), "pingpong_operator_reconcile_duration_seconds_count")
 
@@ -27,7 +33,9 @@ def test_one_leader_and_takeover_after_a_crash(local: Cluster, ns: str) -> None:
     second = local.host_operator("operator-standby", base + 1)
     try:
         second.start()
-        eventually("the standby answers /readyz", lambda: second.metrics() is not None)
+        # Both ready: the leader once its cache synced, the standby because it can take over.
+        eventually("the leader's /readyz is 200", lambda: _ready(first))
+        eventually("the standby's /readyz is 200", lambda: _ready(second))
         assert _holder(local) == first.identity
         before = _reconciles(second)
         local.apply(stack_doc("leader", {"rabbitmq": {"storage": {"ephemeral": True}}}), ns)
