@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from e2e_helpers import Cluster, eventually, stack_doc
 
+POSTGRES = {"pong": {"store": {"type": "postgres", "postgres": {"provisioned": {}}}}}
+
 
 def _delete_stack(cluster: Cluster, ns: str, name: str) -> None:
     cluster.kubectl("delete", "pps", "-n", ns, name, "--wait=true", "--timeout=60s")
@@ -39,3 +41,22 @@ def test_delete_collects_children_and_the_broker_claims(cluster: Cluster, ns: st
     pvc = cluster.get("pvc", claims[0], ns)
     assert pvc["status"]["phase"] == "Bound"
 
+
+
+def test_recreated_stack_reuses_the_kept_postgres_credentials(cluster: Cluster, ns: str) -> None:
+    """The data directory on the kept claim only opens with the password it was initialised with,
+    so the provisioned PostgreSQL's credentials must survive a delete of the stack."""
+    name = "keep"
+    cluster.apply(stack_doc(name, POSTGRES), ns)
+    cluster.wait_ready(ns, name)
+    secret = f"{name}-postgres-credentials"
+    before = cluster.get("secret", secret, ns)["data"]
+    _delete_stack(cluster, ns, name)
+    eventually("the postgres StatefulSet collected",
+               lambda: not cluster.exists("statefulset", f"{name}-postgres", ns), timeout=90)
+    assert cluster.exists("pvc", f"data-{name}-postgres-0", ns)
+    assert cluster.exists("secret", secret, ns), \
+        "the PostgreSQL credentials were deleted while the data they open was kept"
+    cluster.apply(stack_doc(name, POSTGRES), ns)
+    cluster.wait_ready(ns, name)
+    assert cluster.get("secret", secret, ns)["data"] == before, "the PostgreSQL password changed"
