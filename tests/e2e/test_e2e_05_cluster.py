@@ -1,0 +1,26 @@
+"""`make cluster` is idempotent: running scripts/cluster/up.sh again on a running local cluster
+starts nothing twice (every pid file keeps its process) and still ends with a Ready sample."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from e2e_helpers import ROOT, Cluster
+
+
+def _pids(cluster: Cluster) -> dict[str, str]:
+    return {p.stem: p.read_text().strip() for p in sorted((cluster.state_dir / "run").glob("*.pid"))}
+
+
+def test_up_twice_starts_nothing_twice(local: Cluster) -> None:
+    before = _pids(local)
+    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+            "operator"} <= set(before), before
+    result = subprocess.run([str(ROOT / "scripts" / "cluster" / "up.sh")], cwd=ROOT,
+                            env={**os.environ, **local.env, "CLUSTER_SAMPLE": "manifests/samples/minimal.yaml"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert _pids(local) == before, "a second `make cluster` started processes again"
+    assert result.stdout.count("already runs") >= 6, result.stdout
+    assert local.condition("default", "demo", "Ready")["status"] == "True"
