@@ -466,6 +466,49 @@ fn validation_rejects_what_the_schema_cannot() {
 }
 
 #[test]
+fn a_broker_cluster_needs_rabbitmq_4_1() {
+    let cluster = |image: &str| format!("  rabbitmq:\n    replicas: 3\n    image: \"{image}\"");
+    for old in [
+        "rabbitmq:3.13-management",
+        "rabbitmq:4.0.9-management-alpine",
+        "registry.local:5000/rabbitmq:3",
+        "rabbitmq:3.12@sha256:0000",
+    ] {
+        let (kind, message) = validation_error("stack", &cluster(old));
+        assert_eq!(kind, "BrokerImageTooOld", "{old}");
+        assert!(message.contains(old), "names the image: {message}");
+        assert!(
+            message.contains("4.1 or newer"),
+            "names the minimum: {message}"
+        );
+    }
+    // Versions from 4.1, tags that are no version and digests alone cannot be judged: accepted.
+    for ok in [
+        "rabbitmq:4.1-management",
+        "rabbitmq:4.2.1",
+        "rabbitmq:4",
+        "rabbitmq:latest",
+        "rabbitmq@sha256:0000",
+    ] {
+        validate(&stack_from_spec("s", &cluster(ok)), &Images::default())
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    // An old image on one node is fine.
+    let single = "  rabbitmq:\n    image: rabbitmq:3.13-management";
+    validate(&stack_from_spec("s", single), &Images::default()).unwrap();
+    // The default image forms a cluster; an old operator default is named as such.
+    let three = "  rabbitmq:\n    replicas: 3";
+    validate(&stack_from_spec("s", three), &Images::default()).unwrap();
+    let old_default = Images {
+        rabbitmq: "rabbitmq:3.13-management".into(),
+        ..Images::default()
+    };
+    let err = validate(&stack_from_spec("s", three), &old_default).unwrap_err();
+    assert_eq!(err.kind(), "BrokerImageTooOld");
+    assert!(err.to_string().contains("PINGPONG_RABBITMQ_IMAGE"), "{err}");
+}
+
+#[test]
 fn forty_character_names_fit() {
     let name = "a".repeat(40);
     let (_, desired) = desired_for(&stack_from_spec(&name, "  {}"));

@@ -274,6 +274,45 @@ async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
 }
 
 #[tokio::test]
+async fn a_broker_cluster_on_an_image_older_than_4_1_is_degraded() {
+    let mut spec = PingPongStackSpec::default();
+    spec.rabbitmq.replicas = 3;
+    spec.rabbitmq.image = Some("rabbitmq:3.13.7-management".into());
+    let client = client(Setup {
+        stacks: vec![api::stack(spec)],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    let action = api::reconcile_once(&client, &ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(children(&client).await.is_empty(), "nothing applied");
+    let stack = get_stack(&client).await;
+    let (degraded, reason, message) = condition(&stack, "Degraded");
+    assert_eq!(degraded, "True");
+    assert_eq!(reason, "BrokerImageTooOld");
+    for part in [
+        "spec.rabbitmq.image",
+        "rabbitmq:3.13.7-management",
+        "RabbitMQ 3.13",
+        "4.1 or newer",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+
+    // The same image on one node is fine, and so is a tag without a version on three.
+    for (replicas, image) in [(1, "rabbitmq:3.13.7-management"), (3, "rabbitmq:latest")] {
+        let mut spec = get_stack(&client).await.spec;
+        spec.rabbitmq.replicas = replicas;
+        spec.rabbitmq.image = Some(image.into());
+        set_spec(&client, &spec).await;
+        api::reconcile_once(&client, &ctx).await.unwrap();
+        let (degraded, _, message) = condition(&get_stack(&client).await, "Degraded");
+        assert_eq!(degraded, "False", "{replicas} x {image}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn paused_stops_writes_to_children_but_reports_status() {
     let client = client(Setup {
         stacks: vec![api::stack(PingPongStackSpec::default())],

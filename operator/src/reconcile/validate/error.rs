@@ -55,6 +55,22 @@ pub enum ValidationError {
         /// The value given.
         image: String,
     },
+    /// A broker image older than RabbitMQ 4.1 for a cluster of more than one node.
+    #[error(
+        "{field} {image:?} is RabbitMQ {version}, but spec.rabbitmq.replicas {replicas} needs RabbitMQ {}.{} or newer (Kubernetes peer discovery without RBAC); use rabbitmq:4.1-management or newer, or 1 replica",
+        super::broker::MIN_CLUSTER_VERSION.0,
+        super::broker::MIN_CLUSTER_VERSION.1
+    )]
+    BrokerImageTooOld {
+        /// Where the image came from: `spec.rabbitmq.image` or the operator's default.
+        field: &'static str,
+        /// The image reference.
+        image: String,
+        /// The version its tag names (`3.13`, `3`).
+        version: String,
+        /// `spec.rabbitmq.replicas`.
+        replicas: i32,
+    },
     /// A quantity that does not parse.
     #[error("{field} {value:?} is not a Kubernetes quantity (examples: 500m, 128Mi, 1Gi)")]
     InvalidQuantity {
@@ -149,6 +165,7 @@ impl ValidationError {
             Self::NameTooLong { .. } => "NameTooLong",
             Self::InvalidReplicas { .. } => "InvalidReplicas",
             Self::InvalidImage { .. } => "InvalidImage",
+            Self::BrokerImageTooOld { .. } => "BrokerImageTooOld",
             Self::InvalidQuantity { .. } => "InvalidQuantity",
             Self::RequestExceedsLimit { .. } => "RequestExceedsLimit",
             Self::ReservedEnv { .. } => "ReservedEnv",

@@ -2,10 +2,12 @@
 //!
 //! This checks everything the CRD schema cannot: child-name lengths against the 63-character DNS
 //! label limit, quantities that parse and requests that fit their limits, reserved or duplicate
-//! environment variables, TLS without a host, name clashes with the credentials Secret. It also
+//! environment variables, TLS without a host, name clashes with the credentials Secret, a broker
+//! image older than RabbitMQ 4.1 for a cluster. It also
 //! resolves every default (images from the operator configuration, resources), so the builders
 //! never look at an `Option` in the spec. No client, clock, randomness or environment here.
 
+mod broker;
 mod error;
 mod settings;
 mod store;
@@ -171,12 +173,18 @@ pub fn validate(
             storage_class_name: spec.rabbitmq.storage.storage_class_name.clone(),
         }
     };
+    let broker_image = image(
+        "spec.rabbitmq.image",
+        spec.rabbitmq.image.as_deref(),
+        &defaults.rabbitmq,
+    )?;
+    broker::check_cluster_image(
+        &broker_image,
+        spec.rabbitmq.image.is_some(),
+        spec.rabbitmq.replicas,
+    )?;
     let rabbitmq = BrokerSettings {
-        image: image(
-            "spec.rabbitmq.image",
-            spec.rabbitmq.image.as_deref(),
-            &defaults.rabbitmq,
-        )?,
+        image: broker_image,
         replicas: spec.rabbitmq.replicas,
         queue: spec.rabbitmq.queue.clone(),
         storage,
