@@ -449,6 +449,12 @@ pub struct PingPongStackStatus {
     /// pong's Redis cache, when `spec.pong.cache` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStatus>,
+    /// Things the stack runs with but that a user should fix, each a message saying what and how
+    /// (today: an Ingress without `spec.ingress.host`, which claims `/ping` and `/pong` on every
+    /// host of its IngressClass). Empty when there is nothing to fix; always written, so a fixed
+    /// warning disappears whatever else manages the status.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Replica counts of one component.

@@ -146,6 +146,8 @@ pub struct Converged {
     pub store: StoreStatus,
     /// pong's cache as realised (`None`: no cache).
     pub cache: Option<CacheStatus>,
+    /// `status.warnings`: what the stack runs with but the user should fix.
+    pub warnings: Vec<String>,
 }
 
 impl Converged {
@@ -158,6 +160,7 @@ impl Converged {
             credentials_secret: stack.names.credentials_secret.clone(),
             store,
             cache,
+            warnings: stack.warnings(),
         }
     }
 }
@@ -401,6 +404,7 @@ pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
         credentials_secret: Some(converged.credentials_secret.clone()),
         store: Some(converged.store.clone()),
         cache: converged.cache.clone(),
+        warnings: converged.warnings.clone(),
     }
 }
 
@@ -418,6 +422,7 @@ pub(super) fn converged(readiness: Readiness) -> Outcome {
             ..StoreStatus::default()
         },
         cache: None,
+        warnings: Vec::new(),
     }))
 }
 

@@ -249,6 +249,57 @@ async fn disabling_the_ingress_deletes_it_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn an_ingress_without_a_host_is_a_status_warning_until_a_host_is_set() {
+    let client = client(Setup {
+        stacks: vec![api::stack(PingPongStackSpec::default())],
+        ..Setup::default()
+    })
+    .await;
+    let ctx = context(&client);
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let before = children(&client).await;
+    let status = get_stack(&client).await.status.unwrap();
+    assert_eq!(status.warnings.len(), 1, "{:?}", status.warnings);
+    for part in [
+        "spec.ingress.host is not set",
+        "Ingress stack",
+        "/ping and /pong",
+        "\"nginx\"",
+        "set spec.ingress.host",
+    ] {
+        assert!(
+            status.warnings[0].contains(part),
+            "{part:?} not in {status:?}"
+        );
+    }
+    // A warning, not a failure: the stack is applied and not degraded.
+    assert_eq!(
+        condition(&status, "Degraded"),
+        ("False", "ReconcileSucceeded")
+    );
+    assert!(before.contains_key("Ingress/stack"));
+    assert!(
+        before["Ingress/stack"]["spec"]["rules"][0]
+            .get("host")
+            .is_none()
+    );
+
+    // Naming a host clears it, and so does turning the Ingress off.
+    let mut spec = get_stack(&client).await.spec;
+    spec.ingress.host = Some("pingpong.example.com".into());
+    set_spec(&client, &spec).await;
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let status = get_stack(&client).await.status.unwrap();
+    assert_eq!(status.warnings, Vec::<String>::new());
+    spec.ingress.host = None;
+    spec.ingress.enabled = false;
+    set_spec(&client, &spec).await;
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let status = get_stack(&client).await.status.unwrap();
+    assert_eq!(status.warnings, Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn removing_the_gateway_deletes_the_http_route() {
     let mut spec = PingPongStackSpec::default();
     spec.ingress.enabled = false;

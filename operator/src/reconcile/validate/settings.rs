@@ -210,6 +210,26 @@ impl ValidatedStack {
         })
     }
 
+    /// What the stack runs with but the user should fix (`status.warnings`): an Ingress without
+    /// a host matches `/ping` and `/pong` on every host, so two such stacks on the same
+    /// IngressClass, in one namespace or across the cluster, take the same paths and the
+    /// controller serves only one of them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(ingress) = &self.ingress
+            && ingress.host.is_none()
+        {
+            warnings.push(format!(
+                "spec.ingress.host is not set: the Ingress {} claims /ping and /pong on every host \
+                 of IngressClass {:?}, and another stack without a host on that class (in any \
+                 namespace) claims the same paths, so only one of them is served; set \
+                 spec.ingress.host to a host name for this stack",
+                self.name, ingress.class_name
+            ));
+        }
+        warnings
+    }
+
     /// The URL users curl, when the spec names a host: the Ingress host (https with a TLS
     /// Secret), else the HTTPRoute hostname. `None` when no host is configured; the status can
     /// then fall back to the Ingress load-balancer address.
