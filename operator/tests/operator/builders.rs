@@ -155,6 +155,32 @@ fn broker_memory_alarm_follows_the_limit_and_pods_spread_and_drain() {
 }
 
 #[test]
+fn clustered_brokers_wait_for_quorum_before_stopping() {
+    let (_, cluster) = desired_for(&load_fixture("full"));
+    let sts = serde_json::to_value(&cluster.rabbitmq.statefulset).unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    let command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+        .as_array()
+        .unwrap();
+    let script = command[2].as_str().unwrap();
+    let await_at = script
+        .find("rabbitmq-upgrade await_online_quorum_plus_one -t 480")
+        .unwrap();
+    assert!(
+        script.find("rabbitmq-upgrade drain -t 60").unwrap() > await_at,
+        "{script}"
+    );
+    // The grace period covers both waits, or the kubelet kills the node mid-wait.
+    assert!(pod["terminationGracePeriodSeconds"].as_i64().unwrap() > 480 + 60);
+
+    let (_, single) = desired_for(&load_fixture("minimal"));
+    let sts = serde_json::to_value(&single.rabbitmq.statefulset).unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    assert!(pod["containers"][0].get("lifecycle").is_none());
+    assert_eq!(pod["terminationGracePeriodSeconds"], 120);
+}
+
+#[test]
 fn the_erlang_cookie_is_a_0600_file_not_an_environment_variable() {
     let (_, desired) = desired_for(&load_fixture("full"));
     let sts = serde_json::to_value(&desired.rabbitmq.statefulset).unwrap();

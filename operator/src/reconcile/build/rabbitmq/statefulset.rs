@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath,
-    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, TCPSocketAction, TopologySpreadConstraint,
-    Volume, VolumeMount,
+    Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -205,6 +205,43 @@ fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
     volumes
 }
 
+/// Seconds a broker node may take to stop: a clustered node first waits for its quorum queues.
+fn termination_grace_seconds(stack: &ValidatedStack) -> i64 {
+    if stack.rabbitmq.replicas > 1 {
+        QUORUM_AWAIT_SECONDS + DRAIN_SECONDS + 60
+    } else {
+        120
+    }
+}
+
+/// How long a stopping cluster node waits for every quorum queue it hosts to have a majority
+/// without it (`rabbitmq-upgrade await_online_quorum_plus_one`), and then for its drain.
+const QUORUM_AWAIT_SECONDS: i64 = 480;
+const DRAIN_SECONDS: i64 = 60;
+
+/// The preStop of a clustered broker node, as the RabbitMQ Cluster Operator does it: wait until
+/// stopping this node cannot take a quorum queue below its majority, then drain it (clients move
+/// to the other nodes). A rolling restart or a node drain then never makes a queue unavailable.
+/// A single node has no quorum to protect and stops at once.
+fn quorum_aware_pre_stop(stack: &ValidatedStack) -> Option<Lifecycle> {
+    (stack.rabbitmq.replicas > 1).then(|| Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "/bin/sh".to_owned(),
+                    "-c".to_owned(),
+                    format!(
+                        "rabbitmq-upgrade await_online_quorum_plus_one -t {QUORUM_AWAIT_SECONDS}; \
+                         rabbitmq-upgrade drain -t {DRAIN_SECONDS}"
+                    ),
+                ]),
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    })
+}
+
 /// The StatefulSet `<stack>-rabbitmq`.
 pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
     let names = &stack.names;
@@ -253,6 +290,7 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
         // The official image writes to its home directory; the root filesystem stays writable.
         security_context: Some(restricted_container_security_context(RABBITMQ_UID, false)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        lifecycle: quorum_aware_pre_stop(stack),
         ..Container::default()
     };
     StatefulSet {
@@ -287,7 +325,7 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
                         RABBITMQ_UID,
                         Some(RABBITMQ_UID),
                     )),
-                    termination_grace_period_seconds: Some(120),
+                    termination_grace_period_seconds: Some(termination_grace_seconds(stack)),
                     // One node per host where the scheduler can, without blocking scheduling on a
                     // small cluster.
                     topology_spread_constraints: Some(vec![TopologySpreadConstraint {
