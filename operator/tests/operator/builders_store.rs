@@ -139,6 +139,93 @@ fn type_postgres_alone_provisions_a_database_with_every_default() {
     assert!(find(&objects, "Deployment", "s-redis").is_none());
 }
 
+/// Whether a component a test needs must be there (`CI=true`): then its absence fails the test.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Runs `argv` (bounded by `PGCONNECT_TIMEOUT`); `None` when the program is not installed.
+fn run(argv: &[String]) -> Option<std::process::ExitStatus> {
+    match std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdout(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) => Some(status),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("running {argv:?}: {e}"),
+    }
+}
+
+#[test]
+fn postgres_readiness_is_pg_isready_on_127_0_0_1_as_the_configured_user() {
+    let objects = desired(POSTGRES);
+    let sts = find(&objects, "StatefulSet", "s-postgres").unwrap();
+    let postgres = container(sts, "postgres");
+    let env: BTreeMap<&str, &str> = postgres["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    let probe = &postgres["readinessProbe"];
+    let argv: Vec<String> = probe["exec"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    // TCP on 127.0.0.1, not the socket: initdb's temporary server listens on the socket only,
+    // so the pod is ready only once the real server accepts connections.
+    assert_eq!(
+        argv,
+        [
+            "pg_isready",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            env["POSTGRES_USER"],
+            "-d",
+            env["POSTGRES_DB"],
+        ]
+    );
+    assert_eq!(postgres["ports"][0]["containerPort"], 5432);
+    assert_eq!(probe["periodSeconds"], 10);
+    assert_eq!(probe["failureThreshold"], 3);
+    assert!(probe["timeoutSeconds"].as_i64().unwrap() >= 1);
+
+    // The same argv against the real binary and the host's PostgreSQL on 127.0.0.1:5432 (it
+    // need not know the user: pg_isready only asks whether the server accepts connections),
+    // and against a port nothing listens on.
+    let Some(status) = run(&argv) else {
+        assert!(
+            !in_ci(),
+            "pg_isready is required (CI=true) but not installed"
+        );
+        eprintln!("skipped the pg_isready run: pg_isready is not installed");
+        return;
+    };
+    if !status.success() {
+        assert!(
+            !in_ci(),
+            "PostgreSQL is required on 127.0.0.1:5432 (CI=true): {argv:?} gave {status}; run scripts/ensure-services.sh"
+        );
+        eprintln!("skipped the pg_isready run: no PostgreSQL on 127.0.0.1:5432 ({status})");
+        return;
+    }
+    let mut closed = argv.clone();
+    closed[4] = "1".to_owned();
+    let status = run(&closed).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "no server answers on port 1: {status}"
+    );
+}
+
 #[test]
 fn pong_gets_the_postgres_settings_and_rolls_one_pod_at_a_time() {
     let objects = desired(POSTGRES);
