@@ -67,31 +67,9 @@ issue_cert() {
   rm -f "$pki/$name.csr"
 }
 
-# write_cert_kubeconfig NAME FILE: a kubeconfig authenticating with pki/NAME.{crt,key}.
-write_cert_kubeconfig() {
-  cat >"$2" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: pingpong-local
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority: $CLUSTER_DIR/pki/ca.crt
-users:
-- name: $1
-  user:
-    client-certificate: $CLUSTER_DIR/pki/$1.crt
-    client-key: $CLUSTER_DIR/pki/$1.key
-contexts:
-- name: pingpong-local
-  context: {cluster: pingpong-local, user: $1}
-current-context: pingpong-local
-EOF
-  chmod 600 "$2"
-}
-
-# write_token_kubeconfig FILE TOKEN: a kubeconfig that authenticates with a bearer token.
-write_token_kubeconfig() {
+# write_kubeconfig FILE USER NAMESPACE CREDENTIALS: a kubeconfig for the local API server, mode
+# 0600; CREDENTIALS are the YAML lines of the user's `user:` block.
+write_kubeconfig() {
   (
     umask 077
     cat >"$1" <<EOF
@@ -103,15 +81,26 @@ clusters:
     server: https://127.0.0.1:$APISERVER_PORT
     certificate-authority: $CLUSTER_DIR/pki/ca.crt
 users:
-- name: operator
+- name: $2
   user:
-    token: $2
+$4
 contexts:
 - name: pingpong-local
-  context: {cluster: pingpong-local, user: operator, namespace: $OPERATOR_NAMESPACE}
+  context: {cluster: pingpong-local, user: $2, namespace: $3}
 current-context: pingpong-local
 EOF
   )
+}
+
+# write_cert_kubeconfig NAME FILE: a kubeconfig authenticating with pki/NAME.{crt,key}.
+write_cert_kubeconfig() {
+  write_kubeconfig "$2" "$1" default "    client-certificate: $pki/$1.crt
+    client-key: $pki/$1.key"
+}
+
+# write_token_kubeconfig FILE TOKEN: a kubeconfig that authenticates with a bearer token.
+write_token_kubeconfig() {
+  write_kubeconfig "$1" operator "$OPERATOR_NAMESPACE" "    token: $2"
 }
 
 nodes_ready() {
