@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # variables for the scripts that source this file
-# The one place the local cluster's versions are pinned (scripts/cluster.sh, .ci/run and the README
-# read them from here). They fit together: Kubernetes 1.36 ships etcd 3.6, k8s-openapi 0.28's newest
+# The one place the local cluster's versions are pinned (scripts/cluster/*.sh and bench.py read them
+# from here; the README names them). They fit together: Kubernetes 1.36 ships etcd 3.6, k8s-openapi 0.28's newest
 # feature is v1_36, and each module builds with Go 1.26.
 KUBERNETES_VERSION=v1.36.3   # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
 ETCD_VERSION=v3.6.16

@@ -10,8 +10,8 @@ import requests
 from e2e_helpers import Cluster, eventually, metric_sum, stack_doc
 
 LEASE = "pingpong-operator-leader"
-# README: a standby takes over at most lease duration (15 s) + renew period (5 s) after the
-# leader stopped renewing.
+# README: a standby takes over at most the lease duration (15 s) plus one of its own polls (2 s)
+# after the leader stopped renewing; 20 s keeps that bound with room for a slow poll.
 TAKEOVER_BOUND_SECONDS = 20 + 10  # + slack for a loaded 2-core CI machine
 
 
