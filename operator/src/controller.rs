@@ -284,7 +284,10 @@ async fn run_controller(
     let served = match ServedApis::discover(&client).await {
         Ok(served) => served,
         Err(error) => {
-            tracing::warn!(%error, "cannot check the optional APIs; assuming none is served");
+            tracing::warn!(
+                error = %crate::error::chain(&error),
+                "cannot check the optional APIs; assuming none is served"
+            );
             ServedApis::default()
         }
     };

@@ -182,15 +182,53 @@ impl Error {
 
     /// The error and its sources on one line, for status messages and Event notes.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            out.push_str(": ");
-            out.push_str(&s.to_string());
-            source = s.source();
-        }
-        out
+        chain(self)
     }
+}
+
+/// `error` and its sources on one line, each said once: "failed to apply StatefulSet demo-rabbitmq:
+/// StatefulSet.apps \"demo-rabbitmq\" is invalid: … (Invalid, 422)".
+///
+/// kube's own `Display` of an API error repeats the server's message and then the whole `Status`
+/// in `Debug` form, and the `Status` is its source again, so a plain walk says everything three
+/// times. An API error is written as the server's message, reason and code and ends the walk; any
+/// other source whose text the line already holds is skipped.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if let Some(kube::Error::Api(status)) = current.downcast_ref::<kube::Error>() {
+            push_part(&mut out, &api_status(status));
+            break;
+        }
+        push_part(&mut out, &current.to_string());
+        next = current.source();
+    }
+    out
+}
+
+fn api_status(status: &kube::core::Status) -> String {
+    let message = if status.message.is_empty() {
+        "the API server refused the request"
+    } else {
+        status.message.as_str()
+    };
+    match (status.reason.is_empty(), status.code) {
+        (true, 0) => message.to_owned(),
+        (true, code) => format!("{message} ({code})"),
+        (false, 0) => format!("{message} ({})", status.reason),
+        (false, code) => format!("{message} ({}, {code})", status.reason),
+    }
+}
+
+fn push_part(out: &mut String, part: &str) {
+    if part.is_empty() || out.contains(part) {
+        return;
+    }
+    if !out.is_empty() {
+        out.push_str(": ");
+    }
+    out.push_str(part);
 }
 
 #[cfg(test)]
@@ -229,6 +267,48 @@ mod tests {
                 .chain()
                 .starts_with("failed to apply Deployment demo-ping: ")
         );
+    }
+
+    #[test]
+    fn an_api_error_is_said_once_with_reason_and_code() {
+        let status = kube::core::Status::failure(
+            "StatefulSet.apps \"demo-rabbitmq\" is invalid: spec: Forbidden: updates to statefulset spec are forbidden",
+            "Invalid",
+        )
+        .with_code(422);
+        let error = Error::Apply {
+            kind: "StatefulSet",
+            name: "demo-rabbitmq".into(),
+            source: kube::Error::Api(status.boxed()),
+        };
+        assert_eq!(
+            error.chain(),
+            "failed to apply StatefulSet demo-rabbitmq: StatefulSet.apps \"demo-rabbitmq\" is \
+             invalid: spec: Forbidden: updates to statefulset spec are forbidden (Invalid, 422)"
+        );
+        let conflict = Error::Apply {
+            kind: "Deployment",
+            name: "demo-ping".into(),
+            source: api(409),
+        };
+        let both = Error::Children(vec![error, conflict]);
+        assert_eq!(both.chain().matches("is invalid").count(), 1);
+        assert!(
+            both.chain().ends_with("injected (Injected, 409)"),
+            "{}",
+            both.chain()
+        );
+    }
+
+    #[test]
+    fn other_sources_are_chained_without_repeats() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(chain(&error), "outer: connection refused");
+        let timeout = Error::Timeout(Duration::from_secs(120));
+        assert_eq!(timeout.chain(), "reconcile did not finish within 120s");
     }
 
     #[test]

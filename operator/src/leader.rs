@@ -297,7 +297,11 @@ pub async fn run(
             }
             Err(error) => {
                 let expired = last_renewed.is_none_or(|t| t.elapsed() >= config.renew_deadline);
-                tracing::warn!(error = %error, kind = error.kind(), "leader election round failed");
+                tracing::warn!(
+                    error = %crate::error::chain(&error),
+                    kind = error.kind(),
+                    "leader election round failed"
+                );
                 if expired && *leading.borrow() {
                     tracing::error!("could not renew the leader Lease in time; stepping down");
                     leading.send_replace(false);
@@ -312,7 +316,7 @@ pub async fn run(
     if *leading.borrow() {
         leading.send_replace(false);
         if let Err(error) = release(&api, &config).await {
-            tracing::warn!(error = %error, "failed to release the leader Lease");
+            tracing::warn!(error = %crate::error::chain(&error), "failed to release the leader Lease");
         }
     }
 }

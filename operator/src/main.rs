@@ -2,7 +2,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use pingpong_operator::cli::{Cli, Command, read_input};
-use pingpong_operator::{config, controller, crdgen, images, render, telemetry};
+use pingpong_operator::{config, controller, crdgen, error, images, render, telemetry};
 use std::process::ExitCode;
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -29,8 +29,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 async fn main() -> ExitCode {
     match run(Cli::parse().command.unwrap_or(Command::Run)).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
+        Err(failure) => {
+            eprintln!("error: {}", error::chain(failure.as_ref()));
             ExitCode::FAILURE
         }
     }
