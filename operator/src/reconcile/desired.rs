@@ -83,6 +83,8 @@ pub struct AppObjects {
     pub service: Service,
     /// Deployment.
     pub deployment: Deployment,
+    /// NetworkPolicy: the HTTP port in; DNS, the broker and pong's provisioned servers out.
+    pub network_policy: NetworkPolicy,
     /// PodDisruptionBudget (replicas ≥ 2).
     pub pdb: Option<PodDisruptionBudget>,
     /// ServiceMonitor, when asked for and served.
@@ -346,12 +348,20 @@ impl DesiredState {
             let AppObjects {
                 service,
                 deployment,
+                network_policy,
                 pdb,
                 service_monitor,
             } = app;
-            (component, service, deployment, pdb, service_monitor)
+            (
+                component,
+                service,
+                deployment,
+                network_policy,
+                pdb,
+                service_monitor,
+            )
         });
-        for (component, service, deployment, _, _) in apps {
+        for (component, service, deployment, _, _, _) in apps {
             push(component, Some(C::Service(service)));
             push(component, Some(C::Deployment(deployment)));
         }
@@ -359,15 +369,17 @@ impl DesiredState {
         push(RabbitMq, Some(C::NetworkPolicy(network_policy)));
         push(Postgres, pg.map(|p| C::NetworkPolicy(p.3)));
         push(Redis, rd.map(|r| C::NetworkPolicy(r.2)));
+        push(Ping, Some(C::NetworkPolicy(apps[0].3)));
+        push(Pong, Some(C::NetworkPolicy(apps[1].3)));
         push(RabbitMq, pdb.as_ref().map(C::PodDisruptionBudget));
-        for (component, _, _, pdb, _) in apps {
+        for (component, _, _, _, pdb, _) in apps {
             push(component, pdb.as_ref().map(C::PodDisruptionBudget));
         }
         // 6. Routes, once the backends exist.
         push(Gateway, ingress.as_ref().map(C::Ingress));
         push(Gateway, http_route.as_ref().map(C::HttpRoute));
         // 7. ServiceMonitors.
-        for (component, _, _, _, monitor) in apps {
+        for (component, _, _, _, _, monitor) in apps {
             push(component, monitor.as_ref().map(C::ServiceMonitor));
         }
         push(RabbitMq, service_monitor.as_ref().map(C::ServiceMonitor));

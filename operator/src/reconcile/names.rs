@@ -19,9 +19,11 @@ pub struct ChildNames {
     pub credentials_secret: String,
     /// Secret with the Erlang cookie: `<stack>-rabbitmq-erlang-cookie`.
     pub erlang_cookie_secret: String,
-    /// ping Deployment, Service, PodDisruptionBudget and ServiceMonitor: `<stack>-ping`.
+    /// ping Deployment, Service, NetworkPolicy, PodDisruptionBudget and ServiceMonitor:
+    /// `<stack>-ping`.
     pub ping: String,
-    /// pong Deployment, Service, PodDisruptionBudget and ServiceMonitor: `<stack>-pong`.
+    /// pong Deployment, Service, NetworkPolicy, PodDisruptionBudget and ServiceMonitor:
+    /// `<stack>-pong`.
     pub pong: String,
     /// Provisioned PostgreSQL StatefulSet, its (headless) Service and NetworkPolicy:
     /// `<stack>-postgres`.

@@ -58,6 +58,8 @@ fn minimal_stack_has_the_documented_object_set() {
             "Service/demo-pong",
             "Deployment/demo-pong",
             "NetworkPolicy/demo-rabbitmq",
+            "NetworkPolicy/demo-ping",
+            "NetworkPolicy/demo-pong",
             "Ingress/demo",
         ]
     );

@@ -1,7 +1,8 @@
 //! Invariants over every object of several stacks: selectors match pod labels, Service target
 //! ports exist on the selected containers, owner references, name lengths, references between
 //! objects (Secrets, Services, ConfigMap) that resolve, and NetworkPolicies that admit only this
-//! stack's clients. The pod security checks are in `builders_security.rs`.
+//! stack's clients (ping's and pong's egress matching what the servers admit). The pod security
+//! checks are in `builders_security.rs`.
 
 use crate::support::fixtures::*;
 use crate::support::invariants::*;
@@ -226,21 +227,130 @@ fn network_policies_admit_only_this_stacks_clients() {
             .iter()
             .filter(|o| o["kind"] == "NetworkPolicy")
             .collect();
-        // The broker always; PostgreSQL and Redis when provisioned: one policy per server.
-        let servers = workloads(&objects)
-            .iter()
-            .filter(|w| {
-                matches!(
-                    w["metadata"]["labels"]["app.kubernetes.io/component"].as_str(),
-                    Some("broker" | "database" | "cache")
-                )
-            })
-            .count();
-        assert_eq!(policies.len(), servers, "{stack}");
+        // One policy per workload: the broker, ping, pong, and PostgreSQL and Redis when
+        // provisioned.
+        assert_eq!(policies.len(), workloads(&objects).len(), "{stack}");
         for policy in policies {
-            check_policy(&stack, policy);
+            let component =
+                policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                    .as_str()
+                    .unwrap();
+            if matches!(component, "ping" | "pong") {
+                check_app_policy(&stack, &objects, policy);
+            } else {
+                check_policy(&stack, policy);
+            }
         }
     }
+}
+
+/// Stacks whose pong reaches a store or cache outside the cluster's knowledge.
+const EXTERNAL: [&str; 3] = ["full", "ephemeral-pg", "external-pg"];
+/// Ports an egress rule without a destination may open: DNS.
+const DNS: [i64; 2] = [53, 5353];
+
+/// ping and pong: ingress only to the `http` container port, from anywhere; egress to DNS and
+/// to this stack's servers, each of which admits this component on that port (so egress and
+/// the servers' ingress agree), and to every server that admits it.
+fn check_app_policy(stack: &str, objects: &[Value], policy: &Value) {
+    let spec = &policy["spec"];
+    let component = spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        .as_str()
+        .unwrap();
+    let workload = selected(objects, &as_map(&spec["podSelector"]["matchLabels"]))[0];
+    let http = workload["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "http")
+        .unwrap()["containerPort"]
+        .clone();
+    assert_eq!(
+        spec["ingress"],
+        serde_json::json!([{"ports": [{"port": http, "protocol": "TCP"}]}]),
+        "{stack}: {component}"
+    );
+    let types = spec["policyTypes"].as_array().unwrap();
+    // Server ports that admit this component, as (server component, port).
+    let mut admitted: Vec<(String, i64)> = Vec::new();
+    for server in objects.iter().filter(|o| o["kind"] == "NetworkPolicy") {
+        let server_component =
+            server["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                .as_str()
+                .unwrap();
+        for rule in server["spec"]["ingress"].as_array().unwrap() {
+            let admits = rule["from"].as_array().is_some_and(|from| {
+                from.iter().any(|peer| {
+                    peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+                })
+            });
+            if admits {
+                for port in rule["ports"].as_array().unwrap() {
+                    admitted.push((server_component.to_owned(), port["port"].as_i64().unwrap()));
+                }
+            }
+        }
+    }
+    assert!(!admitted.is_empty(), "{stack}: nothing admits {component}");
+    if component == "pong" && EXTERNAL.contains(&stack) {
+        assert_eq!(
+            types,
+            &["Ingress"],
+            "{stack}: external servers leave egress open"
+        );
+        assert!(spec.get("egress").is_none(), "{stack}");
+        return;
+    }
+    assert_eq!(types, &["Ingress", "Egress"], "{stack}: {component}");
+    let mut allowed: Vec<(String, i64)> = Vec::new();
+    let mut dns: Vec<(i64, String)> = Vec::new();
+    for rule in spec["egress"].as_array().unwrap() {
+        let ports = rule["ports"].as_array().unwrap();
+        let Some(to) = rule["to"].as_array() else {
+            for port in ports {
+                let number = port["port"].as_i64().unwrap();
+                assert!(
+                    DNS.contains(&number),
+                    "{stack}: {component} opens {number} to all"
+                );
+                dns.push((number, port["protocol"].as_str().unwrap().to_owned()));
+            }
+            continue;
+        };
+        for peer in to {
+            assert!(peer.get("namespaceSelector").is_none(), "{stack}");
+            let labels = as_map(&peer["podSelector"]["matchLabels"]);
+            assert_eq!(
+                labels["app.kubernetes.io/instance"],
+                policy["metadata"]["labels"]["app.kubernetes.io/instance"]
+                    .as_str()
+                    .unwrap(),
+                "{stack}"
+            );
+            assert_eq!(selected(objects, &labels).len(), 1, "{stack}: {labels:?}");
+            for port in ports {
+                allowed.push((
+                    labels["app.kubernetes.io/component"].clone(),
+                    port["port"].as_i64().unwrap(),
+                ));
+            }
+        }
+    }
+    dns.sort();
+    assert_eq!(
+        dns,
+        [53, 53, 5353, 5353]
+            .into_iter()
+            .zip(["TCP", "UDP", "TCP", "UDP"].map(String::from))
+            .collect::<Vec<_>>(),
+        "{stack}: {component}"
+    );
+    allowed.sort();
+    admitted.sort();
+    assert_eq!(
+        allowed, admitted,
+        "{stack}: {component} egress vs server ingress"
+    );
 }
 
 /// The client port of each guarded server admits exactly the listed components of this stack.

@@ -47,6 +47,8 @@ async fn first_reconcile_creates_every_child_with_an_owner_reference() {
         "Deployment/stack-ping",
         "Deployment/stack-pong",
         "Ingress/stack",
+        "NetworkPolicy/stack-ping",
+        "NetworkPolicy/stack-pong",
         "NetworkPolicy/stack-rabbitmq",
         "Secret/stack-rabbitmq-credentials",
         "Secret/stack-rabbitmq-erlang-cookie",

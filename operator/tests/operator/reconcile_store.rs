@@ -284,6 +284,8 @@ async fn back_to_memory_deletes_the_provisioned_objects_but_keeps_the_secret_and
     expected.extend([
         "-PodDisruptionBudget/stack-pong".to_owned(),
         "~Deployment/stack-pong".to_owned(),
+        // pong's egress no longer opens PostgreSQL and Redis.
+        "~NetworkPolicy/stack-pong".to_owned(),
     ]);
     expected.sort();
     assert_eq!(changed, expected);

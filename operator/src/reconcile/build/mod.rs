@@ -147,9 +147,10 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
         .map(common::secret_digest)
         .or_else(|| inputs.credentials_digest.clone());
     let credentials = credentials.as_deref();
-    let app = |component, service, deployment, pdb| AppObjects {
+    let app = |component, service, deployment, network_policy, pdb| AppObjects {
         service,
         deployment,
+        network_policy,
         pdb,
         service_monitor: servicemonitor::build_service_monitor(stack, component, monitors),
     };
@@ -196,12 +197,14 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
             Component::Ping,
             ping::build_ping_service(stack),
             ping::build_ping_deployment(stack, credentials),
+            networkpolicy::build_ping_network_policy(stack),
             pdb::build_ping_pdb(stack),
         ),
         pong: app(
             Component::Pong,
             pong::build_pong_service(stack),
             pong::build_pong_deployment(stack, credentials),
+            networkpolicy::build_pong_network_policy(stack),
             pdb::build_pong_pdb(stack),
         ),
         routes: RouteObjects {

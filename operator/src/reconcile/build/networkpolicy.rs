@@ -1,4 +1,5 @@
-//! The NetworkPolicies that guard the broker and pong's provisioned store and cache.
+//! The NetworkPolicies of every pod a stack runs: the broker, ping, pong, and pong's provisioned
+//! store and cache.
 //!
 //! Broker: only this stack's ping and pong pods reach AMQP 5672; broker pods reach each other on
 //! epmd 4369 and Erlang distribution 25672; the Prometheus port 15692 is open to scrapers
@@ -6,20 +7,44 @@
 //! PostgreSQL: only this stack's pong pods reach 5432 (the exporter sidecar connects over
 //! localhost); its metrics port 9187 is open to scrapers anywhere. Redis: only this stack's pong
 //! pods reach 6379.
+//!
+//! ping and pong (`<stack>-ping`, `<stack>-pong`):
+//! - Ingress: only the HTTP container port (8001, 8002), from anywhere. The ingress controller or
+//!   Gateway runs in a namespace the operator cannot know (ingress-nginx, a Gateway
+//!   implementation, a cloud load balancer that sends node traffic) and the Prometheus metrics
+//!   are served on the same port, so the port is the only thing a portable rule can pin. Kubelet
+//!   probes come from the pod's node, whose traffic NetworkPolicy always admits.
+//! - Egress: this is where the policy protects something (a compromised pod cannot reach other
+//!   workloads, the cloud metadata endpoint or the internet). Allowed: DNS to any destination on
+//!   53 and 5353, UDP and TCP (CoreDNS in `kube-system`, NodeLocal DNSCache on a link-local
+//!   address, OpenShift's `dns-default` whose pods listen on 5353 behind Service port 53, and
+//!   most plugins judge the translated address); AMQP 5672 to this stack's broker pods; for pong,
+//!   5432 to its provisioned PostgreSQL pods and 6379 to its provisioned Redis pods.
+//! - An external PostgreSQL or Redis (`pong.store.postgres.external`, `pong.cache.external`) is
+//!   named by a host and port inside the user's Secret, which the operator does not read (it
+//!   reads user Secrets only by name, never their content into a policy), and NetworkPolicy has
+//!   no host-name peers anyway. pong's policy then restricts ingress only and leaves egress open;
+//!   ping's egress stays restricted.
+//!
+//! The policies need a network plugin that enforces them (Calico, Cilium, OVN-Kubernetes, …);
+//! without one (kwok, the e2e control plane) they are stored and have no effect.
 
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{
-    AMQP_PORT, EPMD_PORT, ERLANG_DIST_PORT, POSTGRES_EXPORTER_PORT, POSTGRES_PORT,
-    RABBITMQ_MANAGEMENT_PORT, RABBITMQ_METRICS_PORT, REDIS_PORT, object_meta,
+    AMQP_PORT, EPMD_PORT, ERLANG_DIST_PORT, PING_PORT, PONG_PORT, POSTGRES_EXPORTER_PORT,
+    POSTGRES_PORT, RABBITMQ_MANAGEMENT_PORT, RABBITMQ_METRICS_PORT, REDIS_PORT, object_meta,
 };
 use crate::labels::{self, Component};
-use crate::reconcile::validate::ValidatedStack;
+use crate::reconcile::validate::{CacheSettings, StoreSettings, ValidatedStack};
+
+/// DNS ports: 53, and 5353 where the DNS pods listen on it behind Service port 53 (OpenShift).
+const DNS_PORTS: [i32; 2] = [53, 5353];
 
 fn pods(stack: &ValidatedStack, component: Component) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
@@ -31,17 +56,16 @@ fn pods(stack: &ValidatedStack, component: Component) -> NetworkPolicyPeer {
     }
 }
 
+fn port(port: i32, protocol: &str) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some(protocol.to_owned()),
+        end_port: None,
+    }
+}
+
 fn tcp(ports: &[i32]) -> Option<Vec<NetworkPolicyPort>> {
-    Some(
-        ports
-            .iter()
-            .map(|port| NetworkPolicyPort {
-                port: Some(IntOrString::Int(*port)),
-                protocol: Some("TCP".to_owned()),
-                end_port: None,
-            })
-            .collect(),
-    )
+    Some(ports.iter().map(|p| port(*p, "TCP")).collect())
 }
 
 /// The NetworkPolicy `<stack>-rabbitmq`.
@@ -71,16 +95,28 @@ pub fn build_network_policy(stack: &ValidatedStack) -> NetworkPolicy {
             ports: tcp(&[RABBITMQ_MANAGEMENT_PORT]),
         },
     ];
-    policy(stack, &stack.names.rabbitmq, Component::RabbitMq, rules)
+    policy(
+        stack,
+        &stack.names.rabbitmq,
+        Component::RabbitMq,
+        rules,
+        None,
+    )
 }
 
-/// A policy on `component`'s pods with the given ingress rules.
+/// A policy on `component`'s pods with the given ingress rules and, when `egress` is set,
+/// egress restricted to its rules.
 fn policy(
     stack: &ValidatedStack,
     name: &str,
     component: Component,
     ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Option<Vec<NetworkPolicyEgressRule>>,
 ) -> NetworkPolicy {
+    let mut types = vec!["Ingress".to_owned()];
+    if egress.is_some() {
+        types.push("Egress".to_owned());
+    }
     NetworkPolicy {
         metadata: object_meta(stack, name, component),
         spec: Some(NetworkPolicySpec {
@@ -88,10 +124,83 @@ fn policy(
                 match_labels: Some(labels::selector_labels(&stack.name, component)),
                 match_expressions: None,
             }),
-            policy_types: Some(vec!["Ingress".to_owned()]),
+            policy_types: Some(types),
             ingress: Some(ingress),
-            egress: None,
+            egress,
         }),
+    }
+}
+
+/// Egress to DNS anywhere and to this stack's broker pods on AMQP.
+fn app_egress(stack: &ValidatedStack) -> Vec<NetworkPolicyEgressRule> {
+    let dns = DNS_PORTS
+        .iter()
+        .flat_map(|p| [port(*p, "UDP"), port(*p, "TCP")])
+        .collect();
+    vec![
+        NetworkPolicyEgressRule {
+            to: None,
+            ports: Some(dns),
+        },
+        NetworkPolicyEgressRule {
+            to: Some(vec![pods(stack, Component::RabbitMq)]),
+            ports: tcp(&[AMQP_PORT]),
+        },
+    ]
+}
+
+/// Ingress to the HTTP port (API, health and metrics) from anywhere.
+fn http_ingress(http_port: i32) -> Vec<NetworkPolicyIngressRule> {
+    vec![NetworkPolicyIngressRule {
+        from: None,
+        ports: tcp(&[http_port]),
+    }]
+}
+
+/// The NetworkPolicy `<stack>-ping`: HTTP in; DNS and the broker out.
+pub fn build_ping_network_policy(stack: &ValidatedStack) -> NetworkPolicy {
+    policy(
+        stack,
+        &stack.names.ping,
+        Component::Ping,
+        http_ingress(PING_PORT),
+        Some(app_egress(stack)),
+    )
+}
+
+/// The NetworkPolicy `<stack>-pong`: HTTP in; DNS, the broker and the provisioned store and
+/// cache out. Egress is left open when the store or the cache is external (see the module docs).
+pub fn build_pong_network_policy(stack: &ValidatedStack) -> NetworkPolicy {
+    let mut egress = Some(app_egress(stack));
+    match &stack.store {
+        StoreSettings::Memory => {}
+        StoreSettings::ProvisionedPostgres(_) => {
+            push_egress(&mut egress, pods(stack, Component::Postgres), POSTGRES_PORT)
+        }
+        StoreSettings::ExternalPostgres { .. } => egress = None,
+    }
+    match &stack.cache {
+        None => {}
+        Some(CacheSettings::Provisioned(_)) => {
+            push_egress(&mut egress, pods(stack, Component::Redis), REDIS_PORT);
+        }
+        Some(CacheSettings::External { .. }) => egress = None,
+    }
+    policy(
+        stack,
+        &stack.names.pong,
+        Component::Pong,
+        http_ingress(PONG_PORT),
+        egress,
+    )
+}
+
+fn push_egress(egress: &mut Option<Vec<NetworkPolicyEgressRule>>, to: NetworkPolicyPeer, p: i32) {
+    if let Some(rules) = egress {
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(vec![to]),
+            ports: tcp(&[p]),
+        });
     }
 }
 
@@ -113,6 +222,7 @@ pub fn build_postgres_network_policy(stack: &ValidatedStack) -> Option<NetworkPo
         &stack.names.postgres,
         Component::Postgres,
         rules,
+        None,
     ))
 }
 
@@ -123,5 +233,11 @@ pub fn build_redis_network_policy(stack: &ValidatedStack) -> Option<NetworkPolic
         from: Some(vec![pods(stack, Component::Pong)]),
         ports: tcp(&[REDIS_PORT]),
     }];
-    Some(policy(stack, &stack.names.redis, Component::Redis, rules))
+    Some(policy(
+        stack,
+        &stack.names.redis,
+        Component::Redis,
+        rules,
+        None,
+    ))
 }
