@@ -36,6 +36,20 @@ wait_until() {
 
 alive() { [ -s "$CLUSTER_DIR/run/$1.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/run/$1.pid")" 2>/dev/null; }
 
+# ports_free NAME:PORT...: fail with a clear message when a port of a process this cluster has not
+# started already listens (another cluster, e.g. a second checkout using the same port base).
+ports_free() {
+  local entry name port
+  for entry in "$@"; do
+    name=${entry%%:*} port=${entry##*:}
+    alive "$name" && continue
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      die "port $port (for $name) is already in use by another process: another local cluster? \
+Choose other ports with CLUSTER_PORT_BASE=<n> (make cluster) or E2E_PORT_BASE=<n> (make test, tests/e2e)"
+    fi
+  done
+}
+
 # start_bg NAME COMMAND...: start COMMAND in the background with its log in logs/NAME.log and its
 # pid in run/NAME.pid, unless the process of that pid file still runs.
 start_bg() {

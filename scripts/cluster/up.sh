@@ -53,6 +53,9 @@ for who in admin controller-manager scheduler kwok; do
   write_cert_kubeconfig "$who" "$CLUSTER_DIR/$who.kubeconfig"
 done
 
+ports_free etcd:"$ETCD_PORT" etcd:"$ETCD_PEER_PORT" kube-apiserver:"$APISERVER_PORT" \
+  kube-controller-manager:"$KCM_PORT" kube-scheduler:"$SCHEDULER_PORT" kwok:"$KWOK_PORT"
+
 step "etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
 alive etcd || rm -f "$CLUSTER_DIR"/logs/audit*.log  # a new cluster, a new audit log
 start_bg etcd etcd --name pingpong-local --data-dir "$CLUSTER_DIR/data/etcd" \

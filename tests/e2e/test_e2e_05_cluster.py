@@ -1,10 +1,12 @@
 """`make cluster` is idempotent: running scripts/cluster/up.sh again on a running local cluster
-starts nothing twice (every pid file keeps its process) and still ends with a Ready sample."""
+starts nothing twice (every pid file keeps its process) and still ends with a Ready sample; a
+second cluster on the ports of the first (another checkout) stops at once with a clear message."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 from e2e_helpers import ROOT, Cluster
 
@@ -24,3 +26,15 @@ def test_up_twice_starts_nothing_twice(local: Cluster) -> None:
     assert _pids(local) == before, "a second `make cluster` started processes again"
     assert result.stdout.count("already runs") >= 6, result.stdout
     assert local.condition("default", "demo", "Ready")["status"] == "True"
+
+
+def test_a_second_cluster_on_busy_ports_is_a_clear_error(local: Cluster, tmp_path: Path) -> None:
+    # Another checkout's `make cluster` with the same port base: the running cluster's ports.
+    env = {**os.environ, "CLUSTER_DIR": str(tmp_path / "other"),
+           "CLUSTER_PORT_BASE": local.env.get("CLUSTER_PORT_BASE", "16440"), "CLUSTER_SAMPLE": ""}
+    result = subprocess.run([str(ROOT / "scripts" / "cluster" / "up.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "is already in use by another process" in result.stderr, result.stderr[-2000:]
+    assert "CLUSTER_PORT_BASE" in result.stderr, result.stderr[-2000:]
+    assert not list((tmp_path / "other" / "run").glob("*.pid")), "it started something"
