@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -242,7 +243,9 @@ class Stack:
     def start_pong(self, extra_env: dict[str, str] | None = None) -> Proc:
         return self._start("pong", [str(self.bins["pong"])], self.service_env(self.pong_port, extra_env))
 
-    def start_gateway(self) -> Proc:
+    def start_gateway(self, ping_addrs: list[str] | None = None) -> Proc:
+        """nginx from the shipped template; `ping_addrs` (default: ping's port) are the servers
+        of its ping upstream, in that order."""
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if nginx is None:
             missing("nginx is not installed (Debian: apt-get install nginx-light)")
@@ -251,14 +254,13 @@ class Stack:
         (prefix / "logs").mkdir(parents=True, exist_ok=True)
         (prefix / "tmp").mkdir(exist_ok=True)
         conf = prefix / "nginx.conf"
-        conf.write_text(
-            render_nginx_conf(
-                listen=f"127.0.0.1:{self.gateway_port}",
-                ping=f"127.0.0.1:{self.ping_port}",
-                pong=f"127.0.0.1:{self.pong_port}",
-                access_log="logs/access.log",
-            )
+        text = render_nginx_conf(
+            listen=f"127.0.0.1:{self.gateway_port}",
+            ping="@PING@",
+            pong=f"127.0.0.1:{self.pong_port}",
+            access_log="logs/access.log",
         )
+        conf.write_text(upstream_servers(text, "@PING@", ping_addrs or [f"127.0.0.1:{self.ping_port}"]))
         argv = [nginx, "-p", f"{prefix}/", "-e", str(prefix / "logs" / "error.log"), "-c", str(conf),
                 "-g", "daemon off;"]
         return self._start("nginx", argv, base_env())
@@ -324,6 +326,15 @@ def render_nginx_conf(listen: str, ping: str, pong: str, access_log: str) -> str
         assert key in text, f"{key} missing from {NGINX_TEMPLATE}"
         text = text.replace(key, value)
     return text
+
+
+def upstream_servers(text: str, placeholder: str, addrs: list[str]) -> str:
+    """`text` (a rendered template) with the upstream line `server PLACEHOLDER <flags>;` repeated
+    once per address of `addrs`, in that order, flags kept (the template allows a test this)."""
+    line = re.search(rf"^(\s*)server {re.escape(placeholder)}( [^;]*)?;$", text, re.MULTILINE)
+    assert line, f"no upstream `server {placeholder}` line"
+    servers = "\n".join(f"{line.group(1)}server {a}{line.group(2) or ''};" for a in addrs)
+    return text.replace(line.group(0), servers)
 
 
 class Loadgen:

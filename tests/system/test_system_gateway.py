@@ -16,7 +16,8 @@ from typing import Iterator
 import pytest
 import requests
 
-from system_helpers import Proc, Stack, base_env, free_port, missing, render_nginx_conf, wait_until
+from system_helpers import (Proc, Stack, base_env, free_port, missing, render_nginx_conf,
+                            upstream_servers, wait_until)
 
 
 def _nginx() -> str:
@@ -38,11 +39,7 @@ class Gateway:
         (self.prefix / "tmp").mkdir(exist_ok=True)
         text = render_nginx_conf(listen=f"127.0.0.1:{self.port}", ping="@PING@",
                                  pong=f"127.0.0.1:{stack.pong_port}", access_log="off")
-        line = re.search(r"^(\s*)server @PING@( [^;]*);$", text, re.MULTILINE)
-        assert line, "the ping upstream has no `server` line"
-        servers = "\n".join(f"{line.group(1)}server {a}{line.group(2)};" for a in ping_addrs)
-        text = text.replace(line.group(0), servers)
-        (self.prefix / "nginx.conf").write_text(text)
+        (self.prefix / "nginx.conf").write_text(upstream_servers(text, "@PING@", ping_addrs))
         self.proc = Proc("nginx-2", [_nginx(), "-p", f"{self.prefix}/", "-e",
                                      str(self.prefix / "logs" / "error.log"), "-c",
                                      str(self.prefix / "nginx.conf"), "-g", "daemon off;"],

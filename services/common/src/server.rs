@@ -9,9 +9,16 @@
 //! request, so proxies must keep idle pooled connections for less than that
 //! (the local nginx gateway keeps them 5 s).
 //!
-//! On shutdown the listener closes first; a connection with no request in
-//! progress (idle, or still sending its headers) is closed at once, and
-//! requests in progress get at most [`ServeOptions::drain_timeout`].
+//! On shutdown the listener closes first (new connections are refused, which
+//! a proxy retries on another server). Every answer from then on carries
+//! `Connection: close`, so a client never sends a second request on the
+//! connection. A connection without a request in progress is closed by the
+//! server only while a client is still sending headers; an idle keep-alive
+//! connection is left for the client to close (or to use once more): a server
+//! that closes it could do so just as a proxy sends a POST on it, which the
+//! proxy must not retry (it may have been published), so the client would get
+//! a 502. The header-read timeout still cuts an idle connection, and all of
+//! it is bounded by [`ServeOptions::drain_timeout`].
 //!
 //! hyper answers requests it cannot parse (400, 414 URI too long, 431 headers
 //! too large) itself, with an empty body; [`JsonParseErrors`] gives those
@@ -21,14 +28,16 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::http::{HeaderValue, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,8 +51,8 @@ pub const HTTP_HEADER_READ_TIMEOUT: &str = "HTTP_HEADER_READ_TIMEOUT";
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a shutdown signal, how long a connection may take to start handling
-/// a request whose headers already arrived before it counts as idle.
+/// After a shutdown signal, how long a connection that has received part of a
+/// request may take to start handling it before it is closed.
 const IDLE_GRACE: Duration = Duration::from_millis(100);
 /// Pause after an accept error that is not about one connection (EMFILE).
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -200,8 +209,8 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection until it closes, or until shutdown finds it without
-/// a request in progress.
+/// Serves one connection until it closes. After the shutdown signal, answers
+/// close it, and a client still sending a request's headers is cut.
 async fn serve_connection(
     builder: hyper::server::conn::http1::Builder,
     stream: tokio::net::TcpStream,
@@ -209,13 +218,25 @@ async fn serve_connection(
     draining: CancellationToken,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    // Set by every read, cleared when a response is done: set while nothing is
+    // active means part of the next request arrived.
+    let input = Arc::new(AtomicBool::new(false));
     let service = {
         let active = Arc::clone(&active);
+        let input = Arc::clone(&input);
+        let draining = draining.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let guard = ActiveRequest::start(&active);
+            let guard = ActiveRequest::start(&active, &input);
             let router = router.clone();
+            let draining = draining.clone();
             async move {
-                let response = router.oneshot(request.map(Body::new)).await?;
+                let mut response = router.oneshot(request.map(Body::new)).await?;
+                if draining.is_cancelled() {
+                    // hyper closes the connection after this answer.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 // The guard lives until the response body is sent (or dropped).
                 Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody {
                     body,
@@ -224,7 +245,11 @@ async fn serve_connection(
             }
         })
     };
-    let connection = builder.serve_connection(JsonParseErrors::new(TokioIo::new(stream)), service);
+    let io = TokioIo::new(MarkInput {
+        inner: stream,
+        input: Arc::clone(&input),
+    });
+    let connection = builder.serve_connection(JsonParseErrors::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -233,7 +258,6 @@ async fn serve_connection(
         }
         () = draining.cancelled() => {}
     }
-    connection.as_mut().graceful_shutdown();
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -241,9 +265,10 @@ async fn serve_connection(
                 return;
             }
             () = tokio::time::sleep(IDLE_GRACE) => {
-                if active.load(Ordering::Acquire) == 0 {
-                    // Idle, or a client still sending its headers: close now
-                    // instead of holding shutdown until the header timeout.
+                if active.load(Ordering::Acquire) == 0 && input.load(Ordering::Acquire) {
+                    // A client still sending its headers (or a request hyper
+                    // did not start in IDLE_GRACE): close now instead of
+                    // holding shutdown until the header timeout.
                     return;
                 }
             }
@@ -259,19 +284,80 @@ fn log_connection_end(result: Result<(), hyper::Error>) {
 }
 
 /// Counts a request as in progress from its dispatch until its response body
-/// is done.
-struct ActiveRequest(Arc<AtomicUsize>);
+/// is done; then marks the connection as having no input of a next request.
+struct ActiveRequest {
+    active: Arc<AtomicUsize>,
+    input: Arc<AtomicBool>,
+}
 
 impl ActiveRequest {
-    fn start(active: &Arc<AtomicUsize>) -> Self {
+    fn start(active: &Arc<AtomicUsize>, input: &Arc<AtomicBool>) -> Self {
         active.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(active))
+        Self {
+            active: Arc::clone(active),
+            input: Arc::clone(input),
+        }
     }
 }
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        // Cleared before the count drops, so "nothing active and input seen"
+        // only ever means bytes read after this response.
+        self.input.store(false, Ordering::Release);
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's stream that notes every read of at least one byte in
+/// `input`.
+struct MarkInput<S> {
+    inner: S,
+    input: Arc<AtomicBool>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for MarkInput<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.input.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for MarkInput<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -1,0 +1,199 @@
+"""Rolling ping behind the real nginx gateway while wrk posts unique messages: zero non-2xx, zero
+socket errors, and every acknowledged message stored exactly once.
+
+What Kubernetes does on a rollout of a Deployment (maxUnavailable 0): it starts the new pod and
+waits until it is ready; the endpoints controller adds it and the ingress controller starts sending
+it traffic. Then it deletes an old pod: *at the same time* the endpoint is removed (the ingress
+controller stops routing to it a moment later) and the kubelet runs the preStop hook (the operator
+gives ping and pong a `sleep` of 5 s), then sends SIGTERM; ping closes its listener and drains.
+
+What the host models, with the real `ping`/`pong` binaries, the shared broker, and nginx from the
+shipped template (deploy/local/nginx.conf.template, only its ping `server` line repeated for two
+addresses, as the template allows):
+- two "pod addresses" (ports) A and B, both always in the ping upstream. A roll starts the new
+  ping on the free address, waits for `/readyz`, then until the gateway routes POSTs to it (the
+  ingress picked up the new endpoint; nginx skips an address that refused a connect for its
+  `fail_timeout` of 5 s), sleeps a short preStop, and SIGTERMs the old process.
+- the endpoint removal is *not* modelled: nginx keeps routing to the terminating process until
+  its listener is closed. That is the worst case of a real cluster, where the ingress controller
+  has not seen the removal when the preStop sleep ends. What it needs: a refused connect is retried
+  on the other address (`proxy_next_upstream error`), and ping never closes a pooled keep-alive
+  connection under a request nginx is sending (server.rs: after SIGTERM, answers carry
+  `Connection: close` and idle connections are left to the client to close, for at most the
+  proxy's idle timeout). Reloading nginx with one address fewer would model the removal, but a
+  reload closes wrk's own keep-alive connections in the old workers: an artifact of nginx reloads
+  that ingress-nginx, which changes endpoints without a reload, does not have.
+- A POST is never retried by nginx once it was sent (no `non_idempotent`): the test checks that no
+  message was stored twice, i.e. no retry replayed a POST that ping had already published.
+
+Bounded: 3 rolls within one wrk run of at most 90 s; every wait has a deadline. Timings are
+printed, never asserted. 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from system_helpers import (ROOT, Broker, Loadgen, Proc, Stack, base_env, free_port, http_status,
+                            missing, wait_until)
+
+ROLLS = 3
+CONNECTIONS = 16
+WRK_MAX_SECONDS = 90
+# A shortened preStop sleep: on the host the "propagation" it covers is awaited explicitly.
+PRE_STOP_SECONDS = 1.0
+SCRIPT = ROOT / "tests" / "system" / "rollout.lua"
+
+
+def _wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        missing("wrk is not installed (Debian: apt-get install wrk)")
+    assert wrk is not None
+    return wrk
+
+
+def _published(port: int) -> float:
+    """ping's published counter, read on its own port (not through the gateway)."""
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return 0.0
+    match = re.search(r"^pingpong_ping_messages_published_total (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.fixture
+def rollout_stack(tmp_path: Path, bins: dict[str, Path], shared_broker: Broker,
+                  loadgen: Loadgen) -> Iterator[Stack]:
+    stack = Stack(bins=bins, broker=shared_broker, workdir=tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        loadgen.delete(stack.queue, stack.dead_queue)
+
+
+def _start_ping(stack: Stack, port: int) -> Proc:
+    stack.ping_port = port
+    proc = stack.start_ping()
+
+    def ready() -> bool:
+        assert proc.alive(), f"ping on {port} exited during start-up:\n{proc.log_tail()}"
+        return http_status(f"http://127.0.0.1:{port}/readyz") == 200
+
+    wait_until(ready, 60, f"ping on port {port} to be ready")
+    return proc
+
+
+def _roll(stack: Stack, old: Proc, old_port: int, new_port: int) -> tuple[Proc, dict[str, float]]:
+    """Start ping on `new_port`, wait until the gateway routes to it, preStop, SIGTERM the old."""
+    started = time.monotonic()
+    new = _start_ping(stack, new_port)
+    ready = time.monotonic()
+    wait_until(lambda: _published(new_port) > 0, 30,
+               f"the gateway to route POST /ping to the new ping on {new_port}", 0.1)
+    routed = time.monotonic()
+    time.sleep(PRE_STOP_SECONDS)
+    served_by_old = _published(old_port)
+    old.send(signal.SIGTERM)
+    assert old.popen is not None
+    code = old.popen.wait(timeout=30)
+    stopped = time.monotonic()
+    assert code == 0, f"the old ping exited with {code}:\n{old.log_tail()}"
+    assert served_by_old > 0, "the old ping never served through the gateway"
+    return new, {"ready_s": ready - started, "routed_s": routed - ready,
+                 "stop_s": stopped - routed - PRE_STOP_SECONDS}
+
+
+def _answers(out: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """(id, message) of every 200 wrk saw, and every other answer's line."""
+    ok: list[tuple[str, str]] = []
+    other: list[str] = []
+    for path in sorted(out.glob("thread-*.txt")):
+        for line in path.read_text(errors="replace").splitlines():
+            kind, _, rest = line.partition(" ")
+            if kind == "ok":
+                ident, _, msg = rest.partition(" ")
+                ok.append((ident, msg))
+            else:
+                other.append(line)
+    return ok, other
+
+
+def test_rolling_ping_under_load_gives_no_errors_and_loses_nothing(rollout_stack: Stack,
+                                                                   tmp_path: Path) -> None:
+    stack = rollout_stack
+    wrk = _wrk()
+    slots = [free_port(), free_port()]
+    # Room for every message of the run (the default keeps 100,000, dropping the oldest).
+    stack.start_pong({"PONG_MAX_MESSAGES": "1000000"})
+    stack.wait_ready("pong")
+    current = _start_ping(stack, slots[0])
+    stack.start_gateway(ping_addrs=[f"127.0.0.1:{port}" for port in slots])
+    stack.wait_gateway()
+    out = tmp_path / "wrk"
+    out.mkdir()
+    command = [wrk, "-t2", f"-c{CONNECTIONS}", f"-d{WRK_MAX_SECONDS}s", "--timeout", "10s",
+               "-s", str(SCRIPT), f"{stack.gateway_url}/ping"]
+    env = {**base_env(), "ROLLOUT_OUT": str(out)}
+    load = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    rolls: list[dict[str, float]] = []
+    try:
+        wait_until(lambda: _published(slots[0]) >= 200, 30, "wrk's load to reach ping", 0.1)
+        for i in range(ROLLS):
+            old_port, new_port = slots[i % 2], slots[(i + 1) % 2]
+            current, timing = _roll(stack, current, old_port, new_port)
+            rolls.append(timing)
+            time.sleep(1.0)
+        assert load.poll() is None, "wrk stopped before the rolls were done: raise WRK_MAX_SECONDS"
+        load.send_signal(signal.SIGINT)  # wrk stops and prints its summary
+        output, _ = load.communicate(timeout=30)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.communicate(timeout=10)
+    print(f"$ {' '.join(command)}\n{output}")
+    print(f"rolls (s): {rolls}")
+    summary_line = next((line for line in output.splitlines() if line.startswith("BENCH_JSON ")), None)
+    assert summary_line, f"wrk printed no summary:\n{output}"
+    summary: dict[str, Any] = json.loads(summary_line.removeprefix("BENCH_JSON "))
+    ok, other = _answers(out)
+    error_log = (tmp_path / "nginx" / "logs" / "error.log").read_text(errors="replace")
+    print(f"requests {summary['requests']} in {summary['duration_s']:.1f} s, {len(ok)} answered 200")
+    assert other == [], f"{len(other)} answers were not 200: {other[:10]}\nnginx:\n{error_log[-3000:]}"
+    errors = {k: summary[k] for k in ("non2xx", "connect_errors", "read_errors", "write_errors",
+                                      "timeouts")}
+    assert set(errors.values()) == {0}, f"wrk counted errors: {errors}\nnginx:\n{error_log[-3000:]}"
+    assert len(ok) == summary["requests"], (len(ok), summary["requests"])
+    # The rolls happened under traffic that reached the stopped processes' addresses: nginx tried
+    # an address whose listener was closed and retried the POST elsewhere.
+    assert "(111: Connection refused)" in error_log, "nginx never met a stopped ping"
+
+    sent = dict(ok)
+    assert len(sent) == len(ok), "ping returned one id twice"
+
+    def all_stored() -> list[dict[str, Any]] | None:
+        stored = stack.stored()
+        return stored if sent.keys() <= {m["id"] for m in stored} else None
+
+    stored = wait_until(all_stored, 120, "pong to store every acknowledged message", 0.5)
+    by_id = {m["id"]: m for m in stored}
+    for ident, msg in ok:
+        assert by_id[ident]["msg"] == msg, (ident, by_id[ident], msg)
+    duplicates = [m for m, n in Counter(m["msg"] for m in stored).items() if n > 1]
+    assert not duplicates, f"published twice (a replayed POST): {sorted(duplicates)[:10]}"
+    # wrk stops with at most one request in flight per connection: stored beyond the answered.
+    assert len(stored) <= len(ok) + CONNECTIONS, (len(stored), len(ok))
