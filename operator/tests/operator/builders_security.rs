@@ -233,3 +233,42 @@ fn ping_and_pong_are_hardened_and_probed() {
         }
     }
 }
+
+/// Every container of every workload (the broker and its init container included) has a
+/// read-only root filesystem, and whatever it may write is a volume: an emptyDir or a claim,
+/// never a ConfigMap or Secret mounted writable.
+#[test]
+fn every_container_has_a_read_only_root_and_writes_only_to_volumes() {
+    for (stack, objects) in stacks() {
+        for w in workloads(&objects) {
+            let spec = &w["spec"]["template"]["spec"];
+            let claims: Vec<&Value> = w["spec"]["volumeClaimTemplates"]
+                .as_array()
+                .map(|c| c.iter().map(|c| &c["metadata"]["name"]).collect())
+                .unwrap_or_default();
+            let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+            let containers = spec["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(spec["containers"].as_array().unwrap());
+            for c in containers {
+                let what = format!("{stack}: {} container {}", kind_name(w), c["name"]);
+                assert_eq!(
+                    c["securityContext"]["readOnlyRootFilesystem"], true,
+                    "{what}"
+                );
+                for m in c["volumeMounts"].as_array().into_iter().flatten() {
+                    if m["readOnly"] == true {
+                        continue;
+                    }
+                    let scratch = claims.contains(&&m["name"])
+                        || volumes
+                            .iter()
+                            .any(|v| v["name"] == m["name"] && v.get("emptyDir").is_some());
+                    assert!(scratch, "{what}: writable mount {m}");
+                }
+            }
+        }
+    }
+}

@@ -6,6 +6,25 @@
 //! container copies it from the cookie Secret to `$HOME/.erlang.cookie` (mode 0600, owned by the
 //! broker user 999) on an emptyDir mounted as the broker's home, as the RabbitMQ Cluster Operator
 //! does; the data volume is mounted inside that home.
+//!
+//! Both containers have a read-only root filesystem. What the broker writes outside its data
+//! volume, read from the official image (`HOME=/var/lib/rabbitmq`, `SYS_PREFIX` empty) and the
+//! server's defaults, gets an emptyDir (the home volume and [`scratch_volumes`]):
+//! - `$HOME` `/var/lib/rabbitmq`: `.erlang.cookie` (written by the init container), with the data
+//!   volume mounted at `mnesia/` below it (database, quorum and stream logs, the pid file, the
+//!   expanded plugins, the feature-flags file);
+//! - `/var/log/rabbitmq` (`RABBITMQ_LOG_BASE`): logs go to the console (`log.file = false`), but
+//!   the node still opens `<node>_upgrade.log` there at boot and stops with
+//!   `cannot_log_to_file … erofs` when it cannot, and the Erlang VM writes `erl_crash.dump`
+//!   there when it crashes (kept across a container restart for diagnosis);
+//! - `/tmp`: neither the server nor the probes write there; scratch space for tools run with
+//!   `kubectl exec`.
+//!
+//! `/etc/rabbitmq` stays read-only: the configuration comes from the ConfigMap mounts and
+//! `enabled_plugins` is read from its own read-only mount (`RABBITMQ_ENABLED_PLUGINS_FILE`), so
+//! `rabbitmq-plugins enable` cannot change plugins at run time (change the spec instead).
+//! tests/system/test_system_readonly_broker.py boots the real rabbitmq-server with exactly these
+//! paths writable and everything else read-only.
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
@@ -46,6 +65,9 @@ const HOME_VOLUME: &str = "rabbitmq-home";
 const COOKIE_VOLUME: &str = "erlang-cookie-secret";
 /// Where the init container reads the cookie Secret.
 const COOKIE_SECRET_DIR: &str = "/tmp/erlang-cookie-secret";
+/// Writable scratch directories of the broker container besides its home and data: (volume,
+/// path).
+const SCRATCH_DIRS: [(&str, &str); 2] = [("tmp", "/tmp"), ("log", "/var/log/rabbitmq")];
 
 /// What rolls the broker pods when it changes: image, configuration files and Secret names.
 #[derive(Serialize)]
@@ -157,6 +179,26 @@ fn cookie_init_resources() -> k8s_openapi::api::core::v1::ResourceRequirements {
     }
 }
 
+/// The emptyDirs behind [`SCRATCH_DIRS`] (the root filesystem is read-only).
+fn scratch_volumes() -> Vec<Volume> {
+    SCRATCH_DIRS
+        .iter()
+        .map(|(name, _)| Volume {
+            name: (*name).to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        })
+        .collect()
+}
+
+/// The broker container's mounts of [`scratch_volumes`].
+fn scratch_mounts() -> Vec<VolumeMount> {
+    SCRATCH_DIRS
+        .iter()
+        .map(|(name, path)| mount(name, path, false))
+        .collect()
+}
+
 fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
     let config_volume = |name: &str, key: &str, path: &str| Volume {
         name: name.to_owned(),
@@ -195,6 +237,7 @@ fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
             ..Volume::default()
         },
     ];
+    volumes.extend(scratch_volumes());
     if stack.rabbitmq.storage == DataStorage::Ephemeral {
         volumes.push(Volume {
             name: DATA_VOLUME.to_owned(),
@@ -265,12 +308,17 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
         ]),
         env: Some(broker_env(stack)),
         resources: Some(stack.rabbitmq.resources.clone()),
-        volume_mounts: Some(vec![
-            mount("config", CONF_DIR, true),
-            mount("plugins", PLUGINS_DIR, true),
-            mount(HOME_VOLUME, HOME_DIR, false),
-            mount(DATA_VOLUME, DATA_PATH, false),
-        ]),
+        volume_mounts: Some(
+            [
+                mount("config", CONF_DIR, true),
+                mount("plugins", PLUGINS_DIR, true),
+                mount(HOME_VOLUME, HOME_DIR, false),
+                mount(DATA_VOLUME, DATA_PATH, false),
+            ]
+            .into_iter()
+            .chain(scratch_mounts())
+            .collect(),
+        ),
         // Booting (and forming a cluster) can take minutes; then AMQP must accept connections.
         startup_probe: Some(tcp_probe(10, 30)),
         readiness_probe: Some(tcp_probe(10, 3)),
@@ -287,8 +335,8 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
             failure_threshold: Some(3),
             ..Probe::default()
         }),
-        // The official image writes to its home directory; the root filesystem stays writable.
-        security_context: Some(restricted_container_security_context(RABBITMQ_UID, false)),
+        // Read-only root: every path the broker writes is a volume (see the module docs).
+        security_context: Some(restricted_container_security_context(RABBITMQ_UID, true)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         lifecycle: quorum_aware_pre_stop(stack),
         ..Container::default()
