@@ -77,9 +77,10 @@ impl Default for PostgresSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalPostgres {
     /// Name of a Secret in the stack's namespace with the keys `host`, `port`, `database`,
-    /// `username` and `password`. pong reads every one of them through a secretKeyRef (as
-    /// `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`); the user needs the right to
-    /// create tables in the database. The operator never writes this Secret.
+    /// `username` and `password`. pong reads `host` … `username` through secretKeyRefs (as
+    /// `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`) and `password` as a mounted file
+    /// (`PGPASSWORD_FILE`); the user needs the right to create tables in the database. The
+    /// operator never writes this Secret.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }

@@ -96,17 +96,16 @@ fn full_stack_adds_pdbs_route_and_monitors_and_no_credentials_secret() {
         v.endpoint().as_deref(),
         Some("https://pingpong.example.com")
     );
-    let env = serde_json::to_value(&desired.ping.deployment).unwrap()["spec"]["template"]["spec"]
-        ["containers"][0]["env"]
-        .clone();
-    let user = env
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "RABBITMQ_DEFAULT_USER");
+    let ping = serde_json::to_value(&desired.ping.deployment).unwrap();
+    let pod = &ping["spec"]["template"]["spec"];
+    let env = container_env(pod, &pod["containers"][0]);
     assert_eq!(
-        user.unwrap()["valueFrom"]["secretKeyRef"]["name"],
-        "demo-full-broker"
+        env["RABBITMQ_DEFAULT_USER_FILE"],
+        "secret:demo-full-broker/username"
+    );
+    assert_eq!(
+        env["RABBITMQ_DEFAULT_PASS_FILE"],
+        "secret:demo-full-broker/password"
     );
 }
 

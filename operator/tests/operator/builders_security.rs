@@ -1,6 +1,6 @@
-//! Security invariants over every object of the invariant stacks: no `guest` credentials and
-//! secrets only through secretKeyRef, the Kubernetes "restricted" pod security profile, and
-//! hardened, probed ping and pong containers.
+//! Security invariants over every object of the invariant stacks: no `guest` credentials,
+//! passwords only as read-only Secret files (never variables), the Kubernetes "restricted" pod
+//! security profile, and hardened, probed ping and pong containers.
 
 use crate::support::fixtures::*;
 use crate::support::invariants::*;
@@ -44,24 +44,72 @@ fn no_guest_credentials_anywhere() {
                 .unwrap()
             {
                 for e in c["env"].as_array().into_iter().flatten() {
+                    let name = e["name"].as_str().unwrap();
                     if matches!(
-                        e["name"].as_str(),
-                        Some(
-                            "RABBITMQ_DEFAULT_USER"
-                                | "RABBITMQ_DEFAULT_PASS"
-                                | "RABBITMQ_ERLANG_COOKIE"
-                                | "PGPASSWORD"
-                                | "POSTGRES_PASSWORD"
-                                | "DATA_SOURCE_PASS"
-                        )
+                        name,
+                        "RABBITMQ_DEFAULT_USER"
+                            | "RABBITMQ_DEFAULT_PASS"
+                            | "RABBITMQ_ERLANG_COOKIE"
+                            | "PGPASSWORD"
+                            | "POSTGRES_PASSWORD"
+                            | "DATA_SOURCE_PASS"
                     ) {
                         assert!(e.get("value").is_none(), "{stack}: literal {e}");
                         assert!(e["valueFrom"]["secretKeyRef"]["name"].is_string());
+                        // Passwords are files (CKV_K8S_35); only the broker's seed remains.
+                        assert!(
+                            w["kind"] == "StatefulSet" && c["name"] == "rabbitmq",
+                            "{stack}: {name} is a variable in {}",
+                            kind_name(w)
+                        );
                     }
                 }
             }
         }
     }
+}
+
+#[test]
+fn credential_files_are_read_only_secret_mounts_only_the_pod_group_reads() {
+    let mut seen = 0;
+    for (stack, objects) in stacks() {
+        for w in workloads(&objects) {
+            let pod = &w["spec"]["template"]["spec"];
+            for c in pod["containers"].as_array().unwrap() {
+                for e in c["env"].as_array().into_iter().flatten() {
+                    let name = e["name"].as_str().unwrap();
+                    let credential =
+                        name.ends_with("_FILE") && (name.contains("PASS") || name.contains("USER"));
+                    let Some(path) = e["value"].as_str().filter(|_| credential) else {
+                        continue;
+                    };
+                    seen += 1;
+                    let what = format!("{stack}: {} {name}", kind_name(w));
+                    assert!(secret_file_source(pod, c, path).is_some(), "{what}");
+                    let dir = path.rsplit_once('/').unwrap().0;
+                    let mount = c["volumeMounts"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|m| m["mountPath"] == dir)
+                        .unwrap();
+                    let volume = pod["volumes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|v| v["name"] == mount["name"])
+                        .unwrap();
+                    assert_eq!(volume["secret"]["defaultMode"], 0o440, "{what}");
+                    // 0440: root and the fsGroup; the containers' users must be in it.
+                    assert!(pod["securityContext"]["fsGroup"].is_i64(), "{what}");
+                }
+            }
+        }
+    }
+    assert!(
+        seen >= 4,
+        "the invariant stacks mount credential files: {seen}"
+    );
 }
 
 /// The checks of the Kubernetes Pod Security Standard "restricted" (v1.32) for one pod spec.

@@ -32,26 +32,11 @@ fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
-/// The pong container's variables: name → plain value, or `secret:<name>/<key>`.
+/// The pong container's variables: name → plain value, or `secret:<name>/<key>` (for a
+/// `*_FILE` variable, the Secret key mounted at its path).
 fn pong_env(objects: &[Value]) -> BTreeMap<String, String> {
     let pong = find(objects, "Deployment", "s-pong").unwrap();
-    container(pong, "pong")["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let r = &e["valueFrom"]["secretKeyRef"];
-            let value = match e["value"].as_str() {
-                Some(v) => v.to_owned(),
-                None => format!(
-                    "secret:{}/{}",
-                    r["name"].as_str().unwrap(),
-                    r["key"].as_str().unwrap()
-                ),
-            };
-            (e["name"].as_str().unwrap().to_owned(), value)
-        })
-        .collect()
+    container_env(&pong["spec"]["template"]["spec"], container(pong, "pong"))
 }
 
 const POSTGRES: &str = "  pong:\n    store:\n      type: postgres";
@@ -123,9 +108,11 @@ fn type_postgres_alone_provisions_a_database_with_every_default() {
     assert_eq!(empty_dirs, ["run", "tmp"]);
     assert_eq!(mounts["/var/run/postgresql"], "run");
     assert_eq!(mounts["/tmp"], "tmp");
+    // The password is a file from the generated Secret, never a variable.
+    assert!(!env.contains_key("POSTGRES_PASSWORD"));
     assert_eq!(
-        env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"],
-        "s-postgres-credentials"
+        container_env(pod, postgres)["POSTGRES_PASSWORD_FILE"],
+        "secret:s-postgres-credentials/password"
     );
 
     let service = find(&objects, "Service", "s-postgres").unwrap();
@@ -235,7 +222,11 @@ fn pong_gets_the_postgres_settings_and_rolls_one_pod_at_a_time() {
     assert_eq!(env["PGPORT"], "5432");
     assert_eq!(env["PGDATABASE"], "pong");
     assert_eq!(env["PGUSER"], "pong");
-    assert_eq!(env["PGPASSWORD"], "secret:s-postgres-credentials/password");
+    assert_eq!(
+        env["PGPASSWORD_FILE"],
+        "secret:s-postgres-credentials/password"
+    );
+    assert!(!env.contains_key("PGPASSWORD"), "never a variable");
     assert!(!env.contains_key("REDIS_URL"));
     let pong = find(&objects, "Deployment", "s-pong").unwrap();
     // Explicit rolling parameters, owned by the operator's field manager (see pong.rs).
@@ -250,7 +241,7 @@ fn pong_gets_the_postgres_settings_and_rolls_one_pod_at_a_time() {
     let memory = desired("  {}");
     let env = pong_env(&memory);
     assert!(
-        ["PONG_STORE", "PGHOST", "PGPASSWORD", "REDIS_URL"]
+        ["PONG_STORE", "PGHOST", "PGPASSWORD_FILE", "REDIS_URL"]
             .iter()
             .all(|k| !env.contains_key(*k)),
         "the memory default adds nothing: {env:?}"
@@ -270,7 +261,7 @@ fn an_external_database_and_cache_come_from_the_users_secrets() {
         ("PGPORT", "port"),
         ("PGDATABASE", "database"),
         ("PGUSER", "username"),
-        ("PGPASSWORD", "password"),
+        ("PGPASSWORD_FILE", "password"),
     ] {
         assert_eq!(env[var], format!("secret:db/{key}"));
     }
@@ -336,6 +327,14 @@ fn metrics_add_the_exporter_sidecar_and_scrape_annotations() {
     );
     assert_eq!(exporter["ports"][0]["containerPort"], 9187);
     assert_eq!(exporter["securityContext"]["readOnlyRootFilesystem"], true);
+    // The exporter reads the password file through the pod's fsGroup (its user is nobody).
+    let pod = &sts["spec"]["template"]["spec"];
+    let env = container_env(pod, exporter);
+    assert_eq!(
+        env["DATA_SOURCE_PASS_FILE"],
+        "secret:s-postgres-credentials/password"
+    );
+    assert!(!env.contains_key("DATA_SOURCE_PASS"));
     let annotations = &sts["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/port"], "9187");
     assert_eq!(annotations["prometheus.io/scrape"], "true");

@@ -103,7 +103,7 @@ async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness(
         .as_array()
         .unwrap();
     let names: BTreeSet<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
-    for var in ["PONG_STORE", "PGHOST", "PGPASSWORD", "REDIS_URL"] {
+    for var in ["PONG_STORE", "PGHOST", "PGPASSWORD_FILE", "REDIS_URL"] {
         assert!(names.contains(var), "{var} missing from {names:?}");
     }
 

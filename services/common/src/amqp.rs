@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::address::BrokerAddress;
 use crate::config::{AmqpConfig, QueueName};
+use crate::credential::SettingFileError;
 use crate::topology::{QueueType, TopologyError, declare_topology};
 
 /// First reconnect delay.
@@ -111,6 +112,10 @@ pub enum AmqpError {
     /// `confirm_select` or `basic_qos` failed.
     #[error("failed to prepare the channel: {0}")]
     Prepare(#[source] lapin::Error),
+    /// The user or password file (`RABBITMQ_DEFAULT_*_FILE`) could not be
+    /// read; retried like an outage (a Secret volume may be updating).
+    #[error(transparent)]
+    Credentials(#[from] SettingFileError),
 }
 
 impl AmqpError {
@@ -122,6 +127,7 @@ impl AmqpError {
             Self::Channel(_) => "Channel",
             Self::Topology(error) => error.kind(),
             Self::Prepare(_) => "Prepare",
+            Self::Credentials(error) => error.kind(),
         }
     }
 
@@ -132,13 +138,17 @@ impl AmqpError {
 }
 
 /// Builds the AMQP URI of one node from typed settings (no string escaping).
-pub fn amqp_uri(config: &AmqpConfig, address: &BrokerAddress) -> AMQPUri {
-    AMQPUri {
+/// A file-backed user or password is read now, so every (re)connect uses the
+/// file's current content (a rotated Secret needs no restart).
+pub fn amqp_uri(config: &AmqpConfig, address: &BrokerAddress) -> Result<AMQPUri, AmqpError> {
+    let username = config.user.read()?;
+    let password = config.password.read()?;
+    Ok(AMQPUri {
         scheme: AMQPScheme::AMQP,
         authority: AMQPAuthority {
             userinfo: AMQPUserInfo {
-                username: config.user.clone(),
-                password: config.password.expose().to_owned(),
+                username,
+                password: password.expose().to_owned(),
             },
             host: address.host.clone(),
             port: address.port.get(),
@@ -150,7 +160,7 @@ pub fn amqp_uri(config: &AmqpConfig, address: &BrokerAddress) -> AMQPUri {
             connection_timeout: Some(CONNECT_TIMEOUT.as_millis().try_into().unwrap_or(u64::MAX)),
             ..AMQPQueryString::default()
         },
-    }
+    })
 }
 
 /// Opens one connection to `address`, within [`CONNECT_TIMEOUT`].
@@ -161,7 +171,7 @@ pub async fn connect(
 ) -> Result<Connection, AmqpError> {
     let endpoint = address.to_string();
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let connecting = Connection::connect_uri(amqp_uri(config, address), properties);
+    let connecting = Connection::connect_uri(amqp_uri(config, address)?, properties);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(source)) => Err(AmqpError::Connect { endpoint, source }),

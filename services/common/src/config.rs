@@ -3,15 +3,19 @@
 //! [`Env`] wraps a lookup fn (the process environment in production, a map in
 //! tests) and collects *every* problem before failing, so a bad start-up names
 //! all bad variables at once. Secret values are wrapped in [`Secret`] and never
-//! echoed, not even in error messages. This module does no I/O of its own.
+//! echoed, not even in error messages. This module does no I/O of its own:
+//! a `*_FILE` variable only names a file that [`crate::credential`] reads on
+//! every use.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::address::{BrokerAddress, BrokerAddresses, DEFAULT_AMQP_PORT};
+use crate::credential::{Setting, SettingFile};
 use crate::topology::QueueType;
 
 /// Variable naming the listen address of a service.
@@ -29,6 +33,10 @@ pub const RABBITMQ_VHOST: &str = "RABBITMQ_VHOST";
 pub const RABBITMQ_DEFAULT_USER: &str = "RABBITMQ_DEFAULT_USER";
 /// Variable naming the broker password (a secret).
 pub const RABBITMQ_DEFAULT_PASS: &str = "RABBITMQ_DEFAULT_PASS";
+/// Variable naming a file holding the broker user (read on every connect).
+pub const RABBITMQ_DEFAULT_USER_FILE: &str = "RABBITMQ_DEFAULT_USER_FILE";
+/// Variable naming a file holding the broker password (read on every connect).
+pub const RABBITMQ_DEFAULT_PASS_FILE: &str = "RABBITMQ_DEFAULT_PASS_FILE";
 /// Variable naming the durable work queue.
 pub const RABBITMQ_QUEUE: &str = "RABBITMQ_QUEUE";
 /// Variable selecting the queue type (`classic` or `quorum`).
@@ -170,6 +178,54 @@ impl<'a> Env<'a> {
         )
     }
 
+    /// The file named by `file_variable` (`X_FILE`), when set. Setting both
+    /// `variable` (`X`) and `X_FILE` is a problem: which one wins would be a
+    /// guess. Neither value is echoed (the first may be a secret).
+    pub fn file_variable(
+        &mut self,
+        variable: &'static str,
+        file_variable: &'static str,
+    ) -> Option<SettingFile> {
+        let path = self.raw(file_variable)?;
+        if (self.lookup)(variable).is_some_and(|v| !v.is_empty()) {
+            self.problem(
+                file_variable,
+                None,
+                &format!("either {variable} or {file_variable}, not both"),
+            );
+        }
+        Some(SettingFile {
+            variable: file_variable,
+            path: PathBuf::from(path.trim()),
+        })
+    }
+
+    /// A string variable with a default, or the file named by `X_FILE`.
+    pub fn string_or_file(
+        &mut self,
+        variable: &'static str,
+        file_variable: &'static str,
+        default: &str,
+    ) -> Setting<String> {
+        match self.file_variable(variable, file_variable) {
+            Some(file) => Setting::File(file),
+            None => Setting::Value(self.string(variable, default)),
+        }
+    }
+
+    /// A secret variable with a default, or the file named by `X_FILE`.
+    pub fn secret_or_file(
+        &mut self,
+        variable: &'static str,
+        file_variable: &'static str,
+        default: &str,
+    ) -> Setting<Secret> {
+        match self.file_variable(variable, file_variable) {
+            Some(file) => Setting::File(file),
+            None => Setting::Value(self.secret(variable, default)),
+        }
+    }
+
     /// Fails with every recorded problem, or succeeds with `value`.
     pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
         if self.problems.is_empty() {
@@ -242,10 +298,12 @@ pub struct AmqpConfig {
     pub addresses: BrokerAddresses,
     /// Virtual host (default `/`).
     pub vhost: String,
-    /// User name.
-    pub user: String,
-    /// Password, never printed.
-    pub password: Secret,
+    /// User name (`RABBITMQ_DEFAULT_USER`, or the file of
+    /// `RABBITMQ_DEFAULT_USER_FILE` read on every connect).
+    pub user: Setting<String>,
+    /// Password, never printed (`RABBITMQ_DEFAULT_PASS`, or the file of
+    /// `RABBITMQ_DEFAULT_PASS_FILE` read on every connect).
+    pub password: Setting<Secret>,
     /// The durable work queue.
     pub queue: QueueName,
     /// Classic or quorum (`RABBITMQ_QUEUE_TYPE`, default classic).
@@ -289,8 +347,9 @@ impl AmqpConfig {
             },
         };
         let vhost = env.string(RABBITMQ_VHOST, "/");
-        let user = env.string(RABBITMQ_DEFAULT_USER, "guest");
-        let password = env.secret(RABBITMQ_DEFAULT_PASS, "guest");
+        let user = env.string_or_file(RABBITMQ_DEFAULT_USER, RABBITMQ_DEFAULT_USER_FILE, "guest");
+        let password =
+            env.secret_or_file(RABBITMQ_DEFAULT_PASS, RABBITMQ_DEFAULT_PASS_FILE, "guest");
         let raw_queue = env.string(RABBITMQ_QUEUE, Self::DEFAULT_QUEUE);
         let queue = match QueueName::new(&raw_queue) {
             Ok(queue) => queue,
@@ -310,11 +369,13 @@ impl AmqpConfig {
         }
     }
 
-    /// A one-line description without the password, for start-up logs.
+    /// A one-line description without the password, for start-up logs
+    /// (a file-backed user or password shows as `<path>`).
     pub fn summary(&self) -> String {
         format!(
-            "amqp://{}:***@{}/{} queue={} queue_type={}",
+            "amqp://{}:{}@{}/{} queue={} queue_type={}",
             self.user,
+            self.password,
             self.addresses,
             self.vhost.replace('/', "%2f"),
             self.queue,

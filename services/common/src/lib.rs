@@ -1,7 +1,8 @@
 //! Shared building blocks of the ping and pong services.
 //!
 //! This crate owns what both services need and nothing service-specific:
-//! configuration parsing ([`config`]), logging ([`telemetry`]), the Prometheus
+//! configuration parsing ([`config`]) and settings read from files
+//! ([`credential`]), logging ([`telemetry`]), the Prometheus
 //! registry helpers and HTTP metrics middleware ([`metrics`]), the AMQP
 //! connection manager with failover ([`amqp`]), broker node addresses
 //! ([`address`]), the shared queues and their arguments ([`topology`]), the
@@ -13,6 +14,7 @@
 pub mod address;
 pub mod amqp;
 pub mod config;
+pub mod credential;
 pub mod http;
 pub mod message;
 pub mod metrics;
@@ -25,5 +27,6 @@ pub mod topology;
 
 pub use address::{BrokerAddress, BrokerAddresses};
 pub use config::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueName, Secret};
+pub use credential::{Setting, SettingFile, SettingFileError};
 pub use message::Message;
 pub use topology::QueueType;

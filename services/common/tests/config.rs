@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use pingpong_common::config::{self, listen_addr};
-use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueType};
+use pingpong_common::{
+    AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueType, Setting, SettingFileError,
+};
 
 const PASSWORD: &str = "s3cr3t-p4ss-word";
 
@@ -32,8 +34,8 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(amqp.addresses.get(0).port.get(), 5672);
     assert_eq!(amqp.queue_type, QueueType::Classic);
     assert_eq!(amqp.vhost, "/");
-    assert_eq!(amqp.user, "guest");
-    assert_eq!(amqp.password.expose(), "guest");
+    assert_eq!(amqp.user, Setting::Value("guest".to_owned()));
+    assert_eq!(amqp.password.read().unwrap().expose(), "guest");
     assert_eq!(amqp.queue.as_str(), "pingpong");
     assert_eq!(amqp.queue.dead_letter(), "pingpong.dead");
     assert_eq!(log.format, LogFormat::Text);
@@ -57,8 +59,8 @@ fn values_are_parsed_into_types() {
     assert_eq!(addr.port(), 9000);
     assert_eq!(amqp.addresses.to_string(), "rabbit.example:5673");
     assert_eq!(amqp.vhost, "prod");
-    assert_eq!(amqp.user, "app");
-    assert_eq!(amqp.password.expose(), PASSWORD);
+    assert_eq!(amqp.user, Setting::Value("app".to_owned()));
+    assert_eq!(amqp.password.read().unwrap().expose(), PASSWORD);
     assert_eq!(amqp.queue.dead_letter(), "orders.dead");
     assert_eq!(log.format, LogFormat::Json);
     assert_eq!(log.filter, "warn,pingpong_ping=debug");
@@ -214,5 +216,93 @@ fn credentials_in_the_addresses_are_rejected_and_never_echoed() {
     assert!(
         !text.contains(PASSWORD) && !text.contains("rabbit-1"),
         "{text}"
+    );
+}
+
+/// A private directory for credential files, removed at the end of the test.
+fn credential_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pingpong-common-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn credential_files_are_read_on_every_use() {
+    let dir = credential_dir("files");
+    let (user_path, pass_path) = (dir.join("username"), dir.join("password"));
+    std::fs::write(&user_path, "app\n").unwrap();
+    std::fs::write(&pass_path, format!("{PASSWORD}\r\n")).unwrap();
+    let (_, amqp, _) = parse(&[
+        (
+            config::RABBITMQ_DEFAULT_USER_FILE,
+            user_path.to_str().unwrap(),
+        ),
+        (
+            config::RABBITMQ_DEFAULT_PASS_FILE,
+            pass_path.to_str().unwrap(),
+        ),
+    ])
+    .unwrap();
+    // One trailing line break is dropped, as `echo value > file` leaves it.
+    assert_eq!(amqp.user.read().unwrap(), "app");
+    assert_eq!(amqp.password.read().unwrap().expose(), PASSWORD);
+    // A rotated file is read again: no caching.
+    std::fs::write(&pass_path, "rotated-pass").unwrap();
+    assert_eq!(amqp.password.read().unwrap().expose(), "rotated-pass");
+    // The summary names the files, never their content.
+    let summary = amqp.summary();
+    assert!(summary.contains(pass_path.to_str().unwrap()), "{summary}");
+    assert!(!summary.contains("rotated-pass") && !format!("{amqp:?}").contains("rotated-pass"));
+    // Missing and empty files are errors naming the variable and path only.
+    std::fs::write(&pass_path, "\n").unwrap();
+    let error = amqp.password.read().unwrap_err();
+    assert!(
+        matches!(error, SettingFileError::Unusable { .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains(config::RABBITMQ_DEFAULT_PASS_FILE)
+    );
+    std::fs::remove_file(&pass_path).unwrap();
+    let error = amqp.password.read().unwrap_err();
+    assert!(matches!(error, SettingFileError::Read { .. }), "{error}");
+    assert!(error.to_string().contains(pass_path.to_str().unwrap()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_variable_and_its_file_variant_together_are_rejected() {
+    let err = parse(&[
+        (config::RABBITMQ_DEFAULT_USER, "app"),
+        (config::RABBITMQ_DEFAULT_USER_FILE, "/etc/user"),
+        (config::RABBITMQ_DEFAULT_PASS, PASSWORD),
+        (config::RABBITMQ_DEFAULT_PASS_FILE, "/etc/pass"),
+    ])
+    .unwrap_err();
+    let names: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(
+        names,
+        [
+            config::RABBITMQ_DEFAULT_USER_FILE,
+            config::RABBITMQ_DEFAULT_PASS_FILE
+        ]
+    );
+    for problem in &err.problems {
+        assert_eq!(problem.value, None);
+    }
+    let text = err.to_string();
+    assert!(text.contains("either RABBITMQ_DEFAULT_PASS or RABBITMQ_DEFAULT_PASS_FILE, not both"));
+    assert!(!text.contains(PASSWORD), "{text}");
+    // An empty X does not count as set.
+    let (_, amqp, _) = parse(&[
+        (config::RABBITMQ_DEFAULT_PASS, ""),
+        (config::RABBITMQ_DEFAULT_PASS_FILE, "/etc/pass"),
+    ])
+    .unwrap();
+    assert_eq!(
+        amqp.password.as_file().map(|f| f.path.clone()),
+        Some("/etc/pass".into())
     );
 }

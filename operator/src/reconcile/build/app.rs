@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
-    Service, ServicePort, ServiceSpec, SleepAction,
+    Service, ServicePort, ServiceSpec, SleepAction, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -12,9 +12,12 @@ use serde::Serialize;
 
 use super::common::{
     AMQP_PORT, APP_UID, HTTP_PORT_NAME, HTTP_SERVICE_PORT, METRICS_PATH, PASSWORD_KEY,
-    USERNAME_KEY, config_hash, env_from_secret, env_value, http_probe, object_meta, pod_meta,
+    USERNAME_KEY, config_hash, env_value, http_probe, object_meta, pod_meta,
     restricted_container_security_context, restricted_pod_security_context, scrape_annotations,
     service_host,
+};
+use super::secret_files::{
+    BROKER_CREDENTIALS_DIR, BROKER_CREDENTIALS_VOLUME, SecretFiles, file_path,
 };
 use crate::labels::{self, Component};
 use crate::reconcile::validate::{AppSettings, ValidatedStack};
@@ -36,33 +39,52 @@ pub struct AppParams<'a> {
     pub port: i32,
     /// Component-specific operator variables, appended after the common ones.
     pub extra_env: Vec<EnvVar>,
+    /// Component-specific Secrets mounted as files, after the broker credentials.
+    pub extra_files: Vec<SecretFiles>,
     /// The rollout strategy; `None` leaves the API default (`RollingUpdate`, 25%/25%).
     pub strategy: Option<DeploymentStrategy>,
 }
 
 /// The effective configuration hashed into the pod-template annotation: the image, every
-/// variable, the name of the credentials Secret and a digest of its content (never the
-/// content itself), so rotated credentials roll the pods.
+/// variable, the mounted Secrets, the name of the credentials Secret and a digest of its
+/// content (never the content itself), so rotated credentials roll the pods.
 #[derive(Serialize)]
 struct HashedConfig<'a> {
     image: &'a str,
     env: &'a [EnvVar],
+    volumes: Vec<&'a Volume>,
     credentials_secret: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     credentials_digest: Option<&'a str>,
 }
 
+/// The broker credentials Secret's `username` and `password` as files.
+pub fn broker_credential_files(stack: &ValidatedStack) -> SecretFiles {
+    SecretFiles::new(
+        BROKER_CREDENTIALS_VOLUME,
+        &stack.names.credentials_secret,
+        &[USERNAME_KEY, PASSWORD_KEY],
+        BROKER_CREDENTIALS_DIR,
+    )
+}
+
 /// The operator-managed variables followed by the user's extra ones (validation rejected user
-/// variables with reserved names, so the broker credentials cannot be overridden).
+/// variables with reserved names, so the broker credentials cannot be overridden). The broker
+/// credentials are files ([`broker_credential_files`]), read again on every reconnect.
 pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvVar> {
-    let secret = &stack.names.credentials_secret;
     let mut env = vec![
         env_value("LISTEN_ADDR", format!("0.0.0.0:{}", params.port)),
         env_value("RABBITMQ_HOST", service_host(stack, &stack.names.rabbitmq)),
         env_value("RABBITMQ_PORT", AMQP_PORT.to_string()),
         env_value("RABBITMQ_VHOST", "/"),
-        env_from_secret("RABBITMQ_DEFAULT_USER", secret, USERNAME_KEY),
-        env_from_secret("RABBITMQ_DEFAULT_PASS", secret, PASSWORD_KEY),
+        env_value(
+            "RABBITMQ_DEFAULT_USER_FILE",
+            file_path(BROKER_CREDENTIALS_DIR, USERNAME_KEY),
+        ),
+        env_value(
+            "RABBITMQ_DEFAULT_PASS_FILE",
+            file_path(BROKER_CREDENTIALS_DIR, PASSWORD_KEY),
+        ),
         env_value("RABBITMQ_QUEUE", stack.rabbitmq.queue.clone()),
         env_value("RABBITMQ_QUEUE_TYPE", stack.rabbitmq.queue_type.as_str()),
         env_value("LOG_FORMAT", "json"),
@@ -83,9 +105,12 @@ pub fn build_app_deployment(
     credentials_digest: Option<&str>,
 ) -> Deployment {
     let env = container_env(stack, params);
+    let mut files = vec![broker_credential_files(stack)];
+    files.extend(params.extra_files.iter().cloned());
     let hash = config_hash(&HashedConfig {
         image: &params.settings.image,
         env: &env,
+        volumes: files.iter().map(|f| &f.volume).collect(),
         credentials_secret: &stack.names.credentials_secret,
         credentials_digest,
     });
@@ -100,6 +125,7 @@ pub fn build_app_deployment(
             ..ContainerPort::default()
         }]),
         env: Some(env),
+        volume_mounts: Some(files.iter().map(|f| f.mount.clone()).collect()),
         resources: Some(params.settings.resources.clone()),
         readiness_probe: Some(http_probe("/readyz", HTTP_PORT_NAME, 5, 3)),
         liveness_probe: Some(http_probe("/healthz", HTTP_PORT_NAME, 10, 3)),
@@ -136,9 +162,11 @@ pub fn build_app_deployment(
                 )),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    volumes: Some(files.into_iter().map(|f| f.volume).collect()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(restricted_pod_security_context(APP_UID, None)),
+                    // fsGroup: the credential files (mode 0440) belong to the app's group.
+                    security_context: Some(restricted_pod_security_context(APP_UID, Some(APP_UID))),
                     termination_grace_period_seconds: Some(30),
                     ..PodSpec::default()
                 }),

@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
 pub mod secret;
+pub mod secret_files;
 pub mod servicemonitor;
 
 use crate::apis::ServedApis;

@@ -16,6 +16,7 @@ fn params(stack: &ValidatedStack) -> AppParams<'_> {
         settings: &stack.ping,
         port: PING_PORT,
         extra_env: Vec::new(),
+        extra_files: Vec::new(),
         strategy: None,
     }
 }

@@ -11,13 +11,33 @@ use super::common::{
     POSTGRES_USER, USERNAME_KEY, env_from_secret, env_value, service_host,
 };
 use super::redis::provisioned_redis_url;
+use super::secret_files::{
+    POSTGRES_CREDENTIALS_DIR, POSTGRES_CREDENTIALS_VOLUME, SecretFiles, file_path,
+};
 use crate::crd::StoreType;
 use crate::labels::Component;
 use crate::reconcile::validate::{CacheSettings, StoreSettings, ValidatedStack};
 
+/// The PostgreSQL password as a file (`PGPASSWORD_FILE`): the external database's Secret or the
+/// generated `<stack>-postgres-credentials`. `None` with the in-memory store.
+pub fn store_files(stack: &ValidatedStack) -> Option<SecretFiles> {
+    let secret = match &stack.store {
+        StoreSettings::Memory => return None,
+        StoreSettings::ExternalPostgres { secret_name } => secret_name,
+        StoreSettings::ProvisionedPostgres(_) => &stack.names.postgres_credentials,
+    };
+    Some(SecretFiles::new(
+        POSTGRES_CREDENTIALS_VOLUME,
+        secret,
+        &[PASSWORD_KEY],
+        POSTGRES_CREDENTIALS_DIR,
+    ))
+}
+
 /// The store and cache variables: `PONG_STORE` and the libpq `PG*` variables for PostgreSQL
-/// (an external database's every setting from its Secret; a provisioned one's password from
-/// the generated Secret), `REDIS_URL` for a cache. Nothing for the in-memory default.
+/// (an external database's settings from its Secret; a provisioned one's from the stack), with
+/// the password always as a file ([`store_files`], `PGPASSWORD_FILE`, read for every new
+/// connection); `REDIS_URL` for a cache. Nothing for the in-memory default.
 pub fn store_env(stack: &ValidatedStack) -> Vec<EnvVar> {
     let mut env = Vec::new();
     match &stack.store {
@@ -29,10 +49,10 @@ pub fn store_env(stack: &ValidatedStack) -> Vec<EnvVar> {
                 ("PGPORT", PORT_KEY),
                 ("PGDATABASE", DATABASE_KEY),
                 ("PGUSER", USERNAME_KEY),
-                ("PGPASSWORD", PASSWORD_KEY),
             ] {
                 env.push(env_from_secret(name, secret_name, key));
             }
+            env.push(password_file_env());
         }
         StoreSettings::ProvisionedPostgres(_) => {
             let names = &stack.names;
@@ -42,7 +62,7 @@ pub fn store_env(stack: &ValidatedStack) -> Vec<EnvVar> {
                 env_value("PGPORT", POSTGRES_PORT.to_string()),
                 env_value("PGDATABASE", POSTGRES_DATABASE),
                 env_value("PGUSER", POSTGRES_USER),
-                env_from_secret("PGPASSWORD", &names.postgres_credentials, PASSWORD_KEY),
+                password_file_env(),
             ]);
         }
     }
@@ -56,6 +76,13 @@ pub fn store_env(stack: &ValidatedStack) -> Vec<EnvVar> {
         }
     }
     env
+}
+
+fn password_file_env() -> EnvVar {
+    env_value(
+        "PGPASSWORD_FILE",
+        file_path(POSTGRES_CREDENTIALS_DIR, PASSWORD_KEY),
+    )
 }
 
 /// The in-memory store allows a single consumer: replace the pod instead of running two
@@ -95,6 +122,7 @@ fn params(stack: &ValidatedStack) -> AppParams<'_> {
         settings: &stack.pong,
         port: PONG_PORT,
         extra_env,
+        extra_files: store_files(stack).into_iter().collect(),
         strategy: Some(strategy(stack)),
     }
 }

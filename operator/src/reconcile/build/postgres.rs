@@ -6,7 +6,9 @@
 //! subdirectory (initdb wants an empty directory it owns), and emptyDirs hold the socket
 //! directory and `/tmp`. The PersistentVolumeClaim is retained when the StatefulSet is deleted
 //! (store switched off, stack deleted): data safety first. The optional postgres-exporter
-//! sidecar serves metrics on 9187.
+//! sidecar serves metrics on 9187. The password reaches both containers as a file
+//! (`POSTGRES_PASSWORD_FILE`, `DATA_SOURCE_PASS_FILE`; mode 0440, group `fsGroup` 999, which the
+//! exporter's user also gets as a supplementary group), never as an environment variable.
 
 use std::collections::BTreeMap;
 
@@ -23,9 +25,12 @@ use serde::Serialize;
 
 use super::common::{
     EXPORTER_UID, PASSWORD_KEY, POSTGRES_DATABASE, POSTGRES_EXPORTER_PORT, POSTGRES_PORT,
-    POSTGRES_UID, POSTGRES_USER, config_hash, data_claim_templates, env_from_secret, env_value,
-    exec_probe, http_probe, object_meta, pod_meta, restricted_container_security_context,
+    POSTGRES_UID, POSTGRES_USER, config_hash, data_claim_templates, env_value, exec_probe,
+    http_probe, object_meta, pod_meta, restricted_container_security_context,
     restricted_pod_security_context, scrape_annotations,
+};
+use super::secret_files::{
+    POSTGRES_CREDENTIALS_DIR, POSTGRES_CREDENTIALS_VOLUME, SecretFiles, file_path,
 };
 use crate::images;
 use crate::labels::{self, Component};
@@ -80,15 +85,26 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
-fn postgres_env(stack: &ValidatedStack) -> Vec<EnvVar> {
+/// The generated password Secret, mounted into both containers.
+fn password_files(stack: &ValidatedStack) -> SecretFiles {
+    SecretFiles::new(
+        POSTGRES_CREDENTIALS_VOLUME,
+        &stack.names.postgres_credentials,
+        &[PASSWORD_KEY],
+        POSTGRES_CREDENTIALS_DIR,
+    )
+}
+
+fn password_path() -> String {
+    file_path(POSTGRES_CREDENTIALS_DIR, PASSWORD_KEY)
+}
+
+fn postgres_env() -> Vec<EnvVar> {
     vec![
         env_value("POSTGRES_USER", POSTGRES_USER),
         env_value("POSTGRES_DB", POSTGRES_DATABASE),
-        env_from_secret(
-            "POSTGRES_PASSWORD",
-            &stack.names.postgres_credentials,
-            PASSWORD_KEY,
-        ),
+        // The image's entrypoint reads it when it initialises an empty data directory.
+        env_value("POSTGRES_PASSWORD_FILE", password_path()),
         env_value("PGDATA", PGDATA),
     ]
 }
@@ -121,12 +137,13 @@ fn postgres_container(stack: &ValidatedStack, settings: &PostgresSettings) -> Co
         image: Some(settings.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         ports: Some(vec![port(POSTGRES_PORT_NAME, POSTGRES_PORT)]),
-        env: Some(postgres_env(stack)),
+        env: Some(postgres_env()),
         resources: Some(settings.resources.clone()),
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_PATH),
             mount("run", "/var/run/postgresql"),
             mount("tmp", "/tmp"),
+            password_files(stack).mount,
         ]),
         // initdb on a fresh volume takes a while; then the server must accept connections.
         startup_probe: Some(pg_isready(5, 60)),
@@ -148,12 +165,9 @@ fn exporter_container(stack: &ValidatedStack) -> Container {
         env: Some(vec![
             env_value("DATA_SOURCE_URI", uri),
             env_value("DATA_SOURCE_USER", POSTGRES_USER),
-            env_from_secret(
-                "DATA_SOURCE_PASS",
-                &stack.names.postgres_credentials,
-                PASSWORD_KEY,
-            ),
+            env_value("DATA_SOURCE_PASS_FILE", password_path()),
         ]),
+        volume_mounts: Some(vec![password_files(stack).mount]),
         resources: Some(postgres_exporter_resources()),
         liveness_probe: Some(http_probe("/", METRICS_PORT_NAME, 30, 3)),
         security_context: Some(restricted_container_security_context(EXPORTER_UID, true)),
@@ -182,7 +196,11 @@ pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet>
     if settings.metrics {
         containers.push(exporter_container(stack));
     }
-    let mut volumes = vec![empty_dir("run"), empty_dir("tmp")];
+    let mut volumes = vec![
+        empty_dir("run"),
+        empty_dir("tmp"),
+        password_files(stack).volume,
+    ];
     if settings.storage == DataStorage::Ephemeral {
         volumes.push(empty_dir(DATA_VOLUME));
     }

@@ -37,7 +37,7 @@ pub const DNS_LABEL_MAX: usize = 63;
 /// Environment variables the operator sets on ping and pong; a user `env` entry with one of these
 /// names is rejected rather than silently ignored (it would otherwise replace broker credentials
 /// or addresses, or the store and cache settings).
-pub const RESERVED_ENV: [&str; 18] = [
+pub const RESERVED_ENV: [&str; 21] = [
     "LISTEN_ADDR",
     "RABBITMQ_ADDRESSES",
     "RABBITMQ_HOST",
@@ -45,6 +45,8 @@ pub const RESERVED_ENV: [&str; 18] = [
     "RABBITMQ_VHOST",
     "RABBITMQ_DEFAULT_USER",
     "RABBITMQ_DEFAULT_PASS",
+    "RABBITMQ_DEFAULT_USER_FILE",
+    "RABBITMQ_DEFAULT_PASS_FILE",
     "RABBITMQ_QUEUE",
     "RABBITMQ_QUEUE_TYPE",
     "PONG_MAX_MESSAGES",
@@ -54,6 +56,7 @@ pub const RESERVED_ENV: [&str; 18] = [
     "PGDATABASE",
     "PGUSER",
     "PGPASSWORD",
+    "PGPASSWORD_FILE",
     "DATABASE_URL",
     "REDIS_URL",
 ];

@@ -12,7 +12,7 @@ use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
 use std::str::FromStr;
 use std::time::Duration;
 
-use pingpong_common::{Env, Secret};
+use pingpong_common::{Env, Secret, SettingFile};
 use tokio_postgres::config::{Host, SslMode};
 
 /// Variable selecting the store (`memory` or `postgres`).
@@ -27,6 +27,8 @@ pub const PGPORT: &str = "PGPORT";
 pub const PGUSER: &str = "PGUSER";
 /// libpq: password (a secret).
 pub const PGPASSWORD: &str = "PGPASSWORD";
+/// A file holding the password, read again for every new connection.
+pub const PGPASSWORD_FILE: &str = "PGPASSWORD_FILE";
 /// libpq: database name.
 pub const PGDATABASE: &str = "PGDATABASE";
 /// libpq: TLS mode; only `disable` and `prefer` (no TLS is negotiated).
@@ -132,6 +134,9 @@ impl StoreConfig {
 #[derive(Clone)]
 pub struct PgConfig {
     connect: tokio_postgres::Config,
+    /// `PGPASSWORD_FILE`: read for every new connection, so a rotated
+    /// password is used without a restart.
+    password_file: Option<SettingFile>,
     /// Maximum open connections (`PONG_DB_POOL_SIZE`).
     pub pool_size: NonZeroUsize,
     target: String,
@@ -141,6 +146,10 @@ impl fmt::Debug for PgConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgConfig")
             .field("target", &self.target)
+            .field(
+                "password_file",
+                &self.password_file.as_ref().map(|file| &file.path),
+            )
             .field("pool_size", &self.pool_size)
             .finish_non_exhaustive()
     }
@@ -177,9 +186,12 @@ impl PgConfig {
         if connect.get_user().is_none() {
             connect.user(env.string(PGUSER, "postgres"));
         }
+        // Like PGPASSWORD, the file fills in only a password DATABASE_URL leaves out.
+        let mut password_file = None;
         if connect.get_password().is_none() {
+            password_file = env.file_variable(PGPASSWORD, PGPASSWORD_FILE);
             let password = env.secret(PGPASSWORD, "");
-            if !password.expose().is_empty() {
+            if password_file.is_none() && !password.expose().is_empty() {
                 connect.password(password.expose());
             }
         }
@@ -219,6 +231,7 @@ impl PgConfig {
         let target = describe(&connect);
         Self {
             connect,
+            password_file,
             pool_size,
             target,
         }
@@ -230,9 +243,21 @@ impl PgConfig {
         let target = describe(&connect);
         Self {
             connect,
+            password_file: None,
             pool_size,
             target,
         }
+    }
+
+    /// Reads the password from `file` for every new connection instead.
+    pub fn with_password_file(mut self, file: SettingFile) -> Self {
+        self.password_file = Some(file);
+        self
+    }
+
+    /// The password file (`PGPASSWORD_FILE`), when the password is read from one.
+    pub fn password_file(&self) -> Option<&SettingFile> {
+        self.password_file.as_ref()
     }
 
     /// `host:port/database`, for logs and errors (never the password).
@@ -240,7 +265,9 @@ impl PgConfig {
         &self.target
     }
 
-    /// The connection settings (they hold the password: do not log them).
+    /// The connection settings (they hold the password: do not log them);
+    /// without the password of [`Self::password_file`], which the store
+    /// reads for each new connection.
     pub fn connect_config(&self) -> &tokio_postgres::Config {
         &self.connect
     }

@@ -1,6 +1,6 @@
 //! Property tests of pong's configuration parser: any values of any of its
 //! variables give a configuration or a `ConfigError` whose problems each
-//! name a variable that was set, never a panic.
+//! name a variable that was set, never a panic; and the `*_FILE` variants.
 
 use proptest::prelude::*;
 
@@ -15,6 +15,8 @@ const VARIABLES: &[&str] = &[
     "RABBITMQ_VHOST",
     "RABBITMQ_DEFAULT_USER",
     "RABBITMQ_DEFAULT_PASS",
+    "RABBITMQ_DEFAULT_USER_FILE",
+    "RABBITMQ_DEFAULT_PASS_FILE",
     "RABBITMQ_QUEUE",
     "RABBITMQ_QUEUE_TYPE",
     "PONG_MAX_MESSAGES",
@@ -25,6 +27,7 @@ const VARIABLES: &[&str] = &[
     "PGPORT",
     "PGUSER",
     "PGPASSWORD",
+    "PGPASSWORD_FILE",
     "PGDATABASE",
     "PGSSLMODE",
     "PONG_DB_POOL_SIZE",
@@ -75,4 +78,34 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn pgpassword_file_is_kept_as_a_path_and_excludes_pgpassword() {
+    use pingpong_pong::config::StoreConfig;
+    let config = parse(&[
+        ("PONG_STORE", "postgres"),
+        ("PGPASSWORD_FILE", "/etc/pingpong/postgres/password"),
+    ])
+    .unwrap();
+    let StoreConfig::Postgres(pg) = &config.store else {
+        panic!("expected the postgres store");
+    };
+    let file = pg.password_file().expect("the password file is kept");
+    assert_eq!(file.variable, "PGPASSWORD_FILE");
+    assert_eq!(
+        file.path,
+        std::path::Path::new("/etc/pingpong/postgres/password")
+    );
+    // Read per connection by the store, not at parse time.
+    assert_eq!(pg.connect_config().get_password(), None);
+    let error = parse(&[
+        ("PONG_STORE", "postgres"),
+        ("PGPASSWORD", "hunter2-secret"),
+        ("PGPASSWORD_FILE", "/etc/pingpong/postgres/password"),
+    ])
+    .unwrap_err();
+    assert_eq!(error.problems.len(), 1, "{error}");
+    assert_eq!(error.problems[0].variable, "PGPASSWORD_FILE");
+    assert!(!error.to_string().contains("hunter2-secret"));
 }

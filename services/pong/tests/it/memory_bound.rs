@@ -61,8 +61,11 @@ async fn a_memory_store_full_of_maximum_size_messages_stays_under_its_byte_bound
         .env("LISTEN_ADDR", addr.to_string())
         .env("RABBITMQ_ADDRESSES", amqp.addresses.to_string())
         .env("RABBITMQ_VHOST", &amqp.vhost)
-        .env("RABBITMQ_DEFAULT_USER", &amqp.user)
-        .env("RABBITMQ_DEFAULT_PASS", amqp.password.expose())
+        .env("RABBITMQ_DEFAULT_USER", amqp.user.read().unwrap())
+        .env(
+            "RABBITMQ_DEFAULT_PASS",
+            amqp.password.read().unwrap().expose(),
+        )
         .env("RABBITMQ_QUEUE", amqp.queue.as_str())
         .env("PONG_MAX_BYTES", MAX_BYTES.to_string())
         .env("RUST_LOG", "warn")

@@ -69,8 +69,11 @@ async fn pong_on_postgres_serves_what_it_consumed_across_a_restart() {
         ("LISTEN_ADDR", addr.to_string()),
         ("RABBITMQ_ADDRESSES", amqp.addresses.to_string()),
         ("RABBITMQ_VHOST", amqp.vhost.clone()),
-        ("RABBITMQ_DEFAULT_USER", amqp.user.clone()),
-        ("RABBITMQ_DEFAULT_PASS", amqp.password.expose().to_owned()),
+        ("RABBITMQ_DEFAULT_USER", amqp.user.read().unwrap()),
+        (
+            "RABBITMQ_DEFAULT_PASS",
+            amqp.password.read().unwrap().expose().to_owned(),
+        ),
         ("RABBITMQ_QUEUE", amqp.queue.to_string()),
         ("PONG_STORE", "postgres".to_owned()),
         ("PGHOST", host.to_owned()),

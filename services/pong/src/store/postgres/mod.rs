@@ -21,10 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
-    ClientWrapper, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+    ClientWrapper, Connect, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use futures::future::BoxFuture;
-use pingpong_common::Message;
+use pingpong_common::credential::read_setting_file;
+use pingpong_common::{Message, SettingFile};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
@@ -42,6 +43,48 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the health check runs.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Opens each pool connection, reading `PGPASSWORD_FILE` (when set) right
+/// before, so a password rotated in a mounted Secret is used by every new
+/// connection without a restart. An unreadable file is logged (variable and
+/// path, never content) and the attempt goes on without a password, which
+/// the server refuses: the store stays not ready and retries.
+struct PasswordFileConnect {
+    file: Option<SettingFile>,
+    target: String,
+}
+
+impl Connect for PasswordFileConnect {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let mut config = pg_config.clone();
+        if let Some(file) = &self.file {
+            match read_setting_file(file) {
+                Ok(password) => {
+                    config.password(password);
+                }
+                Err(error) => {
+                    tracing::warn!(kind = error.kind(), target = %self.target, %error, "cannot read the PostgreSQL password file");
+                }
+            }
+        }
+        let target = self.target.clone();
+        Box::pin(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(%target, %error, "postgres connection error");
+                }
+            });
+            Ok((client, task))
+        })
+    }
+}
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -62,9 +105,12 @@ impl PgStore {
         max_messages: NonZeroUsize,
         metrics: PongMetrics,
     ) -> Result<Self, deadpool_postgres::BuildError> {
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config.connect_config().clone(),
-            NoTls,
+            PasswordFileConnect {
+                file: config.password_file().cloned(),
+                target: config.target().to_owned(),
+            },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
