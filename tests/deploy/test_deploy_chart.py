@@ -317,8 +317,16 @@ def test_rbac_and_service_account_can_be_turned_off() -> None:
 
 def test_optional_objects_are_off_by_default(default_objects: list[dict[str, Any]]) -> None:
     kinds = {o["kind"] for o in default_objects}
-    assert not kinds & {"ServiceMonitor", "NetworkPolicy", "ConfigMap", "PodDisruptionBudget"}
+    assert not kinds & {"ServiceMonitor", "ConfigMap", "PodDisruptionBudget"}
     assert find(default_objects, "Service", f"{RELEASE}-metrics")
+
+
+def test_network_policy_is_on_by_default(default_objects: list[dict[str, Any]]) -> None:
+    """Every pod gets a NetworkPolicy (issue 12): the operator's admits only its metrics port."""
+    (policy,) = find(default_objects, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    assert not find(render_chart({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
 def test_service_monitor_scrapes_the_metrics_service() -> None:

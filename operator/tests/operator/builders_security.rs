@@ -284,12 +284,19 @@ fn ping_and_pong_are_hardened_and_probed() {
 
 /// Every container of every workload (the broker and its init container included) has a
 /// read-only root filesystem, and whatever it may write is a volume: an emptyDir or a claim,
-/// never a ConfigMap or Secret mounted writable.
+/// never a ConfigMap or Secret mounted writable. No pod gets a ServiceAccount token (none talks
+/// to the API server; checkov's CKV_K8S_38 is skipped for the operator's own pod on that basis).
 #[test]
 fn every_container_has_a_read_only_root_and_writes_only_to_volumes() {
     for (stack, objects) in stacks() {
         for w in workloads(&objects) {
             let spec = &w["spec"]["template"]["spec"];
+            assert_eq!(
+                spec["automountServiceAccountToken"],
+                false,
+                "{stack}: {}",
+                kind_name(w)
+            );
             let claims: Vec<&Value> = w["spec"]["volumeClaimTemplates"]
                 .as_array()
                 .map(|c| c.iter().map(|c| &c["metadata"]["name"]).collect())

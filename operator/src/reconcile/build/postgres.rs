@@ -170,6 +170,9 @@ fn exporter_container(stack: &ValidatedStack) -> Container {
         volume_mounts: Some(vec![password_files(stack).mount]),
         resources: Some(postgres_exporter_resources()),
         liveness_probe: Some(http_probe("/", METRICS_PORT_NAME, 30, 3)),
+        // A pod is ready only when every container is: the same lenient check as liveness, so
+        // the exporter marks the database unready only while it would be restarted anyway.
+        readiness_probe: Some(http_probe("/", METRICS_PORT_NAME, 30, 3)),
         security_context: Some(restricted_container_security_context(EXPORTER_UID, true)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
