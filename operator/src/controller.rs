@@ -2,9 +2,11 @@
 //! kube-runtime Controller that drives [`crate::reconcile`].
 //!
 //! Start-up fails fast, with a message that says what to do, when the PingPongStack CRD is not
-//! installed. Only the replica holding the leader Lease runs the Controller; losing the Lease stops
-//! it gracefully and the replica goes back to waiting. SIGTERM/Ctrl-C stop everything, let
-//! running reconciles finish and release the Lease. This module holds no reconcile logic.
+//! installed. Only the replica holding the leader Lease runs the Controller; losing the Lease drops
+//! it at once, reconciles in progress included (one stuck on a hung API server must not write
+//! when the API answers again while another replica leads), and the replica goes back to waiting.
+//! SIGTERM/Ctrl-C stop everything, let running reconciles finish and release the Lease. This
+//! module holds no reconcile logic.
 
 use crate::apis::ServedApis;
 use crate::config::Config;
@@ -124,23 +126,29 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         metrics.set_leader(true);
         health.set_leading();
         let stop = shutdown.child_token();
-        let lost = stop.clone();
+        let lost = CancellationToken::new();
         let mut leading_watch = leading.clone();
-        tokio::spawn(async move {
-            // Err means the elector is gone (no election, or shutting down): nothing was lost.
-            if leading_watch.wait_for(|l| !*l).await.is_ok() {
-                lost.cancel();
-            }
-        });
+        {
+            let (stop, lost) = (stop.clone(), lost.clone());
+            tokio::spawn(async move {
+                // Err means the elector is gone (no election, or shutting down): nothing was lost.
+                if leading_watch.wait_for(|l| !*l).await.is_ok() {
+                    lost.cancel();
+                    stop.cancel();
+                }
+            });
+        }
         let stopped = stop.clone();
-        run_controller(
+        let controller = run_controller(
             client.clone(),
             &config,
             metrics.clone(),
             health.clone(),
             stop,
-        )
-        .await;
+        );
+        if !run_unless_lost(controller, &lost).await {
+            tracing::warn!("lost leadership; dropped the controller and its running reconciles");
+        }
         if !stopped.is_cancelled() {
             // Restarted to watch an optional API that appeared; still leading.
             continue;
@@ -157,6 +165,21 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     match server.await {
         Ok(Err(source)) => Err(RunError::Server { addr, source }),
         _ => Ok(()),
+    }
+}
+
+/// Runs `controller` to its end and returns true, unless leadership is `lost` first: then the
+/// controller is dropped at once with the reconciles it was running (a graceful stop would wait
+/// for a reconcile stuck on a hung API server, which could still write once the API answers,
+/// while another replica leads), and this returns false.
+async fn run_unless_lost(
+    controller: impl std::future::Future<Output = ()>,
+    lost: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        biased;
+        () = lost.cancelled() => false,
+        () = controller => true,
     }
 }
 
@@ -364,4 +387,55 @@ async fn run_controller(
         })
         .await;
     restart.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_unless_lost;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio_util::sync::CancellationToken;
+
+    /// Notes its drop: a reconcile in progress that was abandoned.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn losing_the_lease_drops_a_controller_stuck_on_a_hung_api() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(Arc::clone(&dropped));
+        // A controller whose reconcile waits for an answer that never comes.
+        let stuck = async move {
+            let _reconcile = guard;
+            std::future::pending::<()>().await;
+        };
+        let lost = CancellationToken::new();
+        let cancel = lost.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            cancel.cancel();
+        });
+        let finished = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            run_unless_lost(stuck, &lost),
+        )
+        .await
+        .expect("returns as soon as the Lease is lost");
+        assert!(!finished);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the stuck reconcile was dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_ends_by_itself_is_not_reported_as_lost() {
+        let lost = CancellationToken::new();
+        assert!(run_unless_lost(async {}, &lost).await);
+    }
 }

@@ -11,9 +11,11 @@
 //! win: the loser gets a 409 Conflict.
 //!
 //! [`decide`] is the pure decision; [`run`] is the I/O loop. Each round is bounded by
-//! [`ElectionConfig::renew_deadline`], and a leader that has not renewed within it steps down:
-//! a hung API call cannot keep a leader leading after a standby may take over
-//! (renew every + renew deadline < lease duration).
+//! [`ElectionConfig::renew_deadline`], and a leader steps down once the renew deadline has passed
+//! since the *start* of its last successful round: its write reached the API server after that
+//! instant, so a standby cannot have seen it earlier, and cannot take over before a whole lease
+//! duration (longer than the renew deadline) later. A hung or slow API call therefore cannot keep
+//! a leader leading after a standby may take over, however long the last successful round took.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -196,8 +198,19 @@ impl Elector {
 
     /// [`Self::try_acquire_or_renew`] bounded by the renew deadline.
     pub async fn round(&mut self, api: &Api<Lease>) -> Result<bool, ElectionError> {
+        let until = Instant::now() + self.config.renew_deadline;
+        self.round_until(api, until).await
+    }
+
+    /// [`Self::try_acquire_or_renew`] cut at `until` (at most the renew deadline from now).
+    pub async fn round_until(
+        &mut self,
+        api: &Api<Lease>,
+        until: Instant,
+    ) -> Result<bool, ElectionError> {
         let deadline = self.config.renew_deadline;
-        tokio::time::timeout(deadline, self.try_acquire_or_renew(api))
+        let until = until.min(Instant::now() + deadline);
+        tokio::time::timeout_at(until, self.try_acquire_or_renew(api))
             .await
             .unwrap_or(Err(ElectionError::Timeout(deadline)))
     }
@@ -266,9 +279,10 @@ pub async fn release(api: &Api<Lease>, config: &ElectionConfig) -> Result<(), El
 
 /// Runs the election until `shutdown`, publishing leadership on `leading`.
 ///
-/// `leading` turns true after a successful create/renew/take-over and false when no renewal
-/// succeeded within the renew deadline (every round is bounded by it, so a hung call cannot
-/// delay this) or another replica holds the Lease. On shutdown a held Lease is released.
+/// `leading` turns true after a successful create/renew/take-over and false when another
+/// replica holds the Lease, or when the renew deadline has passed since the start of the last
+/// successful round (a leader's rounds and waits are cut at that instant, so neither a hung nor a
+/// slow call can delay it). On shutdown a held Lease is released.
 pub async fn run(
     api: Api<Lease>,
     config: ElectionConfig,
@@ -276,15 +290,22 @@ pub async fn run(
     on_follow: impl Fn(),
     shutdown: CancellationToken,
 ) {
+    // When the last successful round started: its write landed after this instant.
     let mut last_renewed: Option<Instant> = None;
     let mut elector = Elector::new(config.clone());
     loop {
-        match elector.round(&api).await {
+        let started = Instant::now();
+        // While leading, the time left before the leader must have renewed again.
+        let must_renew_by = last_renewed
+            .filter(|_| *leading.borrow())
+            .map(|t| t + config.renew_deadline);
+        let until = must_renew_by.unwrap_or(started + config.renew_deadline);
+        match elector.round_until(&api, until).await {
             Ok(true) => {
                 if !*leading.borrow() {
                     tracing::info!(identity = %config.identity, "acquired leader Lease");
                 }
-                last_renewed = Some(tokio::time::Instant::now());
+                last_renewed = Some(started);
                 leading.send_replace(true);
             }
             Ok(false) => {
@@ -308,9 +329,13 @@ pub async fn run(
                 }
             }
         }
+        let next = Instant::now() + config.renew_every;
+        let wake = last_renewed
+            .filter(|_| *leading.borrow())
+            .map_or(next, |t| next.min(t + config.renew_deadline));
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(config.renew_every) => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
     }
     if *leading.borrow() {
@@ -402,8 +427,10 @@ mod tests {
     #[test]
     fn a_leader_steps_down_before_a_standby_may_take_over() {
         let c = ElectionConfig::new("a");
-        // Worst case: the last renewal, then a round that hangs for the whole deadline.
-        assert!(c.renew_every + c.renew_deadline < c.lease_duration);
+        // The leader steps down the renew deadline after its last successful round started; a
+        // standby takes over at the earliest a lease duration after that round's write landed.
+        assert!(c.renew_deadline < c.lease_duration);
+        assert!(c.renew_every < c.renew_deadline);
     }
 
     #[test]

@@ -140,6 +140,7 @@ start_operator_token() {
 
 # start_operator NAME METRICS_PORT: the operator binary on the host, authenticated as the chart's
 # ServiceAccount through a TokenRequest token, so the chart's RBAC is what the API server enforces.
+# OPERATOR_KUBECONFIG names another kubeconfig for it (the e2e suite's proxy to the API server).
 start_operator() {
   local name=$1 port=$2 exe token
   exe=$(operator_binary)
@@ -148,7 +149,7 @@ start_operator() {
     echo "    $name already runs (pid $(cat "$CLUSTER_DIR/run/$name.pid"))"
     return 0
   fi
-  KUBECONFIG="$CLUSTER_DIR/operator.kubeconfig" POD_NAME="host-$name" POD_NAMESPACE="$OPERATOR_NAMESPACE" \
+  KUBECONFIG="${OPERATOR_KUBECONFIG:-$CLUSTER_DIR/operator.kubeconfig}" POD_NAME="host-$name" POD_NAMESPACE="$OPERATOR_NAMESPACE" \
     METRICS_ADDR="127.0.0.1:$port" LOG_FORMAT=text RUST_LOG="${OPERATOR_RUST_LOG:-info}" NO_COLOR=1 \
     setsid "$exe" run >>"$CLUSTER_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$CLUSTER_DIR/run/$name.pid"

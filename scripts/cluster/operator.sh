@@ -2,6 +2,8 @@
 # Run more operator processes on the local cluster (the e2e suite's leader-election and reinstall
 # scenarios use it):
 #   scripts/cluster/operator.sh start NAME METRICS_PORT   start one as the chart's ServiceAccount
+#                                                         (OPERATOR_KUBECONFIG=FILE: with that
+#                                                         kubeconfig, e.g. through a proxy)
 #   scripts/cluster/operator.sh stop NAME                 SIGTERM it (SIGKILL after 10 s)
 #   scripts/cluster/operator.sh kill NAME                 SIGKILL it (a crashed leader)
 #   scripts/cluster/operator.sh new-token                 request a fresh ServiceAccount token

@@ -103,6 +103,8 @@ class HostOperator:
     cluster: "Cluster"
     name: str
     port: int
+    # Another kubeconfig than the ServiceAccount's own (same token), e.g. through a proxy.
+    kubeconfig: Path | None = None
 
     @property
     def identity(self) -> str:
@@ -113,7 +115,8 @@ class HostOperator:
         return self.cluster.state_dir / f"{self.name}.log"
 
     def start(self) -> None:
-        self.cluster.operator_script("start", self.name, str(self.port))
+        env = {"OPERATOR_KUBECONFIG": str(self.kubeconfig)} if self.kubeconfig else None
+        self.cluster.operator_script("start", self.name, str(self.port), env=env)
 
     def stop(self) -> None:
         self.cluster.operator_script("stop", self.name)
@@ -179,9 +182,9 @@ class Cluster:
         return env
 
     def run(self, args: list[str], *, input: str | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(args, input=input, capture_output=True, text=True,
-                                env=self._env(), timeout=timeout, cwd=ROOT)
+                                env={**self._env(), **(env or {})}, timeout=timeout, cwd=ROOT)
         if check and result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, " ".join(args),
                                                 result.stdout, result.stderr)
@@ -215,8 +218,8 @@ class Cluster:
         args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
         return self.kubectl(*args, input=text, check=check)
 
-    def operator_script(self, *args: str) -> None:
-        self.run([str(ROOT / "scripts" / "cluster" / "operator.sh"), *args], timeout=600)
+    def operator_script(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.run([str(ROOT / "scripts" / "cluster" / "operator.sh"), *args], timeout=600, env=env)
 
     # --- stacks ---------------------------------------------------------------------------------
     def stack(self, namespace: str, name: str) -> dict[str, Any]:

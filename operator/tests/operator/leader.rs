@@ -7,6 +7,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 use kube_fake_client::ClientBuilder;
 use pingpong_operator::leader::{ElectionConfig, ElectionError, Elector, LEASE_NAME, release, run};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 async fn lease_api() -> Api<Lease> {
@@ -141,6 +143,93 @@ async fn a_leader_whose_renewal_hangs_steps_down_within_the_renew_deadline() {
         .expect("stepped down before the lease expired")
         .unwrap();
     assert!(started.elapsed() <= deadline, "{:?}", started.elapsed());
+    shutdown.cancel();
+    elector.abort();
+}
+
+/// A Lease API that answers the first `answered` requests `delay` after they reach it (no Lease
+/// yet: GET is a 404, the create succeeds) and then hangs, noting when the create reached it.
+fn slow_then_hanging_lease_api(
+    delay: Duration,
+    answered: usize,
+    created_at: Arc<Mutex<Option<tokio::time::Instant>>>,
+) -> Api<Lease> {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let created_at = Arc::clone(&created_at);
+        async move {
+            if n >= answered {
+                futures::future::pending::<()>().await;
+            }
+            let (status, body) = if request.method() == axum::http::Method::GET {
+                (
+                    404,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "NotFound", "code": 404,
+                        "message": "leases.coordination.k8s.io \"pingpong-operator-leader\" not found"}),
+                )
+            } else {
+                *created_at.lock().unwrap() = Some(tokio::time::Instant::now());
+                (
+                    201,
+                    serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": LEASE_NAME, "namespace": "pingpong-system",
+                                     "resourceVersion": "1"},
+                        "spec": {"holderIdentity": "operator-a", "leaseDurationSeconds": 15}}),
+                )
+            };
+            // The request reached the server; its answer takes `delay` to come back.
+            tokio::time::sleep(delay).await;
+            let response = axum::http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(kube::client::Body::from(body.to_string().into_bytes()))
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    Api::namespaced(
+        kube::Client::new(service, "pingpong-system"),
+        "pingpong-system",
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_last_renewal_was_slow_steps_down_before_a_standby_may_take_over() {
+    let config = ElectionConfig::new("operator-a");
+    let created_at = Arc::new(Mutex::new(None));
+    // Each answer takes 45 % of the renew deadline: the round (GET, then create) succeeds late,
+    // long after its write reached the API server; then the API hangs.
+    let delay = config.renew_deadline * 9 / 20;
+    let api = slow_then_hanging_lease_api(delay, 2, Arc::clone(&created_at));
+    let (leading, mut watch) = tokio::sync::watch::channel(false);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let elector = tokio::spawn(run(api, config.clone(), leading, || {}, shutdown.clone()));
+    watch.wait_for(|l| *l).await.unwrap();
+    let led = tokio::time::Instant::now();
+    assert_eq!(
+        led - started,
+        2 * delay,
+        "leads once the slow round answered"
+    );
+    watch.wait_for(|l| !*l).await.unwrap();
+    let stepped_down = tokio::time::Instant::now();
+    let landed = created_at
+        .lock()
+        .unwrap()
+        .expect("the create reached the API");
+    // A standby that saw the write the instant it landed may take over a lease duration later;
+    // the leader must be gone by then, whatever the timing of its last round.
+    assert!(
+        stepped_down < landed + config.lease_duration,
+        "stepped down {:?} after the write landed; a standby may take over after {:?}",
+        stepped_down - landed,
+        config.lease_duration
+    );
+    // Precisely: the renew deadline after the successful round started.
+    assert_eq!(stepped_down - started, config.renew_deadline);
     shutdown.cancel();
     elector.abort();
 }
