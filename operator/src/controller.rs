@@ -14,22 +14,18 @@ use crate::crd::PingPongStack;
 use crate::labels;
 use crate::leader::{self, ElectionConfig};
 use crate::metrics::Metrics;
+use crate::reconcile::cache::{CachedChild, ChildCaches};
 use crate::reconcile::desired::ChildKind;
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, Context, apply};
 use crate::server::{self, AppState, Health};
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
+use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, CustomResourceExt, Resource};
-use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -224,75 +220,52 @@ fn children_watch() -> watcher::Config {
     watcher::Config::default().labels(&labels::managed_by_selector())
 }
 
-fn owns<K>(
+/// Watches one child kind, metadata only, into its cache in `caches`; every event triggers the
+/// reconcile of the owning stack.
+fn own_kind(
     controller: Controller<DeserializeGuard<PingPongStack>>,
     client: &Client,
     namespace: Option<&str>,
-) -> Controller<DeserializeGuard<PingPongStack>>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let api: Api<PartialObjectMeta<K>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let stream = watcher::watcher(api, children_watch())
-        .default_backoff()
-        .touched_objects();
-    controller.owns_stream(stream)
-}
-
-fn owns_dynamic(
-    controller: Controller<DeserializeGuard<PingPongStack>>,
-    client: &Client,
-    namespace: Option<&str>,
-    resource: ApiResource,
+    kind: ChildKind,
+    caches: &mut ChildCaches,
 ) -> Controller<DeserializeGuard<PingPongStack>> {
-    let api: Api<PartialObjectMeta<DynamicObject>> = match namespace {
+    let resource = apply::resource(kind);
+    // An Api of PartialObjectMeta makes metadata-only lists and watches.
+    let api: Api<CachedChild> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
+    let writer = reflector::store::Writer::<CachedChild>::new(resource.clone());
+    let listed = caches.insert(kind, writer.as_reader());
     let stream = watcher::watcher(api, children_watch())
         .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                listed.set();
+            }
+        })
         .touched_objects();
     controller.owns_stream_with(stream, resource)
 }
 
 /// Adds a watch for every child kind the operator writes (Secrets excepted: they are read by
-/// name, never listed) whose API the cluster serves.
+/// name, never listed) whose API the cluster serves, and returns the caches those watches fill.
 fn owns_children(
     mut controller: Controller<DeserializeGuard<PingPongStack>>,
     client: &Client,
     namespace: Option<&str>,
     served: ServedApis,
-) -> Controller<DeserializeGuard<PingPongStack>> {
+) -> (Controller<DeserializeGuard<PingPongStack>>, ChildCaches) {
+    let mut caches = ChildCaches::default();
     for kind in ChildKind::ALL {
-        controller = match kind {
-            ChildKind::Secret => controller,
-            ChildKind::ConfigMap => owns::<ConfigMap>(controller, client, namespace),
-            ChildKind::Service => owns::<Service>(controller, client, namespace),
-            ChildKind::StatefulSet => owns::<StatefulSet>(controller, client, namespace),
-            ChildKind::Deployment => owns::<Deployment>(controller, client, namespace),
-            ChildKind::NetworkPolicy => owns::<NetworkPolicy>(controller, client, namespace),
-            ChildKind::PodDisruptionBudget => {
-                owns::<PodDisruptionBudget>(controller, client, namespace)
-            }
-            ChildKind::Ingress => owns::<Ingress>(controller, client, namespace),
-            ChildKind::HttpRoute | ChildKind::ServiceMonitor => match kind.optional_api() {
-                Some(api) if served.serves(api) => {
-                    owns_dynamic(controller, client, namespace, api.resource())
-                }
-                _ => controller,
-            },
-        };
+        let watched =
+            kind != ChildKind::Secret && kind.optional_api().is_none_or(|api| served.serves(api));
+        if watched {
+            controller = own_kind(controller, client, namespace, kind, &mut caches);
+        }
     }
-    controller
+    (controller, caches)
 }
 
 async fn run_controller(
@@ -324,15 +297,23 @@ async fn run_controller(
         instance: config.instance.clone(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let context = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        recorder,
-        config.images.clone(),
-        served,
-    ));
-    let mut apis_changed = context.subscribe_apis();
     let restart = stop.child_token();
+    let stacks: Api<DeserializeGuard<PingPongStack>> = api_for(&client, ns);
+    let controller = Controller::new(stacks, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(restart.clone().cancelled_owned());
+    let (controller, children) = owns_children(controller, &client, ns, served);
+    let context = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics.clone(),
+            recorder,
+            config.images.clone(),
+            served,
+        )
+        .with_child_caches(children),
+    );
+    let mut apis_changed = context.subscribe_apis();
     let on_change = restart.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -343,11 +324,6 @@ async fn run_controller(
             () = on_change.cancelled() => {}
         }
     });
-    let stacks: Api<DeserializeGuard<PingPongStack>> = api_for(&client, ns);
-    let controller = Controller::new(stacks, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
-        .graceful_shutdown_on(restart.clone().cancelled_owned());
-    let controller = owns_children(controller, &client, ns, served);
     let store = controller.store();
     let synced = store.clone();
     tokio::spawn(async move {

@@ -7,7 +7,8 @@
 //! is written by hand. Every apply uses the field manager [`FIELD_MANAGER`] with `force`, so the
 //! operator owns exactly the fields it sets; generated Secrets are created instead (an existing
 //! one is never overwritten). Every call is counted in
-//! `pingpong_operator_child_operations_total`. Orphans are found with metadata-only lists.
+//! `pingpong_operator_child_operations_total`. Orphans are found in the controller's metadata
+//! caches of the children ([`ChildCaches`]), or with metadata-only lists where a kind has none.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -24,6 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::cache::{ChildCaches, controlled_by};
 use super::desired::{Child, ChildKind, DesiredState};
 use super::status::Readiness;
 use crate::apis::{OptionalApi, ServedApis};
@@ -43,6 +45,7 @@ pub struct Applier<'a> {
     namespace: &'a str,
     metrics: &'a Metrics,
     served: ServedApis,
+    caches: &'a ChildCaches,
     recorded: BTreeSet<(ChildKind, String)>,
 }
 
@@ -50,15 +53,8 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-fn owned_by(meta: &kube::api::ObjectMeta, owner_uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true) && r.uid == owner_uid)
-}
-
-/// The resource of a child kind, for dynamic applies, metadata-only lists and deletes.
-fn resource(kind: ChildKind) -> ApiResource {
+/// The resource of a child kind, for dynamic applies, metadata-only watches, lists and deletes.
+pub fn resource(kind: ChildKind) -> ApiResource {
     match kind {
         ChildKind::Secret => ApiResource::erase::<Secret>(&()),
         ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
@@ -103,18 +99,20 @@ pub fn deployment_readiness(deployment: &Deployment) -> ComponentStatus {
 
 impl<'a> Applier<'a> {
     /// An applier for the children in `namespace`; kinds of optional APIs not in `served` are
-    /// never listed.
+    /// never listed, and kinds with a listed cache in `caches` are not listed either.
     pub fn new(
         client: &'a Client,
         namespace: &'a str,
         metrics: &'a Metrics,
         served: ServedApis,
+        caches: &'a ChildCaches,
     ) -> Self {
         Self {
             client,
             namespace,
             metrics,
             served,
+            caches,
             recorded: BTreeSet::new(),
         }
     }
@@ -227,21 +225,26 @@ impl<'a> Applier<'a> {
     ) -> Vec<Error> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), self.namespace, &resource(kind));
-        let list = match api
-            .list_metadata(&ListParams::default().labels(selector))
-            .await
-        {
-            Ok(list) => list,
-            Err(source) => {
-                let kind = kind.as_str();
-                return vec![Error::List { kind, source }];
-            }
+        let owned = match self.caches.owned(kind, self.namespace, owner_uid) {
+            Some(cached) => cached,
+            None => match api
+                .list_metadata(&ListParams::default().labels(selector))
+                .await
+            {
+                Ok(list) => list
+                    .items
+                    .iter()
+                    .filter(|o| controlled_by(&o.metadata, owner_uid))
+                    .map(|o| o.name_any())
+                    .collect(),
+                Err(source) => {
+                    let kind = kind.as_str();
+                    return vec![Error::List { kind, source }];
+                }
+            },
         };
-        let orphans: Vec<String> = list
-            .items
-            .iter()
-            .filter(|o| owned_by(&o.metadata, owner_uid))
-            .map(|o| o.name_any())
+        let orphans: Vec<String> = owned
+            .into_iter()
             .filter(|name| !self.recorded.contains(&(kind, name.clone())))
             .collect();
         let mut failures = Vec::new();

@@ -9,6 +9,7 @@ use kube::runtime::events::Recorder;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
+use super::cache::ChildCaches;
 use crate::apis::ServedApis;
 use crate::images::Images;
 use crate::metrics::Metrics;
@@ -23,6 +24,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Default images.
     pub images: Images,
+    /// The controller's metadata caches of the children (empty without a controller).
+    pub children: ChildCaches,
     served: watch::Sender<ServedApis>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -41,9 +44,16 @@ impl Context {
             metrics,
             recorder,
             images,
+            children: ChildCaches::default(),
             served: watch::Sender::new(served),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context, with orphan deletion reading `children` instead of listing.
+    pub fn with_child_caches(mut self, children: ChildCaches) -> Self {
+        self.children = children;
+        self
     }
 
     /// The optional APIs the cluster serves, as last learned.

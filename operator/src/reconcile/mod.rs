@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod cache;
 pub mod context;
 pub mod desired;
 pub mod events;
@@ -205,6 +206,7 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             &validated.namespace,
             &ctx.metrics,
             observed.plan_inputs.served,
+            &ctx.children,
         );
         let selector = labels::children_selector(&validated.name);
         apply::apply_desired(&mut applier, &desired, uid, &selector).await
