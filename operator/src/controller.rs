@@ -239,6 +239,9 @@ fn own_kind(
     let listed = caches.insert(kind, writer.as_reader());
     let stream = watcher::watcher(api, children_watch())
         .default_backoff()
+        // Owner references and names are all that is read; managedFields are most of an
+        // object's metadata.
+        .modify(|child: &mut CachedChild| child.metadata.managed_fields = None)
         .reflect(writer)
         .inspect_ok(move |event| {
             if matches!(event, watcher::Event::InitDone) {
