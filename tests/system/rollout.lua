@@ -5,6 +5,7 @@
 --   status <code> <body>   anything else
 -- and `done` prints wrk's BENCH_JSON summary line (services/loadgen/wrk/report.lua), whose
 -- non2xx / connect / read / write / timeout counters the test asserts.
+-- ROLLOUT_CONNECTION_CLOSE=1 sends `Connection: close` (a new connection per request).
 -- Run from the repository root (for the dofile below).
 
 local next_thread = 1
@@ -21,12 +22,16 @@ function init(args)
   -- One line per answer reaches the file at once: wrk may be stopped by a signal.
   out:setvbuf("line")
   sent = 0
+  headers = { ["Content-Type"] = "application/json" }
+  if os.getenv("ROLLOUT_CONNECTION_CLOSE") == "1" then
+    headers["Connection"] = "close"
+  end
 end
 
 function request()
   sent = sent + 1
   local body = string.format('{"msg": "rollout %d-%d"}', thread_no, sent)
-  return wrk.format("POST", "/ping", { ["Content-Type"] = "application/json" }, body)
+  return wrk.format("POST", "/ping", headers, body)
 end
 
 function response(status, headers, body)

@@ -254,16 +254,25 @@ class Stack:
         (prefix / "logs").mkdir(parents=True, exist_ok=True)
         (prefix / "tmp").mkdir(exist_ok=True)
         conf = prefix / "nginx.conf"
+        self._write_gateway_conf(ping_addrs or [f"127.0.0.1:{self.ping_port}"])
+        argv = [nginx, "-p", f"{prefix}/", "-e", str(prefix / "logs" / "error.log"), "-c", str(conf),
+                "-g", "daemon off;"]
+        return self._start("nginx", argv, base_env())
+
+    def _write_gateway_conf(self, ping_addrs: list[str]) -> None:
         text = render_nginx_conf(
             listen=f"127.0.0.1:{self.gateway_port}",
             ping="@PING@",
             pong=f"127.0.0.1:{self.pong_port}",
             access_log="logs/access.log",
         )
-        conf.write_text(upstream_servers(text, "@PING@", ping_addrs or [f"127.0.0.1:{self.ping_port}"]))
-        argv = [nginx, "-p", f"{prefix}/", "-e", str(prefix / "logs" / "error.log"), "-c", str(conf),
-                "-g", "daemon off;"]
-        return self._start("nginx", argv, base_env())
+        (self.workdir / "nginx" / "nginx.conf").write_text(upstream_servers(text, "@PING@", ping_addrs))
+
+    def reload_gateway(self, ping_addrs: list[str]) -> None:
+        """Rewrite the gateway's ping upstream and reload nginx (SIGHUP: new workers take the new
+        configuration, the old ones finish their requests and exit)."""
+        self._write_gateway_conf(ping_addrs)
+        self.procs["nginx"].send(signal.SIGHUP)
 
     def wait_ready(self, name: str, timeout: float = 60.0) -> None:
         url = {"ping": self.ping_url, "pong": self.pong_url}[name]
