@@ -6,7 +6,8 @@ stops forwarding in both directions without closing anything: A's connections st
 requests are never answered, which is what a hung API server or a black-holed network path looks
 like to a client (no error, no reset, nothing). A must step down (log it, stop its controller,
 `pingpong_operator_leader` 0) before B acquires the Lease; the instants come from both logs (same
-host clock) and from the Lease's `acquireTime` written by B. Then B reconciles a change.
+host clock) and from the Lease's `acquireTime` written by B. Then B reconciles a change. Last, the
+proxy forwards again: A, whose API answers once more, follows B and reconciles nothing.
 
 Bounded: every wait has a deadline; the takeover needs the lease duration (15 s) plus B's poll.
 """
@@ -37,7 +38,7 @@ ACQUIRED = "acquired leader Lease"
 class HangingProxy:
     """Forwards TCP connections from 127.0.0.1:<port> to `target` until `hang()`; from then on
     nothing is forwarded in either direction and nothing is closed (new connections are accepted
-    and left silent)."""
+    and left silent) until `resume()`."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -51,6 +52,8 @@ class HangingProxy:
         self.closed = threading.Event()
         self.sockets: list[socket.socket] = []
         self.lock = threading.Lock()
+        # Bytes the API server sent towards the operator (answers), counted after resume().
+        self.answered = 0
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.threads[0].start()
 
@@ -73,12 +76,12 @@ class HangingProxy:
                 client.close()
                 continue
             self._keep(upstream)
-            for src, dst in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+            for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
+                thread = threading.Thread(target=self._pump, args=(src, dst, answers), daemon=True)
                 thread.start()
                 self.threads.append(thread)
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
         while not self.closed.is_set():
             if self.hung.is_set():
                 time.sleep(0.05)  # read nothing, send nothing, close nothing
@@ -94,11 +97,19 @@ class HangingProxy:
                 if self.hung.is_set():
                     continue  # read just as the proxy hung: held back for good
                 dst.sendall(data)
+                if answers:
+                    with self.lock:
+                        self.answered += len(data)
             except OSError:
                 return
 
     def hang(self) -> None:
         self.hung.set()
+
+    def resume(self) -> None:
+        with self.lock:
+            self.answered = 0
+        self.hung.clear()
 
     def close(self) -> None:
         self.closed.set()
@@ -214,6 +225,18 @@ def test_a_leader_behind_a_hung_api_steps_down_before_another_leads(local: Clust
                    timeout=60)
         assert metric_sum(b.metrics(), "pingpong_operator_reconcile_duration_seconds_count") > 0
         assert _holder(local) == b.identity, "A took the Lease back"
+
+        # The API answers A again: A follows B; it neither takes the Lease nor reconciles.
+        reconciled_by_a = metric_sum(a.metrics(), "pingpong_operator_reconcile_duration_seconds_count")
+        proxy.resume()
+        eventually("A's API calls are answered again", lambda: proxy.answered > 0, timeout=30)
+        deadline = time.monotonic() + 8  # four of A's election rounds
+        while time.monotonic() < deadline:
+            assert _holder(local) == b.identity, "A took the Lease back after the API recovered"
+            assert metric_sum(a.metrics(), "pingpong_operator_leader") == 0
+            time.sleep(0.5)
+        assert metric_sum(a.metrics(), "pingpong_operator_reconcile_duration_seconds_count") \
+            == reconciled_by_a, "A reconciled while B leads"
     finally:
         b.stop()
         a.kill()  # a SIGTERM would try to release the Lease through the hung proxy
