@@ -133,6 +133,12 @@ class HostOperator:
         except (OSError, ValueError):
             return None
 
+    def ready(self) -> bool:
+        """`/readyz` answers 200 (a standby, or a leader whose cache synced)."""
+        import requests  # the venv has it; imported late so collection never needs it
+
+        return requests.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5).status_code == 200
+
     def metrics(self) -> dict[str, float]:
         import requests  # the venv has it; imported late so collection never needs it
 
@@ -258,6 +264,11 @@ class Cluster:
     def host_operator(self, name: str = "operator", port: int | None = None) -> HostOperator:
         base = int(self.env.get("CLUSTER_PORT_BASE", os.environ.get("CLUSTER_PORT_BASE", "16440")))
         return HostOperator(self, name, port or base + 20)
+
+    def lease_holder(self) -> str:
+        """`holderIdentity` of the operator's leader Lease ("" when released)."""
+        lease = self.get("lease", "pingpong-operator-leader", OPERATOR_NAMESPACE)
+        return lease["spec"].get("holderIdentity", "")
 
     def operator_log(self, tail: int = 60) -> str:
         if self.local:

@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import time
 
-import requests
-
 from e2e_helpers import Cluster, eventually, metric_sum, stack_doc
 
-LEASE = "pingpong-operator-leader"
 # README: a standby takes over at most the lease duration (15 s) plus one of its own polls (2 s)
 # after the leader stopped renewing; 20 s keeps that bound with room for a slow poll.
 TAKEOVER_BOUND_SECONDS = 20 + 10  # + slack for a loaded 2-core CI machine
-
-
-def _holder(cluster: Cluster) -> str:
-    return cluster.get("lease", LEASE, "pingpong-system")["spec"].get("holderIdentity", "")
-
-
-def _ready(op) -> bool:  # type: ignore[no-untyped-def]
-    return requests.get(f"http://127.0.0.1:{op.port}/readyz", timeout=5).status_code == 200
 
 
 def _reconciles(op) -> float:  # type: ignore[no-untyped-def]
@@ -34,9 +23,9 @@ def test_one_leader_and_takeover_after_a_crash(local: Cluster, ns: str) -> None:
     try:
         second.start()
         # Both ready: the leader once its cache synced, the standby because it can take over.
-        eventually("the leader's /readyz is 200", lambda: _ready(first))
-        eventually("the standby's /readyz is 200", lambda: _ready(second))
-        assert _holder(local) == first.identity
+        eventually("the leader's /readyz is 200", first.ready)
+        eventually("the standby's /readyz is 200", second.ready)
+        assert local.lease_holder() == first.identity
         before = _reconciles(second)
         local.apply(stack_doc("leader", {"rabbitmq": {"storage": {"ephemeral": True}}}), ns)
         local.wait_ready(ns, "leader")
@@ -44,7 +33,7 @@ def test_one_leader_and_takeover_after_a_crash(local: Cluster, ns: str) -> None:
 
         first.kill()
         killed = time.monotonic()
-        eventually("the standby holds the Lease", lambda: _holder(local) == second.identity,
+        eventually("the standby holds the Lease", lambda: local.lease_holder() == second.identity,
                    timeout=TAKEOVER_BOUND_SECONDS + 30, interval=0.25)
         took = time.monotonic() - killed
         print(f"takeover after SIGKILL of the leader: {took:.1f} s")
@@ -57,5 +46,5 @@ def test_one_leader_and_takeover_after_a_crash(local: Cluster, ns: str) -> None:
     finally:
         second.stop()
         first.start()
-        eventually("the first operator leads again", lambda: _holder(local) == first.identity,
+        eventually("the first operator leads again", lambda: local.lease_holder() == first.identity,
                    timeout=60)

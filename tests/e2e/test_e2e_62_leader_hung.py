@@ -22,8 +22,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import requests
-
 from e2e_helpers import Cluster, HostOperator, eventually, metric_sum, stack_doc
 
 LEASE = "pingpong-operator-leader"
@@ -124,14 +122,6 @@ class HangingProxy:
             thread.join(timeout=2)
 
 
-def _holder(cluster: Cluster) -> str:
-    return cluster.get("lease", LEASE, NAMESPACE)["spec"].get("holderIdentity", "")
-
-
-def _ready(op: HostOperator) -> bool:
-    return requests.get(f"http://127.0.0.1:{op.port}/readyz", timeout=5).status_code == 200
-
-
 def _when(text: str, message: str) -> list[datetime]:
     """Timestamps (the first field of the text log format) of the lines containing `message`."""
     times = []
@@ -181,20 +171,20 @@ def test_a_leader_behind_a_hung_api_steps_down_before_another_leads(local: Clust
     main.stop()  # releases the Lease
     try:
         a.start()
-        eventually("A (through the proxy) holds the Lease", lambda: _holder(local) == a.identity,
+        eventually("A (through the proxy) holds the Lease", lambda: local.lease_holder() == a.identity,
                    timeout=60, interval=0.25)
-        eventually("A's /readyz is 200", lambda: _ready(a))
+        eventually("A's /readyz is 200", a.ready)
         b.start()
-        eventually("B's /readyz is 200 (standby)", lambda: _ready(b))
+        eventually("B's /readyz is 200 (standby)", b.ready)
         local.apply(stack_doc("hung", {"rabbitmq": {"storage": {"ephemeral": True}}}), ns)
         local.wait_ready(ns, "hung")
         assert metric_sum(a.metrics(), "pingpong_operator_reconcile_duration_seconds_count") > 0
         assert metric_sum(b.metrics(), "pingpong_operator_reconcile_duration_seconds_count") == 0
-        assert _holder(local) == a.identity
+        assert local.lease_holder() == a.identity
 
         proxy.hang()
         hung = time.monotonic()
-        eventually("B holds the Lease", lambda: _holder(local) == b.identity,
+        eventually("B holds the Lease", lambda: local.lease_holder() == b.identity,
                    timeout=TAKEOVER_TIMEOUT_SECONDS, interval=0.25)
         print(f"B acquired the Lease {time.monotonic() - hung:.1f} s after the API hung for A")
         lease = local.get("lease", LEASE, NAMESPACE)["spec"]
@@ -224,7 +214,7 @@ def test_a_leader_behind_a_hung_api_steps_down_before_another_leads(local: Clust
                    lambda: local.get("deployment", "hung-ping", ns)["spec"]["replicas"] == 1,
                    timeout=60)
         assert metric_sum(b.metrics(), "pingpong_operator_reconcile_duration_seconds_count") > 0
-        assert _holder(local) == b.identity, "A took the Lease back"
+        assert local.lease_holder() == b.identity, "A took the Lease back"
 
         # The API answers A again: A follows B; it neither takes the Lease nor reconciles.
         reconciled_by_a = metric_sum(a.metrics(), "pingpong_operator_reconcile_duration_seconds_count")
@@ -232,7 +222,7 @@ def test_a_leader_behind_a_hung_api_steps_down_before_another_leads(local: Clust
         eventually("A's API calls are answered again", lambda: proxy.answered > 0, timeout=30)
         deadline = time.monotonic() + 8  # four of A's election rounds
         while time.monotonic() < deadline:
-            assert _holder(local) == b.identity, "A took the Lease back after the API recovered"
+            assert local.lease_holder() == b.identity, "A took the Lease back after the API recovered"
             assert metric_sum(a.metrics(), "pingpong_operator_leader") == 0
             time.sleep(0.5)
         assert metric_sum(a.metrics(), "pingpong_operator_reconcile_duration_seconds_count") \
@@ -243,5 +233,5 @@ def test_a_leader_behind_a_hung_api_steps_down_before_another_leads(local: Clust
         proxy.close()
         kubeconfig.unlink(missing_ok=True)
         main.start()
-        eventually("the first operator leads again", lambda: _holder(local) == main.identity,
+        eventually("the first operator leads again", lambda: local.lease_holder() == main.identity,
                    timeout=60)

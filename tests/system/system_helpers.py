@@ -337,6 +337,14 @@ def render_nginx_conf(listen: str, ping: str, pong: str, access_log: str) -> str
     return text
 
 
+def ping_published(ping_url: str) -> float:
+    """ping's `pingpong_ping_messages_published_total`, read on its own port (never the gateway)."""
+    text = requests.get(f"{ping_url}/metrics", timeout=5).text
+    match = re.search(r"^pingpong_ping_messages_published_total (\S+)$", text, re.MULTILINE)
+    assert match, "ping exports no published counter"
+    return float(match.group(1))
+
+
 def upstream_servers(text: str, placeholder: str, addrs: list[str]) -> str:
     """`text` (a rendered template) with the upstream line `server PLACEHOLDER <flags>;` repeated
     once per address of `addrs`, in that order, flags kept (the template allows a test this)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import threading
@@ -16,8 +15,8 @@ from typing import Iterator
 import pytest
 import requests
 
-from system_helpers import (Proc, Stack, base_env, free_port, missing, render_nginx_conf,
-                            upstream_servers, wait_until)
+from system_helpers import (Proc, Stack, base_env, free_port, missing, ping_published,
+                            render_nginx_conf, upstream_servers, wait_until)
 
 
 def _nginx() -> str:
@@ -71,10 +70,7 @@ def gateways(stack: Stack, tmp_path: Path) -> Iterator[list[Gateway]]:
 
 
 def _published(stack: Stack) -> float:
-    text = requests.get(f"{stack.ping_url}/metrics", timeout=5).text
-    match = re.search(r"^pingpong_ping_messages_published_total (\S+)$", text, re.MULTILINE)
-    assert match, "ping exports no published counter"
-    return float(match.group(1))
+    return ping_published(stack.ping_url)
 
 
 def test_gateway_retries_a_refused_connect(stack: Stack, tmp_path: Path,

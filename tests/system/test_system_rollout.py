@@ -48,10 +48,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import requests
 
 from system_helpers import (ROOT, Broker, Loadgen, Proc, Stack, base_env, free_port, http_status,
-                            missing, wait_until)
+                            missing, ping_published, wait_until)
 
 ROLLS = 3
 CONNECTIONS = 16
@@ -70,13 +69,7 @@ def _wrk() -> str:
 
 
 def _published(port: int) -> float:
-    """ping's published counter, read on its own port (not through the gateway)."""
-    try:
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except requests.RequestException:
-        return 0.0
-    match = re.search(r"^pingpong_ping_messages_published_total (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    return ping_published(f"http://127.0.0.1:{port}")
 
 
 @pytest.fixture
