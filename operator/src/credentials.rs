@@ -58,6 +58,26 @@ pub struct BrokerCredentials {
     pub erlang_cookie: SecretValue,
 }
 
+/// The broker user and password as the credentials Secret holds them (generated, or read from
+/// an existing Secret by observe): what the broker's definitions file declares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerLogin {
+    /// RabbitMQ user name.
+    pub username: String,
+    /// Its password.
+    pub password: SecretValue,
+}
+
+impl BrokerCredentials {
+    /// The user and password.
+    pub fn login(&self) -> BrokerLogin {
+        BrokerLogin {
+            username: self.username.clone(),
+            password: self.password.clone(),
+        }
+    }
+}
+
 /// Generates fresh credentials: user `pingpong-<8 lowercase alphanumerics>`, a 40-character
 /// alphanumeric password and a 48-character alphanumeric Erlang cookie, from the thread-local
 /// cryptographically secure generator.

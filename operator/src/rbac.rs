@@ -14,8 +14,12 @@
 //!   (OpenShift, hardened clusters) allows only to a client that may update the owner's finalizers.
 //!   The operator never adds a finalizer.
 //! - Secrets are never listed nor watched: `get` tells whether a generated Secret exists
-//!   (metadata only) and reads the keys of a Secret the spec names; `create` writes a generated
-//!   Secret (never an apply, so two leaders cannot write two passwords).
+//!   (metadata only), reads the broker credentials Secret (generated or named by the spec) and
+//!   the keys of the other Secrets the spec names; `create` writes a generated Secret (never an
+//!   apply, so two leaders cannot write two passwords); `patch` is the server-side apply of the
+//!   one Secret rendered from another, `<stack>-rabbitmq-definitions` (the broker user the nodes
+//!   import at boot, which must follow the credentials Secret's content). RBAC cannot narrow a
+//!   ClusterRole to names that depend on the stack, so the code applies no other Secret.
 //! - `get` on StatefulSets and Deployments: readiness while paused.
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, and on
 //!   StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL and
@@ -78,7 +82,7 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "",
         resource: "secrets",
-        verbs: &["create", "get"],
+        verbs: &["create", "get", "patch"],
     },
     Permission {
         api_group: "",

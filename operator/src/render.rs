@@ -9,14 +9,25 @@
 //! exactly as the operator would for a stack whose Secrets do not exist yet (the broker's, and
 //! a provisioned PostgreSQL's), and the rendered Secrets contain them (base64 in `data`). ServiceMonitors are rendered when the spec asks for
 //! them, as if the Prometheus Operator CRD were installed.
+//!
+//! Secrets may follow the stack in the same stream (`---`-separated, e.g. `kubectl get secret
+//! NAME -o yaml`): they count as existing, as observe would read them from the cluster. The
+//! broker credentials Secret (generated or `credentialsSecret`) then gives the user the broker
+//! definitions declare and the digest the pod templates carry, the Erlang-cookie and PostgreSQL
+//! Secrets are not generated again, and a definitions Secret gives the former users. Existing
+//! Secrets are not printed, exactly as the controller never writes them.
 
 use crate::apis::ServedApis;
 use crate::crd::PingPongStack;
 use crate::credentials;
 use crate::images::Images;
-use crate::reconcile::build::{PlanInputs, build_desired};
+use crate::reconcile::build::common::{PASSWORD_KEY, secret_digest};
+use crate::reconcile::build::rabbitmq::{DEFINITIONS_KEY, declared_users};
+use crate::reconcile::build::{ExistingSecrets, PlanInputs, build_desired};
 use crate::reconcile::desired::SerializeError;
+use crate::reconcile::observe::broker_login;
 use crate::reconcile::validate::{ValidationError, validate};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Resource as _;
 
 /// Namespace used when neither `--namespace` nor the input names one.
@@ -32,7 +43,7 @@ pub enum RenderError {
     #[error("the input is not a valid PingPongStack")]
     Decode(#[source] serde_json::Error),
     /// The input is a different kind of object.
-    #[error("the input is a {kind}, expected a PingPongStack")]
+    #[error("the input is a {kind}, expected a PingPongStack (optionally followed by v1 Secrets)")]
     WrongKind {
         /// `apiVersion/kind` found.
         kind: String,
@@ -65,21 +76,76 @@ pub fn render(
     namespace: Option<&str>,
     defaults: &Images,
 ) -> Result<String, RenderError> {
-    let mut stack = parse_stack(input)?;
+    let (stack, secrets) = parse_input(input)?;
+    let mut stack = stack;
     let namespace = namespace
         .map(str::to_owned)
         .or_else(|| stack.metadata.namespace.clone())
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     stack.metadata.namespace = Some(namespace);
     let validated = validate(&stack, defaults)?;
-    let inputs = PlanInputs::fresh(
+    let names = &validated.names;
+    let find = |name: &str| {
+        secrets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+    };
+    let credentials = find(&names.credentials_secret);
+    let existing = ExistingSecrets {
+        credentials: credentials.is_some(),
+        erlang_cookie: find(&names.erlang_cookie_secret).is_some(),
+        postgres: find(&names.postgres_credentials).is_some_and(|s| {
+            s.data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(PASSWORD_KEY))
+        }),
+    };
+    let mut inputs = PlanInputs::from_observed(
         &validated,
-        credentials::generate(),
-        credentials::generate_password(),
+        existing,
         ServedApis::ALL,
+        credentials::generate,
+        credentials::generate_password,
     );
+    if let Some(secret) = credentials {
+        inputs.credentials_digest = Some(secret_digest(secret));
+        inputs.broker_login = broker_login(secret);
+    }
+    inputs.former_users = find(&names.rabbitmq_definitions)
+        .and_then(|s| s.data.as_ref()?.get(DEFINITIONS_KEY))
+        .map(|bytes| declared_users(&bytes.0))
+        .unwrap_or_default();
     let documents = build_desired(&validated, &inputs).to_yaml_documents()?;
     Ok(join_documents(&documents))
+}
+
+/// Splits the input into its PingPongStack (the first document) and the Secrets after it.
+fn parse_input(input: &str) -> Result<(PingPongStack, Vec<Secret>), RenderError> {
+    use serde::Deserialize as _;
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(input) {
+        let value = serde_json::Value::deserialize(document).map_err(RenderError::Parse)?;
+        if !value.is_null() {
+            documents.push(value);
+        }
+    }
+    let mut documents = documents.into_iter();
+    let stack = parse_stack_value(documents.next().unwrap_or_default())?;
+    let mut secrets = Vec::new();
+    for value in documents {
+        let field = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
+        if (field("apiVersion"), field("kind")) != (Some("v1"), Some("Secret")) {
+            return Err(RenderError::WrongKind {
+                kind: format!(
+                    "{}/{}",
+                    field("apiVersion").unwrap_or("?"),
+                    field("kind").unwrap_or("?")
+                ),
+            });
+        }
+        secrets.push(serde_json::from_value(value).map_err(RenderError::Decode)?);
+    }
+    Ok((stack, secrets))
 }
 
 /// Parses one PingPongStack document, checking apiVersion and kind when present.
@@ -88,7 +154,10 @@ pub fn render(
 /// would be: serde_yaml expects YAML tags (`!provisioned`) for enums, where Kubernetes objects
 /// use a one-key map (`provisioned: {}`).
 pub fn parse_stack(input: &str) -> Result<PingPongStack, RenderError> {
-    let value: serde_json::Value = serde_yaml::from_str(input).map_err(RenderError::Parse)?;
+    parse_stack_value(serde_yaml::from_str(input).map_err(RenderError::Parse)?)
+}
+
+fn parse_stack_value(value: serde_json::Value) -> Result<PingPongStack, RenderError> {
     let field = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
     if let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind"))
         && (api_version != PingPongStack::api_version(&()) || kind != PingPongStack::kind(&()))

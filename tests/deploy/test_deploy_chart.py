@@ -192,8 +192,10 @@ EXPECTED_STACK_RULES = {
     # blockOwnerDeletion under the OwnerReferencesPermissionEnforcement admission plugin
     ("pingpong.dev", "pingpongstacks/finalizers"): {"update"},
     ("", "configmaps"): WATCH_APPLY,
-    # Secrets: never listed nor watched; generated ones created (never applied), others read by name.
-    ("", "secrets"): {"create", "get"},
+    # Secrets: never listed nor watched; generated ones created (never applied), others read by
+    # name; patch: the server-side apply of <stack>-rabbitmq-definitions, rendered from the
+    # credentials Secret.
+    ("", "secrets"): {"create", "get", "patch"},
     # delete on services, deployments, statefulsets, networkpolicies: pong's provisioned
     # PostgreSQL and Redis when the store or cache is switched off.
     ("", "services"): WATCH_APPLY | {"delete"},

@@ -296,9 +296,15 @@ def test_rendered_broker_runs_with_a_read_only_root(node: ReadOnlyNode, bins: di
     result = node.in_namespace(probe)
     assert result.returncode == 0, f"liveness probe {probe} failed: {result.stdout}{result.stderr}"
 
-    env = node.env
-    broker = Broker(port=node.port, user=env["RABBITMQ_DEFAULT_USER"],
-                    password=env["RABBITMQ_DEFAULT_PASS"])
+    # The broker gets its user only from the rendered definitions file (no password variable);
+    # ping and pong log in with the credentials Secret's values.
+    assert not any(e["name"].startswith("RABBITMQ_DEFAULT_") for e in node.broker["env"])
+    ping = next(o for o in pod.objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-ping"))
+    credentials_name = next(v["secret"]["secretName"] for v in ping["spec"]["template"]["spec"]["volumes"]
+                            if v["name"] == "rabbitmq-credentials")
+    credentials = _secret_data(_one(pod.objects, "Secret", credentials_name))
+    broker = Broker(port=node.port, user=credentials["username"].decode(),
+                    password=credentials["password"].decode())
     queue = f"pp.ro.{uuid.uuid4().hex[:8]}"
     queue_type = next(e["value"] for o in pod.objects if o["kind"] == "Deployment"
                       for e in o["spec"]["template"]["spec"]["containers"][0]["env"]

@@ -182,6 +182,7 @@ impl<'a> Applier<'a> {
         let kind = child.kind();
         match child {
             Child::Secret(o) => self.create_secret(o).await.map(|()| None),
+            Child::RenderedSecret(o) => self.apply_typed(o, kind).await.map(|_| None),
             Child::ConfigMap(o) => self.apply_typed(o, kind).await.map(|_| None),
             Child::Service(o) => self.apply_typed(o, kind).await.map(|_| None),
             Child::StatefulSet(o) => self

@@ -5,8 +5,8 @@
 //! the goldens walk it, and orphan deletion keeps exactly what the applier recorded while walking
 //! it. A new child is one builder plus one line there (and, for a new kind, one [`ChildKind`]
 //! variant). The order makes every object exist before something refers to it:
-//! 1. Secrets (broker credentials, Erlang cookie, PostgreSQL credentials) and the broker
-//!    ConfigMap — pods mount or read them;
+//! 1. Secrets (broker credentials, Erlang cookie, broker definitions, PostgreSQL credentials)
+//!    and the broker ConfigMap — pods mount or read them;
 //! 2. the broker's headless and client Services, then its StatefulSet — the headless Service
 //!    must exist for stable pod DNS names;
 //! 3. the provisioned PostgreSQL's Service and StatefulSet, the provisioned Redis's Service and
@@ -36,6 +36,9 @@ pub struct BrokerObjects {
     pub credentials_secret: Option<Secret>,
     /// Erlang-cookie Secret; `None` when it exists.
     pub erlang_cookie_secret: Option<Secret>,
+    /// Definitions Secret (the broker user the nodes import at boot), applied on every
+    /// reconcile so it follows the credentials Secret; `None` while the credentials are unknown.
+    pub definitions_secret: Option<Secret>,
     /// ConfigMap with `rabbitmq.conf` and `enabled_plugins`.
     pub config: ConfigMap,
     /// Headless Service (stable pod DNS names).
@@ -194,8 +197,10 @@ impl ChildKind {
 /// One child object, borrowed from a [`DesiredState`].
 #[derive(Clone, Copy, Debug)]
 pub enum Child<'a> {
-    /// A Secret.
+    /// A generated Secret: created once, never overwritten.
     Secret(&'a Secret),
+    /// A Secret rendered from others (the broker definitions): server-side applied every time.
+    RenderedSecret(&'a Secret),
     /// A ConfigMap.
     ConfigMap(&'a ConfigMap),
     /// A Service.
@@ -220,7 +225,7 @@ impl Child<'_> {
     /// Its kind.
     pub fn kind(&self) -> ChildKind {
         match self {
-            Self::Secret(_) => ChildKind::Secret,
+            Self::Secret(_) | Self::RenderedSecret(_) => ChildKind::Secret,
             Self::ConfigMap(_) => ChildKind::ConfigMap,
             Self::Service(_) => ChildKind::Service,
             Self::StatefulSet(_) => ChildKind::StatefulSet,
@@ -236,7 +241,7 @@ impl Child<'_> {
     /// Its name.
     pub fn name(&self) -> &str {
         let name = match self {
-            Self::Secret(o) => &o.metadata.name,
+            Self::Secret(o) | Self::RenderedSecret(o) => &o.metadata.name,
             Self::ConfigMap(o) => &o.metadata.name,
             Self::Service(o) => &o.metadata.name,
             Self::StatefulSet(o) => &o.metadata.name,
@@ -255,7 +260,7 @@ impl Child<'_> {
             yaml::to_yaml(o)
         }
         match self {
-            Self::Secret(o) => y(o),
+            Self::Secret(o) | Self::RenderedSecret(o) => y(o),
             Self::ConfigMap(o) => y(o),
             Self::Service(o) => y(o),
             Self::StatefulSet(o) => y(o),
@@ -296,6 +301,7 @@ impl DesiredState {
         let BrokerObjects {
             credentials_secret,
             erlang_cookie_secret,
+            definitions_secret,
             config,
             headless_service,
             service,
@@ -315,6 +321,7 @@ impl DesiredState {
         // 1. Secrets and the broker ConfigMap.
         push(RabbitMq, credentials_secret.as_ref().map(C::Secret));
         push(RabbitMq, erlang_cookie_secret.as_ref().map(C::Secret));
+        push(RabbitMq, definitions_secret.as_ref().map(C::RenderedSecret));
         let pg = postgres.as_ref().map(|p| {
             let PostgresObjects {
                 secret,

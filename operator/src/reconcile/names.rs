@@ -19,6 +19,9 @@ pub struct ChildNames {
     pub credentials_secret: String,
     /// Secret with the Erlang cookie: `<stack>-rabbitmq-erlang-cookie`.
     pub erlang_cookie_secret: String,
+    /// Secret with the broker's definitions file (its user, vhost and permissions), rendered
+    /// from the credentials Secret: `<stack>-rabbitmq-definitions`.
+    pub rabbitmq_definitions: String,
     /// ping Deployment, Service, NetworkPolicy, PodDisruptionBudget and ServiceMonitor:
     /// `<stack>-ping`.
     pub ping: String,
@@ -49,6 +52,7 @@ impl ChildNames {
             credentials_secret: user_credentials_secret
                 .map_or_else(|| default_credentials_secret.clone(), str::to_owned),
             erlang_cookie_secret: format!("{stack}-rabbitmq-erlang-cookie"),
+            rabbitmq_definitions: format!("{stack}-rabbitmq-definitions"),
             ping: format!("{stack}-ping"),
             pong: format!("{stack}-pong"),
             postgres: format!("{stack}-postgres"),
@@ -72,6 +76,7 @@ impl ChildNames {
             &self.rabbitmq_config,
             &self.default_credentials_secret,
             &self.erlang_cookie_secret,
+            &self.rabbitmq_definitions,
             &self.ping,
             &self.pong,
             &self.postgres,
@@ -84,10 +89,11 @@ impl ChildNames {
     }
 
     /// The Secrets the operator itself may write: a user Secret must have another name.
-    pub fn operator_secrets(&self) -> [&str; 3] {
+    pub fn operator_secrets(&self) -> [&str; 4] {
         [
             &self.default_credentials_secret,
             &self.erlang_cookie_secret,
+            &self.rabbitmq_definitions,
             &self.postgres_credentials,
         ]
     }

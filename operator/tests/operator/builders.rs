@@ -49,6 +49,7 @@ fn minimal_stack_has_the_documented_object_set() {
         [
             "Secret/demo-rabbitmq-credentials",
             "Secret/demo-rabbitmq-erlang-cookie",
+            "Secret/demo-rabbitmq-definitions",
             "ConfigMap/demo-rabbitmq-config",
             "Service/demo-rabbitmq-nodes",
             "Service/demo-rabbitmq",
@@ -329,17 +330,34 @@ fn config_hash_follows_the_credentials_content_by_digest_only() {
     };
     let (a, b) = (build_desired(&v, &fresh()), build_desired(&v, &fresh()));
     assert_ne!(a.rabbitmq.credentials_secret, b.rabbitmq.credentials_secret);
-    // Other credentials roll ping and pong (they read them); the broker only seeds its user
-    // from them, so it is not restarted.
+    // Other credentials roll ping and pong (they read them) and the broker, whose nodes
+    // import the user from the definitions Secret at boot.
     assert_ne!(a.ping.deployment, b.ping.deployment);
     assert_ne!(a.pong.deployment, b.pong.deployment);
-    assert_eq!(a.rabbitmq.statefulset, b.rabbitmq.statefulset);
+    assert_ne!(a.rabbitmq.statefulset, b.rabbitmq.statefulset);
+    assert_ne!(a.rabbitmq.definitions_secret, b.rabbitmq.definitions_secret);
     // Only a digest reaches the pod template, never a value.
     let secret = a.rabbitmq.credentials_secret.as_ref().unwrap();
     let password = String::from_utf8(secret.data.as_ref().unwrap()["password"].0.clone()).unwrap();
-    for app in [&a.ping.deployment, &a.pong.deployment] {
-        assert!(!serde_json::to_string(app).unwrap().contains(&password));
+    for workload in [
+        serde_json::to_string(&a.ping.deployment).unwrap(),
+        serde_json::to_string(&a.pong.deployment).unwrap(),
+        serde_json::to_string(&a.rabbitmq.statefulset).unwrap(),
+        serde_json::to_string(&a.rabbitmq.config).unwrap(),
+    ] {
+        assert!(!workload.contains(&password));
     }
+    let definitions = a.rabbitmq.definitions_secret.as_ref().unwrap();
+    let json = String::from_utf8(
+        definitions.data.as_ref().unwrap()["definitions.json"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        json.contains(&password),
+        "the definitions file carries the password"
+    );
     // The next reconcile reads the Secret it created: same content, same digest, no roll.
     let mut next = PlanInputs::from_observed(
         &v,
@@ -355,9 +373,15 @@ fn config_hash_follows_the_credentials_content_by_digest_only() {
     next.credentials_digest = Some(pingpong_operator::reconcile::build::common::secret_digest(
         secret,
     ));
+    next.broker_login = pingpong_operator::reconcile::observe::broker_login(secret);
     let again = build_desired(&v, &next);
     assert_eq!(again.ping.deployment, a.ping.deployment);
     assert_eq!(again.pong.deployment, a.pong.deployment);
+    assert_eq!(again.rabbitmq.statefulset, a.rabbitmq.statefulset);
+    assert_eq!(
+        again.rabbitmq.definitions_secret,
+        a.rabbitmq.definitions_secret
+    );
 }
 
 #[test]

@@ -51,6 +51,7 @@ async fn first_reconcile_creates_every_child_with_an_owner_reference() {
         "NetworkPolicy/stack-pong",
         "NetworkPolicy/stack-rabbitmq",
         "Secret/stack-rabbitmq-credentials",
+        "Secret/stack-rabbitmq-definitions",
         "Secret/stack-rabbitmq-erlang-cookie",
         "Service/stack-ping",
         "Service/stack-pong",
@@ -441,7 +442,7 @@ async fn service_monitors_follow_the_spec_when_the_crd_exists() {
 }
 
 #[tokio::test]
-async fn rotated_credentials_roll_ping_and_pong_but_not_the_broker() {
+async fn rotated_credentials_reach_the_broker_definitions_and_roll_every_pod() {
     let client = client(Setup {
         stacks: vec![api::stack(PingPongStackSpec::default())],
         ..Setup::default()
@@ -454,8 +455,27 @@ async fn rotated_credentials_roll_ping_and_pong_but_not_the_broker() {
         objects[key]["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/config-hash"]
             .clone()
     };
-    // The user rotates the password in the Secret (after changing it in the broker).
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let definitions = |secret: Secret| {
+        String::from_utf8(secret.data.unwrap()["definitions.json"].0.clone()).unwrap()
+    };
+    let username = String::from_utf8(
+        secrets
+            .get("stack-rabbitmq-credentials")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["username"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    let first = definitions(secrets.get("stack-rabbitmq-definitions").await.unwrap());
+    assert!(
+        first.contains(&format!("\"name\": \"{username}\"")),
+        "{first}"
+    );
+    // The user rotates the password in the Secret only: the operator carries it out.
     let patch = serde_json::json!({"data": {"password": "cm90YXRlZC1wYXNzd29yZA=="}});
     secrets
         .patch(
@@ -467,13 +487,47 @@ async fn rotated_credentials_roll_ping_and_pong_but_not_the_broker() {
         .unwrap();
     api::reconcile_once(&client, &ctx).await.unwrap();
     let after = children(&client).await;
-    for key in ["Deployment/stack-ping", "Deployment/stack-pong"] {
+    // The broker nodes restart and import the new password; ping and pong roll with it.
+    for key in [
+        "StatefulSet/stack-rabbitmq",
+        "Deployment/stack-ping",
+        "Deployment/stack-pong",
+    ] {
         assert_ne!(hash(&before, key), hash(&after, key), "{key} rolls");
     }
-    assert_eq!(
-        hash(&before, "StatefulSet/stack-rabbitmq"),
-        hash(&after, "StatefulSet/stack-rabbitmq")
+    let rotated = definitions(secrets.get("stack-rabbitmq-definitions").await.unwrap());
+    assert!(
+        rotated.contains("\"password\": \"rotated-password\""),
+        "{rotated}"
     );
+    assert!(!rotated.contains("guest"));
+    // Only digests reach the pod templates.
+    for object in after.values() {
+        assert!(!object.to_string().contains("rotated-password"));
+    }
+    // A renamed user: the new one gets the password, the old one is kept without any.
+    let patch = serde_json::json!({"data": {"username": "bmV3LXVzZXI="}});
+    secrets
+        .patch(
+            "stack-rabbitmq-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    api::reconcile_once(&client, &ctx).await.unwrap();
+    let renamed: serde_json::Value = serde_json::from_str(&definitions(
+        secrets.get("stack-rabbitmq-definitions").await.unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(
+        renamed["users"],
+        serde_json::json!([
+            {"name": "new-user", "password": "rotated-password", "tags": ["administrator"]},
+            {"name": username, "tags": []},
+        ])
+    );
+    assert_eq!(renamed["permissions"][0]["user"], "new-user");
     let secret = secrets.get("stack-rabbitmq-credentials").await.unwrap();
     assert_eq!(
         secret.data.unwrap()["password"].0,

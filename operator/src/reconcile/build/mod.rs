@@ -26,7 +26,7 @@ use crate::reconcile::desired::{
     AppObjects, BrokerObjects, DesiredState, PostgresObjects, RedisObjects, RouteObjects,
 };
 
-use crate::credentials::{BrokerCredentials, SecretValue};
+use crate::credentials::{BrokerCredentials, BrokerLogin, SecretValue};
 use crate::reconcile::validate::ValidatedStack;
 
 /// Where the broker credentials come from.
@@ -76,6 +76,12 @@ pub struct PlanInputs {
     /// Digest of the existing broker credentials Secret's content (`None` when it is generated
     /// in this plan, whose digest the build computes, or was not read).
     pub credentials_digest: Option<String>,
+    /// The broker user and password: the generated ones, or those observe read from the
+    /// existing credentials Secret (`None` when unknown: no definitions Secret is planned).
+    pub broker_login: Option<BrokerLogin>,
+    /// Users the current definitions Secret declares (observed), kept in the next one without
+    /// a password so a renamed user's old credentials stop working.
+    pub former_users: Vec<String>,
 }
 
 impl PlanInputs {
@@ -100,6 +106,10 @@ impl PlanInputs {
                 secret_name: stack.names.credentials_secret.clone(),
             },
         };
+        let broker_login = match &credentials {
+            CredentialsSource::Generated(fresh) => Some(fresh.login()),
+            CredentialsSource::Existing { .. } => None,
+        };
         let erlang_cookie = match fresh {
             Some(fresh) if !erlang_cookie_secret_exists => {
                 CookieSource::Generated(fresh.erlang_cookie)
@@ -112,6 +122,8 @@ impl PlanInputs {
             postgres_password: need_postgres.then(generate_password),
             served,
             credentials_digest: None,
+            broker_login,
+            former_users: Vec::new(),
         }
     }
 
@@ -148,6 +160,11 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
         .map(common::secret_digest)
         .or_else(|| inputs.credentials_digest.clone());
     let credentials = credentials.as_deref();
+    // The broker user as every node imports it at boot; its digest rolls the broker pods.
+    let definitions_secret = inputs.broker_login.as_ref().map(|login| {
+        rabbitmq::build_rabbitmq_definitions_secret(stack, login, &inputs.former_users)
+    });
+    let definitions_digest = definitions_secret.as_ref().map(common::secret_digest);
     let app = |component, service, deployment, network_policy, pdb| AppObjects {
         service,
         deployment,
@@ -164,10 +181,11 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
                 }
                 CookieSource::Existing => None,
             },
+            definitions_secret,
             config: rabbitmq::build_rabbitmq_config(stack),
             headless_service: rabbitmq::build_rabbitmq_headless_service(stack),
             service: rabbitmq::build_rabbitmq_service(stack),
-            statefulset: rabbitmq::build_rabbitmq_statefulset(stack),
+            statefulset: rabbitmq::build_rabbitmq_statefulset(stack, definitions_digest.as_deref()),
             network_policy: networkpolicy::build_network_policy(stack),
             pdb: pdb::build_rabbitmq_pdb(stack),
             service_monitor: servicemonitor::build_service_monitor(

@@ -1,9 +1,10 @@
 //! The broker ConfigMap: `rabbitmq.conf` (mounted into `conf.d`, replacing the image's defaults,
 //! which would create `guest`) and `enabled_plugins`.
 //!
-//! The broker user comes from `RABBITMQ_DEFAULT_USER`/`RABBITMQ_DEFAULT_PASS` (the credentials
-//! Secret), so no `guest` user is ever created; `loopback_users.guest = true` additionally keeps
-//! the name unusable from the network should it exist.
+//! The broker user comes from the definitions file every node imports at boot (see
+//! [`super::definitions`]); with definitions configured RabbitMQ creates no default user, so no
+//! `guest` user is ever created; `loopback_users.guest = true` additionally keeps the name
+//! unusable from the network should it exist.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use super::super::common::{
     AMQP_PORT, RABBITMQ_MANAGEMENT_PORT, RABBITMQ_METRICS_PORT, object_meta,
 };
+use super::definitions::{DEFINITIONS_DIR, DEFINITIONS_KEY};
 use crate::labels::Component;
 use crate::reconcile::quantity;
 use crate::reconcile::validate::ValidatedStack;
@@ -31,7 +33,10 @@ pub fn rabbitmq_conf(stack: &ValidatedStack) -> String {
          prometheus.tcp.port = {RABBITMQ_METRICS_PORT}\n\
          log.console = true\n\
          log.console.level = info\n\
-         log.file = false\n",
+         log.file = false\n\
+         definitions.import_backend = local_filesystem\n\
+         definitions.local.path = {DEFINITIONS_DIR}/{DEFINITIONS_KEY}\n\
+         definitions.skip_if_unchanged = true\n",
         name = stack.name,
     );
     if let Some(bytes) = memory_limit_bytes(stack) {

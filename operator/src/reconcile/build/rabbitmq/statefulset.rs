@@ -1,5 +1,6 @@
 //! The broker StatefulSet: stable node names for clustering, the restricted profile with the
-//! image's numeric user 999, credentials from a Secret, probes, and a PersistentVolumeClaim
+//! image's numeric user 999, the broker user from the mounted definitions Secret (a file, never
+//! an environment variable), probes, and a PersistentVolumeClaim
 //! template (or an emptyDir when ephemeral).
 //!
 //! The Erlang cookie is a file, not the deprecated `RABBITMQ_ERLANG_COOKIE` variable: an init
@@ -39,13 +40,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use super::config::{ENABLED_PLUGINS_KEY, RABBITMQ_CONF_KEY, enabled_plugins, rabbitmq_conf};
+use super::definitions::definitions_files;
 use super::services::port_names;
 use crate::labels::{self, Component};
 use crate::reconcile::build::common::{
-    AMQP_PORT, EPMD_PORT, ERLANG_COOKIE_KEY, ERLANG_DIST_PORT, PASSWORD_KEY,
-    RABBITMQ_MANAGEMENT_PORT, RABBITMQ_METRICS_PORT, RABBITMQ_UID, USERNAME_KEY, config_hash,
-    data_claim_templates, env_from_field, env_from_secret, env_value, object_meta, pod_meta,
-    restricted_container_security_context, restricted_pod_security_context, scrape_annotations,
+    AMQP_PORT, EPMD_PORT, ERLANG_COOKIE_KEY, ERLANG_DIST_PORT, RABBITMQ_MANAGEMENT_PORT,
+    RABBITMQ_METRICS_PORT, RABBITMQ_UID, config_hash, data_claim_templates, env_from_field,
+    env_value, object_meta, pod_meta, restricted_container_security_context,
+    restricted_pod_security_context, scrape_annotations,
 };
 use crate::reconcile::validate::{DataStorage, ValidatedStack};
 
@@ -69,7 +71,9 @@ const COOKIE_SECRET_DIR: &str = "/tmp/erlang-cookie-secret";
 /// path).
 const SCRATCH_DIRS: [(&str, &str); 2] = [("tmp", "/tmp"), ("log", "/var/log/rabbitmq")];
 
-/// What rolls the broker pods when it changes: image, configuration files and Secret names.
+/// What rolls the broker pods when it changes: image, configuration files, Secret names and the
+/// digest of the definitions Secret (never its content), so rotated credentials restart each
+/// node, which imports them at boot.
 #[derive(Serialize)]
 struct HashedConfig<'a> {
     image: &'a str,
@@ -77,6 +81,8 @@ struct HashedConfig<'a> {
     enabled_plugins: String,
     credentials_secret: &'a str,
     erlang_cookie_secret: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    definitions_digest: Option<&'a str>,
 }
 
 fn container_port(name: &str, number: i32) -> ContainerPort {
@@ -119,16 +125,6 @@ fn broker_env(stack: &ValidatedStack) -> Vec<k8s_openapi::api::core::v1::EnvVar>
         env_value(
             "RABBITMQ_ENABLED_PLUGINS_FILE",
             format!("{PLUGINS_DIR}/{ENABLED_PLUGINS_KEY}"),
-        ),
-        env_from_secret(
-            "RABBITMQ_DEFAULT_USER",
-            &names.credentials_secret,
-            USERNAME_KEY,
-        ),
-        env_from_secret(
-            "RABBITMQ_DEFAULT_PASS",
-            &names.credentials_secret,
-            PASSWORD_KEY,
         ),
     ]
 }
@@ -238,6 +234,7 @@ fn volumes(stack: &ValidatedStack) -> Vec<Volume> {
         },
     ];
     volumes.extend(scratch_volumes());
+    volumes.push(definitions_files(stack).volume);
     if stack.rabbitmq.storage == DataStorage::Ephemeral {
         volumes.push(Volume {
             name: DATA_VOLUME.to_owned(),
@@ -285,8 +282,12 @@ fn quorum_aware_pre_stop(stack: &ValidatedStack) -> Option<Lifecycle> {
     })
 }
 
-/// The StatefulSet `<stack>-rabbitmq`.
-pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
+/// The StatefulSet `<stack>-rabbitmq`. `definitions_digest` is the digest of the definitions
+/// Secret's content, when it is planned.
+pub fn build_rabbitmq_statefulset(
+    stack: &ValidatedStack,
+    definitions_digest: Option<&str>,
+) -> StatefulSet {
     let names = &stack.names;
     let hash = config_hash(&HashedConfig {
         image: &stack.rabbitmq.image,
@@ -294,6 +295,7 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
         enabled_plugins: enabled_plugins(stack),
         credentials_secret: &names.credentials_secret,
         erlang_cookie_secret: &names.erlang_cookie_secret,
+        definitions_digest,
     });
     let container = Container {
         name: "rabbitmq".to_owned(),
@@ -317,6 +319,7 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
             ]
             .into_iter()
             .chain(scratch_mounts())
+            .chain([definitions_files(stack).mount])
             .collect(),
         ),
         // Booting (and forming a cluster) can take minutes; then AMQP must accept connections.
