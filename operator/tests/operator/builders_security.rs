@@ -321,3 +321,36 @@ fn every_container_has_a_read_only_root_and_writes_only_to_volumes() {
         }
     }
 }
+
+/// No password reaches a container as an environment variable: every `secretKeyRef` variable of
+/// every container is one of pong's settings of an external PostgreSQL or Redis taken from the
+/// user's Secret (host, port, database, user, Redis URL). This is what checkov's CKV_K8S_35 skip
+/// in tests/deploy/checkov.yaml relies on; passwords are mounted files (`*_FILE`).
+#[test]
+fn no_password_is_an_environment_variable() {
+    const EXTERNAL_SETTINGS: [&str; 5] = ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "REDIS_URL"];
+    for (stack, objects) in stacks() {
+        for w in workloads(&objects) {
+            let spec = &w["spec"]["template"]["spec"];
+            let containers = spec["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(spec["containers"].as_array().unwrap());
+            for c in containers {
+                for e in c["env"].as_array().into_iter().flatten() {
+                    if e["valueFrom"].get("secretKeyRef").is_none() {
+                        continue;
+                    }
+                    let name = e["name"].as_str().unwrap();
+                    assert!(
+                        c["name"] == "pong" && EXTERNAL_SETTINGS.contains(&name),
+                        "{stack}: {} container {} reads {name} from a Secret as a variable",
+                        kind_name(w),
+                        c["name"]
+                    );
+                }
+            }
+        }
+    }
+}
