@@ -145,8 +145,9 @@ pub struct ProvisionedRedis {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalRedis {
     /// Name of a Secret in the stack's namespace that holds the Redis URL
-    /// (`redis://[user:password@]host:port/db` or `rediss://…`). pong reads it as `REDIS_URL`
-    /// through a secretKeyRef. The operator never writes this Secret.
+    /// (`redis://[user:password@]host:port/db` or `rediss://…`). pong reads it from the
+    /// Secret mounted as a file (`REDIS_URL_FILE`), again after every Redis failure, so a
+    /// rotated URL needs no restart. The operator never writes this Secret.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
     /// Key of the URL in the Secret.

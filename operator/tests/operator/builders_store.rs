@@ -265,7 +265,11 @@ fn an_external_database_and_cache_come_from_the_users_secrets() {
     ] {
         assert_eq!(env[var], format!("secret:db/{key}"));
     }
-    assert_eq!(env["REDIS_URL"], "secret:cache/redis-url");
+    assert_eq!(env["REDIS_URL_FILE"], "secret:cache/redis-url");
+    assert!(
+        !env.contains_key("REDIS_URL"),
+        "never a variable: it may hold a password"
+    );
     let kinds: Vec<String> = objects.iter().map(kind_name).collect();
     assert!(
         kinds

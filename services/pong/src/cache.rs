@@ -14,12 +14,21 @@
 //! Redis is an optimisation only: every Redis failure or timeout (a short
 //! one) is counted and the page is read from the store instead; the cache
 //! never affects readiness.
+//!
+//! With `REDIS_URL_FILE` the URL (which may carry a password) is read from
+//! the file at start and again after every failure; a changed URL replaces
+//! the connection, so a rotated Secret needs no restart. An unreadable file or
+//! a line that is not a Redis URL is a failure like any other (counted,
+//! logged without the content), retried at the next request.
 
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use uuid::Uuid;
+
+use pingpong_common::{Secret, Setting};
 
 use crate::config::CacheConfig;
 use crate::metrics::PongMetrics;
@@ -55,7 +64,10 @@ impl CacheError {
 
 /// A Redis-backed page cache.
 pub struct Cache {
-    manager: ConnectionManager,
+    url: Setting<Secret>,
+    /// The URL in use and its connection; `None` while a URL file cannot be
+    /// read or does not hold a Redis URL.
+    connection: RwLock<Option<(String, ConnectionManager)>>,
     prefix: String,
     ttl: u64,
     target: String,
@@ -63,27 +75,77 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache that connects lazily (Redis may be down at start).
+    /// A cache that connects lazily (Redis may be down at start). A URL
+    /// given in `REDIS_URL` that redis cannot use is an error; one read from
+    /// `REDIS_URL_FILE` is retried until it works.
     pub fn new(config: &CacheConfig, metrics: PongMetrics) -> Result<Self, CacheError> {
-        let client_error = |source| CacheError::Client {
-            target: config.target.clone(),
-            source,
-        };
-        let client = redis::Client::open(config.url.expose()).map_err(client_error)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(client_error)?;
-        Ok(Self {
-            manager,
+        let cache = Self {
+            url: config.url.clone(),
+            connection: RwLock::new(None),
             prefix: config.prefix.clone(),
             ttl: config.ttl.get(),
             target: config.target.clone(),
             metrics,
-        })
+        };
+        match &config.url {
+            Setting::Value(url) => {
+                let manager = connect(url.expose()).map_err(|source| CacheError::Client {
+                    target: config.target.clone(),
+                    source,
+                })?;
+                cache.replace(url.expose().to_owned(), manager);
+            }
+            Setting::File(_) => cache.refresh(),
+        }
+        Ok(cache)
+    }
+
+    fn replace(&self, url: String, manager: ConnectionManager) {
+        *self
+            .connection
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some((url, manager));
+    }
+
+    fn manager(&self) -> Option<ConnectionManager> {
+        self.connection
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, manager)| manager.clone())
+    }
+
+    /// Reads the URL file again and connects anew when the URL changed.
+    fn refresh(&self) {
+        let Setting::File(_) = &self.url else {
+            return;
+        };
+        let url = match self.url.read() {
+            Ok(url) => url,
+            Err(error) => {
+                tracing::warn!(kind = error.kind(), %error, "cannot read the Redis URL");
+                return;
+            }
+        };
+        let unchanged = self
+            .connection
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|(current, _)| current == url.expose());
+        if unchanged {
+            return;
+        }
+        match connect(url.expose()) {
+            Ok(manager) => {
+                tracing::info!(target = %self.target, "using the Redis URL read from the file");
+                self.replace(url.expose().to_owned(), manager);
+            }
+            Err(_) => tracing::warn!(
+                target = %self.target,
+                "the Redis URL file does not hold a Redis URL such as redis://127.0.0.1:6379/0"
+            ),
+        }
     }
 
     /// The key of the canonical page `page` at store version `version`.
@@ -93,7 +155,10 @@ impl Cache {
 
     /// The cached page, or `None` on a miss or any failure (counted).
     pub async fn get(&self, key: &str) -> Option<Page> {
-        let mut connection = self.manager.clone();
+        let Some(mut connection) = self.manager() else {
+            self.failed("GET", "no usable Redis URL");
+            return None;
+        };
         let command = redis::cmd("GET").arg(key).to_owned();
         match tokio::time::timeout(
             TIMEOUT,
@@ -131,7 +196,10 @@ impl Cache {
         if page.json.len() > MAX_CACHED_BYTES {
             return;
         }
-        let mut connection = self.manager.clone();
+        let Some(mut connection) = self.manager() else {
+            self.failed("SET", "no usable Redis URL");
+            return;
+        };
         let command = redis::cmd("SET")
             .arg(key)
             .arg(encode(page))
@@ -148,7 +216,18 @@ impl Cache {
     fn failed(&self, command: &'static str, error: &str) {
         self.metrics.cache_errors.inc();
         tracing::debug!(target = %self.target, command, error, "redis unavailable, using the store");
+        self.refresh();
     }
+}
+
+fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_lazy_with_config(client, config)
 }
 
 /// A cached value: the next-page cursor (or `-`), a newline, the JSON.

@@ -12,7 +12,8 @@ use super::common::{
 };
 use super::redis::provisioned_redis_url;
 use super::secret_files::{
-    POSTGRES_CREDENTIALS_DIR, POSTGRES_CREDENTIALS_VOLUME, SecretFiles, file_path,
+    POSTGRES_CREDENTIALS_DIR, POSTGRES_CREDENTIALS_VOLUME, REDIS_URL_DIR, REDIS_URL_VOLUME,
+    SecretFiles, file_path,
 };
 use crate::crd::StoreType;
 use crate::labels::Component;
@@ -34,10 +35,25 @@ pub fn store_files(stack: &ValidatedStack) -> Option<SecretFiles> {
     ))
 }
 
+/// An external Redis's URL as a file (`REDIS_URL_FILE`): the key of the user's Secret. `None`
+/// without a cache or with the provisioned one (its URL holds no password).
+pub fn cache_files(stack: &ValidatedStack) -> Option<SecretFiles> {
+    match &stack.cache {
+        Some(CacheSettings::External { secret_name, key }) => Some(SecretFiles::new(
+            REDIS_URL_VOLUME,
+            secret_name,
+            &[key.as_str()],
+            REDIS_URL_DIR,
+        )),
+        None | Some(CacheSettings::Provisioned(_)) => None,
+    }
+}
+
 /// The store and cache variables: `PONG_STORE` and the libpq `PG*` variables for PostgreSQL
 /// (an external database's settings from its Secret; a provisioned one's from the stack), with
 /// the password always as a file ([`store_files`], `PGPASSWORD_FILE`, read for every new
-/// connection); `REDIS_URL` for a cache. Nothing for the in-memory default.
+/// connection); `REDIS_URL` for the provisioned cache, `REDIS_URL_FILE` for an external one
+/// ([`cache_files`]). Nothing for the in-memory default.
 pub fn store_env(stack: &ValidatedStack) -> Vec<EnvVar> {
     let mut env = Vec::new();
     match &stack.store {
@@ -71,8 +87,8 @@ pub fn store_env(stack: &ValidatedStack) -> Vec<EnvVar> {
         Some(CacheSettings::Provisioned(_)) => {
             env.push(env_value("REDIS_URL", provisioned_redis_url(stack)));
         }
-        Some(CacheSettings::External { secret_name, key }) => {
-            env.push(env_from_secret("REDIS_URL", secret_name, key));
+        Some(CacheSettings::External { key, .. }) => {
+            env.push(env_value("REDIS_URL_FILE", file_path(REDIS_URL_DIR, key)));
         }
     }
     env
@@ -122,7 +138,10 @@ fn params(stack: &ValidatedStack) -> AppParams<'_> {
         settings: &stack.pong,
         port: PONG_PORT,
         extra_env,
-        extra_files: store_files(stack).into_iter().collect(),
+        extra_files: store_files(stack)
+            .into_iter()
+            .chain(cache_files(stack))
+            .collect(),
         strategy: Some(strategy(stack)),
     }
 }

@@ -15,6 +15,10 @@ pub const CREDENTIAL_FILE_MODE: i32 = 0o440;
 pub const BROKER_CREDENTIALS_DIR: &str = "/etc/pingpong/rabbitmq";
 /// Mount directory of the PostgreSQL password (`password`) in pong and the database pod.
 pub const POSTGRES_CREDENTIALS_DIR: &str = "/etc/pingpong/postgres";
+/// Mount directory of an external Redis's URL (the user's Secret key) in pong.
+pub const REDIS_URL_DIR: &str = "/etc/pingpong/redis";
+/// Volume name of an external Redis's URL.
+pub const REDIS_URL_VOLUME: &str = "redis-url";
 /// Volume name of the broker credentials.
 pub const BROKER_CREDENTIALS_VOLUME: &str = "rabbitmq-credentials";
 /// Volume name of the PostgreSQL password.

@@ -37,7 +37,7 @@ pub const DNS_LABEL_MAX: usize = 63;
 /// Environment variables the operator sets on ping and pong; a user `env` entry with one of these
 /// names is rejected rather than silently ignored (it would otherwise replace broker credentials
 /// or addresses, or the store and cache settings).
-pub const RESERVED_ENV: [&str; 21] = [
+pub const RESERVED_ENV: [&str; 22] = [
     "LISTEN_ADDR",
     "RABBITMQ_ADDRESSES",
     "RABBITMQ_HOST",
@@ -59,6 +59,7 @@ pub const RESERVED_ENV: [&str; 21] = [
     "PGPASSWORD_FILE",
     "DATABASE_URL",
     "REDIS_URL",
+    "REDIS_URL_FILE",
 ];
 
 /// Validates `stack` and resolves its defaults (images from `defaults`).

@@ -1,6 +1,6 @@
 //! Store and cache settings of pong: `PONG_STORE`, the PostgreSQL
 //! connection (`DATABASE_URL` or libpq-style `PG*` variables) and the
-//! optional Redis cache (`REDIS_URL`, `PONG_CACHE_*`).
+//! optional Redis cache (`REDIS_URL` or `REDIS_URL_FILE`, `PONG_CACHE_*`).
 //!
 //! Only parsing lives here; connecting is the store's and the cache's job.
 //! Passwords and URLs (which may carry credentials) are [`Secret`]s and never
@@ -12,7 +12,7 @@ use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
 use std::str::FromStr;
 use std::time::Duration;
 
-use pingpong_common::{Env, Secret, SettingFile};
+use pingpong_common::{Env, Secret, Setting, SettingFile};
 use tokio_postgres::config::{Host, SslMode};
 
 /// Variable selecting the store (`memory` or `postgres`).
@@ -37,6 +37,9 @@ pub const PGSSLMODE: &str = "PGSSLMODE";
 pub const PONG_DB_POOL_SIZE: &str = "PONG_DB_POOL_SIZE";
 /// Variable with the Redis URL (a secret); unset means no cache.
 pub const REDIS_URL: &str = "REDIS_URL";
+/// File holding the Redis URL instead of `REDIS_URL` (a mounted Secret): read
+/// at start and again whenever Redis fails, so a rotated URL needs no restart.
+pub const REDIS_URL_FILE: &str = "REDIS_URL_FILE";
 /// Variable with the cache entry lifetime in seconds.
 pub const PONG_CACHE_TTL: &str = "PONG_CACHE_TTL";
 /// Variable with the prefix of every cache key.
@@ -287,9 +290,9 @@ fn describe(connect: &tokio_postgres::Config) -> String {
 /// The optional Redis cache of `GET /pong`.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// `REDIS_URL` (may carry a password).
-    pub url: Secret,
-    /// `host:port` of Redis, for logs.
+    /// `REDIS_URL` (may carry a password), or the file named by `REDIS_URL_FILE`.
+    pub url: Setting<Secret>,
+    /// `host:port` of Redis, or `REDIS_URL_FILE=<path>`, for logs.
     pub target: String,
     /// Lifetime of an entry (`PONG_CACHE_TTL`, seconds).
     pub ttl: NonZeroU64,
@@ -298,7 +301,8 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    /// Reads `REDIS_URL` and `PONG_CACHE_*`; `None` when `REDIS_URL` is unset.
+    /// Reads `REDIS_URL` (or `REDIS_URL_FILE`) and `PONG_CACHE_*`; `None`
+    /// when neither is set. A URL from a file is checked when it is read.
     pub fn from_env(env: &mut Env<'_>) -> Option<Self> {
         let ttl = env.parse(
             PONG_CACHE_TTL,
@@ -306,20 +310,26 @@ impl CacheConfig {
             "a positive integer (seconds a cached GET /pong response lives)",
         );
         let prefix = env.string(PONG_CACHE_PREFIX, DEFAULT_CACHE_PREFIX);
-        let url = env.raw(REDIS_URL)?;
-        let target = match redis::Client::open(url.trim()) {
-            Ok(client) => client.get_connection_info().addr().to_string(),
-            Err(_) => {
-                env.problem(
-                    REDIS_URL,
-                    None,
-                    "a Redis URL such as redis://127.0.0.1:6379/0",
-                );
-                return None;
+        let (url, target) = match env.file_variable(REDIS_URL, REDIS_URL_FILE) {
+            Some(file) => {
+                let target = format!("{}={}", file.variable, file.path.display());
+                (Setting::File(file), target)
+            }
+            None => {
+                let url = env.raw(REDIS_URL)?;
+                let Some(target) = redis_target(&url) else {
+                    env.problem(
+                        REDIS_URL,
+                        None,
+                        "a Redis URL such as redis://127.0.0.1:6379/0",
+                    );
+                    return None;
+                };
+                (Setting::Value(Secret::new(url.trim())), target)
             }
         };
         Some(Self {
-            url: Secret::new(url.trim()),
+            url,
             target,
             ttl,
             prefix,
@@ -333,4 +343,11 @@ impl CacheConfig {
             self.target, self.ttl, self.prefix
         )
     }
+}
+
+/// `host:port` of a Redis URL, `None` when it is not one (never echoes the URL).
+pub fn redis_target(url: &str) -> Option<String> {
+    redis::Client::open(url.trim())
+        .ok()
+        .map(|client| client.get_connection_info().addr().to_string())
 }

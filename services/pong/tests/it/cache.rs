@@ -12,7 +12,7 @@ use crate::support::{
 };
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use pingpong_common::{Message, Secret};
+use pingpong_common::{Message, Secret, Setting};
 use pingpong_pong::config::CacheConfig;
 use pingpong_pong::{AppState, Cache, Flag, PgStore, PongMetrics, app};
 use prometheus::Registry;
@@ -20,6 +20,10 @@ use time::OffsetDateTime;
 use tower::ServiceExt;
 
 fn state(db: &TestDb, redis_url: &str, prefix: &str) -> AppState {
+    state_with(db, Setting::Value(Secret::new(redis_url)), prefix)
+}
+
+fn state_with(db: &TestDb, url: Setting<Secret>, prefix: &str) -> AppState {
     let registry = Registry::new();
     let metrics = PongMetrics::register(&registry).unwrap();
     let store = PgStore::new(
@@ -29,7 +33,7 @@ fn state(db: &TestDb, redis_url: &str, prefix: &str) -> AppState {
     )
     .unwrap();
     let config = CacheConfig {
-        url: Secret::new(redis_url),
+        url,
         target: "test".to_owned(),
         ttl: NonZeroU64::new(60).unwrap(),
         prefix: prefix.to_owned(),
@@ -286,5 +290,115 @@ async fn without_redis_pages_come_from_postgres_and_pong_stays_ready() {
     }
     assert!(state.metrics.cache_errors.get() >= 3);
     assert_eq!(ready(&state).await, StatusCode::OK);
+    db.drop_db().await;
+}
+
+/// `redis-server` on a free port with `requirepass`, killed on drop; `None`
+/// (after a notice) when it is not installed outside CI.
+async fn private_redis(password: &str) -> Option<(tokio::process::Child, u16)> {
+    let port = free_port().await;
+    let Ok(server) = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            password,
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        assert!(
+            !pingpong_common::testing::in_ci(),
+            "redis-server is required (CI=true)"
+        );
+        eprintln!("NOTICE: redis-server not installed; skipping");
+        return None;
+    };
+    let url = format!("redis://:{password}@127.0.0.1:{port}");
+    pingpong_common::testing::eventually("redis-server up", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { redis_ping(&url).await.is_ok() }
+    })
+    .await;
+    Some((server, port))
+}
+
+#[tokio::test]
+async fn a_rotated_redis_url_file_is_used_without_a_restart() {
+    let Some(db) = database("pong-cache-url-file").await else {
+        return;
+    };
+    let Some((_server, port)) = private_redis("first-secret").await else {
+        db.drop_db().await;
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("url");
+    let url = |password: &str| format!("redis://:{password}@127.0.0.1:{port}/0\n");
+    std::fs::write(&file, url("first-secret")).unwrap();
+    let state = state_with(
+        &db,
+        Setting::file("REDIS_URL_FILE", &file),
+        "pingpong:test:url-file:",
+    );
+    commit(&state, "a").await;
+    get(&state, "/pong").await;
+    let (_, warm) = get(&state, "/pong").await;
+    assert_eq!(texts(&warm), ["a"]);
+    assert_eq!(
+        state.metrics.cache_hits.get(),
+        1,
+        "cached with the file's URL"
+    );
+
+    // Rotate the password on the server and cut the connection: until the
+    // file changes, every cache access fails and pages come from PostgreSQL.
+    let admin = redis::Client::open(url("first-secret").trim()).unwrap();
+    let mut connection = admin.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("second-secret")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async::<i64>(&mut connection)
+        .await
+        .unwrap();
+    commit(&state, "b").await;
+    let errors = state.metrics.cache_errors.get();
+    for _ in 0..3 {
+        let (status, body) = get(&state, "/pong").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(texts(&body), ["a", "b"]);
+    }
+    assert!(
+        state.metrics.cache_errors.get() > errors,
+        "the old password still works"
+    );
+    assert_eq!(state.metrics.cache_hits.get(), 1);
+
+    // The kubelet swaps the file: the next failure reads it and reconnects.
+    std::fs::write(&file, url("second-secret")).unwrap();
+    let mut hits = 1;
+    for _ in 0..20 {
+        let (status, body) = get(&state, "/pong").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(texts(&body), ["a", "b"]);
+        hits = state.metrics.cache_hits.get();
+        if hits > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hits > 1, "the rotated URL file was never used");
     db.drop_db().await;
 }

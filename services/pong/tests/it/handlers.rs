@@ -556,3 +556,27 @@ fn the_readme_lists_every_dead_letter_reason() {
         );
     }
 }
+
+#[test]
+fn the_redis_url_may_come_from_a_file_but_not_from_both() {
+    let config = parse(&[
+        ("PONG_STORE", "postgres"),
+        ("PGHOST", "db.example"),
+        ("REDIS_URL_FILE", "/etc/pingpong/redis/url"),
+    ])
+    .unwrap();
+    let cache = config.cache.as_ref().unwrap();
+    assert_eq!(cache.target, "REDIS_URL_FILE=/etc/pingpong/redis/url");
+    assert!(cache.url.as_file().is_some(), "read from the file");
+
+    let err = parse(&[
+        ("PONG_STORE", "postgres"),
+        ("PGHOST", "db.example"),
+        ("REDIS_URL", "redis://:hunter2-secret@cache:6379"),
+        ("REDIS_URL_FILE", "/etc/pingpong/redis/url"),
+    ])
+    .unwrap_err();
+    let names: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(names, ["REDIS_URL_FILE"], "{err}");
+    assert!(!err.to_string().contains("hunter2-secret"), "{err}");
+}
