@@ -252,28 +252,10 @@ async fn without_redis_pages_come_from_postgres_and_pong_stays_ready() {
     held.abort();
 
     // A private redis-server that dies while warm.
-    let port = free_port().await;
-    let Ok(mut server) = tokio::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-    else {
-        assert!(
-            !pingpong_common::testing::in_ci(),
-            "redis-server is required (CI=true)"
-        );
-        eprintln!("NOTICE: redis-server not installed; skipping the dying-server half");
+    let Some((mut server, url)) = private_redis(None).await else {
         db.drop_db().await;
         return;
     };
-    let url = format!("redis://127.0.0.1:{port}");
-    pingpong_common::testing::eventually("redis-server up", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { redis_ping(&url).await.is_ok() }
-    })
-    .await;
     // A fresh pong on the same database, cached by the private server.
     let state = self::state(&db, &url, "pingpong:test:private:");
     get(&state, "/pong").await;
@@ -293,20 +275,19 @@ async fn without_redis_pages_come_from_postgres_and_pong_stays_ready() {
     db.drop_db().await;
 }
 
-/// `redis-server` on a free port with `requirepass`, killed on drop; `None`
-/// (after a notice) when it is not installed outside CI.
-async fn private_redis(password: &str) -> Option<(tokio::process::Child, u16)> {
+/// `redis-server` on a free port (with `requirepass` when given), killed on
+/// drop, and its URL; `None` (after a notice) when it is not installed outside
+/// CI.
+async fn private_redis(password: Option<&str>) -> Option<(tokio::process::Child, String)> {
     let port = free_port().await;
-    let Ok(server) = tokio::process::Command::new("redis-server")
+    let mut command = tokio::process::Command::new("redis-server");
+    command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            password,
-        ])
+        .args(["--save", "", "--appendonly", "no"]);
+    if let Some(password) = password {
+        command.args(["--requirepass", password]);
+    }
+    let Ok(server) = command
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -318,13 +299,14 @@ async fn private_redis(password: &str) -> Option<(tokio::process::Child, u16)> {
         eprintln!("NOTICE: redis-server not installed; skipping");
         return None;
     };
-    let url = format!("redis://:{password}@127.0.0.1:{port}");
+    let auth = password.map_or_else(String::new, |p| format!(":{p}@"));
+    let url = format!("redis://{auth}127.0.0.1:{port}");
     pingpong_common::testing::eventually("redis-server up", Duration::from_secs(10), || {
         let url = url.clone();
         async move { redis_ping(&url).await.is_ok() }
     })
     .await;
-    Some((server, port))
+    Some((server, url))
 }
 
 #[tokio::test]
@@ -332,13 +314,13 @@ async fn a_rotated_redis_url_file_is_used_without_a_restart() {
     let Some(db) = database("pong-cache-url-file").await else {
         return;
     };
-    let Some((_server, port)) = private_redis("first-secret").await else {
+    let Some((_server, first)) = private_redis(Some("first-secret")).await else {
         db.drop_db().await;
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("url");
-    let url = |password: &str| format!("redis://:{password}@127.0.0.1:{port}/0\n");
+    let url = |password: &str| format!("{}/0\n", first.replace("first-secret", password));
     std::fs::write(&file, url("first-secret")).unwrap();
     let state = state_with(
         &db,
