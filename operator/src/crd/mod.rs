@@ -257,7 +257,9 @@ pub struct RabbitMqSpec {
     pub resources: Option<ResourceRequirements>,
     /// Name of an existing Secret in the stack's namespace with keys `username` and `password`
     /// to use as the broker credentials. When unset, the operator generates a random user and
-    /// password once, in the Secret `<stack>-rabbitmq-credentials`, and never rotates them.
+    /// password once, in the Secret `<stack>-rabbitmq-credentials`, and never rotates them by
+    /// itself. Changing the Secret's content (or this name) rotates them: the broker nodes
+    /// restart and import the new user and password, and ping and pong roll with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
