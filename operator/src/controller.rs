@@ -129,8 +129,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             tokio::spawn(async move {
                 // Err means the elector is gone (no election, or shutting down): nothing was lost.
                 if leading_watch.wait_for(|l| !*l).await.is_ok() {
-                    lost.cancel();
                     stop.cancel();
+                    lost.cancel();
                 }
             });
         }
@@ -142,10 +142,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             health.clone(),
             stop,
         );
-        if !run_unless_lost(controller, &lost).await {
+        let finished = run_unless_lost(controller, &lost).await;
+        if !finished {
             tracing::warn!("lost leadership; dropped the controller and its running reconciles");
         }
-        if !stopped.is_cancelled() {
+        if restart_after(finished, stopped.is_cancelled()) {
             // Restarted to watch an optional API that appeared; still leading.
             continue;
         }
@@ -168,6 +169,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 /// controller is dropped at once with the reconciles it was running (a graceful stop would wait
 /// for a reconcile stuck on a hung API server, which could still write once the API answers,
 /// while another replica leads), and this returns false.
+/// Whether the leader loop starts the controller again at once: only when the controller ended
+/// on its own (to watch an optional API that appeared) and nothing asked it to stop. A controller
+/// dropped because the Lease was lost is never restarted here, even if the loop sees the loss
+/// before the stop token (two tokens, two threads).
+fn restart_after(finished: bool, stop_requested: bool) -> bool {
+    finished && !stop_requested
+}
+
 async fn run_unless_lost(
     controller: impl std::future::Future<Output = ()>,
     lost: &CancellationToken,
@@ -370,7 +379,21 @@ async fn run_controller(
 
 #[cfg(test)]
 mod tests {
-    use super::run_unless_lost;
+    use super::{restart_after, run_unless_lost};
+
+    #[test]
+    fn only_a_controller_that_ended_on_its_own_is_restarted() {
+        assert!(restart_after(true, false), "an optional API appeared");
+        assert!(!restart_after(true, true), "shutdown or lost Lease");
+        // Seen on the local control plane: the loss was observed before the stop token was
+        // cancelled, the dropped controller was restarted as if still leading, and the leader
+        // gauge stayed at 1.
+        assert!(
+            !restart_after(false, false),
+            "dropped because the Lease was lost"
+        );
+        assert!(!restart_after(false, true));
+    }
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio_util::sync::CancellationToken;
