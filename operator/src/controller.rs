@@ -16,7 +16,7 @@ use crate::leader::{self, ElectionConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::cache::{CachedChild, ChildCaches};
 use crate::reconcile::desired::ChildKind;
-use crate::reconcile::{self, Context, apply};
+use crate::reconcile::{self, Context};
 use crate::server::{self, AppState, Health};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -238,7 +238,7 @@ fn own_kind(
     kind: ChildKind,
     caches: &mut ChildCaches,
 ) -> Controller<DeserializeGuard<PingPongStack>> {
-    let resource = apply::resource(kind);
+    let resource = kind.api_resource();
     // An Api of PartialObjectMeta makes metadata-only lists and watches.
     let api: Api<CachedChild> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),

@@ -15,12 +15,8 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,7 +24,7 @@ use serde::de::DeserializeOwned;
 use super::cache::{ChildCaches, controlled_by};
 use super::desired::{Child, ChildKind, DesiredState};
 use super::status::Readiness;
-use crate::apis::{OptionalApi, ServedApis};
+use crate::apis::ServedApis;
 use crate::crd::ComponentStatus;
 use crate::error::Error;
 use crate::labels::Component;
@@ -51,22 +47,6 @@ pub struct Applier<'a> {
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// The resource of a child kind, for dynamic applies, metadata-only watches, lists and deletes.
-pub fn resource(kind: ChildKind) -> ApiResource {
-    match kind {
-        ChildKind::Secret => ApiResource::erase::<Secret>(&()),
-        ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
-        ChildKind::Service => ApiResource::erase::<Service>(&()),
-        ChildKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
-        ChildKind::Deployment => ApiResource::erase::<Deployment>(&()),
-        ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
-        ChildKind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
-        ChildKind::Ingress => ApiResource::erase::<Ingress>(&()),
-        ChildKind::HttpRoute => OptionalApi::HttpRoute.resource(),
-        ChildKind::ServiceMonitor => OptionalApi::ServiceMonitor.resource(),
-    }
 }
 
 /// Desired and ready replicas of an applied StatefulSet.
@@ -161,7 +141,7 @@ impl<'a> Applier<'a> {
 
     async fn apply_dynamic(&self, obj: &DynamicObject, kind: ChildKind) -> Result<(), Error> {
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), self.namespace, &resource(kind));
+            Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource());
         let name = obj.name_any();
         let result = api.patch(&name, &Self::params(), &Patch::Apply(obj)).await;
         self.metrics
@@ -225,7 +205,7 @@ impl<'a> Applier<'a> {
         owner_uid: &str,
     ) -> Vec<Error> {
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), self.namespace, &resource(kind));
+            Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource());
         let owned = match self.caches.owned(kind, self.namespace, owner_uid) {
             Some(cached) => cached,
             None => match api

@@ -21,7 +21,9 @@ use super::desired::ChildKind;
 /// A cached child: its metadata only.
 pub type CachedChild = PartialObjectMeta<DynamicObject>;
 
-/// One kind's store and whether its first list is complete.
+/// One kind's store and whether its first list is complete. The flag is set from the stream's
+/// `InitDone` rather than polled from `Store::wait_until_ready`, whose one-shot readiness wakes only
+/// the last waiter that polled it (the stall seen on /readyz, see `controller`).
 #[derive(Clone)]
 struct KindCache {
     store: Store<CachedChild>,

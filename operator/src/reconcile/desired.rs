@@ -22,7 +22,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::DynamicObject;
+use kube::api::{ApiResource, DynamicObject};
 use serde::Serialize;
 
 use super::yaml;
@@ -159,6 +159,22 @@ impl ChildKind {
         Self::HttpRoute,
         Self::ServiceMonitor,
     ];
+
+    /// The API resource, for dynamic applies, metadata-only watches, lists and deletes.
+    pub fn api_resource(self) -> ApiResource {
+        match self {
+            Self::Secret => ApiResource::erase::<Secret>(&()),
+            Self::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            Self::Service => ApiResource::erase::<Service>(&()),
+            Self::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            Self::Deployment => ApiResource::erase::<Deployment>(&()),
+            Self::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+            Self::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
+            Self::Ingress => ApiResource::erase::<Ingress>(&()),
+            Self::HttpRoute => OptionalApi::HttpRoute.resource(),
+            Self::ServiceMonitor => OptionalApi::ServiceMonitor.resource(),
+        }
+    }
 
     /// The Kubernetes kind (also the `kind` metric label).
     pub fn as_str(self) -> &'static str {
