@@ -147,3 +147,38 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Asserts that an OpenAPI document lists exactly the routes of `expected` (path, method, every
+/// status code it documents) and that each 4xx/5xx answer, except `/readyz`'s own shape, is the
+/// shared `ErrorBody`.
+///
+/// # Panics
+/// On the first difference.
+pub fn assert_openapi_routes(doc: &serde_json::Value, expected: &[(&str, &str, &[&str])]) {
+    let Some(paths) = doc["paths"].as_object() else {
+        panic!("the document has no paths: {doc}");
+    };
+    let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
+    listed.sort_unstable();
+    let mut wanted: Vec<&str> = expected.iter().map(|(path, _, _)| *path).collect();
+    wanted.sort_unstable();
+    assert_eq!(listed, wanted, "documented paths");
+    for (path, method, statuses) in expected {
+        let responses = doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} has no responses"));
+        let mut codes: Vec<&str> = responses.keys().map(String::as_str).collect();
+        codes.sort_unstable();
+        assert_eq!(&codes, statuses, "{method} {path}");
+        for (code, response) in responses {
+            // Every error is `{"error": ...}`; /readyz answers its own shape.
+            if *path != "/readyz" && (code.starts_with('4') || code.starts_with('5')) {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{path} {code}"
+                );
+            }
+        }
+    }
+}

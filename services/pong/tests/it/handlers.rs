@@ -494,29 +494,7 @@ async fn the_openapi_document_lists_every_route_and_status() {
         ("/metrics", "get", &["200"]),
         ("/openapi.json", "get", &["200"]),
     ];
-    let paths = doc["paths"].as_object().unwrap();
-    let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
-    listed.sort_unstable();
-    assert_eq!(
-        listed,
-        ["/healthz", "/metrics", "/openapi.json", "/pong", "/readyz"]
-    );
-    for (path, method, statuses) in expected {
-        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
-        let mut codes: Vec<&str> = responses.keys().map(String::as_str).collect();
-        codes.sort_unstable();
-        assert_eq!(codes, statuses, "{method} {path}");
-        for (code, response) in responses {
-            // Every error is `{"error": ...}`; /readyz answers its own shape.
-            if path != "/readyz" && (code.starts_with('4') || code.starts_with('5')) {
-                assert_eq!(
-                    response["content"]["application/json"]["schema"]["$ref"],
-                    "#/components/schemas/ErrorBody",
-                    "{path} {code}"
-                );
-            }
-        }
-    }
+    pingpong_common::testing::assert_openapi_routes(&doc, &expected);
     let pong = &doc["paths"]["/pong"]["get"];
     let params: Vec<&str> = pong["parameters"]
         .as_array()
