@@ -490,5 +490,14 @@ class PrivateBroker:
             self.proc.stop(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def log_tail(self) -> str:
-        return self.proc.log_tail() if self.proc is not None else "(never started)"
+    def log_tail(self, lines: int = 80) -> str:
+        """The tail of the node's console output and of its own log file (where the node logs once
+        it has started: connections, queues, shutdown)."""
+        if self.proc is None:
+            return "(never started)"
+        node_log = self.dir / "log" / f"{self.node}.log"
+        try:
+            tail = "\n".join(node_log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as error:
+            tail = f"(no node log: {error})"
+        return f"{self.proc.log_tail(lines)}\n--- {node_log} ---\n{tail}"

@@ -128,8 +128,11 @@ def test_broker_outage_loses_no_confirmed_ping(private_broker: PrivateBroker, fa
     except AssertionError:
         have = {m["id"] for m in stack.stored()}
         lost = [(i, m) for i, m in confirmed.items() if i not in have]
+        # Still in the queue (pong stopped consuming) or gone from the broker (lost)?
+        depth = private_broker.queues().get(stack.queue)
         raise AssertionError(f"{len(lost)} of {len(confirmed)} pings answered 200 are not in GET /pong "
-                             f"(200s while the broker was stopping: {outage_200_while_down}): {lost[:10]}")
+                             f"(200s while the broker was stopping: {outage_200_while_down}; "
+                             f"queue {stack.queue} (ready, unacked): {depth}): {lost[:10]}")
     for id_, msg in confirmed.items():
         assert stored[id_] == msg
     ids = [m["id"] for m in stack.stored()]

@@ -13,7 +13,17 @@
 //! On stop it finishes or abandons the current batch, cancels the consumer
 //! and returns; unacked deliveries go back to the queue when the channel
 //! closes.
+//!
+//! Every wait on the broker (the next delivery, the store-and-ack of a batch,
+//! the cancel) is also a wait for the connection manager to drop the session:
+//! the consumer never relies on lapin alone to report a lost connection. A
+//! wait that lapin never settles once the connection has failed (seen once in
+//! CI) would otherwise keep the consumer on the dead session while `/readyz`
+//! followed the next one, and every message published after the reconnect
+//! would sit unconsumed. An abandoned batch is unacked, so
+//! the broker delivers it again and the store keeps each id once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +38,7 @@ use pingpong_common::Message;
 use pingpong_common::amqp::{Backoff, BrokerLink, Session};
 use pingpong_common::config::QueueName;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -39,6 +50,8 @@ use crate::store::{Incoming, InsertOutcome, MessageSink, StoreError};
 pub const PREFETCH: u16 = 512;
 /// Delay before registering again on a still-live session.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait for `basic.cancel` or a channel close on the way out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The consumer and what it needs.
 pub struct QueueConsumer {
@@ -67,6 +80,35 @@ async fn ack_through(last: Acker, count: usize) {
 enum End {
     Stopped,
     Cancelled,
+    /// The connection manager dropped the session (connection lost).
+    SessionLost,
+}
+
+/// Resolves once `session` is no longer the link's current session: the
+/// manager saw it fail (and published `None` or a newer session), or the
+/// manager is gone.
+async fn session_ended(mut sessions: watch::Receiver<Option<Arc<Session>>>, session: Arc<Session>) {
+    loop {
+        let current = sessions
+            .borrow_and_update()
+            .as_ref()
+            .is_some_and(|live| Arc::ptr_eq(live, &session));
+        if !current || sessions.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs `step` unless `ended` fires first (`None`).
+async fn unless_ended<T>(
+    ended: &mut (impl Future<Output = ()> + Unpin),
+    step: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = ended => None,
+        value = step => Some(value),
+    }
 }
 
 /// What happened to a batch.
@@ -125,6 +167,9 @@ impl QueueConsumer {
                     Ok(End::Cancelled) => {
                         tracing::warn!(queue = %self.queue, "consumer cancelled, registering again")
                     }
+                    Ok(End::SessionLost) => {
+                        tracing::warn!(queue = %self.queue, "broker session lost; unacked deliveries return to the queue, waiting for the broker")
+                    }
                     Err(error) => {
                         tracing::warn!(queue = %self.queue, %error, "consumer stopped, waiting for the broker")
                     }
@@ -142,25 +187,32 @@ impl QueueConsumer {
 
     async fn consume(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         stop: &CancellationToken,
     ) -> Result<End, lapin::Error> {
+        let mut ended = Box::pin(session_ended(self.link.subscribe(), Arc::clone(session)));
         let tag = format!("pong-{}", uuid::Uuid::new_v4().simple());
-        let mut consumer = session
-            .channel
-            .basic_consume(
+        let registered = unless_ended(
+            &mut ended,
+            session.channel.basic_consume(
                 self.queue.as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
-            )
-            .await?;
+            ),
+        )
+        .await;
+        let Some(registered) = registered else {
+            return Ok(End::SessionLost);
+        };
+        let mut consumer = registered?;
         self.set_running(true);
         tracing::info!(queue = %self.queue, consumer_tag = %tag, "consuming");
         let end = loop {
             let first = tokio::select! {
                 biased;
                 () = stop.cancelled() => break Ok(End::Stopped),
+                () = &mut ended => break Ok(End::SessionLost),
                 next = consumer.next() => next,
             };
             let mut batch = Vec::new();
@@ -185,8 +237,10 @@ impl QueueConsumer {
                     None => break,
                 }
             }
-            if let Settled::Abandoned = self.settle(batch, stop).await {
-                break Ok(End::Stopped);
+            match unless_ended(&mut ended, self.settle(batch, stop)).await {
+                None => break Ok(End::SessionLost),
+                Some(Settled::Abandoned) => break Ok(End::Stopped),
+                Some(Settled::Done) => {}
             }
             if let Some(end) = after {
                 break end;
@@ -197,24 +251,23 @@ impl QueueConsumer {
         };
         match &end {
             Ok(End::Stopped) => {
-                if let Err(error) = session
+                let cancel = session
                     .channel
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await
-                {
-                    tracing::debug!(%error, "basic.cancel failed");
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+                match unless_ended(&mut ended, tokio::time::timeout(CLOSE_TIMEOUT, cancel)).await {
+                    Some(Ok(Ok(()))) | None => {}
+                    Some(Ok(Err(error))) => tracing::debug!(%error, "basic.cancel failed"),
+                    Some(Err(_)) => tracing::debug!("basic.cancel unanswered"),
                 }
             }
             Ok(End::Cancelled) => {
                 // Deliveries of the cancelled consumer may still be unacked
                 // on this channel; a later multiple-ack must not cover them,
                 // so drop the channel and let the manager reconnect.
-                let _ = session
-                    .channel
-                    .close(200, "consumer cancelled".into())
-                    .await;
+                let close = session.channel.close(200, "consumer cancelled".into());
+                let _ = unless_ended(&mut ended, tokio::time::timeout(CLOSE_TIMEOUT, close)).await;
             }
-            Err(_) => {}
+            Ok(End::SessionLost) | Err(_) => {}
         }
         end
     }

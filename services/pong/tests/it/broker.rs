@@ -157,6 +157,83 @@ async fn nothing_is_acked_before_it_is_stored() {
     cleanup(admin, &config).await;
 }
 
+/// The connection dies while the consumer's batch is stuck (here in the
+/// store; in CI once, in a wait on lapin that never settled after the
+/// connection failed). The consumer must leave the lost session at
+/// once, register on the next one and take the message again: it must not sit
+/// on the dead session while the link (and `/readyz`) follow the new one,
+/// leaving every later message unconsumed.
+#[tokio::test]
+async fn a_lost_connection_ends_a_stuck_batch_and_consuming_resumes() {
+    let Some((config, admin)) = broker("pong-lost-session").await else {
+        return;
+    };
+    let upstream = config.addresses.as_slice()[0].to_string();
+    let proxy = crate::support::Proxy::start(upstream).await;
+    let mut via = config.clone();
+    via.addresses =
+        pingpong_common::BrokerAddresses::single(proxy.addr.to_string().parse().unwrap());
+    let sink = Arc::new(GatedSink {
+        store: store(),
+        entered: AtomicUsize::new(0),
+        gate: Semaphore::new(0),
+    });
+    let pong = start(&via, sink.clone());
+    pong.wait_consuming().await;
+
+    let message = Message::new("stuck");
+    publish(&admin, config.queue.as_str(), &message).await;
+    let s = sink.clone();
+    eventually("the consumer is inside store()", WAIT, || {
+        let s = s.clone();
+        async move { s.entered.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+
+    proxy.down();
+    let running = pong.metrics.consumer_running.clone();
+    eventually(
+        "the consumer to leave the lost session while its batch is stuck",
+        WAIT,
+        || {
+            let running = running.clone();
+            async move { running.get() == 0 }
+        },
+    )
+    .await;
+
+    // The next session: the consumer registers again and the unacked message
+    // comes back to it.
+    proxy.up();
+    pong.wait_consuming().await;
+    let s = sink.clone();
+    eventually(
+        "the message delivered again to the new consumer",
+        WAIT,
+        || {
+            let s = s.clone();
+            async move { s.entered.load(Ordering::SeqCst) == 2 }
+        },
+    )
+    .await;
+    sink.gate.add_permits(1000);
+    let a = &admin;
+    let queue = config.queue.as_str();
+    eventually("the message stored and acked", WAIT, || {
+        let s = sink.clone();
+        async move { s.store.contains(&message.id) && ready_count(a, queue).await == 0 }
+    })
+    .await;
+    pong.stop().await;
+    assert_eq!(sink.store.len(), 1, "stored once");
+    assert_eq!(
+        ready_count(&admin, config.queue.as_str()).await,
+        0,
+        "acked, not requeued"
+    );
+    cleanup(admin, &config).await;
+}
+
 #[tokio::test]
 async fn malformed_messages_are_dead_lettered_and_consuming_continues() {
     let Some((config, admin)) = broker("pong-dead-letter").await else {

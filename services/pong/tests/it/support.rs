@@ -191,7 +191,7 @@ pub async fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// A TCP proxy in front of PostgreSQL that a test can switch off: while off
+/// A TCP proxy (in front of PostgreSQL or RabbitMQ) that a test can switch off: while off
 /// it closes every open connection and refuses (accepts and closes) new ones.
 pub struct Proxy {
     /// Where clients connect.
