@@ -83,6 +83,7 @@ e2e:
 bench:
 	scripts/bench.sh
 	scripts/bench-store.sh
+	scripts/bench-ha.sh
 
 .PHONY: bench-store
 bench-store:
