@@ -90,27 +90,38 @@ impl MessageSink for GatedSink {
     }
 }
 
-#[tokio::test]
-async fn nothing_is_acked_before_it_is_stored() {
-    let Some((config, admin)) = broker("pong-ack-after-store").await else {
-        return;
-    };
+/// A consumer on `consumer` whose store blocks, and one message (`text`,
+/// published on `admin` to `config.queue`) it has taken and is storing.
+async fn stuck_in_store(
+    consumer: &AmqpConfig,
+    config: &AmqpConfig,
+    admin: &Session,
+    text: &str,
+) -> (Arc<GatedSink>, Consumer, Message) {
     let sink = Arc::new(GatedSink {
         store: store(),
         entered: AtomicUsize::new(0),
         gate: Semaphore::new(0),
     });
-    let pong = start(&config, sink.clone());
+    let pong = start(consumer, sink.clone());
     pong.wait_consuming().await;
-
-    let message = Message::new("blocked");
-    publish(&admin, config.queue.as_str(), &message).await;
+    let message = Message::new(text);
+    publish(admin, config.queue.as_str(), &message).await;
     let s = sink.clone();
     eventually("the consumer is inside store()", WAIT, || {
         let s = s.clone();
         async move { s.entered.load(Ordering::SeqCst) == 1 }
     })
     .await;
+    (sink, pong, message)
+}
+
+#[tokio::test]
+async fn nothing_is_acked_before_it_is_stored() {
+    let Some((config, admin)) = broker("pong-ack-after-store").await else {
+        return;
+    };
+    let (sink, pong, message) = stuck_in_store(&config, &config, &admin, "blocked").await;
     // Delivered but not acked: it is neither ready nor stored.
     assert_eq!(ready_count(&admin, config.queue.as_str()).await, 0);
     assert!(sink.store.is_empty());
@@ -173,22 +184,7 @@ async fn a_lost_connection_ends_a_stuck_batch_and_consuming_resumes() {
     let mut via = config.clone();
     via.addresses =
         pingpong_common::BrokerAddresses::single(proxy.addr.to_string().parse().unwrap());
-    let sink = Arc::new(GatedSink {
-        store: store(),
-        entered: AtomicUsize::new(0),
-        gate: Semaphore::new(0),
-    });
-    let pong = start(&via, sink.clone());
-    pong.wait_consuming().await;
-
-    let message = Message::new("stuck");
-    publish(&admin, config.queue.as_str(), &message).await;
-    let s = sink.clone();
-    eventually("the consumer is inside store()", WAIT, || {
-        let s = s.clone();
-        async move { s.entered.load(Ordering::SeqCst) == 1 }
-    })
-    .await;
+    let (sink, pong, message) = stuck_in_store(&via, &config, &admin, "stuck").await;
 
     proxy.down();
     let running = pong.metrics.consumer_running.clone();
