@@ -1,12 +1,10 @@
 //! Reconcile against an in-memory API (kube-fake-client): creation, idempotence, drift,
 //! spec changes, orphan deletion and credentials that are never rotated.
 
-use crate::support::api::{
-    self, NAME, NS, Setup, children, client, context, diff, events, get_stack, set_spec,
-};
+use crate::support::api::{NAME, Setup, Started, client, diff};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use pingpong_operator::crd::{GatewayParentRef, GatewaySpec, PingPongStackSpec};
 use pingpong_operator::labels::MANAGED_BY;
 use pingpong_operator::metrics::ReconcileResult;
@@ -31,17 +29,11 @@ fn keys(map: &std::collections::BTreeMap<String, serde_json::Value>) -> BTreeSet
 
 #[tokio::test]
 async fn first_reconcile_creates_every_child_with_an_owner_reference() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
 
-    let stack = get_stack(&client).await;
+    let stack = k8s.stack().await;
     let uid = stack.metadata.uid.clone().unwrap();
-    let objects = children(&client).await;
+    let objects = k8s.children().await;
     let expected: BTreeSet<String> = [
         "ConfigMap/stack-rabbitmq-config",
         "Deployment/stack-ping",
@@ -91,60 +83,40 @@ async fn first_reconcile_creates_every_child_with_an_owner_reference() {
     );
     let ping = status.ping.unwrap();
     assert_eq!((ping.replicas, ping.ready_replicas), (1, 0));
-    assert_eq!(events(&client).await, [("Normal".into(), "Created".into())]);
-    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Success), 1);
+    assert_eq!(k8s.events().await, [("Normal".into(), "Created".into())]);
+    assert_eq!(k8s.ctx.metrics.reconciliations(ReconcileResult::Success), 1);
 }
 
 #[tokio::test]
 async fn a_second_reconcile_changes_no_object() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
-    let stack_before = get_stack(&client).await;
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = k8s.children().await;
+    let stack_before = k8s.stack().await;
 
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    assert_eq!(
-        diff(&before, &children(&client).await),
-        Vec::<String>::new()
-    );
+    k8s.reconcile().await.unwrap();
+    assert_eq!(diff(&before, &k8s.children().await), Vec::<String>::new());
     // The status was already right, so the stack was not written at all.
-    let stack_after = get_stack(&client).await;
+    let stack_after = k8s.stack().await;
     assert_eq!(
         stack_after.metadata.resource_version,
         stack_before.metadata.resource_version
     );
-    assert_eq!(
-        events(&client).await.len(),
-        1,
-        "no new Event in steady state"
-    );
+    assert_eq!(k8s.events().await.len(), 1, "no new Event in steady state");
 }
 
 #[tokio::test]
 async fn a_deleted_child_comes_back() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = k8s.children().await;
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    deployments
+    k8s.api::<Deployment>()
         .delete("stack-ping", &DeleteParams::default())
         .await
         .unwrap();
-    assert!(!keys(&children(&client).await).contains("Deployment/stack-ping"));
+    assert!(!keys(&k8s.children().await).contains("Deployment/stack-ping"));
 
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let after = children(&client).await;
+    k8s.reconcile().await.unwrap();
+    let after = k8s.children().await;
     assert_eq!(keys(&after), keys(&before));
     let key = "Deployment/stack-ping";
     assert_eq!(after[key]["spec"], before[key]["spec"]);
@@ -160,20 +132,12 @@ async fn a_deleted_child_comes_back() {
 
 #[tokio::test]
 async fn a_spec_change_patches_only_what_changed() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = k8s.children().await;
 
-    let mut spec = get_stack(&client).await.spec;
-    spec.pong.max_messages = 500;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let after = children(&client).await;
+    k8s.edit_spec(|spec| spec.pong.max_messages = 500).await;
+    k8s.reconcile().await.unwrap();
+    let after = k8s.children().await;
     assert_eq!(diff(&before, &after), ["~Deployment/stack-pong"]);
     let env = after["Deployment/stack-pong"]["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -185,30 +149,22 @@ async fn a_spec_change_patches_only_what_changed() {
         "{env:?}"
     );
 
-    let stack = get_stack(&client).await;
+    let stack = k8s.stack().await;
     let status = stack.status.unwrap();
     assert_eq!(status.observed_generation, stack.metadata.generation);
     assert_eq!(status.observed_generation, Some(2));
-    let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
+    let reasons: Vec<_> = k8s.events().await.into_iter().map(|e| e.1).collect();
     assert_eq!(reasons, ["Created", "Updated"]);
 }
 
 #[tokio::test]
 async fn more_replicas_add_a_disruption_budget_and_fewer_remove_it() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let one = children(&client).await;
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let one = k8s.children().await;
 
-    let mut spec = get_stack(&client).await.spec;
-    spec.ping.replicas = 3;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let three = children(&client).await;
+    k8s.edit_spec(|spec| spec.ping.replicas = 3).await;
+    k8s.reconcile().await.unwrap();
+    let three = k8s.children().await;
     let changed = diff(&one, &three);
     assert!(
         changed.contains(&"~Deployment/stack-ping".to_owned()),
@@ -224,44 +180,29 @@ async fn more_replicas_add_a_disruption_budget_and_fewer_remove_it() {
     );
     assert_eq!(three["Deployment/stack-ping"]["spec"]["replicas"], 3);
 
-    spec.ping.replicas = 1;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let back = children(&client).await;
+    k8s.edit_spec(|spec| spec.ping.replicas = 1).await;
+    k8s.reconcile().await.unwrap();
+    let back = k8s.children().await;
     assert!(!back.contains_key("PodDisruptionBudget/stack-ping"));
     assert_eq!(keys(&back), keys(&one));
 }
 
 #[tokio::test]
 async fn disabling_the_ingress_deletes_it_and_nothing_else() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = k8s.children().await;
     assert!(before.contains_key("Ingress/stack"));
 
-    let mut spec = get_stack(&client).await.spec;
-    spec.ingress.enabled = false;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    assert_eq!(diff(&before, &children(&client).await), ["-Ingress/stack"]);
+    k8s.edit_spec(|spec| spec.ingress.enabled = false).await;
+    k8s.reconcile().await.unwrap();
+    assert_eq!(diff(&before, &k8s.children().await), ["-Ingress/stack"]);
 }
 
 #[tokio::test]
 async fn an_ingress_without_a_host_is_a_status_warning_until_a_host_is_set() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
-    let status = get_stack(&client).await.status.unwrap();
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = k8s.children().await;
+    let status = k8s.status().await;
     assert_eq!(status.warnings.len(), 1, "{:?}", status.warnings);
     for part in [
         "spec.ingress.host is not set",
@@ -288,17 +229,18 @@ async fn an_ingress_without_a_host_is_a_status_warning_until_a_host_is_set() {
     );
 
     // Naming a host clears it, and so does turning the Ingress off.
-    let mut spec = get_stack(&client).await.spec;
-    spec.ingress.host = Some("pingpong.example.com".into());
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let status = get_stack(&client).await.status.unwrap();
+    k8s.edit_spec(|spec| spec.ingress.host = Some("pingpong.example.com".into()))
+        .await;
+    k8s.reconcile().await.unwrap();
+    let status = k8s.status().await;
     assert_eq!(status.warnings, Vec::<String>::new());
-    spec.ingress.host = None;
-    spec.ingress.enabled = false;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let status = get_stack(&client).await.status.unwrap();
+    k8s.edit_spec(|spec| {
+        spec.ingress.host = None;
+        spec.ingress.enabled = false;
+    })
+    .await;
+    k8s.reconcile().await.unwrap();
+    let status = k8s.status().await;
     assert_eq!(status.warnings, Vec::<String>::new());
 }
 
@@ -314,31 +256,25 @@ async fn removing_the_gateway_deletes_the_http_route() {
         },
         hostname: Some("pingpong.example.com".into()),
     });
-    let client = client(Setup {
-        stacks: vec![api::stack(spec.clone())],
+    let k8s = Started::new(Setup {
         gateway_crd: true,
-        ..Setup::default()
+        ..Setup::for_stack(spec)
     })
     .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
+    k8s.reconcile().await.unwrap();
+    let before = k8s.children().await;
     let route = &before["HTTPRoute/stack"];
     assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
     assert_eq!(route["spec"]["parentRefs"][0]["name"], "public");
-    let status = get_stack(&client).await.status.unwrap();
+    let status = k8s.status().await;
     assert_eq!(
         status.endpoint.as_deref(),
         Some("http://pingpong.example.com")
     );
 
-    spec.gateway = None;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    assert_eq!(
-        diff(&before, &children(&client).await),
-        ["-HTTPRoute/stack"]
-    );
+    k8s.edit_spec(|spec| spec.gateway = None).await;
+    k8s.reconcile().await.unwrap();
+    assert_eq!(diff(&before, &k8s.children().await), ["-HTTPRoute/stack"]);
 }
 
 #[tokio::test]
@@ -360,16 +296,14 @@ async fn optional_apis_are_learned_when_needed_and_unserved_kinds_are_never_list
             }
             Ok(None)
         });
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
+    let k8s = Started::new(Setup {
         gateway_crd: true,
         interceptors: Some(interceptors),
-        ..Setup::default()
+        ..Setup::for_stack(PingPongStackSpec::default())
     })
     .await;
-    let ctx = context(&client);
-    let apis_changed = ctx.subscribe_apis();
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    let apis_changed = k8s.ctx.subscribe_apis();
+    k8s.reconcile().await.unwrap();
     assert_eq!(
         crd_gets.load(Ordering::SeqCst),
         0,
@@ -378,30 +312,31 @@ async fn optional_apis_are_learned_when_needed_and_unserved_kinds_are_never_list
     // Orphans are looked for in the six built-in prunable kinds only.
     assert_eq!(lists.swap(0, Ordering::SeqCst), 6);
 
-    let mut spec = get_stack(&client).await.spec;
-    spec.gateway = Some(GatewaySpec {
-        parent_ref: GatewayParentRef {
-            name: "public".into(),
-            namespace: None,
-            section_name: None,
-        },
-        hostname: None,
-    });
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    k8s.edit_spec(|spec| {
+        spec.gateway = Some(GatewaySpec {
+            parent_ref: GatewayParentRef {
+                name: "public".into(),
+                namespace: None,
+                section_name: None,
+            },
+            hostname: None,
+        });
+    })
+    .await;
+    k8s.reconcile().await.unwrap();
     assert_eq!(
         crd_gets.swap(0, Ordering::SeqCst),
         2,
         "learned once, both APIs"
     );
-    assert!(ctx.served().http_route && !ctx.served().service_monitor);
+    assert!(k8s.ctx.served().http_route && !k8s.ctx.served().service_monitor);
     assert!(
         apis_changed.has_changed().unwrap(),
         "the controller is told"
     );
-    assert!(children(&client).await.contains_key("HTTPRoute/stack"));
+    assert!(k8s.children().await.contains_key("HTTPRoute/stack"));
     lists.store(0, Ordering::SeqCst);
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    k8s.reconcile().await.unwrap();
     assert_eq!(
         crd_gets.load(Ordering::SeqCst),
         0,
@@ -414,25 +349,23 @@ async fn optional_apis_are_learned_when_needed_and_unserved_kinds_are_never_list
 async fn service_monitors_follow_the_spec_when_the_crd_exists() {
     let mut spec = PingPongStackSpec::default();
     spec.monitoring.service_monitor = true;
-    let client = client(Setup {
-        stacks: vec![api::stack(spec.clone())],
+    let k8s = Started::new(Setup {
         service_monitor_crd: true,
-        ..Setup::default()
+        ..Setup::for_stack(spec)
     })
     .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let with = children(&client).await;
+    k8s.reconcile().await.unwrap();
+    let with = k8s.children().await;
     let monitors: Vec<_> = with
         .keys()
         .filter(|k| k.starts_with("ServiceMonitor/"))
         .collect();
     assert!(!monitors.is_empty());
 
-    spec.monitoring.service_monitor = false;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let without = children(&client).await;
+    k8s.edit_spec(|spec| spec.monitoring.service_monitor = false)
+        .await;
+    k8s.reconcile().await.unwrap();
+    let without = k8s.children().await;
     assert!(without.keys().all(|k| !k.starts_with("ServiceMonitor/")));
     assert_eq!(
         diff(&with, &without).len(),
@@ -443,19 +376,13 @@ async fn service_monitors_follow_the_spec_when_the_crd_exists() {
 
 #[tokio::test]
 async fn rotated_credentials_reach_the_broker_definitions_and_roll_every_pod() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = k8s.children().await;
     let hash = |objects: &std::collections::BTreeMap<String, serde_json::Value>, key: &str| {
         objects[key]["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/config-hash"]
             .clone()
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secrets = k8s.api::<Secret>();
     let definitions = |secret: Secret| {
         String::from_utf8(secret.data.unwrap()["definitions.json"].0.clone()).unwrap()
     };
@@ -475,18 +402,22 @@ async fn rotated_credentials_reach_the_broker_definitions_and_roll_every_pod() {
         first.contains(&format!("\"name\": \"{username}\"")),
         "{first}"
     );
+    // The user edits the credentials Secret by hand: a merge patch of its data.
+    let edit_credentials = async |data: serde_json::Value| {
+        let patch = serde_json::json!({ "data": data });
+        secrets
+            .patch(
+                "stack-rabbitmq-credentials",
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    };
     // The user rotates the password in the Secret only: the operator carries it out.
-    let patch = serde_json::json!({"data": {"password": "cm90YXRlZC1wYXNzd29yZA=="}});
-    secrets
-        .patch(
-            "stack-rabbitmq-credentials",
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let after = children(&client).await;
+    edit_credentials(serde_json::json!({"password": "cm90YXRlZC1wYXNzd29yZA=="})).await;
+    k8s.reconcile().await.unwrap();
+    let after = k8s.children().await;
     // The broker nodes restart and import the new password; ping and pong roll with it.
     for key in [
         "StatefulSet/stack-rabbitmq",
@@ -506,16 +437,8 @@ async fn rotated_credentials_reach_the_broker_definitions_and_roll_every_pod() {
         assert!(!object.to_string().contains("rotated-password"));
     }
     // A renamed user: the new one gets the password, the old one is kept without any.
-    let patch = serde_json::json!({"data": {"username": "bmV3LXVzZXI="}});
-    secrets
-        .patch(
-            "stack-rabbitmq-credentials",
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    edit_credentials(serde_json::json!({"username": "bmV3LXVzZXI="})).await;
+    k8s.reconcile().await.unwrap();
     let renamed: serde_json::Value = serde_json::from_str(&definitions(
         secrets.get("stack-rabbitmq-definitions").await.unwrap(),
     ))
@@ -538,27 +461,20 @@ async fn rotated_credentials_reach_the_broker_definitions_and_roll_every_pod() {
 
 #[tokio::test]
 async fn the_credentials_secret_survives_reconciles_unchanged() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let secrets = k8s.api::<Secret>();
     let original = secrets.get("stack-rabbitmq-credentials").await.unwrap();
     let cookie = secrets.get("stack-rabbitmq-erlang-cookie").await.unwrap();
     let data = original.data.clone().unwrap();
     assert!(data.contains_key("username") && data.contains_key("password"));
     assert_ne!(data["username"].0, b"guest");
 
-    let mut spec = get_stack(&client).await.spec;
     for replicas in [2, 3] {
-        spec.rabbitmq.replicas = replicas;
-        set_spec(&client, &spec).await;
-        api::reconcile_once(&client, &ctx).await.unwrap();
+        k8s.edit_spec(|spec| spec.rabbitmq.replicas = replicas)
+            .await;
+        k8s.reconcile().await.unwrap();
     }
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    k8s.reconcile().await.unwrap();
     let now = secrets.get("stack-rabbitmq-credentials").await.unwrap();
     assert_eq!(now.data, original.data);
     assert_eq!(
@@ -569,7 +485,7 @@ async fn the_credentials_secret_survives_reconciles_unchanged() {
     assert_eq!(cookie_now.data, cookie.data);
 
     // The pods read the same Secret the status names.
-    let status = get_stack(&client).await.status.unwrap();
+    let status = k8s.status().await;
     assert_eq!(
         status.credentials_secret.as_deref(),
         Some("stack-rabbitmq-credentials")
@@ -578,29 +494,12 @@ async fn the_credentials_secret_survives_reconciles_unchanged() {
 
 #[tokio::test]
 async fn ready_workloads_make_the_stack_ready() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let ready = serde_json::json!({ "status": { "readyReplicas": 1, "replicas": 1 } });
-    let params = PatchParams::default();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    for name in ["stack-ping", "stack-pong"] {
-        deployments
-            .patch_status(name, &params, &Patch::Merge(&ready))
-            .await
-            .unwrap();
-    }
-    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), NS);
-    sts.patch_status("stack-rabbitmq", &params, &Patch::Merge(&ready))
-        .await
-        .unwrap();
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    k8s.set_ready(&["stack-rabbitmq"], &["stack-ping", "stack-pong"])
+        .await;
 
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let stack = get_stack(&client).await;
+    k8s.reconcile().await.unwrap();
+    let stack = k8s.stack().await;
     assert!(pingpong_operator::reconcile::is_ready(&stack));
     let status = stack.status.unwrap();
     assert_eq!(condition(&status, "Ready"), ("True", "AllComponentsReady"));
@@ -609,7 +508,7 @@ async fn ready_workloads_make_the_stack_ready() {
         ("False", "RolloutComplete")
     );
     assert_eq!(status.rabbitmq.unwrap().ready_replicas, 1);
-    let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
+    let reasons: Vec<_> = k8s.events().await.into_iter().map(|e| e.1).collect();
     assert_eq!(reasons, ["Created", "Ready"]);
 }
 
@@ -634,19 +533,14 @@ async fn the_start_up_crd_check_sees_whether_a_crd_is_installed() {
 #[tokio::test]
 async fn children_and_status_are_applied_by_their_field_managers() {
     use pingpong_operator::reconcile::apply::{FIELD_MANAGER, STATUS_FIELD_MANAGER};
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
+    let k8s = Started::new(Setup {
         managed_fields: true,
-        ..Setup::default()
+        ..Setup::for_stack(PingPongStackSpec::default())
     })
     .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    k8s.reconcile().await.unwrap();
 
-    let deployment = Api::<Deployment>::namespaced(client.clone(), NS)
-        .get("stack-ping")
-        .await
-        .unwrap();
+    let deployment = k8s.api::<Deployment>().get("stack-ping").await.unwrap();
     let managers: Vec<_> = deployment
         .metadata
         .managed_fields
@@ -656,7 +550,7 @@ async fn children_and_status_are_applied_by_their_field_managers() {
         .collect();
     assert_eq!(managers, [(FIELD_MANAGER.to_owned(), "Apply".to_owned())]);
 
-    let stack = get_stack(&client).await;
+    let stack = k8s.stack().await;
     let status_manager = stack
         .metadata
         .managed_fields

@@ -1,12 +1,10 @@
 //! Reconcile against an in-memory API when things go wrong: injected API errors and conflicts,
 //! invalid specs, missing references, undecodable objects, and `paused`.
 
-use crate::support::api::{
-    self, NS, Setup, children, client, context, diff, events, get_stack, set_spec,
-};
+use crate::support::api::{self, NS, Setup, Started, diff};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube_fake_client::interceptor;
@@ -55,19 +53,17 @@ fn policy(
 #[tokio::test]
 async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     let failing = Arc::new(AtomicBool::new(true));
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
+    let k8s = Started::new(Setup {
         interceptors: Some(failing_patches("Deployment", failing.clone(), || {
             kube_fake_client::Error::Internal("injected outage".into())
         })),
-        ..Setup::default()
+        ..Setup::for_stack(PingPongStackSpec::default())
     })
     .await;
-    let ctx = context(&client);
 
-    let error = api::reconcile_once(&client, &ctx).await.unwrap_err();
+    let error = k8s.reconcile().await.unwrap_err();
     assert_eq!(error.kind(), "ApplyFailed");
-    let stack = get_stack(&client).await;
+    let stack = k8s.stack().await;
     let (status, reason, message) = condition(&stack, "Degraded");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "ApplyFailed"));
     assert!(
@@ -80,14 +76,15 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     // Nothing was realised yet, so no generation is claimed as observed.
     assert_eq!(stack.status.as_ref().unwrap().observed_generation, None);
     assert_eq!(
-        events(&client).await,
+        k8s.events().await,
         [("Warning".into(), "ApplyFailed".into())]
     );
-    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Error), 1);
-    assert_eq!(ctx.metrics.reconcile_errors("ApplyFailed"), 1);
+    assert_eq!(k8s.ctx.metrics.reconciliations(ReconcileResult::Error), 1);
+    assert_eq!(k8s.ctx.metrics.reconcile_errors("ApplyFailed"), 1);
     // Both Deployments were attempted (one failure does not stop the other) and failed.
     assert_eq!(
-        ctx.metrics
+        k8s.ctx
+            .metrics
             .child_operations("Deployment", ChildOperation::Apply, false),
         2
     );
@@ -98,39 +95,39 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
 
     // Backoff: exponential per stack, starting at 5 s for a server error.
     assert_eq!(
-        policy(stack.clone(), &error, &ctx),
+        policy(stack.clone(), &error, &k8s.ctx),
         Action::requeue(Duration::from_secs(5))
     );
     assert_eq!(
-        policy(stack.clone(), &error, &ctx),
+        policy(stack.clone(), &error, &k8s.ctx),
         Action::requeue(Duration::from_secs(10))
     );
 
     // The same failure again: status unchanged, so the stack is not written (no self-trigger).
-    let error = api::reconcile_once(&client, &ctx).await.unwrap_err();
+    let error = k8s.reconcile().await.unwrap_err();
     assert_eq!(
-        policy(stack.clone(), &error, &ctx),
+        policy(stack.clone(), &error, &k8s.ctx),
         Action::requeue(Duration::from_secs(20))
     );
-    let again = get_stack(&client).await;
+    let again = k8s.stack().await;
     assert_eq!(
         again.metadata.resource_version,
         stack.metadata.resource_version
     );
-    assert_eq!(events(&client).await.len(), 1);
+    assert_eq!(k8s.events().await.len(), 1);
 
     // Recovery clears Degraded, says so once, and resets the backoff.
     failing.store(false, Ordering::SeqCst);
     assert_eq!(
-        api::reconcile_once(&client, &ctx).await.unwrap(),
+        k8s.reconcile().await.unwrap(),
         Action::requeue(SUCCESS_REQUEUE)
     );
-    let recovered = get_stack(&client).await;
+    let recovered = k8s.stack().await;
     assert_eq!(condition(&recovered, "Degraded").0, "False");
-    let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
+    let reasons: Vec<_> = k8s.events().await.into_iter().map(|e| e.1).collect();
     assert!(reasons.contains(&"Recovered".to_owned()), "{reasons:?}");
     assert_eq!(
-        policy(recovered, &error, &ctx),
+        policy(recovered, &error, &k8s.ctx),
         Action::requeue(Duration::from_secs(5))
     );
 }
@@ -138,8 +135,7 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
 #[tokio::test]
 async fn a_refused_child_does_not_stop_the_others_nor_orphan_deletion() {
     let failing = Arc::new(AtomicBool::new(false));
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
+    let k8s = Started::new(Setup {
         interceptors: Some(failing_patches("StatefulSet", failing.clone(), || {
             kube_fake_client::Error::InvalidRequest(
                 "StatefulSet.apps \"stack-rabbitmq\" is invalid: spec: Forbidden: updates to \
@@ -147,22 +143,22 @@ async fn a_refused_child_does_not_stop_the_others_nor_orphan_deletion() {
                     .into(),
             )
         })),
-        ..Setup::default()
+        ..Setup::for_stack(PingPongStackSpec::default())
     })
     .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    assert!(children(&client).await.contains_key("Ingress/stack"));
+    k8s.reconcile().await.unwrap();
+    assert!(k8s.children().await.contains_key("Ingress/stack"));
 
     // The API server now refuses the broker StatefulSet (as it does a changed
     // volumeClaimTemplates); the user also scales ping and drops the Ingress.
     failing.store(true, Ordering::SeqCst);
-    let mut spec = get_stack(&client).await.spec;
-    spec.ping.replicas = 3;
-    spec.ingress.enabled = false;
-    set_spec(&client, &spec).await;
-    let error = api::reconcile_once(&client, &ctx).await.unwrap_err();
-    let after = children(&client).await;
+    k8s.edit_spec(|spec| {
+        spec.ping.replicas = 3;
+        spec.ingress.enabled = false;
+    })
+    .await;
+    let error = k8s.reconcile().await.unwrap_err();
+    let after = k8s.children().await;
     assert_eq!(
         after["Deployment/stack-ping"]["spec"]["replicas"], 3,
         "children after the refused one are still applied"
@@ -175,7 +171,7 @@ async fn a_refused_child_does_not_stop_the_others_nor_orphan_deletion() {
         after.contains_key("StatefulSet/stack-rabbitmq"),
         "a child that failed to apply is never deleted as an orphan"
     );
-    let stack = get_stack(&client).await;
+    let stack = k8s.stack().await;
     let (status, reason, message) = condition(&stack, "Degraded");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "ApplyFailed"));
     assert!(
@@ -188,7 +184,7 @@ async fn a_refused_child_does_not_stop_the_others_nor_orphan_deletion() {
     );
     // A 422 is permanent for this spec: retried, with a long backoff.
     assert_eq!(
-        policy(stack, &error, &ctx),
+        policy(stack, &error, &k8s.ctx),
         Action::requeue(Duration::from_secs(300))
     );
 }
@@ -196,34 +192,32 @@ async fn a_refused_child_does_not_stop_the_others_nor_orphan_deletion() {
 #[tokio::test]
 async fn conflicts_are_reported_and_retried_sooner() {
     let failing = Arc::new(AtomicBool::new(true));
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
+    let k8s = Started::new(Setup {
         interceptors: Some(failing_patches("Service", failing, || {
             kube_fake_client::Error::Conflict("Apply failed with 1 conflict".into())
         })),
-        ..Setup::default()
+        ..Setup::for_stack(PingPongStackSpec::default())
     })
     .await;
-    let ctx = context(&client);
-    let error = api::reconcile_once(&client, &ctx).await.unwrap_err();
+    let error = k8s.reconcile().await.unwrap_err();
     assert_eq!(error.kind(), "ApplyConflict");
-    let stack = get_stack(&client).await;
+    let stack = k8s.stack().await;
     let (status, reason, _) = condition(&stack, "Degraded");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("True", "ApplyConflict")
     );
     assert_eq!(
-        events(&client).await,
+        k8s.events().await,
         [("Warning".into(), "ApplyConflict".into())]
     );
-    assert_eq!(ctx.metrics.reconcile_errors("ApplyConflict"), 1);
+    assert_eq!(k8s.ctx.metrics.reconcile_errors("ApplyConflict"), 1);
     assert_eq!(
-        policy(stack.clone(), &error, &ctx),
+        policy(stack.clone(), &error, &k8s.ctx),
         Action::requeue(Duration::from_secs(2))
     );
     assert_eq!(
-        policy(stack, &error, &ctx),
+        policy(stack, &error, &k8s.ctx),
         Action::requeue(Duration::from_secs(4))
     );
 }
@@ -232,16 +226,11 @@ async fn conflicts_are_reported_and_retried_sooner() {
 async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
     let mut spec = PingPongStackSpec::default();
     spec.pong.replicas = 2;
-    let client = client(Setup {
-        stacks: vec![api::stack(spec)],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    let action = api::reconcile_once(&client, &ctx).await.unwrap();
+    let k8s = Started::new(Setup::for_stack(spec)).await;
+    let action = k8s.reconcile().await.unwrap();
     assert_eq!(action, Action::await_change(), "no requeue storm");
-    assert!(children(&client).await.is_empty(), "nothing applied");
-    let stack = get_stack(&client).await;
+    assert!(k8s.children().await.is_empty(), "nothing applied");
+    let stack = k8s.stack().await;
     let (ready, ready_reason, _) = condition(&stack, "Ready");
     let (degraded, reason, message) = condition(&stack, "Degraded");
     assert_eq!(ready, "False");
@@ -251,26 +240,24 @@ async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
         message.contains("pong.replicas"),
         "message names the field: {message}"
     );
-    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Invalid), 1);
-    assert_eq!(ctx.metrics.reconcile_errors(&reason), 1);
-    assert_eq!(events(&client).await, [("Warning".into(), reason.clone())]);
+    assert_eq!(k8s.ctx.metrics.reconciliations(ReconcileResult::Invalid), 1);
+    assert_eq!(k8s.ctx.metrics.reconcile_errors(&reason), 1);
+    assert_eq!(k8s.events().await, [("Warning".into(), reason.clone())]);
 
     // Reconciling again writes nothing: no status change, no Event, no hot loop.
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let again = get_stack(&client).await;
+    k8s.reconcile().await.unwrap();
+    let again = k8s.stack().await;
     assert_eq!(
         again.metadata.resource_version,
         stack.metadata.resource_version
     );
-    assert_eq!(events(&client).await.len(), 1);
+    assert_eq!(k8s.events().await.len(), 1);
 
     // Fixing the spec creates the stack.
-    let mut spec = again.spec;
-    spec.pong.replicas = 1;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    assert!(!children(&client).await.is_empty());
-    assert_eq!(condition(&get_stack(&client).await, "Degraded").0, "False");
+    k8s.edit_spec(|spec| spec.pong.replicas = 1).await;
+    k8s.reconcile().await.unwrap();
+    assert!(!k8s.children().await.is_empty());
+    assert_eq!(condition(&k8s.stack().await, "Degraded").0, "False");
 }
 
 #[tokio::test]
@@ -278,16 +265,11 @@ async fn a_broker_cluster_on_an_image_older_than_4_1_is_degraded() {
     let mut spec = PingPongStackSpec::default();
     spec.rabbitmq.replicas = 3;
     spec.rabbitmq.image = Some("rabbitmq:3.13.7-management".into());
-    let client = client(Setup {
-        stacks: vec![api::stack(spec)],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    let action = api::reconcile_once(&client, &ctx).await.unwrap();
+    let k8s = Started::new(Setup::for_stack(spec)).await;
+    let action = k8s.reconcile().await.unwrap();
     assert_eq!(action, Action::await_change());
-    assert!(children(&client).await.is_empty(), "nothing applied");
-    let stack = get_stack(&client).await;
+    assert!(k8s.children().await.is_empty(), "nothing applied");
+    let stack = k8s.stack().await;
     let (degraded, reason, message) = condition(&stack, "Degraded");
     assert_eq!(degraded, "True");
     assert_eq!(reason, "BrokerImageTooOld");
@@ -302,54 +284,46 @@ async fn a_broker_cluster_on_an_image_older_than_4_1_is_degraded() {
 
     // The same image on one node is fine, and so is a tag without a version on three.
     for (replicas, image) in [(1, "rabbitmq:3.13.7-management"), (3, "rabbitmq:latest")] {
-        let mut spec = get_stack(&client).await.spec;
-        spec.rabbitmq.replicas = replicas;
-        spec.rabbitmq.image = Some(image.into());
-        set_spec(&client, &spec).await;
-        api::reconcile_once(&client, &ctx).await.unwrap();
-        let (degraded, _, message) = condition(&get_stack(&client).await, "Degraded");
+        k8s.edit_spec(|spec| {
+            spec.rabbitmq.replicas = replicas;
+            spec.rabbitmq.image = Some(image.into());
+        })
+        .await;
+        k8s.reconcile().await.unwrap();
+        let (degraded, _, message) = condition(&k8s.stack().await, "Degraded");
         assert_eq!(degraded, "False", "{replicas} x {image}: {message}");
     }
 }
 
 #[tokio::test]
 async fn paused_stops_writes_to_children_but_reports_status() {
-    let client = client(Setup {
-        stacks: vec![api::stack(PingPongStackSpec::default())],
-        ..Setup::default()
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = k8s.children().await;
+
+    k8s.edit_spec(|spec| {
+        spec.paused = true;
+        spec.ping.replicas = 3;
+        spec.ingress.enabled = false;
     })
     .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
-
-    let mut spec = get_stack(&client).await.spec;
-    spec.paused = true;
-    spec.ping.replicas = 3;
-    spec.ingress.enabled = false;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    assert_eq!(
-        diff(&before, &children(&client).await),
-        Vec::<String>::new()
-    );
-    let stack = get_stack(&client).await;
+    k8s.reconcile().await.unwrap();
+    assert_eq!(diff(&before, &k8s.children().await), Vec::<String>::new());
+    let stack = k8s.stack().await;
     assert_eq!(condition(&stack, "Paused").0, "True");
     assert_eq!(condition(&stack, "Progressing").1, "PausedBySpec");
     let status = stack.status.as_ref().unwrap();
     assert_eq!(status.observed_generation, stack.metadata.generation);
     assert_eq!(status.ping.as_ref().unwrap().replicas, 1, "reads what runs");
-    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Paused), 1);
-    let reasons: Vec<_> = events(&client).await.into_iter().map(|e| e.1).collect();
+    assert_eq!(k8s.ctx.metrics.reconciliations(ReconcileResult::Paused), 1);
+    let reasons: Vec<_> = k8s.events().await.into_iter().map(|e| e.1).collect();
     assert!(reasons.contains(&"Paused".to_owned()), "{reasons:?}");
 
-    spec.paused = false;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let after = children(&client).await;
+    k8s.edit_spec(|spec| spec.paused = false).await;
+    k8s.reconcile().await.unwrap();
+    let after = k8s.children().await;
     assert_eq!(after["Deployment/stack-ping"]["spec"]["replicas"], 3);
     assert!(!after.contains_key("Ingress/stack"));
-    assert_eq!(condition(&get_stack(&client).await, "Paused").0, "False");
+    assert_eq!(condition(&k8s.stack().await, "Paused").0, "False");
 }
 
 #[tokio::test]
@@ -358,15 +332,10 @@ async fn a_stack_paused_from_the_start_creates_nothing() {
         paused: true,
         ..PingPongStackSpec::default()
     };
-    let client = client(Setup {
-        stacks: vec![api::stack(spec)],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    assert!(children(&client).await.is_empty());
-    let stack = get_stack(&client).await;
+    let k8s = Started::new(Setup::for_stack(spec)).await;
+    k8s.reconcile().await.unwrap();
+    assert!(k8s.children().await.is_empty());
+    let stack = k8s.stack().await;
     assert_eq!(condition(&stack, "Paused").0, "True");
     assert_eq!(condition(&stack, "Ready").0, "False");
 }
@@ -375,21 +344,16 @@ async fn a_stack_paused_from_the_start_creates_nothing() {
 async fn a_missing_credentials_secret_is_reported_then_used_once_created() {
     let mut spec = PingPongStackSpec::default();
     spec.rabbitmq.credentials_secret = Some("my-broker-user".into());
-    let client = client(Setup {
-        stacks: vec![api::stack(spec)],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    let action = api::reconcile_once(&client, &ctx).await.unwrap();
+    let k8s = Started::new(Setup::for_stack(spec)).await;
+    let action = k8s.reconcile().await.unwrap();
     assert_eq!(action, Action::requeue(MISSING_REFERENCE_REQUEUE));
-    let (status, reason, message) = condition(&get_stack(&client).await, "Degraded");
+    let (status, reason, message) = condition(&k8s.stack().await, "Degraded");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("True", "CredentialsSecretMissing")
     );
     assert!(message.contains("my-broker-user"), "{message}");
-    assert!(children(&client).await.is_empty());
+    assert!(k8s.children().await.is_empty());
 
     let secret = Secret {
         metadata: ObjectMeta {
@@ -402,13 +366,13 @@ async fn a_missing_credentials_secret_is_reported_then_used_once_created() {
         ])),
         ..Secret::default()
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secrets = k8s.api::<Secret>();
     secrets
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let objects = children(&client).await;
+    k8s.reconcile().await.unwrap();
+    let objects = k8s.children().await;
     assert!(
         !objects.contains_key("Secret/stack-rabbitmq-credentials"),
         "not generated"
@@ -417,7 +381,7 @@ async fn a_missing_credentials_secret_is_reported_then_used_once_created() {
     let user = secrets.get("my-broker-user").await.unwrap();
     assert_eq!(user.data, secret.data, "the user's Secret is never written");
     assert!(user.metadata.owner_references.is_none());
-    let stack = get_stack(&client).await;
+    let stack = k8s.stack().await;
     assert_eq!(
         stack.status.unwrap().credentials_secret.as_deref(),
         Some("my-broker-user")
@@ -437,14 +401,9 @@ async fn a_gateway_without_the_gateway_api_is_reported() {
         }),
         ..PingPongStackSpec::default()
     };
-    let client = client(Setup {
-        stacks: vec![api::stack(spec)],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let (status, reason, _) = condition(&get_stack(&client).await, "Degraded");
+    let k8s = Started::new(Setup::for_stack(spec)).await;
+    k8s.reconcile().await.unwrap();
+    let (status, reason, _) = condition(&k8s.stack().await, "Degraded");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("True", "GatewayApiMissing")
@@ -459,24 +418,26 @@ async fn an_undecodable_object_gets_a_warning_and_no_retry() {
         "metadata": { "name": "broken", "namespace": NS },
         "spec": { "ping": { "replicas": "three" } }
     });
-    let client = client(Setup {
+    let k8s = Started::new(Setup {
         objects: vec![raw],
         ..Setup::default()
     })
     .await;
-    let ctx = context(&client);
-    let api: Api<DeserializeGuard<PingPongStack>> = Api::namespaced(client.clone(), NS);
-    let guard = api.get("broken").await.unwrap();
+    let guard = k8s
+        .api::<DeserializeGuard<PingPongStack>>()
+        .get("broken")
+        .await
+        .unwrap();
     assert!(guard.0.is_err());
-    let action = reconcile::reconcile_guarded(Arc::new(guard), ctx.clone())
+    let action = reconcile::reconcile_guarded(Arc::new(guard), k8s.ctx.clone())
         .await
         .unwrap();
     assert_eq!(action, Action::await_change());
     assert_eq!(
-        events(&client).await,
+        k8s.events().await,
         [("Warning".into(), "InvalidSpec".into())]
     );
-    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Invalid), 1);
+    assert_eq!(k8s.ctx.metrics.reconciliations(ReconcileResult::Invalid), 1);
 }
 
 #[tokio::test]
@@ -486,20 +447,19 @@ async fn a_stack_being_deleted_is_left_to_the_garbage_collector() {
     stack.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
-    let client = client(Setup {
+    let k8s = Started::new(Setup {
         stacks: vec![stack],
         ..Setup::default()
     })
     .await;
-    let ctx = context(&client);
-    let before = get_stack(&client).await;
-    let action = api::reconcile_once(&client, &ctx).await.unwrap();
+    let before = k8s.stack().await;
+    let action = k8s.reconcile().await.unwrap();
     assert_eq!(action, Action::await_change());
-    assert!(children(&client).await.is_empty());
-    let after = get_stack(&client).await;
+    assert!(k8s.children().await.is_empty());
+    let after = k8s.stack().await;
     assert_eq!(
         after.metadata.resource_version,
         before.metadata.resource_version
     );
-    assert_eq!(ctx.metrics.reconciliations(ReconcileResult::Skipped), 1);
+    assert_eq!(k8s.ctx.metrics.reconciliations(ReconcileResult::Skipped), 1);
 }

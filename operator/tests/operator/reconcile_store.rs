@@ -4,13 +4,10 @@
 //! the Secret or the data volume; status reports store and cache readiness; an external
 //! database's missing Secret is reported.
 
-use crate::support::api::{
-    self, NAME, NS, Setup, children, client, context, diff, get_stack, set_spec,
-};
+use crate::support::api::{self, NAME, NS, Setup, Started, diff};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube_fake_client::interceptor;
 use pingpong_operator::crd::{
@@ -56,35 +53,12 @@ fn ready_condition(status: &pingpong_operator::crd::PingPongStackStatus) -> (Str
     (c.status.clone(), c.message.clone())
 }
 
-async fn set_ready(client: &kube::Client, sts: &[&str], deployments: &[&str]) {
-    let ready = serde_json::json!({ "status": { "readyReplicas": 1, "replicas": 1 } });
-    let params = PatchParams::default();
-    let s: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    for name in sts {
-        s.patch_status(name, &params, &Patch::Merge(&ready))
-            .await
-            .unwrap();
-    }
-    let d: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    for name in deployments {
-        d.patch_status(name, &params, &Patch::Merge(&ready))
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness() {
-    let client = client(Setup {
-        stacks: vec![api::stack(postgres_spec(1, true))],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    let k8s = Started::reconciled(postgres_spec(1, true)).await;
 
-    let objects = children(&client).await;
-    let uid = get_stack(&client).await.metadata.uid.unwrap();
+    let objects = k8s.children().await;
+    let uid = k8s.stack().await.metadata.uid.unwrap();
     for key in PROVISIONED {
         let object = objects.get(key).unwrap_or_else(|| panic!("{key} missing"));
         // The credentials outlive the stack like the retained volume they open.
@@ -108,7 +82,7 @@ async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness(
     }
 
     // Nothing ready yet: the store and cache say so, and Ready waits for them.
-    let status = get_stack(&client).await.status.unwrap();
+    let status = k8s.status().await;
     let store = status.store.clone().unwrap();
     assert_eq!(store.type_, StoreType::Postgres);
     assert_eq!(store.placement, Some(Placement::Provisioned));
@@ -120,22 +94,21 @@ async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness(
     assert!(!status.cache.unwrap().ready);
 
     // Everything but the database ready: still not Ready, and the message names postgres.
-    set_ready(
-        &client,
+    k8s.set_ready(
         &["stack-rabbitmq"],
         &["stack-ping", "stack-pong", "stack-redis"],
     )
     .await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let status = get_stack(&client).await.status.unwrap();
+    k8s.reconcile().await.unwrap();
+    let status = k8s.status().await;
     let (ready, message) = ready_condition(&status);
     assert_eq!(ready, "False");
     assert_eq!(message, "waiting for postgres 0/1 ready");
     assert!(status.cache.unwrap().ready);
 
-    set_ready(&client, &["stack-postgres"], &[]).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let status = get_stack(&client).await.status.unwrap();
+    k8s.set_ready(&["stack-postgres"], &[]).await;
+    k8s.reconcile().await.unwrap();
+    let status = k8s.status().await;
     assert_eq!(ready_condition(&status).0, "True");
     let store = status.store.unwrap();
     assert!(store.ready);
@@ -144,45 +117,31 @@ async fn a_postgres_store_creates_the_database_and_status_follows_its_readiness(
 
 #[tokio::test]
 async fn the_generated_postgres_password_is_never_rotated() {
-    let client = client(Setup {
-        stacks: vec![api::stack(postgres_spec(2, false))],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let k8s = Started::reconciled(postgres_spec(2, false)).await;
+    let secrets = k8s.api::<Secret>();
     let original = secrets.get("stack-postgres-credentials").await.unwrap();
     let password = original.data.as_ref().unwrap()["password"].0.clone();
     assert_eq!(password.len(), 40);
 
-    let mut spec = get_stack(&client).await.spec;
     for replicas in [3, 4] {
-        spec.pong.replicas = replicas;
-        set_spec(&client, &spec).await;
-        api::reconcile_once(&client, &ctx).await.unwrap();
+        k8s.edit_spec(|spec| spec.pong.replicas = replicas).await;
+        k8s.reconcile().await.unwrap();
     }
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    k8s.reconcile().await.unwrap();
     let now = secrets.get("stack-postgres-credentials").await.unwrap();
     assert_eq!(now.data, original.data);
     assert_eq!(
         now.metadata.resource_version, original.metadata.resource_version,
         "the Secret was not even rewritten"
     );
-    let pdb = children(&client).await["PodDisruptionBudget/stack-pong"].clone();
+    let pdb = k8s.children().await["PodDisruptionBudget/stack-pong"].clone();
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
 }
 
 #[tokio::test]
 async fn a_re_created_stack_reuses_the_postgres_credentials_of_its_data() {
-    let client = client(Setup {
-        stacks: vec![api::stack(postgres_spec(1, false))],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let k8s = Started::reconciled(postgres_spec(1, false)).await;
+    let secrets = k8s.api::<Secret>();
     let original = secrets.get("stack-postgres-credentials").await.unwrap();
     assert_eq!(
         original.metadata.owner_references, None,
@@ -190,13 +149,13 @@ async fn a_re_created_stack_reuses_the_postgres_credentials_of_its_data() {
     );
 
     // The stack is deleted (its owned children would go) and created again: a new uid.
-    let stacks: Api<PingPongStack> = Api::namespaced(client.clone(), NS);
+    let stacks = k8s.api::<PingPongStack>();
     stacks.delete(NAME, &DeleteParams::default()).await.unwrap();
     stacks
         .create(&PostParams::default(), &api::stack(postgres_spec(1, false)))
         .await
         .unwrap();
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    k8s.reconcile().await.unwrap();
     let now = secrets.get("stack-postgres-credentials").await.unwrap();
     assert_eq!(now.data, original.data, "the old data directory's password");
     assert_eq!(
@@ -219,15 +178,13 @@ async fn generated_secrets_are_created_never_applied() {
         }
         Ok(None)
     });
-    let client = client(Setup {
-        stacks: vec![api::stack(postgres_spec(1, false))],
+    let k8s = Started::new(Setup {
         interceptors: Some(interceptors),
-        ..Setup::default()
+        ..Setup::for_stack(postgres_spec(1, false))
     })
     .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let objects = children(&client).await;
+    k8s.reconcile().await.unwrap();
+    let objects = k8s.children().await;
     for name in [
         "stack-rabbitmq-credentials",
         "stack-rabbitmq-erlang-cookie",
@@ -243,7 +200,8 @@ async fn generated_secrets_are_created_never_applied() {
     );
     assert_eq!(patched.load(Ordering::SeqCst), 1);
     assert_eq!(
-        ctx.metrics
+        k8s.ctx
+            .metrics
             .child_operations("Secret", ChildOperation::Create, true),
         3
     );
@@ -262,23 +220,22 @@ async fn back_to_memory_deletes_the_provisioned_objects_but_keeps_the_secret_and
         },
         ..PersistentVolumeClaim::default()
     };
-    let client = client(Setup {
-        stacks: vec![api::stack(postgres_spec(2, true))],
+    let k8s = Started::new(Setup {
         objects: vec![serde_json::to_value(&claim).unwrap()],
-        ..Setup::default()
+        ..Setup::for_stack(postgres_spec(2, true))
     })
     .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let before = children(&client).await;
+    k8s.reconcile().await.unwrap();
+    let before = k8s.children().await;
 
-    let mut spec = get_stack(&client).await.spec;
-    spec.pong.replicas = 1;
-    spec.pong.store = StoreSpec::default();
-    spec.pong.cache = None;
-    set_spec(&client, &spec).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let after = children(&client).await;
+    k8s.edit_spec(|spec| {
+        spec.pong.replicas = 1;
+        spec.pong.store = StoreSpec::default();
+        spec.pong.cache = None;
+    })
+    .await;
+    k8s.reconcile().await.unwrap();
+    let after = k8s.children().await;
 
     let mut changed = diff(&before, &after);
     changed.sort();
@@ -296,9 +253,8 @@ async fn back_to_memory_deletes_the_provisioned_objects_but_keeps_the_secret_and
     expected.sort();
     assert_eq!(changed, expected);
     assert!(after.contains_key("Secret/stack-postgres-credentials"));
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
     assert!(
-        claims
+        k8s.api::<PersistentVolumeClaim>()
             .get_opt("data-stack-postgres-0")
             .await
             .unwrap()
@@ -311,18 +267,18 @@ async fn back_to_memory_deletes_the_provisioned_objects_but_keeps_the_secret_and
     // server drops them (server-side apply removes fields their only manager stopped
     // applying), while the in-memory API merges the patch and keeps them. So only the fields
     // the apply sets are compared here; `report::next_status` is unit-tested for the rest.
-    let store = get_stack(&client).await.status.unwrap().store.unwrap();
+    let store = k8s.status().await.store.unwrap();
     assert_eq!((store.type_, store.ready), (StoreType::Memory, true));
 
     // Back to PostgreSQL: the kept Secret is reused, not regenerated.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secrets = k8s.api::<Secret>();
     let kept = secrets.get("stack-postgres-credentials").await.unwrap();
-    set_spec(&client, &postgres_spec(2, false)).await;
-    api::reconcile_once(&client, &ctx).await.unwrap();
+    k8s.edit_spec(|spec| *spec = postgres_spec(2, false)).await;
+    k8s.reconcile().await.unwrap();
     let again = secrets.get("stack-postgres-credentials").await.unwrap();
     assert_eq!(again.data, kept.data);
     assert!(
-        children(&client)
+        k8s.children()
             .await
             .contains_key("StatefulSet/stack-postgres")
     );
@@ -334,13 +290,8 @@ async fn an_external_database_needs_its_secret_with_every_key() {
     spec.pong.store.postgres = Some(PostgresSpec::External(ExternalPostgres {
         secret_name: "orders-db".into(),
     }));
-    let client = client(Setup {
-        stacks: vec![api::stack(spec)],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    let action = api::reconcile_once(&client, &ctx).await.unwrap();
+    let k8s = Started::new(Setup::for_stack(spec)).await;
+    let action = k8s.reconcile().await.unwrap();
     assert_eq!(action, Action::requeue(MISSING_REFERENCE_REQUEUE));
     let degraded = |status: &pingpong_operator::crd::PingPongStackStatus| {
         let c = status
@@ -350,15 +301,15 @@ async fn an_external_database_needs_its_secret_with_every_key() {
             .unwrap();
         (c.status.clone(), c.reason.clone(), c.message.clone())
     };
-    let (state, reason, message) = degraded(&get_stack(&client).await.status.unwrap());
+    let (state, reason, message) = degraded(&k8s.status().await);
     assert_eq!(
         (state.as_str(), reason.as_str()),
         ("True", "PostgresSecretMissing")
     );
     assert!(message.contains("orders-db"), "{message}");
-    assert!(children(&client).await.is_empty());
+    assert!(k8s.children().await.is_empty());
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secrets = k8s.api::<Secret>();
     let mut secret = Secret {
         metadata: ObjectMeta {
             name: Some("orders-db".into()),
@@ -374,8 +325,8 @@ async fn an_external_database_needs_its_secret_with_every_key() {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let (_, reason, message) = degraded(&get_stack(&client).await.status.unwrap());
+    k8s.reconcile().await.unwrap();
+    let (_, reason, message) = degraded(&k8s.status().await);
     assert_eq!(reason, "PostgresSecretMissing");
     assert!(
         message.contains("host, port, database, username"),
@@ -399,14 +350,14 @@ async fn an_external_database_needs_its_secret_with_every_key() {
         })
         .await
         .unwrap();
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let objects = children(&client).await;
+    k8s.reconcile().await.unwrap();
+    let objects = k8s.children().await;
     assert!(objects.contains_key("Deployment/stack-pong"));
     assert!(
         objects.keys().all(|k| !k.contains("postgres")),
         "nothing provisioned for an external database"
     );
-    let status = get_stack(&client).await.status.unwrap();
+    let status = k8s.status().await;
     assert_eq!(degraded(&status).0, "False");
     let store = status.store.unwrap();
     assert_eq!(store.placement, Some(Placement::External));
@@ -416,25 +367,14 @@ async fn an_external_database_needs_its_secret_with_every_key() {
 
 #[tokio::test]
 async fn a_paused_stack_still_reports_the_database_readiness() {
-    let client = client(Setup {
-        stacks: vec![api::stack(postgres_spec(1, true))],
-        ..Setup::default()
-    })
-    .await;
-    let ctx = context(&client);
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    let mut spec = get_stack(&client).await.spec;
-    spec.paused = true;
-    set_spec(&client, &spec).await;
-    set_ready(&client, &["stack-postgres"], &["stack-redis"]).await;
-    let before = children(&client).await;
+    let k8s = Started::reconciled(postgres_spec(1, true)).await;
+    k8s.edit_spec(|spec| spec.paused = true).await;
+    k8s.set_ready(&["stack-postgres"], &["stack-redis"]).await;
+    let before = k8s.children().await;
 
-    api::reconcile_once(&client, &ctx).await.unwrap();
-    assert_eq!(
-        diff(&before, &children(&client).await),
-        Vec::<String>::new()
-    );
-    let status = get_stack(&client).await.status.unwrap();
+    k8s.reconcile().await.unwrap();
+    assert_eq!(diff(&before, &k8s.children().await), Vec::<String>::new());
+    let status = k8s.status().await;
     let store = status.store.unwrap();
     assert!(store.ready, "read from the StatefulSet while paused");
     assert_eq!(store.ready_replicas, Some(1));

@@ -1,6 +1,7 @@
 //! Shared harness for the reconcile tests: an in-memory API (kube-fake-client) with the
-//! PingPongStack, HTTPRoute and ServiceMonitor kinds registered, a Context, and snapshots of
-//! every child object with the fields the in-memory API changes on every write removed.
+//! PingPongStack, HTTPRoute and ServiceMonitor kinds registered, a Context, snapshots of
+//! every child object with the fields the in-memory API changes on every write removed, and
+//! [`Started`], the client and Context most reconcile tests drive.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -10,12 +11,16 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
     CustomResourceDefinitionVersion,
 };
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, CustomResource, Resource};
 use kube_fake_client::{ClientBuilder, interceptor};
 use pingpong_operator::apis::ServedApis;
 use pingpong_operator::crd::{PingPongStack, PingPongStackSpec, PingPongStackStatus};
+use pingpong_operator::error::Error;
 use pingpong_operator::images::Images;
 use pingpong_operator::metrics::Metrics;
 use pingpong_operator::reconcile::{self, Context};
@@ -105,6 +110,16 @@ pub struct Setup {
     pub managed_fields: bool,
 }
 
+impl Setup {
+    /// One stack with `spec` and nothing else.
+    pub fn for_stack(spec: PingPongStackSpec) -> Self {
+        Self {
+            stacks: vec![stack(spec)],
+            ..Self::default()
+        }
+    }
+}
+
 pub async fn client(setup: Setup) -> Client {
     let mut b = ClientBuilder::new()
         .with_resource::<PingPongStack>()
@@ -171,10 +186,7 @@ pub async fn set_spec(client: &Client, spec: &PingPongStackSpec) {
 }
 
 /// Runs one reconcile of the stack as stored.
-pub async fn reconcile_once(
-    client: &Client,
-    ctx: &Arc<Context>,
-) -> Result<kube::runtime::controller::Action, pingpong_operator::error::Error> {
+pub async fn reconcile_once(client: &Client, ctx: &Arc<Context>) -> Result<Action, Error> {
     let s = get_stack(client).await;
     reconcile::reconcile(Arc::new(s), ctx.clone()).await
 }
@@ -260,4 +272,88 @@ pub async fn events(client: &Client) -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
+}
+
+/// An in-memory API and a Context on it: the stack of [`NAME`] is reconciled, read and
+/// edited through these methods.
+pub struct Started {
+    pub client: Client,
+    pub ctx: Arc<Context>,
+}
+
+impl Started {
+    /// The in-memory API holding `setup`, not reconciled yet.
+    pub async fn new(setup: Setup) -> Self {
+        let client = client(setup).await;
+        let ctx = context(&client);
+        Self { client, ctx }
+    }
+
+    /// One stack with `spec`, after a first reconcile that succeeded.
+    pub async fn reconciled(spec: PingPongStackSpec) -> Self {
+        let started = Self::new(Setup::for_stack(spec)).await;
+        started.reconcile().await.expect("first reconcile");
+        started
+    }
+
+    /// Runs one reconcile of the stack as stored.
+    pub async fn reconcile(&self) -> Result<Action, Error> {
+        reconcile_once(&self.client, &self.ctx).await
+    }
+
+    /// See [`children`].
+    pub async fn children(&self) -> BTreeMap<String, Value> {
+        children(&self.client).await
+    }
+
+    /// The stack as stored.
+    pub async fn stack(&self) -> PingPongStack {
+        get_stack(&self.client).await
+    }
+
+    /// The stored stack's status (the in-memory API always has one).
+    pub async fn status(&self) -> PingPongStackStatus {
+        self.stack().await.status.expect("status")
+    }
+
+    /// See [`events`].
+    pub async fn events(&self) -> Vec<(String, String)> {
+        events(&self.client).await
+    }
+
+    /// Reads the stored spec, changes it with `edit` and replaces it (see [`set_spec`]); does
+    /// not reconcile.
+    pub async fn edit_spec(&self, edit: impl FnOnce(&mut PingPongStackSpec)) {
+        let mut spec = self.stack().await.spec;
+        edit(&mut spec);
+        set_spec(&self.client, &spec).await;
+    }
+
+    /// Marks the named StatefulSets and Deployments as having their one replica ready, as
+    /// their controllers would.
+    pub async fn set_ready(&self, stateful_sets: &[&str], deployments: &[&str]) {
+        let ready = serde_json::json!({ "status": { "readyReplicas": 1, "replicas": 1 } });
+        let params = PatchParams::default();
+        for name in stateful_sets {
+            self.api::<StatefulSet>()
+                .patch_status(name, &params, &Patch::Merge(&ready))
+                .await
+                .expect("StatefulSet status patched");
+        }
+        for name in deployments {
+            self.api::<Deployment>()
+                .patch_status(name, &params, &Patch::Merge(&ready))
+                .await
+                .expect("Deployment status patched");
+        }
+    }
+
+    /// An API for `K` in the test namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), NS)
+    }
 }
