@@ -3,30 +3,33 @@
 //! a notice, or FAIL when `CI=true` (see `pingpong_common::testing::broker`).
 
 use std::num::NonZeroU16;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{JSON, post, send};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use lapin::message::BasicGetMessage;
 use lapin::options::BasicGetOptions;
-use pingpong_common::Message;
-use pingpong_common::amqp::{ChannelRole, ConnectionManager};
+use pingpong_common::amqp::{ChannelRole, ConnectionManager, Session};
 use pingpong_common::config::QueueName;
 use pingpong_common::testing::{broker, cleanup, ready_count, wait_connected};
+use pingpong_common::{AmqpConfig, Message};
 use pingpong_ping::{AmqpPublisher, AppState, PingMetrics, Publish, PublishError};
 use prometheus::Registry;
 
 const CONNECT: Duration = Duration::from_secs(15);
 
+/// A publisher and its connection manager, as ping's `main` wires them.
 struct Running {
     manager: ConnectionManager,
-    publisher: AmqpPublisher,
+    publisher: Arc<AmqpPublisher>,
     registry: Registry,
     metrics: PingMetrics,
 }
 
-fn start(config: &pingpong_common::AmqpConfig) -> Running {
+fn start(config: &AmqpConfig) -> Running {
     let registry = Registry::new();
     let metrics = PingMetrics::register(&registry).unwrap();
     let manager = ConnectionManager::spawn(
@@ -35,11 +38,11 @@ fn start(config: &pingpong_common::AmqpConfig) -> Running {
         "ping-test".to_owned(),
         metrics.link_gauges(),
     );
-    let publisher = AmqpPublisher::new(
+    let publisher = Arc::new(AmqpPublisher::new(
         manager.link(),
         &config.queue,
         metrics.confirm_duration.clone(),
-    );
+    ));
     Running {
         manager,
         publisher,
@@ -48,30 +51,86 @@ fn start(config: &pingpong_common::AmqpConfig) -> Running {
     }
 }
 
+impl Running {
+    /// The app's state on this publisher and its metrics.
+    fn state(&self) -> AppState {
+        AppState::with_metrics(
+            self.publisher.clone(),
+            self.registry.clone(),
+            self.metrics.clone(),
+        )
+    }
+}
+
+/// A publisher connected to the test broker, the test's own queue and an admin session.
+struct Connected {
+    running: Running,
+    config: AmqpConfig,
+    admin: Session,
+}
+
+impl Connected {
+    /// Starts a publisher on a fresh queue and waits until it is connected; `None` when the
+    /// broker is unreachable outside CI (see [`broker`]).
+    async fn start(test: &str) -> Option<Self> {
+        let (config, admin) = broker(test).await?;
+        let running = start(&config);
+        wait_connected(&running.manager.link(), CONNECT).await;
+        Some(Self {
+            running,
+            config,
+            admin,
+        })
+    }
+
+    /// Takes the next message off the test's queue (acknowledged at once).
+    async fn get(&self) -> Option<BasicGetMessage> {
+        self.admin
+            .channel
+            .basic_get(
+                self.config.queue.as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+    }
+
+    /// How many messages wait in the test's queue.
+    async fn ready_count(&self) -> u32 {
+        ready_count(&self.admin, self.config.queue.as_str()).await
+    }
+
+    /// Shuts the publisher down and deletes the test's queue.
+    async fn stop(self) {
+        self.running.manager.shutdown().await;
+        cleanup(self.admin, &self.config).await;
+    }
+}
+
+impl Deref for Connected {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.running
+    }
+}
+
 #[tokio::test]
 async fn a_confirmed_message_is_persistent_json_in_the_queue() {
-    let Some((config, admin)) = broker("ping-confirmed").await else {
+    let Some(ping) = Connected::start("ping-confirmed").await else {
         return;
     };
-    let running = start(&config);
-    wait_connected(&running.manager.link(), CONNECT).await;
-    assert_eq!(running.metrics.broker_connected.get(), 1);
+    assert_eq!(ping.metrics.broker_connected.get(), 1);
 
     let message = Message::new("durable hello");
-    running
-        .publisher
+    ping.publisher
         .publish(&message)
         .await
         .expect("publish must be confirmed");
 
-    let got = admin
-        .channel
-        .basic_get(
-            config.queue.as_str().into(),
-            BasicGetOptions { no_ack: true },
-        )
+    let got = ping
+        .get()
         .await
-        .unwrap()
         .expect("the confirmed message is in the queue");
     let delivery = got.delivery;
     assert_eq!(Message::from_slice(&delivery.data).unwrap(), message);
@@ -85,27 +144,24 @@ async fn a_confirmed_message_is_persistent_json_in_the_queue() {
         props.message_id().as_ref().map(|s| s.to_string()),
         Some(message.id.to_string())
     );
-    assert_eq!(delivery.routing_key.as_str(), config.queue.as_str());
-    let ack = running.metrics.confirm_duration.with_label_values(&["ack"]);
+    assert_eq!(delivery.routing_key.as_str(), ping.config.queue.as_str());
+    let ack = ping.metrics.confirm_duration.with_label_values(&["ack"]);
     assert_eq!(ack.get_sample_count(), 1);
 
-    running.manager.shutdown().await;
-    cleanup(admin, &config).await;
+    ping.stop().await;
 }
 
 #[tokio::test]
 async fn an_unroutable_publish_is_an_error_not_a_success() {
-    let Some((config, admin)) = broker("ping-unroutable").await else {
+    let Some(ping) = Connected::start("ping-unroutable").await else {
         return;
     };
-    let running = start(&config);
-    wait_connected(&running.manager.link(), CONNECT).await;
 
-    let missing = QueueName::new(&format!("{}-does-not-exist", config.queue)).unwrap();
+    let missing = QueueName::new(&format!("{}-does-not-exist", ping.config.queue)).unwrap();
     let publisher = AmqpPublisher::new(
-        running.manager.link(),
+        ping.manager.link(),
         &missing,
-        running.metrics.confirm_duration.clone(),
+        ping.metrics.confirm_duration.clone(),
     );
     let error = publisher
         .publish(&Message::new("nowhere"))
@@ -116,25 +172,21 @@ async fn an_unroutable_publish_is_an_error_not_a_success() {
         "expected a NO_ROUTE return, got {error:?}"
     );
     // The channel stays usable after a return.
-    running
-        .publisher
+    ping.publisher
         .publish(&Message::new("still works"))
         .await
         .unwrap();
-    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 1);
+    assert_eq!(ping.ready_count().await, 1);
 
-    running.manager.shutdown().await;
-    cleanup(admin, &config).await;
+    ping.stop().await;
 }
 
 #[tokio::test]
 async fn concurrent_publishes_are_all_confirmed() {
-    let Some((config, admin)) = broker("ping-concurrent").await else {
+    let Some(ping) = Connected::start("ping-concurrent").await else {
         return;
     };
-    let running = start(&config);
-    wait_connected(&running.manager.link(), CONNECT).await;
-    let publisher = Arc::new(running.publisher);
+    let publisher = Arc::clone(&ping.publisher);
 
     let tasks: Vec<_> = (0..300)
         .map(|i| {
@@ -145,38 +197,23 @@ async fn concurrent_publishes_are_all_confirmed() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 300);
+    assert_eq!(ping.ready_count().await, 300);
 
-    running.manager.shutdown().await;
-    cleanup(admin, &config).await;
+    ping.stop().await;
 }
 
 #[tokio::test]
 async fn post_ping_through_the_app_lands_in_the_queue() {
-    let Some((config, admin)) = broker("ping-app").await else {
+    let Some(ping) = Connected::start("ping-app").await else {
         return;
     };
-    let running = start(&config);
-    wait_connected(&running.manager.link(), CONNECT).await;
-    let state = AppState::with_metrics(
-        Arc::new(running.publisher),
-        running.registry,
-        running.metrics,
-    );
+    let state = ping.state();
 
     let reply = send(state.clone(), post(JSON, r#"{"msg":"via http"}"#)).await;
     assert_eq!(reply.status, StatusCode::OK);
     let body = reply.body;
 
-    let got = admin
-        .channel
-        .basic_get(
-            config.queue.as_str().into(),
-            BasicGetOptions { no_ack: true },
-        )
-        .await
-        .unwrap()
-        .expect("message in queue");
+    let got = ping.get().await.expect("message in queue");
     let message = Message::from_slice(&got.delivery.data).unwrap();
     assert_eq!(message.id.to_string(), body["id"]);
     assert_eq!(message.msg, "via http");
@@ -184,8 +221,7 @@ async fn post_ping_through_the_app_lands_in_the_queue() {
     let ready = send(state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(ready.status, StatusCode::OK);
 
-    running.manager.shutdown().await;
-    cleanup(admin, &config).await;
+    ping.stop().await;
 }
 
 #[tokio::test]
@@ -219,12 +255,7 @@ async fn without_a_broker_publishing_fails_fast_and_readiness_is_false() {
         .unwrap_err();
     assert!(matches!(error, PublishError::Unavailable), "{error:?}");
 
-    let state = AppState::with_metrics(
-        Arc::new(running.publisher),
-        running.registry,
-        running.metrics,
-    );
-    let reply = send(state, post(JSON, r#"{"msg":"x"}"#)).await;
+    let reply = send(running.state(), post(JSON, r#"{"msg":"x"}"#)).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.headers[header::RETRY_AFTER], "1");
     running.manager.shutdown().await;
@@ -232,33 +263,30 @@ async fn without_a_broker_publishing_fails_fast_and_readiness_is_false() {
 
 #[tokio::test]
 async fn a_deleted_queue_is_declared_again_after_a_return() {
-    let Some((config, admin)) = broker("ping-redeclare").await else {
+    let Some(ping) = Connected::start("ping-redeclare").await else {
         return;
     };
-    let running = start(&config);
-    wait_connected(&running.manager.link(), CONNECT).await;
-    admin
+    ping.admin
         .channel
         .queue_delete(
-            config.queue.as_str().into(),
+            ping.config.queue.as_str().into(),
             lapin::options::QueueDeleteOptions::default(),
         )
         .await
         .unwrap();
 
-    let error = running
+    let error = ping
         .publisher
         .publish(&Message::new("lost"))
         .await
         .unwrap_err();
     assert!(matches!(error, PublishError::Returned { .. }), "{error:?}");
-    let publisher = &running.publisher;
+    let publisher = &ping.publisher;
     pingpong_common::testing::eventually("publishing works again", CONNECT, || async move {
         publisher.publish(&Message::new("again")).await.is_ok()
     })
     .await;
-    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 1);
+    assert_eq!(ping.ready_count().await, 1);
 
-    running.manager.shutdown().await;
-    cleanup(admin, &config).await;
+    ping.stop().await;
 }
