@@ -10,18 +10,21 @@ use std::num::NonZeroU16;
 use std::time::Duration;
 
 use lapin::BasicProperties;
+use lapin::message::BasicGetMessage;
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use pingpong_common::amqp::{AmqpError, ChannelRole, ConnectionManager, LinkGauges, open_session};
+use pingpong_common::amqp::{
+    AmqpError, ChannelRole, ConnectionManager, LinkGauges, Session, open_session,
+};
 use pingpong_common::testing::{broker, cleanup, eventually, ready_count, wait_connected};
 use pingpong_common::topology::{DELIVERY_LIMIT, TopologyError};
-use pingpong_common::{BrokerAddress, BrokerAddresses, QueueName, QueueType};
+use pingpong_common::{AmqpConfig, BrokerAddress, BrokerAddresses, QueueName, QueueType};
 use prometheus::Registry;
 
-async fn publish(session: &pingpong_common::amqp::Session, queue: &str, body: &[u8]) {
+async fn publish(session: &Session, queue: &str, body: &[u8]) {
     let confirm = session
         .channel
         .basic_publish(
@@ -41,61 +44,112 @@ async fn publish(session: &pingpong_common::amqp::Session, queue: &str, body: &[
     assert!(confirm.is_ack() && confirm.take_message().is_none());
 }
 
-#[tokio::test]
-async fn a_rejected_message_of_a_quorum_queue_is_dead_lettered() {
-    let Some((classic, admin)) = broker("topology-quorum").await else {
-        return;
-    };
-    // broker() declared the classic topology of its queue: use a fresh one.
-    let mut config = classic.clone();
-    config.queue = QueueName::new(&format!("{}-quorum", classic.queue)).unwrap();
-    config.queue_type = QueueType::Quorum;
-    let session = open_session(
-        &config,
-        config.addresses.get(0),
-        ChannelRole::Publisher,
-        "topology-test",
-    )
-    .await
-    .expect("a quorum topology is declared");
-    publish(&session, config.queue.as_str(), b"poison").await;
-    let got = session
-        .channel
-        .basic_get(
-            config.queue.as_str().into(),
-            BasicGetOptions { no_ack: false },
+/// A test's own queue beside the classic one [`broker`] declared, and an admin session.
+struct FreshQueue {
+    test: &'static str,
+    classic: AmqpConfig,
+    config: AmqpConfig,
+    admin: Session,
+}
+
+impl FreshQueue {
+    /// The queue `<broker's queue>-<suffix>`, of the configured type; `None` when the broker
+    /// is unreachable outside CI (see [`broker`]).
+    async fn new(test: &'static str, suffix: &str) -> Option<Self> {
+        let (classic, admin) = broker(test).await?;
+        let mut config = classic.clone();
+        config.queue = QueueName::new(&format!("{}-{suffix}", classic.queue)).unwrap();
+        Some(Self {
+            test,
+            classic,
+            config,
+            admin,
+        })
+    }
+
+    /// The queue `<broker's queue>-quorum`, a quorum queue.
+    async fn quorum(test: &'static str) -> Option<Self> {
+        let mut fresh = Self::new(test, "quorum").await?;
+        fresh.config.queue_type = QueueType::Quorum;
+        Some(fresh)
+    }
+
+    fn queue(&self) -> &str {
+        self.config.queue.as_str()
+    }
+
+    /// A publisher session on the first address, which declares the queue's topology.
+    async fn open(&self) -> Result<Session, AmqpError> {
+        open_session(
+            &self.config,
+            self.config.addresses.get(0),
+            ChannelRole::Publisher,
+            self.test,
         )
         .await
-        .unwrap()
+    }
+
+    /// The next message of the queue, to be settled by the caller.
+    async fn get(&self, session: &Session) -> Option<BasicGetMessage> {
+        session
+            .channel
+            .basic_get(self.queue().into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+    }
+
+    /// Waits until one message is in `<queue>.dead`.
+    async fn wait_dead_lettered(&self, what: &str) {
+        let (admin, dead) = (&self.admin, &self.config.queue.dead_letter());
+        eventually(what, Duration::from_secs(10), || async move {
+            ready_count(admin, dead).await == 1
+        })
+        .await;
+    }
+
+    /// Closes `session` and deletes both queues and their dead-letter queues.
+    async fn finish(self, session: Session) {
+        let _ = session.connection.close(200, "done".into()).await;
+        for queue in [
+            self.classic.queue.to_string(),
+            self.classic.queue.dead_letter(),
+        ] {
+            self.admin
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .unwrap();
+        }
+        cleanup(self.admin, &self.config).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_message_of_a_quorum_queue_is_dead_lettered() {
+    // broker() declared the classic topology of its queue: use a fresh one.
+    let Some(mut fresh) = FreshQueue::quorum("topology-quorum").await else {
+        return;
+    };
+    let session = fresh.open().await.expect("a quorum topology is declared");
+    publish(&session, fresh.queue(), b"poison").await;
+    let got = fresh
+        .get(&session)
+        .await
         .expect("the message is in the quorum queue");
     got.delivery
         .acker
         .reject(BasicRejectOptions { requeue: false })
         .await
         .unwrap();
-    let dead = config.queue.dead_letter();
-    eventually(
-        "the rejected message in <queue>.dead",
-        Duration::from_secs(10),
-        || {
-            let admin = &admin;
-            let dead = dead.clone();
-            async move { ready_count(admin, &dead).await == 1 }
-        },
-    )
-    .await;
-    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 0);
+    fresh
+        .wait_dead_lettered("the rejected message in <queue>.dead")
+        .await;
+    assert_eq!(ready_count(&fresh.admin, fresh.queue()).await, 0);
 
     // The same queue asked for as classic is a clear, permanent mismatch.
-    config.queue_type = QueueType::Classic;
-    let error = match open_session(
-        &config,
-        config.addresses.get(0),
-        ChannelRole::Publisher,
-        "topology-test",
-    )
-    .await
-    {
+    let dead = fresh.config.queue.dead_letter();
+    fresh.config.queue_type = QueueType::Classic;
+    let error = match fresh.open().await {
         Err(error) => error,
         Ok(_) => panic!("a quorum queue redeclared as classic must fail"),
     };
@@ -115,28 +169,14 @@ async fn a_rejected_message_of_a_quorum_queue_is_dead_lettered() {
         text.contains(&dead) && text.contains("classic queue") && text.contains("drain"),
         "{text}"
     );
-    let _ = session.connection.close(200, "done".into()).await;
-    delete(&admin, &classic).await;
-    cleanup(admin, &config).await;
-}
-
-async fn delete(admin: &pingpong_common::amqp::Session, config: &pingpong_common::AmqpConfig) {
-    for queue in [config.queue.to_string(), config.queue.dead_letter()] {
-        admin
-            .channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
-    }
+    fresh.finish(session).await;
 }
 
 #[tokio::test]
 async fn a_classic_queue_declared_without_a_queue_version_is_still_accepted() {
-    let Some((classic, admin)) = broker("topology-v1").await else {
+    let Some(fresh) = FreshQueue::new("topology-v1", "v1").await else {
         return;
     };
-    let mut config = classic.clone();
-    config.queue = QueueName::new(&format!("{}-v1", classic.queue)).unwrap();
     // What the services declared before queue types existed: no x-queue-version.
     let mut old = FieldTable::default();
     old.insert(
@@ -145,13 +185,14 @@ async fn a_classic_queue_declared_without_a_queue_version_is_still_accepted() {
     );
     old.insert(
         "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(config.queue.dead_letter().as_str().into()),
+        AMQPValue::LongString(fresh.config.queue.dead_letter().as_str().into()),
     );
     for (queue, arguments) in [
-        (config.queue.dead_letter(), FieldTable::default()),
-        (config.queue.to_string(), old),
+        (fresh.config.queue.dead_letter(), FieldTable::default()),
+        (fresh.config.queue.to_string(), old),
     ] {
-        admin
+        fresh
+            .admin
             .channel
             .queue_declare(
                 queue.as_str().into(),
@@ -161,19 +202,13 @@ async fn a_classic_queue_declared_without_a_queue_version_is_still_accepted() {
             .await
             .unwrap();
     }
-    let session = open_session(
-        &config,
-        config.addresses.get(0),
-        ChannelRole::Publisher,
-        "topology-v1",
-    )
-    .await
-    .expect("an existing version-1 classic queue is declared again without x-queue-version");
-    publish(&session, config.queue.as_str(), b"still routed").await;
-    assert_eq!(ready_count(&admin, config.queue.as_str()).await, 1);
-    let _ = session.connection.close(200, "done".into()).await;
-    delete(&admin, &classic).await;
-    cleanup(admin, &config).await;
+    let session = fresh
+        .open()
+        .await
+        .expect("an existing version-1 classic queue is declared again without x-queue-version");
+    publish(&session, fresh.queue(), b"still routed").await;
+    assert_eq!(ready_count(&fresh.admin, fresh.queue()).await, 1);
+    fresh.finish(session).await;
 }
 
 #[tokio::test]
@@ -206,35 +241,19 @@ async fn the_manager_skips_a_refusing_address_and_reports_the_node_in_use() {
 
 #[tokio::test]
 async fn a_quorum_queue_dead_letters_a_message_past_the_delivery_limit() {
-    let Some((classic, admin)) = broker("topology-limit").await else {
+    let Some(fresh) = FreshQueue::quorum("topology-limit").await else {
         return;
     };
-    let mut config = classic.clone();
-    config.queue = QueueName::new(&format!("{}-quorum", classic.queue)).unwrap();
-    config.queue_type = QueueType::Quorum;
-    let session = open_session(
-        &config,
-        config.addresses.get(0),
-        ChannelRole::Publisher,
-        "topology-limit",
-    )
-    .await
-    .unwrap();
-    publish(&session, config.queue.as_str(), b"crashes every consumer").await;
+    let session = fresh.open().await.unwrap();
+    publish(&session, fresh.queue(), b"crashes every consumer").await;
     // Each return to the queue counts; after DELIVERY_LIMIT of them the
     // next return dead-letters the message instead of requeueing it.
     let limit = usize::try_from(DELIVERY_LIMIT).unwrap();
     let mut deliveries = 0;
     for _ in 0..=limit + 1 {
-        let got = session
-            .channel
-            .basic_get(
-                config.queue.as_str().into(),
-                BasicGetOptions { no_ack: false },
-            )
-            .await
-            .unwrap();
-        let Some(got) = got else { break };
+        let Some(got) = fresh.get(&session).await else {
+            break;
+        };
         deliveries += 1;
         got.delivery
             .acker
@@ -250,18 +269,8 @@ async fn a_quorum_queue_dead_letters_a_message_past_the_delivery_limit() {
         limit + 1,
         "delivered once plus {limit} redeliveries"
     );
-    let dead = config.queue.dead_letter();
-    eventually(
-        "the message in <queue>.dead",
-        Duration::from_secs(10),
-        || {
-            let admin = &admin;
-            let dead = dead.clone();
-            async move { ready_count(admin, &dead).await == 1 }
-        },
-    )
-    .await;
-    let _ = session.connection.close(200, "done".into()).await;
-    delete(&admin, &classic).await;
-    cleanup(admin, &config).await;
+    fresh
+        .wait_dead_lettered("the message in <queue>.dead")
+        .await;
+    fresh.finish(session).await;
 }
