@@ -22,7 +22,6 @@ from deploy_helpers import (
     CHART,
     ROOT,
     render_chart,
-    stack_errors,
     validate_object,
     workspace_version,
 )

@@ -21,12 +21,15 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from typing import Any
 
 import requests
 
-from system_helpers import Broker, PrivateBroker, free_port, listening, missing, wait_until
+from system_helpers import (Broker, PrivateBroker, Stack, Workers, free_port, listening, missing,
+                            wait_until)
 
 # Upper bound the HA tests document for one request while a node fails: ping's confirm timeout
 # (5 s) plus slack for a loaded 2-core machine. A request without an answer by then is a hang.
@@ -171,31 +174,19 @@ class Outcome:
     id: str | None = None
 
 
-class Load:
+class Load(Workers):
     """`workers` threads POSTing unique messages to ping back to back; at most `limit` requests
     and `seconds` of wall time. Every outcome is kept with its start and end time."""
 
     def __init__(self, url: str, tag: str, workers: int = 8, limit: int = 200_000,
                  seconds: float = 240.0) -> None:
+        super().__init__(workers, CLIENT_TIMEOUT + 5)
         self.url = url
         self.tag = tag
         self.limit = limit
         self.deadline = time.monotonic() + seconds
         self.outcomes: list[Outcome] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
         self.sent = 0
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=CLIENT_TIMEOUT + 5)
 
     def _next(self) -> int | None:
         with self.lock:
@@ -231,6 +222,48 @@ class Load:
         with self.lock:
             ends = sorted(o.ended for o in self.outcomes if o.status == 200)
         return max((b - a for a, b in zip(ends, ends[1:])), default=0.0)
+
+
+def verify(stack: Stack, load: Load, what: str, pong_port: int | None = None) -> None:
+    """Every 200 stored exactly once, nothing but 200/503, no hang; print the report line."""
+    outcomes = load.outcomes
+    hung = [o for o in outcomes if o.status is None]
+    unexpected = [o for o in outcomes if o.status not in (200, 503, None)]
+    confirmed = {o.id: o.msg for o in outcomes if o.status == 200}
+    assert len(confirmed) == sum(o.status == 200 for o in outcomes), "ping returned a duplicate id"
+    # The pong to read (another replica of the same store when given), every page of GET /pong.
+    reader = stack if pong_port is None else replace(stack, pong_port=pong_port)
+
+    def stored_now() -> list[dict[str, Any]]:
+        return reader.stored()
+
+    def all_stored() -> list[dict[str, Any]] | None:
+        stored = stored_now()
+        return stored if confirmed.keys() <= {m["id"] for m in stored} else None
+
+    try:
+        stored = wait_until(all_stored, 120, "every ping answered 200 to be in GET /pong", 0.5)
+    except AssertionError:
+        stored = stored_now()
+    ids = [m["id"] for m in stored]
+    have = set(ids)
+    lost = [(i, m) for i, m in confirmed.items() if i not in have]
+    report = (f"{what}: accepted {len(confirmed)}, stored {len(ids)}, lost {len(lost)}, "
+              f"503s {load.count(503)}, no answer {len(hung)}, "
+              f"longest unavailability {load.longest_unavailability():.2f}s, "
+              f"slowest answer {max((o.ended - o.started for o in outcomes), default=0.0):.2f}s")
+    print(report)
+    assert not lost, f"{report}; lost: {lost[:10]}"
+    assert len(ids) == len(set(ids)), f"{report}; GET /pong holds a message twice"
+    by_id = {m["id"]: m["msg"] for m in stored}
+    assert all(by_id[i] == msg for i, msg in confirmed.items()), "a stored message has another text"
+    assert not hung, f"{report}; {len(hung)} requests got no answer within {CLIENT_TIMEOUT}s"
+    assert not unexpected, f"{report}; statuses other than 200/503: {unexpected[:5]}"
+
+
+def wait_for_200s(load: Load, count: int, since: float, what: str, timeout: float = 90) -> None:
+    wait_until(lambda: sum(1 for o in load.outcomes if o.status == 200 and o.ended >= since) >= count,
+               timeout, what, 0.1)
 
 
 class PrivatePostgres:

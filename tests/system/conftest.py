@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pytest
 
+from broker_cluster import PrivatePostgres
 from system_helpers import Broker, Loadgen, PrivateBroker, Stack, binaries, listening, missing
 
 
@@ -42,6 +43,31 @@ def shared_broker() -> Broker:
 @pytest.fixture
 def loadgen(bins: dict[str, Path], shared_broker: Broker) -> Loadgen:
     return Loadgen(bins["pingpong-loadgen"], shared_broker)
+
+
+@pytest.fixture
+def empty_stack(tmp_path: Path, bins: dict[str, Path], shared_broker: Broker,
+                loadgen: Loadgen) -> Iterator[Stack]:
+    """A Stack on the shared broker with nothing started; its processes are stopped and its queues
+    deleted afterwards."""
+    stack = Stack(bins=bins, broker=shared_broker, workdir=tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        loadgen.delete(stack.queue, stack.dead_queue)
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of the module's own (the shared one is never touched); each test creates
+    its own database on it."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
 
 
 def _dump(request: pytest.FixtureRequest, stack: Stack, extra: str = "") -> None:

@@ -16,11 +16,12 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Self, TypeVar
 
 import pytest
 import requests
@@ -206,6 +207,7 @@ class Stack:
     gateway_port: int = field(default_factory=free_port)
     procs: dict[str, Proc] = field(default_factory=dict)
     generation: int = 0
+    gateway_pong_addrs: list[str] = field(default_factory=list)
 
     @property
     def ping_url(self) -> str:
@@ -243,9 +245,10 @@ class Stack:
     def start_pong(self, extra_env: dict[str, str] | None = None) -> Proc:
         return self._start("pong", [str(self.bins["pong"])], self.service_env(self.pong_port, extra_env))
 
-    def start_gateway(self, ping_addrs: list[str] | None = None) -> Proc:
-        """nginx from the shipped template; `ping_addrs` (default: ping's port) are the servers
-        of its ping upstream, in that order."""
+    def start_gateway(self, ping_addrs: list[str] | None = None,
+                      pong_addrs: list[str] | None = None) -> Proc:
+        """nginx from the shipped template; `ping_addrs` and `pong_addrs` (default: ping's and
+        pong's port) are the servers of its ping and pong upstreams, in that order."""
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if nginx is None:
             missing("nginx is not installed (Debian: apt-get install nginx-light)")
@@ -254,6 +257,7 @@ class Stack:
         (prefix / "logs").mkdir(parents=True, exist_ok=True)
         (prefix / "tmp").mkdir(exist_ok=True)
         conf = prefix / "nginx.conf"
+        self.gateway_pong_addrs = pong_addrs or [f"127.0.0.1:{self.pong_port}"]
         self._write_gateway_conf(ping_addrs or [f"127.0.0.1:{self.ping_port}"])
         argv = [nginx, "-p", f"{prefix}/", "-e", str(prefix / "logs" / "error.log"), "-c", str(conf),
                 "-g", "daemon off;"]
@@ -263,10 +267,12 @@ class Stack:
         text = render_nginx_conf(
             listen=f"127.0.0.1:{self.gateway_port}",
             ping="@PING@",
-            pong=f"127.0.0.1:{self.pong_port}",
+            pong="@PONG@",
             access_log="logs/access.log",
         )
-        (self.workdir / "nginx" / "nginx.conf").write_text(upstream_servers(text, "@PING@", ping_addrs))
+        text = upstream_servers(text, "@PING@", ping_addrs)
+        text = upstream_servers(text, "@PONG@", self.gateway_pong_addrs)
+        (self.workdir / "nginx" / "nginx.conf").write_text(text)
 
     def reload_gateway(self, ping_addrs: list[str]) -> None:
         """Rewrite the gateway's ping upstream and reload nginx (SIGHUP: new workers take the new
@@ -353,6 +359,30 @@ def upstream_servers(text: str, placeholder: str, addrs: list[str]) -> str:
     servers = "\n".join(f"{line.group(1)}server {a}{line.group(2) or ''};" for a in addrs)
     return text.replace(line.group(0), servers)
 
+
+class Workers:
+    """`count` daemon threads running `self._run(index)` from `with` until `stop` is set; leaving
+    the block sets it and joins them, each for at most `join_timeout` seconds. Subclasses keep
+    their results under `lock`."""
+
+    def __init__(self, count: int, join_timeout: float) -> None:
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.join_timeout = join_timeout
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(count)]
+
+    def _run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=self.join_timeout)
 
 class Loadgen:
     """The `pingpong-loadgen` tools against one broker."""

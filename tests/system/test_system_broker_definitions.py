@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from system_helpers import ROOT, Broker, PrivateBroker, base_env, binaries, free_port
+from system_helpers import ROOT, Broker, PrivateBroker, base_env, binaries
 
 CONTAINER_DEFINITIONS = "/etc/pingpong-rabbitmq-definitions/definitions.json"
 STACK = """apiVersion: pingpong.dev/v1alpha1

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 import requests
 
-from broker_cluster import CLIENT_TIMEOUT, BrokerCluster, Load, PrivatePostgres
+from broker_cluster import BrokerCluster, Load, PrivatePostgres, verify, wait_for_200s
 from system_helpers import Stack, free_port, http_status, wait_until
 
 QUORUM = {"RABBITMQ_QUEUE_TYPE": "quorum"}
@@ -101,48 +100,6 @@ def start_pong_then_ping(stack: Stack, cluster: BrokerCluster,
     assert all(n.node in info["members"] for n in cluster.nodes), f"not on every node: {info}"
 
 
-def verify(stack: Stack, load: Load, what: str, pong_port: int | None = None) -> None:
-    """Every 200 stored exactly once, nothing but 200/503, no hang; print the report line."""
-    outcomes = load.outcomes
-    hung = [o for o in outcomes if o.status is None]
-    unexpected = [o for o in outcomes if o.status not in (200, 503, None)]
-    confirmed = {o.id: o.msg for o in outcomes if o.status == 200}
-    assert len(confirmed) == sum(o.status == 200 for o in outcomes), "ping returned a duplicate id"
-    # The pong to read (another replica of the same store when given), every page of GET /pong.
-    reader = stack if pong_port is None else replace(stack, pong_port=pong_port)
-
-    def stored_now() -> list[dict[str, Any]]:
-        return reader.stored()
-
-    def all_stored() -> list[dict[str, Any]] | None:
-        stored = stored_now()
-        return stored if confirmed.keys() <= {m["id"] for m in stored} else None
-
-    try:
-        stored = wait_until(all_stored, 120, "every ping answered 200 to be in GET /pong", 0.5)
-    except AssertionError:
-        stored = stored_now()
-    ids = [m["id"] for m in stored]
-    have = set(ids)
-    lost = [(i, m) for i, m in confirmed.items() if i not in have]
-    report = (f"{what}: accepted {len(confirmed)}, stored {len(ids)}, lost {len(lost)}, "
-              f"503s {load.count(503)}, no answer {len(hung)}, "
-              f"longest unavailability {load.longest_unavailability():.2f}s, "
-              f"slowest answer {max((o.ended - o.started for o in outcomes), default=0.0):.2f}s")
-    print(report)
-    assert not lost, f"{report}; lost: {lost[:10]}"
-    assert len(ids) == len(set(ids)), f"{report}; GET /pong holds a message twice"
-    by_id = {m["id"]: m["msg"] for m in stored}
-    assert all(by_id[i] == msg for i, msg in confirmed.items()), "a stored message has another text"
-    assert not hung, f"{report}; {len(hung)} requests got no answer within {CLIENT_TIMEOUT}s"
-    assert not unexpected, f"{report}; statuses other than 200/503: {unexpected[:5]}"
-
-
-def wait_for_200s(load: Load, count: int, since: float, what: str, timeout: float = 90) -> None:
-    wait_until(lambda: sum(1 for o in load.outcomes if o.status == 200 and o.ended >= since) >= count,
-               timeout, what, 0.1)
-
-
 def test_leader_node_killed_mid_load_loses_no_acknowledged_ping(cluster: BrokerCluster,
                                                                  ha_stack: Stack) -> None:
     stack = ha_stack
@@ -203,21 +160,10 @@ def test_ping_fails_over_when_its_node_is_killed(cluster: BrokerCluster, ha_stac
     verify(stack, load, f"ping's node {cluster.nodes[ping_node].node} killed")
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL server of the module's own (the shared one is never touched)."""
-    server = PrivatePostgres()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
-
-
 def test_two_postgres_pongs_one_killed_store_every_ping_once(cluster: BrokerCluster, ha_stack: Stack,
-                                                            postgres: PrivatePostgres) -> None:
+                                                            private_postgres: PrivatePostgres) -> None:
     stack = ha_stack
-    database = postgres.create_database(f"pp_ha_{uuid.uuid4().hex[:10]}")
+    database = private_postgres.create_database(f"pp_ha_{uuid.uuid4().hex[:10]}")
     store = {"PONG_STORE": "postgres", "DATABASE_URL": database}
     start_pong_then_ping(stack, cluster, store)
     second_port = free_port()

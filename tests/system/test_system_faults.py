@@ -14,14 +14,13 @@ and log directories, no plugins): the shared broker is never touched.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
 
-from system_helpers import PrivateBroker, Stack, http_status, wait_until
+from system_helpers import PrivateBroker, Stack, Workers, http_status, wait_until
 
 CLIENT_TIMEOUT = 10.0
 SENDERS = 4
@@ -38,26 +37,14 @@ class Outcome:
     error: str | None = None
 
 
-class Senders:
+class Senders(Workers):
     """Threads that POST /ping back to back and record every outcome with the phase it began in."""
 
     def __init__(self, url: str) -> None:
+        super().__init__(SENDERS, CLIENT_TIMEOUT + 5)
         self.url = url
         self.phase = "before"
         self.outcomes: list[Outcome] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(SENDERS)]
-
-    def __enter__(self) -> Senders:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=CLIENT_TIMEOUT + 5)
 
     def _run(self, worker: int) -> None:
         session = requests.Session()

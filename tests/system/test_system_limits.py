@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from system_helpers import (Broker, Loadgen, PrivateBroker, Stack, base_env, free_port, http_status,
+from system_helpers import (Broker, Loadgen, PrivateBroker, Stack, base_env, http_status,
                             wait_until)
 
 HEADER_TIMEOUT_S = 2

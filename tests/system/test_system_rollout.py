@@ -38,18 +38,17 @@ printed, never asserted. 127.0.0.1 only.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from system_helpers import (ROOT, Broker, Loadgen, Proc, Stack, base_env, free_port, http_status,
+from system_helpers import (ROOT, Proc, Stack, base_env, free_port, http_status,
                             missing, ping_published, wait_until)
 
 ROLLS = 3
@@ -70,17 +69,6 @@ def _wrk() -> str:
 
 def _published(port: int) -> float:
     return ping_published(f"http://127.0.0.1:{port}")
-
-
-@pytest.fixture
-def rollout_stack(tmp_path: Path, bins: dict[str, Path], shared_broker: Broker,
-                  loadgen: Loadgen) -> Iterator[Stack]:
-    stack = Stack(bins=bins, broker=shared_broker, workdir=tmp_path)
-    try:
-        yield stack
-    finally:
-        stack.stop_all()
-        loadgen.delete(stack.queue, stack.dead_queue)
 
 
 def _start_ping(stack: Stack, port: int) -> Proc:
@@ -145,10 +133,10 @@ def _answers(out: Path) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 @pytest.mark.parametrize("remove_endpoint", [False, True], ids=["endpoint-kept", "endpoint-removed"])
-def test_rolling_ping_under_load_gives_no_errors_and_loses_nothing(rollout_stack: Stack,
+def test_rolling_ping_under_load_gives_no_errors_and_loses_nothing(empty_stack: Stack,
                                                                    tmp_path: Path,
                                                                    remove_endpoint: bool) -> None:
-    stack = rollout_stack
+    stack = empty_stack
     wrk = _wrk()
     slots = [free_port(), free_port()]
     # Room for every message of the run (the default keeps 100,000, dropping the oldest).
