@@ -2,7 +2,7 @@
 # Regenerate every generated file of the repository (`make generate`), or check that they are up
 # to date (`make check-generated`, run by `make test`):
 #
-#   manifests/crd.yaml                             `pingpong-operator crd` (from operator/src/crd.rs)
+#   manifests/crd.yaml                             `pingpong-operator crd` (from operator/src/crd/)
 #   charts/pingpong-operator/crds/pingpongstacks.yaml   the same bytes
 #   manifests/install.yaml                         the chart rendered with its default values
 #                                                  (release pingpong-operator, ns pingpong-system)
