@@ -2,7 +2,7 @@
 # Reconcile benchmark: N stacks (default 1000) reconciled against the in-memory API
 # (kube-fake-client), release build. Prints total time, per-reconcile p50/p99 and peak RSS, and
 # writes them with the machine description into the Operator section of BENCHMARKS.md.
-#   scripts/bench-operator.sh [STACKS]        BENCH_NO_WRITE=1 to only print
+#   scripts/bench-operator.sh [STACKS]        BENCH_WRITE=0 to only print
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,9 +29,11 @@ Command: \`make bench-operator\` (\`scripts/bench-operator.sh $stacks\`): a rele
 each) in the in-memory API and runs the real reconcile (observe → plan → apply → report) on each,
 then a second, steady-state round, one reconcile at a time. The in-memory API runs in the same
 process with no network, so the figures are the reconcile code plus the in-memory API's own work
-(JSON merges, managedFields), without API-server round trips. A reconcile makes about 17 API calls
-(2 Secret reads, 10–12 applies, 4 orphan lists, plus the status write and Events when something
-changed); in a cluster their latency, not this CPU cost, dominates.
+(JSON merges, managedFields), without API-server round trips. A reconcile reads the stack's three
+Secrets, server-side applies every child, lists each of the 6 prunable child kinds (this benchmark
+gives the reconcile no watch caches; the operator reads those instead), and writes the status and
+Events when something changed; in a cluster the latency of those calls, not this CPU cost,
+dominates. The next section counts the requests per reconcile on a real API server.
 
 Machine: $machine; other jobs were running on the machine at the same time.
 
@@ -39,7 +41,7 @@ $results
 EOF
 )"
 
-if [[ "${BENCH_NO_WRITE:-0}" != 1 ]]; then
+if [[ "${BENCH_WRITE:-1}" != 0 ]]; then
   python3 - "$section" <<'PY'
 import re, sys
 path = "BENCHMARKS.md"

@@ -259,7 +259,7 @@ printf '%s\n' "$report" | tee "$out/report.md"
 # One line per run, kept (newest first, at most 12) in BENCHMARKS.md: runs on a shared machine vary.
 history_row="| $(date -u '+%Y-%m-%d %H:%M') | ${load_avg%% *} | ${r16[0]} / ${r16[2]} | ${r64[0]} / ${r64[2]} | $ceiling | ${ratio}% | $get_p99 | $errors_total |"
 
-if [[ ${BENCH_WRITE:-1} == 1 ]]; then
+if [[ ${BENCH_WRITE:-1} != 0 ]]; then
   python3 - "$out/report.md" "$history_row" <<'PY'
 import re, sys
 from pathlib import Path

@@ -9,8 +9,8 @@
 //! with the first. When a session is lost the next attempt goes to the *next*
 //! node at once (the lost one may be the node that died); only after every
 //! node failed in one round does the manager wait, with exponential backoff
-//! ([`MIN_BACKOFF`]..[`MAX_BACKOFF`]) and full jitter so that many clients do
-//! not reconnect in lock-step. A queue that exists with other arguments is a
+//! ([`MIN_BACKOFF`]..[`MAX_BACKOFF`]) and jitter (half the delay plus a random
+//! share of the other half) so that many clients do not reconnect in lock-step. A queue that exists with other arguments is a
 //! configuration problem, not an outage: it is logged at `error` with the
 //! migration steps and retried only every [`MISMATCH_RETRY`].
 //!
