@@ -21,11 +21,9 @@ use crate::apis::ServedApis;
 use crate::crd::PingPongStack;
 use crate::credentials;
 use crate::images::Images;
-use crate::reconcile::build::common::{PASSWORD_KEY, secret_digest};
-use crate::reconcile::build::rabbitmq::{DEFINITIONS_KEY, declared_users};
+use crate::reconcile::build::common::PASSWORD_KEY;
 use crate::reconcile::build::{ExistingSecrets, PlanInputs, build_desired};
 use crate::reconcile::desired::SerializeError;
-use crate::reconcile::observe::broker_login;
 use crate::reconcile::validate::{ValidationError, validate};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource as _;
@@ -100,21 +98,14 @@ pub fn render(
                 .is_some_and(|d| d.contains_key(PASSWORD_KEY))
         }),
     };
-    let mut inputs = PlanInputs::from_observed(
+    let inputs = PlanInputs::from_observed(
         &validated,
         existing,
         ServedApis::ALL,
         credentials::generate,
         credentials::generate_password,
-    );
-    if let Some(secret) = credentials {
-        inputs.credentials_digest = Some(secret_digest(secret));
-        inputs.broker_login = broker_login(secret);
-    }
-    inputs.former_users = find(&names.rabbitmq_definitions)
-        .and_then(|s| s.data.as_ref()?.get(DEFINITIONS_KEY))
-        .map(|bytes| declared_users(&bytes.0))
-        .unwrap_or_default();
+    )
+    .with_existing(credentials, find(&names.rabbitmq_definitions));
     let documents = build_desired(&validated, &inputs).to_yaml_documents()?;
     Ok(join_documents(&documents))
 }

@@ -10,15 +10,14 @@
 //! writes.
 
 use super::apply::{deployment_readiness, statefulset_readiness};
-use super::build::common::{PASSWORD_KEY, USERNAME_KEY, secret_digest};
-use super::build::rabbitmq::{DEFINITIONS_KEY, declared_users};
+use super::build::common::broker_login;
 use super::build::{ExistingSecrets, PlanInputs};
 use super::context::Context;
 use super::status::Readiness;
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::apis::{OptionalApi, ServedApis};
 use crate::crd::ComponentStatus;
-use crate::credentials::{self, BrokerLogin, SecretValue};
+use crate::credentials;
 use crate::error::Error;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
@@ -174,29 +173,6 @@ async fn check_store_and_cache_secrets(
     Ok(None)
 }
 
-/// A Secret value as a file-reading service sees it: UTF-8 text without one trailing line break
-/// (`\n` or `\r\n`), which ping and pong drop from their `*_FILE`s too. `None` when absent or
-/// not UTF-8.
-fn text_value(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = &secret.data.as_ref()?.get(key)?.0;
-    let mut text = String::from_utf8(bytes.clone()).ok()?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
-    Some(text)
-}
-
-/// The broker user and password of the credentials Secret, for the definitions file.
-pub fn broker_login(secret: &Secret) -> Option<BrokerLogin> {
-    Some(BrokerLogin {
-        username: text_value(secret, USERNAME_KEY).filter(|u| !u.is_empty())?,
-        password: SecretValue::new(text_value(secret, PASSWORD_KEY).filter(|p| !p.is_empty())?),
-    })
-}
-
 /// Reads what the plan depends on.
 pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &stack.namespace);
@@ -217,8 +193,11 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
             super::status::reason::CREDENTIALS_SECRET_MISSING,
         );
     }
-    let login = credentials.as_ref().and_then(broker_login);
-    if missing.is_none() && credentials.is_some() && login.is_none() {
+    if missing.is_none()
+        && credentials
+            .as_ref()
+            .is_some_and(|s| broker_login(s).is_none())
+    {
         missing = Some(MissingReference {
             reason: super::status::reason::CREDENTIALS_SECRET_MISSING,
             message: format!(
@@ -233,11 +212,6 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
         .get_opt(&names.rabbitmq_definitions)
         .await
         .map_err(read("Secret", &names.rabbitmq_definitions))?;
-    let former_users = definitions
-        .as_ref()
-        .and_then(|s| s.data.as_ref()?.get(DEFINITIONS_KEY))
-        .map(|bytes| declared_users(&bytes.0))
-        .unwrap_or_default();
     let cookie_exists = exists(&secrets, &names.erlang_cookie_secret).await?;
     let postgres_exists = match stack.store.provisioned() {
         Some(_) => exists(&secrets, &names.postgres_credentials).await?,
@@ -264,18 +238,14 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
         erlang_cookie: cookie_exists,
         postgres: postgres_exists,
     };
-    let mut plan_inputs = PlanInputs::from_observed(
+    let plan_inputs = PlanInputs::from_observed(
         stack,
         existing,
         served,
         credentials::generate,
         credentials::generate_password,
-    );
-    plan_inputs.credentials_digest = credentials.as_ref().map(secret_digest);
-    if plan_inputs.broker_login.is_none() {
-        plan_inputs.broker_login = login;
-    }
-    plan_inputs.former_users = former_users;
+    )
+    .with_existing(credentials.as_ref(), definitions.as_ref());
     Ok(Observed {
         plan_inputs,
         missing,

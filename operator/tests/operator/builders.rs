@@ -359,7 +359,7 @@ fn config_hash_follows_the_credentials_content_by_digest_only() {
         "the definitions file carries the password"
     );
     // The next reconcile reads the Secret it created: same content, same digest, no roll.
-    let mut next = PlanInputs::from_observed(
+    let next = PlanInputs::from_observed(
         &v,
         ExistingSecrets {
             credentials: true,
@@ -369,11 +369,8 @@ fn config_hash_follows_the_credentials_content_by_digest_only() {
         ServedApis::default(),
         || panic!("credentials generated again"),
         || panic!("password generated again"),
-    );
-    next.credentials_digest = Some(pingpong_operator::reconcile::build::common::secret_digest(
-        secret,
-    ));
-    next.broker_login = pingpong_operator::reconcile::observe::broker_login(secret);
+    )
+    .with_existing(Some(secret), None);
     let again = build_desired(&v, &next);
     assert_eq!(again.ping.deployment, a.ping.deployment);
     assert_eq!(again.pong.deployment, a.pong.deployment);

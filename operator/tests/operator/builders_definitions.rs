@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use pingpong_operator::credentials::{BrokerLogin, SecretValue};
+use pingpong_operator::reconcile::build::common::broker_login;
 use pingpong_operator::reconcile::build::rabbitmq::{
     build_rabbitmq_config, declared_users, definitions_json,
 };
-use pingpong_operator::reconcile::observe::broker_login;
 use serde_json::{Value, json};
 
 use crate::support::fixtures::*;

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::credentials::{BrokerLogin, SecretValue};
 use crate::labels::{self, Component};
 use crate::reconcile::validate::{DataStorage, ValidatedStack};
 
@@ -261,6 +262,29 @@ pub fn config_hash(config: &impl Serialize) -> String {
 /// ends up in the pod template.
 pub fn secret_digest(secret: &Secret) -> String {
     config_hash(&secret.data)
+}
+
+/// A Secret value as a file-reading service sees it: UTF-8 text without one trailing line break
+/// (`\n` or `\r\n`), which ping and pong drop from their `*_FILE`s too. `None` when absent or
+/// not UTF-8.
+fn text_value(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = &secret.data.as_ref()?.get(key)?.0;
+    let mut text = String::from_utf8(bytes.clone()).ok()?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Some(text)
+}
+
+/// The broker user and password of the credentials Secret, for the definitions file.
+pub fn broker_login(secret: &Secret) -> Option<BrokerLogin> {
+    Some(BrokerLogin {
+        username: text_value(secret, USERNAME_KEY).filter(|u| !u.is_empty())?,
+        password: SecretValue::new(text_value(secret, PASSWORD_KEY).filter(|p| !p.is_empty())?),
+    })
 }
 
 /// Prometheus scrape annotations plus the configuration hash.

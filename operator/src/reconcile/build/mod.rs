@@ -25,6 +25,7 @@ use crate::labels::Component;
 use crate::reconcile::desired::{
     AppObjects, BrokerObjects, DesiredState, PostgresObjects, RedisObjects, RouteObjects,
 };
+use k8s_openapi::api::core::v1::Secret;
 
 use crate::credentials::{BrokerCredentials, BrokerLogin, SecretValue};
 use crate::reconcile::validate::ValidatedStack;
@@ -125,6 +126,28 @@ impl PlanInputs {
             broker_login,
             former_users: Vec::new(),
         }
+    }
+
+    /// Takes what the plan reads from Secrets that exist (observe reads them from the cluster,
+    /// render from its input): the credentials Secret's digest and, unless this plan generated
+    /// it, its broker login; and the users the definitions Secret declares, kept without a
+    /// password in the next one.
+    pub fn with_existing(
+        mut self,
+        credentials: Option<&Secret>,
+        definitions: Option<&Secret>,
+    ) -> Self {
+        if let Some(secret) = credentials {
+            self.credentials_digest = Some(common::secret_digest(secret));
+            if self.broker_login.is_none() {
+                self.broker_login = common::broker_login(secret);
+            }
+        }
+        self.former_users = definitions
+            .and_then(|s| s.data.as_ref()?.get(rabbitmq::DEFINITIONS_KEY))
+            .map(|bytes| rabbitmq::declared_users(&bytes.0))
+            .unwrap_or_default();
+        self
     }
 
     /// Inputs for a stack none of whose Secrets exist yet (render, tests): every Secret the
