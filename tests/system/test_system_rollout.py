@@ -107,9 +107,7 @@ def _roll(stack: Stack, old: Proc, old_port: int, new_port: int,
         wait_until(lambda: _quiet(old_port), 15, "the gateway to stop routing to the old ping", 0)
     time.sleep(PRE_STOP_SECONDS)
     served_by_old = _published(old_port)
-    old.send(signal.SIGTERM)
-    assert old.popen is not None
-    code = old.popen.wait(timeout=30)
+    code = old.stop(timeout=30)  # SIGTERM; SIGKILL (a failing code) after 30 s
     stopped = time.monotonic()
     assert code == 0, f"the old ping exited with {code}:\n{old.log_tail()}"
     assert served_by_old > 0, "the old ping never served through the gateway"

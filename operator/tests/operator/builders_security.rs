@@ -136,12 +136,7 @@ fn restricted_violations(pod: &Value) -> Vec<String> {
         }
     }
     let pod_sc = &pod["securityContext"];
-    let containers = pod["containers"]
-        .as_array()
-        .into_iter()
-        .chain(pod["initContainers"].as_array())
-        .flatten();
-    for c in containers {
+    for c in pod_containers(pod) {
         let sc = &c["securityContext"];
         let name = c["name"].as_str().unwrap_or("?");
         if sc["privileged"] == true {
@@ -296,12 +291,8 @@ fn every_container_has_a_read_only_root_and_writes_only_to_volumes() {
                 .map(|c| c.iter().map(|c| &c["metadata"]["name"]).collect())
                 .unwrap_or_default();
             let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
-            let containers = spec["initContainers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .chain(spec["containers"].as_array().unwrap());
-            for c in containers {
+            assert!(spec["containers"].is_array(), "{stack}: {}", kind_name(w));
+            for c in pod_containers(spec) {
                 let what = format!("{stack}: {} container {}", kind_name(w), c["name"]);
                 assert_eq!(
                     c["securityContext"]["readOnlyRootFilesystem"], true,
@@ -332,12 +323,8 @@ fn no_password_is_an_environment_variable() {
     for (stack, objects) in stacks() {
         for w in workloads(&objects) {
             let spec = &w["spec"]["template"]["spec"];
-            let containers = spec["initContainers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .chain(spec["containers"].as_array().unwrap());
-            for c in containers {
+            assert!(spec["containers"].is_array(), "{stack}: {}", kind_name(w));
+            for c in pod_containers(spec) {
                 for e in c["env"].as_array().into_iter().flatten() {
                     if e["valueFrom"].get("secretKeyRef").is_none() {
                         continue;
