@@ -16,13 +16,15 @@
 //! never affects readiness.
 //!
 //! With `REDIS_URL_FILE` the URL (which may carry a password) is read from
-//! the file at start and again after every failure; a changed URL replaces
+//! the file at start and again after a failure, at most once per
+//! [`URL_REREAD_INTERVAL`] (while Redis is down every request fails, and a
+//! request must not cost a file read); a changed URL replaces
 //! the connection, so a rotated Secret needs no restart. An unreadable file or
 //! a line that is not a Redis URL is a failure like any other (counted,
 //! logged without the content), retried at the next request.
 
-use std::sync::{PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -36,6 +38,8 @@ use crate::store::Page;
 
 /// Longest a Redis round trip may take before the store is used instead.
 pub const TIMEOUT: Duration = Duration::from_millis(250);
+/// Least time between two reads of `REDIS_URL_FILE` after failures.
+pub const URL_REREAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Pages larger than this are not cached.
 pub const MAX_CACHED_BYTES: usize = 1024 * 1024;
 
@@ -68,6 +72,8 @@ pub struct Cache {
     /// The URL in use and its connection; `None` while a URL file cannot be
     /// read or does not hold a Redis URL.
     connection: RwLock<Option<(String, ConnectionManager)>>,
+    /// When `REDIS_URL_FILE` was last read.
+    url_read_at: Mutex<Option<Instant>>,
     prefix: String,
     ttl: u64,
     target: String,
@@ -82,6 +88,7 @@ impl Cache {
         let cache = Self {
             url: config.url.clone(),
             connection: RwLock::new(None),
+            url_read_at: Mutex::new(None),
             prefix: config.prefix.clone(),
             ttl: config.ttl.get(),
             target: config.target.clone(),
@@ -120,6 +127,17 @@ impl Cache {
         let Setting::File(_) = &self.url else {
             return;
         };
+        {
+            let mut read_at = self
+                .url_read_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if read_at.is_some_and(|at| now.duration_since(at) < URL_REREAD_INTERVAL) {
+                return;
+            }
+            *read_at = Some(now);
+        }
         let url = match self.url.read() {
             Ok(url) => url,
             Err(error) => {
