@@ -69,6 +69,18 @@ fn a_renamed_user_stays_declared_without_password_or_tags() {
     assert!(declared_users(b"not json").is_empty());
 }
 
+/// A user-supplied password may hold characters JSON escapes (`"`, `\`, control characters):
+/// the users of such a file are still read, or a renamed user would keep its old password.
+#[test]
+fn users_are_read_from_a_file_whose_strings_are_escaped() {
+    let file = definitions_json(&login("old\\name", "fake \"quoted\" \\ pass\n"), &[]);
+    assert!(
+        file.contains("\\\""),
+        "the password is escaped in the file: {file}"
+    );
+    assert_eq!(declared_users(file.as_bytes()), ["old\\name"]);
+}
+
 #[test]
 fn observe_reads_the_credentials_as_the_services_read_their_files() {
     let secret = |user: &[u8], pass: &[u8]| Secret {

@@ -37,32 +37,29 @@ pub const DEFINITIONS_VOLUME: &str = "rabbitmq-definitions";
 /// The only virtual host.
 const VHOST: &str = "/";
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Definitions<'a> {
-    #[serde(borrow)]
     users: Vec<User<'a>>,
-    #[serde(default, borrow)]
     vhosts: Vec<Vhost<'a>>,
-    #[serde(default, borrow)]
     permissions: Vec<UserPermission<'a>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct User<'a> {
     name: &'a str,
     /// Absent for a former user: importing a user without `password` or `password_hash`
     /// clears its password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     password: Option<&'a str>,
     tags: Vec<&'a str>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Vhost<'a> {
     name: &'a str,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct UserPermission<'a> {
     user: &'a str,
     vhost: &'a str,
@@ -106,10 +103,22 @@ pub fn definitions_json(login: &BrokerLogin, former_users: &[String]) -> String 
     serde_json::to_string_pretty(&definitions).unwrap_or_default() + "\n"
 }
 
+/// What [`declared_users`] reads of a definitions file: owned strings, since a name or password
+/// may be escaped in JSON (a borrowed `&str` cannot hold an unescaped copy).
+#[derive(Deserialize)]
+struct DeclaredUsers {
+    users: Vec<DeclaredUser>,
+}
+
+#[derive(Deserialize)]
+struct DeclaredUser {
+    name: String,
+}
+
 /// The user names a definitions file declares (none when it does not parse).
 pub fn declared_users(definitions: &[u8]) -> Vec<String> {
-    serde_json::from_slice::<Definitions<'_>>(definitions)
-        .map(|d| d.users.iter().map(|u| u.name.to_owned()).collect())
+    serde_json::from_slice::<DeclaredUsers>(definitions)
+        .map(|d| d.users.into_iter().map(|u| u.name).collect())
         .unwrap_or_default()
 }
 
