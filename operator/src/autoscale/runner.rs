@@ -154,7 +154,12 @@ impl Autoscaler {
     pub async fn round(&mut self, stacks: Vec<Arc<PingPongStack>>) {
         let started = Instant::now();
         let now = self.started.elapsed();
-        let hpas = self.hpa_targets().await;
+        // No autoscaled stack, no request at all.
+        let hpas = if stacks.is_empty() {
+            HashMap::new()
+        } else {
+            self.hpa_targets().await
+        };
         let mut states = std::mem::take(&mut self.states);
         let jobs: Vec<_> = stacks
             .into_iter()
