@@ -18,6 +18,7 @@ pub mod names;
 pub mod observe;
 pub mod quantity;
 pub mod report;
+pub mod rollout;
 pub mod status;
 pub mod validate;
 pub mod yaml;
