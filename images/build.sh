@@ -13,7 +13,7 @@
 #                                       ones with PINGPONG_IMAGE_PROFILE=debug as `make test`
 #                                       does, which builds them anyway) and
 #                                       RUNTIME_IMAGE=the Debian base above
-#   localhost/coredns:<ver>, localhost/traefik:<ver>
+#   localhost/coredns:<ver> (and localhost/traefik:<ver> when NODE_BIN_DIR has a traefik binary)
 #                                       the binaries scripts/cluster/build-node.sh built, on scratch
 #
 # Each service image is tagged with the version of the package it installed, read from the image.
@@ -182,6 +182,7 @@ binary_image() {
 # shellcheck source=scripts/cluster/versions.sh
 source scripts/cluster/versions.sh
 binary_image coredns "$COREDNS_VERSION" '["/coredns"]'
-binary_image traefik "$TRAEFIK_VERSION" '["/traefik"]'
+# Only when a Traefik binary exists (build-node.sh cannot build it from the module proxy here).
+if [ -x "$node_bin/traefik" ]; then binary_image traefik "$TRAEFIK_VERSION" '["/traefik"]'; fi
 
 mv "$out.tmp" "$out"

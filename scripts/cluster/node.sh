@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real node of the local cluster, beside the kwok ones: a kubelet, containerd with runc, the
 # CNI bridge and kube-proxy (iptables mode), all inside a network namespace of their own, plus
-# CoreDNS and a Gateway (Traefik) as pods on it. Called by up.sh and down.sh:
+# CoreDNS as a pod on it, and a Gateway (Traefik) when a Traefik image exists (build-node.sh
+# cannot build one from the module proxy here). Called by up.sh and down.sh:
 #
 #   scripts/cluster/node.sh up     start (or keep) the node and its add-ons, write gateway-url
 #   scripts/cluster/node.sh down   stop exactly what `up` started: processes (pid files), the
@@ -213,13 +214,11 @@ kubelet_sysctls_record() {
     kernel.keys.root_maxkeys kernel.keys.root_maxbytes >"$node/sysctl.orig"
 }
 
+# addons FILE: apply FILE with the @...@ values filled in.
 addons() {
-  local coredns traefik
-  coredns=$(image_ref coredns)
-  traefik=$(image_ref traefik)
-  sed -e "s#@COREDNS_IMAGE@#$coredns#" -e "s#@TRAEFIK_IMAGE@#$traefik#" \
+  sed -e "s#@COREDNS_IMAGE@#$(image_ref coredns)#" -e "s#@TRAEFIK_IMAGE@#$(image_ref traefik)#" \
     -e "s#@DNS_IP@#$CLUSTER_DNS_IP#" -e "s#@GATEWAY_NODE_PORT@#$GATEWAY_NODE_PORT#" \
-    scripts/cluster/node-addons.yaml | kubectl apply -f - >/dev/null
+    "$1" | kubectl apply -f - >/dev/null
 }
 
 up() {
@@ -241,7 +240,6 @@ up() {
     fi
   done
 
-  ports_free gateway-relay:"$GATEWAY_PORT"
   step "API server relay $NODE_HOST_IP:$APISERVER_PORT -> 127.0.0.1:$APISERVER_PORT"
   start_bg apiserver-relay socat "TCP-LISTEN:$APISERVER_PORT,bind=$NODE_HOST_IP,fork,reuseaddr" \
     "TCP:127.0.0.1:$APISERVER_PORT"
@@ -277,7 +275,11 @@ EOF
   start_bg kube-proxy nsenter --net="$netns_path" -- kube-proxy --config "$node/kube-proxy.yaml"
   wait_until "node $NODE_NAME Ready" node_ready
 
-  step "CoreDNS ($CLUSTER_DNS_IP) and the Gateway (Traefik, GatewayClass traefik, Gateway gateway-system/public)"
+  step "CoreDNS ($CLUSTER_DNS_IP)"
+  addons scripts/cluster/node-addons.yaml
+  CLUSTER_WAIT=${CLUSTER_NODE_WAIT:-300} wait_until "CoreDNS rolled out" \
+    kubectl -n kube-system rollout status deployment/coredns --timeout=2s
+  # The Gateway API (the sample's HTTPRoute needs it served, with or without an implementation).
   local crd
   for crd in "$CLUSTER_DIR"/crds/gatewayclasses.yaml "$CLUSTER_DIR"/crds/gateways.yaml \
     "$CLUSTER_DIR"/crds/httproutes.yaml "$CLUSTER_DIR"/crds/referencegrants.yaml; do
@@ -285,10 +287,16 @@ EOF
   done
   wait_until "the Gateway API CRDs" kubectl wait --for=condition=Established --timeout=2s \
     crd/gatewayclasses.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io
-  addons
+  if [ -z "$(image_ref traefik)" ]; then
+    echo "    no Gateway: no Traefik image (build-node.sh cannot build it here; see the README)"
+    return 0
+  fi
+  step "the Gateway (Traefik, GatewayClass traefik, Gateway gateway-system/public)"
+  addons scripts/cluster/gateway-traefik.yaml
+  ports_free gateway-relay:"$GATEWAY_PORT"
   start_bg gateway-relay socat "TCP-LISTEN:$GATEWAY_PORT,bind=127.0.0.1,fork,reuseaddr" \
     "TCP:$NODE_IP:$GATEWAY_NODE_PORT"
-  CLUSTER_WAIT=${CLUSTER_NODE_WAIT:-300} wait_until "CoreDNS and Traefik rolled out" addons_ready
+  CLUSTER_WAIT=${CLUSTER_NODE_WAIT:-300} wait_until "Traefik rolled out and the Gateway programmed" gateway_ready
   echo "http://127.0.0.1:$GATEWAY_PORT" >"$CLUSTER_DIR/gateway-url"
 }
 
@@ -296,9 +304,8 @@ node_ready() {
   [ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 
-addons_ready() {
-  kubectl -n kube-system rollout status deployment/coredns --timeout=2s &&
-    kubectl -n gateway-system rollout status deployment/traefik --timeout=2s &&
+gateway_ready() {
+  kubectl -n gateway-system rollout status deployment/traefik --timeout=2s &&
     [ "$(kubectl -n gateway-system get gateway public -o jsonpath='{.status.conditions[?(@.type=="Programmed")].status}')" = True ]
 }
 

@@ -5,12 +5,12 @@
 #
 #   etcd, kube-apiserver (RBAC, OwnerReferencesPermissionEnforcement, audit log),
 #   kube-controller-manager, kube-scheduler, kwok (three fake nodes, a default StorageClass whose
-#   PVCs get bound), a real node (scripts/cluster/node.sh: kubelet, containerd, runc, CNI bridge,
-#   kube-proxy, CoreDNS and a Traefik Gateway, with images built here by images/build.sh), then
-#   `helm install` of charts/pingpong-operator into pingpong-system, the operator binary as a host
-#   process (token from the TokenRequest API), and the sample stack applied and waited for: on the
-#   real node manifests/samples/local.yaml, served through the Gateway at the URL in
-#   .cluster/gateway-url (`curl -X POST $(cat .cluster/gateway-url)/ping -d '{"msg":"hi"}'`).
+#   PVCs get bound), with CLUSTER_REAL_NODE=1 a real node (scripts/cluster/node.sh: kubelet,
+#   containerd, runc, CNI bridge, kube-proxy, CoreDNS, with images built here by images/build.sh),
+#   then `helm install` of charts/pingpong-operator into pingpong-system, the operator binary as a
+#   host process (token from the TokenRequest API), and the sample stack applied and waited for
+#   (on the real node manifests/samples/local.yaml, whose HTTPRoute a Gateway serves at the URL in
+#   .cluster/gateway-url when one runs).
 #
 # Pods of the namespace `default` run on the real node (the namespace's PodNodeSelector and
 # PodTolerationRestriction annotations); every other namespace's pods go to the kwok nodes (the
@@ -46,7 +46,7 @@ done
 if [ "$real_node" = 1 ]; then
   node_bin=$(scripts/cluster/build-node.sh | tail -n 1)
   for tool in containerd containerd-shim-runc-v2 ctr; do ln -sfn "$node_bin/$tool" "$CLUSTER_DIR/bin/$tool"; done
-  step "images (images/build.sh: Debian base, RabbitMQ, PostgreSQL, Redis, ping, pong, operator, CoreDNS, Traefik)"
+  step "images (images/build.sh: Debian base, RabbitMQ, PostgreSQL, Redis, ping, pong, operator, CoreDNS)"
   images/build.sh "$node_bin" "$CLUSTER_DIR/images.txt"
   image_ref() { awk -v n="$1" '$1 == n {print $2}' "$CLUSTER_DIR/images.txt"; }
   # The stacks' default images, for the chart's values and the operator on the host.
