@@ -10,6 +10,7 @@ pub mod config;
 pub mod handlers;
 pub mod metrics;
 pub mod openapi;
+pub mod publish_log;
 pub mod publisher;
 pub mod readiness;
 
