@@ -428,6 +428,13 @@ impl LogConfig {
     /// Default filter when `RUST_LOG` is unset.
     pub const DEFAULT_FILTER: &'static str = "info";
 
+    /// Added by [`crate::telemetry::init`] to every filter that does not name
+    /// this target itself:
+    /// lapin logs a message the broker returned (unroutable) at WARN with
+    /// its whole body, and message bodies never go to the log. ping logs the
+    /// return itself, by message id.
+    pub const QUIET_RETURNS: &'static str = "lapin::returned_messages=off";
+
     /// Reads `LOG_FORMAT` and `RUST_LOG`, checking that the filter parses.
     pub fn from_env(env: &mut Env<'_>) -> Self {
         let format = env.parse(LOG_FORMAT, LogFormat::Text, "text or json");
