@@ -16,8 +16,10 @@ pub mod desired;
 pub mod events;
 pub mod names;
 pub mod observe;
+pub mod ownership;
 pub mod quantity;
 pub mod report;
+pub mod rollout;
 pub mod status;
 pub mod validate;
 pub mod yaml;
@@ -204,6 +206,8 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         let mut applier = Applier::new(
             &ctx.client,
             &validated.namespace,
+            &validated.name,
+            uid,
             &ctx.metrics,
             observed.plan_inputs.served,
             &ctx.children,
