@@ -332,7 +332,7 @@ impl Started {
     /// Marks the named StatefulSets and Deployments as having their one replica ready, as
     /// their controllers would.
     pub async fn set_ready(&self, stateful_sets: &[&str], deployments: &[&str]) {
-        let ready = serde_json::json!({ "status": { "readyReplicas": 1, "replicas": 1 } });
+        let ready = rolled_out();
         let params = PatchParams::default();
         for name in stateful_sets {
             self.api::<StatefulSet>()
@@ -356,4 +356,18 @@ impl Started {
     {
         Api::namespaced(self.client.clone(), NS)
     }
+}
+
+/// A workload status that has rolled out its current spec with one replica: updated, ready and
+/// available. The in-memory API bumps `metadata.generation` on every write, even an apply that
+/// changes nothing (a real API server does not), so the simulated workload controller claims to
+/// have observed every generation the later reconciles will write.
+fn rolled_out() -> serde_json::Value {
+    serde_json::json!({ "status": {
+        "observedGeneration": i64::MAX,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+    } })
 }
