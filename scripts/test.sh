@@ -46,6 +46,10 @@ export PINGPONG_BIN_DIR="$CARGO_TARGET_DIR/debug"
 step "local Kubernetes control plane (built once from Go modules, cached outside git)"
 scripts/cluster/build.sh
 
+step "promtool for the alert-rule tests (built once from Go modules, cached outside git)"
+PROMTOOL=$(scripts/observability/build.sh promtool | tail -n 1)
+export PROMTOOL
+
 step "python tests (chart, manifests, schemas, nginx end-to-end, broker faults, e2e on a local control plane)"
 # E2E_START_CLUSTER=1: tests/e2e starts its own control plane in .cluster-test/ and stops it after.
 E2E_START_CLUSTER=1 .venv/bin/pytest -q tests

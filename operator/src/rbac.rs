@@ -21,12 +21,12 @@
 //!   import at boot, which must follow the credentials Secret's content). RBAC cannot narrow a
 //!   ClusterRole to names that depend on the stack, so the code applies no other Secret.
 //! - `get` on StatefulSets and Deployments: readiness while paused.
-//! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, and on
-//!   StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL and
-//!   Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
+//! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, PrometheusRules,
+//!   and on StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL
+//!   and Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
 //! - `get` on CustomResourceDefinitions: the start-up check for our CRD, and whether the
-//!   HTTPRoute and ServiceMonitor CRDs are served (when the controller starts, and again only
-//!   when a stack needs one that was not).
+//!   HTTPRoute, ServiceMonitor and PrometheusRule CRDs are served (when the controller starts,
+//!   and again only when a stack needs one that was not).
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
 //! - `get`, `create`, `update` on leases: leader election.
 
@@ -112,6 +112,11 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "monitoring.coreos.com",
         resource: "servicemonitors",
+        verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "monitoring.coreos.com",
+        resource: "prometheusrules",
         verbs: WATCH_APPLY_DELETE,
     },
     Permission {

@@ -232,6 +232,7 @@ pub fn validate(
                 .filter(|(k, _)| !crate::labels::is_reserved(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            prometheus_rule: spec.monitoring.prometheus_rule,
         },
         paused: spec.paused,
         name,
