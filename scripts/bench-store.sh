@@ -7,7 +7,7 @@
 #      messages_stored_total climbs to N; once with PONG_STORE=memory, once with PONG_STORE=postgres
 #      (fresh database), once more with postgres full at PONG_MAX_MESSAGES=N/2 (evicting);
 #   2. GET latency: bulk-load ROWS rows with SQL generate_series, then wrk --latency on
-#      GET /pong?limit=100 (newest page) and GET /pong?after=<middle id>&limit=100 (a keyset page
+#      GET /pong?from=newest&limit=100 (newest page) and GET /pong?after=<middle id>&limit=100 (a keyset page
 #      deep in the table), without and with Redis.
 # Prints a markdown report (machine, load, results) on stdout and into $out/report.md.
 #
@@ -108,7 +108,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null
 drain memory
 memory_rate=$rate
-row_memory=$(get_bench "memory, newest 100 ($messages stored)" "/pong?limit=100")
+row_memory=$(get_bench "memory, newest 100 ($messages stored)" "/pong?from=newest&limit=100")
 stop_pong
 drain postgres DATABASE_URL="$db_url"
 postgres_rate=$rate
@@ -134,13 +134,13 @@ middle=$(psql "$db_url" -qAtc "SELECT id FROM pong_messages WHERE seq = (SELECT 
 
 common=(PONG_STORE=postgres DATABASE_URL="$db_url" PONG_MAX_MESSAGES=$((rows + messages)))
 start_pong "${common[@]}"
-row_newest=$(get_bench "postgres, newest 100" "/pong?limit=100")
+row_newest=$(get_bench "postgres, newest 100" "/pong?from=newest&limit=100")
 row_after=$(get_bench "postgres, after=<middle>&limit=100" "/pong?after=$middle&limit=100")
 stop_pong
 cached=n/a
 if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
   start_pong "${common[@]}" REDIS_URL="$redis_url" PONG_CACHE_PREFIX="$prefix"
-  row_newest_redis=$(get_bench "postgres + Redis, newest 100" "/pong?limit=100")
+  row_newest_redis=$(get_bench "postgres + Redis, newest 100" "/pong?from=newest&limit=100")
   row_after_redis=$(get_bench "postgres + Redis, after=<middle>&limit=100" "/pong?after=$middle&limit=100")
   cached="hits $(metric pingpong_pong_cache_hits_total), misses $(metric pingpong_pong_cache_misses_total), errors $(metric pingpong_pong_cache_errors_total)"
   stop_pong

@@ -7,7 +7,7 @@
 #   2. POST /ping through nginx with wrk at 16 and 64 connections (20 s each, --latency), then the
 #      drain of the queue by pong; accepted (200s counted by wrk, and ping's published counter) vs
 #      stored (pong's counter);
-#   3. GET /pong?limit=100 through nginx with 100,000 messages stored;
+#   3. GET /pong?from=newest&limit=100 through nginx with 100,000 messages stored;
 #   4. RSS (VmRSS) of ping, pong, nginx and the broker, idle and after load, and the CPU seconds
 #      each process used during the 64-connection run.
 # Prints a markdown report and writes it into the "Data plane" section of BENCHMARKS.md
@@ -180,9 +180,9 @@ while ((stored_now < 100000)); do
   done
   stored_now=$(metric "$pong_url" pingpong_pong_stored_messages)
 done
-step "wrk GET /pong?limit=100 with $stored_now stored: 16 connections, 10s"
+step "wrk GET /pong?from=newest&limit=100 with $stored_now stored: 16 connections, 10s"
 wrk -t2 -c16 -d10s --timeout 10s --latency -s services/loadgen/wrk/get-pong.lua \
-  "$gateway/pong?limit=100" | tee "$out/get.txt"
+  "$gateway/pong?from=newest&limit=100" | tee "$out/get.txt"
 get_rps=$(json "$out/get.txt" rps)
 get_p50=$(json "$out/get.txt" p50_ms)
 get_p99=$(json "$out/get.txt" p99_ms)
@@ -237,7 +237,7 @@ with the CPU seconds other processes used during each run.
 | --- | --- |
 | broker ceiling (loadgen: persistent, confirms, 256 in flight, ${ceiling_seconds} s) | $ceiling msg/s |
 | ping at 64 connections / ceiling | ${ratio}% |
-| GET /pong?limit=100 with $stored_now stored: requests/s, p50 / p99 | $get_rps, $get_p50 / $get_p99 ms (non-2xx: $get_non2xx) |
+| GET /pong?from=newest&limit=100 with $stored_now stored: requests/s, p50 / p99 | $get_rps, $get_p50 / $get_p99 ms (non-2xx: $get_non2xx) |
 | RSS idle: ping / pong / nginx (all processes) / broker | $idle_ping / $idle_pong / $idle_nginx / $idle_broker MB |
 | RSS after load: ping / pong / nginx / broker | $load_ping / $load_pong / $load_nginx / $load_broker MB |
 
@@ -248,7 +248,7 @@ with the CPU seconds other processes used during each run.
 | p99 ≤ 25 ms at 16 connections | ${r16[2]} ms: $v_p99 |
 | pong drains at least as fast as ping publishes (64 conns: backlog ≤ 1% of accepted, or drain rate ≥ publish rate) | backlog ${r64[7]}, drain ${r64[11]} msg/s: $v_drain |
 | accepted == stored after the drain (up to the requests in flight when wrk stopped: answered ≤ stored ≤ answered + connections) | 16: ${r16[12]} / ${r16[6]}, 64: ${r64[12]} / ${r64[6]}: $v_equal |
-| GET /pong?limit=100 p99 ≤ 10 ms with 100,000 stored | $get_p99 ms: $v_get |
+| GET /pong?from=newest&limit=100 p99 ≤ 10 ms with 100,000 stored | $get_p99 ms: $v_get |
 | idle RSS ≤ 15 MB per service | $idle_ping / $idle_pong MB: $v_rss |
 EOF
 )

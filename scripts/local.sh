@@ -290,7 +290,7 @@ pingpong runs locally:
 
 Try:
   curl -s -X POST $gateway/ping -H 'Content-Type: application/json' -d '{"msg": "hello"}'
-  curl -s '$gateway/pong?limit=10'
+  curl -s '$gateway/pong?from=newest&limit=10'
 Stop everything with: make local-down
 EOF
 }

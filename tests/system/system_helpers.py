@@ -307,11 +307,11 @@ class Stack:
         return "\n".join(parts)
 
     def stored(self, via_gateway: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
-        """GET /pong?limit=N (the newest N), or without `limit` every stored message, oldest first,
+        """GET /pong?from=newest&limit=N (the newest N), or without `limit` every stored message, oldest first,
         by following the pages' `Link: <...>; rel="next"` (bounded: at most 1,000 pages)."""
         base = self.gateway_url if via_gateway else self.pong_url
         if limit is not None:
-            return self._page(f"{base}/pong", {"limit": str(limit)})[0]
+            return self._page(f"{base}/pong", {"from": "newest", "limit": str(limit)})[0]
         every: list[dict[str, Any]] = []
         url: str | None = f"{base}/pong"
         for _ in range(1000):

@@ -1,6 +1,8 @@
 """The local nginx gateway (deploy/local/nginx.conf.template) for real: a refused connect is retried
-on the next ping, a POST that reached a server is never replayed, and every answer nginx produces
-itself carries the services' JSON error body. 127.0.0.1 only, bounded loops."""
+on the next ping, a POST that reached a server is never replayed, every answer nginx produces
+itself carries the services' JSON error body (405 with `Allow`), only the exact paths are routed,
+and a trickled body meets ping's 10 s request deadline through the gateway. 127.0.0.1 only,
+bounded loops."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -183,6 +186,8 @@ def _raw(port: int, request: bytes) -> bytes:
                       b"Content-Length: 2097152\r\n\r\n", 413),
     ("internal error location", b"GET /.errors/bad_request.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
      404),
+    ("double slash", b"POST //ping HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 11\r\nConnection: close\r\n\r\n{\"msg\":\"x\"}", 404),
 ])
 def test_gateway_errors_have_json_bodies(stack: Stack, name: str, request_bytes: bytes,
                                          status: int) -> None:
@@ -192,3 +197,48 @@ def test_gateway_errors_have_json_bodies(stack: Stack, name: str, request_bytes:
     assert status_line.startswith(f"HTTP/1.1 {status} "), (name, answer[:300])
     assert b"\r\nContent-Type: application/json" in head, (name, head)
     assert isinstance(json.loads(body)["error"], str), (name, body)
+
+
+@pytest.mark.parametrize(("path", "allow"), [("/ping", "POST"), ("/pong", "GET, HEAD")])
+def test_gateway_405_names_the_allowed_methods(stack: Stack, path: str, allow: str) -> None:
+    answer = _raw(stack.gateway_port, f"TRACE {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = answer.partition(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 405 "), head
+    assert f"\r\nAllow: {allow}\r\n" in head + "\r\n", head
+
+
+def test_a_trickled_body_meets_the_request_deadline_through_the_gateway(stack: Stack) -> None:
+    """One byte every 2 s restarts nginx's body timeout each time; the body is streamed to ping,
+    whose deadline (10 s from the headers) answers 408 with a JSON body. Bounded: 30 s."""
+    body = json.dumps({"msg": "trickled " + "x" * 40}).encode()
+    with socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=30) as conn:
+        conn.sendall(b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        conn.setblocking(False)
+        answer = b""
+        deadline = time.monotonic() + 30
+        sent = 0
+        while time.monotonic() < deadline and b"\r\n\r\n" not in answer:
+            if sent < len(body) - 1:  # never the last byte: the body stays incomplete
+                try:
+                    conn.sendall(body[sent:sent + 1])
+                    sent += 1
+                except OSError:
+                    pass
+            time.sleep(2)
+            try:
+                answer += conn.recv(65536)
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+        conn.settimeout(5)
+        try:
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert b"content-type: application/json" in head.lower(), head
+    assert "request timed out" in json.loads(rest)["error"], rest

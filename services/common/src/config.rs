@@ -16,6 +16,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::address::{BrokerAddress, BrokerAddresses, DEFAULT_AMQP_PORT};
 use crate::credential::{Setting, SettingFile};
+pub use crate::queue::QueueName;
+pub use crate::secret::Secret;
 use crate::topology::QueueType;
 
 /// Variable naming the listen address of a service.
@@ -45,35 +47,6 @@ pub const RABBITMQ_QUEUE_TYPE: &str = "RABBITMQ_QUEUE_TYPE";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 /// Variable holding the tracing filter directives.
 pub const RUST_LOG: &str = "RUST_LOG";
-
-/// A string that must never be shown: `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// Returns the secret value. Call this only where the value is used
-    /// (for example the AMQP handshake), never for logging.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// One bad variable: its name, the offending value (absent for secrets) and
 /// what was expected.
@@ -251,45 +224,6 @@ pub fn listen_addr(env: &mut Env<'_>, default: SocketAddr) -> SocketAddr {
 const CREDENTIALS_IN_ADDRESS: &str = "a host name or IP address without credentials (set \
      RABBITMQ_DEFAULT_USER and RABBITMQ_DEFAULT_PASS instead of user:password@host)";
 
-/// A validated AMQP queue name; `<name>.dead` is its dead-letter queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueName(String);
-
-impl QueueName {
-    /// Longest accepted name, so that `<name>.dead` fits AMQP's 255 bytes.
-    pub const MAX_LEN: usize = 250;
-
-    /// Validates a queue name: 1..=250 bytes, printable, not `amq.`-reserved.
-    pub fn new(name: &str) -> Result<Self, &'static str> {
-        if name.is_empty() || name.len() > Self::MAX_LEN {
-            return Err("a queue name of 1 to 250 bytes");
-        }
-        if name.starts_with("amq.") {
-            return Err("a queue name not starting with the reserved prefix amq.");
-        }
-        if name.chars().any(char::is_control) {
-            return Err("a queue name without control characters");
-        }
-        Ok(Self(name.to_owned()))
-    }
-
-    /// The queue name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The name of the dead-letter queue: `<name>.dead`.
-    pub fn dead_letter(&self) -> String {
-        format!("{}.dead", self.0)
-    }
-}
-
-impl fmt::Display for QueueName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// Where and how to reach RabbitMQ, and which queue to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
@@ -355,7 +289,7 @@ impl AmqpConfig {
             Ok(queue) => queue,
             Err(expected) => {
                 env.problem(RABBITMQ_QUEUE, Some(raw_queue), expected);
-                QueueName(Self::DEFAULT_QUEUE.to_owned())
+                QueueName::unchecked(Self::DEFAULT_QUEUE)
             }
         };
         let queue_type = env.parse(RABBITMQ_QUEUE_TYPE, QueueType::Classic, "classic or quorum");
@@ -427,6 +361,13 @@ pub struct LogConfig {
 impl LogConfig {
     /// Default filter when `RUST_LOG` is unset.
     pub const DEFAULT_FILTER: &'static str = "info";
+
+    /// Added by [`crate::telemetry::init`] to every filter that does not name
+    /// this target itself:
+    /// lapin logs a message the broker returned (unroutable) at WARN with
+    /// its whole body, and message bodies never go to the log. ping logs the
+    /// return itself, by message id.
+    pub const QUIET_RETURNS: &'static str = "lapin::returned_messages=off";
 
     /// Reads `LOG_FORMAT` and `RUST_LOG`, checking that the filter parses.
     pub fn from_env(env: &mut Env<'_>) -> Self {

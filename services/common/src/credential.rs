@@ -4,14 +4,14 @@
 //!
 //! A [`Setting::File`] is read again on every use (each broker or database
 //! (re)connect), so a rotated Secret that the kubelet refreshes in the mounted
-//! file is picked up without a restart. Parsing ([`crate::config::Env`]) does
+//! file is picked up without a restart. Parsing (`config::Env`) does
 //! no I/O; this module reads the file and never puts its content into an
 //! error, a log line or `Debug` output.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Where a file-backed setting was configured: the `*_FILE` variable and its path.
 #[derive(Debug, Clone, PartialEq, Eq)]

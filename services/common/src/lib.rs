@@ -19,6 +19,8 @@ pub mod http;
 pub mod message;
 pub mod metrics;
 pub mod openapi;
+pub mod queue;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -54,3 +54,56 @@ pub fn metrics_doc() {}
     responses((status = 200, description = "This OpenAPI 3.1 document", body = Object, content_type = "application/json"))
 )]
 pub fn openapi_doc() {}
+
+/// Adds what the router answers on every documented path to each of its
+/// operations: 405 `{"error": ...}` with `Allow` for a method the path does
+/// not serve (the document lists the methods it does), so a client checking
+/// answers against the document finds every status it can get there.
+/// Paths the document does not list answer 404 with the same body (see each
+/// document's description).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouterAnswers;
+
+impl utoipa::Modify for RouterAnswers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
+
+        for item in doc.paths.paths.values_mut() {
+            let mut allow: Vec<&str> = Vec::new();
+            if item.get.is_some() {
+                // axum answers HEAD for every GET route.
+                allow.extend(["GET", "HEAD"]);
+            }
+            if item.post.is_some() {
+                allow.push("POST");
+            }
+            let allow = allow.join(",");
+            let response = ResponseBuilder::new()
+                .description("The path does not serve this method")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .header(
+                    "Allow",
+                    HeaderBuilder::new()
+                        .schema(Some(
+                            utoipa::openapi::ObjectBuilder::new().schema_type(Type::String),
+                        ))
+                        .description(Some(format!("the methods the path serves: `{allow}`")))
+                        .build(),
+                )
+                .build();
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("405".to_owned())
+                    .or_insert_with(|| response.clone().into());
+            }
+        }
+    }
+}

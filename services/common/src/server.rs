@@ -1,13 +1,23 @@
 //! The HTTP/1.1 server of both services: binding, the accept loop, per-
 //! connection limits and graceful shutdown.
 //!
-//! Served with hyper's HTTP/1 connection builder (not `axum::serve`) so that
-//! every connection has a header-read timeout: a client that opens a
-//! connection and sends no request, or only part of its headers, is cut after
-//! [`ServeOptions::header_read_timeout`] and cannot hold file descriptors.
-//! The timer also runs while a keep-alive connection waits for its next
-//! request, so proxies must keep idle pooled connections for less than that
-//! (the local nginx gateway keeps them 5 s).
+//! Why not `axum::serve`: it serves connections without a timer (so without
+//! hyper's header-read timeout), without a bound on connections or on the
+//! time a response may take to write, and its graceful shutdown closes idle
+//! keep-alive connections, which races with a proxy sending its next POST
+//! there. What is kept here is what these guarantees need, and nothing else:
+//! - every connection has a header-read timeout
+//!   ([`ServeOptions::header_read_timeout`]): a client that opens a
+//!   connection and sends no request, or only part of its headers, is cut and
+//!   cannot hold file descriptors. The timer also runs while a keep-alive
+//!   connection waits for its next request, so proxies must keep idle pooled
+//!   connections for less than that (the local nginx gateway keeps them 5 s);
+//! - every response must be written within [`ServeOptions::write_timeout`]
+//!   of its first byte, or the connection is cut ([`ConnectionIo`]): a client
+//!   that reads slowly cannot keep a page in memory for long;
+//! - at most [`ServeOptions::max_connections`] connections are served at
+//!   once; more wait in the kernel's listen backlog until one closes, so
+//!   memory and file descriptors stay bounded whatever clients do.
 //!
 //! On shutdown the listener closes first (new connections are refused, which
 //! a proxy retries on another server). Every answer from then on carries
@@ -20,9 +30,9 @@
 //! a 502. The header-read timeout still cuts an idle connection, and all of
 //! it is bounded by [`ServeOptions::drain_timeout`].
 //!
-//! hyper answers requests it cannot parse (400, 414 URI too long, 431 headers
-//! too large) itself, with an empty body; [`JsonParseErrors`] gives those
-//! answers the services' JSON error body. Nothing here knows about routes.
+//! Requests hyper cannot parse (400, 414 URI too long, 431 headers too large)
+//! are answered by hyper itself, with an empty body. Nothing here knows about
+//! routes.
 
 use std::future::Future;
 use std::io;
@@ -39,6 +49,8 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -47,8 +59,16 @@ use crate::config::Env;
 
 /// Variable setting the header-read timeout in seconds.
 pub const HTTP_HEADER_READ_TIMEOUT: &str = "HTTP_HEADER_READ_TIMEOUT";
+/// Variable setting the response write timeout in seconds.
+pub const HTTP_WRITE_TIMEOUT: &str = "HTTP_WRITE_TIMEOUT";
+/// Variable setting the most connections served at once.
+pub const HTTP_MAX_CONNECTIONS: &str = "HTTP_MAX_CONNECTIONS";
 /// Default time a client has to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a response may take to write, from its first byte.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default number of connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a shutdown signal, how long a connection that has received part of a
@@ -63,6 +83,11 @@ pub struct ServeOptions {
     /// Time a client has to send the complete headers of a request (also the
     /// longest a keep-alive connection may sit idle).
     pub header_read_timeout: Duration,
+    /// Time a response may take to write, from its first byte to the last
+    /// (each chunk of a streamed body); then the connection is cut.
+    pub write_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Longest wait for requests in progress after the shutdown signal.
     pub drain_timeout: Duration,
 }
@@ -71,30 +96,62 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             header_read_timeout: HEADER_READ_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
             drain_timeout: DRAIN_TIMEOUT,
         }
     }
 }
 
 impl ServeOptions {
-    /// Reads `HTTP_HEADER_READ_TIMEOUT` (whole seconds, 1 to 300).
+    /// Reads `HTTP_HEADER_READ_TIMEOUT` and `HTTP_WRITE_TIMEOUT` (whole
+    /// seconds, 1 to 300) and `HTTP_MAX_CONNECTIONS` (1 to 65536).
     pub fn from_env(env: &mut Env<'_>) -> Self {
-        let expected = "a whole number of seconds from 1 to 300";
-        let secs = env.parse(
+        let seconds = "a whole number of seconds from 1 to 300";
+        let header_read = bounded(
+            env,
             HTTP_HEADER_READ_TIMEOUT,
             HEADER_READ_TIMEOUT.as_secs(),
-            expected,
+            1..=300,
+            seconds,
         );
-        let secs = if (1..=300).contains(&secs) {
-            secs
-        } else {
-            env.problem(HTTP_HEADER_READ_TIMEOUT, Some(secs.to_string()), expected);
-            HEADER_READ_TIMEOUT.as_secs()
-        };
+        let write = bounded(
+            env,
+            HTTP_WRITE_TIMEOUT,
+            WRITE_TIMEOUT.as_secs(),
+            1..=300,
+            seconds,
+        );
+        let max_connections = bounded(
+            env,
+            HTTP_MAX_CONNECTIONS,
+            MAX_CONNECTIONS as u64,
+            1..=65_536,
+            "a whole number from 1 to 65536",
+        );
         Self {
-            header_read_timeout: Duration::from_secs(secs),
+            header_read_timeout: Duration::from_secs(header_read),
+            write_timeout: Duration::from_secs(write),
+            max_connections: usize::try_from(max_connections).unwrap_or(MAX_CONNECTIONS),
             ..Self::default()
         }
+    }
+}
+
+/// A whole number in `range`, else a recorded problem and `default`.
+fn bounded(
+    env: &mut Env<'_>,
+    variable: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    expected: &str,
+) -> u64 {
+    let value = env.parse(variable, default, expected);
+    if range.contains(&value) {
+        value
+    } else {
+        env.problem(variable, Some(value.to_string()), expected);
+        default
     }
 }
 
@@ -125,11 +182,30 @@ impl ServeError {
     }
 }
 
-/// Binds `addr`.
+/// Kernel send buffer of every connection (the kernel doubles it for its
+/// bookkeeping). Fixed instead of auto-tuned (up to 4 MiB per socket on
+/// Linux): a response a client does not read stays in our memory, where the
+/// write timeout can drop it, instead of several MiB per connection in the
+/// kernel that nothing bounds. 256 KiB keeps a LAN or loopback link busy.
+pub const SEND_BUFFER_BYTES: u32 = 256 * 1024;
+
+/// Pending connections the kernel keeps for the accept loop.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr`; accepted connections inherit [`SEND_BUFFER_BYTES`].
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })
+    let bind = || -> io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_send_buffer_size(SEND_BUFFER_BYTES)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Serves `router` with the default [`ServeOptions`] until `shutdown`
@@ -157,8 +233,18 @@ pub async fn serve_with(
         .header_read_timeout(options.header_read_timeout);
     let draining = CancellationToken::new();
     let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // A slot first: at the cap, connections wait in the listen backlog.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // Never closed.
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
@@ -176,12 +262,16 @@ pub async fn serve_with(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        connections.spawn(serve_connection(
+        let connection = serve_connection(
             builder.clone(),
-            stream,
+            ConnectionIo::new(stream, options.write_timeout),
             router.clone(),
             draining.clone(),
-        ));
+        );
+        connections.spawn(async move {
+            connection.await;
+            drop(slot);
+        });
     }
     drop(listener);
     draining.cancel();
@@ -213,14 +303,14 @@ fn is_per_connection(error: &io::Error) -> bool {
 /// close it, and a client still sending a request's headers is cut.
 async fn serve_connection(
     builder: hyper::server::conn::http1::Builder,
-    stream: tokio::net::TcpStream,
+    io: ConnectionIo<tokio::net::TcpStream>,
     router: Router,
     draining: CancellationToken,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     // Set by every read, cleared when a response is done: set while nothing is
     // active means part of the next request arrived.
-    let input = Arc::new(AtomicBool::new(false));
+    let input = Arc::clone(&io.input);
     let service = {
         let active = Arc::clone(&active);
         let input = Arc::clone(&input);
@@ -245,11 +335,7 @@ async fn serve_connection(
             }
         })
     };
-    let io = TokioIo::new(MarkInput {
-        inner: stream,
-        input: Arc::clone(&input),
-    });
-    let connection = builder.serve_connection(JsonParseErrors::new(io), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -309,14 +395,65 @@ impl Drop for ActiveRequest {
     }
 }
 
-/// A connection's stream that notes every read of at least one byte in
-/// `input`.
-struct MarkInput<S> {
+/// A connection's stream: notes every read of at least one byte in `input`
+/// (for the shutdown rules) and bounds the time a response takes to write.
+///
+/// The write clock starts at the first write after the previous flush (hyper
+/// flushes once a response, or a chunk of a streamed body, is in the
+/// socket) and stops at the next flush. While writes are blocked (the client
+/// does not read) a timer runs to the deadline; then writes fail with
+/// `TimedOut` and hyper closes the connection, dropping the response. The
+/// timer is touched only when a write blocks, not per response.
+pub struct ConnectionIo<S> {
     inner: S,
     input: Arc<AtomicBool>,
+    write_timeout: Duration,
+    /// When the response being written started, if one is.
+    writing_since: Option<Instant>,
+    /// Wakes a blocked writer at the deadline; created on the first block.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for MarkInput<S> {
+impl<S> ConnectionIo<S> {
+    /// Wraps `inner` with a write deadline of `write_timeout` per response.
+    pub fn new(inner: S, write_timeout: Duration) -> Self {
+        Self {
+            inner,
+            input: Arc::new(AtomicBool::new(false)),
+            write_timeout,
+            writing_since: None,
+            timer: None,
+        }
+    }
+
+    /// Starts the write clock unless a response is already being written.
+    fn start_writing(&mut self) {
+        if self.writing_since.is_none() {
+            self.writing_since = Some(Instant::now());
+        }
+    }
+
+    /// A write blocked: `Pending` until the deadline (the timer wakes the
+    /// task), then the `TimedOut` error.
+    fn blocked<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let deadline = self.writing_since.unwrap_or_else(Instant::now) + self.write_timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the response was not written within the write timeout",
+            ))),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ConnectionIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -331,13 +468,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for MarkInput<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for MarkInput<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ConnectionIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.start_writing();
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.blocked(cx),
+            ready => ready,
+        }
     }
 
     fn poll_write_vectored(
@@ -345,7 +486,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MarkInput<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.start_writing();
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.blocked(cx),
+            ready => ready,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -353,7 +498,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MarkInput<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.writing_since = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.writing_since.is_some() => self.blocked(cx),
+            other => other,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -388,190 +540,51 @@ impl hyper::body::Body for GuardedBody {
     }
 }
 
-/// Status lines hyper writes itself, with an empty body, for requests it
-/// cannot parse; each with the JSON error text that replaces the empty body.
-const PARSE_ERRORS: [(&[u8], &str); 3] = [
-    (b" 400 ", "bad request: malformed HTTP"),
-    (b" 414 ", "request URI too long"),
-    (b" 431 ", "request header fields too large"),
-];
-
-/// The connection's I/O, rewriting hyper's automatic parse-error answers
-/// (status line plus `content-length: 0`) into `{"error": "..."}` answers.
-///
-/// Only a response head with one of [`PARSE_ERRORS`]' statuses *and* an empty
-/// body is rewritten: every error response of the services themselves has a
-/// JSON body, so their answers never match. hyper closes the connection after
-/// such an answer, so nothing is written after it.
-pub struct JsonParseErrors<I> {
-    inner: I,
-    /// Rewritten bytes still to be written before anything else.
-    pending: Vec<u8>,
-    written: usize,
-}
-
-impl<I> JsonParseErrors<I> {
-    /// Wraps the I/O of one connection.
-    pub fn new(inner: I) -> Self {
-        Self {
-            inner,
-            pending: Vec::new(),
-            written: 0,
-        }
-    }
-}
-
-/// The JSON answer replacing `head` when it is one of hyper's automatic
-/// parse-error answers.
-fn rewrite_parse_error(head: &[u8]) -> Option<Vec<u8>> {
-    let status_line_end = head.windows(2).position(|w| w == b"\r\n")?;
-    let status_line = &head[..status_line_end];
-    if !status_line.starts_with(b"HTTP/1.") || !head.ends_with(b"\r\n\r\n") {
-        return None;
-    }
-    let (_, message) = PARSE_ERRORS
-        .iter()
-        .find(|(code, _)| status_line.get(8..13) == Some(*code))?;
-    let headers = &head[status_line_end..head.len() - 2];
-    let lower = headers.to_ascii_lowercase();
-    if !lower
-        .windows(b"\r\ncontent-length: 0\r\n".len())
-        .any(|w| w == b"\r\ncontent-length: 0\r\n")
-    {
-        return None;
-    }
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut out = Vec::with_capacity(head.len() + body.len() + 64);
-    out.extend_from_slice(status_line);
-    for line in headers.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() || line.to_ascii_lowercase().starts_with(b"content-length:") {
-            continue;
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(line);
-    }
-    out.extend_from_slice(b"\r\ncontent-type: application/json\r\nconnection: close\r\n");
-    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-    out.extend_from_slice(body.as_bytes());
-    Some(out)
-}
-
-impl<I: hyper::rt::Write + Unpin> JsonParseErrors<I> {
-    /// Writes what is pending; Ready(Ok) once nothing is.
-    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.pending.len() {
-            let n = std::task::ready!(
-                Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..])
-            )?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        self.pending.clear();
-        self.written = 0;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for JsonParseErrors<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for JsonParseErrors<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.poll_pending(cx))?;
-        if let Some(rewritten) = rewrite_parse_error(buf) {
-            self.pending = rewritten;
-            // The caller's bytes are taken; the replacement goes out from
-            // poll_pending (here, or on the next write, flush or shutdown).
-            if let Poll::Ready(Err(error)) = self.poll_pending(cx) {
-                return Poll::Ready(Err(error));
-            }
-            return Poll::Ready(Ok(buf.len()));
-        }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        // A lone head (no body) arrives as one slice: treat it as a write.
-        if let [only] = bufs {
-            return self.poll_write(cx, only);
-        }
-        std::task::ready!(self.poll_pending(cx))?;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_pending(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_pending(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::rewrite_parse_error;
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    #[test]
-    fn hypers_empty_parse_error_answers_become_json() {
-        for (code, reason) in [
-            ("400", "Bad Request"),
-            ("414", "URI Too Long"),
-            ("431", "Request Header Fields Too Large"),
-        ] {
-            let head = format!(
-                "HTTP/1.1 {code} {reason}\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 22:00:00 GMT\r\n\r\n"
-            );
-            let out = String::from_utf8(rewrite_parse_error(head.as_bytes()).unwrap()).unwrap();
-            let (head_out, body) = out.split_once("\r\n\r\n").unwrap();
-            assert!(head_out.starts_with(&format!("HTTP/1.1 {code} {reason}\r\n")));
-            assert!(head_out.contains("\r\ndate: Mon, 30 Nov 2026 22:00:00 GMT"));
-            assert!(head_out.contains("\r\ncontent-type: application/json"));
-            assert!(!head_out.contains("content-length: 0"));
-            assert!(head_out.contains(&format!("\r\ncontent-length: {}", body.len())));
-            let json: serde_json::Value = serde_json::from_str(body).unwrap();
-            assert!(json["error"].as_str().unwrap().len() > 5, "{json}");
-        }
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::ConnectionIo;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_the_client_does_not_read_is_cut_at_the_deadline() {
+        // The client's side holds 1 KiB and reads nothing.
+        let (server, _client) = tokio::io::duplex(1024);
+        let mut io = ConnectionIo::new(server, TIMEOUT);
+        let error = io.write_all(&[b'x'; 64 * 1024]).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
     }
 
-    #[test]
-    fn the_services_own_answers_pass_untouched() {
-        for head in [
-            // A JSON 400 of a handler: it has a body.
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 25\r\n\r\n",
-            // Other statuses, even without a body.
-            "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
-            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
-            // Not a head at all (a body chunk).
-            "{\"error\":\"x\"}",
-            // A head without its end.
-            "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n",
-        ] {
-            assert!(rewrite_parse_error(head.as_bytes()).is_none(), "{head}");
+    #[tokio::test(start_paused = true)]
+    async fn each_flushed_response_gets_its_own_deadline() {
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut io = ConnectionIo::new(server, TIMEOUT);
+        let mut buf = [0; 512];
+        // Many small responses, each read at once, over far longer than
+        // the deadline: none is cut.
+        for _ in 0..10 {
+            io.write_all(&buf).await.unwrap();
+            io.flush().await.unwrap();
+            client.read_exact(&mut buf).await.unwrap();
+            tokio::time::sleep(TIMEOUT / 2).await;
         }
+        // A response read slowly but completely within the deadline passes.
+        let reader = tokio::spawn(async move {
+            let mut all = vec![0; 4096];
+            for chunk in all.chunks_mut(512) {
+                tokio::time::sleep(TIMEOUT / 10).await;
+                client.read_exact(chunk).await.unwrap();
+            }
+            client
+        });
+        io.write_all(&[b'y'; 4096]).await.unwrap();
+        io.flush().await.unwrap();
+        reader.await.unwrap();
     }
 }

@@ -34,7 +34,10 @@ impl TelemetryError {
 
 /// Installs the global subscriber described by `config`.
 pub fn init(config: &LogConfig) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::builder().parse(&config.filter)?;
+    let mut filter = EnvFilter::builder().parse(&config.filter)?;
+    if !config.filter.contains("lapin::returned_messages") {
+        filter = filter.add_directive(LogConfig::QUIET_RETURNS.parse()?);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)

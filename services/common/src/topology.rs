@@ -38,7 +38,7 @@ use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ErrorKind};
 
-use crate::config::QueueName;
+use crate::queue::QueueName;
 
 /// Deliveries of one message a quorum queue allows before dead-lettering it
 /// (`x-delivery-limit`). Every return to the queue counts: a consumer's

@@ -4,6 +4,7 @@
 //! [`pingpong_common::config`] for the shared pieces.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 
 use pingpong_common::config::listen_addr;
 use pingpong_common::server::ServeOptions;
@@ -13,13 +14,31 @@ use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8001);
 
+/// Variable bounding the `POST /ping` requests one process handles at once.
+pub const PING_MAX_IN_FLIGHT: &str = "PING_MAX_IN_FLIGHT";
+
+/// Default of [`PING_MAX_IN_FLIGHT`]: at 64 KiB per body at most 64 MiB of
+/// request bodies, far above what the broker confirms within a request's
+/// deadline on one connection.
+pub const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = match NonZeroUsize::new(1024) {
+    Some(value) => value,
+    None => NonZeroUsize::MIN,
+};
+
+/// Largest accepted [`PING_MAX_IN_FLIGHT`].
+const MAX_IN_FLIGHT_LIMIT: usize = 65_536;
+
 /// Everything ping needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// HTTP listen address (`LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
-    /// Connection limits (`HTTP_HEADER_READ_TIMEOUT`).
+    /// Connection limits (`HTTP_HEADER_READ_TIMEOUT`, `HTTP_WRITE_TIMEOUT`,
+    /// `HTTP_MAX_CONNECTIONS`).
     pub http: ServeOptions,
+    /// `POST /ping` requests handled at once; more are answered 503 at
+    /// once (`PING_MAX_IN_FLIGHT`).
+    pub max_in_flight: NonZeroUsize,
     /// Broker settings (`RABBITMQ_*`).
     pub amqp: AmqpConfig,
     /// Logging (`LOG_FORMAT`, `RUST_LOG`).
@@ -32,11 +51,13 @@ impl Config {
         let mut env = Env::new(lookup);
         let listen_addr = listen_addr(&mut env, DEFAULT_LISTEN_ADDR);
         let http = ServeOptions::from_env(&mut env);
+        let max_in_flight = max_in_flight(&mut env);
         let amqp = AmqpConfig::from_env(&mut env);
         let log = LogConfig::from_env(&mut env);
         env.finish(Self {
             listen_addr,
             http,
+            max_in_flight,
             amqp,
             log,
         })
@@ -50,12 +71,28 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} header_read_timeout_s={} broker={} log_format={} rust_log={}",
+            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} max_in_flight={} broker={} log_format={} rust_log={}",
             self.listen_addr,
             self.http.header_read_timeout.as_secs(),
+            self.http.write_timeout.as_secs(),
+            self.http.max_connections,
+            self.max_in_flight,
             self.amqp.summary(),
             self.log.format,
             self.log.filter
         )
+    }
+}
+
+/// Reads [`PING_MAX_IN_FLIGHT`] (1 to 65536).
+fn max_in_flight(env: &mut Env<'_>) -> NonZeroUsize {
+    let expected = "a whole number from 1 to 65536";
+    let value = env.parse(PING_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT.get(), expected);
+    match NonZeroUsize::new(value) {
+        Some(value) if value.get() <= MAX_IN_FLIGHT_LIMIT => value,
+        _ => {
+            env.problem(PING_MAX_IN_FLIGHT, Some(value.to_string()), expected);
+            DEFAULT_MAX_IN_FLIGHT
+        }
     }
 }

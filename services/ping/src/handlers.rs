@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use pingpong_common::Message;
 use pingpong_common::http::{ApiJson, AppError, ErrorBody, readiness_on_node};
@@ -10,11 +11,14 @@ use pingpong_common::message::{MessageError, check_msg};
 use pingpong_common::openapi::Readiness;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::idempotency::{IdempotencyKey, msg_digest};
+use crate::publisher::PublishError;
 
 /// Seconds a client should wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
@@ -80,33 +84,60 @@ pub struct PingResponse {
     post,
     path = "/ping",
     tag = "ping",
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes retries safe: 1 to 255 visible ASCII characters (`!` to `~`, not `\"` or `\\`), bare or in double quotes. The message id is derived from the key (the same in every ping process), so every attempt with the key is stored once. A retry must send the same `msg`; the key with another `msg` is refused with 422 by a process that saw it (each remembers its last 65,536 keys), and otherwise the message stored first is kept.",
+            max_length = 257, min_length = 1, pattern = "^([!#-\\[\\]-~]{1,255}|\"[!#-\\[\\]-~]{1,255}\")$",
+            example = "8e03978e-40d5-43e8-bc93-6894a57f9324"),
+    ),
     request_body(content = PingRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "RabbitMQ confirmed the message (persistent, on the durable queue)", body = PingResponse),
-        (status = 400, description = "Malformed JSON or an empty body", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an empty body, or a malformed or repeated `Idempotency-Key`", body = ErrorBody),
         (status = 408, description = "The body did not arrive within the request timeout (10 s); the connection is closed", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Content type is not application/json", body = ErrorBody),
-        (status = 414, description = "Request line longer than 64 KiB (answered by the HTTP server)", body = ErrorBody),
-        (status = 431, description = "Too many or too large headers (answered by the HTTP server)", body = ErrorBody),
-        (status = 422, description = "Body is not an object, or `msg` is missing, not a string, empty or contains NUL; the message names `msg`", body = ErrorBody),
+        (status = 414, description = "Request line longer than 64 KiB (answered by the HTTP server, empty body)"),
+        (status = 431, description = "Too many or too large headers (answered by the HTTP server, empty body)"),
+        (status = 422, description = "Body is not an object, or `msg` is missing, not a string, empty or contains NUL (the message names `msg`); or the `Idempotency-Key` was used with another `msg`", body = ErrorBody),
         (status = 500, description = "Internal error (generic body, details in the log)", body = ErrorBody),
-        (status = 503, description = "Broker unavailable, nack, unroutable, confirm timeout or request timeout; retry later",
+        (status = 503, description = "Broker unavailable, nack, unroutable, confirm timeout, request timeout, or too many requests in progress (`PING_MAX_IN_FLIGHT`); retry later, with the same `Idempotency-Key` (the message may have been stored)",
             body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
     )
 )]
 pub async fn ping(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<PingRequest>,
 ) -> Result<Json<PingResponse>, AppError> {
+    let key = IdempotencyKey::from_headers(&headers)
+        .map_err(|error| AppError::bad_request(error.to_string()))?;
     check_msg(&request.msg).map_err(|error| match error {
         MessageError::NulInMsg => {
             AppError::unprocessable("field `msg` must not contain NUL (\\u0000) characters")
         }
         _ => AppError::unprocessable("field `msg` must not be empty"),
     })?;
-    let message = Message::new(request.msg);
+    let message = match key {
+        None => Message::new(request.msg),
+        Some(key) => {
+            let id = key.message_id();
+            let created_at = state
+                .keys
+                .claim(id, msg_digest(&request.msg), OffsetDateTime::now_utc())
+                .map_err(|conflict| AppError::unprocessable(conflict.to_string()))?;
+            Message {
+                id,
+                msg: request.msg,
+                created_at,
+            }
+        }
+    };
     if let Err(error) = state.publisher.publish(&message).await {
+        if let PublishError::Returned { code, text } = &error {
+            // By id, never the body (lapin's own log of it is off).
+            tracing::warn!(id = %message.id, code, reason = %text, "the broker returned the message as unroutable");
+        }
         state
             .metrics
             .failed

@@ -25,6 +25,9 @@ pub struct PingMetrics {
     pub http: Arc<HttpMetrics>,
     /// Messages confirmed by the broker.
     pub published: IntCounter,
+    /// `POST /ping` requests answered 503 at once because
+    /// `PING_MAX_IN_FLIGHT` requests were in progress.
+    pub shed: IntCounter,
     /// Failed publishes by reason.
     pub failed: IntCounterVec,
     /// Publish-to-confirm latency by outcome.
@@ -45,6 +48,12 @@ impl PingMetrics {
             "messages_published_total",
             "Messages published and confirmed (ack, not returned) by the broker.",
         )?;
+        let shed = common::counter(
+            registry,
+            PREFIX,
+            "requests_shed_total",
+            "POST /ping requests answered 503 at once because PING_MAX_IN_FLIGHT requests were in progress.",
+        )?;
         let failed = common::counter_vec(
             registry,
             PREFIX,
@@ -64,6 +73,7 @@ impl PingMetrics {
         Ok(Self {
             http,
             published,
+            shed,
             failed,
             confirm_duration,
             broker_connected: link.connected,

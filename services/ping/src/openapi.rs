@@ -4,6 +4,7 @@
 
 use axum::Json;
 use pingpong_common::openapi as common;
+use pingpong_common::openapi::RouterAnswers;
 use utoipa::OpenApi;
 
 use crate::handlers;
@@ -13,7 +14,7 @@ use crate::handlers;
 #[openapi(
     info(
         title = "ping",
-        description = "Publishes messages to RabbitMQ and answers once the broker confirmed them. Only `/ping` is exposed through the gateway and the Ingress; the other routes are for probes and Prometheus. Every error body is `{\"error\": \"...\"}`.",
+        description = "Publishes messages to RabbitMQ and answers once the broker confirmed them. Only `/ping` is exposed through the gateway and the Ingress; the other routes are for probes and Prometheus. Every error body is `{\"error\": \"...\"}`; a path not listed here answers 404 and a listed path with another method 405 (with `Allow`), both with that body. Requests the HTTP server cannot parse (400, 414, 431) are answered with an empty body.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
@@ -23,6 +24,7 @@ use crate::handlers;
         common::metrics_doc,
         common::openapi_doc
     ),
+    modifiers(&RouterAnswers),
     tags(
         (name = "ping", description = "The public API"),
         (name = "operations", description = "Probes, metrics and this document (not exposed by the gateway)")

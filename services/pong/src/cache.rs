@@ -248,16 +248,22 @@ fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
-/// A cached value: the next-page cursor (or `-`), a newline, the JSON.
+/// A cached value: the next-page cursor (or `-`), `+` when the byte bound
+/// cut the page, a newline, the JSON.
 fn encode(page: &Page) -> String {
     let next = page
         .next
         .map_or_else(|| "-".to_owned(), |id| id.to_string());
-    format!("{next}\n{}", page.json)
+    let cut = if page.cut { "+" } else { "" };
+    format!("{next}{cut}\n{}", page.json)
 }
 
 fn decode(value: &str) -> Option<Page> {
-    let (next, json) = value.split_once('\n')?;
+    let (head, json) = value.split_once('\n')?;
+    let (next, cut) = match head.strip_suffix('+') {
+        Some(next) => (next, true),
+        None => (head, false),
+    };
     let next = match next {
         "-" => None,
         id => Some(id.parse::<Uuid>().ok()?),
@@ -265,6 +271,7 @@ fn decode(value: &str) -> Option<Page> {
     Some(Page {
         json: json.to_owned(),
         next,
+        cut,
     })
 }
 
@@ -274,10 +281,15 @@ mod tests {
 
     #[test]
     fn cached_pages_keep_their_next_cursor() {
-        for next in [None, Some(Uuid::new_v4())] {
+        for (next, cut) in [
+            (None, false),
+            (Some(Uuid::new_v4()), false),
+            (Some(Uuid::new_v4()), true),
+        ] {
             let page = Page {
                 json: "[{\"msg\":\"a\\nb\"}]".to_owned(),
                 next,
+                cut,
             };
             assert_eq!(decode(&encode(&page)), Some(page));
         }

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 
 use pingpong_common::config::listen_addr;
+use pingpong_common::server::ServeOptions;
 use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
 
 pub use backends::{CacheConfig, PgConfig, StoreConfig, StoreKind};
@@ -43,6 +44,9 @@ pub const MIN_MAX_BYTES: usize = 1024 * 1024;
 pub struct Config {
     /// HTTP listen address (`LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// Connection limits (`HTTP_HEADER_READ_TIMEOUT`, `HTTP_WRITE_TIMEOUT`,
+    /// `HTTP_MAX_CONNECTIONS`).
+    pub http: ServeOptions,
     /// Broker settings (`RABBITMQ_*`).
     pub amqp: AmqpConfig,
     /// Store bound (`PONG_MAX_MESSAGES`); the oldest message is evicted first.
@@ -62,6 +66,7 @@ impl Config {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut env = Env::new(lookup);
         let listen_addr = listen_addr(&mut env, DEFAULT_LISTEN_ADDR);
+        let http = ServeOptions::from_env(&mut env);
         let amqp = AmqpConfig::from_env(&mut env);
         let max_messages = env.parse(
             PONG_MAX_MESSAGES,
@@ -92,6 +97,7 @@ impl Config {
         let log = LogConfig::from_env(&mut env);
         env.finish(Self {
             listen_addr,
+            http,
             amqp,
             max_messages,
             max_bytes,
@@ -109,8 +115,11 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} broker={} max_messages={} max_bytes={} store={} cache={} log_format={} rust_log={}",
+            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} broker={} max_messages={} max_bytes={} store={} cache={} log_format={} rust_log={}",
             self.listen_addr,
+            self.http.header_read_timeout.as_secs(),
+            self.http.write_timeout.as_secs(),
+            self.http.max_connections,
             self.amqp.summary(),
             self.max_messages,
             self.max_bytes,

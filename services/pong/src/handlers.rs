@@ -1,32 +1,33 @@
 //! HTTP handlers of pong: `GET /pong`, readiness and the OpenAPI document.
 //!
-//! `GET /pong` contract (every store); a page is at most `limit` messages
-//! ([`DEFAULT_LIMIT`] when absent, at most [`MAX_LIMIT`]), oldest first, and
-//! is cut earlier once it holds about
-//! [`PAGE_MAX_BYTES`](crate::store::PAGE_MAX_BYTES) of messages:
-//! - no `limit`, no `after`: the first page from the oldest message;
-//! - `limit=N`: the newest N;
-//! - `after=<id>[&limit=N]`: the page after message `<id>` (keyset
-//!   pagination); an unknown or evicted `<id>` is 404, a malformed one 400.
+//! `GET /pong` contract (every store): every form pages the same way. A page
+//! starts somewhere, runs forward (oldest first) for at most `limit` messages
+//! ([`DEFAULT_LIMIT`] when absent, at most [`MAX_LIMIT`]) and is cut earlier
+//! once it holds about [`PAGE_MAX_BYTES`](crate::store::PAGE_MAX_BYTES) of
+//! messages. Where it starts:
+//! - `from=oldest` (the default): at the oldest stored message;
+//! - `from=newest`: at the `limit`-th newest, so it ends at the newest;
+//! - `after=<id>`: right after message `<id>` (keyset pagination); an
+//!   unknown or evicted `<id>` is 404, a malformed one 400.
 //!
-//! A page that starts at the oldest message or at a cursor carries
-//! `Link: </pong?after=<last id>&limit=N>; rel="next"` while more messages
-//! follow it, so every message is one loop away.
+//! While more messages follow a page, it carries
+//! `Link: </pong?after=<last id>&limit=N>; rel="next"`, so every message is
+//! one loop away; a page cut by the byte bound also says so in
+//! [`PAGE_CUT_HEADER`]. Each parameter may appear once; `limit` is plain
+//! decimal digits. Other parameters are ignored.
 //!
 //! With a cache, only the canonical pages (the first page and the newest
 //! page, both of the default size) are looked up under the store's current
 //! version; every other page comes from the store.
 
-use std::collections::BTreeMap;
-
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::RawQuery;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pingpong_common::http::{AppError, ErrorBody, readiness_on_node};
 use pingpong_common::openapi::Readiness;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -38,68 +39,125 @@ const RETRY_AFTER_SECONDS: u32 = 1;
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest accepted `limit`.
 pub const MAX_LIMIT: usize = 1000;
+/// Header on a page the byte bound cut before `limit` messages (value
+/// `bytes`); such a page always carries `Link` to the rest.
+pub const PAGE_CUT_HEADER: HeaderName = HeaderName::from_static("pong-page-cut");
 
-/// Query parameters of `GET /pong`; unknown parameters are ignored.
+/// Where a page starts when it names no `after`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// At the oldest stored message.
+    #[default]
+    Oldest,
+    /// At the `limit`-th newest message, so the page ends at the newest.
+    Newest,
+}
+
+/// Query parameters of `GET /pong`; each at most once, others are ignored.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PongParams {
-    /// Most messages on the page (default 100). Without `after`: the newest
-    /// `limit` messages.
+    /// Most messages on the page (default 100): plain decimal digits.
     #[param(minimum = 0, maximum = 1000)]
     pub limit: Option<usize>,
+    /// Where the page starts when there is no `after`: `oldest` (default) or
+    /// `newest` (the page ends at the newest message).
+    #[param(inline)]
+    pub from: Option<Origin>,
     /// Id of the message the page starts after (the `Link` of the previous
-    /// page names it).
+    /// page names it); not together with `from`.
     pub after: Option<Uuid>,
 }
 
 impl PongParams {
     /// Reads the parameters from the raw query, naming a bad one.
-    fn from_query(params: &BTreeMap<String, String>) -> Result<Self, AppError> {
-        let limit = match params.get("limit") {
+    fn from_query(raw: Option<&str>) -> Result<Self, AppError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        let once = |name: &str| -> Result<Option<&str>, AppError> {
+            let mut values = pairs.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+            let first = values.next();
+            if values.next().is_some() {
+                return Err(AppError::bad_request(format!(
+                    "query parameter `{name}` must appear at most once"
+                )));
+            }
+            Ok(first.map(String::as_str))
+        };
+        let limit = match once("limit")? {
             None => None,
-            Some(raw) => match raw.trim().parse::<usize>() {
-                Ok(limit) if limit <= MAX_LIMIT => Some(limit),
+            Some(raw) => match parse_digits(raw) {
+                Some(limit) if limit <= MAX_LIMIT => Some(limit),
                 _ => {
                     return Err(AppError::bad_request(format!(
-                        "query parameter `limit` must be an integer from 0 to {MAX_LIMIT}"
+                        "query parameter `limit` must be an integer from 0 to {MAX_LIMIT} (decimal digits only)"
                     )));
                 }
             },
         };
-        let after = match params.get("after") {
+        let from = match once("from")? {
             None => None,
-            Some(raw) => Some(raw.trim().parse::<Uuid>().map_err(|_| {
+            Some("oldest") => Some(Origin::Oldest),
+            Some("newest") => Some(Origin::Newest),
+            Some(_) => {
+                return Err(AppError::bad_request(
+                    "query parameter `from` must be `oldest` or `newest`",
+                ));
+            }
+        };
+        let after = match once("after")? {
+            None => None,
+            Some(raw) => Some(raw.parse::<Uuid>().map_err(|_| {
                 AppError::bad_request("query parameter `after` must be a message id (UUID)")
             })?),
         };
-        Ok(Self { limit, after })
+        if after.is_some() && from.is_some() {
+            return Err(AppError::bad_request(
+                "query parameters `after` and `from` cannot be combined",
+            ));
+        }
+        Ok(Self { limit, from, after })
     }
 
     /// The page these parameters ask for.
     fn query(&self) -> ListQuery {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        match (self.after, self.limit) {
+        match (self.after, self.from.unwrap_or_default()) {
             (Some(after), _) => ListQuery::after(after, limit),
-            (None, Some(_)) => ListQuery::newest(limit),
-            (None, None) => ListQuery::oldest(limit),
+            (None, Origin::Newest) => ListQuery::newest(limit),
+            (None, Origin::Oldest) => ListQuery::oldest(limit),
         }
     }
 }
 
-/// `GET /pong[?limit=N][&after=<id>]`: see the module docs.
+/// A number of plain decimal digits (no sign, no spaces), if it fits.
+fn parse_digits(raw: &str) -> Option<usize> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+/// `GET /pong[?limit=N][&from=oldest|newest][&after=<id>]`: see the module
+/// docs.
 #[utoipa::path(
     get,
     path = "/pong",
     tag = "pong",
     params(PongParams),
     responses(
-        (status = 200, description = "A page of stored messages, oldest first. While more messages follow a page that started at the oldest message or at `after`, `Link` names the next page.",
+        (status = 200, description = "A page of stored messages, oldest first, starting at the oldest (`from=oldest`, the default), at the `limit`-th newest (`from=newest`) or after `after`. While more messages follow the page, `Link` names the next page.",
             body = [StoredMessage],
-            headers(("Link" = String, description = "`</pong?after=<id>&limit=N>; rel=\"next\"` while more messages follow"))),
-        (status = 400, description = "`limit` or `after` is malformed or out of range", body = ErrorBody),
+            headers(
+                ("Link" = String, description = "`</pong?after=<id>&limit=N>; rel=\"next\"` while more messages follow"),
+                ("Pong-Page-Cut" = String, description = "`bytes` when the page holds fewer than `limit` messages because of the 1 MiB page bound (then `Link` names the rest)"),
+            )),
+        (status = 400, description = "`limit`, `from` or `after` is malformed, out of range or repeated, or `after` comes with `from`", body = ErrorBody),
         (status = 404, description = "`after` names a message that is not stored (unknown or evicted)", body = ErrorBody),
-        (status = 414, description = "Request line longer than 64 KiB (answered by the HTTP server)", body = ErrorBody),
-        (status = 431, description = "Too many or too large headers (answered by the HTTP server)", body = ErrorBody),
+        (status = 414, description = "Request line longer than 64 KiB (answered by the HTTP server, empty body)"),
+        (status = 431, description = "Too many or too large headers (answered by the HTTP server, empty body)"),
         (status = 500, description = "Internal error (generic body, details in the log)", body = ErrorBody),
         (status = 503, description = "The store is unavailable or the request timed out; retry later",
             body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
@@ -107,10 +165,9 @@ impl PongParams {
 )]
 pub async fn pong(
     State(state): State<AppState>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
-    let Query(raw) = query.map_err(|_| AppError::bad_request("malformed query string"))?;
-    let query = PongParams::from_query(&raw)?.query();
+    let query = PongParams::from_query(raw.as_deref())?.query();
     let page = read_page(&state, query).await.map_err(store_error)?;
     let mut response = ([(header::CONTENT_TYPE, "application/json")], page.json).into_response();
     if let Some(next) = page.next {
@@ -118,6 +175,11 @@ pub async fn pong(
         if let Ok(value) = HeaderValue::from_str(&link) {
             response.headers_mut().insert(header::LINK, value);
         }
+    }
+    if page.cut {
+        response
+            .headers_mut()
+            .insert(PAGE_CUT_HEADER, HeaderValue::from_static("bytes"));
     }
     Ok(response)
 }
@@ -186,32 +248,64 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> Result<ListQuery, AppError> {
-        let raw = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        PongParams::from_query(&raw).map(|p| p.query())
+    fn params(query: &str) -> Result<ListQuery, AppError> {
+        PongParams::from_query(Some(query)).map(|p| p.query())
     }
 
     #[test]
     fn parameters_choose_the_page() {
         let id = Uuid::new_v4();
-        let after = id.to_string();
-        assert_eq!(params(&[]).unwrap(), ListQuery::oldest(DEFAULT_LIMIT));
-        assert_eq!(params(&[("limit", "7")]).unwrap(), ListQuery::newest(7));
+        assert_eq!(params("").unwrap(), ListQuery::oldest(DEFAULT_LIMIT));
         assert_eq!(
-            params(&[("after", &after)]).unwrap(),
+            PongParams::from_query(None).unwrap().query(),
+            ListQuery::oldest(DEFAULT_LIMIT)
+        );
+        assert_eq!(params("limit=7").unwrap(), ListQuery::oldest(7));
+        assert_eq!(params("from=oldest&limit=7").unwrap(), ListQuery::oldest(7));
+        assert_eq!(params("from=newest&limit=7").unwrap(), ListQuery::newest(7));
+        assert_eq!(
+            params("from=newest").unwrap(),
+            ListQuery::newest(DEFAULT_LIMIT)
+        );
+        assert_eq!(
+            params(&format!("after={id}")).unwrap(),
             ListQuery::after(id, DEFAULT_LIMIT)
         );
         assert_eq!(
-            params(&[("after", &after), ("limit", "1000")]).unwrap(),
+            params(&format!("after={id}&limit=1000&x=1&x=2")).unwrap(),
             ListQuery::after(id, MAX_LIMIT)
         );
-        for bad in ["1001", "-1", "x", ""] {
-            let error = params(&[("limit", bad)]).unwrap_err();
-            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{bad}");
-            assert!(error.to_string().contains("`limit`"), "{error}");
+        assert_eq!(params("limit=007").unwrap(), ListQuery::oldest(7));
+    }
+
+    #[test]
+    fn malformed_repeated_or_conflicting_parameters_are_400_naming_them() {
+        let id = Uuid::new_v4();
+        let cases = [
+            ("limit=1001", "`limit`"),
+            ("limit=-1", "`limit`"),
+            ("limit=x", "`limit`"),
+            ("limit=", "`limit`"),
+            ("limit=+5", "`limit`"),
+            ("limit=%205", "`limit`"),
+            ("limit=5%0A", "`limit`"),
+            ("limit= 5", "`limit`"),
+            ("limit=5.0", "`limit`"),
+            ("limit=1&limit=2", "`limit` must appear at most once"),
+            ("from=middle", "`from`"),
+            ("from=newest&from=newest", "`from` must appear at most once"),
+            ("after=x", "`after`"),
+            ("after=%ZZ", "`after`"),
+            (&format!("after={id}&from=newest"), "cannot be combined"),
+            (
+                &format!("after={id}&after={id}"),
+                "`after` must appear at most once",
+            ),
+        ];
+        for (query, needle) in cases {
+            let error = params(query).unwrap_err();
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{query}");
+            assert!(error.to_string().contains(needle), "{query}: {error}");
         }
     }
 

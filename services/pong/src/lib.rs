@@ -225,7 +225,7 @@ pub async fn run(
     let served = match http_common::bind(config.listen_addr).await {
         Ok(listener) => {
             tracing::info!(addr = %config.listen_addr, "pong listening");
-            http_common::serve(listener, app(state), shutdown).await
+            http_common::serve_with(listener, app(state), shutdown, config.http).await
         }
         Err(error) => Err(error),
     };

@@ -410,13 +410,13 @@ async fn the_openapi_document_lists_every_route_and_status() {
             "/ping",
             "post",
             &[
-                "200", "400", "408", "413", "414", "415", "422", "431", "500", "503",
+                "200", "400", "405", "408", "413", "414", "415", "422", "431", "500", "503",
             ],
         ),
-        ("/readyz", "get", &["200", "503"]),
-        ("/healthz", "get", &["200"]),
-        ("/metrics", "get", &["200"]),
-        ("/openapi.json", "get", &["200"]),
+        ("/readyz", "get", &["200", "405", "503"]),
+        ("/healthz", "get", &["200", "405"]),
+        ("/metrics", "get", &["200", "405"]),
+        ("/openapi.json", "get", &["200", "405"]),
     ];
     pingpong_common::testing::assert_openapi_routes(&doc, &expected);
     let ping = &doc["paths"]["/ping"]["post"];
@@ -425,6 +425,16 @@ async fn the_openapi_document_lists_every_route_and_status() {
         "#/components/schemas/PingRequest"
     );
     assert!(ping["responses"]["503"]["headers"]["Retry-After"].is_object());
+    assert!(ping["responses"]["405"]["headers"]["Allow"].is_object());
+    let key = &ping["parameters"][0];
+    assert_eq!(
+        (&key["name"], &key["in"]),
+        (&"Idempotency-Key".into(), &"header".into())
+    );
+    assert_eq!(key["schema"]["maxLength"], 257);
+    // The documented pattern is the validation: bare or quoted, no `"` or `\`.
+    let pattern = key["schema"]["pattern"].as_str().unwrap();
+    assert_eq!(pattern, r#"^([!#-\[\]-~]{1,255}|"[!#-\[\]-~]{1,255}")$"#);
     let request = &doc["components"]["schemas"]["PingRequest"];
     assert_eq!(request["required"], serde_json::json!(["msg"]));
     assert_eq!(request["properties"]["msg"]["minLength"], 1);
@@ -435,4 +445,163 @@ async fn the_openapi_document_lists_every_route_and_status() {
         response["required"],
         serde_json::json!(["id", "message", "content"])
     );
+}
+
+/// `POST /ping` with an `Idempotency-Key`.
+fn post_with_key(key: &str, body: &str) -> Request<Body> {
+    let mut request = post(JSON, body.to_owned());
+    request
+        .headers_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_republishes_the_same_message() {
+    let publisher = FakePublisher::new(Outcome::Confirm);
+    let state = AppState::new(publisher.clone()).unwrap();
+    let key = "8e03978e-40d5-43e8-bc93-6894a57f9324";
+    let first = send(state.clone(), post_with_key(key, r#"{"msg":"once"}"#)).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    // Quoted as in the IETF draft: the same key.
+    let retry = send(
+        state.clone(),
+        post_with_key(&format!("\"{key}\""), r#"{"msg":"once"}"#),
+    )
+    .await;
+    assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
+    assert_eq!(first.body, retry.body, "the same answer, time included");
+    let other = send(state.clone(), post_with_key("another", r#"{"msg":"once"}"#)).await;
+    assert_ne!(other.body["id"], first.body["id"]);
+
+    let published = publisher.published.lock().unwrap();
+    assert_eq!(published.len(), 3);
+    // Both attempts carry one id (pong stores it once), text and time.
+    assert_eq!(published[0], published[1]);
+    assert_eq!(published[0].id.to_string(), first.body["id"]);
+    assert_eq!(published[0].id.get_version_num(), 8);
+}
+
+#[tokio::test]
+async fn a_key_reused_with_another_msg_is_422_even_after_a_503() {
+    // The first attempt failed: it may still have been stored, so the key
+    // stays taken by its text.
+    let state = AppState::new(FakePublisher::new(Outcome::Timeout)).unwrap();
+    let failed = send(state.clone(), post_with_key("k-1", r#"{"msg":"first"}"#)).await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    let publisher = FakePublisher::new(Outcome::Confirm);
+    let state = AppState {
+        publisher: publisher.clone(),
+        ..state
+    };
+    let reused = send(state.clone(), post_with_key("k-1", r#"{"msg":"second"}"#)).await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        reused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{:?}",
+        reused.body
+    );
+    assert!(publisher.published.lock().unwrap().is_empty());
+    // The retry with the first text goes through.
+    let retry = send(state, post_with_key("k-1", r#"{"msg":"first"}"#)).await;
+    assert_eq!(retry.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn malformed_or_repeated_keys_are_400_naming_the_header() {
+    let publisher = FakePublisher::new(Outcome::Confirm);
+    let state = AppState::new(publisher.clone()).unwrap();
+    let long = "k".repeat(256);
+    for key in ["", "two words", "\"unterminated", long.as_str()] {
+        let mut request = post(JSON, r#"{"msg":"x"}"#);
+        request
+            .headers_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        let reply = send(state.clone(), request).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{key:?}");
+        assert!(
+            reply.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("`Idempotency-Key`"),
+            "{:?}",
+            reply.body
+        );
+    }
+    let mut request = post_with_key("a", r#"{"msg":"x"}"#);
+    request
+        .headers_mut()
+        .append("idempotency-key", "a".parse().unwrap());
+    let reply = send(state, request).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(publisher.published.lock().unwrap().is_empty());
+}
+
+/// A publisher whose publishes wait until the test lets them go.
+struct GatedPublisher {
+    entered: tokio::sync::watch::Sender<usize>,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Publish for GatedPublisher {
+    fn publish<'a>(&'a self, _message: &'a Message) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            self.entered.send_modify(|n| *n += 1);
+            self.gate.acquire().await.unwrap().forget();
+            Ok(())
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_bound_are_shed_at_once() {
+    use tower::ServiceExt;
+
+    let publisher = Arc::new(GatedPublisher {
+        entered: tokio::sync::watch::channel(0).0,
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let state = AppState::new(publisher.clone())
+        .unwrap()
+        .with_max_in_flight(std::num::NonZeroUsize::new(2).unwrap());
+    let app = pingpong_ping::app(state.clone());
+    let mut entered = publisher.entered.subscribe();
+    let parked: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(app.clone().oneshot(post(JSON, r#"{"msg":"x"}"#))))
+        .collect();
+    entered.wait_for(|n| *n == 2).await.unwrap();
+
+    // Both slots are taken: the third is answered now, not queued.
+    let shed = app
+        .clone()
+        .oneshot(post(JSON, r#"{"msg":"x"}"#))
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(state.metrics.shed.get(), 1);
+    // Other routes are not bounded by it.
+    let health = app
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    publisher.gate.add_permits(3);
+    for request in parked {
+        assert_eq!(request.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    // The slots are free again.
+    let after = app.oneshot(post(JSON, r#"{"msg":"x"}"#)).await.unwrap();
+    assert_eq!(after.status(), StatusCode::OK);
+    assert_eq!(state.metrics.shed.get(), 1);
+    assert_eq!(*entered.borrow(), 3);
 }

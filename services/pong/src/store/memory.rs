@@ -161,7 +161,7 @@ impl MemoryStore {
 
     /// One page, oldest first (see [`ListQuery`]).
     pub fn page(&self, query: ListQuery) -> Result<Page, StoreError> {
-        let (parts, next) = {
+        let (parts, next, cut) = {
             let inner = self.lock();
             let len = inner.entries.len();
             let budget = |json: &Arc<String>, used: &mut usize| {
@@ -181,38 +181,29 @@ impl MemoryStore {
                     let front = inner.next_seq - len as u64;
                     usize::try_from(seq - front + 1).unwrap_or(len).min(len)
                 }
-                Start::Newest => {
-                    // Walk back from the newest while the page has room.
-                    for (id, json) in inner.entries.iter().rev().take(query.limit) {
-                        if !budget(json, &mut used) {
-                            break;
-                        }
-                        parts.push((*id, Arc::clone(json)));
-                    }
-                    parts.reverse();
-                    len
-                }
+                Start::Newest => len.saturating_sub(query.limit),
             };
             let mut end = start;
-            if query.start != Start::Newest {
-                for (id, json) in inner.entries.range(start..).take(query.limit) {
-                    if !budget(json, &mut used) {
-                        break;
-                    }
-                    parts.push((*id, Arc::clone(json)));
-                    end += 1;
+            let mut cut = false;
+            for (id, json) in inner.entries.range(start..).take(query.limit) {
+                if !budget(json, &mut used) {
+                    cut = true;
+                    break;
                 }
+                parts.push((*id, Arc::clone(json)));
+                end += 1;
             }
             let next = match parts.last() {
-                Some((last, _)) if query.start != Start::Newest && end < len => Some(*last),
+                Some((last, _)) if end < len => Some(*last),
                 _ => None,
             };
-            (parts, next)
+            (parts, next, cut)
         };
         let json: Vec<&str> = parts.iter().map(|(_, json)| json.as_str()).collect();
         Ok(Page {
             json: join_array(&json),
             next,
+            cut,
         })
     }
 }
@@ -486,10 +477,16 @@ mod tests {
         assert_eq!(on_page.len(), 2, "three of these exceed the budget");
         assert!(first.json.len() <= PAGE_MAX_BYTES + 2);
         assert_eq!(first.next, Some(messages[1].id));
-        let newest: Vec<serde_json::Value> =
-            serde_json::from_str(&store.page(ListQuery::newest(100)).unwrap().json).unwrap();
-        assert_eq!(newest.len(), 2);
-        assert_eq!(newest[1]["id"], messages[4].id.to_string());
+        assert!(first.cut);
+        // The newest page starts at the 3rd newest and pages forward the
+        // same way: cut, with the rest one page away.
+        let newest = store.page(ListQuery::newest(3)).unwrap();
+        let on_page: Vec<serde_json::Value> = serde_json::from_str(&newest.json).unwrap();
+        assert_eq!(on_page.len(), 2);
+        assert_eq!(on_page[0]["id"], messages[2].id.to_string());
+        assert_eq!((newest.next, newest.cut), (Some(messages[3].id), true));
+        let uncut = store.page(ListQuery::newest(1)).unwrap();
+        assert_eq!((uncut.next, uncut.cut), (None, false));
 
         let huge = new_store(2);
         insert(&huge, &"h".repeat(PAGE_MAX_BYTES * 2));

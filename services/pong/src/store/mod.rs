@@ -154,7 +154,8 @@ impl StoreError {
 pub enum Start {
     /// At the oldest stored message (`GET /pong`).
     Oldest,
-    /// So that the page ends at the newest message (`GET /pong?limit=N`).
+    /// At the `limit`-th newest message, so that a page not cut by the byte
+    /// bound ends at the newest (`GET /pong?from=newest`).
     Newest,
     /// Right after this message (`GET /pong?after=<id>`, keyset pagination).
     After(Uuid),
@@ -202,15 +203,19 @@ impl ListQuery {
 /// whatever the messages' sizes.
 pub const PAGE_MAX_BYTES: usize = 1024 * 1024;
 
-/// One page: its JSON array and where the next page starts.
+/// One page: its JSON array and where the next page starts. Every start
+/// pages the same way: forward from the start, with `next` while more
+/// messages follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     /// The messages as a JSON array, oldest first.
     pub json: String,
     /// The id of the page's last message when more messages are stored
-    /// after it (pages that start at [`Start::Oldest`] or
-    /// [`Start::After`] only); the next page is `Start::After(next)`.
+    /// after it; the next page is `Start::After(next)`.
     pub next: Option<Uuid>,
+    /// Whether [`PAGE_MAX_BYTES`] ended the page before `limit` messages
+    /// (then `next` is set).
+    pub cut: bool,
 }
 
 /// Batch-level result of [`MessageSink::store_batch`]: one per-message

@@ -70,10 +70,10 @@ async fn a_warm_cache_never_hides_a_committed_message() {
     commit(&state, "b").await;
 
     // The newest page of the default size is canonical, hence cached.
-    let (status, cold) = get(&state, "/pong?limit=100").await;
+    let (status, cold) = get(&state, "/pong?from=newest").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(texts(&cold), ["a", "b"]);
-    let (_, warm) = get(&state, "/pong?limit=100").await;
+    let (_, warm) = get(&state, "/pong?from=newest").await;
     assert_eq!(warm, cold);
     assert_eq!(
         state.metrics.cache_hits.get(),
@@ -91,7 +91,7 @@ async fn a_warm_cache_never_hides_a_committed_message() {
         expected.push(text);
         let (_, all) = get(&state, "/pong").await;
         assert_eq!(texts(&all), expected, "after committing n{i}");
-        let (_, newest) = get(&state, "/pong?limit=1").await;
+        let (_, newest) = get(&state, "/pong?from=newest&limit=1").await;
         assert_eq!(texts(&newest), [expected.last().unwrap().as_str()]);
         let (_, page) = get(&state, &format!("/pong?after={}&limit=1000", first.id)).await;
         assert_eq!(texts(&page), expected[1..]);
@@ -177,8 +177,15 @@ async fn only_canonical_pages_are_cached_whatever_clients_ask() {
         commit(&state, "c").await,
     ];
     // 600 distinct requests a client may choose: every limit, every cursor.
-    let mut uris: Vec<String> = (0..=400).map(|n| format!("/pong?limit={n}")).collect();
-    for n in 0..=196 {
+    let mut uris: Vec<String> = (0..=200)
+        .flat_map(|n| {
+            [
+                format!("/pong?limit={n}"),
+                format!("/pong?from=newest&limit={n}"),
+            ]
+        })
+        .collect();
+    for n in 0..=195 {
         let cursor = &messages[n % 3].id;
         uris.push(format!("/pong?after={cursor}&limit={n}"));
     }
@@ -195,7 +202,7 @@ async fn only_canonical_pages_are_cached_whatever_clients_ask() {
         .collect();
     names.sort_unstable();
     // One version, two canonical pages: `/pong` (and `/pong?x=1`, the same
-    // page) and `/pong?limit=100`.
+    // page, as `/pong?limit=100`) and `/pong?from=newest&limit=100`.
     assert_eq!(names, ["first", "newest"], "{cached:?}");
     redis_cleanup(&url, &prefix).await;
     db.drop_db().await;

@@ -28,22 +28,31 @@ fn state_with(messages: &[&str]) -> AppState {
 }
 
 #[tokio::test]
-async fn get_pong_lists_messages_oldest_first_and_limit_keeps_the_newest() {
+async fn get_pong_pages_oldest_first_and_from_newest_ends_at_the_newest() {
     let state = state_with(&["a", "b", "c", "d"]);
-    let cases: [(&str, &[&str]); 6] = [
+    let cases: [(&str, &[&str]); 10] = [
         ("/pong", &["a", "b", "c", "d"]),
-        ("/pong?limit=2", &["c", "d"]),
+        ("/pong?limit=2", &["a", "b"]),
+        ("/pong?from=oldest&limit=2", &["a", "b"]),
+        ("/pong?from=newest&limit=2", &["c", "d"]),
+        ("/pong?from=newest", &["a", "b", "c", "d"]),
         ("/pong?limit=0", &[]),
+        ("/pong?from=newest&limit=0", &[]),
         ("/pong?limit=4", &["a", "b", "c", "d"]),
-        ("/pong?limit=1000", &["a", "b", "c", "d"]),
-        ("/pong?other=x&limit=1", &["d"]),
+        ("/pong?from=newest&limit=1000", &["a", "b", "c", "d"]),
+        ("/pong?other=x&from=newest&limit=1", &["d"]),
     ];
     for (uri, expected) in cases {
         let (status, body) = get(&state, uri).await;
         assert_eq!(status, StatusCode::OK, "{uri}");
         assert_eq!(texts(&body), expected, "{uri}");
     }
-    let (_, body) = get(&state, "/pong?limit=1").await;
+    // Every form pages the same way: `Link` while more follow.
+    let (_, headers, _) = get_with_headers(&state, "/pong?limit=2").await;
+    assert!(headers["link"].to_str().unwrap().contains("&limit=2>"));
+    let (_, headers, _) = get_with_headers(&state, "/pong?from=newest&limit=2").await;
+    assert!(headers.get("link").is_none(), "nothing follows the newest");
+    let (_, body) = get(&state, "/pong?from=newest&limit=1").await;
     let record = body[0].as_object().unwrap();
     let mut keys: Vec<&str> = record.keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -68,6 +77,11 @@ async fn invalid_limits_are_400_json_errors() {
         "/pong?limit=99999999999999999999999999",
         "/pong?limit=%ZZ",
         "/pong?limit=1001",
+        "/pong?limit=+5",
+        "/pong?limit=%205",
+        "/pong?limit=5%0A",
+        "/pong?limit=1&limit=2",
+        "/pong?from=last",
     ] {
         let (status, body) = get(&state, uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body:?}");
@@ -88,6 +102,7 @@ async fn unknown_routes_and_methods_are_json_errors() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
 }
 
 #[tokio::test]
@@ -156,6 +171,7 @@ impl MessageStore for Unready {
         Box::pin(std::future::ready(Ok(Page {
             json: "[]".to_owned(),
             next: None,
+            cut: false,
         })))
     }
 
@@ -190,7 +206,7 @@ async fn after_walks_pages_oldest_first_and_unknown_cursors_are_404() {
         assert_eq!(&texts(&body), expected, "{uri}");
     }
     // A client walking pages of 3 from the start sees everything once.
-    let (_, first) = get(&state, "/pong?limit=1000").await;
+    let (_, first) = get(&state, "/pong?limit=1").await;
     let mut seen = vec![first[0]["msg"].as_str().unwrap().to_owned()];
     let mut cursor = first[0]["id"].as_str().unwrap().to_owned();
     loop {
@@ -461,9 +477,48 @@ async fn without_limit_pages_are_bounded_and_link_to_the_next_until_the_end() {
     let (_, headers, body) = get_with_headers(&state, "/pong?limit=1000").await;
     assert_eq!(texts(&body).len(), 250);
     assert!(headers.get("link").is_none());
-    let (_, headers, body) = get_with_headers(&state, "/pong?limit=3").await;
+    let (_, headers, body) = get_with_headers(&state, "/pong?from=newest&limit=3").await;
     assert_eq!(texts(&body), ["m247", "m248", "m249"]);
     assert!(headers.get("link").is_none());
+    assert!(headers.get("pong-page-cut").is_none());
+}
+
+#[tokio::test]
+async fn a_page_cut_by_the_byte_bound_says_so_and_links_to_the_rest() {
+    // 100 KiB messages: ten fit in the 1 MiB page bound, not twenty.
+    let big: Vec<String> = (0..30)
+        .map(|i| format!("{i:02}{}", "x".repeat(100 * 1024)))
+        .collect();
+    let refs: Vec<&str> = big.iter().map(String::as_str).collect();
+    let state = state_with_capacity(&refs, 100);
+    for uri in ["/pong?limit=20", "/pong?from=newest&limit=20"] {
+        let (status, headers, body) = get_with_headers(&state, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        let page = texts(&body);
+        assert!(page.len() < 20 && !page.is_empty(), "{uri}: {}", page.len());
+        assert_eq!(headers["pong-page-cut"], "bytes", "{uri}");
+        let last = body.as_array().unwrap().last().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            headers["link"].to_str().unwrap(),
+            format!("</pong?after={last}&limit=20>; rel=\"next\""),
+            "{uri}"
+        );
+        // The rest is one page away, starting right after the cut.
+        let (_, rest) = get(&state, &format!("/pong?after={last}&limit=20")).await;
+        let first_of_rest = &texts(&rest)[0][..2];
+        let last_of_page = &page[page.len() - 1][..2];
+        assert_eq!(
+            first_of_rest.parse::<u32>().unwrap(),
+            last_of_page.parse::<u32>().unwrap() + 1,
+            "{uri}"
+        );
+    }
+    // A page the limit ended is not cut.
+    let (_, headers, _) = get_with_headers(&state, "/pong?limit=2").await;
+    assert!(headers.get("pong-page-cut").is_none());
 }
 
 fn state_with_capacity(messages: &[&str], capacity: usize) -> AppState {
@@ -487,12 +542,12 @@ async fn the_openapi_document_lists_every_route_and_status() {
         (
             "/pong",
             "get",
-            &["200", "400", "404", "414", "431", "500", "503"],
+            &["200", "400", "404", "405", "414", "431", "500", "503"],
         ),
-        ("/readyz", "get", &["200", "503"]),
-        ("/healthz", "get", &["200"]),
-        ("/metrics", "get", &["200"]),
-        ("/openapi.json", "get", &["200"]),
+        ("/readyz", "get", &["200", "405", "503"]),
+        ("/healthz", "get", &["200", "405"]),
+        ("/metrics", "get", &["200", "405"]),
+        ("/openapi.json", "get", &["200", "405"]),
     ];
     pingpong_common::testing::assert_openapi_routes(&doc, &expected);
     let pong = &doc["paths"]["/pong"]["get"];
@@ -502,7 +557,12 @@ async fn the_openapi_document_lists_every_route_and_status() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(params, ["limit", "after"]);
+    assert_eq!(params, ["limit", "from", "after"]);
+    assert_eq!(
+        pong["parameters"][1]["schema"]["enum"],
+        serde_json::json!(["oldest", "newest"])
+    );
+    assert!(pong["responses"]["200"]["headers"]["Pong-Page-Cut"].is_object());
     assert_eq!(pong["parameters"][0]["schema"]["maximum"], 1000);
     assert!(pong["responses"]["200"]["headers"]["Link"].is_object());
     assert!(pong["responses"]["503"]["headers"]["Retry-After"].is_object());

@@ -206,8 +206,20 @@ async fn keyset_pages_walk_every_row_exactly_once() {
         page.next.map(|id| id.to_string()),
         Some(on_page[1]["id"].as_str().unwrap().to_owned())
     );
-    let newest: Vec<Value> = list(store.as_ref(), ListQuery::newest(100)).await;
-    assert_eq!(texts(&newest), &large[1..]);
+    assert!(page.cut);
+    // The newest page starts at the 3rd newest and is cut the same way.
+    let newest = store.list(ListQuery::newest(3)).await.unwrap();
+    let on_page: Vec<Value> = serde_json::from_str(&newest.json).unwrap();
+    assert_eq!(texts(&on_page), &large[..2]);
+    assert!(newest.cut);
+    assert_eq!(
+        newest.next.map(|id| id.to_string()),
+        Some(on_page[1]["id"].as_str().unwrap().to_owned())
+    );
+    let newest = store.list(ListQuery::newest(2)).await.unwrap();
+    let on_page: Vec<Value> = serde_json::from_str(&newest.json).unwrap();
+    assert_eq!(texts(&on_page), &large[1..]);
+    assert_eq!((newest.next, newest.cut), (None, false));
     db.drop_db().await;
 }
 

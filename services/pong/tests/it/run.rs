@@ -122,7 +122,7 @@ async fn pong_on_postgres_serves_what_it_consumed_across_a_restart() {
         listed(addr).await.len() == 21
     })
     .await;
-    let (status, body) = http_get(addr, "/pong?limit=1").await.unwrap();
+    let (status, body) = http_get(addr, "/pong?from=newest&limit=1").await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains(&later.id.to_string()), "{body}");
     let (_, metrics) = http_get(addr, "/metrics").await.unwrap();

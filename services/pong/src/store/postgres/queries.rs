@@ -47,11 +47,15 @@ const OLDEST: &str = "
             sum(octet_length(msg)) OVER w AS running, row_number() OVER w AS n
         FROM pong_messages WINDOW w AS (ORDER BY seq) ORDER BY seq LIMIT $1
     ) page WHERE n = 1 OR running <= $2 ORDER BY seq";
+// The newest page starts at the $1-th newest row and runs forward like the
+// others: the inner LIMIT picks those rows along the index, backwards.
 const NEWEST: &str = "
-    SELECT id, msg, created_at, received_at, FALSE FROM (
+    SELECT id, msg, created_at, received_at, more FROM (
         SELECT seq, id, msg, created_at, received_at,
+            lead(seq) OVER w IS NOT NULL AS more,
             sum(octet_length(msg)) OVER w AS running, row_number() OVER w AS n
-        FROM pong_messages WINDOW w AS (ORDER BY seq DESC) ORDER BY seq DESC LIMIT $1
+        FROM (SELECT * FROM pong_messages ORDER BY seq DESC LIMIT $1) newest
+        WINDOW w AS (ORDER BY seq) ORDER BY seq
     ) page WHERE n = 1 OR running <= $2 ORDER BY seq";
 const AFTER: &str = "
     SELECT id, msg, created_at, received_at, more FROM (
@@ -166,8 +170,11 @@ pub async fn page(client: &mut Client, query: ListQuery) -> Result<Page, tokio_p
             Err(error) => tracing::warn!(%id, %error, "stored row cannot be serialised, skipped"),
         }
     }
+    // Fewer rows than asked while more follow: the byte bound ended it.
+    let cut = next.is_some() && rows.len() < query.limit;
     Ok(Page::Found(super::super::Page {
         json: join_array(&parts),
         next,
+        cut,
     }))
 }
