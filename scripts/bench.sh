@@ -9,7 +9,7 @@
 #      stored (pong's counter);
 #   3. GET /pong?from=newest&limit=100 through nginx with 100,000 messages stored;
 #   4. RSS (VmRSS) of ping, pong, nginx and the broker, idle and after load, and the CPU seconds
-#      each process used during the 64-connection run.
+#      each process used during each POST run, also per acknowledged ping (µs).
 # Prints a markdown report and writes it into the "Data plane" section of BENCHMARKS.md
 # (BENCH_WRITE=0 to skip). Stops its stack afterwards.
 #
@@ -125,9 +125,21 @@ cpu_report() {
   }'
 }
 
+# cpu_per_ping BEFORE AFTER ACKED: CPU microseconds per acknowledged ping of each process between
+# two snapshots (utime+stime from /proc/PID/stat); sets cpu_us_ping/pong/nginx/broker.
+cpu_per_ping() {
+  read -r cpu_us_ping cpu_us_pong cpu_us_nginx cpu_us_broker < <(
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+      split(a, x, " "); split(b, y, " ")
+      if (n < 1) n = 1
+      for (i = 1; i <= 4; i++) printf "%.1f ", (y[i]-x[i]) / hz * 1e6 / n
+      print ""
+    }')
+}
+
 # post_run CONNS: wrk POST /ping, then wait for pong to drain; sets the post_* variables.
 post_run() {
-  local conns=$1 file=$out/post-$1.txt t0 t1 stored0 published0 stored_wrk published_end stored_end cpu0 i
+  local conns=$1 file=$out/post-$1.txt t0 t1 stored0 published0 stored_wrk published_end stored_end cpu0 cpu1 i
   published0=$(metric "$ping_url" pingpong_ping_messages_published_total)
   stored0=$(metric "$pong_url" pingpong_pong_messages_stored_total)
   cpu0=$(cpu_snapshot)
@@ -136,7 +148,8 @@ post_run() {
     "$gateway/ping" | tee "$file"
   t0=$(date +%s.%N)
   stored_wrk=$(metric "$pong_url" pingpong_pong_messages_stored_total)
-  post_cpu=$(cpu_report "$cpu0" "$(cpu_snapshot)")
+  cpu1=$(cpu_snapshot)
+  post_cpu=$(cpu_report "$cpu0" "$cpu1")
   post_backlog=$(queue_depth)
   step "draining: $post_backlog messages in the queue when wrk stopped"
   for ((i = 0; i < 3000; i++)); do
@@ -153,6 +166,8 @@ post_run() {
   post_errors=$(($(json "$file" connect_errors) + $(json "$file" read_errors) + $(json "$file" write_errors) + $(json "$file" timeouts)))
   post_accepted=$((published_end - published0))
   post_ok=$(($(json "$file" requests) - post_non2xx))
+  cpu_per_ping "$cpu0" "$cpu1" "$post_ok"
+  post_cpu_us="$cpu_us_ping / $cpu_us_pong / $cpu_us_nginx / $cpu_us_broker"
   post_stored=$((stored_end - stored0))
   post_drain_s=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')
   # Rates: ping's publish rate, pong's store rate while wrk ran, pong's rate on the backlog alone.
@@ -166,9 +181,13 @@ post_run() {
 post_run 16
 r16=("$post_rps" "$post_p50" "$post_p99" "$post_non2xx" "$post_errors" "$post_accepted" "$post_stored" "$post_backlog" "$post_drain_s" "$post_ping_rate" "$post_pong_rate" "$post_drain_rate" "$post_ok")
 cpu16=$post_cpu
+cpu_us16=$post_cpu_us
 post_run 64
 r64=("$post_rps" "$post_p50" "$post_p99" "$post_non2xx" "$post_errors" "$post_accepted" "$post_stored" "$post_backlog" "$post_drain_s" "$post_ping_rate" "$post_pong_rate" "$post_drain_rate" "$post_ok")
 cpu64=$post_cpu
+cpu_us64=$post_cpu_us
+ping_us64=$cpu_us_ping
+pong_us64=$cpu_us_pong
 
 stored_now=$(metric "$pong_url" pingpong_pong_stored_messages)
 while ((stored_now < 100000)); do
@@ -209,6 +228,7 @@ v_drain=$(verdict "${r64[7]} <= ${r64[5]} / 100 || $drain_rate64 >= ${r64[9]}")
 v_equal=$(verdict "${r16[12]} <= ${r16[6]} && ${r16[6]} <= ${r16[12]} + 16 && ${r64[12]} <= ${r64[6]} && ${r64[6]} <= ${r64[12]} + 64")
 v_get=$(verdict "$get_p99 <= 10")
 v_rss=$(verdict "$idle_ping <= 15 && $idle_pong <= 15")
+v_cpu=$(verdict "$ping_us64 <= 25 && $pong_us64 <= 12")
 cpu_model=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
 mem_total=$(free -g | awk '/^Mem:/ { print $2 }')
 
@@ -232,6 +252,7 @@ with the CPU seconds other processes used during each run.
 | queue backlog when wrk stopped / drain time | ${r16[7]} / ${r16[8]} s | ${r64[7]} / ${r64[8]} s |
 | msg/s: ping published / pong stored (during wrk) / pong drain of the backlog | ${r16[9]} / ${r16[10]} / ${r16[11]} | ${r64[9]} / ${r64[10]} / ${r64[11]} |
 | CPU seconds used during the run (${duration} s wall × $(nproc) CPUs = $(($(nproc) * duration)) s) | $cpu16 | $cpu64 |
+| CPU µs per acknowledged ping: ping / pong / nginx / broker (/proc utime+stime ÷ 200s) | $cpu_us16 | $cpu_us64 |
 
 | measurement | value |
 | --- | --- |
@@ -250,6 +271,7 @@ with the CPU seconds other processes used during each run.
 | accepted == stored after the drain (up to the requests in flight when wrk stopped: answered ≤ stored ≤ answered + connections) | 16: ${r16[12]} / ${r16[6]}, 64: ${r64[12]} / ${r64[6]}: $v_equal |
 | GET /pong?from=newest&limit=100 p99 ≤ 10 ms with 100,000 stored | $get_p99 ms: $v_get |
 | idle RSS ≤ 15 MB per service | $idle_ping / $idle_pong MB: $v_rss |
+| CPU per acknowledged ping at 64 connections (issue 20): ping ≤ 25 µs, pong ≤ 12 µs | $ping_us64 / $pong_us64 µs: $v_cpu |
 EOF
 )
 

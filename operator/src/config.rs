@@ -4,6 +4,7 @@
 //! every variable and reports *all* problems at once, naming the variable and the expected format.
 //! This module must not start anything or talk to the API server.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -59,6 +60,39 @@ fn read_images(
     }
 }
 
+/// Secrets a stack may name although they lack the opt-in label
+/// [`REFERABLE`](crate::labels::REFERABLE): the list the cluster admin sets in the chart
+/// (`PINGPONG_ALLOWED_SECRETS`, comma-separated `namespace/name` entries).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowedSecrets(BTreeSet<(String, String)>);
+
+impl AllowedSecrets {
+    /// Parses `namespace/name,namespace/name`; blanks around entries and empty entries are
+    /// ignored. The error names the first malformed entry.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut out = BTreeSet::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    out.insert((ns.to_owned(), name.to_owned()));
+                }
+                _ => {
+                    return Err(format!(
+                        "{entry:?} is not a Secret reference; expected namespace/name entries \
+                         separated by commas"
+                    ));
+                }
+            }
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether the admin listed the Secret `name` of `namespace`.
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.0.contains(&(namespace.to_owned(), name.to_owned()))
+    }
+}
+
 /// Leader-election identity: which Lease to hold and under which name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderElection {
@@ -83,6 +117,8 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
     /// Name reported as the Event `reportingInstance` (`POD_NAME`, when set).
     pub instance: Option<String>,
+    /// Secrets stacks may name without the opt-in label (`PINGPONG_ALLOWED_SECRETS`).
+    pub allowed_secrets: AllowedSecrets,
 }
 
 /// One problem with one environment variable.
@@ -163,6 +199,15 @@ impl Config {
                 false
             }
         };
+        let allowed_secrets =
+            AllowedSecrets::parse(&get("PINGPONG_ALLOWED_SECRETS").unwrap_or_default())
+                .unwrap_or_else(|message| {
+                    problems.push(ConfigProblem {
+                        variable: "PINGPONG_ALLOWED_SECRETS",
+                        message,
+                    });
+                    AllowedSecrets::default()
+                });
         let pod_name = get("POD_NAME").filter(|v| !v.is_empty());
         let pod_namespace = get("POD_NAMESPACE").filter(|v| !v.is_empty());
         let leader_election = if enabled {
@@ -197,6 +242,7 @@ impl Config {
             log_format,
             leader_election,
             instance: pod_name,
+            allowed_secrets,
         })
     }
 }
@@ -259,6 +305,30 @@ mod tests {
         assert_eq!(cfg.watch_namespace.as_deref(), Some("team-a"));
         assert_eq!(cfg.metrics_addr.to_string(), "127.0.0.1:9000");
         assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.allowed_secrets, AllowedSecrets::default());
+    }
+
+    #[test]
+    fn allowed_secrets_are_namespace_slash_name_entries() {
+        let cfg = parse(&[
+            ("LEADER_ELECTION", "false"),
+            ("PINGPONG_ALLOWED_SECRETS", " team-a/db , team-b/cache,"),
+        ])
+        .unwrap();
+        assert!(cfg.allowed_secrets.contains("team-a", "db"));
+        assert!(cfg.allowed_secrets.contains("team-b", "cache"));
+        assert!(!cfg.allowed_secrets.contains("team-b", "db"));
+        for bad in ["db", "team-a/", "/db", "a/b/c"] {
+            let err = parse(&[
+                ("LEADER_ELECTION", "false"),
+                ("PINGPONG_ALLOWED_SECRETS", bad),
+            ])
+            .unwrap_err();
+            assert_eq!(
+                err.problems[0].variable, "PINGPONG_ALLOWED_SECRETS",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

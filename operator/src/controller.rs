@@ -324,7 +324,8 @@ async fn run_controller(
             config.images.clone(),
             served,
         )
-        .with_child_caches(children),
+        .with_child_caches(children)
+        .with_allowed_secrets(config.allowed_secrets.clone()),
     );
     let mut apis_changed = context.subscribe_apis();
     let on_change = restart.clone();

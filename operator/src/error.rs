@@ -56,6 +56,23 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// An object of a child's name exists and the stack does not control it; it was left
+    /// unchanged.
+    #[error(
+        "{kind} {name} exists and this stack does not control it ({owner}); it was left \
+         unchanged: delete or rename it, or annotate it {adopt}={stack} to let the stack adopt it",
+        adopt = crate::labels::ADOPT
+    )]
+    NotOwned {
+        /// Kubernetes kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// Who owns it instead.
+        owner: String,
+        /// The stack's name.
+        stack: String,
+    },
     /// Writing the stack's status failed.
     #[error("failed to update the status of PingPongStack {name}")]
     Status {
@@ -92,6 +109,9 @@ pub enum Category {
     Forbidden,
     /// The request itself is wrong (4xx, missing metadata): retry rarely.
     Permanent,
+    /// Someone else's object holds a child's name: retry at a moderate pace, since removing it
+    /// is a change the operator does not watch.
+    Blocked,
 }
 
 impl Category {
@@ -115,6 +135,7 @@ impl Category {
             Self::Transient => (5, 300),
             Self::Forbidden => (60, 900),
             Self::Permanent => (300, 1800),
+            Self::Blocked => (15, 300),
         };
         let factor = 1u64.checked_shl(attempt.min(16)).unwrap_or(u64::MAX);
         Duration::from_secs(base.saturating_mul(factor).min(cap))
@@ -130,7 +151,7 @@ impl Error {
             | Self::List { source, .. }
             | Self::Delete { source, .. }
             | Self::Status { source, .. } => Some(source),
-            Self::MissingObjectKey(_) | Self::Timeout(_) => None,
+            Self::MissingObjectKey(_) | Self::Timeout(_) | Self::NotOwned { .. } => None,
         }
     }
 
@@ -138,6 +159,7 @@ impl Error {
     pub fn category(&self) -> Category {
         match self {
             Self::Timeout(_) => Category::Transient,
+            Self::NotOwned { .. } => Category::Blocked,
             // Retry as soon as the most urgent failure asks for.
             Self::Children(errors) => errors
                 .iter()
@@ -167,6 +189,7 @@ impl Error {
             (Self::Delete { .. }, _) => "DeleteFailed",
             (Self::Status { .. }, _) => "StatusFailed",
             (Self::Timeout(_), _) => "Timeout",
+            (Self::NotOwned { .. }, _) => "ChildNotOwned",
             (Self::Children(_), _) => "ApplyFailed",
         }
     }

@@ -27,6 +27,17 @@ pub const MANAGED_BY: &str = "pingpong-operator";
 /// Pod-template annotation with the sha256 of the container's effective configuration; a change
 /// rolls the pods.
 pub const CONFIG_HASH: &str = "pingpong.dev/config-hash";
+/// Annotation on an existing object that nothing controls, naming the stack that may adopt it
+/// (`pingpong.dev/adopt: <stack>`). Without it the operator never writes an object of a child's
+/// name that the stack does not control.
+pub const ADOPT: &str = "pingpong.dev/adopt";
+/// Label a user puts on a Secret to let stacks of its namespace name it
+/// (`credentialsSecret`, an external PostgreSQL's or Redis's `secretName`), with the value
+/// [`REFERABLE_VALUE`]. Setting a label needs write access to the Secret, so a user who may only
+/// create stacks cannot make the operator mount a Secret they could not read.
+pub const REFERABLE: &str = "pingpong.dev/referable";
+/// The value of [`REFERABLE`] that opts a Secret in.
+pub const REFERABLE_VALUE: &str = "true";
 /// `prometheus.io/scrape` annotation.
 pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 /// `prometheus.io/port` annotation.

@@ -20,7 +20,9 @@
 //!   one Secret rendered from another, `<stack>-rabbitmq-definitions` (the broker user the nodes
 //!   import at boot, which must follow the credentials Secret's content). RBAC cannot narrow a
 //!   ClusterRole to names that depend on the stack, so the code applies no other Secret.
-//! - `get` on StatefulSets and Deployments: readiness while paused.
+//! - `get` on every applied kind: before a child's first apply, whether an object of its name
+//!   exists that the stack does not control (then it is left unchanged); on StatefulSets and
+//!   Deployments also readiness while paused.
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, PrometheusRules,
 //!   and on StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL
 //!   and Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
@@ -43,9 +45,10 @@ pub struct Permission {
 
 // Server-side apply of an object that does not exist yet is authorized as `create`, of one that
 // exists as `patch`: every applied kind needs both (a 403 on the first apply otherwise).
-const WATCH_APPLY: &[&str] = &["create", "list", "patch", "watch"];
-const WATCH_APPLY_DELETE: &[&str] = &["create", "delete", "list", "patch", "watch"];
-const WATCH_APPLY_GET_DELETE: &[&str] = &["create", "delete", "get", "list", "patch", "watch"];
+// `get`: before its first apply, the metadata of an object of a child's name that the caches do
+// not know as the stack's own is read, so someone else's object is never taken over.
+const WATCH_APPLY: &[&str] = &["create", "get", "list", "patch", "watch"];
+const WATCH_APPLY_DELETE: &[&str] = &["create", "delete", "get", "list", "patch", "watch"];
 
 /// Every permission the operator uses (cluster-wide, except leases in the operator's namespace).
 pub const PERMISSIONS: &[Permission] = &[
@@ -67,12 +70,12 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "apps",
         resource: "statefulsets",
-        verbs: WATCH_APPLY_GET_DELETE,
+        verbs: WATCH_APPLY_DELETE,
     },
     Permission {
         api_group: "apps",
         resource: "deployments",
-        verbs: WATCH_APPLY_GET_DELETE,
+        verbs: WATCH_APPLY_DELETE,
     },
     Permission {
         api_group: "",

@@ -119,8 +119,9 @@ def test_operator_deployment_contract(default_objects: list[dict[str, Any]]) -> 
     assert set(env) == {
         "PINGPONG_PING_IMAGE", "PINGPONG_PONG_IMAGE", "PINGPONG_RABBITMQ_IMAGE",
         "WATCH_NAMESPACE", "METRICS_ADDR", "LOG_FORMAT", "RUST_LOG", "LEADER_ELECTION",
-        "POD_NAME", "POD_NAMESPACE",
+        "POD_NAME", "POD_NAMESPACE", "PINGPONG_ALLOWED_SECRETS",
     }
+    assert env["PINGPONG_ALLOWED_SECRETS"]["value"] == ""
     assert env["PINGPONG_PING_IMAGE"]["value"] == "ghcr.io/pingpong-operator/ping:0.1.0"
     assert env["PINGPONG_PONG_IMAGE"]["value"] == "ghcr.io/pingpong-operator/pong:0.1.0"
     assert env["PINGPONG_RABBITMQ_IMAGE"]["value"] == "rabbitmq:4.2-management"
@@ -148,6 +149,7 @@ def test_values_reach_the_container() -> None:
             "ping": "r.example/p:1", "pong": "r.example/q:2", "rabbitmq": "rabbitmq:4.1",
         },
         "watchNamespace": "team-a",
+        "allowedSecrets": ["team-a/db", "team-b/cache"],
         "logging": {"format": "text", "level": "debug"},
         "metrics": {"port": 9000},
         "leaderElection": {"enabled": False},
@@ -158,6 +160,7 @@ def test_values_reach_the_container() -> None:
     assert env["PINGPONG_PONG_IMAGE"]["value"] == "r.example/q:2"
     assert env["PINGPONG_RABBITMQ_IMAGE"]["value"] == "rabbitmq:4.1"
     assert env["WATCH_NAMESPACE"]["value"] == "team-a"
+    assert env["PINGPONG_ALLOWED_SECRETS"]["value"] == "team-a/db,team-b/cache"
     assert env["LOG_FORMAT"]["value"] == "text"
     assert env["RUST_LOG"]["value"] == "debug"
     assert env["METRICS_ADDR"]["value"] == "0.0.0.0:9000"
@@ -185,7 +188,9 @@ def test_two_replicas_with_leader_election_get_a_pdb() -> None:
 # server authorizes the apply of a missing object as create), get where the
 # code reads an object, delete for the children the spec can drop, Events, a Lease for leader
 # election (in a Role of the release namespace) and a read of CRDs.
-WATCH_APPLY = {"list", "watch", "create", "patch"}
+# get on every applied kind: before a child's first apply, whether an object of its name exists that
+# the stack does not control (it is then never modified).
+WATCH_APPLY = {"list", "watch", "create", "patch", "get"}
 EXPECTED_STACK_RULES = {
     ("pingpong.dev", "pingpongstacks"): {"list", "watch"},
     ("pingpong.dev", "pingpongstacks/status"): {"patch"},
@@ -199,8 +204,8 @@ EXPECTED_STACK_RULES = {
     # delete on services, deployments, statefulsets, networkpolicies: pong's provisioned
     # PostgreSQL and Redis when the store or cache is switched off.
     ("", "services"): WATCH_APPLY | {"delete"},
-    ("apps", "deployments"): WATCH_APPLY | {"get", "delete"},
-    ("apps", "statefulsets"): WATCH_APPLY | {"get", "delete"},
+    ("apps", "deployments"): WATCH_APPLY | {"delete"},
+    ("apps", "statefulsets"): WATCH_APPLY | {"delete"},
     ("networking.k8s.io", "ingresses"): WATCH_APPLY | {"delete"},
     ("networking.k8s.io", "networkpolicies"): WATCH_APPLY | {"delete"},
     ("policy", "poddisruptionbudgets"): WATCH_APPLY | {"delete"},

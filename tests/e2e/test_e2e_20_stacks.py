@@ -53,6 +53,7 @@ def test_full_stack_with_provisioned_store_cache_gateway_and_monitors(cluster: C
     name = "full"
     cluster.kubectl("create", "secret", "generic", "full-broker", "-n", ns,
                     "--from-literal=username=pingpong", f"--from-literal=password={secrets.token_hex(16)}")
+    cluster.kubectl("label", "secret", "full-broker", "-n", ns, "pingpong.dev/referable=true")
     spec = {
         "ping": {"replicas": 2},
         "pong": {"replicas": 2,

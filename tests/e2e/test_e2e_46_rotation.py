@@ -18,7 +18,9 @@ USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_RELEASE}"
 
 
 def _secret(name: str, username: str, password: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque",
+    # pingpong.dev/referable: the opt-in that lets a stack name this Secret.
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "labels": {"pingpong.dev/referable": "true"}},
             "stringData": {"username": username, "password": password}}
 
 

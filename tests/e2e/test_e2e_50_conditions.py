@@ -71,5 +71,6 @@ def test_missing_secret_is_reported_and_resolved(cluster: Cluster, ns: str) -> N
     _assert_quiet(cluster, ns)
     cluster.kubectl("create", "secret", "generic", "later", "-n", ns,
                     "--from-literal=username=u", "--from-literal=password=a-long-enough-password")
+    cluster.kubectl("label", "secret", "later", "-n", ns, "pingpong.dev/referable=true")
     # The operator re-checks missing references every 60 s (or on a change of the stack).
     cluster.wait_ready(ns, name, timeout=120)

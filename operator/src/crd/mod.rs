@@ -240,9 +240,14 @@ pub struct RabbitMqSpec {
     #[schemars(range(min = 1, max = 9))]
     pub replicas: i32,
     /// Name of the durable queue ping publishes to and pong consumes from. Its dead-letter queue is
-    /// `<queue>.dead`. Letters, digits, `.`, `_`, `:` and `-`; must not start with `amq.`.
+    /// `<queue>.dead`. Letters, digits, `.`, `_`, `:` and `-`; must not start with `amq.`. Fixed
+    /// at creation (a change is rejected): a renamed queue would strand the messages waiting in
+    /// the old one and in its dead-letter queue.
     #[serde(default = "default_queue")]
     #[schemars(length(min = 1, max = 200), pattern(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message(
+        "rabbitmq.queue cannot be changed after creation: ping would publish to the new queue while the backlog and the dead-letter queue <queue>.dead stay in the old ones, which nothing consumes; create a new stack with the new queue and move the traffic once the old queue is drained"
+    ))]
     pub queue: String,
     /// Storage of the broker's data directory. Fixed at creation (it becomes the StatefulSet's
     /// volumeClaimTemplates, which Kubernetes does not let change): a change is rejected.
@@ -259,7 +264,9 @@ pub struct RabbitMqSpec {
     /// to use as the broker credentials. When unset, the operator generates a random user and
     /// password once, in the Secret `<stack>-rabbitmq-credentials`, and never rotates them by
     /// itself. Changing the Secret's content (or this name) rotates them: the broker nodes
-    /// restart and import the new user and password, and ping and pong roll with them.
+    /// restart and import the new user and password, and ping and pong roll with them. The
+    /// Secret must carry the label `pingpong.dev/referable=true` (or be in the operator's
+    /// `allowedSecrets`), else the stack is `SecretNotReferable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,

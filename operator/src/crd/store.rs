@@ -20,6 +20,15 @@ pub const DEFAULT_REDIS_URL_KEY: &str = "url";
 #[x_kube(validation = kube::core::Rule::new("!has(self.postgres) || self.type == 'postgres'").message(
     "pong.store.postgres is only used with pong.store.type: postgres; set the type or remove the postgres block"
 ))]
+// The provisioned PostgreSQL's storage, compared with its defaults filled in: a store created as
+// `type: postgres` alone has no `postgres` block, so a rule on `storage` itself would never see
+// the old value (the default `1Gi` and `ephemeral: false` must match `DEFAULT_STORAGE_SIZE` and
+// `StorageSpec::default()`; tests/operator/crd_schema.rs checks both cases).
+#[x_kube(validation = kube::core::Rule::new(
+    "!((self.type == 'postgres' && (!has(self.postgres) || has(self.postgres.provisioned))) && (oldSelf.type == 'postgres' && (!has(oldSelf.postgres) || has(oldSelf.postgres.provisioned)))) || (((has(self.postgres) && has(self.postgres.provisioned.storage) && has(self.postgres.provisioned.storage.size)) ? self.postgres.provisioned.storage.size : '1Gi') == ((has(oldSelf.postgres) && has(oldSelf.postgres.provisioned.storage) && has(oldSelf.postgres.provisioned.storage.size)) ? oldSelf.postgres.provisioned.storage.size : '1Gi') && ((has(self.postgres) && has(self.postgres.provisioned.storage) && has(self.postgres.provisioned.storage.storageClassName)) ? self.postgres.provisioned.storage.storageClassName : '') == ((has(oldSelf.postgres) && has(oldSelf.postgres.provisioned.storage) && has(oldSelf.postgres.provisioned.storage.storageClassName)) ? oldSelf.postgres.provisioned.storage.storageClassName : '') && ((has(self.postgres) && has(self.postgres.provisioned.storage) && has(self.postgres.provisioned.storage.ephemeral)) ? self.postgres.provisioned.storage.ephemeral : false) == ((has(oldSelf.postgres) && has(oldSelf.postgres.provisioned.storage) && has(oldSelf.postgres.provisioned.storage.ephemeral)) ? oldSelf.postgres.provisioned.storage.ephemeral : false))"
+).message(
+    "pong.store.postgres.provisioned.storage cannot be changed after creation, also when it was left to its default (size 1Gi, the default StorageClass, not ephemeral): it is the PostgreSQL StatefulSet's volumeClaimTemplates, which Kubernetes does not let change; expand the PersistentVolumeClaim data-<stack>-postgres-0 yourself where the StorageClass allows it"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct StoreSpec {
     /// `memory` (default): messages live in the pong process, are lost on restart, and pong runs
@@ -80,7 +89,8 @@ pub struct ExternalPostgres {
     /// `username` and `password`. pong reads `host` … `username` through secretKeyRefs (as
     /// `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`) and `password` as a mounted file
     /// (`PGPASSWORD_FILE`); the user needs the right to create tables in the database. The
-    /// operator never writes this Secret.
+    /// operator never writes this Secret. It must carry the label `pingpong.dev/referable=true`
+    /// (or be in the operator's `allowedSecrets`), else the stack is `SecretNotReferable`.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }
@@ -97,10 +107,8 @@ pub struct ProvisionedPostgres {
     /// Storage of the database directory. The PersistentVolumeClaim is kept when the store is
     /// switched off or the stack is deleted; delete it yourself to drop the data. Fixed at
     /// creation (it becomes the StatefulSet's volumeClaimTemplates): a change is rejected.
+    // The rule that keeps it is on `pong.store`, where a defaulted value is visible too.
     #[serde(default)]
-    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message(
-        "pong.store.postgres.provisioned.storage cannot be changed after creation: it is the PostgreSQL StatefulSet's volumeClaimTemplates, which Kubernetes does not let change; expand the PersistentVolumeClaim data-<stack>-postgres-0 yourself where the StorageClass allows it"
-    ))]
     pub storage: StorageSpec,
     /// CPU and memory requests/limits of the PostgreSQL container. Defaults to requests of 100m
     /// CPU and 256Mi memory with a 1Gi memory limit.
@@ -147,7 +155,9 @@ pub struct ExternalRedis {
     /// Name of a Secret in the stack's namespace that holds the Redis URL
     /// (`redis://[user:password@]host:port/db` or `rediss://…`). pong reads it from the
     /// Secret mounted as a file (`REDIS_URL_FILE`), again after every Redis failure, so a
-    /// rotated URL needs no restart. The operator never writes this Secret.
+    /// rotated URL needs no restart. The operator never writes this Secret. It must carry the
+    /// label `pingpong.dev/referable=true` (or be in the operator's `allowedSecrets`), else the
+    /// stack is `SecretNotReferable`.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
     /// Key of the URL in the Secret.

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use super::cache::{ChildCaches, controlled_by};
 use super::desired::{Child, ChildKind, DesiredState};
+use super::ownership::{self, Claim};
 use super::status::Readiness;
 use crate::apis::ServedApis;
 use crate::crd::ComponentStatus;
@@ -39,6 +40,8 @@ pub const STATUS_FIELD_MANAGER: &str = "pingpong-operator/status";
 pub struct Applier<'a> {
     client: &'a Client,
     namespace: &'a str,
+    stack: &'a str,
+    stack_uid: &'a str,
     metrics: &'a Metrics,
     served: ServedApis,
     caches: &'a ChildCaches,
@@ -78,11 +81,14 @@ pub fn deployment_readiness(deployment: &Deployment) -> ComponentStatus {
 }
 
 impl<'a> Applier<'a> {
-    /// An applier for the children in `namespace`; kinds of optional APIs not in `served` are
-    /// never listed, and kinds with a listed cache in `caches` are not listed either.
+    /// An applier for the children of the stack `stack` (uid `stack_uid`) in `namespace`; kinds
+    /// of optional APIs not in `served` are never listed, and kinds with a listed cache in
+    /// `caches` are not listed either.
     pub fn new(
         client: &'a Client,
         namespace: &'a str,
+        stack: &'a str,
+        stack_uid: &'a str,
         metrics: &'a Metrics,
         served: ServedApis,
         caches: &'a ChildCaches,
@@ -90,6 +96,8 @@ impl<'a> Applier<'a> {
         Self {
             client,
             namespace,
+            stack,
+            stack_uid,
             metrics,
             served,
             caches,
@@ -119,6 +127,42 @@ impl<'a> Applier<'a> {
             name,
             source,
         })
+    }
+
+    /// Refuses to write the object of `kind` and `name` unless it is missing, controlled by this
+    /// stack, or opted in to adoption ([`ownership::claim`]). The cache of `kind` answers for
+    /// the stack's own children; anything else costs one metadata-only read.
+    async fn check_claim(&self, kind: ChildKind, name: &str) -> Result<(), Error> {
+        if self
+            .caches
+            .controls(kind, self.namespace, name, self.stack_uid)
+        {
+            return Ok(());
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource());
+        let existing = api
+            .get_metadata_opt(name)
+            .await
+            .map_err(|source| Error::Read {
+                kind: kind.as_str(),
+                name: name.to_owned(),
+                source,
+            })?;
+        let meta = existing.as_ref().map(|o| &o.metadata);
+        match ownership::claim(meta, self.stack, self.stack_uid) {
+            Claim::Create | Claim::Owned => Ok(()),
+            Claim::Adopt => {
+                tracing::info!(kind = kind.as_str(), name, "adopting an existing object");
+                Ok(())
+            }
+            Claim::Foreign(owner) => Err(Error::NotOwned {
+                kind: kind.as_str(),
+                name: name.to_owned(),
+                owner,
+                stack: self.stack.to_owned(),
+            }),
+        }
     }
 
     /// Creates a generated Secret; one that exists already (409: another leader, or a
@@ -154,12 +198,18 @@ impl<'a> Applier<'a> {
     }
 
     /// Server-side applies `child` and records it (also when the apply fails: a child that
-    /// failed to apply is still wanted and must never be deleted as an orphan). Returns the
-    /// workload's replicas as the API reported them, for StatefulSets and Deployments.
+    /// failed to apply is still wanted and must never be deleted as an orphan). An object of
+    /// the child's name that the stack does not control is left unchanged
+    /// ([`Error::NotOwned`]); generated Secrets are only ever created, so they need no check.
+    /// Returns the workload's replicas as the API reported them, for StatefulSets and
+    /// Deployments.
     pub async fn apply(&mut self, child: Child<'_>) -> Result<Option<ComponentStatus>, Error> {
         self.recorded
             .insert((child.kind(), child.name().to_owned()));
         let kind = child.kind();
+        if !matches!(child, Child::Secret(_)) {
+            self.check_claim(kind, child.name()).await?;
+        }
         match child {
             Child::Secret(o) => self.create_secret(o).await.map(|()| None),
             Child::RenderedSecret(o) => self.apply_typed(o, kind).await.map(|_| None),

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::ResourceExt;
 use kube::api::{DynamicObject, ObjectMeta, PartialObjectMeta};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::desired::ChildKind;
 
@@ -67,6 +67,22 @@ impl ChildCaches {
             },
         );
         Listed(listed)
+    }
+
+    /// Whether the listed cache of `kind` holds `name` in `namespace` controlled by `owner_uid`
+    /// (`false` also when the kind has no cache or is not listed yet: then ask the API server).
+    pub fn controls(&self, kind: ChildKind, namespace: &str, name: &str, owner_uid: &str) -> bool {
+        let Some(cache) = self.kinds.get(&kind) else {
+            return false;
+        };
+        if !cache.listed.load(Ordering::Acquire) {
+            return false;
+        }
+        let key = ObjectRef::<CachedChild>::new_with(name, kind.api_resource()).within(namespace);
+        cache
+            .store
+            .get(&key)
+            .is_some_and(|o| controlled_by(&o.metadata, owner_uid))
     }
 
     /// The names of the cached objects of `kind` in `namespace` controlled by `owner_uid`, or
@@ -135,7 +151,12 @@ mod tests {
             writer.apply_watcher_event(&Event::Apply(object));
         }
         assert_eq!(caches.owned(ChildKind::Service, "ns", "uid-1"), None);
+        assert!(!caches.controls(ChildKind::Service, "ns", "demo-a", "uid-1"));
         listed.set();
+        assert!(caches.controls(ChildKind::Service, "ns", "demo-a", "uid-1"));
+        assert!(!caches.controls(ChildKind::Service, "ns", "other", "uid-1"));
+        assert!(!caches.controls(ChildKind::Service, "ns", "not-controller", "uid-1"));
+        assert!(!caches.controls(ChildKind::Service, "ns2", "demo-a", "uid-1"));
         assert_eq!(
             caches.owned(ChildKind::Service, "ns", "uid-1"),
             Some(vec!["demo-a".to_owned(), "demo-b".to_owned()])

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::cache::ChildCaches;
 use crate::apis::ServedApis;
+use crate::config::AllowedSecrets;
 use crate::images::Images;
 use crate::metrics::Metrics;
 
@@ -26,6 +27,8 @@ pub struct Context {
     pub images: Images,
     /// The controller's metadata caches of the children (empty without a controller).
     pub children: ChildCaches,
+    /// Secrets stacks may name without the opt-in label (the admin's list).
+    pub allowed_secrets: AllowedSecrets,
     served: watch::Sender<ServedApis>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -45,6 +48,7 @@ impl Context {
             recorder,
             images,
             children: ChildCaches::default(),
+            allowed_secrets: AllowedSecrets::default(),
             served: watch::Sender::new(served),
             failures: Mutex::new(HashMap::new()),
         }
@@ -53,6 +57,12 @@ impl Context {
     /// The same context, with orphan deletion reading `children` instead of listing.
     pub fn with_child_caches(mut self, children: ChildCaches) -> Self {
         self.children = children;
+        self
+    }
+
+    /// The same context, letting stacks name the Secrets in `allowed` without the opt-in label.
+    pub fn with_allowed_secrets(mut self, allowed: AllowedSecrets) -> Self {
+        self.allowed_secrets = allowed;
         self
     }
 

@@ -16,6 +16,7 @@ pub mod desired;
 pub mod events;
 pub mod names;
 pub mod observe;
+pub mod ownership;
 pub mod quantity;
 pub mod report;
 pub mod status;
@@ -204,6 +205,8 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         let mut applier = Applier::new(
             &ctx.client,
             &validated.namespace,
+            &validated.name,
+            uid,
             &ctx.metrics,
             observed.plan_inputs.served,
             &ctx.children,

@@ -2,9 +2,10 @@
 //!
 //! For a validated stack this reads whether the credentials, Erlang-cookie and PostgreSQL
 //! credentials Secrets exist (metadata only), whether the user's Secrets (`credentialsSecret`,
-//! an external PostgreSQL's or Redis's) exist with the keys pong and ping need (read by name,
-//! never watched), and, only when the stack needs an optional API the context does not know as
-//! served, whether it is served now. New credentials are generated here, at the edge, only when
+//! an external PostgreSQL's or Redis's) exist with the keys pong and ping need and may be used:
+//! they carry the opt-in label or the admin listed them (read by name, never watched), and, only
+//! when the stack needs an optional API the context does not know as served, whether it is
+//! served now. New credentials are generated here, at the edge, only when
 //! a Secret the operator must create is missing, so an existing password is never rotated.
 //! [`readiness`] reads the workloads' replica counts when nothing was applied. This module never
 //! writes.
@@ -16,9 +17,11 @@ use super::context::Context;
 use super::status::Readiness;
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::apis::{OptionalApi, ServedApis};
+use crate::config::AllowedSecrets;
 use crate::crd::ComponentStatus;
 use crate::credentials;
 use crate::error::Error;
+use crate::labels::{REFERABLE, REFERABLE_VALUE};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
@@ -90,24 +93,51 @@ fn absent_keys<'a>(secret: Option<&Secret>, wanted: &[&'a str]) -> Vec<&'a str> 
         .collect()
 }
 
-/// Checks a user Secret the spec names: it must exist and have `keys`.
+/// Checks a user Secret the spec names: it must exist, have `keys`, and be referable.
 async fn check_user_secret(
     secrets: &Api<Secret>,
     stack: &ValidatedStack,
+    allowed: &AllowedSecrets,
     field: &str,
     name: &str,
     keys: &[&str],
     reason: &'static str,
 ) -> Result<Option<MissingReference>, Error> {
     let secret = secrets.get_opt(name).await.map_err(read("Secret", name))?;
-    Ok(missing_keys(
-        stack,
-        field,
-        name,
-        secret.as_ref(),
-        keys,
-        reason,
-    ))
+    Ok(
+        missing_keys(stack, field, name, secret.as_ref(), keys, reason)
+            .or_else(|| not_referable(stack, allowed, field, name, secret.as_ref())),
+    )
+}
+
+/// Why the user's `secret` (named `name` by `field`) may not be handed to the stack: it lacks
+/// the opt-in label [`REFERABLE`] and the cluster admin did not list it. Without this, whoever
+/// may create a stack could name any Secret of the namespace and read it through a pod the
+/// operator mounts it into (a pong image of their own), a confused deputy.
+pub fn not_referable(
+    stack: &ValidatedStack,
+    allowed: &AllowedSecrets,
+    field: &str,
+    name: &str,
+    secret: Option<&Secret>,
+) -> Option<MissingReference> {
+    let labelled = secret
+        .and_then(|s| s.metadata.labels.as_ref())
+        .and_then(|labels| labels.get(REFERABLE))
+        .is_some_and(|value| value == REFERABLE_VALUE);
+    if secret.is_none() || labelled || allowed.contains(&stack.namespace, name) {
+        return None;
+    }
+    Some(MissingReference {
+        reason: super::status::reason::SECRET_NOT_REFERABLE,
+        message: format!(
+            "{field} names Secret {name:?}, which does not carry the label \
+             {REFERABLE}={REFERABLE_VALUE}; a stack may only use a Secret that its owner opted in \
+             (kubectl -n {} label secret {name} {REFERABLE}={REFERABLE_VALUE}) or that the \
+             operator's allowedSecrets list names",
+            stack.namespace
+        ),
+    })
 }
 
 /// Why `secret` (named `name` by `field`) cannot be used: missing, or lacking some of `keys`.
@@ -145,12 +175,14 @@ fn missing_keys(
 async fn check_store_and_cache_secrets(
     secrets: &Api<Secret>,
     stack: &ValidatedStack,
+    allowed: &AllowedSecrets,
 ) -> Result<Option<MissingReference>, Error> {
     use super::status::reason::{CACHE_SECRET_MISSING, POSTGRES_SECRET_MISSING};
     if let StoreSettings::ExternalPostgres { secret_name } = &stack.store
         && let Some(missing) = check_user_secret(
             secrets,
             stack,
+            allowed,
             "spec.pong.store.postgres.external.secretName",
             secret_name,
             &POSTGRES_KEYS,
@@ -164,6 +196,7 @@ async fn check_store_and_cache_secrets(
         return check_user_secret(
             secrets,
             stack,
+            allowed,
             "spec.pong.cache.external.secretName",
             secret_name,
             &[key.as_str()],
@@ -192,7 +225,16 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
             credentials.as_ref(),
             &CREDENTIAL_KEYS,
             super::status::reason::CREDENTIALS_SECRET_MISSING,
-        );
+        )
+        .or_else(|| {
+            not_referable(
+                stack,
+                &ctx.allowed_secrets,
+                "spec.rabbitmq.credentialsSecret",
+                &names.credentials_secret,
+                credentials.as_ref(),
+            )
+        });
     }
     if missing.is_none()
         && credentials
@@ -219,7 +261,7 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
         None => false,
     };
     if missing.is_none() {
-        missing = check_store_and_cache_secrets(&secrets, stack).await?;
+        missing = check_store_and_cache_secrets(&secrets, stack, &ctx.allowed_secrets).await?;
     }
     let served = served_apis(ctx, stack).await?;
     if stack.gateway.is_some() && missing.is_none() && !served.http_route {

@@ -59,6 +59,9 @@ pub mod reason {
     /// Ready/Degraded/Progressing when `pong.cache.external.secretName` names a missing Secret or
     /// one without the URL key.
     pub const CACHE_SECRET_MISSING: &str = "CacheSecretMissing";
+    /// Ready/Degraded/Progressing when a Secret the spec names lacks the opt-in label
+    /// `pingpong.dev/referable=true` and is not in the admin's list.
+    pub const SECRET_NOT_REFERABLE: &str = "SecretNotReferable";
     /// Degraded=False.
     pub const RECONCILE_SUCCEEDED: &str = "ReconcileSucceeded";
     /// Paused=True, and Progressing=False while paused.

@@ -419,7 +419,7 @@ fn samples_pass_the_cel_rules_on_create_and_on_a_no_op_update() {
 fn changes_the_statefulsets_cannot_take_are_rejected_at_admission() {
     const PG: &str = "  pong:\n    store:\n      type: postgres\n      postgres:\n        provisioned:\n          storage:\n";
     // (what, old spec, new spec, a fragment of the expected message; None: allowed)
-    let cases: [(&str, String, String, Option<&str>); 11] = [
+    let cases: [(&str, String, String, Option<&str>); 17] = [
         (
             "broker volume size",
             "  rabbitmq:\n    storage:\n      size: 1Gi".into(),
@@ -443,6 +443,42 @@ fn changes_the_statefulsets_cannot_take_are_rejected_at_admission() {
             format!("{PG}            size: 1Gi"),
             format!("{PG}            size: 5Gi"),
             Some("pong.store.postgres.provisioned.storage cannot be changed after creation"),
+        ),
+        (
+            "PostgreSQL volume size set where it was defaulted",
+            "  pong:\n    store:\n      type: postgres".into(),
+            format!("{PG}            size: 5Gi"),
+            Some("pong.store.postgres.provisioned.storage cannot be changed after creation"),
+        ),
+        (
+            "PostgreSQL storage class set where it was defaulted",
+            "  pong:\n    store:\n      type: postgres\n      postgres:\n        provisioned: {}".into(),
+            format!("{PG}            storageClassName: fast"),
+            Some("pong.store.postgres.provisioned.storage cannot be changed after creation"),
+        ),
+        (
+            "PostgreSQL default storage written out",
+            "  pong:\n    store:\n      type: postgres".into(),
+            format!("{PG}            size: 1Gi\n            ephemeral: false"),
+            None,
+        ),
+        (
+            "PostgreSQL store made external",
+            format!("{PG}            size: 5Gi"),
+            "  pong:\n    store:\n      type: postgres\n      postgres:\n        external:\n          secretName: db".into(),
+            None,
+        ),
+        (
+            "queue renamed",
+            "  rabbitmq:\n    queue: orders".into(),
+            "  rabbitmq:\n    queue: invoices".into(),
+            Some("rabbitmq.queue cannot be changed after creation"),
+        ),
+        (
+            "queue set where it was defaulted",
+            "  {}".into(),
+            "  rabbitmq:\n    queue: invoices".into(),
+            Some("rabbitmq.queue cannot be changed after creation"),
         ),
         (
             "broker scaled down",

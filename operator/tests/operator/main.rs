@@ -16,6 +16,7 @@ mod builders_security;
 mod builders_store;
 mod crd_schema;
 mod leader;
+mod ownership;
 mod rbac;
 mod reconcile;
 mod reconcile_errors;

@@ -358,6 +358,10 @@ async fn a_missing_credentials_secret_is_reported_then_used_once_created() {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some("my-broker-user".into()),
+            labels: Some(BTreeMap::from([(
+                pingpong_operator::labels::REFERABLE.to_owned(),
+                pingpong_operator::labels::REFERABLE_VALUE.to_owned(),
+            )])),
             ..ObjectMeta::default()
         },
         data: Some(BTreeMap::from([

@@ -7,7 +7,7 @@
 use crate::support::api::{self, NAME, NS, Setup, Started, diff};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube_fake_client::interceptor;
 use pingpong_operator::crd::{
@@ -348,6 +348,19 @@ async fn an_external_database_needs_its_secret_with_every_key() {
                 .resource_version;
             s
         })
+        .await
+        .unwrap();
+    // Complete, but not opted in: a stack may not hand an arbitrary Secret to its pods.
+    k8s.reconcile().await.unwrap();
+    let (_, reason, message) = degraded(&k8s.status().await);
+    assert_eq!(reason, "SecretNotReferable");
+    assert!(message.contains("pingpong.dev/referable=true"), "{message}");
+    let objects = k8s.children().await;
+    assert_eq!(objects.keys().collect::<Vec<_>>(), ["Secret/orders-db"]);
+
+    let label = serde_json::json!({"metadata": {"labels": {"pingpong.dev/referable": "true"}}});
+    secrets
+        .patch("orders-db", &PatchParams::default(), &Patch::Merge(&label))
         .await
         .unwrap();
     k8s.reconcile().await.unwrap();

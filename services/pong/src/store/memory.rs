@@ -5,9 +5,10 @@
 //! [`ENTRY_OVERHEAD`]); inserting into a full store evicts the oldest first
 //! until both bounds hold. A message whose id is already stored is a
 //! duplicate and is not stored again (ids of evicted messages are
-//! forgotten). Each message is serialised to JSON once, at insert time, so a
-//! read only clones reference-counted strings under the lock and
-//! concatenates outside it.
+//! forgotten). Each message is serialised to JSON once, at insert time and
+//! outside the lock, so a read only clones reference-counted strings under
+//! the lock and concatenates outside it; a consumer batch is stored under
+//! one lock, without copying the messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -20,7 +21,8 @@ use uuid::Uuid;
 
 use super::record::{StoredMessage, join_array};
 use super::{
-    InsertOutcome, ListQuery, MessageSink, MessageStore, PAGE_MAX_BYTES, Page, Start, StoreError,
+    BatchResult, Incoming, InsertOutcome, ListQuery, MessageSink, MessageStore, PAGE_MAX_BYTES,
+    Page, Start, StoreError,
 };
 use crate::config::StoreKind;
 
@@ -61,6 +63,22 @@ fn serialise(record: &StoredMessage<'_>) -> Result<String, serde_json::Error> {
     String::from_utf8(buffer).map_err(|error| serde::ser::Error::custom(error.utf8_error()))
 }
 
+/// The record of `message` as stored and served, serialised once.
+fn record_json(message: &Message, received_at: OffsetDateTime) -> Result<Arc<String>, StoreError> {
+    let record = StoredMessage {
+        id: message.id,
+        msg: &message.msg,
+        created_at: message.created_at,
+        received_at,
+    };
+    serialise(&record)
+        .map(Arc::new)
+        .map_err(|source| StoreError::Serialize {
+            id: message.id,
+            source,
+        })
+}
+
 impl MemoryStore {
     /// An empty store holding at most `capacity` messages and no byte bound
     /// beyond the address space (see [`Self::with_max_bytes`]).
@@ -97,24 +115,41 @@ impl MemoryStore {
         message: &Message,
         received_at: OffsetDateTime,
     ) -> Result<InsertOutcome, StoreError> {
-        let record = StoredMessage {
-            id: message.id,
-            msg: &message.msg,
-            created_at: message.created_at,
-            received_at,
-        };
-        let json = Arc::new(serialise(&record).map_err(|source| StoreError::Serialize {
-            id: message.id,
-            source,
-        })?);
-        let size = entry_bytes(&json);
+        let json = record_json(message, received_at)?;
         let mut inner = self.lock();
-        if inner.ids.contains_key(&message.id) {
-            return Ok(InsertOutcome::Duplicate);
+        Ok(self.insert_locked(&mut inner, message.id, json))
+    }
+
+    /// Stores consecutive messages under one lock: each record is
+    /// serialised before the lock is taken, and neither the message nor
+    /// its record is copied.
+    pub fn insert_batch(&self, batch: &[Incoming]) -> Vec<Result<InsertOutcome, StoreError>> {
+        let records: Vec<Result<Arc<String>, StoreError>> = batch
+            .iter()
+            .map(|(message, received_at)| record_json(message, *received_at))
+            .collect();
+        let mut inner = self.lock();
+        batch
+            .iter()
+            .zip(records)
+            .map(|((message, _), json)| Ok(self.insert_locked(&mut inner, message.id, json?)))
+            .collect()
+    }
+
+    /// The insert itself, under the lock.
+    fn insert_locked(
+        &self,
+        inner: &mut Inner,
+        message_id: Uuid,
+        json: Arc<String>,
+    ) -> InsertOutcome {
+        let size = entry_bytes(&json);
+        if inner.ids.contains_key(&message_id) {
+            return InsertOutcome::Duplicate;
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        inner.ids.insert(message.id, seq);
+        inner.ids.insert(message_id, seq);
         let mut evicted = 0;
         let mut evicted_bytes = 0;
         while inner.entries.len() >= self.capacity.get()
@@ -129,14 +164,14 @@ impl MemoryStore {
                 evicted_bytes += freed as u64;
             }
         }
-        inner.entries.push_back((message.id, json));
+        inner.entries.push_back((message_id, json));
         inner.bytes += size;
-        Ok(InsertOutcome::Stored {
+        InsertOutcome::Stored {
             evicted,
             evicted_bytes,
             len: inner.entries.len(),
             bytes: Some(inner.bytes as u64),
-        })
+        }
     }
 
     /// Number of stored messages.
@@ -215,6 +250,10 @@ impl MessageSink for MemoryStore {
         received_at: OffsetDateTime,
     ) -> BoxFuture<'_, Result<InsertOutcome, StoreError>> {
         Box::pin(std::future::ready(self.insert(&message, received_at)))
+    }
+
+    fn store_batch<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, BatchResult> {
+        Box::pin(std::future::ready(Ok(self.insert_batch(batch))))
     }
 }
 
@@ -365,6 +404,33 @@ mod tests {
         );
         assert_eq!(store.len(), 1);
         assert!(store.contains(&message.id));
+    }
+
+    #[test]
+    fn a_batch_is_stored_like_the_same_inserts_one_by_one() {
+        let now = OffsetDateTime::now_utc();
+        let messages: Vec<Message> = (0..5).map(|i| Message::new(format!("m{i}"))).collect();
+        let mut batch: Vec<Incoming> = messages.iter().map(|m| (m.clone(), now)).collect();
+        // A repeat inside the batch and one already stored.
+        batch.push((messages[1].clone(), now));
+        let one_by_one = new_store(4);
+        one_by_one.insert(&messages[0], now).unwrap();
+        let batched = new_store(4);
+        batched.insert(&messages[0], now).unwrap();
+        let expected: Vec<InsertOutcome> = batch
+            .iter()
+            .map(|(m, at)| one_by_one.insert(m, *at).unwrap())
+            .collect();
+        let outcomes: Vec<InsertOutcome> = batched
+            .insert_batch(&batch)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(outcomes, expected);
+        assert_eq!(outcomes[0], InsertOutcome::Duplicate);
+        assert_eq!(outcomes[5], InsertOutcome::Duplicate);
+        assert_eq!(all(&batched), all(&one_by_one));
+        assert_eq!(batched.bytes(), one_by_one.bytes());
     }
 
     #[test]
