@@ -7,7 +7,9 @@
 # The first step (`scripts/ensure-services.sh`) starts installed servers that are not running;
 # `.ci/run` installs all of it on a fresh Debian machine.
 # The end-to-end suite needs Go >= 1.26 with the module proxy, jq and openssl: it builds and
-# starts a local control plane (scripts/cluster/).
+# starts a local control plane (scripts/cluster/). With CLUSTER_REAL_NODE=1 (as root) it adds the
+# real node (containerd, kubelet, kube-proxy, CoreDNS, Traefik; images built by images/build.sh
+# with buildah and debootstrap), on which the data-path scenarios run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,10 @@ export PINGPONG_BIN_DIR="$CARGO_TARGET_DIR/debug"
 
 step "local Kubernetes control plane (built once from Go modules, cached outside git)"
 scripts/cluster/build.sh
+if [ "${CLUSTER_REAL_NODE:-0}" = 1 ]; then
+  step "the real node's containerd, CoreDNS and Traefik (built once from Go modules, cached outside git)"
+  scripts/cluster/build-node.sh
+fi
 
 step "promtool for the alert-rule tests (built once from Go modules, cached outside git)"
 PROMTOOL=$(scripts/observability/build.sh promtool | tail -n 1)
@@ -52,4 +58,5 @@ export PROMTOOL
 
 step "python tests (chart, manifests, schemas, nginx end-to-end, broker faults, e2e on a local control plane)"
 # E2E_START_CLUSTER=1: tests/e2e starts its own control plane in .cluster-test/ and stops it after.
-E2E_START_CLUSTER=1 .venv/bin/pytest -q tests
+# The real node's ping, pong and operator images take the debug binaries built above.
+E2E_START_CLUSTER=1 PINGPONG_IMAGE_PROFILE=debug .venv/bin/pytest -q tests

@@ -6,7 +6,7 @@
 use clap::{Parser, Subcommand};
 use std::io::Read as _;
 
-/// `pingpong-operator [run|crd|render]`.
+/// `pingpong-operator [run|crd|render|autoscale]`.
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -34,6 +34,42 @@ pub enum Command {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
+    /// Decide pong's replicas for one queue outside Kubernetes: read it from a RabbitMQ
+    /// management API every interval and print each decision as a JSON line (credentials from
+    /// BROKER_USERNAME and BROKER_PASSWORD).
+    Autoscale(AutoscaleArgs),
+}
+
+/// Arguments of `autoscale` (the meanings of `spec.pong.autoscaling`).
+#[derive(Debug, clap::Args)]
+pub struct AutoscaleArgs {
+    /// Management API base URL, e.g. http://127.0.0.1:15672.
+    #[arg(long)]
+    pub management_url: String,
+    /// The queue (in vhost /).
+    #[arg(long)]
+    pub queue: String,
+    /// Fewest replicas (0 scales to zero).
+    #[arg(long, default_value_t = 1)]
+    pub min_replicas: i32,
+    /// Most replicas.
+    #[arg(long)]
+    pub max_replicas: i32,
+    /// Ready + unacknowledged messages per replica.
+    #[arg(long, default_value_t = 1000)]
+    pub target_backlog_per_replica: i64,
+    /// Seconds of lower demand before each scale-in step.
+    #[arg(long, default_value_t = 300)]
+    pub scale_down_delay_seconds: i32,
+    /// Bound on the time to drain the backlog at the observed per-replica rate.
+    #[arg(long, default_value_t = 300)]
+    pub max_drain_seconds: i32,
+    /// Milliseconds between decisions.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Replicas running at start.
+    #[arg(long, default_value_t = 0)]
+    pub initial_replicas: i32,
 }
 
 /// Reads `file`, or stdin when it is `-`.

@@ -117,6 +117,8 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
     /// Name reported as the Event `reportingInstance` (`POD_NAME`, when set).
     pub instance: Option<String>,
+    /// The autoscaler's round interval and broker address.
+    pub autoscale: crate::autoscale::runner::Settings,
     /// Secrets stacks may name without the opt-in label (`PINGPONG_ALLOWED_SECRETS`).
     pub allowed_secrets: AllowedSecrets,
 }
@@ -232,6 +234,8 @@ impl Config {
         } else {
             None
         };
+        let mut autoscale = read_autoscale(&get, &mut problems);
+        autoscale.watch_namespace.clone_from(&watch_namespace);
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -242,9 +246,48 @@ impl Config {
             log_format,
             leader_election,
             instance: pod_name,
+            autoscale,
             allowed_secrets,
         })
     }
+}
+
+/// `AUTOSCALE_INTERVAL_SECONDS` (1 to 300, default 5) and `BROKER_MANAGEMENT_URL` (an
+/// `http://host:port` for every stack, for an operator outside the cluster; unset: each stack's
+/// broker Service).
+fn read_autoscale(
+    get: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<ConfigProblem>,
+) -> crate::autoscale::runner::Settings {
+    let mut settings = crate::autoscale::runner::Settings::default();
+    if let Some(raw) = get("AUTOSCALE_INTERVAL_SECONDS").filter(|v| !v.is_empty()) {
+        match raw.parse::<u64>() {
+            Ok(seconds) if (1..=300).contains(&seconds) => {
+                settings.interval = std::time::Duration::from_secs(seconds);
+            }
+            _ => problems.push(ConfigProblem {
+                variable: "AUTOSCALE_INTERVAL_SECONDS",
+                message: format!("{raw:?} is not a whole number of seconds from 1 to 300"),
+            }),
+        }
+    }
+    if let Some(raw) = get("BROKER_MANAGEMENT_URL").filter(|v| !v.is_empty()) {
+        let valid = raw
+            .strip_prefix("http://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['@', ' ', '?', '#']));
+        if valid {
+            settings.management_url = Some(raw.trim_end_matches('/').to_owned());
+        } else {
+            problems.push(ConfigProblem {
+                variable: "BROKER_MANAGEMENT_URL",
+                // The value is not echoed: it may hold a password.
+                message: "is not an http://host:port URL without credentials (the stack's \
+                          Secret supplies them)"
+                    .to_owned(),
+            });
+        }
+    }
+    settings
 }
 
 #[cfg(test)]
@@ -329,6 +372,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn autoscaler_settings() {
+        let cfg = parse(&[("LEADER_ELECTION", "false")]).unwrap();
+        assert_eq!(cfg.autoscale, crate::autoscale::runner::Settings::default());
+        let cfg = parse(&[
+            ("LEADER_ELECTION", "false"),
+            ("AUTOSCALE_INTERVAL_SECONDS", "2"),
+            ("BROKER_MANAGEMENT_URL", "http://127.0.0.1:15672/"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.autoscale.interval, std::time::Duration::from_secs(2));
+        assert_eq!(
+            cfg.autoscale.management_url.as_deref(),
+            Some("http://127.0.0.1:15672")
+        );
+        let err = parse(&[
+            ("LEADER_ELECTION", "false"),
+            ("AUTOSCALE_INTERVAL_SECONDS", "0"),
+            ("BROKER_MANAGEMENT_URL", "http://user:pw@host:15672"),
+        ])
+        .unwrap_err();
+        let vars: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            vars,
+            ["AUTOSCALE_INTERVAL_SECONDS", "BROKER_MANAGEMENT_URL"]
+        );
+        assert!(!err.to_string().contains("pw@"), "{err}");
     }
 
     #[test]

@@ -339,6 +339,15 @@ async fn run_controller(
         }
     });
     let store = controller.store();
+    // The autoscaler reads the controller's cache on its own timer, never inside a reconcile,
+    // and stops with this controller run (and so with the Lease).
+    let autoscaler = crate::autoscale::runner::Autoscaler::new(
+        client.clone(),
+        context.recorder.clone(),
+        metrics.autoscale.clone(),
+        config.autoscale.clone(),
+    );
+    tokio::spawn(autoscaler.run(store.clone(), restart.clone()));
     let synced = store.clone();
     tokio::spawn(async move {
         // The store's readiness is a one-shot channel that wakes only the waiter that polled it

@@ -5,6 +5,7 @@
 //! driver that runs it. `main.rs` only parses the command line and calls into this library.
 
 pub mod apis;
+pub mod autoscale;
 pub mod cli;
 pub mod config;
 pub mod controller;

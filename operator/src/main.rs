@@ -1,8 +1,9 @@
-//! `pingpong-operator`: run the operator (default), print the CRD, or render a stack's objects.
+//! `pingpong-operator`: run the operator (default), print the CRD, render a stack's objects, or
+//! run the autoscaler against one queue.
 use anyhow::Context as _;
 use clap::Parser as _;
 use pingpong_operator::cli::{Cli, Command, read_input};
-use pingpong_operator::{config, controller, crdgen, error, images, render, telemetry};
+use pingpong_operator::{autoscale, config, controller, crdgen, error, images, render, telemetry};
 use std::process::ExitCode;
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -20,6 +21,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "{}",
                 render::render(&input, namespace.as_deref(), &defaults)?
             );
+        }
+        Command::Autoscale(args) => {
+            let settings = autoscale::local::settings(&args)?;
+            let credentials = autoscale::local::credentials(|name| std::env::var(name).ok())?;
+            autoscale::local::run(settings, credentials, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
         }
     }
     Ok(())

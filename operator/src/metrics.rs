@@ -82,6 +82,8 @@ pub struct Metrics {
     stacks_managed: IntGauge,
     stacks_ready: IntGauge,
     leader: IntGauge,
+    /// The autoscaler's metrics, in the same registry.
+    pub autoscale: crate::autoscale::metrics::AutoscaleMetrics,
 }
 
 impl Metrics {
@@ -135,6 +137,7 @@ impl Metrics {
         registry.register(Box::new(stacks_managed.clone()))?;
         registry.register(Box::new(stacks_ready.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        let autoscale = crate::autoscale::metrics::AutoscaleMetrics::register(&registry)?;
         for result in ReconcileResult::ALL {
             reconciliations.with_label_values(&[result.as_str()]);
         }
@@ -147,6 +150,7 @@ impl Metrics {
             stacks_managed,
             stacks_ready,
             leader,
+            autoscale,
         })
     }
 

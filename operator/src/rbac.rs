@@ -31,6 +31,8 @@
 //!   and again only when a stack needs one that was not).
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
 //! - `get`, `create`, `update` on leases: leader election.
+//! - `list` on HorizontalPodAutoscalers: the autoscaler's round looks for one that targets an
+//!   autoscaled stack's pong Deployment, to report the conflict (one list per round).
 
 /// One RBAC rule: verbs on one resource of one API group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +123,11 @@ pub const PERMISSIONS: &[Permission] = &[
         api_group: "monitoring.coreos.com",
         resource: "prometheusrules",
         verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "autoscaling",
+        resource: "horizontalpodautoscalers",
+        verbs: &["list"],
     },
     Permission {
         api_group: "apiextensions.k8s.io",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the local cluster's binaries from Go modules only (no Docker, no release downloads):
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok and helm, at the
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, the real node's kubelet and
+# kube-proxy, etcd, kwok and helm, at the
 # versions in scripts/cluster/versions.sh. Each version is built once and cached outside git in
 # $PINGPONG_CLUSTER_CACHE (default ~/.cache/pingpong-operator/cluster); a second run is instant.
 # Prints the directory that holds the binaries on its last line.
@@ -14,7 +15,7 @@ bin="$cache/bin-k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-he
 say() { printf '  [cluster build] %s\n' "$*" >&2; }
 die() { printf 'cluster build: %s\n' "$*" >&2; exit 1; }
 
-want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm)
+want=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok helm)
 have_all() {
   local t
   for t in "${want[@]}"; do [ -x "$bin/$t" ] || return 1; done
@@ -30,8 +31,6 @@ fi
 command -v jq >/dev/null || die "jq is not installed (Debian: apt-get install jq)"
 go env GOPROXY | grep -qv '^off$' || die "GOPROXY is off: the build needs the Go module proxy"
 
-[ -d "$bin" ] && [ ! -d "$bin.tmp" ] && mv "$bin" "$bin.tmp"  # complete an older partial cache
-mkdir -p "$bin.tmp"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
 # A throwaway module per piece, so the pieces' requirements never meet.
@@ -42,8 +41,10 @@ module_dir() {
   echo "$d"
 }
 
-build_kubernetes() {
-  local d staging gomod date ld=()
+build_kubernetes() { # OUT_DIR COMMAND...
+  local out=$1 d staging gomod date ld=() pkgs=() c
+  shift
+  for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
   d=$(module_dir "kubernetes-$KUBERNETES_VERSION")
   staging="v0.${KUBERNETES_VERSION#v1.}"
   say "kubernetes $KUBERNETES_VERSION (staging modules $staging): resolving modules"
@@ -64,14 +65,27 @@ build_kubernetes() {
       "-X $pkg.gitTreeState=clean" "-X $pkg.gitCommit=0000000000000000000000000000000000000000"
       "-X $pkg.buildDate=$date")
   done
-  say "kubernetes $KUBERNETES_VERSION: go build (cold: 15-30 min and several GB of memory on 2 cores)"
-  (
-    cd "$d"
-    go build -trimpath -ldflags "-s -w ${ld[*]}" -o "$bin.tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
-  ) || die "go build of Kubernetes $KUBERNETES_VERSION failed (see above)"
+  say "kubernetes $KUBERNETES_VERSION: go build $* (cold: 15-30 min and several GB of memory on 2 cores)"
+  ( cd "$d" && go build -trimpath -ldflags "-s -w ${ld[*]}" -o "$out/" "${pkgs[@]}" ) ||
+    die "go build of Kubernetes $KUBERNETES_VERSION failed (see above)"
 }
+
+kubernetes_commands=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+# A cache made before the real node existed lacks kubelet and kube-proxy: add them beside the
+# others (running clusters use that directory, so it is never moved away). Go's build cache still
+# holds the shared packages, so this mostly compiles the two commands' own packages and links.
+if [ -x "$bin/kubectl" ] && [ -f "$bin/crds/httproutes.yaml" ] && [ ! -d "$bin.tmp" ]; then
+  missing=()
+  for t in kubelet kube-proxy; do [ -x "$bin/$t" ] || missing+=("$t"); done
+  rm -rf "$bin.add" && mkdir -p "$bin.add"
+  build_kubernetes "$bin.add" "${missing[@]}"
+  mv "$bin.add"/* "$bin/" && rmdir "$bin.add"
+  have_all || die "binaries are missing in $bin"
+  echo "$bin"
+  exit 0
+fi
+[ -d "$bin" ] && [ ! -d "$bin.tmp" ] && mv "$bin" "$bin.tmp"  # complete an older partial cache
+mkdir -p "$bin.tmp"
 
 build_etcd() {
   local d
@@ -95,7 +109,10 @@ build_installable() { # name module-path version [ldflags]
 [ -x "$bin.tmp/kwok" ] || build_installable kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 [ -x "$bin.tmp/helm" ] || build_installable helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
-[ -x "$bin.tmp/kubectl" ] || build_kubernetes
+# One `go build` for the six Kubernetes commands: they share most packages.
+if [ ! -x "$bin.tmp/kubectl" ] || [ ! -x "$bin.tmp/kubelet" ] || [ ! -x "$bin.tmp/kube-proxy" ]; then
+  build_kubernetes "$bin.tmp" "${kubernetes_commands[@]}"
+fi
 
 # kwok has no built-in stages: keep the ones its module ships next to the binaries.
 kwokdir=$(cd "$(module_dir "kwok-$KWOK_VERSION")" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | jq -r .Dir)

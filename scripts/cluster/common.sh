@@ -14,6 +14,18 @@ KCM_PORT=$((base + 7))
 SCHEDULER_PORT=$((base + 9))
 KWOK_PORT=$((base + 10))
 OPERATOR_METRICS_PORT=$((base + 20))
+# The real node (scripts/cluster/node.sh): its network namespace, addresses and the Gateway port.
+NODE_NAME=pingpong-node
+NODE_NETNS=pingpong-$base
+NODE_VETH=ppn$base
+NODE_CGROUP=pingpong-$base
+node_net=$(((base / 1000) % 250))
+NODE_HOST_IP=10.213.$node_net.1
+NODE_IP=10.213.$node_net.2
+NODE_POD_CIDR=10.88.0.0/24
+CLUSTER_DNS_IP=10.96.0.10
+GATEWAY_NODE_PORT=30080
+GATEWAY_PORT=$((base + 30))
 OPERATOR_NAMESPACE=${OPERATOR_NAMESPACE:-pingpong-system}
 OPERATOR_RELEASE=${OPERATOR_RELEASE:-pingpong-operator}
 # The chart names its ServiceAccount after the release (fullname).
@@ -142,14 +154,18 @@ start_operator_token() {
 # ServiceAccount through a TokenRequest token, so the chart's RBAC is what the API server enforces.
 # OPERATOR_KUBECONFIG names another kubeconfig for it (the e2e suite's proxy to the API server).
 start_operator() {
-  local name=$1 port=$2 exe token
+  local name=$1 port=$2 exe
   exe=$(operator_binary)
   [ -s "$CLUSTER_DIR/operator.kubeconfig" ] || start_operator_token
   if alive "$name"; then
     echo "    $name already runs (pid $(cat "$CLUSTER_DIR/run/$name.pid"))"
     return 0
   fi
-  KUBECONFIG="${OPERATOR_KUBECONFIG:-$CLUSTER_DIR/operator.kubeconfig}" POD_NAME="host-$name" POD_NAMESPACE="$OPERATOR_NAMESPACE" \
+  # The stacks' default images of this cluster (the real node's local images), when up.sh set them.
+  local images=()
+  if [ -s "$CLUSTER_DIR/operator.env" ]; then mapfile -t images <"$CLUSTER_DIR/operator.env"; fi
+  env "${images[@]}" \
+    KUBECONFIG="${OPERATOR_KUBECONFIG:-$CLUSTER_DIR/operator.kubeconfig}" POD_NAME="host-$name" POD_NAMESPACE="$OPERATOR_NAMESPACE" \
     METRICS_ADDR="127.0.0.1:$port" LOG_FORMAT=text RUST_LOG="${OPERATOR_RUST_LOG:-info}" NO_COLOR=1 \
     setsid "$exe" run >>"$CLUSTER_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$CLUSTER_DIR/run/$name.pid"

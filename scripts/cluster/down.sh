@@ -21,6 +21,10 @@ stop() { # NAME: TERM, up to 10 s, then KILL
 }
 
 [ -d "$CLUSTER_DIR/run" ] || { echo "no local cluster in $CLUSTER_DIR"; exit 0; }
+# The real node first (its pods, containerd, kubelet, network namespace), while its pid files are there.
+if [ -d "$CLUSTER_DIR/node" ] || [ -s "$CLUSTER_DIR/run/containerd.pid" ] || [ -s "$CLUSTER_DIR/run/kubelet.pid" ]; then
+  scripts/cluster/node.sh down
+fi
 # Operators (and any extra ones the e2e suite started) first, the store last.
 for f in "$CLUSTER_DIR"/run/*.pid; do
   [ -e "$f" ] || continue
@@ -29,5 +33,6 @@ for f in "$CLUSTER_DIR"/run/*.pid; do
 done
 for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
 # The audit log describes a cluster that is gone: the next one starts a new one.
-rm -rf "${CLUSTER_DIR:?}"/{data,pki,run,bin} "$CLUSTER_DIR"/logs/audit*.log "$CLUSTER_DIR"/crds "$CLUSTER_DIR"/*.kubeconfig "$CLUSTER_DIR"/*.yaml
+rm -rf "${CLUSTER_DIR:?}"/{data,pki,run,bin} "$CLUSTER_DIR"/logs/audit*.log "$CLUSTER_DIR"/crds "$CLUSTER_DIR"/*.kubeconfig "$CLUSTER_DIR"/*.yaml \
+  "$CLUSTER_DIR"/images.txt "$CLUSTER_DIR"/operator.env
 echo "local cluster stopped"

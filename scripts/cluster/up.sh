@@ -5,9 +5,16 @@
 #
 #   etcd, kube-apiserver (RBAC, OwnerReferencesPermissionEnforcement, audit log),
 #   kube-controller-manager, kube-scheduler, kwok (three fake nodes, a default StorageClass whose
-#   PVCs get bound), then `helm install` of charts/pingpong-operator into pingpong-system, the
-#   operator binary as a host process (token from the TokenRequest API), and
-#   manifests/samples/minimal.yaml applied and waited for.
+#   PVCs get bound), with CLUSTER_REAL_NODE=1 a real node (scripts/cluster/node.sh: kubelet,
+#   containerd, runc, CNI bridge, kube-proxy, CoreDNS, with images built here by images/build.sh),
+#   then `helm install` of charts/pingpong-operator into pingpong-system, the operator binary as a
+#   host process (token from the TokenRequest API), and the sample stack applied and waited for
+#   (on the real node manifests/samples/local.yaml, whose HTTPRoute a Gateway serves at the URL in
+#   .cluster/gateway-url when one runs).
+#
+# Pods of the namespace `default` run on the real node (the namespace's PodNodeSelector and
+# PodTolerationRestriction annotations); every other namespace's pods go to the kwok nodes (the
+# real node is tainted pingpong.dev/node=real:NoSchedule), where they are simulated.
 #
 # Running it twice starts nothing twice. `make cluster-down` (scripts/cluster/down.sh) stops exactly
 # the processes this started, by their pid files.
@@ -16,20 +23,38 @@
 #   CLUSTER_DIR            state directory (default .cluster)
 #   CLUSTER_PORT_BASE      first of the loopback ports used (default 16440: apiserver +3, etcd +0/+1,
 #                          controller-manager +7, scheduler +9, kwok +10, operator metrics +20/+21)
-#   CLUSTER_SAMPLE         sample to apply and wait for (default manifests/samples/minimal.yaml;
-#                          empty applies none)
+#   CLUSTER_SAMPLE         sample to apply and wait for (default manifests/samples/local.yaml
+#                          with the real node, else minimal.yaml; empty applies none)
 #   CLUSTER_OPERATOR       1 (default) runs the operator on the host; 0 leaves it to the caller
+#   CLUSTER_REAL_NODE      1 adds the real node (needs root); 0 (default for now): kwok nodes only
 #   CLUSTER_WAIT           seconds to wait for each step (default 120)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/cluster/common.sh
 source scripts/cluster/common.sh
 
+real_node=${CLUSTER_REAL_NODE:-0}
+if [ "$real_node" = 1 ] && [ "$(id -u)" != 0 ]; then
+  die "the real node needs root (network namespace, containerd, kubelet): run 'sudo make cluster', \
+or 'CLUSTER_REAL_NODE=0 make cluster' for kwok nodes only"
+fi
 bin=$(scripts/cluster/build.sh | tail -n 1)
 mkdir -p "$CLUSTER_DIR"/{bin,pki,logs,run,data}
-for tool in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm; do
+for tool in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok helm; do
   ln -sfn "$bin/$tool" "$CLUSTER_DIR/bin/$tool"
 done
+if [ "$real_node" = 1 ]; then
+  node_bin=$(scripts/cluster/build-node.sh | tail -n 1)
+  for tool in containerd containerd-shim-runc-v2 ctr; do ln -sfn "$node_bin/$tool" "$CLUSTER_DIR/bin/$tool"; done
+  step "images (images/build.sh: Debian base, RabbitMQ, PostgreSQL, Redis, ping, pong, operator, CoreDNS)"
+  images/build.sh "$node_bin" "$CLUSTER_DIR/images.txt"
+  image_ref() { awk -v n="$1" '$1 == n {print $2}' "$CLUSTER_DIR/images.txt"; }
+  # The stacks' default images, for the chart's values and the operator on the host.
+  printf 'PINGPONG_PING_IMAGE=%s\nPINGPONG_PONG_IMAGE=%s\nPINGPONG_RABBITMQ_IMAGE=%s\n' \
+    "$(image_ref ping)" "$(image_ref pong)" "$(image_ref rabbitmq)" >"$CLUSTER_DIR/operator.env"
+else
+  rm -f "$CLUSTER_DIR/operator.env"
+fi
 # CRDs of optional APIs (Gateway API, ServiceMonitor) for the scenarios that need them.
 ln -sfn "$bin/crds" "$CLUSTER_DIR/crds"
 export PATH="$CLUSTER_DIR/bin:$PATH"
@@ -43,11 +68,13 @@ if [ ! -s "$pki/ca.crt" ]; then
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   issue_cert apiserver "/CN=kube-apiserver" \
-    "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$NODE_HOST_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   issue_cert admin "/O=system:masters/CN=pingpong-local-admin"
   issue_cert controller-manager "/CN=system:kube-controller-manager"
   issue_cert scheduler "/CN=system:kube-scheduler"
   issue_cert kwok "/O=system:masters/CN=kwok"
+  # The API server's client certificate towards kubelets (logs, exec, port-forward).
+  issue_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
 fi
 for who in admin controller-manager scheduler kwok; do
   write_cert_kubeconfig "$who" "$CLUSTER_DIR/$who.kubeconfig"
@@ -84,7 +111,9 @@ start_bg kube-apiserver kube-apiserver \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
   --endpoint-reconciler-type none \
   --authorization-mode Node,RBAC \
-  --enable-admission-plugins OwnerReferencesPermissionEnforcement \
+  --enable-admission-plugins OwnerReferencesPermissionEnforcement,NodeRestriction,PodNodeSelector,PodTolerationRestriction \
+  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP \
   --client-ca-file "$pki/ca.crt" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
@@ -130,7 +159,9 @@ stages="$bin/kwok-stage"
     echo "---"; sed "s/'kwok-volume'/'standard'/g" "$stages/$f"
   done
 } >"$CLUSTER_DIR/kwok-stages.yaml"
-start_bg kwok kwok --kubeconfig "$CLUSTER_DIR/kwok.kubeconfig" --manage-all-nodes=true \
+# kwok manages only its own (annotated) nodes: the real node's kubelet reports for itself.
+start_bg kwok kwok --kubeconfig "$CLUSTER_DIR/kwok.kubeconfig" \
+  --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
   --cidr 10.244.0.0/16 --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
   --server-address "127.0.0.1:$KWOK_PORT" --config "$CLUSTER_DIR/kwok-stages.yaml"
 wait_until "the default ServiceAccount exists" kubectl -n default get serviceaccount default
@@ -169,32 +200,59 @@ EOF
 done
 wait_until "three Ready nodes" nodes_ready 3
 
+if [ "$real_node" = 1 ]; then
+  scripts/cluster/node.sh up
+  # The namespace `default` runs its pods on the real node.
+  kubectl annotate --overwrite namespace default >/dev/null \
+    scheduler.alpha.kubernetes.io/node-selector=pingpong.dev/node=real \
+    'scheduler.alpha.kubernetes.io/defaultTolerations=[{"key":"pingpong.dev/node","operator":"Equal","value":"real","effect":"NoSchedule"}]'
+fi
+
 if [ "${CLUSTER_OPERATOR:-1}" = 1 ]; then
   step "helm install charts/pingpong-operator (namespace $OPERATOR_NAMESPACE)"
   if ! helm status "$OPERATOR_RELEASE" -n "$OPERATOR_NAMESPACE" >/dev/null 2>&1; then
+    images=()
+    if [ "$real_node" = 1 ]; then
+      images=(--set "stackImages.ping=$(image_ref ping)" --set "stackImages.pong=$(image_ref pong)"
+        --set "stackImages.rabbitmq=$(image_ref rabbitmq)")
+    fi
     helm install "$OPERATOR_RELEASE" charts/pingpong-operator -n "$OPERATOR_NAMESPACE" \
-      --create-namespace >/dev/null
+      --create-namespace "${images[@]}" >/dev/null
   fi
   start_operator operator "$OPERATOR_METRICS_PORT"
   wait_until "the operator holds the leader Lease" operator_leads operator
   wait_until "the operator's /readyz (leading, cache synced)" curl -fsS "http://127.0.0.1:$OPERATOR_METRICS_PORT/readyz"
 fi
 
-sample=${CLUSTER_SAMPLE-manifests/samples/minimal.yaml}
+if [ "$real_node" = 1 ]; then default_sample=manifests/samples/local.yaml; else default_sample=manifests/samples/minimal.yaml; fi
+sample=${CLUSTER_SAMPLE-$default_sample}
 if [ -n "$sample" ]; then
   step "apply $sample and wait for Ready"
   kubectl apply -n default -f "$sample" >/dev/null
   name=$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$sample")
-  kubectl wait -n default --for=condition=Ready "pingpongstack/$name" --timeout="${CLUSTER_WAIT:-120}s" >/dev/null ||
+  kubectl wait -n default --for=condition=Ready "pingpongstack/$name" --timeout="${CLUSTER_STACK_WAIT:-300}s" >/dev/null ||
     { kubectl -n default get pingpongstack "$name" -o yaml >&2; tail -n 50 "$CLUSTER_DIR/operator.log" >&2; die "stack $name did not become Ready"; }
   kubectl get -n default pingpongstack "$name"
 fi
 
+if [ "$real_node" = 1 ]; then
+  nodes="the real node $NODE_NAME for the namespace default, kwok nodes (simulated pods) for the others"
+else
+  nodes="kwok nodes; pods are simulated, never run"
+fi
 cat <<EOF
 
-The local cluster is up (Kubernetes $KUBERNETES_VERSION, kwok nodes; pods are simulated, never run).
+The local cluster is up (Kubernetes $KUBERNETES_VERSION, $nodes).
 Use it with:
   export KUBECONFIG=$CLUSTER_DIR/admin.kubeconfig
   export PATH=$CLUSTER_DIR/bin:\$PATH
 Operator log: $CLUSTER_DIR/operator.log   Stop everything: make cluster-down
 EOF
+if [ -s "$CLUSTER_DIR/gateway-url" ]; then
+  url=$(cat "$CLUSTER_DIR/gateway-url")
+  cat <<EOF
+Gateway (Traefik, Gateway gateway-system/public): $url   (also in $CLUSTER_DIR/gateway-url)
+  curl -X POST $url/ping -H 'content-type: application/json' -d '{"msg":"hello"}'
+  curl $url/pong
+EOF
+fi

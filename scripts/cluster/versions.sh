@@ -12,3 +12,9 @@ GO_MIN_VERSION=1.26
 # Optional APIs the e2e suite installs (CRDs only, taken from the Go modules that ship them).
 GATEWAY_API_VERSION=v1.6.3
 PROMETHEUS_OPERATOR_VERSION=v0.88.0
+# The real node beside the kwok ones (scripts/cluster/node.sh): kubelet and kube-proxy come from
+# KUBERNETES_VERSION above; these are built by scripts/cluster/build-node.sh.
+CONTAINERD_VERSION=v2.4.2    # containerd, containerd-shim-runc-v2, ctr (kubelet 1.36 supports 2.x)
+RUNC_VERSION=v1.5.3          # built only when the host has no runc (Debian's works)
+COREDNS_VERSION=v1.15.0      # cluster DNS (*.svc.cluster.local), runs as a pod
+TRAEFIK_VERSION=v3.7.13      # the Gateway, when a binary exists (the module proxy lacks its deps)

@@ -213,6 +213,8 @@ EXPECTED_STACK_RULES = {
     ("monitoring.coreos.com", "servicemonitors"): WATCH_APPLY | {"delete"},
     ("monitoring.coreos.com", "prometheusrules"): WATCH_APPLY | {"delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    # the autoscaler reports an HPA that targets an autoscaled pong Deployment
+    ("autoscaling", "horizontalpodautoscalers"): {"list"},
 }
 EXPECTED_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},
@@ -379,6 +381,8 @@ DASHBOARD_METRICS = {
     "pingpong_pong_messages_evicted_total", "pingpong_pong_messages_duplicate_total",
     "pingpong_pong_messages_dead_lettered_total", "pingpong_pong_end_to_end_latency_seconds",
     "pingpong_pong_broker_connected",
+    "pingpong_operator_autoscaler_backlog_messages", "pingpong_operator_autoscaler_desired_replicas",
+    "pingpong_operator_autoscaler_scale_events_total",
 }
 
 # The checked-in metric lists of each process (also read by the crates' own metrics tests).

@@ -37,16 +37,18 @@ BINARIES = {
     "ping": ("services/ping", "ping"),
     "pong": ("services/pong", "pong"),
 }
-# Every shell file under scripts/ and deploy/: executables (with a shebang) and sourced libraries.
+# Every shell file under scripts/ and deploy/ (and images/build.sh): executables (with a shebang) and sourced libraries.
 SHELL_FILES = sorted(
-    str(p.relative_to(ROOT)) for d in ("scripts", "deploy") for p in (ROOT / d).rglob("*.sh")
+    [str(p.relative_to(ROOT)) for d in ("scripts", "deploy") for p in (ROOT / d).rglob("*.sh")]
+    + [str(p.relative_to(ROOT)) for p in (ROOT / "images").glob("*.sh")]
 )
 SCRIPTS = [f for f in SHELL_FILES if (ROOT / f).read_text().startswith("#!")]
 LIBRARIES = [f for f in SHELL_FILES if f not in SCRIPTS]
 
 
 def _dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
-    """Stage name -> [(INSTRUCTION, arguments)], with line continuations joined."""
+    """Stage name -> [(INSTRUCTION, arguments)], with line continuations joined and the FROM
+    lines' `${ARG}`s replaced by the defaults of the global ARGs (what a plain build uses)."""
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     logical: list[str] = []
     buffer = ""
@@ -63,10 +65,15 @@ def _dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
         buffer = ""
     stages: dict[str, list[tuple[str, str]]] = {}
     current: list[tuple[str, str]] | None = None
+    defaults: dict[str, str] = {}
     for line in logical:
         instruction, _, args = line.partition(" ")
         instruction = instruction.upper()
+        if instruction == "ARG" and current is None and "=" in args:
+            name, _, value = args.strip().partition("=")
+            defaults[name] = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], value)
         if instruction == "FROM":
+            args = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], args)
             match = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", args.strip(), re.IGNORECASE)
             assert match, f"cannot parse FROM {args}"
             current = [("FROM", match.group(1))]

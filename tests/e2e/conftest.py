@@ -85,11 +85,29 @@ def local(cluster: Cluster) -> Cluster:
 
 
 @pytest.fixture
+def real_ns(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
+    """Like `ns`, but its pods run on the local cluster's real node (kubelet + containerd)."""
+    if os.environ.get("CLUSTER_REAL_NODE") != "1" and cluster.gateway_url is None:
+        pytest.skip("the local cluster's real node is opt-in for now: CLUSTER_REAL_NODE=1 (as root)")
+    if cluster.gateway_url is None:
+        missing("needs the local cluster's real node (scripts/cluster/node.sh: `sudo make cluster`, "
+                "or `make test` as root)")
+    yield from _namespace(request, cluster, real=True)
+
+
+@pytest.fixture
 def ns(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
     """A namespace of the test's own, deleted afterwards; its state is printed when the test fails."""
+    yield from _namespace(request, cluster, real=False)
+
+
+def _namespace(request: pytest.FixtureRequest, cluster: Cluster, real: bool) -> Iterator[str]:
     short = request.node.name.split("[", 1)[0].removeprefix("test_").replace("_", "-")[:30].strip("-")
     name = unique(f"e2e-{short}")
-    cluster.create_namespace(name)
+    if real:
+        cluster.create_real_node_namespace(name)
+    else:
+        cluster.create_namespace(name)
     try:
         yield name
     finally:

@@ -31,6 +31,8 @@ CHART = ROOT / "charts" / "pingpong-operator"
 OPERATOR_NAMESPACE = os.environ.get("OPERATOR_NAMESPACE", "pingpong-system")
 OPERATOR_RELEASE = os.environ.get("OPERATOR_RELEASE", "pingpong-operator")
 MANAGED_BY = "app.kubernetes.io/managed-by=pingpong-operator"
+# The label of the local cluster's real node (scripts/cluster/node.sh); its taint has the same key.
+REAL_NODE_LABEL = "pingpong.dev/node=real"
 # The kinds the operator creates for a stack (what a failure dump lists).
 CHILD_KINDS = ("statefulsets,deployments,services,secrets,configmaps,persistentvolumeclaims,"
                "ingresses,networkpolicies,poddisruptionbudgets")
@@ -257,6 +259,22 @@ class Cluster:
     def create_namespace(self, name: str) -> None:
         self.kubectl("create", "namespace", name)
 
+    # --- the real node (scripts/cluster/node.sh) ------------------------------------------------
+    @property
+    def gateway_url(self) -> str | None:
+        """The Gateway's URL on this host when the local cluster has its real node, else None."""
+        path = self.state_dir / "gateway-url"
+        return path.read_text().strip() if self.local and path.is_file() else None
+
+    def create_real_node_namespace(self, name: str) -> None:
+        """A namespace whose pods run on the real node (PodNodeSelector + PodTolerationRestriction)."""
+        self.create_namespace(name)
+        self.kubectl("annotate", "namespace", name,
+                     f"scheduler.alpha.kubernetes.io/node-selector={REAL_NODE_LABEL}",
+                     "scheduler.alpha.kubernetes.io/defaultTolerations="
+                     + json.dumps([{"key": "pingpong.dev/node", "operator": "Equal",
+                                    "value": "real", "effect": "NoSchedule"}]))
+
     def delete_namespace(self, name: str) -> None:
         self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
@@ -301,6 +319,7 @@ class Cluster:
         parts = []
         for args in (["get", "pingpongstacks", "-o", "yaml"],
                      ["get", CHILD_KINDS, "-o", "wide"],
+                     ["get", "pods", "-o", "wide"],
                      ["get", "events", "--sort-by=.lastTimestamp"]):
             result = self.kubectl("-n", namespace, *args, check=False)
             parts.append(f"$ kubectl -n {namespace} {' '.join(args)}\n{result.stdout}{result.stderr}")

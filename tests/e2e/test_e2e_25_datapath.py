@@ -1,7 +1,12 @@
-"""The data path through the cluster (external mode only: on the local control plane pods are
-simulated by kwok and execute nothing; there the data path is covered by tests/system, which runs the
-real binaries with the configuration the operator renders). On kind after `make up`: POST /ping
-through ingress-nginx on localhost:80 (or a port-forward to the Services), then GET /pong."""
+"""The data path through the cluster, on pods that really run.
+
+- Local cluster (`make cluster`, `make test`): its real node (kubelet + containerd + runc, CNI
+  bridge, kube-proxy, CoreDNS) runs the stack from images built on this machine, and the HTTPRoute
+  is served by the Gateway (Traefik) at the URL in <state dir>/gateway-url: POST /ping through the
+  Gateway, then GET /pong.
+- External (kind after `make up`): POST /ping through the route on localhost:80 (or a
+  port-forward to the Services), then GET /pong.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import requests
 from e2e_helpers import Cluster, eventually, stack_doc, terminate, unique
 
 BASE_URL = os.environ.get("E2E_BASE_URL", "http://localhost")
+GATEWAY = {"name": "public", "namespace": "gateway-system"}
 
 
 def _port_forward(cluster: Cluster, ns: str, service: str) -> tuple[subprocess.Popen[str], int]:
@@ -29,9 +35,53 @@ def _port_forward(cluster: Cluster, ns: str, service: str) -> tuple[subprocess.P
     return proc, int(match.group(1))
 
 
+def _post_until_accepted(url: str, msg: str, headers: dict[str, str], timeout: float) -> requests.Response:
+    """POST /ping until it answers 200: the route may reach the Gateway a little after Ready."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            r = requests.post(url, json={"msg": msg}, headers=headers, timeout=10)
+            if r.status_code == 200 or time.monotonic() > deadline:
+                return r
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(1)
+
+
+def test_ping_then_pong_through_the_gateway_on_the_real_node(cluster: Cluster, real_ns: str) -> None:
+    ns = real_ns
+    host = f"{ns}.pingpong.test"
+    cluster.apply(stack_doc("e2e", {"rabbitmq": {"storage": {"ephemeral": True}},
+                                    "ingress": {"enabled": False},
+                                    "gateway": {"parentRef": GATEWAY, "hostname": host}}), ns)
+    cluster.wait_ready(ns, "e2e", timeout=600)
+    # Every pod of the stack runs on the real node, in containerd.
+    pods = cluster.get("pods", namespace=ns)["items"]
+    assert len(pods) == 3, [p["metadata"]["name"] for p in pods]
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == "pingpong-node", pod["metadata"]["name"]
+        statuses = pod["status"]["containerStatuses"]
+        assert all(s["containerID"].startswith("containerd://") and s["ready"] for s in statuses), statuses
+    url = cluster.gateway_url
+    assert url is not None
+    headers = {"Host": host}
+    msg = unique("e2e-message")
+    r = _post_until_accepted(f"{url}/ping", msg, headers, timeout=180)
+    assert r.status_code == 200, r.text
+    assert r.json()["content"] == msg, r.text
+    eventually("the message in GET /pong through the Gateway",
+               lambda: msg in requests.get(f"{url}/pong", headers=headers, timeout=10).text, timeout=120)
+    # The route is Accepted by the Gateway and its backends resolved.
+    route = cluster.get("httproute", "e2e", ns)
+    (parent,) = route["status"]["parents"]
+    conditions = {c["type"]: c["status"] for c in parent["conditions"]}
+    assert conditions.get("Accepted") == "True" and conditions.get("ResolvedRefs") == "True", parent
+
+
 def test_ping_then_pong_through_the_route(cluster: Cluster, ns: str) -> None:
     if cluster.local:
-        pytest.skip("pods are simulated on the local cluster; tests/system covers the data path")
+        pytest.skip("on the local cluster the real node's test above covers the data path")
     host = f"{ns}.localhost"
     cluster.apply(stack_doc("e2e", {"rabbitmq": {"storage": {"ephemeral": True}},
                                     "ingress": {"enabled": True, "host": host}}), ns)
@@ -46,12 +96,7 @@ def test_ping_then_pong_through_the_route(cluster: Cluster, ns: str) -> None:
             (p1, port1), (p2, port2) = _port_forward(cluster, ns, "e2e-ping"), _port_forward(cluster, ns, "e2e-pong")
             procs = [p1, p2]
             ping, pong, headers = f"http://127.0.0.1:{port1}/ping", f"http://127.0.0.1:{port2}/pong", {}
-        deadline = time.monotonic() + 60
-        while True:
-            r = requests.post(ping, json={"msg": msg}, headers=headers, timeout=10)
-            if r.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        r = _post_until_accepted(ping, msg, headers, timeout=60)
         assert r.status_code == 200, r.text
         eventually("the message in GET /pong",
                    lambda: msg in requests.get(pong, headers=headers, timeout=10).text, timeout=60)

@@ -34,6 +34,10 @@ from system_helpers import (Broker, PrivateBroker, Stack, Workers, free_port, li
 # Upper bound the HA tests document for one request while a node fails: ping's confirm timeout
 # (5 s) plus slack for a loaded 2-core machine. A request without an answer by then is a hang.
 CLIENT_TIMEOUT = 12.0
+# Issue 19's bounds: after a node is killed, ping answers 200 again and pong stores again within
+# RECOVERY_BOUND seconds; no request takes longer than SLOWEST_BOUND seconds.
+RECOVERY_BOUND = 5.0
+SLOWEST_BOUND = 10.0
 
 
 class ClusterNode(PrivateBroker):
@@ -217,6 +221,16 @@ class Load(Workers):
         with self.lock:
             return sum(1 for o in self.outcomes if o.status == status and o.started >= since)
 
+    def first_200_since(self, since: float) -> Outcome | None:
+        """The earliest-answered 200 among the requests sent at or after `since`."""
+        with self.lock:
+            answered = [o for o in self.outcomes if o.status == 200 and o.started >= since]
+        return min(answered, key=lambda o: o.ended, default=None)
+
+    def slowest(self) -> float:
+        with self.lock:
+            return max((o.ended - o.started for o in self.outcomes), default=0.0)
+
     def longest_unavailability(self) -> float:
         """Longest stretch between two 200 answers (by answer time), in seconds."""
         with self.lock:
@@ -259,6 +273,43 @@ def verify(stack: Stack, load: Load, what: str, pong_port: int | None = None) ->
     assert all(by_id[i] == msg for i, msg in confirmed.items()), "a stored message has another text"
     assert not hung, f"{report}; {len(hung)} requests got no answer within {CLIENT_TIMEOUT}s"
     assert not unexpected, f"{report}; statuses other than 200/503: {unexpected[:5]}"
+
+
+def is_stored(pong_url: str, message_id: str) -> bool:
+    """Whether pong stores `message_id`: `GET /pong?after=<id>&limit=0` is 200 for a stored id and
+    404 for an unknown one."""
+    try:
+        response = requests.get(f"{pong_url}/pong", params={"after": message_id, "limit": "0"},
+                                timeout=5)
+    except requests.RequestException:
+        return False
+    assert response.status_code in (200, 404, 503), f"GET /pong?after=: {response.status_code}"
+    return response.status_code == 200
+
+
+@dataclass
+class Recovery:
+    """How long after `since` (a kill, or a node's return) ping answered 200 to a request sent
+    after it, and pong had stored that message."""
+
+    what: str
+    ping_after: float
+    pong_after: float
+
+    def __str__(self) -> str:
+        return f"{self.what}: ping 200 after {self.ping_after:.2f}s, pong stored after {self.pong_after:.2f}s"
+
+
+def measure_recovery(load: Load, pong_url: str, since: float, what: str,
+                     patience: float = 60.0) -> Recovery:
+    """Waits (up to `patience` s, so a slow recovery is measured rather than cut off) for the first
+    200 to a request sent after `since`, then until pong stores that message."""
+    first = wait_until(lambda: load.first_200_since(since), patience,
+                       f"ping to answer 200 after {what}", 0.02)
+    assert first.id is not None
+    wait_until(lambda: is_stored(pong_url, first.id or ""), patience,
+               f"pong to store the first ping accepted after {what}", 0.05)
+    return Recovery(what, first.ended - since, time.monotonic() - since)
 
 
 def wait_for_200s(load: Load, count: int, since: float, what: str, timeout: float = 90) -> None:

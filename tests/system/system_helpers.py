@@ -425,7 +425,7 @@ class PrivateBroker:
     """A RabbitMQ node of its own (node name, ports, data and log dirs, no plugins), started from
     the installed rabbitmq-server. Never touches the shared broker."""
 
-    def __init__(self) -> None:
+    def __init__(self, management: bool = False) -> None:
         if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
             missing("rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server); "
                     "the fault tests start a private broker node")
@@ -436,8 +436,16 @@ class PrivateBroker:
         # Not under pytest's tmp_path: Debian's wrapper runs the node as user `rabbitmq`, which
         # cannot enter pytest's 0700 directories.
         self.dir = Path(tempfile.mkdtemp(prefix=f"pp-fault-{suffix}-"))
-        (self.dir / "enabled_plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
+        # With `management`: the management API (what the operator's autoscaler reads) on
+        # `management_port`.
+        self.management_port = free_port() if management else None
+        conf = f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+        if self.management_port is not None:
+            # Statistics every second (default 5 s): the tests wait for what they read.
+            conf += (f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+                     "collect_statistics_interval = 1000\n")
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n" if management else "[].\n")
+        (self.dir / "rabbitmq.conf").write_text(conf)
         (self.dir / "rabbitmq-env.conf").write_text("")
         if os.geteuid() == 0:
             try:
@@ -482,6 +490,9 @@ class PrivateBroker:
             return listening("127.0.0.1", self.port)
 
         wait_until(up, timeout, f"private RabbitMQ node {self.node} on port {self.port}", 0.2)
+        if self.management_port is not None:
+            wait_until(lambda: listening("127.0.0.1", self.management_port or 0), timeout,
+                       f"the management API of {self.node} on port {self.management_port}", 0.2)
 
     def ctl(self, *args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["rabbitmqctl", "-n", self.node, *args], capture_output=True, text=True,

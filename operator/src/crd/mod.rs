@@ -7,6 +7,7 @@
 //! [`crate::crdgen`], which also adds the quantity pattern to every quantity field. The pong
 //! store and cache types live in `crd/store.rs` and are re-exported here.
 
+mod autoscaling;
 mod store;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use autoscaling::{
+    AutoscalingStatus, DEFAULT_MAX_DRAIN_SECONDS, DEFAULT_MIN_REPLICAS,
+    DEFAULT_SCALE_DOWN_DELAY_SECONDS, DEFAULT_TARGET_BACKLOG_PER_REPLICA, PongAutoscaling,
+};
 pub use store::{
     CacheSpec, CacheStatus, DEFAULT_REDIS_URL_KEY, ExternalPostgres, ExternalRedis, Placement,
     PostgresSpec, ProvisionedPostgres, ProvisionedRedis, StoreSpec, StoreStatus, StoreType,
@@ -49,6 +54,10 @@ pub const DEFAULT_INGRESS_CLASS: &str = "nginx";
     status = "PingPongStackStatus",
     doc = "A ping/pong stack: ping and pong services over a RabbitMQ broker, managed by pingpong-operator.",
     derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.pong.replicas",
+        status_replicas_path = ".status.pong.replicas"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -159,11 +168,22 @@ impl Default for PingSpec {
 ).message(
     "pong.replicas must be 0 or 1 while pong.store.type is memory: each replica would hold a different part of the stream; set pong.store.type: postgres to run more"
 ))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.autoscaling) || self.autoscaling.maxReplicas <= 1 || (has(self.store) && self.store.type == 'postgres')"
+).message(
+    "pong.autoscaling.maxReplicas above 1 needs pong.store.type: postgres: with the memory store each replica would hold a different part of the stream; set pong.store.type: postgres or maxReplicas: 1"
+))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas"
+).message(
+    "pong.replicas cannot change while pong.autoscaling is set: the operator decides pong's replicas (this is what `kubectl scale pingpongstack` changes); remove pong.autoscaling to scale by hand, or change minReplicas/maxReplicas"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct PongSpec {
     /// Number of pong pods (0 to 100). At most 1 while `store.type` is `memory`: each replica
     /// would hold a different part of the stream (rejected by a validation rule). With
-    /// `store.type: postgres` every replica serves the same list.
+    /// `store.type: postgres` every replica serves the same list. `kubectl scale pingpongstack`
+    /// sets it. Ignored while `autoscaling` is set (then it cannot change: the operator decides).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
@@ -193,6 +213,10 @@ pub struct PongSpec {
     /// Unset: no cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    /// Scale pong on the backlog the broker holds for it (ready + unacknowledged messages) and
+    /// its growth, between `minReplicas` and `maxReplicas`. Unset: `replicas` pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<PongAutoscaling>,
 }
 
 impl Default for PongSpec {
@@ -205,6 +229,7 @@ impl Default for PongSpec {
             env: Vec::new(),
             store: StoreSpec::default(),
             cache: None,
+            autoscaling: None,
         }
     }
 }
@@ -472,6 +497,10 @@ pub struct PingPongStackStatus {
     /// warning disappears whatever else manages the status.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// pong's autoscaler: the last decision, the numbers behind it and why. Only with
+    /// `spec.pong.autoscaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
 }
 
 /// Replica counts of one component.

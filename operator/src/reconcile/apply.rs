@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -24,6 +23,8 @@ use serde::de::DeserializeOwned;
 use super::cache::{ChildCaches, controlled_by};
 use super::desired::{Child, ChildKind, DesiredState};
 use super::ownership::{self, Claim};
+/// Desired replicas and those ready at the current spec (see [`super::rollout`]).
+pub use super::rollout::{deployment_readiness, statefulset_readiness};
 use super::status::Readiness;
 use crate::apis::ServedApis;
 use crate::crd::ComponentStatus;
@@ -50,34 +51,6 @@ pub struct Applier<'a> {
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// Desired and ready replicas of an applied StatefulSet.
-pub fn statefulset_readiness(sts: &StatefulSet) -> ComponentStatus {
-    ComponentStatus {
-        replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-        ready_replicas: sts
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-    }
-}
-
-/// Desired and ready replicas of an applied Deployment.
-pub fn deployment_readiness(deployment: &Deployment) -> ComponentStatus {
-    ComponentStatus {
-        replicas: deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1),
-        ready_replicas: deployment
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-    }
 }
 
 impl<'a> Applier<'a> {

@@ -19,6 +19,7 @@ pub mod observe;
 pub mod ownership;
 pub mod quantity;
 pub mod report;
+pub mod rollout;
 pub mod status;
 pub mod validate;
 pub mod yaml;

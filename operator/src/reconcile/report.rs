@@ -18,6 +18,10 @@ use kube::runtime::events::Recorder;
 use kube::{Client, Resource};
 
 /// Applies `status` to the stack `name` in `namespace` through the status subresource.
+///
+/// `status.autoscaling` is left out: the autoscaler writes it with its own field manager
+/// ([`crate::autoscale::FIELD_MANAGER`]), and a reconcile that read the stack before the
+/// autoscaler's last write must not force the older decision back.
 pub async fn write_status(
     client: &Client,
     namespace: &str,
@@ -25,6 +29,10 @@ pub async fn write_status(
     status: &PingPongStackStatus,
 ) -> Result<(), Error> {
     let api: Api<PingPongStack> = Api::namespaced(client.clone(), namespace);
+    let status = PingPongStackStatus {
+        autoscaling: None,
+        ..status.clone()
+    };
     let body = serde_json::json!({
         "apiVersion": PingPongStack::api_version(&()),
         "kind": PingPongStack::kind(&()),

@@ -408,6 +408,8 @@ pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
         store: Some(converged.store.clone()),
         cache: converged.cache.clone(),
         warnings: converged.warnings.clone(),
+        // Written by the autoscaler's own field manager, never by this one (see `write_status`).
+        autoscaling: previous.autoscaling.clone(),
     }
 }
 

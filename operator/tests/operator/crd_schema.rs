@@ -331,7 +331,9 @@ fn full_sample_sets_every_spec_field() {
 }
 
 /// Bad samples only a CEL rule rejects, and the `validate()` error kind that mirrors the rule.
-const CEL_ONLY: [(&str, &str); 5] = [
+const CEL_ONLY: [(&str, &str); 7] = [
+    ("autoscaling-memory-store.yaml", "InvalidReplicas"),
+    ("autoscaling-min-above-max.yaml", "InvalidReplicas"),
     ("broker-ephemeral-cluster.yaml", "InvalidReplicas"),
     ("broker-replicas-two.yaml", "InvalidReplicas"),
     ("pong-replicas.yaml", "InvalidReplicas"),
@@ -537,4 +539,52 @@ fn changes_the_statefulsets_cannot_take_are_rejected_at_admission() {
             "{what}: the new spec alone is valid"
         );
     }
+}
+
+#[test]
+fn pong_replicas_are_the_autoscalers_while_autoscaling_is_set() {
+    const PG: &str = "  pong:\n    store:\n      type: postgres\n";
+    const AUTO: &str = "    autoscaling:\n      maxReplicas: 5\n";
+    // (what, old spec, new spec, refused)
+    let cases = [
+        (
+            "kubectl scale without autoscaling",
+            format!("{PG}    replicas: 1\n"),
+            format!("{PG}    replicas: 3\n"),
+            false,
+        ),
+        (
+            "autoscaling switched on with another replica count",
+            format!("{PG}    replicas: 1\n"),
+            format!("{PG}    replicas: 2\n{AUTO}"),
+            false,
+        ),
+        (
+            "kubectl scale while autoscaling",
+            format!("{PG}    replicas: 1\n{AUTO}"),
+            format!("{PG}    replicas: 3\n{AUTO}"),
+            true,
+        ),
+        (
+            "bounds changed while autoscaling",
+            format!("{PG}    replicas: 1\n{AUTO}"),
+            format!("{PG}    replicas: 1\n    autoscaling:\n      maxReplicas: 9\n"),
+            false,
+        ),
+    ];
+    for (what, old, new, refused) in cases {
+        let errors = cel_errors(&stack_json(&new), Some(&stack_json(&old)));
+        let hit = errors
+            .iter()
+            .any(|e| e.contains("pong.replicas cannot change while pong.autoscaling is set"));
+        assert_eq!(hit, refused, "{what}: {errors:?}");
+    }
+}
+
+#[test]
+fn the_crd_has_a_scale_subresource_on_pong_replicas() {
+    let crd = crdgen::crd_value().unwrap();
+    let scale = crd.pointer("/spec/versions/0/subresources/scale").unwrap();
+    assert_eq!(scale["specReplicasPath"], ".spec.pong.replicas");
+    assert_eq!(scale["statusReplicasPath"], ".status.pong.replicas");
 }

@@ -1,42 +1,51 @@
 //! The AMQP connection manager: one long-lived connection per process.
 //!
-//! A background task connects to one of the configured broker nodes, opens
-//! one channel, declares the topology ([`crate::topology`]), prepares the
-//! channel for its role (publisher confirms or consumer prefetch) and
-//! publishes the live [`Session`] through a `tokio::sync::watch`.
+//! A background task ([`manager`]) connects to one of the configured broker
+//! nodes, opens one channel, declares the topology ([`crate::topology`]),
+//! prepares the channel for its role (publisher confirms or consumer
+//! prefetch) and publishes the live [`Session`] through a `tokio::sync::watch`.
+//! This file opens sessions; [`manager`] keeps one alive and replaces it;
+//! [`backoff`] holds the pure timing policies.
 //!
 //! Failover: the nodes of `RABBITMQ_ADDRESSES` are tried in order, starting
 //! with the first. When a session is lost the next attempt goes to the *next*
 //! node at once (the lost one may be the node that died); only after every
 //! node failed in one round does the manager wait, with exponential backoff
 //! ([`MIN_BACKOFF`]..[`MAX_BACKOFF`]) and jitter (half the delay plus a random
-//! share of the other half) so that many clients do not reconnect in lock-step. A queue that exists with other arguments is a
-//! configuration problem, not an outage: it is logged at `error` with the
-//! migration steps and retried only every [`MISMATCH_RETRY`].
+//! share of the other half) so that many clients do not reconnect in
+//! lock-step. A queue that exists with other arguments is a configuration
+//! problem, not an outage: it is logged at `error` with the migration steps
+//! and retried only every [`MISMATCH_RETRY`].
+//!
+//! A publisher can ask for a fresh channel on the same connection
+//! ([`BrokerLink::request_new_channel`]): RabbitMQ 3.10 keeps a per-channel
+//! quorum-queue client whose first publish can be refused for good when it
+//! happens while the queue has no leader (see [`manager`]).
 //!
 //! Readiness and the [`LinkGauges`] (`broker_connected`, `broker_address`:
 //! the position of the node in use in the configured list) follow the watch.
 //! Publishing and consuming live in the services; this module only manages
 //! the link.
 
+pub mod backoff;
+pub mod manager;
+
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use lapin::options::ConfirmSelectOptions;
+use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
-use lapin::{Channel, Connection, ConnectionProperties, Event};
-use prometheus::{IntGauge, Registry};
-use rand::Rng as _;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::address::BrokerAddress;
-use crate::config::{AmqpConfig, QueueName};
+use crate::config::AmqpConfig;
 use crate::credential::SettingFileError;
-use crate::topology::{QueueType, TopologyError, declare_topology};
+use crate::topology::{TopologyError, declare_topology};
+
+pub use backoff::{Backoff, RenewGate};
+pub use manager::{BrokerLink, ConnectionManager, LinkGauges};
 
 /// First reconnect delay.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -53,8 +62,9 @@ pub const HEARTBEAT_SECS: u16 = 10;
 /// 8 MiB of resident memory per connection; 32 KiB keeps it at 2 MiB while a
 /// 64 KiB message still needs only three body frames.
 pub const FRAME_MAX: u32 = 32 * 1024;
-/// How often the manager polls connection and channel state.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Bound on closing a channel or a connection (lost, replaced or at
+/// shutdown): a peer that stopped reading must not hold the manager.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the managed channel is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +80,26 @@ pub enum ChannelRole {
 
 /// A live connection and its prepared channel.
 pub struct Session {
-    /// The process's single connection.
-    pub connection: Connection,
+    /// The process's single connection (shared by the sessions that
+    /// replace only the channel).
+    pub connection: Arc<Connection>,
     /// The channel, set up for its [`ChannelRole`].
     pub channel: Channel,
     /// The broker node it is connected to.
     pub address: BrokerAddress,
+    /// Unique in the process: a new channel is a new session id.
+    pub id: u64,
+    /// Unique in the process per connection: kept when only the channel is
+    /// replaced.
+    pub connection_id: u64,
+}
+
+/// Source of [`Session::id`] and [`Session::connection_id`] (never reused,
+/// unlike an address: an id cannot be inherited by a later session).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Session {
@@ -224,29 +248,22 @@ pub async fn open_session(
 ) -> Result<Session, AmqpError> {
     let endpoint = address.to_string();
     let attempt = async {
-        let connection = connect(config, address, name).await?;
+        let connection = Arc::new(connect(config, address, name).await?);
         let channel = connection
             .create_channel()
             .await
             .map_err(AmqpError::Channel)?;
         if let Err(error) = declare_topology(&connection, &config.queue, config.queue_type).await {
-            let _ = connection.close(200, "declare failed".into()).await;
+            close_connection(&connection, "declare failed").await;
             return Err(error.into());
         }
-        match role {
-            ChannelRole::Publisher => channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(AmqpError::Prepare)?,
-            ChannelRole::Consumer { prefetch } => channel
-                .basic_qos(prefetch, lapin::options::BasicQosOptions::default())
-                .await
-                .map_err(AmqpError::Prepare)?,
-        }
+        prepare_channel(&channel, role).await?;
         Ok(Session {
             connection,
             channel,
             address: address.clone(),
+            id: next_id(),
+            connection_id: next_id(),
         })
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
@@ -255,337 +272,74 @@ pub async fn open_session(
     }
 }
 
-/// Exponential backoff between [`MIN_BACKOFF`] and [`MAX_BACKOFF`].
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: MIN_BACKOFF }
+/// A session on the same connection as `session` with a new channel prepared
+/// for `role`, within [`CONNECT_TIMEOUT`]. The topology is not declared
+/// again (the connection already did).
+pub async fn renew_channel(session: &Session, role: ChannelRole) -> Result<Session, AmqpError> {
+    let attempt = async {
+        let channel = session
+            .connection
+            .create_channel()
+            .await
+            .map_err(AmqpError::Channel)?;
+        prepare_channel(&channel, role).await?;
+        Ok(Session {
+            connection: Arc::clone(&session.connection),
+            channel,
+            address: session.address.clone(),
+            id: next_id(),
+            connection_id: session.connection_id,
+        })
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(AmqpError::Timeout {
+            endpoint: session.address.to_string(),
+        }),
     }
 }
 
-impl Backoff {
-    /// The delay to wait now; doubles the following one up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        delay
-    }
-
-    /// [`Self::next_delay`] with jitter: a uniform delay between half of it
-    /// and all of it, so clients that lost the same node spread out.
-    pub fn next_jittered(&mut self) -> Duration {
-        let delay = self.next_delay();
-        let half = delay / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
-    }
-
-    /// Back to the first delay (after a successful connection).
-    pub fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
+async fn prepare_channel(channel: &Channel, role: ChannelRole) -> Result<(), AmqpError> {
+    match role {
+        ChannelRole::Publisher => channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(AmqpError::Prepare),
+        ChannelRole::Consumer { prefetch } => channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(AmqpError::Prepare),
     }
 }
 
-/// The gauges that mirror the link: `<prefix>_broker_connected` (1 while a
-/// session is live) and `<prefix>_broker_address` (position of the node in
-/// use in the configured address list, `-1` while disconnected).
-#[derive(Clone)]
-pub struct LinkGauges {
-    /// 1 while connected, else 0.
-    pub connected: IntGauge,
-    /// 0-based position in `RABBITMQ_ADDRESSES` of the node in use, or -1.
-    pub address: IntGauge,
-}
-
-impl LinkGauges {
-    /// Registers both gauges on `registry` under `prefix`.
-    pub fn register(registry: &Registry, prefix: &str) -> prometheus::Result<Self> {
-        let connected = crate::metrics::gauge(
-            registry,
-            prefix,
-            "broker_connected",
-            "1 while the AMQP connection is up, else 0.",
-        )?;
-        let address = crate::metrics::gauge(
-            registry,
-            prefix,
-            "broker_address",
-            "0-based position in RABBITMQ_ADDRESSES of the broker node in use; -1 while disconnected.",
-        )?;
-        address.set(-1);
-        Ok(Self { connected, address })
+/// Closes `channel` if it is still open, within [`CLOSE_TIMEOUT`]; failures
+/// are only logged (the channel is being given up anyway).
+pub async fn close_channel(channel: &Channel, reason: &str) {
+    if !channel.status().connected() {
+        return;
     }
-
-    fn show(&self, position: Option<usize>) {
-        match position {
-            Some(position) => {
-                self.connected.set(1);
-                self.address.set(position.try_into().unwrap_or(i64::MAX));
-            }
-            None => {
-                self.connected.set(0);
-                self.address.set(-1);
-            }
-        }
+    match tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, reason.into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "closing the channel failed"),
+        Err(_) => tracing::warn!(
+            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            "closing the channel timed out"
+        ),
     }
 }
 
-/// Read side of the manager: the current session, if connected.
-#[derive(Clone)]
-pub struct BrokerLink {
-    rx: watch::Receiver<Option<Arc<Session>>>,
-    redeclare: Arc<Notify>,
-}
-
-impl BrokerLink {
-    /// The current live session, if any.
-    pub fn session(&self) -> Option<Arc<Session>> {
-        self.rx.borrow().as_ref().filter(|s| s.is_alive()).cloned()
+/// Closes `connection` if it is still open, within [`CLOSE_TIMEOUT`];
+/// failures are only logged.
+pub async fn close_connection(connection: &Connection, reason: &str) {
+    if !connection.status().connected() {
+        return;
     }
-
-    /// The node of the current live session, if any (for readiness).
-    pub fn node(&self) -> Option<BrokerAddress> {
-        self.session().map(|session| session.address.clone())
-    }
-
-    /// Whether a live session exists right now.
-    pub fn is_connected(&self) -> bool {
-        self.session().is_some()
-    }
-
-    /// Asks the manager to declare the topology again on the live session
-    /// (e.g. after a publish came back unroutable because someone deleted
-    /// the queue). Requests made while one is pending are coalesced.
-    pub fn request_redeclare(&self) {
-        self.redeclare.notify_one();
-    }
-
-    /// A receiver that is notified at every change of session.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Session>>> {
-        self.rx.clone()
-    }
-}
-
-/// Handle on the background connection manager.
-pub struct ConnectionManager {
-    link: BrokerLink,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl ConnectionManager {
-    /// Starts the manager task. `gauges` mirror the connection state;
-    /// `name` is the AMQP connection name.
-    pub fn spawn(config: AmqpConfig, role: ChannelRole, name: String, gauges: LinkGauges) -> Self {
-        let (tx, rx) = watch::channel(None);
-        let stop = CancellationToken::new();
-        let redeclare = Arc::new(Notify::new());
-        let link = BrokerLink {
-            rx,
-            redeclare: Arc::clone(&redeclare),
-        };
-        let manager = Manager {
-            config,
-            role,
-            name,
-            tx,
-            gauges,
-            redeclare,
-            stop: stop.clone(),
-        };
-        let task = tokio::spawn(manager.run());
-        Self { link, stop, task }
-    }
-
-    /// The read side, for publishers, consumers and readiness.
-    pub fn link(&self) -> BrokerLink {
-        self.link.clone()
-    }
-
-    /// Stops reconnecting and closes the channel and connection gracefully.
-    pub async fn shutdown(self) {
-        self.stop.cancel();
-        if let Err(error) = self.task.await {
-            tracing::error!(%error, "connection manager task failed");
-        }
-    }
-}
-
-enum SessionEnd {
-    Stopped,
-    Lost(String),
-}
-
-struct Manager {
-    config: AmqpConfig,
-    role: ChannelRole,
-    name: String,
-    tx: watch::Sender<Option<Arc<Session>>>,
-    gauges: LinkGauges,
-    redeclare: Arc<Notify>,
-    stop: CancellationToken,
-}
-
-impl Manager {
-    async fn run(self) {
-        let addresses = self.config.addresses.clone();
-        let mut backoff = Backoff::default();
-        let mut position = 0usize;
-        // Attempts that failed since the last session (or start).
-        let mut failed_in_round = 0usize;
-        loop {
-            let address = addresses.get(position);
-            let attempt = tokio::select! {
-                result = open_session(&self.config, address, self.role, &self.name) => result,
-                () = self.stop.cancelled() => break,
-            };
-            let wait = match attempt {
-                Ok(session) => {
-                    backoff.reset();
-                    failed_in_round = 0;
-                    match self.hold(Arc::new(session), position).await {
-                        SessionEnd::Stopped => break,
-                        SessionEnd::Lost(reason) => {
-                            tracing::warn!(node = %address, position, %reason, "lost the broker connection, failing over to the next node");
-                        }
-                    }
-                    None
-                }
-                Err(error) if error.is_permanent() => {
-                    tracing::error!(kind = error.kind(), node = %address, %error, "cannot use the configured queue");
-                    Some(MISMATCH_RETRY)
-                }
-                Err(error) => {
-                    failed_in_round += 1;
-                    tracing::warn!(kind = error.kind(), node = %address, position, %error, "broker node not available");
-                    // Every node failed once in a row: back off before the next round.
-                    (failed_in_round >= addresses.len()).then(|| {
-                        failed_in_round = 0;
-                        backoff.next_jittered()
-                    })
-                }
-            };
-            position = (position + 1) % addresses.len();
-            if let Some(delay) = wait {
-                tracing::debug!(
-                    delay_ms = delay.as_millis() as u64,
-                    "waiting before reconnecting"
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = self.stop.cancelled() => break,
-                }
-            }
-        }
-        self.gauges.show(None);
-        tracing::info!("connection manager stopped");
-    }
-
-    /// Publishes `session` until it is lost or the manager stops.
-    async fn hold(&self, session: Arc<Session>, position: usize) -> SessionEnd {
-        let address = self.config.addresses.get(position);
-        self.tx.send_replace(Some(Arc::clone(&session)));
-        self.gauges.show(Some(position));
-        tracing::info!(node = %address, position, queue = %self.config.queue, queue_type = %self.config.queue_type, "connected to the broker");
-        let end = watch_session(
-            &session,
-            &self.config.queue,
-            self.config.queue_type,
-            &self.redeclare,
-            &self.stop,
-        )
-        .await;
-        self.tx.send_replace(None);
-        self.gauges.show(None);
-        match &end {
-            SessionEnd::Stopped => close_session(&session).await,
-            // Release whatever is left of the old connection.
-            SessionEnd::Lost(_) => {
-                let _ = session.connection.close(200, "reconnecting".into()).await;
-            }
-        }
-        end
-    }
-}
-
-async fn watch_session(
-    session: &Session,
-    queue: &QueueName,
-    queue_type: QueueType,
-    redeclare: &Notify,
-    stop: &CancellationToken,
-) -> SessionEnd {
-    let mut events = session.connection.events_listener();
-    let mut poll = tokio::time::interval(POLL_INTERVAL);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return SessionEnd::Stopped,
-            () = redeclare.notified() => match declare_topology(&session.connection, queue, queue_type).await {
-                Ok(()) => tracing::warn!(%queue, "declared the topology again after an unroutable publish"),
-                Err(error) => return SessionEnd::Lost(error.to_string()),
-            },
-            event = events.next() => match event {
-                Some(Event::Error(error)) => return SessionEnd::Lost(error.to_string()),
-                Some(Event::ConnectionBlocked(reason)) => {
-                    tracing::warn!(%reason, "broker blocked the connection");
-                }
-                Some(Event::ConnectionUnblocked) => tracing::info!("broker unblocked the connection"),
-                Some(_) => {}
-                None => return SessionEnd::Lost("connection event stream ended".to_owned()),
-            },
-            _ = poll.tick() => {
-                if !session.is_alive() {
-                    return SessionEnd::Lost("connection or channel closed".to_owned());
-                }
-            }
-        }
-    }
-}
-
-async fn close_session(session: &Session) {
-    if session.channel.status().connected()
-        && let Err(error) = session.channel.close(200, "shutdown".into()).await
-    {
-        tracing::debug!(%error, "closing the channel failed");
-    }
-    if session.connection.status().connected()
-        && let Err(error) = session.connection.close(200, "shutdown".into()).await
-    {
-        tracing::debug!(%error, "closing the connection failed");
-    }
-    tracing::info!("closed the broker connection");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jittered_backoff_stays_within_half_and_full_delay() {
-        let mut backoff = Backoff::default();
-        let mut plain = Backoff::default();
-        for _ in 0..12 {
-            let full = plain.next_delay();
-            let jittered = backoff.next_jittered();
-            assert!(
-                jittered >= full / 2 && jittered <= full,
-                "{jittered:?} vs {full:?}"
-            );
-        }
-        assert_eq!(plain.next_delay(), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn link_gauges_show_the_position_or_minus_one() {
-        let registry = Registry::new();
-        let gauges = LinkGauges::register(&registry, "t").unwrap();
-        assert_eq!((gauges.connected.get(), gauges.address.get()), (0, -1));
-        gauges.show(Some(2));
-        assert_eq!((gauges.connected.get(), gauges.address.get()), (1, 2));
-        gauges.show(None);
-        assert_eq!((gauges.connected.get(), gauges.address.get()), (0, -1));
+    match tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "closing the connection failed"),
+        Err(_) => tracing::warn!(
+            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            "closing the connection timed out"
+        ),
     }
 }

@@ -4,7 +4,10 @@
 //! the same `RABBITMQ_*` variables as the services (defaults 127.0.0.1:5672
 //! guest/guest), gives every test a unique queue and checks that the broker answers. When it
 //! does not, the test FAILS if `CI=true` and is skipped with a notice
-//! otherwise. Not for production code.
+//! otherwise. [`Proxy`] puts a switchable TCP proxy in front of a server.
+//! Not for production code.
+
+mod proxy;
 
 use std::time::Duration;
 
@@ -13,6 +16,8 @@ use lapin::types::FieldTable;
 
 use crate::amqp::{ChannelRole, Session, open_session_any};
 use crate::config::{AmqpConfig, Env, QueueName};
+
+pub use proxy::Proxy;
 
 /// Broker settings for tests, parsed exactly as the services parse them
 /// (`RABBITMQ_*`, see [`AmqpConfig::from_env`]), with a fresh queue named

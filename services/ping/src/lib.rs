@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
+pub mod publish_log;
 pub mod publisher;
 pub mod readiness;
 

@@ -2,15 +2,47 @@
 //!
 //! [`AmqpPublisher`] publishes on the managed confirm channel through the
 //! default exchange (routing key = queue), `mandatory`, persistent, JSON, with
-//! `message_id` = id, and awaits that message's own confirm with a timeout.
-//! Only an ack *without* a returned message is success. No lock is held
-//! across an await: concurrent requests publish concurrently and their
-//! confirms are pipelined on the one channel. Handlers see only the trait, so
-//! tests can use a fake. Readiness follows the connection *and* the confirms
+//! `message_id` = the caller's id, and awaits that message's own confirm with
+//! a timeout. Only an ack *without* a returned message is success; a returned
+//! message must carry the id of the publish it is attributed to. Handlers see
+//! only the trait, so tests can use a fake.
+//!
+//! **Wire order.** lapin takes a publish's delivery tag and queues its frames
+//! in two steps; two publishes on two runtime threads could take tags 1 and 2
+//! and queue their frames as 2 then 1, and the broker, which numbers messages
+//! by arrival, would then confirm each with the other's tag: a nack for one
+//! could answer the other. Every publish therefore does both steps under
+//! [`AmqpPublisher`]'s `wire_order` lock: lapin 4.12's `basic_publish` takes
+//! the tag (`before_basic_publish`) and queues the frames
+//! (`send_method_frame_with_body` → `push_frames`) within the first poll of
+//! its future, before its first await, so the lock is held across exactly
+//! that first poll and never across an await.
+//! `services/ping/tests/it/broker.rs` checks the outcome on a real broker.
+//!
+//! **Bounded confirms.** At most [`MAX_UNCONFIRMED`] publishes wait for their
+//! confirm at a time; beyond that a publish fails at once
+//! ([`PublishError::Overloaded`]). A publish whose confirm does not come
+//! within [`CONFIRM_TIMEOUT`] answers `Timeout`, but its confirm stays
+//! awaited in the background with its slot taken until the broker answers or
+//! the channel closes, so confirms parked during a long broker block are
+//! bounded too (and never pile up in lapin's list of dropped confirms).
+//!
+//! **Refused publishes.** A nack asks the connection manager for a fresh
+//! channel (paced there): RabbitMQ 3.10 can leave a channel refusing every
+//! publish to a quorum queue after a failover (see
+//! `pingpong_common::amqp::manager`). Every failed publish is counted in
+//! `pingpong_ping_publish_confirm_duration_seconds{outcome}` and logged at
+//! `warn`, at most once per [`crate::publish_log::LOG_EVERY`] per kind with
+//! the number of failures it stands for.
+//!
+//! Readiness follows the connection *and* the confirms
 //! ([`crate::readiness::ConfirmHealth`]): a run of confirm timeouts on a
 //! connection that still looks alive makes ping not ready.
 
-use std::sync::Arc;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -18,17 +50,30 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation};
 use pingpong_common::Message;
-use pingpong_common::amqp::BrokerLink;
+use pingpong_common::amqp::{BrokerLink, Session};
 use pingpong_common::config::QueueName;
 use prometheus::HistogramVec;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::publish_log::FailureLog;
 use crate::readiness::ConfirmHealth;
 
 /// How long a publish may wait for its confirm.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Publishes that may await their confirm at once (answered or parked after
+/// a timeout). At 64 KiB per message at most, that bounds what a blocked
+/// broker can leave queued in this process to 64 MiB.
+pub const MAX_UNCONFIRMED: usize = 1024;
+
 /// AMQP delivery mode of persistent messages.
 const PERSISTENT: u8 = 2;
+
+/// `mandatory`: an unroutable message comes back instead of vanishing.
+const OPTIONS: BasicPublishOptions = BasicPublishOptions {
+    mandatory: true,
+    immediate: false,
+};
 
 /// Why a message was not confirmed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +81,9 @@ pub enum PublishError {
     /// No live broker connection.
     #[error("the broker is not connected")]
     Unavailable,
+    /// [`MAX_UNCONFIRMED`] publishes already await their confirm.
+    #[error("too many publishes await their confirm")]
+    Overloaded,
     /// The message could not be encoded.
     #[error("failed to encode the message: {0}")]
     Encode(#[source] serde_json::Error),
@@ -69,6 +117,7 @@ impl PublishError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unavailable => "Unavailable",
+            Self::Overloaded => "Overloaded",
             Self::Encode(_) => "Encode",
             Self::Send(_) => "Send",
             Self::Confirm(_) => "Confirm",
@@ -88,11 +137,21 @@ impl PublishError {
 
 /// Something that durably hands a message to the broker.
 pub trait Publish: Send + Sync {
-    /// Publishes `message`; `Ok` only after a positive confirm.
+    /// Publishes `message` (its `id` becomes the AMQP `message_id`); `Ok`
+    /// only after a positive confirm.
     fn publish<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), PublishError>>;
 
     /// Whether publishing can currently succeed (for `/readyz`).
     fn is_ready(&self) -> bool;
+}
+
+/// The AMQP properties of `message`: the place for headers too.
+pub fn message_properties(message: &Message) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(PERSISTENT)
+        .with_message_id(message.id.to_string().into())
+        .with_timestamp(message.created_at.unix_timestamp().try_into().unwrap_or(0))
 }
 
 /// The real publisher on the managed AMQP connection.
@@ -101,6 +160,10 @@ pub struct AmqpPublisher {
     routing_key: ShortString,
     confirm_duration: HistogramVec,
     health: ConfirmHealth,
+    failures: FailureLog,
+    /// Held across taking a delivery tag and queueing the frames.
+    wire_order: Mutex<()>,
+    unconfirmed: Arc<Semaphore>,
 }
 
 impl AmqpPublisher {
@@ -111,49 +174,90 @@ impl AmqpPublisher {
             routing_key: queue.as_str().into(),
             confirm_duration,
             health: ConfirmHealth::default(),
+            failures: FailureLog::default(),
+            wire_order: Mutex::new(()),
+            unconfirmed: Arc::new(Semaphore::new(MAX_UNCONFIRMED)),
         }
     }
 
     async fn publish_confirmed(&self, message: &Message) -> Result<(), PublishError> {
-        let session = self.link.session().ok_or(PublishError::Unavailable)?;
-        let payload = message.to_json().map_err(PublishError::Encode)?;
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(PERSISTENT)
-            .with_message_id(message.id.to_string().into())
-            .with_timestamp(message.created_at.unix_timestamp().try_into().unwrap_or(0));
-        let options = BasicPublishOptions {
-            mandatory: true,
-            immediate: false,
+        let Some(session) = self.link.session() else {
+            return Err(self.failed(None, PublishError::Unavailable));
         };
+        let Ok(slot) = Arc::clone(&self.unconfirmed).try_acquire_owned() else {
+            return Err(self.failed(Some(&session), PublishError::Overloaded));
+        };
+        let payload = message.to_json().map_err(PublishError::Encode)?;
         let started = Instant::now();
-        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, async {
-            let confirm = session
-                .channel
-                .basic_publish(
-                    "".into(),
-                    self.routing_key.clone(),
-                    options,
-                    &payload,
-                    properties,
-                )
-                .await
-                .map_err(PublishError::Send)?;
-            confirm.await.map_err(PublishError::Confirm)
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
+        let mut publishing = Box::pin(publish_on(
+            Arc::clone(&session),
+            self.routing_key.clone(),
+            payload,
+            message_properties(message),
+        ));
+        let first = poll_fn(|cx| {
+            let _wire_order = self
+                .wire_order
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Poll::Ready(publishing.as_mut().poll(cx))
         })
         .await;
-        let connection = Arc::as_ptr(&session).addr();
-        match &confirmed {
-            Err(_) => self.health.record_timeout(connection, Instant::now()),
-            Ok(Ok(_)) => self.health.record_answer(),
+        // `None`: no answer within the timeout.
+        let answered = match first {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => tokio::time::timeout_at(deadline, &mut publishing)
+                .await
+                .ok(),
+        };
+        let (label, result) = match answered {
+            None => {
+                park(publishing, slot);
+                self.health
+                    .record_timeout(session.connection_id, Instant::now());
+                ("timeout", Err(PublishError::Timeout(CONFIRM_TIMEOUT)))
+            }
+            Some(confirmed) => {
+                drop(slot);
+                self.judge(&session, message, confirmed)
+            }
+        };
+        self.confirm_duration
+            .with_label_values(&[label])
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|error| self.failed(Some(&session), error))
+    }
+
+    /// The metric label and the result of a publish the broker answered.
+    fn judge(
+        &self,
+        session: &Session,
+        message: &Message,
+        confirmed: Result<Confirmation, PublishError>,
+    ) -> (&'static str, Result<(), PublishError>) {
+        let confirmation = match confirmed {
             // Send and channel errors: the connection manager sees those.
-            Ok(Err(_)) => {}
-        }
-        let (outcome, result) = match confirmed {
-            Err(_) => ("timeout", Err(PublishError::Timeout(CONFIRM_TIMEOUT))),
-            Ok(Err(error)) => ("error", Err(error)),
-            Ok(Ok(Confirmation::Ack(None))) => ("ack", Ok(())),
-            Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
+            Err(error) => return ("error", Err(error)),
+            Ok(confirmation) => confirmation,
+        };
+        self.health.record_answer();
+        match confirmation {
+            Confirmation::Ack(None) => ("ack", Ok(())),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                let expected = message.id.to_string();
+                let returned_id = returned
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(ShortString::as_str);
+                if returned_id != Some(expected.as_str()) {
+                    tracing::error!(
+                        expected = %expected,
+                        returned = returned_id.unwrap_or("(none)"),
+                        "a returned message was attributed to another publish; confirms are out of order"
+                    );
+                }
                 // Our queue is declared at connect; a return means it was
                 // deleted since. Declare it again so the next publish works.
                 self.link.request_redeclare();
@@ -165,14 +269,59 @@ impl AmqpPublisher {
                     }),
                 )
             }
-            Ok(Ok(Confirmation::Nack(None))) => ("nack", Err(PublishError::Nacked)),
-            Ok(Ok(Confirmation::NotRequested)) => ("error", Err(PublishError::NotConfirmed)),
-        };
-        self.confirm_duration
-            .with_label_values(&[outcome])
-            .observe(started.elapsed().as_secs_f64());
-        result
+            Confirmation::Nack(None) => {
+                self.link.request_new_channel(session.id);
+                ("nack", Err(PublishError::Nacked))
+            }
+            Confirmation::NotRequested => ("error", Err(PublishError::NotConfirmed)),
+        }
     }
+
+    /// Logs `error` at `warn` (paced per kind) and hands it back.
+    fn failed(&self, session: Option<&Session>, error: PublishError) -> PublishError {
+        if let Some(failures) = self.failures.note(error.kind(), Instant::now()) {
+            match session {
+                Some(session) => tracing::warn!(
+                    kind = error.kind(),
+                    failures,
+                    node = %session.address,
+                    channel = session.channel.id(),
+                    %error,
+                    "publishes failed"
+                ),
+                None => tracing::warn!(kind = error.kind(), failures, %error, "publishes failed"),
+            }
+        }
+        error
+    }
+}
+
+/// Publishes on `session` and awaits the broker's answer. The tag and the
+/// frames are taken and queued in the first poll (see the module doc).
+async fn publish_on(
+    session: Arc<Session>,
+    routing_key: ShortString,
+    payload: Vec<u8>,
+    properties: BasicProperties,
+) -> Result<Confirmation, PublishError> {
+    let confirm = session
+        .channel
+        .basic_publish("".into(), routing_key, OPTIONS, &payload, properties)
+        .await
+        .map_err(PublishError::Send)?;
+    confirm.await.map_err(PublishError::Confirm)
+}
+
+/// Awaits a timed-out publish's confirm in the background, its slot taken
+/// until the broker answers or the channel closes.
+fn park<F>(publishing: Pin<Box<F>>, slot: OwnedSemaphorePermit)
+where
+    F: Future + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = publishing.await;
+        drop(slot);
+    });
 }
 
 impl Publish for AmqpPublisher {
@@ -183,7 +332,28 @@ impl Publish for AmqpPublisher {
     fn is_ready(&self) -> bool {
         self.link.session().is_some_and(|session| {
             self.health
-                .is_healthy(Arc::as_ptr(&session).addr(), Instant::now())
+                .is_healthy(session.connection_id, Instant::now())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_lasts_twice_the_confirm_timeout() {
+        assert_eq!(crate::readiness::UNREADY_FOR, 2 * CONFIRM_TIMEOUT);
+    }
+
+    #[test]
+    fn properties_carry_the_callers_id_and_persistence() {
+        let message = Message::new("hello".to_owned());
+        let properties = message_properties(&message);
+        assert_eq!(
+            properties.message_id().as_ref().map(ShortString::as_str),
+            Some(message.id.to_string().as_str())
+        );
+        assert_eq!(properties.delivery_mode(), &Some(PERSISTENT));
     }
 }

@@ -16,14 +16,14 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::publisher::CONFIRM_TIMEOUT;
-
 /// Consecutive confirm timeouts on one connection after which ping reports
 /// not ready.
 pub const UNREADY_AFTER_TIMEOUTS: u32 = 3;
 
-/// How long a run of timeouts keeps ping not ready after the last timeout.
-pub const UNREADY_FOR: Duration = Duration::from_secs(2 * CONFIRM_TIMEOUT.as_secs());
+/// How long a run of timeouts keeps ping not ready after the last timeout:
+/// twice the publisher's confirm timeout (a test in `publisher` keeps the
+/// two in step; this module does not depend on the publisher).
+pub const UNREADY_FOR: Duration = Duration::from_secs(10);
 
 /// Confirm outcomes of the recent publishes, per connection.
 #[derive(Debug, Default)]
@@ -33,8 +33,9 @@ pub struct ConfirmHealth {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Identity of the connection the timeouts happened on.
-    connection: usize,
+    /// Identity of the connection the timeouts happened on
+    /// (`Session::connection_id`, never reused).
+    connection: u64,
     /// Timeouts in a row on that connection.
     consecutive_timeouts: u32,
     /// When the last of them happened.
@@ -43,7 +44,7 @@ struct State {
 
 impl ConfirmHealth {
     /// A publish on `connection` got no confirm in time.
-    pub fn record_timeout(&self, connection: usize, now: Instant) {
+    pub fn record_timeout(&self, connection: u64, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.connection == connection {
             state.consecutive_timeouts = state.consecutive_timeouts.saturating_add(1);
@@ -63,7 +64,7 @@ impl ConfirmHealth {
 
     /// Whether publishing on `connection` (the current one) can be expected to
     /// work, as far as confirms tell.
-    pub fn is_healthy(&self, connection: usize, now: Instant) -> bool {
+    pub fn is_healthy(&self, connection: u64, now: Instant) -> bool {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.consecutive_timeouts < UNREADY_AFTER_TIMEOUTS || state.connection != connection {
             return true;

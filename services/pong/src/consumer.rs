@@ -10,9 +10,10 @@
 //! before the store reports it durable. When the store is unavailable the
 //! batch stays unacked and is retried with backoff (the prefetch stops the
 //! intake meanwhile); a message the store refuses for good is dead-lettered.
-//! On stop it finishes or abandons the current batch, cancels the consumer
-//! and returns; unacked deliveries go back to the queue when the channel
-//! closes.
+//! On stop it finishes or abandons the current batch, cancels the consumer,
+//! stores and acks what the broker had already pushed (so a scale-in
+//! redelivers nothing), and returns; deliveries still unacked (the store
+//! was down) go back to the queue when the channel closes.
 //!
 //! Every wait on the broker (the next delivery, the store-and-ack of a batch,
 //! the cancel) is also a wait for the connection manager to drop the session:
@@ -75,6 +76,15 @@ async fn ack_through(last: Acker, count: usize) {
     if let Err(error) = last.ack(options).await {
         tracing::warn!(%error, "ack failed; the broker will redeliver the messages");
     }
+}
+
+/// The deliveries already buffered on a cancelled consumer, without waiting.
+fn drain_buffered(consumer: &mut lapin::Consumer) -> Vec<Delivery> {
+    let mut held = Vec::new();
+    while let Some(Some(Ok(delivery))) = consumer.next().now_or_never() {
+        held.push(delivery);
+    }
+    held
 }
 
 enum End {
@@ -255,7 +265,27 @@ impl QueueConsumer {
                     .channel
                     .basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
                 match unless_ended(&mut ended, tokio::time::timeout(CLOSE_TIMEOUT, cancel)).await {
-                    Some(Ok(Ok(()))) | None => {}
+                    Some(Ok(Ok(()))) => {
+                        // The broker sends nothing after cancel-ok, and everything it sent
+                        // before is buffered: store and ack it instead of leaving it to be
+                        // requeued and redelivered to another replica (scale-in without
+                        // redeliveries).
+                        let mut held = drain_buffered(&mut consumer);
+                        if !held.is_empty() {
+                            tracing::info!(
+                                deliveries = held.len(),
+                                "storing the deliveries held at stop"
+                            );
+                        }
+                        while !held.is_empty() {
+                            let rest = held.split_off(held.len().min(MAX_BATCH));
+                            match unless_ended(&mut ended, self.settle(held, stop)).await {
+                                Some(Settled::Done) => held = rest,
+                                None | Some(Settled::Abandoned) => break,
+                            }
+                        }
+                    }
+                    None => {}
                     Some(Ok(Err(error))) => tracing::debug!(%error, "basic.cancel failed"),
                     Some(Err(_)) => tracing::debug!("basic.cancel unanswered"),
                 }

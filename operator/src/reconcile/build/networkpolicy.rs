@@ -3,7 +3,8 @@
 //!
 //! Broker: only this stack's ping and pong pods reach AMQP 5672; broker pods reach each other on
 //! epmd 4369 and Erlang distribution 25672; the Prometheus port 15692 is open to scrapers
-//! anywhere; the management port 15672 is open to pods of the stack's namespace only.
+//! anywhere; the management port 15672 is open to pods of the stack's namespace only, and with
+//! `spec.pong.autoscaling` to the operator's pods (which read the queue's backlog there).
 //! PostgreSQL: only this stack's pong pods reach 5432 (the exporter sidecar connects over
 //! localhost); its metrics port 9187 is open to scrapers anywhere. Redis: only this stack's pong
 //! pods reach 6379.
@@ -68,6 +69,32 @@ fn tcp(ports: &[i32]) -> Option<Vec<NetworkPolicyPort>> {
     Some(ports.iter().map(|p| port(*p, "TCP")).collect())
 }
 
+/// Who reaches the management port: pods of the stack's namespace, and with autoscaling the
+/// operator's pods (labelled by its chart, in whatever namespace it runs), which read the queue.
+fn management_clients(
+    stack: &ValidatedStack,
+    same_namespace: NetworkPolicyPeer,
+) -> Vec<NetworkPolicyPeer> {
+    let mut peers = vec![same_namespace];
+    if stack.autoscaling {
+        peers.push(NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(
+                    [
+                        (labels::NAME.to_owned(), labels::MANAGED_BY.to_owned()),
+                        (labels::COMPONENT.to_owned(), "operator".to_owned()),
+                    ]
+                    .into(),
+                ),
+                match_expressions: None,
+            }),
+            ..NetworkPolicyPeer::default()
+        });
+    }
+    peers
+}
+
 /// The NetworkPolicy `<stack>-rabbitmq`.
 pub fn build_network_policy(stack: &ValidatedStack) -> NetworkPolicy {
     let same_namespace = NetworkPolicyPeer {
@@ -91,7 +118,7 @@ pub fn build_network_policy(stack: &ValidatedStack) -> NetworkPolicy {
             ports: tcp(&[RABBITMQ_METRICS_PORT]),
         },
         NetworkPolicyIngressRule {
-            from: Some(vec![same_namespace]),
+            from: Some(management_clients(stack, same_namespace)),
             ports: tcp(&[RABBITMQ_MANAGEMENT_PORT]),
         },
     ];

@@ -95,6 +95,7 @@ pub fn validate(
         "must be 0 to 100",
     )?;
     store::check_pong_replicas(&spec.pong)?;
+    store::check_pong_autoscaling(&spec.pong)?;
     check_replicas(
         "spec.rabbitmq.replicas",
         spec.rabbitmq.replicas,
@@ -157,7 +158,8 @@ pub fn validate(
             spec.pong.image.as_deref(),
             &defaults.pong,
         )?,
-        replicas: spec.pong.replicas,
+        // The autoscaler's last decision while `spec.pong.autoscaling` is set.
+        replicas: crate::autoscale::applied_replicas(stack),
         resources: resources(
             "spec.pong.resources",
             spec.pong.resources.as_ref(),
@@ -235,6 +237,7 @@ pub fn validate(
             prometheus_rule: spec.monitoring.prometheus_rule,
         },
         paused: spec.paused,
+        autoscaling: spec.pong.autoscaling.is_some(),
         name,
         namespace,
     })

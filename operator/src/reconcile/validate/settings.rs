@@ -197,6 +197,9 @@ pub struct ValidatedStack {
     pub monitoring: MonitoringSettings,
     /// Whether the stack is paused.
     pub paused: bool,
+    /// Whether pong's replicas follow the autoscaler (`spec.pong.autoscaling`): the operator
+    /// then reads the broker's management API.
+    pub autoscaling: bool,
 }
 
 impl ValidatedStack {

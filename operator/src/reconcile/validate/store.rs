@@ -34,6 +34,42 @@ pub(super) fn check_pong_replicas(pong: &PongSpec) -> Result<(), ValidationError
     }
 }
 
+/// Checks `spec.pong.autoscaling` (the CRD's CEL rules reject the same at admission; a stack
+/// stored before they existed is refused here): min ≤ max, and more than one replica only with
+/// PostgreSQL.
+pub(super) fn check_pong_autoscaling(pong: &PongSpec) -> Result<(), ValidationError> {
+    let Some(autoscaling) = &pong.autoscaling else {
+        return Ok(());
+    };
+    check_replicas(
+        "spec.pong.autoscaling.minReplicas",
+        autoscaling.min_replicas,
+        0,
+        MAX_PONG_REPLICAS,
+        "must be 0 to 100",
+    )?;
+    let (max_allowed, reason) = match pong.store.type_ {
+        StoreType::Memory => (
+            1,
+            "must be 1 while spec.pong.store.type is memory (more than one pong replica needs \
+             PostgreSQL: each would hold a different part of the stream); set \
+             spec.pong.store.type: postgres",
+        ),
+        StoreType::Postgres => (MAX_PONG_REPLICAS, "must be 1 to 100"),
+    };
+    check_replicas(
+        "spec.pong.autoscaling.maxReplicas",
+        autoscaling.max_replicas,
+        autoscaling.min_replicas.max(1),
+        max_allowed,
+        if autoscaling.min_replicas > autoscaling.max_replicas {
+            "must not be below spec.pong.autoscaling.minReplicas"
+        } else {
+            reason
+        },
+    )
+}
+
 /// A user Secret must not be one the operator writes for this stack (it would be read as the
 /// user's, or, for the PostgreSQL credentials, be taken for the generated one).
 fn check_user_secret(

@@ -290,3 +290,136 @@ async fn a_deleted_queue_is_declared_again_after_a_return() {
 
     ping.stop().await;
 }
+
+/// Issue 20's ordering test: a queue bounded with `x-max-length` and
+/// `reject-publish`, concurrent publishers on a multi-threaded runtime and a
+/// drainer that keeps the queue oscillating around full, so the broker
+/// switches between ack and nack many times while tags are being taken. If a
+/// confirm resolved another publish's request, an id answered `Ok` would be
+/// missing from what the queue held (or a nacked one would be there).
+/// Without the publisher's wire-order lock this failed in 10 runs out of 10,
+/// already in the first round (2 to 9 ids answered `Ok` per round were
+/// refused, and as many refused ids were in the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ids_confirmed_are_exactly_the_ids_the_bounded_queue_took() {
+    use std::collections::BTreeSet;
+
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+
+    const MAX_LENGTH: i64 = 50;
+    const PUBLISHERS: usize = 16;
+    const PER_PUBLISHER: usize = 150;
+    const ROUNDS: usize = 4;
+
+    let Some(ping) = Connected::start("ping-order").await else {
+        return;
+    };
+    let bounded = QueueName::new(&format!("{}-bounded", ping.config.queue)).unwrap();
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(MAX_LENGTH));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    ping.admin
+        .channel
+        .queue_declare(
+            bounded.as_str().into(),
+            QueueDeclareOptions::default(),
+            arguments,
+        )
+        .await
+        .unwrap();
+    let publisher = Arc::new(AmqpPublisher::new(
+        ping.manager.link(),
+        &bounded,
+        ping.metrics.confirm_duration.clone(),
+    ));
+    let (mut confirmed_total, mut nacked_total) = (0usize, 0usize);
+    for round in 0..ROUNDS {
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let drainer = {
+            let (draining, admin, queue) = (
+                Arc::clone(&draining),
+                ping.admin.channel.clone(),
+                bounded.clone(),
+            );
+            tokio::spawn(async move {
+                let mut taken = BTreeSet::new();
+                while draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    let got = admin
+                        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                        .await
+                        .unwrap();
+                    match got {
+                        Some(got) => {
+                            taken.insert(Message::from_slice(&got.delivery.data).unwrap().id);
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+                taken
+            })
+        };
+        let tasks: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let publisher = Arc::clone(&publisher);
+                tokio::spawn(async move {
+                    let mut confirmed = BTreeSet::new();
+                    let mut nacked = 0usize;
+                    for i in 0..PER_PUBLISHER {
+                        let message = Message::new(format!("r{round}-p{p}-{i}"));
+                        match publisher.publish(&message).await {
+                            Ok(()) => {
+                                confirmed.insert(message.id);
+                            }
+                            Err(PublishError::Nacked) => nacked += 1,
+                            Err(error) => panic!("unexpected publish error: {error:?}"),
+                        }
+                    }
+                    (confirmed, nacked)
+                })
+            })
+            .collect();
+        let mut confirmed = BTreeSet::new();
+        for task in tasks {
+            let (ids, nacked) = task.await.unwrap();
+            confirmed.extend(ids);
+            nacked_total += nacked;
+        }
+        draining.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut stored = drainer.await.unwrap();
+        while let Some(got) = ping
+            .admin
+            .channel
+            .basic_get(bounded.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            stored.insert(Message::from_slice(&got.delivery.data).unwrap().id);
+        }
+        let lost: Vec<_> = confirmed.difference(&stored).collect();
+        let unconfirmed: Vec<_> = stored.difference(&confirmed).collect();
+        assert!(
+            lost.is_empty() && unconfirmed.is_empty(),
+            "round {round}: {} ids answered Ok are not in the queue, {} ids in the queue were \
+             answered with an error (first: {:?}, {:?})",
+            lost.len(),
+            unconfirmed.len(),
+            lost.first(),
+            unconfirmed.first()
+        );
+        confirmed_total += confirmed.len();
+    }
+    assert!(
+        nacked_total > 0 && confirmed_total > 0,
+        "the queue must both take and refuse messages ({confirmed_total} taken, {nacked_total} refused)"
+    );
+    ping.admin
+        .channel
+        .queue_delete(bounded.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    ping.stop().await;
+}

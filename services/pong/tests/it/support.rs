@@ -7,15 +7,16 @@
 //! `PONG_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`) and gives a
 //! unique key prefix. When a server is missing the test FAILS if `CI=true`
 //! and is skipped with a notice otherwise (same rule as the broker guard).
-//! [`Proxy`] is a TCP proxy the tests switch off to simulate a database
-//! outage without touching the shared server.
+//! [`Proxy`] (from `pingpong_common::testing`) is a TCP proxy the tests
+//! switch off to simulate a database outage without touching the shared
+//! server.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use pingpong_common::testing::Proxy;
 use pingpong_common::testing::missing;
 use pingpong_pong::config::PgConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -189,80 +190,6 @@ pub async fn redis_cleanup(url: &str, prefix: &str) {
 pub async fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
-}
-
-/// A TCP proxy (in front of PostgreSQL or RabbitMQ) that a test can switch off: while off
-/// it closes every open connection and refuses (accepts and closes) new ones.
-pub struct Proxy {
-    /// Where clients connect.
-    pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    kill: Arc<std::sync::Mutex<CancellationToken>>,
-    stop: CancellationToken,
-}
-
-impl Proxy {
-    /// A proxy to `upstream` (host:port), switched on.
-    pub async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let kill = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
-        let stop = CancellationToken::new();
-        let (u, k, s) = (up.clone(), kill.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = s.cancelled() => break,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut inbound, _)) = accepted else {
-                    continue;
-                };
-                if !u.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let token = k.lock().unwrap().clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        () = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            up,
-            kill,
-            stop,
-        }
-    }
-
-    /// Switches the proxy off: open connections die, new ones are refused.
-    pub fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        let mut kill = self.kill.lock().unwrap();
-        kill.cancel();
-        *kill = CancellationToken::new();
-    }
-
-    /// Switches the proxy back on.
-    pub fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.kill.lock().unwrap().cancel();
-    }
 }
 
 /// A running consumer (connection manager + [`QueueConsumer`]) over a sink.

@@ -1,0 +1,341 @@
+//! The signal: what the broker holds for pong, read from the RabbitMQ management API
+//! (`GET /api/queues/%2F/<queue>`) with the stack's own credentials.
+//!
+//! The management API (not AMQP's `queue.declare`, which counts only ready messages) gives ready
+//! *and* unacknowledged messages, the consumers, their utilisation and the publish, deliver and
+//! ack rates. [`parse_queue`] is pure; [`ManagementClient`] does the one HTTP request, with a
+//! deadline, and never logs the password.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode, Uri, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use super::decide::Signal;
+
+/// Deadline of one management API request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest response body read (a queue object is a few KiB).
+const MAX_BODY: usize = 1 << 20;
+/// Port of the RabbitMQ management API.
+pub const MANAGEMENT_PORT: u16 = 15672;
+
+/// Why the signal could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// The URL could not be built (bad base URL or queue name).
+    #[error("invalid management API URL {url}")]
+    Url {
+        /// The URL, without credentials.
+        url: String,
+    },
+    /// No answer in time.
+    #[error("the management API did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection or request failed.
+    #[error("the management API request failed")]
+    Request(#[source] hyper_util::client::legacy::Error),
+    /// The body could not be read.
+    #[error("could not read the management API response")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The credentials were refused (rotated, or the user lacks a management tag).
+    #[error("the management API refused the stack's credentials (HTTP {0})")]
+    Unauthorized(u16),
+    /// The queue does not exist (yet).
+    #[error("the queue does not exist on the broker")]
+    NoQueue,
+    /// Another HTTP status.
+    #[error("the management API answered HTTP {0}")]
+    Status(u16),
+    /// The body is not the queue object expected.
+    #[error("unexpected management API response: {0}")]
+    Parse(String),
+    /// The stack's credentials Secret could not be read.
+    #[error("cannot read the credentials Secret {name}")]
+    Credentials {
+        /// The Secret's name.
+        name: String,
+        /// What went wrong (boxed: it is large).
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The credentials Secret lacks a key.
+    #[error("the credentials Secret {name} has no {key:?} key")]
+    CredentialsKey {
+        /// The Secret's name.
+        name: String,
+        /// The missing key.
+        key: &'static str,
+    },
+}
+
+impl SignalError {
+    /// A fixed PascalCase category (metric label, status reason detail).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Url { .. } => "InvalidUrl",
+            Self::Timeout(_) => "Timeout",
+            Self::Request(_) => "Unreachable",
+            Self::Body(_) => "BodyError",
+            Self::Unauthorized(_) => "Unauthorized",
+            Self::NoQueue => "NoQueue",
+            Self::Status(_) => "HttpError",
+            Self::Parse(_) => "BadResponse",
+            Self::Credentials { .. } => "CredentialsUnreadable",
+            Self::CredentialsKey { .. } => "CredentialsIncomplete",
+        }
+    }
+
+    /// Every kind, so metric series exist from the first scrape.
+    pub const KINDS: [&'static str; 10] = [
+        "InvalidUrl",
+        "Timeout",
+        "Unreachable",
+        "BodyError",
+        "Unauthorized",
+        "NoQueue",
+        "HttpError",
+        "BadResponse",
+        "CredentialsUnreadable",
+        "CredentialsIncomplete",
+    ];
+}
+
+/// A broker user and password; `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Where one stack's queue is read: the management API base URL and the queue name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `http://host:port` (no trailing slash).
+    pub base_url: String,
+    /// The work queue (in vhost `/`).
+    pub queue: String,
+}
+
+impl Target {
+    /// The in-cluster address of a stack's broker Service.
+    pub fn in_cluster(service: &str, namespace: &str, queue: &str) -> Self {
+        Self {
+            base_url: format!("http://{service}.{namespace}.svc:{MANAGEMENT_PORT}"),
+            queue: queue.to_owned(),
+        }
+    }
+
+    /// The queue's URL. Queue names are `[A-Za-z0-9][A-Za-z0-9._:-]*` (the CRD's pattern), so
+    /// only the vhost needs escaping.
+    pub fn url(&self) -> String {
+        format!(
+            "{}/api/queues/%2F/{}",
+            self.base_url.trim_end_matches('/'),
+            self.queue
+        )
+    }
+}
+
+fn number(value: &Value, pointer: &str) -> Option<f64> {
+    value.pointer(pointer).and_then(Value::as_f64)
+}
+
+fn count(value: &Value, pointer: &str) -> Result<u64, SignalError> {
+    match value.pointer(pointer) {
+        // A queue just declared has no counts yet.
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| SignalError::Parse(format!("{pointer} is not a count: {v}"))),
+    }
+}
+
+/// Reads a management API queue object (`GET /api/queues/<vhost>/<name>`) into a [`Signal`].
+/// Missing counts and rates (a new queue, statistics not yet collected) are zero.
+pub fn parse_queue(body: &[u8]) -> Result<Signal, SignalError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| SignalError::Parse(e.to_string()))?;
+    if !value.is_object() {
+        return Err(SignalError::Parse("not a JSON object".to_owned()));
+    }
+    let consumers = u32::try_from(count(&value, "/consumers")?).unwrap_or(u32::MAX);
+    let rate = |name: &str| {
+        number(&value, &format!("/message_stats/{name}_details/rate"))
+            .unwrap_or(0.0)
+            .max(0.0)
+    };
+    Ok(Signal {
+        ready: count(&value, "/messages_ready")?,
+        unacked: count(&value, "/messages_unacknowledged")?,
+        consumers,
+        utilisation: number(&value, "/consumer_utilisation")
+            .or_else(|| number(&value, "/consumer_capacity"))
+            .map(|u| u.clamp(0.0, 1.0)),
+        publish_rate: rate("publish"),
+        deliver_rate: rate("deliver_get"),
+        ack_rate: rate("ack"),
+    })
+}
+
+/// An HTTP client for the management API, shared by every stack (one connection pool).
+#[derive(Clone)]
+pub struct ManagementClient {
+    http: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for ManagementClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1)
+            .build(connector);
+        Self { http }
+    }
+}
+
+impl ManagementClient {
+    /// Reads `target`'s queue with `credentials`, within [`REQUEST_TIMEOUT`].
+    pub async fn queue(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+    ) -> Result<Signal, SignalError> {
+        let url = target.url();
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| SignalError::Url { url: url.clone() })?;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", credentials.username, credentials.password));
+        let request = Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Basic {token}"))
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| SignalError::Url { url: url.clone() })?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(SignalError::Request)?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(SignalError::Body)?
+                .to_bytes();
+            Ok::<_, SignalError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| SignalError::Timeout(REQUEST_TIMEOUT))??;
+        match status {
+            StatusCode::OK => parse_queue(&body),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(SignalError::Unauthorized(status.as_u16()))
+            }
+            StatusCode::NOT_FOUND => Err(SignalError::NoQueue),
+            other => Err(SignalError::Status(other.as_u16())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_counts_consumers_utilisation_and_rates() {
+        let body = br#"{
+            "name": "pingpong", "vhost": "/", "type": "quorum",
+            "messages": 1250, "messages_ready": 1000, "messages_unacknowledged": 250,
+            "consumers": 5, "consumer_utilisation": 0.8,
+            "message_stats": {
+                "publish": 90000, "publish_details": {"rate": 1500.5},
+                "deliver_get": 80000, "deliver_get_details": {"rate": 1200.0},
+                "ack": 79000, "ack_details": {"rate": 1190.0}
+            }
+        }"#;
+        let signal = parse_queue(body).unwrap();
+        assert_eq!(
+            signal,
+            Signal {
+                ready: 1000,
+                unacked: 250,
+                consumers: 5,
+                utilisation: Some(0.8),
+                publish_rate: 1500.5,
+                deliver_rate: 1200.0,
+                ack_rate: 1190.0,
+            }
+        );
+        assert_eq!(signal.backlog(), 1250);
+    }
+
+    #[test]
+    fn a_new_queue_without_statistics_reads_as_empty() {
+        let signal = parse_queue(br#"{"name": "pingpong", "consumers": 0}"#).unwrap();
+        assert_eq!(signal, Signal::default());
+        let nulls = parse_queue(br#"{"messages_ready": null, "consumer_utilisation": null}"#);
+        assert_eq!(nulls.unwrap(), Signal::default());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_an_empty_queue() {
+        assert_eq!(parse_queue(b"<html>").unwrap_err().kind(), "BadResponse");
+        assert_eq!(parse_queue(b"[]").unwrap_err().kind(), "BadResponse");
+        let negative = parse_queue(br#"{"messages_ready": -1}"#).unwrap_err();
+        assert_eq!(negative.kind(), "BadResponse");
+    }
+
+    #[test]
+    fn in_cluster_url_escapes_the_default_vhost() {
+        let target = Target::in_cluster("demo-rabbitmq", "team-a", "orders.v1");
+        assert_eq!(
+            target.url(),
+            "http://demo-rabbitmq.team-a.svc:15672/api/queues/%2F/orders.v1"
+        );
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let c = Credentials {
+            username: "u".into(),
+            password: "s3cret".into(),
+        };
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn kinds_are_listed() {
+        let kinds = [
+            SignalError::Timeout(REQUEST_TIMEOUT).kind(),
+            SignalError::NoQueue.kind(),
+            SignalError::Status(500).kind(),
+            SignalError::Unauthorized(401).kind(),
+        ];
+        for kind in kinds {
+            assert!(SignalError::KINDS.contains(&kind));
+        }
+    }
+}
