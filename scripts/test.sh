@@ -52,6 +52,10 @@ if [ "${CLUSTER_REAL_NODE:-0}" = 1 ]; then
   scripts/cluster/build-node.sh
 fi
 
+step "promtool for the alert-rule tests (built once from Go modules, cached outside git)"
+PROMTOOL=$(scripts/observability/build.sh promtool | tail -n 1)
+export PROMTOOL
+
 step "python tests (chart, manifests, schemas, nginx end-to-end, broker faults, e2e on a local control plane)"
 # E2E_START_CLUSTER=1: tests/e2e starts its own control plane in .cluster-test/ and stops it after.
 # The real node's ping, pong and operator images take the debug binaries built above.

@@ -1,5 +1,5 @@
 //! The optional APIs a cluster may serve (Gateway API HTTPRoute, Prometheus Operator
-//! ServiceMonitor): their resources, and which of them the cluster serves.
+//! ServiceMonitor and PrometheusRule): their resources, and which of them the cluster serves.
 //!
 //! The controller learns the [`ServedApis`] once when it starts (one GET per CRD) and keeps them
 //! in the reconcile context; a reconcile only asks again when a stack needs an API that was not
@@ -23,17 +23,20 @@ pub enum OptionalApi {
     HttpRoute,
     /// `monitoring.coreos.com/v1` ServiceMonitor.
     ServiceMonitor,
+    /// `monitoring.coreos.com/v1` PrometheusRule.
+    PrometheusRule,
 }
 
 impl OptionalApi {
     /// Every optional API.
-    pub const ALL: [Self; 2] = [Self::HttpRoute, Self::ServiceMonitor];
+    pub const ALL: [Self; 3] = [Self::HttpRoute, Self::ServiceMonitor, Self::PrometheusRule];
 
     /// The resource, for a dynamic `Api` and for the objects' `apiVersion`/`kind`.
     pub fn resource(self) -> ApiResource {
         let (group, kind, plural) = match self {
             Self::HttpRoute => (GATEWAY_GROUP, "HTTPRoute", "httproutes"),
             Self::ServiceMonitor => (MONITORING_GROUP, "ServiceMonitor", "servicemonitors"),
+            Self::PrometheusRule => (MONITORING_GROUP, "PrometheusRule", "prometheusrules"),
         };
         ApiResource {
             group: group.to_owned(),
@@ -49,6 +52,7 @@ impl OptionalApi {
         match self {
             Self::HttpRoute => "httproutes.gateway.networking.k8s.io",
             Self::ServiceMonitor => "servicemonitors.monitoring.coreos.com",
+            Self::PrometheusRule => "prometheusrules.monitoring.coreos.com",
         }
     }
 }
@@ -60,6 +64,8 @@ pub struct ServedApis {
     pub http_route: bool,
     /// ServiceMonitor is served.
     pub service_monitor: bool,
+    /// PrometheusRule is served.
+    pub prometheus_rule: bool,
 }
 
 impl ServedApis {
@@ -67,6 +73,7 @@ impl ServedApis {
     pub const ALL: Self = Self {
         http_route: true,
         service_monitor: true,
+        prometheus_rule: true,
     };
 
     /// Whether `api` is served.
@@ -74,6 +81,7 @@ impl ServedApis {
         match api {
             OptionalApi::HttpRoute => self.http_route,
             OptionalApi::ServiceMonitor => self.service_monitor,
+            OptionalApi::PrometheusRule => self.prometheus_rule,
         }
     }
 
@@ -85,6 +93,7 @@ impl ServedApis {
             match api {
                 OptionalApi::HttpRoute => served.http_route = serves,
                 OptionalApi::ServiceMonitor => served.service_monitor = serves,
+                OptionalApi::PrometheusRule => served.prometheus_rule = serves,
             }
         }
         Ok(served)

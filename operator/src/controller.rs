@@ -302,6 +302,7 @@ async fn run_controller(
     tracing::info!(
         http_route = served.http_route,
         service_monitor = served.service_monitor,
+        prometheus_rule = served.prometheus_rule,
         "optional APIs"
     );
     let reporter = Reporter {

@@ -63,17 +63,20 @@ pub enum Component {
     Redis,
     /// The HTTP route (Ingress or HTTPRoute) in front of ping and pong.
     Gateway,
+    /// The stack's alert rules (PrometheusRule).
+    Alerts,
 }
 
 impl Component {
     /// Every component, in apply order.
-    pub const ALL: [Component; 6] = [
+    pub const ALL: [Component; 7] = [
         Self::RabbitMq,
         Self::Postgres,
         Self::Redis,
         Self::Ping,
         Self::Pong,
         Self::Gateway,
+        Self::Alerts,
     ];
 
     /// Value of `app.kubernetes.io/component`.
@@ -85,6 +88,7 @@ impl Component {
             Self::Postgres => "database",
             Self::Redis => "cache",
             Self::Gateway => "gateway",
+            Self::Alerts => "alerts",
         }
     }
 
@@ -97,6 +101,7 @@ impl Component {
             Self::Postgres => "postgres",
             Self::Redis => "redis",
             Self::Gateway => "pingpong-gateway",
+            Self::Alerts => "pingpong-alerts",
         }
     }
 }

@@ -23,12 +23,12 @@
 //! - `get` on every applied kind: before a child's first apply, whether an object of its name
 //!   exists that the stack does not control (then it is left unchanged); on StatefulSets and
 //!   Deployments also readiness while paused.
-//! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, and on
-//!   StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL and
-//!   Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
+//! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, PrometheusRules,
+//!   and on StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL
+//!   and Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
 //! - `get` on CustomResourceDefinitions: the start-up check for our CRD, and whether the
-//!   HTTPRoute and ServiceMonitor CRDs are served (when the controller starts, and again only
-//!   when a stack needs one that was not).
+//!   HTTPRoute, ServiceMonitor and PrometheusRule CRDs are served (when the controller starts,
+//!   and again only when a stack needs one that was not).
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
 //! - `get`, `create`, `update` on leases: leader election.
 //! - `list` on HorizontalPodAutoscalers: the autoscaler's round looks for one that targets an
@@ -117,6 +117,11 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "monitoring.coreos.com",
         resource: "servicemonitors",
+        verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "monitoring.coreos.com",
+        resource: "prometheusrules",
         verbs: WATCH_APPLY_DELETE,
     },
     Permission {

@@ -7,8 +7,8 @@
 //! carries `metadata.uid` (as objects read from a cluster do); a plain manifest has none, so its
 //! rendered children have no `ownerReferences`. Credentials are freshly generated on every run,
 //! exactly as the operator would for a stack whose Secrets do not exist yet (the broker's, and
-//! a provisioned PostgreSQL's), and the rendered Secrets contain them (base64 in `data`). ServiceMonitors are rendered when the spec asks for
-//! them, as if the Prometheus Operator CRD were installed.
+//! a provisioned PostgreSQL's), and the rendered Secrets contain them (base64 in `data`). ServiceMonitors and the PrometheusRule are rendered when
+//! the spec asks for them, as if the Prometheus Operator CRDs were installed.
 //!
 //! Secrets may follow the stack in the same stream (`---`-separated, e.g. `kubectl get secret
 //! NAME -o yaml`): they count as existing, as observe would read them from the cluster. The

@@ -211,6 +211,7 @@ EXPECTED_STACK_RULES = {
     ("policy", "poddisruptionbudgets"): WATCH_APPLY | {"delete"},
     ("gateway.networking.k8s.io", "httproutes"): WATCH_APPLY | {"delete"},
     ("monitoring.coreos.com", "servicemonitors"): WATCH_APPLY | {"delete"},
+    ("monitoring.coreos.com", "prometheusrules"): WATCH_APPLY | {"delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
     # the autoscaler reports an HPA that targets an autoscaled pong Deployment
     ("autoscaling", "horizontalpodautoscalers"): {"list"},

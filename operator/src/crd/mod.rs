@@ -448,6 +448,14 @@ pub struct MonitoringSpec {
     /// Keys `app.kubernetes.io/*` are reserved and ignored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_monitor_labels: BTreeMap<String, String>,
+    /// Create a PrometheusRule (monitoring.coreos.com/v1) `<stack>-alerts` with this stack's
+    /// alerts: backlog growing, no consumer, slow or refused publishes, dead-lettered messages,
+    /// broker memory or disk alarm, broker node down or partitioned, store errors. Each alert
+    /// links to its runbook. The alerts read what the ServiceMonitors scrape, and the rule
+    /// carries `serviceMonitorLabels` too (Prometheus selects rules by label as well). Only
+    /// takes effect when the Prometheus Operator's PrometheusRule CRD is installed.
+    #[serde(default)]
+    pub prometheus_rule: bool,
 }
 
 /// Observed state of a stack, written by the operator.

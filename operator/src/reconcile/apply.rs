@@ -199,7 +199,7 @@ impl<'a> Applier<'a> {
             Child::NetworkPolicy(o) => self.apply_typed(o, kind).await.map(|_| None),
             Child::PodDisruptionBudget(o) => self.apply_typed(o, kind).await.map(|_| None),
             Child::Ingress(o) => self.apply_typed(o, kind).await.map(|_| None),
-            Child::HttpRoute(o) | Child::ServiceMonitor(o) => {
+            Child::HttpRoute(o) | Child::ServiceMonitor(o) | Child::PrometheusRule(o) => {
                 self.apply_dynamic(o, kind).await.map(|()| None)
             }
         }

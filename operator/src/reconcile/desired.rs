@@ -14,7 +14,8 @@
 //! 4. ping and pong Services, then Deployments — their pods connect to the broker;
 //! 5. the NetworkPolicies and PodDisruptionBudgets;
 //! 6. the Ingress / HTTPRoute — only route traffic once the backends exist;
-//! 7. ServiceMonitors.
+//! 7. ServiceMonitors;
+//! 8. the PrometheusRule with the stack's alerts.
 //!
 //! This module is pure: no client, no clock.
 
@@ -118,6 +119,8 @@ pub struct DesiredState {
     pub pong: AppObjects,
     /// Ingress and HTTPRoute.
     pub routes: RouteObjects,
+    /// PrometheusRule with the stack's alerts, when asked for and served.
+    pub prometheus_rule: Option<DynamicObject>,
 }
 
 /// The kinds of child the operator writes.
@@ -143,11 +146,13 @@ pub enum ChildKind {
     HttpRoute,
     /// monitoring.coreos.com/v1 ServiceMonitor (optional API).
     ServiceMonitor,
+    /// monitoring.coreos.com/v1 PrometheusRule (optional API).
+    PrometheusRule,
 }
 
 impl ChildKind {
     /// Every kind.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Secret,
         Self::ConfigMap,
         Self::Service,
@@ -158,6 +163,7 @@ impl ChildKind {
         Self::Ingress,
         Self::HttpRoute,
         Self::ServiceMonitor,
+        Self::PrometheusRule,
     ];
 
     /// The API resource, for dynamic applies, metadata-only watches, lists and deletes.
@@ -173,6 +179,7 @@ impl ChildKind {
             Self::Ingress => ApiResource::erase::<Ingress>(&()),
             Self::HttpRoute => OptionalApi::HttpRoute.resource(),
             Self::ServiceMonitor => OptionalApi::ServiceMonitor.resource(),
+            Self::PrometheusRule => OptionalApi::PrometheusRule.resource(),
         }
     }
 
@@ -189,6 +196,7 @@ impl ChildKind {
             Self::Ingress => "Ingress",
             Self::HttpRoute => "HTTPRoute",
             Self::ServiceMonitor => "ServiceMonitor",
+            Self::PrometheusRule => "PrometheusRule",
         }
     }
 
@@ -205,6 +213,7 @@ impl ChildKind {
         match self {
             Self::HttpRoute => Some(OptionalApi::HttpRoute),
             Self::ServiceMonitor => Some(OptionalApi::ServiceMonitor),
+            Self::PrometheusRule => Some(OptionalApi::PrometheusRule),
             _ => None,
         }
     }
@@ -235,6 +244,8 @@ pub enum Child<'a> {
     HttpRoute(&'a DynamicObject),
     /// A ServiceMonitor.
     ServiceMonitor(&'a DynamicObject),
+    /// A PrometheusRule.
+    PrometheusRule(&'a DynamicObject),
 }
 
 impl Child<'_> {
@@ -251,6 +262,7 @@ impl Child<'_> {
             Self::Ingress(_) => ChildKind::Ingress,
             Self::HttpRoute(_) => ChildKind::HttpRoute,
             Self::ServiceMonitor(_) => ChildKind::ServiceMonitor,
+            Self::PrometheusRule(_) => ChildKind::PrometheusRule,
         }
     }
 
@@ -265,7 +277,9 @@ impl Child<'_> {
             Self::NetworkPolicy(o) => &o.metadata.name,
             Self::PodDisruptionBudget(o) => &o.metadata.name,
             Self::Ingress(o) => &o.metadata.name,
-            Self::HttpRoute(o) | Self::ServiceMonitor(o) => &o.metadata.name,
+            Self::HttpRoute(o) | Self::ServiceMonitor(o) | Self::PrometheusRule(o) => {
+                &o.metadata.name
+            }
         };
         name.as_deref().unwrap_or_default()
     }
@@ -284,7 +298,7 @@ impl Child<'_> {
             Self::NetworkPolicy(o) => y(o),
             Self::PodDisruptionBudget(o) => y(o),
             Self::Ingress(o) => y(o),
-            Self::HttpRoute(o) | Self::ServiceMonitor(o) => y(o),
+            Self::HttpRoute(o) | Self::ServiceMonitor(o) | Self::PrometheusRule(o) => y(o),
         }
     }
 }
@@ -313,6 +327,7 @@ impl DesiredState {
             ping,
             pong,
             routes,
+            prometheus_rule,
         } = self;
         let BrokerObjects {
             credentials_secret,
@@ -406,6 +421,11 @@ impl DesiredState {
             push(component, monitor.as_ref().map(C::ServiceMonitor));
         }
         push(RabbitMq, service_monitor.as_ref().map(C::ServiceMonitor));
+        // 8. The alerts, once what they read is scraped.
+        push(
+            Component::Alerts,
+            prometheus_rule.as_ref().map(C::PrometheusRule),
+        );
         out
     }
 

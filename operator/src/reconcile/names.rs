@@ -38,6 +38,8 @@ pub struct ChildNames {
     pub redis: String,
     /// Ingress and HTTPRoute: `<stack>`.
     pub route: String,
+    /// PrometheusRule with the stack's alerts: `<stack>-alerts`.
+    pub alerts: String,
     default_credentials_secret: String,
 }
 
@@ -59,6 +61,7 @@ impl ChildNames {
             postgres_credentials: format!("{stack}-postgres-credentials"),
             redis: format!("{stack}-redis"),
             route: stack.to_owned(),
+            alerts: format!("{stack}-alerts"),
             default_credentials_secret,
         }
     }

@@ -62,7 +62,8 @@ async fn served_apis(ctx: &Context, stack: &ValidatedStack) -> Result<ServedApis
     let served = ctx.served();
     let needs_route = stack.gateway.is_some() && !served.http_route;
     let needs_monitor = stack.monitoring.service_monitor && !served.service_monitor;
-    if !(needs_route || needs_monitor) {
+    let needs_rule = stack.monitoring.prometheus_rule && !served.prometheus_rule;
+    if !(needs_route || needs_monitor || needs_rule) {
         return Ok(served);
     }
     ctx.relearn_apis()

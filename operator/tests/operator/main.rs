@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod builders;
+mod builders_alerts;
 mod builders_definitions;
 mod builders_invariants;
 mod builders_security;

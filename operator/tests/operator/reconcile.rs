@@ -326,8 +326,8 @@ async fn optional_apis_are_learned_when_needed_and_unserved_kinds_are_never_list
     k8s.reconcile().await.unwrap();
     assert_eq!(
         crd_gets.swap(0, Ordering::SeqCst),
-        2,
-        "learned once, both APIs"
+        3,
+        "learned once, every optional API"
     );
     assert!(k8s.ctx.served().http_route && !k8s.ctx.served().service_monitor);
     assert!(

@@ -14,6 +14,7 @@ pub mod pdb;
 pub mod ping;
 pub mod pong;
 pub mod postgres;
+pub mod prometheusrule;
 pub mod rabbitmq;
 pub mod redis;
 pub mod secret;
@@ -253,5 +254,9 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
             ingress: ingress::build_ingress(stack),
             http_route: httproute::build_http_route(stack),
         },
+        prometheus_rule: prometheusrule::build_prometheus_rule(
+            stack,
+            inputs.served.prometheus_rule,
+        ),
     }
 }

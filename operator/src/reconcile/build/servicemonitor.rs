@@ -1,8 +1,11 @@
 //! ServiceMonitors (monitoring.coreos.com/v1) for ping, pong and RabbitMQ, created when
-//! `spec.monitoring.serviceMonitor` is set and the Prometheus Operator CRD exists.
+//! `spec.monitoring.serviceMonitor` is set and the Prometheus Operator CRD exists. The broker's
+//! scrapes both its aggregated `/metrics` and the per-queue families of `/metrics/detailed`.
 //!
 //! k8s-openapi has no Prometheus Operator types: each monitor is built from the typed structs
 //! below and carried as a [`DynamicObject`].
+
+use std::collections::BTreeMap;
 
 use kube::api::{DynamicObject, TypeMeta};
 use serde::Serialize;
@@ -22,7 +25,7 @@ struct ServiceMonitorSpec {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Selector {
-    match_labels: std::collections::BTreeMap<String, String>,
+    match_labels: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -30,7 +33,16 @@ struct Endpoint {
     port: &'static str,
     path: &'static str,
     interval: &'static str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    params: BTreeMap<&'static str, Vec<&'static str>>,
 }
+
+/// RabbitMQ's per-queue endpoint: its default `/metrics` aggregates every queue into one series,
+/// so the stack's alerts (backlog, consumers, dead-letter queue) read these per-queue families,
+/// named `rabbitmq_detailed_queue_*`.
+const RABBITMQ_DETAILED_PATH: &str = "/metrics/detailed";
+/// The cheap per-queue families: depth (ready, unacked, total) and consumer count.
+const RABBITMQ_DETAILED_FAMILIES: &[&str] = &["queue_coarse_metrics", "queue_consumer_count"];
 
 fn monitor(
     stack: &ValidatedStack,
@@ -49,11 +61,7 @@ fn monitor(
         selector: Selector {
             match_labels: labels::selector_labels(&stack.name, component),
         },
-        endpoints: vec![Endpoint {
-            port,
-            path: METRICS_PATH,
-            interval: "30s",
-        }],
+        endpoints: endpoints(component, port),
     };
     DynamicObject {
         types: Some(TypeMeta {
@@ -63,6 +71,23 @@ fn monitor(
         metadata,
         data: serde_json::json!({ "spec": spec }),
     }
+}
+
+fn endpoints(component: Component, port: &'static str) -> Vec<Endpoint> {
+    let endpoint = |path, params| Endpoint {
+        port,
+        path,
+        interval: "30s",
+        params,
+    };
+    let mut out = vec![endpoint(METRICS_PATH, BTreeMap::new())];
+    if component == Component::RabbitMq {
+        out.push(endpoint(
+            RABBITMQ_DETAILED_PATH,
+            BTreeMap::from([("family", RABBITMQ_DETAILED_FAMILIES.to_vec())]),
+        ));
+    }
+    out
 }
 
 /// The ServiceMonitor of `component` (ping, pong or the broker), or `None` when not asked for,
@@ -81,7 +106,9 @@ pub fn build_service_monitor(
         Component::Ping => (&stack.names.ping, HTTP_PORT_NAME),
         Component::Pong => (&stack.names.pong, HTTP_PORT_NAME),
         Component::RabbitMq => (&stack.names.rabbitmq, "prometheus"),
-        Component::Postgres | Component::Redis | Component::Gateway => return None,
+        Component::Postgres | Component::Redis | Component::Gateway | Component::Alerts => {
+            return None;
+        }
     };
     Some(monitor(stack, component, name, port))
 }

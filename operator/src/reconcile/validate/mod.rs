@@ -234,6 +234,7 @@ pub fn validate(
                 .filter(|(k, _)| !crate::labels::is_reserved(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            prometheus_rule: spec.monitoring.prometheus_rule,
         },
         paused: spec.paused,
         autoscaling: spec.pong.autoscaling.is_some(),

@@ -157,8 +157,10 @@ pub struct GatewaySettings {
 pub struct MonitoringSettings {
     /// Whether ServiceMonitors were asked for.
     pub service_monitor: bool,
-    /// Extra ServiceMonitor labels, reserved keys already removed.
+    /// Extra ServiceMonitor labels, reserved keys already removed (also on the PrometheusRule).
     pub service_monitor_labels: BTreeMap<String, String>,
+    /// Whether the stack's PrometheusRule was asked for.
+    pub prometheus_rule: bool,
 }
 
 /// A stack that passed validation: every name derived and checked, every default resolved.
