@@ -27,6 +27,9 @@ CONTEXT: dict[str, dict[str, Any]] = {
     "pong.store.postgres": {"pong": {"store": {"type": "postgres"}}},
 }
 IMMUTABLE = re.compile(r"^([A-Za-z][A-Za-z.]*) .*cannot (?:be changed|change)")
+# A rule that freezes a field only in some state ("pong.replicas cannot change while
+# pong.autoscaling is set") is not immutability after creation: it is not generated here.
+CONDITIONAL = re.compile(r"cannot (?:be changed|change) while ")
 
 
 def _schema() -> dict[str, Any]:
@@ -108,7 +111,7 @@ def immutable_leaves() -> list[tuple[str, str]]:
     out = []
     for rule in _rules(schema):
         match = IMMUTABLE.match(rule.get("message", ""))
-        if "oldSelf" not in rule.get("rule", "") or not match:
+        if "oldSelf" not in rule.get("rule", "") or not match or CONDITIONAL.search(rule["message"]):
             continue
         path = match.group(1)
         for leaf, _ in _leaves(path, _node(schema, path)):
@@ -148,4 +151,20 @@ def test_an_immutable_field_is_refused_set_or_defaulted(cluster: Cluster, ns: st
             f"{leaf} ({how}): the change {changed} was not refused with {fragment!r}: {refused or 'accepted'}")
         # Re-applying what exists stays accepted (the rule is not a blanket refusal).
         assert _dry_run(cluster, ns, name, created) == "", f"{leaf} ({how}): a no-op update was refused"
+        cluster.kubectl("delete", "pps", "-n", ns, name, "--wait=true", "--timeout=60s")
+
+
+def test_pong_replicas_are_frozen_only_while_autoscaling(cluster: Cluster, ns: str) -> None:
+    """The one conditional rule left out above: `pong.replicas` cannot change while
+    `pong.autoscaling` is set (the operator decides), and changes freely without it."""
+    store = {"paused": True, "pong": {"store": {"type": "postgres"}}}
+    autoscaled = _merge(store, {"pong": {"autoscaling": {"minReplicas": 1, "maxReplicas": 3}}})
+    cluster.apply(stack_doc("imm-auto", autoscaled), ns)
+    refused = _dry_run(cluster, ns, "imm-auto", _merge(autoscaled, {"pong": {"replicas": 2}}))
+    assert "pong.replicas cannot change while pong.autoscaling is set" in refused, (
+        f"a replicas change under autoscaling was not refused: {refused or 'accepted'}")
+    cluster.apply(stack_doc("imm-manual", store), ns)
+    assert _dry_run(cluster, ns, "imm-manual", _merge(store, {"pong": {"replicas": 2}})) == "", (
+        "without autoscaling pong.replicas must be free to change")
+    for name in ("imm-auto", "imm-manual"):
         cluster.kubectl("delete", "pps", "-n", ns, name, "--wait=true", "--timeout=60s")
