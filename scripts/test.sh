@@ -8,7 +8,7 @@
 # `.ci/run` installs all of it on a fresh Debian machine.
 # The end-to-end suite needs Go >= 1.26 with the module proxy, jq and openssl: it builds and
 # starts a local control plane (scripts/cluster/). With CLUSTER_REAL_NODE=1 (as root) it adds the
-# real node (containerd, kubelet, kube-proxy, CoreDNS, Traefik; images built by images/build.sh
+# real node (containerd, kubelet, kube-proxy, CoreDNS; images built by images/build.sh
 # with buildah and debootstrap), on which the data-path scenarios run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +48,7 @@ export PINGPONG_BIN_DIR="$CARGO_TARGET_DIR/debug"
 step "local Kubernetes control plane (built once from Go modules, cached outside git)"
 scripts/cluster/build.sh
 if [ "${CLUSTER_REAL_NODE:-0}" = 1 ]; then
-  step "the real node's containerd, CoreDNS and Traefik (built once from Go modules, cached outside git)"
+  step "the real node's containerd and CoreDNS (built once from Go modules, cached outside git)"
   scripts/cluster/build-node.sh
 fi
 
