@@ -207,8 +207,12 @@ class Cluster:
         return self.run(["helm", *args], check=check, timeout=timeout)
 
     def get(self, kind: str, name: str | None = None, namespace: str | None = None,
-            selector: str | None = None) -> Any:
+            selector: str | None = None, managed_fields: bool = False) -> Any:
+        """`kubectl get -o json`; `managed_fields` keeps metadata.managedFields (kubectl drops
+        them unless asked)."""
         args = ["get", kind] + ([name] if name else []) + ["-o", "json"]
+        if managed_fields:
+            args.append("--show-managed-fields")
         if namespace:
             args += ["-n", namespace]
         if selector:

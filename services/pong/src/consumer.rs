@@ -312,6 +312,9 @@ impl QueueConsumer {
         // messages is not held twice.
         for delivery in batch {
             self.metrics.consumed.inc();
+            if delivery.redelivered {
+                self.metrics.redelivered.inc();
+            }
             let span = tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
             let _entered = span.enter();
             match Message::from_slice(&delivery.data) {
