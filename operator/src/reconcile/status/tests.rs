@@ -237,8 +237,8 @@ fn a_problem_keeps_ready_false_with_its_reason_and_degrades_only_when_a_user_mus
     assert_eq!(get(&cs, READY).reason, why::IMAGE_PULL_FAILED);
     assert_eq!(
         get(&cs, READY).message,
-        "pod p: container ping is ImagePullBackOff (waiting for ping 0/1 ready, pong 0/1 ready, \
-         rabbitmq 0/1 ready)"
+        "pod p: container ping is ImagePullBackOff (waiting for rabbitmq 0/1 ready, ping 0/1 ready, \
+         pong 0/1 ready)"
     );
     assert_eq!(get(&cs, DEGRADED).status, "True");
     assert_eq!(get(&cs, DEGRADED).reason, why::IMAGE_PULL_FAILED);
