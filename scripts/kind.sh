@@ -6,16 +6,16 @@
 # `up`:
 #   1. checks docker, kind, kubectl, skaffold and helm (each with an install hint);
 #   2. creates the kind cluster from kind-config.yaml unless it exists;
-#   3. installs the route provider: ingress-nginx for kind (default), or, with
-#      PINGPONG_ROUTE=gateway, checks that cloud-provider-kind serves Gateway API;
+#   3. checks that cloud-provider-kind serves the Gateway API (the default route: ingress-nginx
+#      was retired in March 2026), or, with PINGPONG_ROUTE=ingress, installs ingress-nginx;
 #   4. builds the three images and deploys the chart with skaffold (images loaded into kind),
-#      which then applies manifests/samples/minimal.yaml (or gateway.yaml, plus the Gateway
-#      its parentRef names);
+#      which then applies manifests/samples/gateway.yaml plus the Gateway its parentRef names
+#      (or minimal.yaml, served by an Ingress);
 #   5. waits for the stack's Ready condition and prints the curl commands.
 #
 # Environment:
 #   KIND_CLUSTER_NAME        cluster name (default pingpong, as in kind-config.yaml)
-#   PINGPONG_ROUTE           ingress (default) or gateway
+#   PINGPONG_ROUTE           gateway (default) or ingress
 #   INGRESS_NGINX_MANIFEST   ingress-nginx manifest for kind (URL or file); it is fetched from
 #                            GitHub, so point it to a local copy on machines without internet
 # The sample stack lives in namespace `default` (skaffold.yaml applies it there).
@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 cluster=${KIND_CLUSTER_NAME:-pingpong}
 
 up() {
-  route=${PINGPONG_ROUTE:-ingress}
+  route=${PINGPONG_ROUTE:-gateway}
   ingress_manifest=${INGRESS_NGINX_MANIFEST:-https://raw.githubusercontent.com/kubernetes/ingress-nginx/main/deploy/static/provider/kind/deploy.yaml}
   stack_ns=default
   context="kind-$cluster"
@@ -84,7 +84,7 @@ GatewayClass 'cloud-provider-kind' not found. Run cloud-provider-kind next to th
 or
   docker run --rm --network host -v /var/run/docker.sock:/var/run/docker.sock \
     registry.k8s.io/cloud-provider-kind/cloud-controller-manager:v0.11.1
-then run `PINGPONG_ROUTE=gateway make up` again.
+then run `make up` again (or `PINGPONG_ROUTE=ingress make up` to use ingress-nginx instead).
 EOF
       exit 1
     fi

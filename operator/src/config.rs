@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::crd::GatewayParentRef;
 use crate::images::{self, Images};
 
 /// Default address of the `/metrics`, `/healthz` and `/readyz` server.
@@ -93,6 +94,38 @@ impl AllowedSecrets {
     }
 }
 
+/// Parses the default Gateway of `PINGPONG_DEFAULT_GATEWAY` (`namespace/name`, or `name` for a
+/// Gateway in each stack's own namespace) and `PINGPONG_DEFAULT_GATEWAY_SECTION` (a listener).
+/// Empty: no default Gateway (stacks that choose no route get an Ingress).
+pub fn parse_default_gateway(raw: &str, section: &str) -> Result<Option<GatewayParentRef>, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let (namespace, name) = match raw.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, raw),
+    };
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    if !label(name) || namespace.is_some_and(|ns| !label(ns) || ns.len() > 63) {
+        return Err(format!(
+            "{raw:?} is not a Gateway reference; expected namespace/name (or name for a Gateway \
+             in each stack's namespace), lowercase DNS names"
+        ));
+    }
+    let section = section.trim();
+    Ok(Some(GatewayParentRef {
+        name: name.to_owned(),
+        namespace: namespace.map(str::to_owned),
+        section_name: (!section.is_empty()).then(|| section.to_owned()),
+    }))
+}
+
 /// Leader-election identity: which Lease to hold and under which name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderElection {
@@ -121,6 +154,9 @@ pub struct Config {
     pub autoscale: crate::autoscale::runner::Settings,
     /// Secrets stacks may name without the opt-in label (`PINGPONG_ALLOWED_SECRETS`).
     pub allowed_secrets: AllowedSecrets,
+    /// The Gateway the HTTPRoute of a stack that chooses no route attaches to
+    /// (`PINGPONG_DEFAULT_GATEWAY`, `PINGPONG_DEFAULT_GATEWAY_SECTION`).
+    pub default_gateway: Option<GatewayParentRef>,
 }
 
 /// One problem with one environment variable.
@@ -210,6 +246,17 @@ impl Config {
                     });
                     AllowedSecrets::default()
                 });
+        let default_gateway = parse_default_gateway(
+            &get("PINGPONG_DEFAULT_GATEWAY").unwrap_or_default(),
+            &get("PINGPONG_DEFAULT_GATEWAY_SECTION").unwrap_or_default(),
+        )
+        .unwrap_or_else(|message| {
+            problems.push(ConfigProblem {
+                variable: "PINGPONG_DEFAULT_GATEWAY",
+                message,
+            });
+            None
+        });
         let pod_name = get("POD_NAME").filter(|v| !v.is_empty());
         let pod_namespace = get("POD_NAMESPACE").filter(|v| !v.is_empty());
         let leader_election = if enabled {
@@ -248,6 +295,7 @@ impl Config {
             instance: pod_name,
             autoscale,
             allowed_secrets,
+            default_gateway,
         })
     }
 }
@@ -311,6 +359,40 @@ mod tests {
         assert_eq!(cfg.metrics_addr.to_string(), DEFAULT_METRICS_ADDR);
         assert_eq!(cfg.log_format, LogFormat::Text);
         assert_eq!(cfg.leader_election, None);
+    }
+
+    #[test]
+    fn the_default_gateway_is_namespace_slash_name_with_an_optional_listener() {
+        let cfg = parse(&[("LEADER_ELECTION", "false")]).unwrap();
+        assert_eq!(cfg.default_gateway, None);
+        let cfg = parse(&[
+            ("LEADER_ELECTION", "false"),
+            ("PINGPONG_DEFAULT_GATEWAY", " gateway-system/public "),
+            ("PINGPONG_DEFAULT_GATEWAY_SECTION", "http"),
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.default_gateway,
+            Some(GatewayParentRef {
+                name: "public".into(),
+                namespace: Some("gateway-system".into()),
+                section_name: Some("http".into()),
+            })
+        );
+        let own_namespace = parse_default_gateway("public", "").unwrap().unwrap();
+        assert_eq!(own_namespace.namespace, None);
+        assert_eq!(own_namespace.section_name, None);
+        for bad in ["a/b/c", "/public", "ns/", "Public", "ns/pub lic"] {
+            let err = parse(&[
+                ("LEADER_ELECTION", "false"),
+                ("PINGPONG_DEFAULT_GATEWAY", bad),
+            ])
+            .unwrap_err();
+            assert_eq!(
+                err.problems[0].variable, "PINGPONG_DEFAULT_GATEWAY",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -325,7 +325,8 @@ async fn run_controller(
             served,
         )
         .with_child_caches(children)
-        .with_allowed_secrets(config.allowed_secrets.clone()),
+        .with_allowed_secrets(config.allowed_secrets.clone())
+        .with_default_gateway(config.default_gateway.clone()),
     );
     let mut apis_changed = context.subscribe_apis();
     let on_change = restart.clone();

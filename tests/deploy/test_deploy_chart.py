@@ -120,8 +120,12 @@ def test_operator_deployment_contract(default_objects: list[dict[str, Any]]) -> 
         "PINGPONG_PING_IMAGE", "PINGPONG_PONG_IMAGE", "PINGPONG_RABBITMQ_IMAGE",
         "WATCH_NAMESPACE", "METRICS_ADDR", "LOG_FORMAT", "RUST_LOG", "LEADER_ELECTION",
         "POD_NAME", "POD_NAMESPACE", "PINGPONG_ALLOWED_SECRETS",
+        "PINGPONG_DEFAULT_GATEWAY", "PINGPONG_DEFAULT_GATEWAY_SECTION",
     }
     assert env["PINGPONG_ALLOWED_SECRETS"]["value"] == ""
+    # No default Gateway unless the admin names one: stacks that choose no route get an Ingress.
+    assert env["PINGPONG_DEFAULT_GATEWAY"]["value"] == ""
+    assert env["PINGPONG_DEFAULT_GATEWAY_SECTION"]["value"] == ""
     assert env["PINGPONG_PING_IMAGE"]["value"] == "ghcr.io/pingpong-operator/ping:0.1.0"
     assert env["PINGPONG_PONG_IMAGE"]["value"] == "ghcr.io/pingpong-operator/pong:0.1.0"
     assert env["PINGPONG_RABBITMQ_IMAGE"]["value"] == "rabbitmq:4.2-management"
@@ -150,6 +154,7 @@ def test_values_reach_the_container() -> None:
         },
         "watchNamespace": "team-a",
         "allowedSecrets": ["team-a/db", "team-b/cache"],
+        "defaultGateway": {"name": "public", "namespace": "gateway-system", "sectionName": "http"},
         "logging": {"format": "text", "level": "debug"},
         "metrics": {"port": 9000},
         "leaderElection": {"enabled": False},
@@ -165,6 +170,10 @@ def test_values_reach_the_container() -> None:
     assert env["RUST_LOG"]["value"] == "debug"
     assert env["METRICS_ADDR"]["value"] == "0.0.0.0:9000"
     assert env["LEADER_ELECTION"]["value"] == "false"
+    assert env["PINGPONG_DEFAULT_GATEWAY"]["value"] == "gateway-system/public"
+    assert env["PINGPONG_DEFAULT_GATEWAY_SECTION"]["value"] == "http"
+    own = _env(render_chart({"defaultGateway": {"name": "public"}}))
+    assert own["PINGPONG_DEFAULT_GATEWAY"]["value"] == "public"
     assert _container(objects)["image"] == (
         "ghcr.io/pingpong-operator/operator:9.9.9@sha256:" + "a" * 64
     )

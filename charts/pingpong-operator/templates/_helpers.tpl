@@ -75,3 +75,15 @@ appVersion (or image.tag) together.
 {{- printf "%s/%s:%s" (dir $root.Values.image.repository) $name (default $root.Chart.AppVersion $root.Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+PINGPONG_DEFAULT_GATEWAY: "namespace/name", "name" (each stack's namespace), or "" (none).
+*/}}
+{{- define "pingpong-operator.defaultGateway" -}}
+{{- $gw := .Values.defaultGateway }}
+{{- if and $gw.name $gw.namespace }}
+{{- printf "%s/%s" $gw.namespace $gw.name }}
+{{- else if $gw.name }}
+{{- $gw.name }}
+{{- end }}
+{{- end }}

@@ -36,8 +36,6 @@ pub const DEFAULT_QUEUE: &str = "pingpong";
 pub const DEFAULT_MAX_MESSAGES: i64 = 100_000;
 /// Default size of each RabbitMQ data volume.
 pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
-/// Default Ingress class.
-pub const DEFAULT_INGRESS_CLASS: &str = "nginx";
 
 /// Desired state of a ping/pong stack: a ping service that publishes to RabbitMQ, a pong service
 /// that consumes and serves the messages, the broker itself, and the route that exposes them.
@@ -111,12 +109,16 @@ pub struct PingPongStackSpec {
     /// The RabbitMQ broker (a StatefulSet) that carries the messages from ping to pong.
     #[serde(default)]
     pub rabbitmq: RabbitMqSpec,
-    /// The Ingress that routes `/ping` and `/pong` to the services.
+    /// The Ingress that routes `/ping` and `/pong` to the services. With `enabled` unset, the
+    /// stack gets an Ingress only when it gets no HTTPRoute: neither `gateway` is set nor the
+    /// operator has a default Gateway on a cluster that serves the Gateway API.
     #[serde(default)]
     pub ingress: IngressSpec,
-    /// Gateway API alternative (or companion) to the Ingress: when set, the operator creates an
-    /// HTTPRoute (gateway.networking.k8s.io/v1) attached to this Gateway for `/ping` and `/pong`.
-    /// Set `ingress.enabled: false` to serve through the Gateway only.
+    /// The Gateway API route: the operator creates an HTTPRoute (gateway.networking.k8s.io/v1)
+    /// attached to this Gateway for `/ping` and `/pong`. Unset: the operator's default Gateway
+    /// (`PINGPONG_DEFAULT_GATEWAY`, the chart's `defaultGateway`) where the Gateway API is
+    /// served and `ingress.enabled` is not true; else an Ingress. Set `ingress.enabled: true` to
+    /// serve through both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewaySpec>,
     /// Prometheus integration. Pods always carry `prometheus.io/*` scrape annotations.
@@ -375,17 +377,20 @@ impl Default for StorageSpec {
 }
 
 /// The Ingress that routes `/ping` and `/pong`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
-    /// Create the Ingress.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// IngressClass that serves the Ingress.
-    #[serde(default = "default_ingress_class")]
+    /// Create the Ingress: `true` always (beside an HTTPRoute when there is one), `false` never.
+    /// Unset: only when the stack gets no HTTPRoute (see `gateway`). Stacks created before
+    /// HTTPRoute became the default were stored with `true` and keep their Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// IngressClass that serves the Ingress. Unset: the cluster's default IngressClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub class_name: String,
-    /// Host name the Ingress answers for. Unset: every host.
+    pub class_name: Option<String>,
+    /// Host name the Ingress answers for (and the default HTTPRoute's hostname). Unset: every
+    /// host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub host: Option<String>,
@@ -393,17 +398,6 @@ pub struct IngressSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub tls_secret: Option<String>,
-}
-
-impl Default for IngressSpec {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            class_name: DEFAULT_INGRESS_CLASS.to_owned(),
-            host: None,
-            tls_secret: None,
-        }
-    }
 }
 
 /// Gateway API route settings.
@@ -535,12 +529,4 @@ fn default_queue() -> String {
 
 fn default_storage_size() -> Quantity {
     Quantity(DEFAULT_STORAGE_SIZE.to_owned())
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_ingress_class() -> String {
-    DEFAULT_INGRESS_CLASS.to_owned()
 }

@@ -1,5 +1,6 @@
 //! What every reconcile shares, injected by the controller or by a test: the API client,
-//! metrics, the Event recorder, default images, the optional APIs the cluster serves, and the
+//! metrics, the Event recorder, default images and Gateway, the optional APIs the cluster serves,
+//! and the
 //! per-stack failure counts behind the error policy's backoff. No globals.
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 use super::cache::ChildCaches;
 use crate::apis::ServedApis;
 use crate::config::AllowedSecrets;
+use crate::crd::GatewayParentRef;
 use crate::images::Images;
 use crate::metrics::Metrics;
 
@@ -29,6 +31,8 @@ pub struct Context {
     pub children: ChildCaches,
     /// Secrets stacks may name without the opt-in label (the admin's list).
     pub allowed_secrets: AllowedSecrets,
+    /// The Gateway of stacks that choose no route (the operator's `PINGPONG_DEFAULT_GATEWAY`).
+    pub default_gateway: Option<GatewayParentRef>,
     served: watch::Sender<ServedApis>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -49,6 +53,7 @@ impl Context {
             images,
             children: ChildCaches::default(),
             allowed_secrets: AllowedSecrets::default(),
+            default_gateway: None,
             served: watch::Sender::new(served),
             failures: Mutex::new(HashMap::new()),
         }
@@ -63,6 +68,13 @@ impl Context {
     /// The same context, letting stacks name the Secrets in `allowed` without the opt-in label.
     pub fn with_allowed_secrets(mut self, allowed: AllowedSecrets) -> Self {
         self.allowed_secrets = allowed;
+        self
+    }
+
+    /// The same context, attaching the HTTPRoute of stacks that choose no route to `gateway`
+    /// where the Gateway API is served.
+    pub fn with_default_gateway(mut self, gateway: Option<GatewayParentRef>) -> Self {
+        self.default_gateway = gateway;
         self
     }
 

@@ -201,6 +201,13 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         return Ok((ReconcileResult::Invalid, requeue));
     }
 
+    // The route of a stack that chose none: the operator's default Gateway where the Gateway
+    // API is served, else the Ingress validate planned.
+    let validated = validated.with_default_route(
+        ctx.default_gateway.as_ref(),
+        observed.plan_inputs.served.http_route,
+    );
+
     // 3. Build (pure): every desired child object.
     let desired = build::build_desired(&validated, &observed.plan_inputs);
 

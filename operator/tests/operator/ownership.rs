@@ -71,7 +71,8 @@ async fn a_foreign_object_is_left_unchanged_and_named_in_the_condition() {
     );
 
     // Turning the route off must not delete the user's object either.
-    k8s.edit_spec(|spec| spec.ingress.enabled = false).await;
+    k8s.edit_spec(|spec| spec.ingress.enabled = Some(false))
+        .await;
     k8s.reconcile().await.unwrap();
     let ingress = k8s.api::<Ingress>().get(NAME).await.unwrap();
     assert_eq!(host(&ingress).as_deref(), Some("users.example"));

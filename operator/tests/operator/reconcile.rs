@@ -194,7 +194,8 @@ async fn disabling_the_ingress_deletes_it_and_nothing_else() {
     let before = k8s.children().await;
     assert!(before.contains_key("Ingress/stack"));
 
-    k8s.edit_spec(|spec| spec.ingress.enabled = false).await;
+    k8s.edit_spec(|spec| spec.ingress.enabled = Some(false))
+        .await;
     k8s.reconcile().await.unwrap();
     assert_eq!(diff(&before, &k8s.children().await), ["-Ingress/stack"]);
 }
@@ -209,7 +210,7 @@ async fn an_ingress_without_a_host_is_a_status_warning_until_a_host_is_set() {
         "spec.ingress.host is not set",
         "Ingress stack",
         "/ping and /pong",
-        "\"nginx\"",
+        "IngressClass (the cluster's default)",
         "set spec.ingress.host",
     ] {
         assert!(
@@ -237,7 +238,7 @@ async fn an_ingress_without_a_host_is_a_status_warning_until_a_host_is_set() {
     assert_eq!(status.warnings, Vec::<String>::new());
     k8s.edit_spec(|spec| {
         spec.ingress.host = None;
-        spec.ingress.enabled = false;
+        spec.ingress.enabled = Some(false);
     })
     .await;
     k8s.reconcile().await.unwrap();
@@ -248,7 +249,7 @@ async fn an_ingress_without_a_host_is_a_status_warning_until_a_host_is_set() {
 #[tokio::test]
 async fn removing_the_gateway_deletes_the_http_route() {
     let mut spec = PingPongStackSpec::default();
-    spec.ingress.enabled = false;
+    spec.ingress.enabled = Some(false);
     spec.gateway = Some(GatewaySpec {
         parent_ref: GatewayParentRef {
             name: "public".into(),
@@ -632,5 +633,84 @@ async fn a_pod_that_cannot_pull_its_image_is_named_in_ready_and_degraded() {
     assert_eq!(
         condition(&status, "Degraded"),
         ("False", "ReconcileSucceeded")
+    );
+}
+
+#[tokio::test]
+async fn a_stack_that_chooses_no_route_gets_an_httproute_to_the_default_gateway() {
+    use crate::support::api::bare_context;
+    use pingpong_operator::apis::ServedApis;
+    use std::sync::Arc;
+    let public = GatewayParentRef {
+        name: "public".into(),
+        namespace: Some("gateway-system".into()),
+        section_name: Some("http".into()),
+    };
+    let start = |served: bool| {
+        let public = public.clone();
+        async move {
+            let client = client(Setup {
+                gateway_crd: true,
+                ..Setup::for_stack(PingPongStackSpec::default())
+            })
+            .await;
+            let served = ServedApis {
+                http_route: served,
+                ..ServedApis::default()
+            };
+            let ctx = Arc::new(bare_context(&client, served).with_default_gateway(Some(public)));
+            Started { client, ctx }
+        }
+    };
+    let k8s = start(true).await;
+    k8s.reconcile().await.unwrap();
+    let children = k8s.children().await;
+    assert!(
+        !children.contains_key("Ingress/stack"),
+        "the HTTPRoute replaces the Ingress"
+    );
+    let route = &children["HTTPRoute/stack"];
+    assert_eq!(
+        route["spec"]["parentRefs"],
+        serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                            "name": "public", "namespace": "gateway-system", "sectionName": "http"}])
+    );
+    assert_eq!(route["spec"].get("hostnames"), None);
+
+    // The stack's own host is the route's hostname.
+    k8s.edit_spec(|spec| spec.ingress.host = Some("demo.example.com".into()))
+        .await;
+    k8s.reconcile().await.unwrap();
+    let route = &k8s.children().await["HTTPRoute/stack"];
+    assert_eq!(
+        route["spec"]["hostnames"],
+        serde_json::json!(["demo.example.com"])
+    );
+
+    // Asking for the Ingress (as every stack stored before this default did) keeps only it.
+    let before = k8s.children().await;
+    k8s.edit_spec(|spec| spec.ingress.enabled = Some(true))
+        .await;
+    k8s.reconcile().await.unwrap();
+    assert_eq!(
+        diff(&before, &k8s.children().await),
+        ["~Ingress/stack", "-HTTPRoute/stack"]
+    );
+    // No route at all when the Ingress is switched off and no Gateway is set.
+    k8s.edit_spec(|spec| spec.ingress.enabled = Some(false))
+        .await;
+    k8s.reconcile().await.unwrap();
+    let children = k8s.children().await;
+    assert!(!children.contains_key("Ingress/stack") && !children.contains_key("HTTPRoute/stack"));
+
+    // Where the Gateway API is not served, the same default stack falls back to an Ingress of
+    // the cluster's default IngressClass.
+    let k8s = start(false).await;
+    k8s.reconcile().await.unwrap();
+    let children = k8s.children().await;
+    assert!(!children.contains_key("HTTPRoute/stack"));
+    assert_eq!(
+        children["Ingress/stack"]["spec"].get("ingressClassName"),
+        None
     );
 }

@@ -155,7 +155,7 @@ async fn a_refused_child_does_not_stop_the_others_nor_orphan_deletion() {
     failing.store(true, Ordering::SeqCst);
     k8s.edit_spec(|spec| {
         spec.ping.replicas = 3;
-        spec.ingress.enabled = false;
+        spec.ingress.enabled = Some(false);
     })
     .await;
     let error = k8s.reconcile().await.unwrap_err();
@@ -304,7 +304,7 @@ async fn paused_stops_writes_to_children_but_reports_status() {
     k8s.edit_spec(|spec| {
         spec.paused = true;
         spec.ping.replicas = 3;
-        spec.ingress.enabled = false;
+        spec.ingress.enabled = Some(false);
     })
     .await;
     k8s.reconcile().await.unwrap();

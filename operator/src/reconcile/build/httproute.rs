@@ -1,5 +1,6 @@
 //! The Gateway API HTTPRoute `<stack>` (gateway.networking.k8s.io/v1): `/ping` and `/pong`
-//! (PathPrefix) to the ping and pong Services, attached to the Gateway in `spec.gateway`.
+//! (PathPrefix) to the ping and pong Services, attached to the Gateway in `spec.gateway` or the
+//! operator's default Gateway.
 //!
 //! k8s-openapi has no Gateway API types, so the route is built from the small typed structs
 //! below and carried as a [`DynamicObject`] with the right apiVersion and kind.
@@ -74,7 +75,7 @@ fn rule(prefix: &'static str, service: &str) -> Rule {
     }
 }
 
-/// The HTTPRoute, when `spec.gateway` is set.
+/// The HTTPRoute, when the stack has a Gateway (its own or the operator's default).
 pub fn build_http_route(stack: &ValidatedStack) -> Option<DynamicObject> {
     let gateway = stack.gateway.as_ref()?;
     let spec = HttpRouteSpec {

@@ -26,13 +26,13 @@ fn path(prefix: &str, service: &str) -> HTTPIngressPath {
     }
 }
 
-/// The Ingress, when `spec.ingress.enabled`.
+/// The Ingress, when the stack gets one (see `ValidatedStack::ingress`).
 pub fn build_ingress(stack: &ValidatedStack) -> Option<Ingress> {
     let settings = stack.ingress.as_ref()?;
     Some(Ingress {
         metadata: object_meta(stack, &stack.names.route, Component::Gateway),
         spec: Some(IngressSpec {
-            ingress_class_name: Some(settings.class_name.clone()),
+            ingress_class_name: settings.class_name.clone(),
             rules: Some(vec![IngressRule {
                 host: settings.host.clone(),
                 http: Some(HTTPIngressRuleValue {

@@ -129,7 +129,9 @@ pub fn validate(
         });
     }
     check_queue(&spec.rabbitmq.queue)?;
-    if spec.ingress.enabled && spec.ingress.tls_secret.is_some() && spec.ingress.host.is_none() {
+    // An explicit Gateway replaces the Ingress unless the spec asks for both.
+    let ingress_wanted = spec.ingress.enabled.unwrap_or(spec.gateway.is_none());
+    if ingress_wanted && spec.ingress.tls_secret.is_some() && spec.ingress.host.is_none() {
         return Err(ValidationError::TlsWithoutHost);
     }
     check_host("spec.ingress.host", spec.ingress.host.as_deref())?;
@@ -216,10 +218,11 @@ pub fn validate(
         store,
         cache,
         rabbitmq,
-        ingress: spec.ingress.enabled.then(|| IngressSettings {
+        ingress: ingress_wanted.then(|| IngressSettings {
             class_name: spec.ingress.class_name.clone(),
             host: spec.ingress.host.clone(),
             tls_secret: spec.ingress.tls_secret.clone(),
+            requested: spec.ingress.enabled == Some(true),
         }),
         gateway: spec.gateway.as_ref().map(|g| GatewaySettings {
             parent_ref: g.parent_ref.clone(),

@@ -132,15 +132,18 @@ impl CacheSettings {
     }
 }
 
-/// Resolved Ingress settings (present only when the Ingress is enabled).
+/// Resolved Ingress settings (present only when the stack gets an Ingress).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngressSettings {
-    /// IngressClass name.
-    pub class_name: String,
+    /// IngressClass name (`None`: the cluster's default class).
+    pub class_name: Option<String>,
     /// Host, or every host.
     pub host: Option<String>,
     /// TLS Secret for `host`.
     pub tls_secret: Option<String>,
+    /// `spec.ingress.enabled` is `true`: kept even when the stack also gets an HTTPRoute.
+    /// `false` means the Ingress is only the fallback of a stack that chose no route.
+    pub requested: bool,
 }
 
 /// Resolved Gateway API settings (present only when `gateway` is set).
@@ -189,9 +192,10 @@ pub struct ValidatedStack {
     pub cache: Option<CacheSettings>,
     /// Broker settings.
     pub rabbitmq: BrokerSettings,
-    /// Ingress, when enabled.
+    /// Ingress, when the stack gets one.
     pub ingress: Option<IngressSettings>,
-    /// Gateway API route, when set.
+    /// Gateway API route, when `spec.gateway` is set or [`ValidatedStack::with_default_route`]
+    /// chose the operator's default Gateway.
     pub gateway: Option<GatewaySettings>,
     /// Monitoring settings.
     pub monitoring: MonitoringSettings,
@@ -215,6 +219,28 @@ impl ValidatedStack {
         })
     }
 
+    /// The route of a stack that chose none (no `spec.gateway`, `spec.ingress.enabled` unset):
+    /// an HTTPRoute to the operator's `default` Gateway, matching `spec.ingress.host`, instead
+    /// of the fallback Ingress, when there is a default and the cluster serves the Gateway API
+    /// (`gateway_api`). Any other stack is returned unchanged.
+    pub fn with_default_route(
+        mut self,
+        default: Option<&GatewayParentRef>,
+        gateway_api: bool,
+    ) -> Self {
+        let fallback = self.ingress.as_ref().filter(|i| !i.requested);
+        if let (None, Some(ingress), Some(parent), true) =
+            (&self.gateway, fallback, default, gateway_api)
+        {
+            self.gateway = Some(GatewaySettings {
+                parent_ref: parent.clone(),
+                hostname: ingress.host.clone(),
+            });
+            self.ingress = None;
+        }
+        self
+    }
+
     /// What the stack runs with but the user should fix (`status.warnings`): an Ingress without
     /// a host matches `/ping` and `/pong` on every host, so two such stacks on the same
     /// IngressClass, in one namespace or across the cluster, take the same paths and the
@@ -226,10 +252,14 @@ impl ValidatedStack {
         {
             warnings.push(format!(
                 "spec.ingress.host is not set: the Ingress {} claims /ping and /pong on every host \
-                 of IngressClass {:?}, and another stack without a host on that class (in any \
+                 of IngressClass {}, and another stack without a host on that class (in any \
                  namespace) claims the same paths, so only one of them is served; set \
                  spec.ingress.host to a host name for this stack",
-                self.name, ingress.class_name
+                self.name,
+                ingress.class_name.as_ref().map_or_else(
+                    || "(the cluster's default)".to_owned(),
+                    |c| format!("{c:?}")
+                )
             ));
         }
         warnings

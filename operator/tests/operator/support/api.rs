@@ -149,6 +149,13 @@ pub async fn client(setup: Setup) -> Client {
 }
 
 pub fn context(client: &Client) -> Arc<Context> {
+    // The optional APIs start unknown, as if the CRDs appeared after the operator started:
+    // observe learns them when a stack needs one.
+    Arc::new(bare_context(client, ServedApis::default()))
+}
+
+/// A Context that knows `served` from the start, without a default Gateway.
+pub fn bare_context(client: &Client, served: ServedApis) -> Context {
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -156,15 +163,13 @@ pub fn context(client: &Client) -> Arc<Context> {
             instance: Some("test".to_owned()),
         },
     );
-    // The optional APIs start unknown, as if the CRDs appeared after the operator started:
-    // observe learns them when a stack needs one.
-    Arc::new(Context::new(
+    Context::new(
         client.clone(),
         Metrics::new().expect("metrics"),
         recorder,
         Images::default(),
-        ServedApis::default(),
-    ))
+        served,
+    )
 }
 
 pub async fn get_stack(client: &Client) -> PingPongStack {
