@@ -13,8 +13,9 @@
 #                                       ones with PINGPONG_IMAGE_PROFILE=debug as `make test`
 #                                       does, which builds them anyway) and
 #                                       RUNTIME_IMAGE=the Debian base above
-#   localhost/coredns:<ver> (and localhost/traefik:<ver> when NODE_BIN_DIR has a traefik binary)
-#                                       the binaries scripts/cluster/build-node.sh built, on scratch
+#   localhost/coredns:<ver>             CoreDNS as scripts/cluster/build-node.sh built it, on scratch
+#   localhost/traefik:v<ver>            Traefik as build-node.sh built it, on the Debian base
+#                                       (images/traefik/Containerfile)
 #
 # Each service image is tagged with the version of the package it installed, read from the image.
 # Images are cached by content outside git: buildah's store keeps the layers (an unchanged input
@@ -166,7 +167,7 @@ for target in ping pong operator; do
   record "$target" "localhost/pingpong/$target:$version"
 done
 
-# CoreDNS and Traefik run as pods: their static binaries on an empty image.
+# CoreDNS runs as a pod: its static binary on an empty image.
 # binary_image NAME VERSION ENTRYPOINT-JSON
 binary_image() {
   local ref=localhost/$1:${2#v}
@@ -182,7 +183,21 @@ binary_image() {
 # shellcheck source=scripts/cluster/versions.sh
 source scripts/cluster/versions.sh
 binary_image coredns "$COREDNS_VERSION" '["/coredns"]'
-# Only when a Traefik binary exists (build-node.sh cannot build it from the module proxy here).
-if [ -x "$node_bin/traefik" ]; then binary_image traefik "$TRAEFIK_VERSION" '["/traefik"]'; fi
+# Traefik on the Debian base (images/traefik/Containerfile), tagged like the upstream image
+# (v-prefixed); only the binary's layer is rebuilt when it changes.
+[ -x "$node_bin/traefik" ] || die "no traefik binary in $node_bin (scripts/cluster/build-node.sh builds it)"
+say "localhost/traefik:$TRAEFIK_VERSION"
+mkdir -p "$context/traefik"
+cp "$node_bin/traefik" "$context/traefik/traefik"
+bud traefik "$context/traefik" images/traefik/Containerfile "" "localhost/traefik:$TRAEFIK_VERSION" \
+  "BASE_IMAGE=$base_ref"
+record traefik "localhost/traefik:$TRAEFIK_VERSION"
 
 mv "$out.tmp" "$out"
+
+# Archives of images no longer built (each rebuild of ping, pong or the operator adds one of a few
+# hundred MB): delete those this list does not name, unless another build wrote them within the
+# last hour (a second cluster being built beside this one).
+find "$cache/archives" -maxdepth 1 -name '*.tar' -mmin +60 -print | while read -r archive; do
+  grep -qF " $archive" "$out" || rm -f "$archive"
+done

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Run every test of the project: what `make test` and CI run.
-# Needs: a Rust toolchain, python3 (with venv), nginx, shellcheck, a RabbitMQ broker reachable at
-# RABBITMQ_HOST:RABBITMQ_PORT (default 127.0.0.1:5672, guest/guest; `rabbitmq-server` must be
-# installed for the fault tests, which start a private broker node of their own), PostgreSQL on
-# 127.0.0.1:5432 (user postgres, trust auth) and Redis on 127.0.0.1:6379 (`redis-server` installed).
-# The first step (`scripts/ensure-services.sh`) starts installed servers that are not running;
-# `.ci/run` installs all of it on a fresh Debian machine.
-# The end-to-end suite needs Go >= 1.26 with the module proxy, jq and openssl: it builds and
-# starts a local control plane (scripts/cluster/). With CLUSTER_REAL_NODE=1 (as root) it adds the
-# real node (containerd, kubelet, kube-proxy, CoreDNS; images built by images/build.sh
-# with buildah and debootstrap), on which the data-path scenarios run.
+# Needs a Rust toolchain (>= 1.89, rustfmt, clippy) and Go (>= 1.26, with the module proxy); the
+# first step (scripts/test-deps.sh) installs every other missing Debian package as `make local`
+# does (as root or through sudo, else it stops and prints the one command): RabbitMQ, PostgreSQL,
+# Redis, nginx, wrk, shellcheck, jq, openssl, and as root the real node's runc, CNI plugins,
+# buildah, debootstrap, iptables, conntrack, catatonit and socat. Then scripts/ensure-services.sh
+# starts the servers (RabbitMQ on RABBITMQ_HOST:RABBITMQ_PORT, default 127.0.0.1:5672, guest/guest;
+# PostgreSQL on 127.0.0.1:5432, user postgres, trust; Redis on 127.0.0.1:6379). A server that
+# still does not answer stops the run: no test may pass without the server it checks.
+# The end-to-end suite builds and starts a local control plane (scripts/cluster/) with, as root,
+# the real node (containerd, kubelet, kube-proxy, CoreDNS, the Traefik Gateway; images built by
+# images/build.sh), on which its data-path scenarios run. CLUSTER_REAL_NODE=0 leaves the node out
+# (those scenarios then skip, or fail under CI=true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,14 +21,12 @@ source scripts/lib.sh
 # One target directory for every step and every workflow (the default ./target unless set).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
+step "what the tests need (scripts/test-deps.sh installs missing Debian packages)"
+scripts/test-deps.sh
+
 step "servers the tests talk to (RabbitMQ, PostgreSQL, Redis)"
-# Starts installed servers that are not running and names the package of any that is missing.
-# Outside CI the tests that need a missing server skip; with CI=true they fail (and so does this).
-if ! scripts/ensure-services.sh; then
-  [[ ${CI:-} != true ]] ||
-    fail "a server the tests need is missing (see above); on a fresh Debian machine .ci/run installs everything"
-  say "warning: a server is missing (see above): the tests that need it will be skipped"
-fi
+scripts/ensure-services.sh ||
+  fail "a server the tests need does not answer (see above); no test may pass without it"
 
 step "python tools (.venv)"
 scripts/venv.sh
@@ -47,9 +47,13 @@ export PINGPONG_BIN_DIR="$CARGO_TARGET_DIR/debug"
 
 step "local Kubernetes control plane (built once from Go modules, cached outside git)"
 scripts/cluster/build.sh
-if [ "${CLUSTER_REAL_NODE:-0}" = 1 ]; then
-  step "the real node's containerd and CoreDNS (built once from Go modules, cached outside git)"
+if ((EUID == 0)) && [[ ${CLUSTER_REAL_NODE:-} != 0 ]]; then
+  step "the real node's containerd, CoreDNS and Traefik (built once from Go modules, cached outside git)"
   scripts/cluster/build-node.sh
+elif [[ ${CI:-} == true ]]; then
+  fail "the e2e suite's real node needs root (CI=true runs every scenario): run make test as root"
+else
+  say "warning: not root or CLUSTER_REAL_NODE=0: the e2e scenarios on real pods will be skipped"
 fi
 
 step "promtool and Jaeger for the alert-rule and trace tests (built once from Go modules, cached outside git)"

@@ -33,6 +33,6 @@ for f in "$CLUSTER_DIR"/run/*.pid; do
 done
 for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
 # The audit log describes a cluster that is gone: the next one starts a new one.
-rm -rf "${CLUSTER_DIR:?}"/{data,pki,run,bin} "$CLUSTER_DIR"/logs/audit*.log "$CLUSTER_DIR"/crds "$CLUSTER_DIR"/*.kubeconfig "$CLUSTER_DIR"/*.yaml \
+rm -rf "${CLUSTER_DIR:?}"/{data,pki,run,bin} "$CLUSTER_DIR"/logs/audit*.log "$CLUSTER_DIR"/crds "$CLUSTER_DIR"/node-crds "$CLUSTER_DIR"/*.kubeconfig "$CLUSTER_DIR"/*.yaml \
   "$CLUSTER_DIR"/images.txt "$CLUSTER_DIR"/operator.env
 echo "local cluster stopped"

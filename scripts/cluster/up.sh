@@ -5,12 +5,12 @@
 #
 #   etcd, kube-apiserver (RBAC, OwnerReferencesPermissionEnforcement, audit log),
 #   kube-controller-manager, kube-scheduler, kwok (three fake nodes, a default StorageClass whose
-#   PVCs get bound), with CLUSTER_REAL_NODE=1 a real node (scripts/cluster/node.sh: kubelet,
-#   containerd, runc, CNI bridge, kube-proxy, CoreDNS, with images built here by images/build.sh),
-#   then `helm install` of charts/pingpong-operator into pingpong-system, the operator binary as a
-#   host process (token from the TokenRequest API), and the sample stack applied and waited for
-#   (on the real node manifests/samples/local.yaml, whose HTTPRoute a Gateway serves at the URL in
-#   .cluster/gateway-url when one runs).
+#   PVCs get bound), as root a real node (scripts/cluster/node.sh: kubelet, containerd, runc, CNI
+#   bridge, kube-proxy, CoreDNS and the Gateway (Traefik), with images built here by
+#   images/build.sh), then `helm install` of charts/pingpong-operator into pingpong-system, the
+#   operator binary as a host process (token from the TokenRequest API), and the sample stack
+#   applied and waited for (with the real node manifests/samples/local.yaml, whose HTTPRoute the
+#   Gateway serves at the URL in .cluster/gateway-url).
 #
 # Pods of the namespace `default` run on the real node (the namespace's PodNodeSelector and
 # PodTolerationRestriction annotations); every other namespace's pods go to the kwok nodes (the
@@ -26,14 +26,31 @@
 #   CLUSTER_SAMPLE         sample to apply and wait for (default manifests/samples/local.yaml
 #                          with the real node, else minimal.yaml; empty applies none)
 #   CLUSTER_OPERATOR       1 (default) runs the operator on the host; 0 leaves it to the caller
-#   CLUSTER_REAL_NODE      1 adds the real node (needs root); 0 (default for now): kwok nodes only
+#   CLUSTER_REAL_NODE      1 adds the real node (needs root); 0: kwok nodes only; unset (default):
+#                          the real node as root, kwok nodes only otherwise (saying so)
 #   CLUSTER_WAIT           seconds to wait for each step (default 120)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/cluster/common.sh
 source scripts/cluster/common.sh
 
-real_node=${CLUSTER_REAL_NODE:-0}
+real_node=${CLUSTER_REAL_NODE:-}
+if [ -z "$real_node" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    real_node=1
+  else
+    real_node=0
+    cat <<'EOF'
+==> skipping the real node (kubelet, containerd, CoreDNS, the Gateway): it needs root. Pods stay
+    simulated by kwok and no Gateway URL is written; 'sudo make cluster' runs real containers,
+    CLUSTER_REAL_NODE=0 says kwok nodes only on purpose.
+EOF
+  fi
+fi
+case $real_node in
+  0 | 1) ;;
+  *) die "CLUSTER_REAL_NODE must be 0 or 1, not '$real_node'" ;;
+esac
 if [ "$real_node" = 1 ] && [ "$(id -u)" != 0 ]; then
   die "the real node needs root (network namespace, containerd, kubelet): run 'sudo make cluster', \
 or 'CLUSTER_REAL_NODE=0 make cluster' for kwok nodes only"
@@ -46,7 +63,8 @@ done
 if [ "$real_node" = 1 ]; then
   node_bin=$(scripts/cluster/build-node.sh | tail -n 1)
   for tool in containerd containerd-shim-runc-v2 ctr; do ln -sfn "$node_bin/$tool" "$CLUSTER_DIR/bin/$tool"; done
-  step "images (images/build.sh: Debian base, RabbitMQ, PostgreSQL, Redis, ping, pong, operator, CoreDNS)"
+  ln -sfn "$node_bin/crds" "$CLUSTER_DIR/node-crds"
+  step "images (images/build.sh: Debian base, RabbitMQ, PostgreSQL, Redis, ping, pong, operator, CoreDNS, Traefik)"
   images/build.sh "$node_bin" "$CLUSTER_DIR/images.txt"
   image_ref() { awk -v n="$1" '$1 == n {print $2}' "$CLUSTER_DIR/images.txt"; }
   # The stacks' default images, for the chart's values and the operator on the host.

@@ -17,4 +17,4 @@ PROMETHEUS_OPERATOR_VERSION=v0.88.0
 CONTAINERD_VERSION=v2.4.2    # containerd, containerd-shim-runc-v2, ctr (kubelet 1.36 supports 2.x)
 RUNC_VERSION=v1.5.3          # built only when the host has no runc (Debian's works)
 COREDNS_VERSION=v1.15.0      # cluster DNS (*.svc.cluster.local), runs as a pod
-TRAEFIK_VERSION=v3.7.13      # the Gateway, when a binary exists (the module proxy lacks its deps)
+TRAEFIK_VERSION=v3.6.13      # the Gateway (v3.7.x needs modules the module proxy does not serve)

@@ -86,12 +86,15 @@ def local(cluster: Cluster) -> Cluster:
 
 @pytest.fixture
 def real_ns(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
-    """Like `ns`, but its pods run on the local cluster's real node (kubelet + containerd)."""
-    if os.environ.get("CLUSTER_REAL_NODE") != "1" and cluster.gateway_url is None:
-        pytest.skip("the local cluster's real node is opt-in for now: CLUSTER_REAL_NODE=1 (as root)")
+    """Like `ns`, but its pods run on the local cluster's real node (kubelet + containerd), whose
+    Gateway serves their routes at `cluster.gateway_url`. Fails under CI=true without it."""
+    if not cluster.local:
+        pytest.skip("needs the local cluster's real node (`make cluster` as root); on kind the "
+                    "data path is tested through its Ingress")
     if cluster.gateway_url is None:
-        missing("needs the local cluster's real node (scripts/cluster/node.sh: `sudo make cluster`, "
-                "or `make test` as root)")
+        missing("needs the local cluster's real node and its Gateway (scripts/cluster/node.sh): "
+                "`sudo make cluster`, or `make test` as root; not started with CLUSTER_REAL_NODE=0 "
+                "or without root")
     yield from _namespace(request, cluster, real=True)
 
 

@@ -86,9 +86,10 @@ def test_lookalike_objects_are_never_touched(cluster: Cluster, ns: str) -> None:
     cluster.wait_ready(ns, name)
     for kind, obj in (("service", f"{name}-extra-service"), ("configmap", f"{name}-extra-configmap"),
                       ("ingress", f"{name}-other")):
-        got = cluster.get(kind, obj, ns)
+        got = cluster.get(kind, obj, ns, managed_fields=True)
         assert not got["metadata"].get("ownerReferences"), json.dumps(got["metadata"])
-        managers = {m["manager"] for m in got["metadata"].get("managedFields", [])}
+        managers = {m["manager"] for m in got["metadata"]["managedFields"]}
+        assert managers, "the user's own apply is listed"
         assert not any(m.startswith("pingpong-operator") for m in managers), managers
     assert cluster.get("service", f"{name}-extra-service", ns, )["spec"]["ports"][0]["port"] == 9
 

@@ -3,9 +3,11 @@ exactly the pods their Deployments run, egress peers that select this stack's br
 and Redis pods, updated when pong's store goes back to memory, re-created after a manual delete,
 and garbage-collected with the stack.
 
-The local control plane runs pods on kwok, which has no network plugin: the policies are stored
-and validated by the API server but nothing enforces them, so this suite proves their shape and
-their life cycle, not that traffic is dropped."""
+Nothing on the local cluster enforces NetworkPolicies: kwok's pods have no network at all, and the
+real node's CNI plugin (Debian's bridge + host-local) ignores them. The policies are stored and
+validated by the API server, so this suite proves their shape and their life cycle, not that
+traffic is dropped. A policy-enforcing network plugin would: Calico, or kube-router's
+network-policy controller (both written in Go); neither runs here."""
 
 from __future__ import annotations
 

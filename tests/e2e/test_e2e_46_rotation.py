@@ -91,9 +91,10 @@ def test_a_changed_credentials_secret_is_rendered_into_the_broker_definitions(
     cluster.wait_ready(ns, name)
 
     # The operator patched only the definitions Secret, and never wrote the user's Secret.
-    user_secret = cluster.get("secret", "rotate-broker", ns)
+    user_secret = cluster.get("secret", "rotate-broker", ns, managed_fields=True)
     assert user_secret["metadata"]["resourceVersion"] != user_secret_rv  # our own applies
-    managers = {m["manager"] for m in user_secret["metadata"].get("managedFields", [])}
+    managers = {m["manager"] for m in user_secret["metadata"]["managedFields"]}
+    assert managers, "the test's own writes are listed"
     assert not any("pingpong" in m for m in managers), managers
     if cluster.local:
         writes = {(e["verb"], e["objectRef"].get("name"))

@@ -27,13 +27,13 @@ def _users_ingress(name: str, annotations: dict[str, str] | None = None) -> dict
 
 
 def _assert_untouched(cluster: Cluster, ns: str, name: str) -> None:
-    ingress = cluster.get("ingress", name, ns)
+    ingress = cluster.get("ingress", name, ns, managed_fields=True)
     meta = ingress["metadata"]
     assert not meta.get("ownerReferences"), f"the stack took the user's Ingress: {meta}"
     assert "app.kubernetes.io/managed-by" not in (meta.get("labels") or {}), meta
     assert ingress["spec"]["rules"][0]["host"] == "users.example", ingress["spec"]
-    managers = {m.get("manager") for m in meta.get("managedFields", [])}
-    assert "pingpong-operator" not in managers, managers
+    managers = {m.get("manager") for m in meta["managedFields"]}
+    assert managers and "pingpong-operator" not in managers, managers
 
 
 def test_a_users_object_of_a_childs_name_is_never_taken(cluster: Cluster, ns: str) -> None:

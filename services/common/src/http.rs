@@ -205,11 +205,26 @@ pub async fn method_not_allowed() -> Response {
     json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
-/// `GET /healthz`: the process is alive.
-pub async fn healthz() -> Response {
+/// A `GET /healthz` answer: 200 `{"status": "ok"}` while the process makes
+/// progress; 503 `{"status": "stalled", "failing": [...]}` naming the
+/// components that are stuck past their own bounded waits (the broker
+/// connection manager), so the kubelet's liveness probe restarts the process.
+pub fn liveness(stalled: &[(&'static str, bool)]) -> Response {
+    let failing: Vec<&str> = stalled
+        .iter()
+        .filter(|(_, stuck)| *stuck)
+        .map(|(name, _)| *name)
+        .collect();
+    if failing.is_empty() {
+        return (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response();
+    }
     (
-        StatusCode::OK,
-        axum::Json(serde_json::json!({"status": "ok"})),
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"status": "stalled", "failing": failing})),
     )
         .into_response()
 }

@@ -10,9 +10,12 @@ use utoipa::ToSchema;
 /// Body of `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok`, or `stalled` when a component is stuck.
     #[schema(example = "ok")]
     pub status: String,
+    /// The stuck components (only when stalled): `broker`, the connection
+    /// manager past its own bounded waits.
+    pub failing: Option<Vec<String>>,
 }
 
 /// Body of `GET /readyz`.
@@ -28,12 +31,15 @@ pub struct Readiness {
     pub broker_address: Option<u32>,
 }
 
-/// `GET /healthz`: the process is alive.
+/// `GET /healthz`: the process is alive and makes progress.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "operations",
-    responses((status = 200, description = "The process is alive", body = Health))
+    responses(
+        (status = 200, description = "The process is alive", body = Health),
+        (status = 503, description = "A component is stuck past its own bounded waits (the broker connection manager): restart the process", body = Health),
+    )
 )]
 pub fn healthz_doc() {}
 

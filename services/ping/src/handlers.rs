@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use pingpong_common::Message;
-use pingpong_common::http::{ApiJson, AppError, ErrorBody, readiness_on_node};
+use pingpong_common::http::{ApiJson, AppError, ErrorBody, liveness, readiness_on_node};
 use pingpong_common::message::{MessageError, check_msg};
 use pingpong_common::openapi::Readiness;
 use serde::de::{self, MapAccess, Visitor};
@@ -165,6 +165,13 @@ pub async fn ping(
         message: format!("Created at {created}"),
         content: message.msg,
     }))
+}
+
+/// `GET /healthz`: 200 while the process makes progress, 503 when the broker
+/// connection manager is stuck past its own bounded waits (the kubelet then
+/// restarts the process).
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    liveness(&[("broker", state.publisher.is_stalled())])
 }
 
 /// `GET /readyz`: ready while the broker is connected.

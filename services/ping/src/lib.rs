@@ -108,7 +108,7 @@ pub fn app(state: AppState) -> Router {
         .layer(ConcurrencyLimitLayer::new(state.max_in_flight.get()));
     let routes = Router::new()
         .route("/ping", post(handlers::ping).route_layer(bounded))
-        .route("/healthz", get(http_common::healthz))
+        .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(metrics_handler))
         .route("/openapi.json", get(openapi::document))

@@ -145,6 +145,12 @@ pub trait Publish: Send + Sync {
 
     /// Whether publishing can currently succeed (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// Whether the publisher's machinery is stuck and only a restart helps
+    /// (for `/healthz`). A publisher without such machinery never is.
+    fn is_stalled(&self) -> bool {
+        false
+    }
 }
 
 /// The AMQP properties of `message`. When `span` (the publish span) is
@@ -378,6 +384,10 @@ impl Publish for AmqpPublisher {
             self.health
                 .is_healthy(session.connection_id, Instant::now())
         })
+    }
+
+    fn is_stalled(&self) -> bool {
+        self.link.is_stalled()
     }
 }
 

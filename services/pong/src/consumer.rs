@@ -356,6 +356,9 @@ impl QueueConsumer {
         // messages is not held twice.
         for delivery in batch {
             self.metrics.consumed.inc();
+            if delivery.redelivered {
+                self.metrics.redelivered.inc();
+            }
             let delivery_span =
                 tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
             let _entered = delivery_span.enter();

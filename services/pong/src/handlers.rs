@@ -24,7 +24,7 @@ use axum::extract::RawQuery;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pingpong_common::http::{AppError, ErrorBody, readiness_on_node};
+use pingpong_common::http::{AppError, ErrorBody, liveness, readiness_on_node};
 use pingpong_common::openapi::Readiness;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -220,6 +220,13 @@ fn store_error(error: StoreError) -> AppError {
         },
         error => AppError::Internal(Box::new(error)),
     }
+}
+
+/// `GET /healthz`: 200 while the process makes progress, 503 when the broker
+/// connection manager is stuck past its own bounded waits (the kubelet then
+/// restarts the process).
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    liveness(&[("broker", state.broker.is_stalled())])
 }
 
 /// `GET /readyz`: ready while connected to the broker, consuming, and the

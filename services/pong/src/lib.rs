@@ -183,7 +183,7 @@ pub fn app(state: AppState) -> Router {
     let http_metrics = Arc::clone(&state.metrics.http);
     let routes = Router::new()
         .route("/pong", get(handlers::pong))
-        .route("/healthz", get(http_common::healthz))
+        .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(metrics_handler))
         .route("/openapi.json", get(openapi::document));

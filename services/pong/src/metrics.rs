@@ -34,6 +34,8 @@ pub struct PongMetrics {
     pub http: Arc<HttpMetrics>,
     /// Deliveries received (valid or not).
     pub consumed: IntCounter,
+    /// Deliveries the broker flagged as redelivered.
+    pub redelivered: IntCounter,
     /// Messages newly stored.
     pub stored: IntCounter,
     /// Messages evicted because the store was full.
@@ -94,6 +96,10 @@ impl PongMetrics {
             consumed: counter(
                 "messages_consumed_total",
                 "Deliveries received from the queue.",
+            )?,
+            redelivered: counter(
+                "messages_redelivered_total",
+                "Deliveries the broker flagged as redelivered: an earlier consumer received them and never acknowledged them (a crash, a lost connection, or a replica removed mid-work).",
             )?,
             stored: counter("messages_stored_total", "Messages newly stored.")?,
             evicted: counter(

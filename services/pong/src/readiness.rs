@@ -13,6 +13,12 @@ use pingpong_common::amqp::BrokerLink;
 pub trait Probe: Send + Sync {
     /// Whether the component currently works.
     fn is_up(&self) -> bool;
+
+    /// Whether the component is stuck and only a restart helps (for
+    /// `/healthz`). A component that cannot get stuck never is.
+    fn is_stalled(&self) -> bool {
+        false
+    }
 }
 
 /// A shared up/down flag, set by the component that owns it (the consumer)
@@ -41,5 +47,9 @@ impl Probe for Flag {
 impl Probe for BrokerLink {
     fn is_up(&self) -> bool {
         self.is_connected()
+    }
+
+    fn is_stalled(&self) -> bool {
+        BrokerLink::is_stalled(self)
     }
 }

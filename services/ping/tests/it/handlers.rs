@@ -31,6 +31,23 @@ struct FakePublisher {
     published: Mutex<Vec<Message>>,
 }
 
+/// A publisher whose connection manager is stuck past its bounded waits.
+struct StalledPublisher;
+
+impl Publish for StalledPublisher {
+    fn publish<'a>(&'a self, _message: &'a Message) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(std::future::ready(Err(PublishError::Unavailable)))
+    }
+
+    fn is_ready(&self) -> bool {
+        false
+    }
+
+    fn is_stalled(&self) -> bool {
+        true
+    }
+}
+
 impl FakePublisher {
     fn new(outcome: Outcome) -> Arc<Self> {
         Arc::new(Self {
@@ -333,6 +350,18 @@ async fn health_and_readiness_follow_the_publisher() {
     }
 }
 
+#[tokio::test]
+async fn liveness_fails_while_the_connection_manager_is_stuck() {
+    let reply = send(
+        AppState::new(Arc::new(StalledPublisher)).unwrap(),
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["status"], "stalled");
+    assert_eq!(reply.body["failing"], serde_json::json!(["broker"]));
+}
+
 /// The checked-in list of metric families (`metrics.txt`, also read by the
 /// Grafana dashboard test); renaming one must show up there in review.
 fn metric_names_checked_in() -> Vec<&'static str> {
@@ -414,7 +443,7 @@ async fn the_openapi_document_lists_every_route_and_status() {
             ],
         ),
         ("/readyz", "get", &["200", "405", "503"]),
-        ("/healthz", "get", &["200", "405"]),
+        ("/healthz", "get", &["200", "405", "503"]),
         ("/metrics", "get", &["200", "405"]),
         ("/openapi.json", "get", &["200", "405"]),
     ];

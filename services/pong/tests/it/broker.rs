@@ -62,6 +62,7 @@ async fn messages_are_stored_then_acked() {
     assert_eq!(pong.metrics.stored.get(), 50);
     assert_eq!(pong.metrics.stored_messages.get(), 50);
     assert_eq!(pong.metrics.end_to_end_latency.get_sample_count(), 50);
+    assert_eq!(pong.metrics.redelivered.get(), 0, "first deliveries only");
 
     // Graceful stop acks everything stored: nothing comes back to the queue.
     pong.stop().await;
@@ -163,6 +164,7 @@ async fn nothing_is_acked_before_it_is_stored() {
         async move { s.contains(&message.id) }
     })
     .await;
+    assert_eq!(pong.metrics.redelivered.get(), 1, "counted as a redelivery");
     pong.stop().await;
     assert_eq!(ready_count(&admin, config.queue.as_str()).await, 0);
     cleanup(admin, &config).await;

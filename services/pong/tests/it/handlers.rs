@@ -12,7 +12,7 @@ use pingpong_common::Message;
 use pingpong_pong::store::{Page, StoreError};
 use pingpong_pong::{
     AppState, Config, Flag, InsertOutcome, ListQuery, MemoryStore, MessageSink, MessageStore,
-    PongMetrics, StoreKind, app,
+    PongMetrics, Probe, StoreKind, app,
 };
 use time::OffsetDateTime;
 use tower::ServiceExt;
@@ -139,6 +139,28 @@ async fn readiness_needs_broker_and_consumer() {
     let (status, body) = get(&state, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["failing"], serde_json::json!(["store"]));
+}
+
+/// A broker connection whose manager is stuck past its bounded waits.
+struct StalledBroker;
+
+impl Probe for StalledBroker {
+    fn is_up(&self) -> bool {
+        false
+    }
+
+    fn is_stalled(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn liveness_fails_while_the_connection_manager_is_stuck() {
+    let state = state_with(&[]).with_components(Arc::new(StalledBroker), Arc::new(Flag::default()));
+    let (status, body) = get(&state, "/healthz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "stalled");
+    assert_eq!(body["failing"], serde_json::json!(["broker"]));
 }
 
 /// A store that is never ready (as PostgreSQL while unreachable).
@@ -545,7 +567,7 @@ async fn the_openapi_document_lists_every_route_and_status() {
             &["200", "400", "404", "405", "414", "431", "500", "503"],
         ),
         ("/readyz", "get", &["200", "405", "503"]),
-        ("/healthz", "get", &["200", "405"]),
+        ("/healthz", "get", &["200", "405", "503"]),
         ("/metrics", "get", &["200", "405"]),
         ("/openapi.json", "get", &["200", "405"]),
     ];
