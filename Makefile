@@ -11,6 +11,7 @@
 #   make bench-store pong's PostgreSQL store and Redis cache benchmark alone
 #   make bench-operator  reconcile benchmark against the in-memory API, then on the local control plane
 #   make bench-ha    quorum queue on a private 3-node RabbitMQ cluster vs classic on one node
+#   make bench-autoscale  pong's autoscaler: a 100,000-message burst, replicas out, drained, back to zero
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
@@ -84,6 +85,7 @@ bench:
 	scripts/bench.sh
 	scripts/bench-store.sh
 	scripts/bench-ha.sh
+	scripts/bench-autoscale.sh
 
 .PHONY: bench-store
 bench-store:
@@ -101,3 +103,7 @@ bench-operator-cluster: venv
 .PHONY: bench-ha
 bench-ha:
 	scripts/bench-ha.sh
+
+.PHONY: bench-autoscale
+bench-autoscale:
+	scripts/bench-autoscale.sh

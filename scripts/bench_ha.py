@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "system"))
 
+from bench_report import load, machine, write_section  # noqa: E402
 from broker_cluster import BrokerCluster  # noqa: E402
 from system_helpers import Broker, PrivateBroker, Stack, base_env, binaries  # noqa: E402
 
@@ -147,32 +147,11 @@ def render(results: list[dict[str, object]], machine: str, started: str, load: t
     return "\n".join(lines)
 
 
-def write(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1]
-        text = head + section + tail
-    else:
-        anchor = "\n## Operator"
-        block = ("\n## Broker HA: quorum on three nodes vs classic on one (`make bench-ha`)\n\n"
-                 + section + "\n")
-        text = text.replace(anchor, block + anchor, 1) if anchor in text else text + block
-    path.write_text(text)
-
-
 def main() -> None:
     os.environ.setdefault("PINGPONG_BIN_DIR", str(ROOT / "target" / "release"))
     bins = binaries()
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
-    version = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True).stdout.strip()
-    machine = (f"{os.cpu_count()} CPUs ({cpu}), {mem} GiB RAM, Linux {platform.release()}, "
-               f"RabbitMQ {version.splitlines()[-1] if version else 'unknown'}")
-    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load_before = load()
     cluster = BrokerCluster()
     single = PrivateBroker()
     results = []
@@ -195,11 +174,11 @@ def main() -> None:
         finally:
             single.destroy()
             cluster.destroy()
-    load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    section = render(results, machine, started, (load_before, load_after))
+    section = render(results, machine(), started, (load_before, load()))
     print(section)
     if os.environ.get("BENCH_WRITE", "1") != "0":
-        write(section)
+        write_section(section, MARK_BEGIN, MARK_END,
+                      "## Broker HA: quorum on three nodes vs classic on one (`make bench-ha`)", "## Operator")
         print("wrote BENCHMARKS.md")
 
 
