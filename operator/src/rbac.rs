@@ -33,6 +33,8 @@
 //! - `get`, `create`, `update` on leases: leader election.
 //! - `list` on HorizontalPodAutoscalers: the autoscaler's round looks for one that targets an
 //!   autoscaled stack's pong Deployment, to report the conflict (one list per round).
+//! - `list` on pods: the pods of a workload that is not ready (by its selector, one bounded page)
+//!   so status can name the pod that cannot pull its image or crash-loops.
 
 /// One RBAC rule: verbs on one resource of one API group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +129,11 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "autoscaling",
         resource: "horizontalpodautoscalers",
+        verbs: &["list"],
+    },
+    Permission {
+        api_group: "",
+        resource: "pods",
         verbs: &["list"],
     },
     Permission {

@@ -215,6 +215,8 @@ EXPECTED_STACK_RULES = {
     ("events.k8s.io", "events"): {"create", "patch"},
     # the autoscaler reports an HPA that targets an autoscaled pong Deployment
     ("autoscaling", "horizontalpodautoscalers"): {"list"},
+    # the pods of a workload that is not ready, so status names the one that fails and why
+    ("", "pods"): {"list"},
 }
 EXPECTED_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},

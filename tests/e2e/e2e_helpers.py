@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -371,3 +372,28 @@ def terminate(proc: subprocess.Popen[Any]) -> None:
 
 def names(items: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(i["metadata"]["name"] for i in items)
+
+
+def set_route_status(cluster: Cluster, namespace: str, route: str, parent: dict[str, str],
+                     accepted: tuple[str, str, str] = ("True", "Accepted", "accepted"),
+                     resolved: tuple[str, str, str] = ("True", "ResolvedRefs", "resolved")) -> None:
+    """Writes an HTTPRoute's `status.parents` for `parent` as a Gateway controller would: the local
+    control plane has none on its kwok nodes. `accepted` and `resolved` are (status, reason,
+    message) of the `Accepted` and `ResolvedRefs` conditions, at the route's current generation."""
+    obj = eventually(f"HTTPRoute {namespace}/{route}",
+                     lambda: cluster.exists("httproute", route, namespace)
+                     and cluster.get("httproute", route, namespace))
+    generation = obj["metadata"]["generation"]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def condition(ctype: str, value: tuple[str, str, str]) -> dict[str, Any]:
+        return {"type": ctype, "status": value[0], "reason": value[1], "message": value[2],
+                "observedGeneration": generation, "lastTransitionTime": now}
+
+    status = {"status": {"parents": [{
+        "controllerName": "example.com/e2e-gateway-controller",
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", **parent},
+        "conditions": [condition("Accepted", accepted), condition("ResolvedRefs", resolved)],
+    }]}}
+    cluster.kubectl("patch", "httproute", route, "-n", namespace, "--subresource=status",
+                    "--type=merge", "-p", json.dumps(status))

@@ -10,7 +10,7 @@
 //! `pingpong_operator_child_operations_total`. Orphans are found in the controller's metadata
 //! caches of the children ([`ChildCaches`]), or with metadata-only lists where a kind has none.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -23,13 +23,11 @@ use serde::de::DeserializeOwned;
 use super::cache::{ChildCaches, controlled_by};
 use super::desired::{Child, ChildKind, DesiredState};
 use super::ownership::{self, Claim};
+use super::rollout::{Rollout, Workloads, deployment_rollout, statefulset_rollout};
 /// Desired replicas and those ready at the current spec (see [`super::rollout`]).
 pub use super::rollout::{deployment_readiness, statefulset_readiness};
-use super::status::Readiness;
 use crate::apis::ServedApis;
-use crate::crd::ComponentStatus;
 use crate::error::Error;
-use crate::labels::Component;
 use crate::metrics::{ChildOperation, Metrics};
 
 /// Field manager of every child apply.
@@ -156,14 +154,18 @@ impl<'a> Applier<'a> {
         })
     }
 
-    async fn apply_dynamic(&self, obj: &DynamicObject, kind: ChildKind) -> Result<(), Error> {
+    async fn apply_dynamic(
+        &self,
+        obj: &DynamicObject,
+        kind: ChildKind,
+    ) -> Result<DynamicObject, Error> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource());
         let name = obj.name_any();
         let result = api.patch(&name, &Self::params(), &Patch::Apply(obj)).await;
         self.metrics
             .child_operation(kind.as_str(), ChildOperation::Apply, result.is_ok());
-        result.map(|_| ()).map_err(|source| Error::Apply {
+        result.map_err(|source| Error::Apply {
             kind: kind.as_str(),
             name,
             source,
@@ -174,9 +176,8 @@ impl<'a> Applier<'a> {
     /// failed to apply is still wanted and must never be deleted as an orphan). An object of
     /// the child's name that the stack does not control is left unchanged
     /// ([`Error::NotOwned`]); generated Secrets are only ever created, so they need no check.
-    /// Returns the workload's replicas as the API reported them, for StatefulSets and
-    /// Deployments.
-    pub async fn apply(&mut self, child: Child<'_>) -> Result<Option<ComponentStatus>, Error> {
+    /// Returns what the API reported for StatefulSets, Deployments and the HTTPRoute.
+    pub async fn apply(&mut self, child: Child<'_>) -> Result<Applied, Error> {
         self.recorded
             .insert((child.kind(), child.name().to_owned()));
         let kind = child.kind();
@@ -184,23 +185,29 @@ impl<'a> Applier<'a> {
             self.check_claim(kind, child.name()).await?;
         }
         match child {
-            Child::Secret(o) => self.create_secret(o).await.map(|()| None),
-            Child::RenderedSecret(o) => self.apply_typed(o, kind).await.map(|_| None),
-            Child::ConfigMap(o) => self.apply_typed(o, kind).await.map(|_| None),
-            Child::Service(o) => self.apply_typed(o, kind).await.map(|_| None),
+            Child::Secret(o) => self.create_secret(o).await.map(|()| Applied::Other),
+            Child::RenderedSecret(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
+            Child::ConfigMap(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
+            Child::Service(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
             Child::StatefulSet(o) => self
                 .apply_typed(o, kind)
                 .await
-                .map(|s| Some(statefulset_readiness(&s))),
+                .map(|s| Applied::Workload(statefulset_rollout(&s))),
             Child::Deployment(o) => self
                 .apply_typed(o, kind)
                 .await
-                .map(|d| Some(deployment_readiness(&d))),
-            Child::NetworkPolicy(o) => self.apply_typed(o, kind).await.map(|_| None),
-            Child::PodDisruptionBudget(o) => self.apply_typed(o, kind).await.map(|_| None),
-            Child::Ingress(o) => self.apply_typed(o, kind).await.map(|_| None),
-            Child::HttpRoute(o) | Child::ServiceMonitor(o) | Child::PrometheusRule(o) => {
-                self.apply_dynamic(o, kind).await.map(|()| None)
+                .map(|d| Applied::Workload(deployment_rollout(&d))),
+            Child::NetworkPolicy(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
+            Child::PodDisruptionBudget(o) => {
+                self.apply_typed(o, kind).await.map(|_| Applied::Other)
+            }
+            Child::Ingress(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
+            Child::HttpRoute(o) => self
+                .apply_dynamic(o, kind)
+                .await
+                .map(|r| Applied::Route(Box::new(r))),
+            Child::ServiceMonitor(o) | Child::PrometheusRule(o) => {
+                self.apply_dynamic(o, kind).await.map(|_| Applied::Other)
             }
         }
     }
@@ -268,10 +275,22 @@ impl<'a> Applier<'a> {
     }
 }
 
+/// What the API server answered to one apply, as far as status reads it.
+#[derive(Clone, Debug)]
+pub enum Applied {
+    /// A StatefulSet or Deployment.
+    Workload(Rollout),
+    /// The HTTPRoute (its `status.parents` say whether its Gateway accepted it).
+    Route(Box<DynamicObject>),
+    /// Anything else.
+    Other,
+}
+
 /// Applies every child of `desired` in the documented order, then deletes the orphans: the
 /// owned, labelled children the plan no longer contains (the provisioned PostgreSQL's and
 /// Redis's objects when the store or cache is switched off, a dropped Ingress, PDB, route or
-/// monitor). Returns the workloads' readiness as the API reported it in the apply responses.
+/// monitor). Returns the workloads and the route as the API reported them in the apply
+/// responses.
 ///
 /// Apply never wedges: a child the API server refuses (a 422 on an immutable field, a webhook's
 /// denial) does not stop the children after it nor orphan deletion. Every failure is returned
@@ -282,15 +301,16 @@ pub async fn apply_desired(
     desired: &DesiredState,
     owner_uid: &str,
     selector: &str,
-) -> Result<Readiness, Error> {
-    let mut workloads = BTreeMap::<Component, ComponentStatus>::new();
+) -> Result<Workloads, Error> {
+    let mut workloads = Workloads::default();
     let mut failures = Vec::new();
     for (component, child) in desired.children() {
         match applier.apply(child).await {
-            Ok(Some(replicas)) => {
-                workloads.insert(component, replicas);
+            Ok(Applied::Workload(rollout)) => {
+                workloads.rollouts.insert(component, rollout);
             }
-            Ok(None) => {}
+            Ok(Applied::Route(route)) => workloads.route = Some(*route),
+            Ok(Applied::Other) => {}
             Err(error) => {
                 tracing::warn!(error = %error.chain(), "child not applied; continuing with the others");
                 failures.push(error);
@@ -300,6 +320,6 @@ pub async fn apply_desired(
     failures.extend(applier.delete_orphans(selector, owner_uid).await);
     match Error::of_children(failures) {
         Some(error) => Err(error),
-        None => Ok(Readiness::from_workloads(&workloads)),
+        None => Ok(workloads),
     }
 }

@@ -3,7 +3,8 @@
 //! [`reconcile`] runs one stack through the pipeline in [`run`]. Validation and building are
 //! pure ([`validate`], [`build`]); [`observe`] reads (never writes); [`apply`] writes the
 //! children in the order [`desired::DesiredState::children`] documents and deletes orphans;
-//! [`report`] writes the status that [`status`] computes, and the Events. Every failure a user
+//! [`report`] writes the status that [`status`] computes, and the Events, after [`health`]
+//! explained, from the pods of the workloads that are not ready, why they are not. Every failure a user
 //! can act on ends in a status condition before it is returned, so the error policy's backoff
 //! and the user's view agree. All state comes through the injected [`Context`]: no globals, so
 //! tests drive it against an in-memory API.
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod context;
 pub mod desired;
 pub mod events;
+pub mod health;
 pub mod names;
 pub mod observe;
 pub mod ownership;
@@ -43,6 +45,9 @@ use std::time::Duration;
 
 /// Safety-net requeue after a successful reconcile (children are also watched).
 pub const SUCCESS_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue while the stack is not Ready: pod failures and a Gateway's verdict do not always
+/// change a watched object.
+pub const NOT_READY_REQUEUE: Duration = Duration::from_secs(30);
 /// Deadline of one reconcile; a hung API call fails it with `Timeout` (retried with backoff).
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Requeue while a referenced object (the user's credentials Secret) is missing.
@@ -199,9 +204,9 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // 3. Build (pure): every desired child object.
     let desired = build::build_desired(&validated, &observed.plan_inputs);
 
-    // 4. Apply, or only read readiness while paused.
-    let readiness = if validated.paused {
-        observe::readiness(&ctx.client, &validated).await
+    // 4. Apply, or only read the workloads while paused.
+    let workloads = if validated.paused {
+        observe::workloads(&ctx.client, &validated).await
     } else {
         let mut applier = Applier::new(
             &ctx.client,
@@ -215,20 +220,39 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         let selector = labels::children_selector(&validated.name);
         apply::apply_desired(&mut applier, &desired, uid, &selector).await
     };
-    let readiness = reporter.failed(readiness).await?;
+    let workloads = reporter.failed(workloads).await?;
 
-    // 5. Report.
-    let converged = Converged::new(&validated, readiness);
+    // 5. Report: why what is not ready is not, from the pods of those workloads (read only for
+    // them) and the route's status.
+    let pods = observe::pods_of(&ctx.client, &validated.namespace, &workloads);
+    let pods = reporter.failed(pods.await).await?;
+    let problems = health::problems(
+        &workloads,
+        &pods,
+        validated.gateway.as_ref(),
+        &validated.namespace,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let converged = Converged::new(&validated, workloads.readiness()).with_problems(problems);
+    let ready = converged.problems.is_empty() && converged.readiness.is_ready();
     reporter
         .send(Outcome::Converged(Box::new(converged)))
         .await?;
-    tracing::info!(paused = validated.paused, "reconciled");
+    tracing::info!(paused = validated.paused, ready, "reconciled");
     let result = if validated.paused {
         ReconcileResult::Paused
     } else {
         ReconcileResult::Success
     };
-    Ok((result, Action::requeue(SUCCESS_REQUEUE)))
+    // Pods change without their workload's status changing (a pull that turns into a
+    // back-off, a broker node that never gets ready): look again soon until Ready (a paused
+    // stack waits for its watches: nothing of it is being changed).
+    let requeue = if ready || validated.paused {
+        SUCCESS_REQUEUE
+    } else {
+        NOT_READY_REQUEUE
+    };
+    Ok((result, Action::requeue(requeue)))
 }
 
 /// An object that does not deserialize into a PingPongStack (the schema should prevent it):

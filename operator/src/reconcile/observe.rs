@@ -7,25 +7,28 @@
 //! when the stack needs an optional API the context does not know as served, whether it is
 //! served now. New credentials are generated here, at the edge, only when
 //! a Secret the operator must create is missing, so an existing password is never rotated.
-//! [`readiness`] reads the workloads' replica counts when nothing was applied. This module never
+//! [`workloads`] reads the workloads and the route when nothing was applied; [`pods_of`] reads
+//! the pods of the workloads that are not ready, so status can say why. This module never
 //! writes.
 
-use super::apply::{deployment_readiness, statefulset_readiness};
+use std::collections::BTreeMap;
+
 use super::build::common::broker_login;
 use super::build::{ExistingSecrets, PlanInputs};
 use super::context::Context;
-use super::status::Readiness;
+use super::health::PODS_PER_WORKLOAD;
+use super::rollout::{Rollout, Workloads, deployment_rollout, statefulset_rollout};
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::apis::{OptionalApi, ServedApis};
 use crate::config::AllowedSecrets;
 use crate::crd::ComponentStatus;
 use crate::credentials;
 use crate::error::Error;
-use crate::labels::{REFERABLE, REFERABLE_VALUE};
+use crate::labels::{Component, REFERABLE, REFERABLE_VALUE};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject, ListParams};
 
 /// Keys the user's `credentialsSecret` must have.
 pub const CREDENTIAL_KEYS: [&str; 2] = ["username", "password"];
@@ -295,61 +298,93 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
     })
 }
 
-/// Reads the workloads' readiness without writing (used while paused). A missing workload counts
-/// as its desired replicas with none ready.
-pub async fn readiness(client: &Client, stack: &ValidatedStack) -> Result<Readiness, Error> {
+/// Reads the workloads and the HTTPRoute without writing (used while paused). A missing
+/// workload counts as its desired replicas with none ready.
+pub async fn workloads(client: &Client, stack: &ValidatedStack) -> Result<Workloads, Error> {
     let ns = &stack.namespace;
     let names = &stack.names;
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let rabbitmq = sts
-        .get_opt(&names.rabbitmq)
-        .await
-        .map_err(read("StatefulSet", &names.rabbitmq))?;
-    let ping = deployments
-        .get_opt(&names.ping)
-        .await
-        .map_err(read("Deployment", &names.ping))?;
-    let pong = deployments
-        .get_opt(&names.pong)
-        .await
-        .map_err(read("Deployment", &names.pong))?;
-    let absent = |replicas| ComponentStatus {
-        replicas,
-        ready_replicas: 0,
+    let absent = |name: &str, replicas| Rollout {
+        name: name.to_owned(),
+        counts: ComponentStatus {
+            replicas,
+            ready_replicas: 0,
+        },
+        ..Rollout::default()
     };
-    let postgres = match stack.store.provisioned() {
-        Some(_) => Some(
-            sts.get_opt(&names.postgres)
-                .await
-                .map_err(read("StatefulSet", &names.postgres))?
-                .as_ref()
-                .map_or_else(|| absent(1), statefulset_readiness),
-        ),
-        None => None,
-    };
-    let redis = match stack.cache.as_ref().and_then(CacheSettings::provisioned) {
-        Some(_) => Some(
-            deployments
-                .get_opt(&names.redis)
-                .await
-                .map_err(read("Deployment", &names.redis))?
-                .as_ref()
-                .map_or_else(|| absent(1), deployment_readiness),
-        ),
-        None => None,
-    };
-    Ok(Readiness {
-        postgres,
-        redis,
-        rabbitmq: rabbitmq
+    let mut found = Workloads::default();
+    let mut wanted = vec![(
+        Component::RabbitMq,
+        &names.rabbitmq,
+        stack.rabbitmq.replicas,
+    )];
+    if stack.store.provisioned().is_some() {
+        wanted.push((Component::Postgres, &names.postgres, 1));
+    }
+    for (component, name, replicas) in wanted {
+        let rollout = sts
+            .get_opt(name)
+            .await
+            .map_err(read("StatefulSet", name))?
             .as_ref()
-            .map_or_else(|| absent(stack.rabbitmq.replicas), statefulset_readiness),
-        ping: ping
+            .map_or_else(|| absent(name, replicas), statefulset_rollout);
+        found.rollouts.insert(component, rollout);
+    }
+    let mut wanted = vec![
+        (Component::Ping, &names.ping, stack.ping.replicas),
+        (Component::Pong, &names.pong, stack.pong.replicas),
+    ];
+    if stack
+        .cache
+        .as_ref()
+        .and_then(CacheSettings::provisioned)
+        .is_some()
+    {
+        wanted.push((Component::Redis, &names.redis, 1));
+    }
+    for (component, name, replicas) in wanted {
+        let rollout = deployments
+            .get_opt(name)
+            .await
+            .map_err(read("Deployment", name))?
             .as_ref()
-            .map_or_else(|| absent(stack.ping.replicas), deployment_readiness),
-        pong: pong
-            .as_ref()
-            .map_or_else(|| absent(stack.pong.replicas), deployment_readiness),
-    })
+            .map_or_else(|| absent(name, replicas), deployment_rollout);
+        found.rollouts.insert(component, rollout);
+    }
+    if stack.gateway.is_some() {
+        let resource = OptionalApi::HttpRoute.resource();
+        let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+        found.route = routes
+            .get_opt(&names.route)
+            .await
+            .map_err(read("HTTPRoute", &names.route))?;
+    }
+    Ok(found)
+}
+
+/// The pods of every workload in `workloads` that is not ready (at most
+/// [`PODS_PER_WORKLOAD`] each, listed by the workload's selector): what
+/// [`super::health::problems`] reads to say why. Ready workloads cost nothing.
+pub async fn pods_of(
+    client: &Client,
+    namespace: &str,
+    workloads: &Workloads,
+) -> Result<BTreeMap<Component, Vec<Pod>>, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut found = BTreeMap::new();
+    for (component, rollout) in workloads.not_ready() {
+        let Some(selector) = rollout.selector.as_deref() else {
+            continue;
+        };
+        let params = ListParams::default()
+            .labels(selector)
+            .limit(PODS_PER_WORKLOAD);
+        let list = pods.list(&params).await.map_err(|source| Error::List {
+            kind: "Pod",
+            source,
+        })?;
+        found.insert(component, list.items);
+    }
+    Ok(found)
 }

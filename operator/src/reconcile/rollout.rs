@@ -11,11 +11,116 @@
 //! - a StatefulSet whose `currentRevision` differs from its `updateRevision` counts at most its
 //!   updated replicas.
 //!
+//! A [`Rollout`] adds what a stuck workload needs to be explained: the label selector of its
+//! pods (read only for workloads that are not ready, see [`super::health`]) and a Deployment's
+//! `ProgressDeadlineExceeded`.
+//!
 //! This module does no I/O; apply and observe call it on the objects they read.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::DynamicObject;
+
+use super::status::Readiness;
 use crate::crd::ComponentStatus;
+use crate::labels::Component;
+
+/// Reason of a Deployment's `Progressing=False` condition once its rollout stalled.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+
+/// One workload as its controller reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// Name of the workload.
+    pub name: String,
+    /// Desired replicas and those ready at the current spec.
+    pub counts: ComponentStatus,
+    /// Label selector of its pods (`key=value,...`), when it has `matchLabels`.
+    pub selector: Option<String>,
+    /// The message of a Deployment whose rollout exceeded its progress deadline.
+    pub deadline_exceeded: Option<String>,
+}
+
+/// What the workloads and the route reported after apply (or a read while paused).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Workloads {
+    /// Each workload by component.
+    pub rollouts: BTreeMap<Component, Rollout>,
+    /// The HTTPRoute as the API server returned it (its `status.parents`), when there is one.
+    pub route: Option<DynamicObject>,
+}
+
+impl Workloads {
+    /// The components' readiness.
+    pub fn readiness(&self) -> Readiness {
+        let counts = self
+            .rollouts
+            .iter()
+            .map(|(component, rollout)| (*component, rollout.counts))
+            .collect();
+        Readiness::from_workloads(&counts)
+    }
+
+    /// The workloads not at their desired ready replicas (their pods are worth a look).
+    pub fn not_ready(&self) -> impl Iterator<Item = (Component, &Rollout)> {
+        self.rollouts
+            .iter()
+            .filter(|(_, r)| !r.counts.is_ready())
+            .map(|(c, r)| (*c, r))
+    }
+}
+
+/// `matchLabels` as a label selector string (`matchExpressions` are never set by the builders).
+fn selector_string(selector: &LabelSelector) -> Option<String> {
+    let labels = selector.match_labels.as_ref()?;
+    if labels.is_empty() {
+        return None;
+    }
+    Some(
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+/// A Deployment's rollout: readiness, pod selector and a stalled rollout.
+pub fn deployment_rollout(deployment: &Deployment) -> Rollout {
+    let deadline_exceeded = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some(PROGRESS_DEADLINE_EXCEEDED)
+        })
+        .map(|c| c.message.clone().unwrap_or_default());
+    Rollout {
+        name: deployment.metadata.name.clone().unwrap_or_default(),
+        counts: deployment_readiness(deployment),
+        selector: deployment
+            .spec
+            .as_ref()
+            .and_then(|s| selector_string(&s.selector)),
+        deadline_exceeded,
+    }
+}
+
+/// A StatefulSet's rollout: readiness and pod selector.
+pub fn statefulset_rollout(sts: &StatefulSet) -> Rollout {
+    Rollout {
+        name: sts.metadata.name.clone().unwrap_or_default(),
+        counts: statefulset_readiness(sts),
+        selector: sts.spec.as_ref().and_then(|s| selector_string(&s.selector)),
+        deadline_exceeded: None,
+    }
+}
 
 /// Whether the workload controller has seen the workload's current generation.
 fn observed(generation: Option<i64>, observed_generation: Option<i64>) -> bool {
@@ -200,6 +305,42 @@ mod tests {
         assert!(statefulset_readiness(&s).is_ready());
         let s = statefulset("rev-2", "rev-2", 2, 3);
         assert!(!statefulset_readiness(&s).is_ready());
+    }
+
+    #[test]
+    fn a_stalled_deployment_reports_its_deadline_and_selector() {
+        use k8s_openapi::api::apps::v1::DeploymentCondition;
+        let mut d = deployment(2, 1, d_status(2, 2, 1, 1));
+        d.metadata.name = Some("demo-ping".into());
+        if let Some(spec) = d.spec.as_mut() {
+            spec.selector.match_labels = Some(
+                [
+                    ("a".to_owned(), "1".to_owned()),
+                    ("b".to_owned(), "2".to_owned()),
+                ]
+                .into_iter()
+                .collect(),
+            );
+        }
+        let no_deadline = deployment_rollout(&d);
+        assert_eq!(no_deadline.deadline_exceeded, None);
+        assert_eq!(no_deadline.selector.as_deref(), Some("a=1,b=2"));
+        if let Some(status) = d.status.as_mut() {
+            status.conditions = Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some(PROGRESS_DEADLINE_EXCEEDED.into()),
+                message: Some("ReplicaSet \"demo-ping-1\" has timed out progressing.".into()),
+                ..DeploymentCondition::default()
+            }]);
+        }
+        let r = deployment_rollout(&d);
+        assert_eq!(r.name, "demo-ping");
+        assert_eq!(
+            r.deadline_exceeded.as_deref(),
+            Some("ReplicaSet \"demo-ping-1\" has timed out progressing.")
+        );
+        assert!(!r.counts.is_ready());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::health::Problem;
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::crd::{
     CacheStatus, ComponentStatus, PingPongStackStatus, Placement, StoreStatus, StoreType,
@@ -115,6 +116,11 @@ impl Readiness {
         all
     }
 
+    /// Whether every component has all its desired replicas ready.
+    pub fn is_ready(&self) -> bool {
+        self.components().iter().all(|(_, c)| c.is_ready())
+    }
+
     fn not_ready(&self) -> Vec<String> {
         self.components()
             .into_iter()
@@ -151,6 +157,8 @@ pub struct Converged {
     pub cache: Option<CacheStatus>,
     /// `status.warnings`: what the stack runs with but the user should fix.
     pub warnings: Vec<String>,
+    /// Why the stack is not ready, in its pods' and its Gateway's words ([`super::health`]).
+    pub problems: Vec<Problem>,
 }
 
 impl Converged {
@@ -164,7 +172,14 @@ impl Converged {
             store,
             cache,
             warnings: stack.warnings(),
+            problems: Vec::new(),
         }
+    }
+
+    /// The same, with the problems found in the pods and the route.
+    pub fn with_problems(mut self, problems: Vec<Problem>) -> Self {
+        self.problems = problems;
+        self
     }
 }
 
@@ -201,6 +216,80 @@ fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condit
     }
 }
 
+/// Ready, Progressing and Degraded of a reconcile that applied everything: Ready only when every
+/// workload is ready at its current spec and nothing is wrong with a pod or the route; a problem
+/// is the reason (the first one, all of them in the message), and Degraded when a user must act.
+fn converged_conditions(converged: &Converged, paused: bool, next: &mut Vec<Condition>) {
+    use condition_type::{DEGRADED, PROGRESSING, READY};
+    let readiness = &converged.readiness;
+    let waiting = readiness.not_ready();
+    let problems = &converged.problems;
+    let explained = problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let waiting_for = (!waiting.is_empty()).then(|| format!("waiting for {}", waiting.join(", ")));
+    match (problems.first(), &waiting_for) {
+        (None, None) => {
+            let msg = readiness.ready_message();
+            next.push(condition(READY, true, reason::ALL_COMPONENTS_READY, msg));
+        }
+        (None, Some(msg)) => {
+            next.push(condition(
+                READY,
+                false,
+                reason::COMPONENTS_NOT_READY,
+                msg.clone(),
+            ));
+        }
+        (Some(first), _) => {
+            let msg = match &waiting_for {
+                Some(w) => format!("{explained} ({w})"),
+                None => explained.clone(),
+            };
+            next.push(condition(READY, false, first.reason, msg));
+        }
+    }
+    let stalled = problems
+        .iter()
+        .any(|p| p.reason == super::health::reason::PROGRESS_DEADLINE_EXCEEDED);
+    next.push(if paused {
+        let msg = "spec.paused is true; children are not changed".to_owned();
+        condition(PROGRESSING, false, reason::PAUSED_BY_SPEC, msg)
+    } else if stalled {
+        let msg = explained.clone();
+        condition(
+            PROGRESSING,
+            false,
+            super::health::reason::PROGRESS_DEADLINE_EXCEEDED,
+            msg,
+        )
+    } else if waiting.is_empty() && problems.is_empty() {
+        let msg = "desired state applied and ready".to_owned();
+        condition(PROGRESSING, false, reason::ROLLOUT_COMPLETE, msg)
+    } else {
+        let what = waiting_for.clone().unwrap_or_else(|| explained.clone());
+        let msg = format!("desired state applied; {what}");
+        condition(PROGRESSING, true, reason::ROLLING_OUT, msg)
+    });
+    next.push(match problems.iter().find(|p| p.needs_action) {
+        Some(problem) => {
+            let msg = problems
+                .iter()
+                .filter(|p| p.needs_action)
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            condition(DEGRADED, true, problem.reason, msg)
+        }
+        None => {
+            let msg = "last reconcile succeeded".to_owned();
+            condition(DEGRADED, false, reason::RECONCILE_SUCCEEDED, msg)
+        }
+    });
+}
+
 /// Computes the four conditions.
 ///
 /// `previous` is the current `status.conditions`; `generation` is the stack's
@@ -215,29 +304,7 @@ pub fn conditions(
     use condition_type::{DEGRADED, PAUSED, PROGRESSING, READY};
     let mut next = Vec::with_capacity(4);
     match outcome {
-        Outcome::Converged(converged) => {
-            let readiness = &converged.readiness;
-            let waiting = readiness.not_ready();
-            if waiting.is_empty() {
-                let msg = readiness.ready_message();
-                next.push(condition(READY, true, reason::ALL_COMPONENTS_READY, msg));
-            } else {
-                let msg = format!("waiting for {}", waiting.join(", "));
-                next.push(condition(READY, false, reason::COMPONENTS_NOT_READY, msg));
-            }
-            next.push(if paused {
-                let msg = "spec.paused is true; children are not changed".to_owned();
-                condition(PROGRESSING, false, reason::PAUSED_BY_SPEC, msg)
-            } else if waiting.is_empty() {
-                let msg = "desired state applied and ready".to_owned();
-                condition(PROGRESSING, false, reason::ROLLOUT_COMPLETE, msg)
-            } else {
-                let msg = format!("desired state applied; waiting for {}", waiting.join(", "));
-                condition(PROGRESSING, true, reason::ROLLING_OUT, msg)
-            });
-            let msg = "last reconcile succeeded".to_owned();
-            next.push(condition(DEGRADED, false, reason::RECONCILE_SUCCEEDED, msg));
-        }
+        Outcome::Converged(converged) => converged_conditions(converged, paused, &mut next),
         Outcome::Invalid {
             reason: why,
             message,
@@ -428,6 +495,7 @@ pub(super) fn converged(readiness: Readiness) -> Outcome {
         },
         cache: None,
         warnings: Vec::new(),
+        problems: Vec::new(),
     }))
 }
 

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube_fake_client::interceptor;
 use pingpong_operator::crd::{GatewayParentRef, GatewaySpec, PingPongStack, PingPongStackSpec};
 use pingpong_operator::metrics::{ChildOperation, ReconcileResult};
-use pingpong_operator::reconcile::{self, MISSING_REFERENCE_REQUEUE, SUCCESS_REQUEUE};
+use pingpong_operator::reconcile::{self, MISSING_REFERENCE_REQUEUE, NOT_READY_REQUEUE};
 use pretty_assertions::assert_eq;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -116,11 +116,12 @@ async fn injected_api_errors_end_in_status_events_and_metrics_with_backoff() {
     );
     assert_eq!(k8s.events().await.len(), 1);
 
-    // Recovery clears Degraded, says so once, and resets the backoff.
+    // Recovery clears Degraded, says so once, and resets the backoff; the stack is not Ready
+    // yet, so it is looked at again soon.
     failing.store(false, Ordering::SeqCst);
     assert_eq!(
         k8s.reconcile().await.unwrap(),
-        Action::requeue(SUCCESS_REQUEUE)
+        Action::requeue(NOT_READY_REQUEUE)
     );
     let recovered = k8s.stack().await;
     assert_eq!(condition(&recovered, "Degraded").0, "False");

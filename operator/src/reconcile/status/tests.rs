@@ -209,3 +209,80 @@ fn failure_keeps_observed_generation_and_component_counts() {
         "a failure keeps the store status"
     );
 }
+
+fn with_problems(ready: i32, problems: Vec<Problem>) -> Outcome {
+    let Outcome::Converged(mut c) = converged(readiness(ready)) else {
+        unreachable!("converged() is converged")
+    };
+    c.problems = problems;
+    Outcome::Converged(c)
+}
+
+#[test]
+fn a_problem_keeps_ready_false_with_its_reason_and_degrades_only_when_a_user_must_act() {
+    use crate::reconcile::health::reason as why;
+    let pull = Problem {
+        reason: why::IMAGE_PULL_FAILED,
+        message: "pod p: container ping is ImagePullBackOff".into(),
+        needs_action: true,
+    };
+    let cs = conditions(
+        &with_problems(0, vec![pull.clone()]),
+        false,
+        Some(1),
+        &[],
+        t(0),
+    );
+    assert_eq!(get(&cs, READY).status, "False");
+    assert_eq!(get(&cs, READY).reason, why::IMAGE_PULL_FAILED);
+    assert_eq!(
+        get(&cs, READY).message,
+        "pod p: container ping is ImagePullBackOff (waiting for rabbitmq 0/1 ready, ping 0/1 ready, \
+         pong 0/1 ready)"
+    );
+    assert_eq!(get(&cs, DEGRADED).status, "True");
+    assert_eq!(get(&cs, DEGRADED).reason, why::IMAGE_PULL_FAILED);
+    assert_eq!(get(&cs, PROGRESSING).status, "True");
+
+    // Every workload ready, the route not accepted yet: never Ready, not degraded while pending.
+    let pending = Problem {
+        reason: why::ROUTE_PENDING,
+        message: "HTTPRoute demo: waiting".into(),
+        needs_action: false,
+    };
+    let cs = conditions(&with_problems(1, vec![pending]), false, Some(1), &[], t(0));
+    assert_eq!(
+        (
+            get(&cs, READY).status.as_str(),
+            get(&cs, READY).reason.as_str()
+        ),
+        ("False", why::ROUTE_PENDING)
+    );
+    assert_eq!(get(&cs, READY).message, "HTTPRoute demo: waiting");
+    assert_eq!(get(&cs, DEGRADED).status, "False");
+    assert_eq!(get(&cs, PROGRESSING).status, "True");
+
+    // A stalled rollout stops Progressing.
+    let stalled = Problem {
+        reason: why::PROGRESS_DEADLINE_EXCEEDED,
+        message: "Deployment demo-ping: timed out".into(),
+        needs_action: true,
+    };
+    let cs = conditions(
+        &with_problems(0, vec![stalled, pull]),
+        false,
+        Some(1),
+        &[],
+        t(0),
+    );
+    assert_eq!(get(&cs, PROGRESSING).status, "False");
+    assert_eq!(
+        get(&cs, PROGRESSING).reason,
+        why::PROGRESS_DEADLINE_EXCEEDED
+    );
+    assert!(
+        get(&cs, DEGRADED)
+            .message
+            .contains("Deployment demo-ping: timed out; pod p")
+    );
+}
