@@ -98,16 +98,6 @@ def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
         server.proc.stop()
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
-
-
 def _tags(span: dict[str, Any]) -> dict[str, Any]:
     return {tag["key"]: tag["value"] for tag in span["tags"]}
 
@@ -118,7 +108,7 @@ def _parent(span: dict[str, Any]) -> str | None:
 
 
 def test_one_trace_from_the_request_through_the_broker_to_the_database(
-        empty_stack: Stack, jaeger: Jaeger, postgres: PrivatePostgres) -> None:
+        empty_stack: Stack, jaeger: Jaeger, private_postgres: PrivatePostgres) -> None:
     if not listening("127.0.0.1", 6379):
         missing("no Redis answers on 127.0.0.1:6379 (start one, e.g. scripts/ensure-services.sh redis)")
     stack = empty_stack
@@ -128,7 +118,7 @@ def test_one_trace_from_the_request_through_the_broker_to_the_database(
         "OTEL_TRACES_SAMPLER_ARG": "1",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    database = postgres.create_database(f"pp_trace_{uuid.uuid4().hex[:10]}")
+    database = private_postgres.create_database(f"pp_trace_{uuid.uuid4().hex[:10]}")
     stack.start_ping(traces)
     stack.start_pong(traces | {
         "PONG_STORE": "postgres",
