@@ -227,16 +227,15 @@ if [ "$real_node" = 1 ]; then
 fi
 
 if [ "${CLUSTER_OPERATOR:-1}" = 1 ]; then
-  step "helm install charts/pingpong-operator (namespace $OPERATOR_NAMESPACE)"
-  if ! helm status "$OPERATOR_RELEASE" -n "$OPERATOR_NAMESPACE" >/dev/null 2>&1; then
-    images=()
-    if [ "$real_node" = 1 ]; then
-      images=(--set "stackImages.ping=$(image_ref ping)" --set "stackImages.pong=$(image_ref pong)"
-        --set "stackImages.rabbitmq=$(image_ref rabbitmq)")
-    fi
-    helm install "$OPERATOR_RELEASE" charts/pingpong-operator -n "$OPERATOR_NAMESPACE" \
-      --create-namespace "${images[@]}" >/dev/null
+  step "helm upgrade --install charts/pingpong-operator (namespace $OPERATOR_NAMESPACE)"
+  # upgrade --install: a second `make cluster` after a chart change (RBAC, values) applies it.
+  images=()
+  if [ "$real_node" = 1 ]; then
+    images=(--set "stackImages.ping=$(image_ref ping)" --set "stackImages.pong=$(image_ref pong)"
+      --set "stackImages.rabbitmq=$(image_ref rabbitmq)")
   fi
+  helm upgrade --install "$OPERATOR_RELEASE" charts/pingpong-operator -n "$OPERATOR_NAMESPACE" \
+    --create-namespace "${images[@]}" >/dev/null
   start_operator operator "$OPERATOR_METRICS_PORT"
   wait_until "the operator holds the leader Lease" operator_leads operator
   wait_until "the operator's /readyz (leading, cache synced)" curl -fsS "http://127.0.0.1:$OPERATOR_METRICS_PORT/readyz"
