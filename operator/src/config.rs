@@ -103,7 +103,7 @@ pub struct LeaderElection {
 }
 
 /// Everything the `run` subcommand needs, parsed and checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Default images for stacks that do not set their own.
     pub images: Images,
@@ -121,6 +121,10 @@ pub struct Config {
     pub autoscale: crate::autoscale::runner::Settings,
     /// Secrets stacks may name without the opt-in label (`PINGPONG_ALLOWED_SECRETS`).
     pub allowed_secrets: AllowedSecrets,
+    /// Traces of each reconcile (`OTEL_*`; off unless an OTLP endpoint is set).
+    pub traces: pingpong_otel::TraceConfig,
+    /// Exported and dropped spans, registered with the operator's metrics.
+    pub spans: pingpong_otel::SpanCounters,
 }
 
 /// One problem with one environment variable.
@@ -234,6 +238,11 @@ impl Config {
         } else {
             None
         };
+        let (traces, trace_problems) = pingpong_otel::TraceConfig::parse(&get, "pingpong-operator");
+        problems.extend(trace_problems.into_iter().map(|p| ConfigProblem {
+            variable: p.variable,
+            message: format!("{:?} is not valid; expected {}", p.value, p.expected),
+        }));
         let mut autoscale = read_autoscale(&get, &mut problems);
         autoscale.watch_namespace.clone_from(&watch_namespace);
         if !problems.is_empty() {
@@ -248,6 +257,8 @@ impl Config {
             instance: pod_name,
             autoscale,
             allowed_secrets,
+            traces,
+            spans: pingpong_otel::SpanCounters::default(),
         })
     }
 }
