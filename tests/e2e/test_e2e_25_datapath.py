@@ -60,7 +60,8 @@ def test_ping_then_pong_through_the_route(cluster: Cluster, request: pytest.Fixt
 
 def _through_the_gateway_on_the_real_node(cluster: Cluster, ns: str) -> None:
     host = f"{ns}.pingpong.test"
-    cluster.apply(stack_doc("e2e", {"rabbitmq": {"storage": {"ephemeral": True}},
+    cluster.apply(stack_doc("e2e", {"rabbitmq": {"image": cluster.local_image("rabbitmq"),
+                                                 "storage": {"ephemeral": True}},
                                     "ingress": {"enabled": False},
                                     "gateway": {"parentRef": GATEWAY, "hostname": host}}), ns)
     cluster.wait_ready(ns, "e2e", timeout=600)

@@ -50,7 +50,8 @@ def test_a_bad_image_and_a_crash_loop_on_real_pods_are_named_in_ready(cluster: C
     url = cluster.gateway_url
     assert url is not None
     host = f"{name}.{ns}.pingpong.test"
-    cluster.apply(stack_doc(name, {"rabbitmq": {"storage": {"ephemeral": True}},
+    cluster.apply(stack_doc(name, {"rabbitmq": {"image": cluster.local_image("rabbitmq"),
+                                                "storage": {"ephemeral": True}},
                                    "ingress": {"enabled": False},
                                    "gateway": {"parentRef": GATEWAY, "hostname": host}}), ns)
     cluster.wait_ready(ns, name, timeout=600)
