@@ -172,7 +172,8 @@ def test_rolling_ping_under_load_and_rotating_the_credentials(cluster: Cluster, 
     assert url is not None
     password = unique("first-password")
     cluster.apply(_secret("roll-broker", "app-user", password), ns)
-    host = _real_stack(cluster, ns, name, {"rabbitmq": {"storage": {"ephemeral": True},
+    host = _real_stack(cluster, ns, name, {"rabbitmq": {"image": cluster.local_image("rabbitmq"),
+                                                         "storage": {"ephemeral": True},
                                                          "credentialsSecret": "roll-broker"}})
     _post_ok(url, host, unique("warm-up"))
 
