@@ -13,8 +13,15 @@
 # Prints a markdown report and writes it into the "Data plane" section of BENCHMARKS.md
 # (BENCH_WRITE=0 to skip). Stops its stack afterwards.
 #
+# Traces are off by default (the services' default). BENCH_TRACES=on runs Jaeger (as make local
+# does, on the BENCH_JAEGER_* ports) and samples BENCH_TRACE_RATIO (0.1, the CRD's default) of
+# the requests; the report then goes to $PINGPONG_LOCAL_DIR/results/report.md only (BENCH_WRITE
+# defaults to 0), for the "Traces off and on" section of BENCHMARKS.md.
+#
 # Environment: BENCH_DURATION (20), BENCH_CEILING_SECONDS (10), BENCH_PING_PORT (8101),
-# BENCH_PONG_PORT (8102), BENCH_GATEWAY_PORT (8180), BENCH_WRITE (1), plus RABBITMQ_* for the broker.
+# BENCH_PONG_PORT (8102), BENCH_GATEWAY_PORT (8180), BENCH_WRITE (1), BENCH_TRACES (off),
+# BENCH_TRACE_RATIO (0.1), BENCH_JAEGER_OTLP_PORT (8118), BENCH_JAEGER_UI_PORT (8186),
+# BENCH_JAEGER_GRPC_PORT (8185), plus RABBITMQ_* for the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,6 +38,22 @@ RABBITMQ_QUEUE=pingpong-bench-$(date +%s)
 export RABBITMQ_QUEUE
 export PONG_MAX_MESSAGES=100000
 export RUST_LOG=${RUST_LOG:-warn}
+traces=${BENCH_TRACES:-off}
+[[ $traces == on || $traces == off ]] || { echo "BENCH_TRACES must be on or off, got '$traces'" >&2; exit 2; }
+export LOCAL_TRACES=$traces
+export JAEGER_OTLP_PORT=${BENCH_JAEGER_OTLP_PORT:-8118}
+export JAEGER_UI_PORT=${BENCH_JAEGER_UI_PORT:-8186}
+export JAEGER_GRPC_PORT=${BENCH_JAEGER_GRPC_PORT:-8185}
+if [[ $traces == on ]]; then
+  export OTEL_TRACES_SAMPLER=parentbased_traceidratio
+  export OTEL_TRACES_SAMPLER_ARG=${BENCH_TRACE_RATIO:-0.1}
+  trace_note="traces ON: OTLP/HTTP to a local Jaeger, sampler parentbased_traceidratio $OTEL_TRACES_SAMPLER_ARG"
+  bench_write_default=0
+else
+  unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+  trace_note="traces off"
+  bench_write_default=1
+fi
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 # shellcheck source=deploy/local/common.sh
@@ -239,7 +262,7 @@ Linux $(uname -r); RabbitMQ on $RABBITMQ_HOST:$RABBITMQ_PORT; load average befor
 after: $(cut -d' ' -f1-3 /proc/loadavg).
 Everything (wrk, nginx, ping, pong, RabbitMQ) shares these CPUs. Command: \`make bench\`
 (wrk -t2 --latency through nginx on 127.0.0.1, body \`{"msg": "benchmark message from wrk"}\`,
-release build, gateway access log off, RUST_LOG=warn, PONG_MAX_MESSAGES=100000).
+release build, gateway access log off, RUST_LOG=warn, PONG_MAX_MESSAGES=100000, $trace_note).
 Figures swing with the other load on a shared machine: compare with the runs on record below, and
 with the CPU seconds other processes used during each run.
 
@@ -281,7 +304,7 @@ printf '%s\n' "$report" | tee "$out/report.md"
 # One line per run, kept (newest first, at most 12) in BENCHMARKS.md: runs on a shared machine vary.
 history_row="| $(date -u '+%Y-%m-%d %H:%M') | ${load_avg%% *} | ${r16[0]} / ${r16[2]} | ${r64[0]} / ${r64[2]} | $ceiling | ${ratio}% | $get_p99 | $errors_total |"
 
-if [[ ${BENCH_WRITE:-1} != 0 ]]; then
+if [[ ${BENCH_WRITE:-$bench_write_default} != 0 ]]; then
   python3 - "$out/report.md" "$history_row" <<'PY'
 import re, sys
 from pathlib import Path

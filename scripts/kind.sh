@@ -6,16 +6,21 @@
 # `up`:
 #   1. checks docker, kind, kubectl, skaffold and helm (each with an install hint);
 #   2. creates the kind cluster from kind-config.yaml unless it exists;
-#   3. checks that cloud-provider-kind serves the Gateway API (the default route: ingress-nginx
-#      was retired in March 2026), or, with PINGPONG_ROUTE=ingress, installs ingress-nginx;
+#   3. installs the route provider: by default the Gateway of `make cluster`, Traefik
+#      (the upstream image at TRAEFIK_VERSION of scripts/cluster/versions.sh) with the Gateway API
+#      CRDs, the GatewayClass `traefik` and the Gateway gateway-system/public, on the node that
+#      maps the host's port 80 (scripts/cluster/gateway-traefik.yaml); with PINGPONG_ROUTE=ingress
+#      ingress-nginx instead (retired upstream in March 2026);
 #   4. builds the three images and deploys the chart with skaffold (images loaded into kind),
-#      which then applies manifests/samples/gateway.yaml plus the Gateway its parentRef names
-#      (or minimal.yaml, served by an Ingress);
+#      which then applies manifests/samples/gateway.yaml (minimal.yaml with PINGPONG_ROUTE=ingress);
 #   5. waits for the stack's Ready condition and prints the curl commands.
 #
 # Environment:
 #   KIND_CLUSTER_NAME        cluster name (default pingpong, as in kind-config.yaml)
 #   PINGPONG_ROUTE           gateway (default) or ingress
+#   GATEWAY_API_MANIFEST     the Gateway API's standard-channel CRDs (URL or file; default: the
+#                            release GATEWAY_API_VERSION of scripts/cluster/versions.sh on GitHub)
+#   TRAEFIK_IMAGE            the Traefik image (default docker.io/library/traefik:<TRAEFIK_VERSION>)
 #   INGRESS_NGINX_MANIFEST   ingress-nginx manifest for kind (URL or file); it is fetched from
 #                            GitHub, so point it to a local copy on machines without internet
 # The sample stack lives in namespace `default` (skaffold.yaml applies it there).
@@ -23,9 +28,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cluster=${KIND_CLUSTER_NAME:-pingpong}
+# shellcheck source=scripts/cluster/versions.sh
+source scripts/cluster/versions.sh
 
 up() {
   route=${PINGPONG_ROUTE:-gateway}
+  gateway_api_manifest=${GATEWAY_API_MANIFEST:-https://github.com/kubernetes-sigs/gateway-api/releases/download/$GATEWAY_API_VERSION/standard-install.yaml}
+  traefik_image=${TRAEFIK_IMAGE:-docker.io/library/traefik:$TRAEFIK_VERSION}
   ingress_manifest=${INGRESS_NGINX_MANIFEST:-https://raw.githubusercontent.com/kubernetes/ingress-nginx/main/deploy/static/provider/kind/deploy.yaml}
   stack_ns=default
   context="kind-$cluster"
@@ -70,24 +79,22 @@ up() {
     k apply -f "$ingress_manifest"
     k -n ingress-nginx rollout status deployment/ingress-nginx-controller --timeout=300s
   else
-    echo "==> Gateway API via cloud-provider-kind"
-    # cloud-provider-kind installs the CRDs and the GatewayClass shortly after the cluster appears.
-    for _ in $(seq 1 60); do
-      k get gatewayclass cloud-provider-kind >/dev/null 2>&1 && break
-      sleep 2
-    done
-    if ! k get gatewayclass cloud-provider-kind >/dev/null 2>&1; then
-      cat >&2 <<'EOF'
-GatewayClass 'cloud-provider-kind' not found. Run cloud-provider-kind next to the cluster
-(it installs the Gateway API CRDs and the GatewayClass), e.g. in another terminal:
-  go install sigs.k8s.io/cloud-provider-kind@latest && sudo cloud-provider-kind
-or
-  docker run --rm --network host -v /var/run/docker.sock:/var/run/docker.sock \
-    registry.k8s.io/cloud-provider-kind/cloud-controller-manager:v0.11.1
-then run `make up` again (or `PINGPONG_ROUTE=ingress make up` to use ingress-nginx instead).
-EOF
-      exit 1
-    fi
+    echo "==> Gateway API $GATEWAY_API_VERSION CRDs ($gateway_api_manifest)"
+    k apply --server-side -f "$gateway_api_manifest" >/dev/null
+    k wait --for=condition=Established --timeout=60s crd/gateways.gateway.networking.k8s.io \
+      crd/httproutes.gateway.networking.k8s.io crd/grpcroutes.gateway.networking.k8s.io
+    echo "==> the Gateway: Traefik ($traefik_image), Gateway gateway-system/public on localhost:80"
+    # The manifest of `make cluster`'s real node, moved to the node kind-config.yaml maps the
+    # host's port 80 to (hostPort 80 on Traefik's web entry point), pulling the upstream image.
+    sed -e "s#@TRAEFIK_IMAGE@#$traefik_image#" -e "s#@GATEWAY_NODE_PORT@#30080#" \
+      scripts/cluster/gateway-traefik.yaml | k apply -f - >/dev/null
+    k -n gateway-system patch deployment traefik --type=strategic -p '{"spec":{"template":{"spec":{
+      "nodeSelector":{"pingpong.dev/node":null,"ingress-ready":"true"},
+      "tolerations":[{"key":"node-role.kubernetes.io/control-plane","operator":"Exists","effect":"NoSchedule"}],
+      "containers":[{"name":"traefik","imagePullPolicy":"IfNotPresent",
+        "ports":[{"name":"web","containerPort":8000,"hostPort":80}]}]}}}}' >/dev/null
+    k -n gateway-system rollout status deployment/traefik --timeout=300s
+    k -n gateway-system wait --for=condition=Programmed gateway/public --timeout=120s
   fi
 
   echo "==> build images and deploy the chart (skaffold)"
@@ -98,33 +105,6 @@ EOF
   # does not scan for images, so force loading every built image into the kind node.
   skaffold deploy --kube-context "$context" "${profile[@]}" --build-artifacts "$artifacts" \
     --load-images=true
-
-  if [ "$route" = gateway ]; then
-    # The sample's HTTPRoute attaches to the Gateway named in spec.gateway.parentRef; create that
-    # Gateway (class cloud-provider-kind, HTTP on port 80, routes from every namespace) if needed.
-    gw_name=$(k -n "$stack_ns" get -f "$sample" -o jsonpath='{.spec.gateway.parentRef.name}')
-    gw_ns=$(k -n "$stack_ns" get -f "$sample" -o jsonpath='{.spec.gateway.parentRef.namespace}')
-    gw_ns=${gw_ns:-$stack_ns}
-    echo "==> Gateway $gw_ns/$gw_name (class cloud-provider-kind)"
-    k create namespace "$gw_ns" --dry-run=client -o yaml | k apply -f - >/dev/null
-    k apply -f - <<EOF
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: $gw_name
-  namespace: $gw_ns
-spec:
-  gatewayClassName: cloud-provider-kind
-  listeners:
-    - name: http
-      protocol: HTTP
-      port: 80
-      allowedRoutes:
-        namespaces:
-          from: All
-EOF
-    k -n "$gw_ns" wait --for=condition=Programmed "gateway/$gw_name" --timeout=300s
-  fi
 
   echo "==> waiting for the stack in $sample to become Ready"
   k -n "$stack_ns" apply -f "$sample" >/dev/null
@@ -140,16 +120,11 @@ EOF
   host=$(printf '%s' "$endpoint" | sed -E 's#^[a-z]+://##; s#[/:].*$##')
   base=http://localhost
   header=""
-  if [ "$route" = gateway ]; then
-    # cloud-provider-kind gives the Gateway an address on the kind network (reachable from a
-    # Linux host; on macOS/Windows use `kubectl port-forward`).
-    address=$(k -n "$gw_ns" get gateway "$gw_name" -o jsonpath='{.status.addresses[0].value}')
-    base="http://${address:-<gateway address>}"
-  fi
+  # Both route providers listen on the node's port 80, which kind-config.yaml maps to localhost:80.
   case "$host" in
     "" | localhost) ;;
-    # *.localhost resolves to 127.0.0.1, where kind-config.yaml maps the node's port 80.
-    *.localhost) if [ "$route" = ingress ]; then base="http://$host"; else header="-H 'Host: $host' "; fi ;;
+    # *.localhost resolves to 127.0.0.1.
+    *.localhost) base="http://$host" ;;
     # Any other host: send it in a header.
     *) header="-H 'Host: $host' " ;;
   esac

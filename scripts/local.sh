@@ -10,6 +10,10 @@
 #   ping      127.0.0.1:$PING_PORT  (default 8001)
 #   pong      127.0.0.1:$PONG_PORT  (default 8002)
 #   nginx     gateway on 127.0.0.1:$GATEWAY_PORT (default 8080): POST /ping -> ping, GET /pong -> pong
+#   Jaeger    v2 all-in-one (LOCAL_TRACES=on, the default): OTLP/HTTP on 127.0.0.1:$JAEGER_OTLP_PORT
+#             (default 4318), query API and UI on 127.0.0.1:$JAEGER_UI_PORT (default 16686), memory
+#             storage; ping and pong export their traces to it. Built once from Go modules by
+#             scripts/observability/build.sh jaeger (cached); without Go, traces stay off.
 # First it installs what is missing (nginx, curl, and rabbitmq-server when no broker answers) from
 # the Debian packages, when it runs as root or sudo works, saying exactly what it installs;
 # otherwise it prints the one command to run. Idempotent: what already runs (checked by pid file
@@ -30,7 +34,9 @@
 #   PINGPONG_INSTALL [auto]         auto: install missing packages when possible; 0: never install
 #   LOCAL_RABBITMQ_NODE [pingpong-local@localhost], LOCAL_RABBITMQ_DIST_PORT [RABBITMQ_PORT+20000]
 #                                   name and distribution port of a broker node started here
-#   RUST_LOG, LOG_FORMAT, PONG_MAX_MESSAGES   passed through to the services
+#   LOCAL_TRACES [on]               on: run Jaeger and send the services' traces to it; off: none
+#   JAEGER_OTLP_PORT [4318], JAEGER_UI_PORT [16686], JAEGER_GRPC_PORT [16685]   Jaeger's ports
+#   RUST_LOG, LOG_FORMAT, PONG_MAX_MESSAGES, OTEL_*   passed through to the services
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -94,7 +100,7 @@ check_settings() {
   local var
   [[ $PINGPONG_PROFILE == release || $PINGPONG_PROFILE == debug ]] ||
     fail "PINGPONG_PROFILE must be release or debug, got '$PINGPONG_PROFILE'"
-  for var in PING_PORT PONG_PORT GATEWAY_PORT RABBITMQ_PORT; do
+  for var in PING_PORT PONG_PORT GATEWAY_PORT RABBITMQ_PORT JAEGER_OTLP_PORT JAEGER_UI_PORT JAEGER_GRPC_PORT; do
     [[ ${!var} =~ ^[0-9]+$ && ${!var} -ge 1 && ${!var} -le 65535 ]] ||
       fail "$var must be a TCP port (1-65535), got '${!var}'"
   done
@@ -102,6 +108,50 @@ check_settings() {
     fail "GATEWAY_ACCESS_LOG must be on or off, got '$GATEWAY_ACCESS_LOG'"
   [[ $PINGPONG_INSTALL == auto || $PINGPONG_INSTALL == 0 ]] ||
     fail "PINGPONG_INSTALL must be auto or 0, got '$PINGPONG_INSTALL'"
+  [[ $LOCAL_TRACES == on || $LOCAL_TRACES == off ]] ||
+    fail "LOCAL_TRACES must be on or off, got '$LOCAL_TRACES'"
+}
+
+# start_jaeger: Jaeger v2 all-in-one on loopback (scripts/observability/jaeger.yaml), unless it
+# already runs; sets traces_note and, when Jaeger is up, exports OTEL_EXPORTER_OTLP_ENDPOINT for
+# the services started after it. Without Go (and no cached build) traces stay off: a note, not an
+# error.
+start_jaeger() {
+  traces_note="off (LOCAL_TRACES=off)"
+  [[ $LOCAL_TRACES == on ]] || return 0
+  local bin pidfile=$jaeger_dir/jaeger.pid pid
+  mkdir -p "$jaeger_dir"
+  if ! bin=$(scripts/observability/build.sh --cached jaeger 2>/dev/null | tail -n 1); then
+    if ! have go; then
+      traces_note="off: Jaeger is not built and Go is missing (install Go, then make local again)"
+      say "==> traces $traces_note"
+      return 0
+    fi
+    say "==> building Jaeger v2 from Go modules once (cold: several minutes on 2 cores)"
+    bin=$(scripts/observability/build.sh jaeger | tail -n 1)
+  fi
+  bin=$(readlink -f "$bin")
+  if pid=$(live_pid "$pidfile" "$bin"); then
+    say "==> Jaeger already runs (pid $pid)"
+  else
+    listening 127.0.0.1 "$JAEGER_OTLP_PORT" &&
+      fail "port $JAEGER_OTLP_PORT (Jaeger OTLP) is in use by a process make local did not start; free it, set JAEGER_OTLP_PORT or LOCAL_TRACES=off"
+    listening 127.0.0.1 "$JAEGER_UI_PORT" &&
+      fail "port $JAEGER_UI_PORT (Jaeger UI) is in use by a process make local did not start; free it, set JAEGER_UI_PORT or LOCAL_TRACES=off"
+    say "==> starting Jaeger on 127.0.0.1:$JAEGER_UI_PORT (OTLP 127.0.0.1:$JAEGER_OTLP_PORT, log: $jaeger_dir/jaeger.log)"
+    JAEGER_LISTEN_HOST=127.0.0.1 JAEGER_OTLP_HTTP_PORT=$JAEGER_OTLP_PORT \
+      JAEGER_QUERY_PORT=$JAEGER_UI_PORT JAEGER_QUERY_GRPC_PORT=$JAEGER_GRPC_PORT \
+      setsid "$bin" --config "$PWD/scripts/observability/jaeger.yaml" >>"$jaeger_dir/jaeger.log" 2>&1 </dev/null &
+    pid=$!
+    printf '%s\n' "$pid" >"$pidfile"
+    printf '%s\n' "$bin" >"$jaeger_dir/jaeger.exe"
+    if ! wait_http "http://127.0.0.1:$JAEGER_UI_PORT/api/services" 60 "$pid"; then
+      tail -n 30 "$jaeger_dir/jaeger.log" >&2 || true
+      fail "Jaeger did not answer on 127.0.0.1:$JAEGER_UI_PORT within 60 s (log: $jaeger_dir/jaeger.log)"
+    fi
+  fi
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$JAEGER_OTLP_PORT
+  traces_note="http://127.0.0.1:$JAEGER_UI_PORT (Jaeger; API: /api/traces/<trace id>)"
 }
 
 # build_services: sets bin_dir to the directory holding the ping and pong executables.
@@ -270,6 +320,7 @@ up() {
   ensure_prerequisites
   build_services
   ensure_broker
+  start_jaeger
   start_service ping "$PING_PORT"
   start_service pong "$PONG_PORT"
   wait_ready ping "$PING_PORT"
@@ -286,6 +337,7 @@ pingpong runs locally:
   ping     http://127.0.0.1:$PING_PORT    /healthz /readyz /metrics (not exposed by the gateway)
   pong     http://127.0.0.1:$PONG_PORT    /healthz /readyz /metrics (not exposed by the gateway)
   broker   amqp://$RABBITMQ_HOST:$RABBITMQ_PORT, queue '$RABBITMQ_QUEUE' ($broker_note)
+  traces   $traces_note
   logs     $state_dir/{ping,pong}.log, $nginx_prefix/logs/
 
 Try:
@@ -322,6 +374,12 @@ down() {
     fi
     rm -f "$pidfile" "$exefile" "$state_dir/$name.port"
   done
+  if [[ -f $jaeger_dir/jaeger.pid && -f $jaeger_dir/jaeger.exe ]] &&
+    pid=$(live_pid "$jaeger_dir/jaeger.pid" "$(<"$jaeger_dir/jaeger.exe")"); then
+    stop_pid "$jaeger_dir/jaeger.pid" TERM "$pid" "Jaeger" 15
+    stopped=$((stopped + 1))
+  fi
+  rm -f "$jaeger_dir/jaeger.pid" "$jaeger_dir/jaeger.exe"
   if [[ -f $broker_marker ]]; then
     node=$(<"$broker_marker")
     say "  stopping RabbitMQ node $node (started by make local)"
@@ -356,6 +414,11 @@ status() {
     say "gateway  runs (pid $pid)"
   else
     say "gateway  not running"
+  fi
+  if [[ -f $jaeger_dir/jaeger.exe ]] && pid=$(live_pid "$jaeger_dir/jaeger.pid" "$(<"$jaeger_dir/jaeger.exe")"); then
+    say "jaeger   runs (pid $pid) on http://127.0.0.1:$JAEGER_UI_PORT"
+  else
+    say "jaeger   not running"
   fi
   if [[ -f $broker_marker ]]; then
     say "broker   node $(<"$broker_marker") (started by make local)"

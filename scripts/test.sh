@@ -56,9 +56,10 @@ else
   say "warning: not root or CLUSTER_REAL_NODE=0: the e2e scenarios on real pods will be skipped"
 fi
 
-step "promtool for the alert-rule tests (built once from Go modules, cached outside git)"
+step "promtool and Jaeger for the alert-rule and trace tests (built once from Go modules, cached outside git)"
 PROMTOOL=$(scripts/observability/build.sh promtool | tail -n 1)
-export PROMTOOL
+JAEGER=$(scripts/observability/build.sh jaeger | tail -n 1)
+export PROMTOOL JAEGER
 
 step "python tests (chart, manifests, schemas, nginx end-to-end, broker faults, e2e on a local control plane)"
 # E2E_START_CLUSTER=1: tests/e2e starts its own control plane in .cluster-test/ and stops it after.

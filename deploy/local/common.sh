@@ -22,6 +22,11 @@ PINGPONG_LOCAL_DIR=${PINGPONG_LOCAL_DIR:-.local}
 LOCAL_RABBITMQ_NODE=${LOCAL_RABBITMQ_NODE:-pingpong-local@localhost}
 # auto: install missing Debian packages when root or sudo allows it; 0: only print the command.
 PINGPONG_INSTALL=${PINGPONG_INSTALL:-auto}
+# on: run Jaeger v2 on loopback and export ping's and pong's traces to it; off: no traces.
+LOCAL_TRACES=${LOCAL_TRACES:-on}
+JAEGER_OTLP_PORT=${JAEGER_OTLP_PORT:-4318}
+JAEGER_UI_PORT=${JAEGER_UI_PORT:-16686}
+JAEGER_GRPC_PORT=${JAEGER_GRPC_PORT:-16685}
 
 # shellcheck disable=SC2034 # used by the scripts that source this file
 # use_state_dir: make $PINGPONG_LOCAL_DIR absolute and derive the paths inside it.
@@ -32,4 +37,5 @@ use_state_dir() {
   broker_dir=$state_dir/rabbitmq
   # Written only when `local.sh up` started the broker; holds the node name `down` must stop.
   broker_marker=$broker_dir/started-by-local-up
+  jaeger_dir=$state_dir/jaeger
 }

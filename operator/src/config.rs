@@ -136,7 +136,7 @@ pub struct LeaderElection {
 }
 
 /// Everything the `run` subcommand needs, parsed and checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Default images for stacks that do not set their own.
     pub images: Images,
@@ -157,6 +157,10 @@ pub struct Config {
     /// The Gateway the HTTPRoute of a stack that chooses no route attaches to
     /// (`PINGPONG_DEFAULT_GATEWAY`, `PINGPONG_DEFAULT_GATEWAY_SECTION`).
     pub default_gateway: Option<GatewayParentRef>,
+    /// Traces of each reconcile (`OTEL_*`; off unless an OTLP endpoint is set).
+    pub traces: pingpong_otel::TraceConfig,
+    /// Exported and dropped spans, registered with the operator's metrics.
+    pub spans: pingpong_otel::SpanCounters,
 }
 
 /// One problem with one environment variable.
@@ -281,6 +285,11 @@ impl Config {
         } else {
             None
         };
+        let (traces, trace_problems) = pingpong_otel::TraceConfig::parse(&get, "pingpong-operator");
+        problems.extend(trace_problems.into_iter().map(|p| ConfigProblem {
+            variable: p.variable,
+            message: format!("{:?} is not valid; expected {}", p.value, p.expected),
+        }));
         let mut autoscale = read_autoscale(&get, &mut problems);
         autoscale.watch_namespace.clone_from(&watch_namespace);
         if !problems.is_empty() {
@@ -296,6 +305,8 @@ impl Config {
             autoscale,
             allowed_secrets,
             default_gateway,
+            traces,
+            spans: pingpong_otel::SpanCounters::default(),
         })
     }
 }

@@ -79,7 +79,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     {
         return Err(RunError::CrdMissing(crd_name.to_owned(), version));
     }
-    let metrics = Metrics::new().map_err(RunError::Metrics)?;
+    let metrics = Metrics::with_spans(config.spans.clone()).map_err(RunError::Metrics)?;
     let health = Health::new();
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));

@@ -10,7 +10,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run => {
             let config = config::Config::from_env()?;
-            telemetry::init(config.log_format).map_err(|e| anyhow::anyhow!(e))?;
+            let _traces = telemetry::init(config.log_format, &config.traces, &config.spans)
+                .map_err(|e| anyhow::anyhow!(e))?;
             controller::run(config).await?;
         }
         Command::Crd => print!("{}", crdgen::crd_yaml()?),

@@ -87,9 +87,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in a fresh registry.
+    /// Creates the metrics and registers them in a fresh registry (span counters of their own).
     pub fn new() -> Result<Self, prometheus::Error> {
+        Self::with_spans(pingpong_otel::SpanCounters::default())
+    }
+
+    /// Creates the metrics with `spans`, the counters the trace exporter feeds
+    /// (`pingpong_operator_trace_spans_*`), and registers them in a fresh registry.
+    pub fn with_spans(spans: pingpong_otel::SpanCounters) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        spans.register(&registry, "pingpong_operator")?;
         let reconciliations = IntCounterVec::new(
             Opts::new(
                 "pingpong_operator_reconciliations_total",

@@ -442,6 +442,14 @@ def test_grafana_dashboard_configmap() -> None:
     assert titles == ["Operator", "ping service", "pong service", "RabbitMQ broker"]
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
+    taken: dict[tuple[int, int], int] = {}
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, f"panel {panel['id']} is wider than the grid"
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                other = taken.setdefault((x, y), panel["id"])
+                assert other == panel["id"], f"panels {other} and {panel['id']} overlap at x={x} y={y}"
 
 
 # --- values and their schema ------------------------------------------------------------------

@@ -271,6 +271,16 @@ class Cluster:
         path = self.state_dir / "gateway-url"
         return path.read_text().strip() if self.local and path.is_file() else None
 
+    def local_image(self, name: str) -> str:
+        """The reference images/build.sh built for NAME (`rabbitmq`, `ping`, ...) for the real node.
+        The operator's default broker (RabbitMQ 4.2) is not built here: stacks on the real node
+        name this one (Debian's RabbitMQ) in `spec.rabbitmq.image`."""
+        for line in (self.state_dir / "images.txt").read_text().splitlines():
+            fields = line.split()
+            if fields and fields[0] == name:
+                return fields[1]
+        raise AssertionError(f"no image {name} in {self.state_dir / 'images.txt'} (images/build.sh)")
+
     def create_real_node_namespace(self, name: str) -> None:
         """A namespace whose pods run on the real node (PodNodeSelector + PodTolerationRestriction)."""
         self.create_namespace(name)

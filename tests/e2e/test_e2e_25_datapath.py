@@ -4,8 +4,9 @@
   bridge, kube-proxy, CoreDNS) runs the stack from images built on this machine, and the HTTPRoute
   is served by the Gateway (Traefik) at the URL in <state dir>/gateway-url: POST /ping through the
   Gateway, then GET /pong.
-- External (kind after `make up`): POST /ping through the Ingress on localhost:80 (or a
-  port-forward to the Services), then GET /pong.
+- External (kind after `make up`): POST /ping through the Traefik Gateway (or, with
+  `PINGPONG_ROUTE=ingress make up`, the Ingress) on localhost:80, or a port-forward to the
+  Services when nothing answers there, then GET /pong.
 The real node is on by default as root; under CI=true a local cluster without it fails the test.
 """
 
@@ -54,12 +55,13 @@ def test_ping_then_pong_through_the_route(cluster: Cluster, request: pytest.Fixt
     if cluster.local:
         _through_the_gateway_on_the_real_node(cluster, request.getfixturevalue("real_ns"))
     else:
-        _through_the_ingress(cluster, request.getfixturevalue("ns"))
+        _through_the_route_on_kind(cluster, request.getfixturevalue("ns"))
 
 
 def _through_the_gateway_on_the_real_node(cluster: Cluster, ns: str) -> None:
     host = f"{ns}.pingpong.test"
-    cluster.apply(stack_doc("e2e", {"rabbitmq": {"storage": {"ephemeral": True}},
+    cluster.apply(stack_doc("e2e", {"rabbitmq": {"image": cluster.local_image("rabbitmq"),
+                                                 "storage": {"ephemeral": True}},
                                     "ingress": {"enabled": False},
                                     "gateway": {"parentRef": GATEWAY, "hostname": host}}), ns)
     cluster.wait_ready(ns, "e2e", timeout=600)
@@ -87,10 +89,17 @@ def _through_the_gateway_on_the_real_node(cluster: Cluster, ns: str) -> None:
     assert conditions.get("Accepted") == "True" and conditions.get("ResolvedRefs") == "True", parent
 
 
-def _through_the_ingress(cluster: Cluster, ns: str) -> None:
+def _through_the_route_on_kind(cluster: Cluster, ns: str) -> None:
+    """`make up`'s Gateway (Traefik, gateway-system/public) when it runs, else an Ingress
+    (`PINGPONG_ROUTE=ingress make up`: ingress-nginx); both on localhost:80."""
     host = f"{ns}.localhost"
-    cluster.apply(stack_doc("e2e", {"rabbitmq": {"storage": {"ephemeral": True}},
-                                    "ingress": {"enabled": True, "host": host}}), ns)
+    gateway = cluster.kubectl("-n", GATEWAY["namespace"], "get", "gateway", GATEWAY["name"], check=False)
+    if gateway.returncode == 0:
+        route: dict[str, object] = {"ingress": {"enabled": False},
+                                    "gateway": {"parentRef": GATEWAY, "hostname": host}}
+    else:
+        route = {"ingress": {"enabled": True, "host": host}}
+    cluster.apply(stack_doc("e2e", {"rabbitmq": {"storage": {"ephemeral": True}}, **route}), ns)
     cluster.wait_ready(ns, "e2e", timeout=600)
     msg = unique("e2e-message")
     procs = []

@@ -97,11 +97,13 @@ def _install_gateway_api(cluster: Cluster) -> None:
 def test_ready_waits_for_the_gateway_to_accept_the_route(cluster: Cluster, ns: str) -> None:
     _install_gateway_api(cluster)
     name = "routed"
-    parent = {"name": "public", "namespace": "gateway-system"}
+    # A Gateway no controller serves: the local cluster's Traefik (real node) serves
+    # gateway-system/public and would report on the route itself.
+    parent = {"name": "unserved", "namespace": "gateway-system"}
     cluster.apply(stack_doc(name, {**EPHEMERAL, "gateway": {"parentRef": parent}}), ns)
     # Every workload ready, but no Gateway controller has reported on the route: not Ready.
     pending = cluster.wait_condition(ns, name, "Ready", "False", "RoutePending", timeout=120)
-    assert f"HTTPRoute {name}: waiting for Gateway gateway-system/public" in pending["message"], pending
+    assert f"HTTPRoute {name}: waiting for Gateway gateway-system/unserved" in pending["message"], pending
     # It stays so once every workload is ready: the route alone keeps the stack from Ready.
     def route_alone() -> bool:
         status = cluster.stack(ns, name).get("status") or {}
@@ -117,7 +119,7 @@ def test_ready_waits_for_the_gateway_to_accept_the_route(cluster: Cluster, ns: s
                                "no listener allows routes from this namespace"))
     refused = cluster.wait_condition(ns, name, "Ready", "False", "RouteNotAccepted")
     assert refused["message"] == (
-        f"HTTPRoute {name}: Gateway gateway-system/public did not accept it: Accepted=False "
+        f"HTTPRoute {name}: Gateway gateway-system/unserved did not accept it: Accepted=False "
         "NotAllowedByListeners: no listener allows routes from this namespace"), refused
     degraded = cluster.condition(ns, name, "Degraded")
     assert degraded and degraded["reason"] == "RouteNotAccepted", degraded

@@ -22,11 +22,16 @@ from system_helpers import (ROOT, Broker, Loadgen, base_env, free_port, listenin
                             wait_until)
 
 
+JAEGER_BUILT = subprocess.run([str(ROOT / "scripts" / "observability" / "build.sh"), "--cached", "jaeger"],
+                              capture_output=True, check=False).returncode == 0
+
+
 class LocalRun:
     def __init__(self, base: Path, bins: dict[str, Path], broker: Broker, extra: dict[str, str]) -> None:
         self.dir = base / "local"
         self.queue = f"pp-test-local-{uuid.uuid4().hex[:10]}"
         self.gateway_port = free_port()
+        self.jaeger_ui_port = free_port()
         self.env = base_env()
         self.env.update(broker.env(self.queue))
         self.env.update({
@@ -35,6 +40,11 @@ class LocalRun:
             "PING_PORT": str(free_port()),
             "PONG_PORT": str(free_port()),
             "GATEWAY_PORT": str(self.gateway_port),
+            # Jaeger when it is built (make test builds it): else traces stay off.
+            "LOCAL_TRACES": "on" if JAEGER_BUILT else "off",
+            "JAEGER_OTLP_PORT": str(free_port()),
+            "JAEGER_UI_PORT": str(self.jaeger_ui_port),
+            "JAEGER_GRPC_PORT": str(free_port()),
         })
         self.env.update(extra)
 
@@ -47,7 +57,7 @@ class LocalRun:
 
     def pids(self) -> dict[str, int]:
         files = {"ping": self.dir / "ping.pid", "pong": self.dir / "pong.pid",
-                 "nginx": self.dir / "nginx" / "nginx.pid"}
+                 "nginx": self.dir / "nginx" / "nginx.pid", "jaeger": self.dir / "jaeger" / "jaeger.pid"}
         return {name: int(path.read_text()) for name, path in files.items() if path.exists()}
 
     def logs(self) -> str:
@@ -98,7 +108,10 @@ def test_local_up_twice_then_local_down_with_the_shared_broker(local_run, shared
         assert f"gateway  http://127.0.0.1:{run.gateway_port}" in first
         assert "already running, not managed by make local" in first
         pids = run.pids()
-        assert set(pids) == {"ping", "pong", "nginx"} and all(alive(p) for p in pids.values()), first
+        expected = {"ping", "pong", "nginx"} | ({"jaeger"} if JAEGER_BUILT else set())
+        assert set(pids) == expected and all(alive(p) for p in pids.values()), first
+        if JAEGER_BUILT:
+            assert f"traces   http://127.0.0.1:{run.jaeger_ui_port}" in first, first
 
         gateway = f"http://127.0.0.1:{run.gateway_port}"
         response = requests.post(f"{gateway}/ping", json={"msg": "local"}, timeout=30)
@@ -112,7 +125,7 @@ def test_local_up_twice_then_local_down_with_the_shared_broker(local_run, shared
         assert f"gateway  runs (pid {pids['nginx']})" in status, status
 
         second = run.run("up")
-        for name in ("ping", "pong", "nginx gateway"):
+        for name in ("ping", "pong", "nginx gateway") + (("Jaeger",) if JAEGER_BUILT else ()):
             assert f"{name} already runs" in second, second
         assert run.pids() == pids, "a second local-up started new processes"
 

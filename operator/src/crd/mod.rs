@@ -8,6 +8,7 @@
 //! store and cache types live in `crd/store.rs` and are re-exported here.
 
 mod autoscaling;
+mod observability;
 mod store;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ pub use autoscaling::{
     AutoscalingStatus, DEFAULT_MAX_DRAIN_SECONDS, DEFAULT_MIN_REPLICAS,
     DEFAULT_SCALE_DOWN_DELAY_SECONDS, DEFAULT_TARGET_BACKLOG_PER_REPLICA, PongAutoscaling,
 };
+pub use observability::{DEFAULT_SAMPLING_RATIO, ObservabilitySpec, TracingSpec};
 pub use store::{
     CacheSpec, CacheStatus, DEFAULT_REDIS_URL_KEY, ExternalPostgres, ExternalRedis, Placement,
     PostgresSpec, ProvisionedPostgres, ProvisionedRedis, StoreSpec, StoreStatus, StoreType,
@@ -124,6 +126,9 @@ pub struct PingPongStackSpec {
     /// Prometheus integration. Pods always carry `prometheus.io/*` scrape annotations.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+    /// Traces: `tracing` sends OpenTelemetry spans of ping and pong to an OTLP/HTTP endpoint.
+    #[serde(default, skip_serializing_if = "ObservabilitySpec::is_empty")]
+    pub observability: ObservabilitySpec,
     /// Stop changing child objects. The operator keeps reporting status and sets the `Paused`
     /// condition; set back to false to resume.
     #[serde(default)]

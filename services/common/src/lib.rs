@@ -9,7 +9,8 @@
 //! wire message ([`message`]), the HTTP error type, JSON extractor, health
 //! handlers and shutdown signal ([`http`]), the HTTP/1.1 server with its
 //! connection limits ([`server`]) and the OpenAPI pieces both services
-//! document ([`openapi`]).
+//! document ([`openapi`]) and the trace context on HTTP and AMQP headers
+//! ([`trace`]).
 
 pub mod address;
 pub mod amqp;
@@ -26,6 +27,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topology;
+pub mod trace;
 
 pub use address::{BrokerAddress, BrokerAddresses};
 pub use config::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueName, Secret};

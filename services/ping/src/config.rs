@@ -8,6 +8,7 @@ use std::num::NonZeroUsize;
 
 use pingpong_common::config::listen_addr;
 use pingpong_common::server::ServeOptions;
+use pingpong_common::trace::Traces;
 use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
 
 /// Default listen address of ping.
@@ -43,6 +44,8 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// Logging (`LOG_FORMAT`, `RUST_LOG`).
     pub log: LogConfig,
+    /// Traces (`OTEL_*`; off unless an OTLP endpoint is set).
+    pub traces: Traces,
 }
 
 impl Config {
@@ -54,12 +57,14 @@ impl Config {
         let max_in_flight = max_in_flight(&mut env);
         let amqp = AmqpConfig::from_env(&mut env);
         let log = LogConfig::from_env(&mut env);
+        let traces = Traces::from_env(&mut env, "ping");
         env.finish(Self {
             listen_addr,
             http,
             max_in_flight,
             amqp,
             log,
+            traces,
         })
     }
 
@@ -71,7 +76,7 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} max_in_flight={} broker={} log_format={} rust_log={}",
+            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} max_in_flight={} broker={} log_format={} rust_log={} traces={}",
             self.listen_addr,
             self.http.header_read_timeout.as_secs(),
             self.http.write_timeout.as_secs(),
@@ -79,7 +84,8 @@ impl Config {
             self.max_in_flight,
             self.amqp.summary(),
             self.log.format,
-            self.log.filter
+            self.log.filter,
+            self.traces.config.summary()
         )
     }
 }

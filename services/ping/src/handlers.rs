@@ -133,6 +133,8 @@ pub async fn ping(
             }
         }
     };
+    // The request span (see `pingpong_common::http::request_span`).
+    tracing::Span::current().record("messaging.message.id", tracing::field::display(message.id));
     if let Err(error) = state.publisher.publish(&message).await {
         if let PublishError::Returned { code, text } = &error {
             // By id, never the body (lapin's own log of it is off).

@@ -152,7 +152,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let registry = Registry::new();
-    let metrics = PingMetrics::register(&registry)?;
+    let metrics = PingMetrics::register_with_spans(&registry, config.traces.counters.clone())?;
     let listener = http_common::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "ping listening");
     let manager = ConnectionManager::spawn(

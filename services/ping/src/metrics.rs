@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use pingpong_common::amqp::LinkGauges;
 use pingpong_common::metrics::{self as common, HttpMetrics};
+use pingpong_common::trace::SpanCounters;
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// Metric name prefix.
@@ -39,8 +40,19 @@ pub struct PingMetrics {
 }
 
 impl PingMetrics {
-    /// Registers every ping metric on `registry`.
+    /// Registers every ping metric on `registry`, with span counters of
+    /// their own (traces off).
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        Self::register_with_spans(registry, SpanCounters::default())
+    }
+
+    /// Registers every ping metric on `registry`; `spans` are the counters
+    /// the trace exporter feeds (`{PREFIX}_trace_spans_*`).
+    pub fn register_with_spans(
+        registry: &Registry,
+        spans: SpanCounters,
+    ) -> prometheus::Result<Self> {
+        spans.register(registry, PREFIX)?;
         let http = HttpMetrics::register(registry, PREFIX)?;
         let published = common::counter(
             registry,

@@ -52,8 +52,10 @@ use lapin::{BasicProperties, Confirmation};
 use pingpong_common::Message;
 use pingpong_common::amqp::{BrokerLink, Session};
 use pingpong_common::config::QueueName;
+use pingpong_common::trace;
 use prometheus::HistogramVec;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::publish_log::FailureLog;
 use crate::readiness::ConfirmHealth;
@@ -151,13 +153,38 @@ pub trait Publish: Send + Sync {
     }
 }
 
-/// The AMQP properties of `message`: the place for headers too.
-pub fn message_properties(message: &Message) -> BasicProperties {
-    BasicProperties::default()
+/// The AMQP properties of `message`. When `span` (the publish span) is
+/// traced, its W3C `traceparent`/`tracestate` go into the headers so pong
+/// continues the trace; otherwise the message carries no headers.
+pub fn message_properties(message: &Message, span: &tracing::Span) -> BasicProperties {
+    let properties = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(PERSISTENT)
         .with_message_id(message.id.to_string().into())
-        .with_timestamp(message.created_at.unix_timestamp().try_into().unwrap_or(0))
+        .with_timestamp(message.created_at.unix_timestamp().try_into().unwrap_or(0));
+    match trace::amqp_headers(span) {
+        Some(headers) => properties.with_headers(headers),
+        None => properties,
+    }
+}
+
+/// The PRODUCER span of one publish (OpenTelemetry messaging conventions):
+/// it covers encoding, sending and waiting for the confirm.
+fn publish_span(queue: &str, message: &Message) -> tracing::Span {
+    tracing::debug_span!(
+        target: trace::TARGET,
+        "publish",
+        otel.name = %format_args!("publish {queue}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = queue,
+        messaging.rabbitmq.destination.routing_key = queue,
+        messaging.message.id = %message.id,
+        error.type = tracing::field::Empty,
+    )
 }
 
 /// The real publisher on the managed AMQP connection.
@@ -186,7 +213,24 @@ impl AmqpPublisher {
         }
     }
 
-    async fn publish_confirmed(&self, message: &Message) -> Result<(), PublishError> {
+    async fn publish_traced(&self, message: &Message) -> Result<(), PublishError> {
+        let span = publish_span(self.routing_key.as_str(), message);
+        let result = self
+            .publish_confirmed(message, &span)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error.kind());
+        }
+        result
+    }
+
+    async fn publish_confirmed(
+        &self,
+        message: &Message,
+        span: &tracing::Span,
+    ) -> Result<(), PublishError> {
         let Some(session) = self.link.session() else {
             return Err(self.failed(None, PublishError::Unavailable));
         };
@@ -200,7 +244,7 @@ impl AmqpPublisher {
             Arc::clone(&session),
             self.routing_key.clone(),
             payload,
-            message_properties(message),
+            message_properties(message, span),
         ));
         let first = poll_fn(|cx| {
             let _wire_order = self
@@ -332,7 +376,7 @@ where
 
 impl Publish for AmqpPublisher {
     fn publish<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), PublishError>> {
-        Box::pin(self.publish_confirmed(message))
+        Box::pin(self.publish_traced(message))
     }
 
     fn is_ready(&self) -> bool {
@@ -359,11 +403,16 @@ mod tests {
     #[test]
     fn properties_carry_the_callers_id_and_persistence() {
         let message = Message::new("hello".to_owned());
-        let properties = message_properties(&message);
+        let properties = message_properties(&message, &tracing::Span::none());
         assert_eq!(
             properties.message_id().as_ref().map(ShortString::as_str),
             Some(message.id.to_string().as_str())
         );
         assert_eq!(properties.delivery_mode(), &Some(PERSISTENT));
+        assert_eq!(
+            properties.headers(),
+            &None,
+            "an untraced publish adds no headers"
+        );
     }
 }

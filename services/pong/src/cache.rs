@@ -27,6 +27,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tracing::Instrument;
 
 use uuid::Uuid;
 
@@ -173,6 +174,13 @@ impl Cache {
 
     /// The cached page, or `None` on a miss or any failure (counted).
     pub async fn get(&self, key: &str) -> Option<Page> {
+        let span = redis_span("GET");
+        let page = self.get_page(key).instrument(span.clone()).await;
+        span.record("pingpong.cache.hit", page.is_some());
+        page
+    }
+
+    async fn get_page(&self, key: &str) -> Option<Page> {
         let Some(mut connection) = self.manager() else {
             self.failed("GET", "no usable Redis URL");
             return None;
@@ -214,6 +222,10 @@ impl Cache {
         if page.json.len() > MAX_CACHED_BYTES {
             return;
         }
+        self.put_page(key, page).instrument(redis_span("SET")).await;
+    }
+
+    async fn put_page(&self, key: &str, page: &Page) {
         let Some(mut connection) = self.manager() else {
             self.failed("SET", "no usable Redis URL");
             return;
@@ -232,10 +244,25 @@ impl Cache {
     }
 
     fn failed(&self, command: &'static str, error: &str) {
+        tracing::Span::current().record("otel.status_code", "ERROR");
         self.metrics.cache_errors.inc();
         tracing::debug!(target = %self.target, command, error, "redis unavailable, using the store");
         self.refresh();
     }
+}
+
+/// The CLIENT span of one Redis command (the cache of `GET /pong`).
+fn redis_span(command: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        target: pingpong_common::trace::TARGET,
+        "redis",
+        otel.name = command,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system.name = "redis",
+        db.operation.name = command,
+        pingpong.cache.hit = tracing::field::Empty,
+    )
 }
 
 fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {

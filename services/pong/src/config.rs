@@ -11,6 +11,7 @@ use std::num::NonZeroUsize;
 
 use pingpong_common::config::listen_addr;
 use pingpong_common::server::ServeOptions;
+use pingpong_common::trace::Traces;
 use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
 
 pub use backends::{CacheConfig, PgConfig, StoreConfig, StoreKind};
@@ -59,6 +60,8 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
     /// Logging (`LOG_FORMAT`, `RUST_LOG`).
     pub log: LogConfig,
+    /// Traces (`OTEL_*`; off unless an OTLP endpoint is set).
+    pub traces: Traces,
 }
 
 impl Config {
@@ -95,6 +98,7 @@ impl Config {
             );
         }
         let log = LogConfig::from_env(&mut env);
+        let traces = Traces::from_env(&mut env, "pong");
         env.finish(Self {
             listen_addr,
             http,
@@ -104,6 +108,7 @@ impl Config {
             store,
             cache,
             log,
+            traces,
         })
     }
 
@@ -115,7 +120,7 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} broker={} max_messages={} max_bytes={} store={} cache={} log_format={} rust_log={}",
+            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} broker={} max_messages={} max_bytes={} store={} cache={} log_format={} rust_log={} traces={}",
             self.listen_addr,
             self.http.header_read_timeout.as_secs(),
             self.http.write_timeout.as_secs(),
@@ -128,7 +133,8 @@ impl Config {
                 .as_ref()
                 .map_or_else(|| "none".to_owned(), CacheConfig::summary),
             self.log.format,
-            self.log.filter
+            self.log.filter,
+            self.traces.config.summary()
         )
     }
 }

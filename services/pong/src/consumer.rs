@@ -38,6 +38,8 @@ use lapin::types::FieldTable;
 use pingpong_common::Message;
 use pingpong_common::amqp::{Backoff, BrokerLink, Session};
 use pingpong_common::config::QueueName;
+use pingpong_common::trace;
+use pingpong_otel::OpenTelemetrySpanExt;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -133,6 +135,44 @@ enum Settled {
 struct Pending {
     acker: Acker,
     delivery_tag: u64,
+}
+
+/// Most links a batch's span carries (OpenTelemetry's default limit).
+const MAX_LINKS: usize = 128;
+
+/// The CONSUMER span of one batch (OpenTelemetry messaging conventions):
+/// it covers storing and acking the batch's messages.
+fn consume_span(queue: &str, count: usize) -> tracing::Span {
+    tracing::debug_span!(
+        target: trace::TARGET,
+        "process",
+        otel.name = %format_args!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = queue,
+        messaging.batch.message_count = count,
+        messaging.message.id = tracing::field::Empty,
+    )
+}
+
+/// Makes the batch span continue its messages' traces: the child of the
+/// publish when every traced message belongs to one trace, otherwise a new
+/// trace linked to each message's publish (at most [`MAX_LINKS`]).
+fn continue_traces(span: &tracing::Span, contexts: &[pingpong_otel::opentelemetry::Context]) {
+    let Some(first) = contexts.first() else {
+        return;
+    };
+    let remote = |cx| pingpong_otel::propagate::remote_span_context(cx);
+    let trace_id = remote(first).trace_id();
+    if contexts.iter().all(|cx| remote(cx).trace_id() == trace_id) {
+        let _ = span.set_parent(first.clone());
+    } else {
+        for cx in contexts.iter().take(MAX_LINKS) {
+            span.add_link(remote(cx));
+        }
+    }
 }
 
 impl QueueConsumer {
@@ -303,9 +343,13 @@ impl QueueConsumer {
     }
 
     /// Dead-letters the invalid deliveries of `batch`, stores the valid ones
-    /// (retrying while the store is unavailable) and acks them.
+    /// (retrying while the store is unavailable) and acks them, in the
+    /// batch's CONSUMER span (see [`consume_span`]).
     async fn settle(&self, batch: Vec<Delivery>, stop: &CancellationToken) -> Settled {
         let received_at = OffsetDateTime::now_utc();
+        let span = consume_span(self.queue.as_str(), batch.len());
+        // Filled only while the span is traced.
+        let mut contexts = Vec::new();
         let mut messages: Vec<Incoming> = Vec::with_capacity(batch.len());
         let mut pending = Vec::with_capacity(batch.len());
         // By value: each body is freed once decoded, so a batch of large
@@ -315,10 +359,17 @@ impl QueueConsumer {
             if delivery.redelivered {
                 self.metrics.redelivered.inc();
             }
-            let span = tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
-            let _entered = span.enter();
+            let delivery_span =
+                tracing::debug_span!("delivery", delivery_tag = delivery.delivery_tag);
+            let _entered = delivery_span.enter();
             match Message::from_slice(&delivery.data) {
                 Ok(message) => {
+                    if !span.is_disabled()
+                        && let Some(cx) =
+                            trace::amqp_context(delivery.properties.headers().as_ref())
+                    {
+                        contexts.push(cx);
+                    }
                     messages.push((message, received_at));
                     pending.push(Pending {
                         acker: delivery.acker,
@@ -335,6 +386,26 @@ impl QueueConsumer {
         if messages.is_empty() {
             return Settled::Done;
         }
+        if !span.is_disabled() {
+            continue_traces(&span, &contexts);
+            if let [(message, _)] = messages.as_slice() {
+                span.record("messaging.message.id", tracing::field::display(message.id));
+            }
+        }
+        self.store_and_ack(messages, pending, received_at, stop)
+            .instrument(span)
+            .await
+    }
+
+    /// Stores the decoded messages of a batch and acks them (or
+    /// dead-letters those the store refuses for good).
+    async fn store_and_ack(
+        &self,
+        messages: Vec<Incoming>,
+        pending: Vec<Pending>,
+        received_at: OffsetDateTime,
+        stop: &CancellationToken,
+    ) -> Settled {
         let Some(outcomes) = self.store_with_retry(&messages, stop).await else {
             return Settled::Abandoned;
         };

@@ -145,7 +145,7 @@ pub fn build_state(
     stop: &CancellationToken,
 ) -> Result<(AppState, Option<tokio::task::JoinHandle<()>>), RunError> {
     let registry = Registry::new();
-    let metrics = PongMetrics::register(&registry)?;
+    let metrics = PongMetrics::register_with_spans(&registry, config.traces.counters.clone())?;
     let (store, watcher): (Arc<dyn MessageStore>, _) = match &config.store {
         StoreConfig::Memory => (
             Arc::new(MemoryStore::with_max_bytes(

@@ -17,10 +17,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = pingpong_common::telemetry::init(&config.log) {
-        eprintln!("pong: {error}");
-        return ExitCode::from(2);
-    }
+    let _traces = match pingpong_common::telemetry::init(&config.log, &config.traces) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("pong: {error}");
+            return ExitCode::from(2);
+        }
+    };
     tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "pong starting");
     match run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use pingpong_common::amqp::LinkGauges;
 use pingpong_common::metrics::{self as common, HttpMetrics};
+use pingpong_common::trace::SpanCounters;
 use prometheus::{
     Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
@@ -74,8 +75,19 @@ pub struct PongMetrics {
 }
 
 impl PongMetrics {
-    /// Registers every pong metric on `registry`.
+    /// Registers every pong metric on `registry`, with span counters of
+    /// their own (traces off).
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        Self::register_with_spans(registry, SpanCounters::default())
+    }
+
+    /// Registers every pong metric on `registry`; `spans` are the counters
+    /// the trace exporter feeds (`{PREFIX}_trace_spans_*`).
+    pub fn register_with_spans(
+        registry: &Registry,
+        spans: SpanCounters,
+    ) -> prometheus::Result<Self> {
+        spans.register(registry, PREFIX)?;
         let counter = |name: &str, help: &str| common::counter(registry, PREFIX, name, help);
         let link = LinkGauges::register(registry, PREFIX)?;
         let gauge = |name: &str, help: &str| common::gauge(registry, PREFIX, name, help);

@@ -89,6 +89,7 @@ pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvV
         env_value("RABBITMQ_QUEUE_TYPE", stack.rabbitmq.queue_type.as_str()),
         env_value("LOG_FORMAT", "json"),
     ];
+    env.extend(tracing_env(stack, params.container));
     env.extend(params.extra_env.iter().cloned());
     // A user LOG_FORMAT or RUST_LOG replaces the operator's default rather than duplicating it.
     for user in &params.settings.env {
@@ -96,6 +97,24 @@ pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvV
     }
     env.extend(params.settings.env.iter().cloned());
     env
+}
+
+/// The standard OpenTelemetry variables of `spec.observability.tracing` (none when unset): the
+/// OTLP/HTTP endpoint, a parent-based ratio sampler and the service name (`ping` or `pong`).
+/// User `env` entries with these names replace them, as for `LOG_FORMAT`.
+pub fn tracing_env(stack: &ValidatedStack, container: &str) -> Vec<EnvVar> {
+    let Some(tracing) = &stack.tracing else {
+        return Vec::new();
+    };
+    vec![
+        env_value("OTEL_EXPORTER_OTLP_ENDPOINT", tracing.endpoint.clone()),
+        env_value("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        env_value(
+            "OTEL_TRACES_SAMPLER_ARG",
+            tracing.sampling_ratio.to_string(),
+        ),
+        env_value("OTEL_SERVICE_NAME", container),
+    ]
 }
 
 /// The Deployment of ping or pong.

@@ -239,6 +239,7 @@ pub fn validate(
                 .collect(),
             prometheus_rule: spec.monitoring.prometheus_rule,
         },
+        tracing: spec.observability.tracing.clone(),
         paused: spec.paused,
         autoscaling: spec.pong.autoscaling.is_some(),
         name,

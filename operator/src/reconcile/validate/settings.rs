@@ -199,6 +199,8 @@ pub struct ValidatedStack {
     pub gateway: Option<GatewaySettings>,
     /// Monitoring settings.
     pub monitoring: MonitoringSettings,
+    /// OpenTelemetry traces of ping and pong, when asked for (`spec.observability.tracing`).
+    pub tracing: Option<crate::crd::TracingSpec>,
     /// Whether the stack is paused.
     pub paused: bool,
     /// Whether pong's replicas follow the autoscaler (`spec.pong.autoscaling`): the operator

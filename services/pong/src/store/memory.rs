@@ -253,7 +253,10 @@ impl MessageSink for MemoryStore {
     }
 
     fn store_batch<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, BatchResult> {
-        Box::pin(std::future::ready(Ok(self.insert_batch(batch))))
+        let span = super::store_span(StoreKind::Memory, "insert", batch);
+        Box::pin(std::future::ready(Ok(
+            span.in_scope(|| self.insert_batch(batch))
+        )))
     }
 }
 

@@ -222,6 +222,49 @@ pub struct Page {
 /// result per input, in order.
 pub type BatchResult = Result<Vec<Result<InsertOutcome, StoreError>>, StoreError>;
 
+/// The span of one store operation (`op`: `insert`, `list`, `version`):
+/// a CLIENT span with `db.system.name=postgresql` for PostgreSQL, an
+/// internal one for memory. With one message, it carries the message id.
+pub(crate) fn store_span(kind: StoreKind, op: &'static str, batch: &[Incoming]) -> tracing::Span {
+    let span = tracing::debug_span!(
+        target: pingpong_common::trace::TARGET,
+        "store",
+        otel.name = %format_args!("{op} {}", kind.as_str()),
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        db.system.name = tracing::field::Empty,
+        db.operation.name = op,
+        pingpong.store = kind.as_str(),
+        pingpong.batch.size = batch.len(),
+        messaging.message.id = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if kind == StoreKind::Postgres {
+        span.record("otel.kind", "client");
+        span.record("db.system.name", "postgresql");
+    }
+    if let [(message, _)] = batch {
+        span.record("messaging.message.id", tracing::field::display(message.id));
+    }
+    span
+}
+
+/// Runs `operation` in `span`, marking the span failed on an error.
+pub(crate) async fn traced<T>(
+    span: tracing::Span,
+    operation: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let result = tracing::Instrument::instrument(operation, span.clone()).await;
+    if let Err(error) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", error.kind());
+    }
+    result
+}
+
 /// Where the consumer puts messages; a store, or a fake in tests.
 pub trait MessageSink: Send + Sync {
     /// Stores `message` received at `received_at`; the delivery is acked only

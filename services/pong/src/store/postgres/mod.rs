@@ -436,7 +436,8 @@ impl MessageSink for PgStore {
     }
 
     fn store_batch<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, BatchResult> {
-        Box::pin(self.insert_batch(batch))
+        let span = super::store_span(StoreKind::Postgres, "insert", batch);
+        Box::pin(super::traced(span, self.insert_batch(batch)))
     }
 }
 
@@ -450,7 +451,8 @@ impl MessageStore for PgStore {
     }
 
     fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
-        Box::pin(async move {
+        let span = super::store_span(StoreKind::Postgres, "list", &[]);
+        Box::pin(super::traced(span, async move {
             let page = self
                 .read("list", |client| {
                     Box::pin(async move { queries::page(client, query).await })
@@ -460,7 +462,7 @@ impl MessageStore for PgStore {
                 queries::Page::Found(page) => Ok(page),
                 queries::Page::UnknownCursor(id) => Err(StoreError::UnknownCursor(id)),
             }
-        })
+        }))
     }
 
     fn version(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
