@@ -31,9 +31,13 @@ import requests
 from e2e_helpers import Cluster, eventually, stack_doc, unique
 
 GATEWAY = {"name": "public", "namespace": "gateway-system"}
-# Upper bounds of one load run: it stops at whichever comes first (or when told to).
-LOAD_MAX_REQUESTS = 3000
+# Upper bounds of one load run: it stops at whichever comes first (or when told to). The load is
+# paced (LOAD_PACE_SECONDS between requests) so that the time bound, not the count, ends a run
+# however fast the machine is: an unpaced run of 3,000 requests ended in CI before a rollout had
+# finished. The count keeps every stored message within pong's default bound (100,000).
+LOAD_MAX_REQUESTS = 20000
 LOAD_MAX_SECONDS = 600
+LOAD_PACE_SECONDS = 0.02
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Load:
                     self.failures.append(f"{msg}: {r.status_code} {r.text[:200]}")
             except (requests.RequestException, ValueError) as error:
                 self.failures.append(f"{msg}: {error!r}")
+            self.stop.wait(LOAD_PACE_SECONDS)
 
     def wait_acked(self, count: int, timeout: float = 120) -> None:
         target = len(self.acked) + count
