@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Helpers shared by the scripts in this directory (sourced, never run):
 #   source "$(dirname "$0")/lib.sh"
-# Messages and errors, tool checks, TCP/HTTP waits, and the pid-file helpers of `make local`.
-# Nothing here changes the machine; every function is safe under `set -euo pipefail`.
+# Messages and errors, tool checks, TCP/HTTP waits, the pid-file helpers of `make local`, and the
+# Debian installer of `make local` and `make test` (install_packages, the only function that
+# changes the machine). Every function is safe under `set -euo pipefail`.
 
 # say TEXT...: a line on stdout.
 say() { printf '%s\n' "$*"; }
@@ -21,6 +22,40 @@ fail() {
 have() {
   local path
   path=$(command -v "$1" 2>/dev/null) && [[ -f $path && -x $path ]]
+}
+
+# install_packages [--no-install-recommends] TARGET PKG...: install Debian packages as root or
+# through sudo (without a password prompt, or with one on a terminal), or fail printing the one
+# command that installs them; TARGET (`make local`, `make test`) is what to run again afterwards.
+# PINGPONG_INSTALL=0 never installs, it only names the command. `make test` keeps recommended
+# packages (debootstrap needs its recommended debian-archive-keyring); `make local` does not.
+install_packages() {
+  local options=() sudo=()
+  if [[ $1 == --no-install-recommends ]]; then
+    options=("$1")
+    shift
+  fi
+  local target=$1
+  shift
+  local pkgs=("$@")
+  local command="apt-get install -y ${pkgs[*]}"
+  ((EUID == 0)) || command="sudo $command"
+  have apt-get ||
+    fail "missing: ${pkgs[*]}. This is not a Debian/Ubuntu machine: install them with your package manager, then run $target again"
+  [[ ${PINGPONG_INSTALL:-auto} == 0 ]] &&
+    fail "missing: ${pkgs[*]}. Install them with:  $command  (PINGPONG_INSTALL=0: not installing)"
+  if ((EUID != 0)); then
+    if have sudo && { sudo -n true 2>/dev/null || [[ -t 0 ]]; }; then
+      sudo=(sudo)
+    else
+      fail "missing: ${pkgs[*]}. Install them with:  $command"
+    fi
+  fi
+  step "installing the missing Debian packages ${pkgs[*]}: ${sudo[*]:+${sudo[*]} }apt-get install -y ${pkgs[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+    fail "apt-get update failed; install the packages yourself:  $command"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${options[@]}" "${pkgs[@]}" ||
+    fail "installing ${pkgs[*]} failed; install them yourself:  $command"
 }
 
 # need TOOL HINT: fail naming HINT (how to install TOOL) unless TOOL is on PATH.

@@ -53,30 +53,6 @@ usage() {
 # broker_is_local: true when RABBITMQ_HOST names this machine (a private node may be started).
 broker_is_local() { [[ $RABBITMQ_HOST == 127.* || $RABBITMQ_HOST == localhost ]]; }
 
-# install_packages PKG...: install Debian packages when allowed and possible, or fail printing
-# the one command that installs them.
-install_packages() {
-  local pkgs=("$@") sudo=()
-  local command="sudo apt-get install -y ${pkgs[*]}"
-  ((EUID == 0)) && command="apt-get install -y ${pkgs[*]}"
-  have apt-get ||
-    fail "missing: ${pkgs[*]}. This is not a Debian/Ubuntu machine: install them with your package manager, then run make local again"
-  [[ $PINGPONG_INSTALL == 0 ]] &&
-    fail "missing: ${pkgs[*]}. Install them with:  $command  (PINGPONG_INSTALL=0: not installing)"
-  if ((EUID != 0)); then
-    if have sudo && { sudo -n true 2>/dev/null || [[ -t 0 ]]; }; then
-      sudo=(sudo)
-    else
-      fail "missing: ${pkgs[*]}. Install them with:  $command"
-    fi
-  fi
-  step "installing the missing Debian packages ${pkgs[*]}: ${sudo[*]:+${sudo[*]} }apt-get install -y ${pkgs[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
-    fail "apt-get update failed; install the packages yourself:  $command"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" ||
-    fail "installing ${pkgs[*]} failed; install them yourself:  $command"
-}
-
 # ensure_prerequisites: cargo (unless PINGPONG_BIN_DIR), then the Debian packages that are missing.
 ensure_prerequisites() {
   if [[ -z ${PINGPONG_BIN_DIR:-} ]]; then
@@ -89,7 +65,7 @@ ensure_prerequisites() {
     ! { have rabbitmq-server && have rabbitmqctl; }; then
     pkgs+=(rabbitmq-server)
   fi
-  ((${#pkgs[@]} == 0)) || install_packages "${pkgs[@]}"
+  ((${#pkgs[@]} == 0)) || install_packages --no-install-recommends "make local" "${pkgs[@]}"
   nginx_bin=$(find_nginx)
   [[ -n $nginx_bin ]] || fail "nginx is still not installed (Debian/Ubuntu: apt-get install nginx)"
 }

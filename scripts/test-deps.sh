@@ -57,27 +57,7 @@ if ((EUID == 0)) && [[ ${CLUSTER_REAL_NODE:-} != 0 ]]; then
   have nsenter || pkgs+=(util-linux)
 fi
 
-if ((${#pkgs[@]} > 0)); then
-  command="apt-get install -y ${pkgs[*]}"
-  ((EUID == 0)) || command="sudo $command"
-  have apt-get ||
-    fail "missing: ${pkgs[*]}. This is not a Debian/Ubuntu machine: install them with your package manager, then run make test again"
-  [[ ${PINGPONG_INSTALL:-auto} == 0 ]] &&
-    fail "missing: ${pkgs[*]}. Install them with:  $command  (PINGPONG_INSTALL=0: not installing)"
-  sudo=()
-  if ((EUID != 0)); then
-    if have sudo && { sudo -n true 2>/dev/null || [[ -t 0 ]]; }; then
-      sudo=(sudo)
-    else
-      fail "missing: ${pkgs[*]}. Install them with:  $command"
-    fi
-  fi
-  step "installing the missing Debian packages: ${sudo[*]:+${sudo[*]} }apt-get install -y ${pkgs[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
-    fail "apt-get update failed; install the packages yourself:  $command"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" ||
-    fail "installing ${pkgs[*]} failed; install them yourself:  $command"
-fi
+((${#pkgs[@]} == 0)) || install_packages "make test" "${pkgs[@]}"
 
 if $fresh_postgres || [[ ${CI:-} == true ]]; then
   sudo=()
