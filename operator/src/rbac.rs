@@ -28,7 +28,7 @@
 //!   and Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
 //! - `get` on CustomResourceDefinitions: the start-up check for our CRD, and whether the
 //!   HTTPRoute, ServiceMonitor and PrometheusRule CRDs are served (when the controller starts,
-//!   and again only when a stack needs one that was not).
+//!   then every 30 s on the controller's timer, never inside a reconcile).
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
 //! - `get`, `create`, `update` on leases: leader election.
 //! - `list` on HorizontalPodAutoscalers: the autoscaler's round looks for one that targets an

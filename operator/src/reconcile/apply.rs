@@ -295,15 +295,18 @@ pub enum Applied {
 /// Apply never wedges: a child the API server refuses (a 422 on an immutable field, a webhook's
 /// denial) does not stop the children after it nor orphan deletion. Every failure is returned
 /// together ([`Error::Children`] names each child and the API's message), so the status says
-/// which children failed and the error policy retries with backoff.
+/// which children failed and the error policy retries with backoff. `unserved` are the children
+/// the spec asks for whose API the cluster does not serve ([`Error::ApiNotServed`]): reported
+/// first, with the same effect.
 pub async fn apply_desired(
     applier: &mut Applier<'_>,
     desired: &DesiredState,
     owner_uid: &str,
     selector: &str,
+    unserved: Vec<Error>,
 ) -> Result<Workloads, Error> {
     let mut workloads = Workloads::default();
-    let mut failures = Vec::new();
+    let mut failures = unserved;
     for (component, child) in desired.children() {
         match applier.apply(child).await {
             Ok(Applied::Workload(rollout)) => {
