@@ -4,6 +4,7 @@
 //!   function; traces are off unless an OTLP endpoint is set.
 //! - [`export`]: the bounded batch processor and its drop counters.
 //! - [`propagate`]: W3C `traceparent`/`tracestate` in and out of carriers.
+//! - [`subscriber`]: the global subscriber (logs plus that layer) every process installs.
 //! - [`layer`]: the `tracing` layer that turns the spans of [`TARGET`] (and
 //!   of extra targets a process names) into OpenTelemetry spans.
 //!
