@@ -119,8 +119,11 @@ def test_one_trace_from_the_request_through_the_broker_to_the_database(
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     database = private_postgres.create_database(f"pp_trace_{uuid.uuid4().hex[:10]}")
-    stack.start_ping(traces)
+    # The resource attributes the operator renders for pods (the pod name comes from the
+    # downward API there); Jaeger shows them as the process tags of each service.
+    stack.start_ping(traces | {"OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=ping-0,k8s.namespace.name=ns"})
     stack.start_pong(traces | {
+        "OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=pong-0,k8s.namespace.name=ns",
         "PONG_STORE": "postgres",
         "DATABASE_URL": database,
         "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -173,6 +176,11 @@ def test_one_trace_from_the_request_through_the_broker_to_the_database(
         assert _tags(publish)["messaging.destination.name"] == stack.queue
         assert _tags(store)["db.system.name"] == "postgresql"
         assert str(_tags(server)["http.response.status_code"]) == "200"
+        process_tags = {proc["serviceName"]: {t["key"]: t["value"] for t in proc.get("tags", [])}
+                        for proc in trace["processes"].values()}
+        for service in ("ping", "pong"):
+            assert process_tags[service].get("k8s.pod.name") == f"{service}-0", process_tags
+            assert process_tags[service].get("k8s.namespace.name") == "ns", process_tags
 
         # GET /pong reads through the Redis cache: a new trace with the cache span.
         assert http_status(f"{stack.gateway_url}/pong") == 200
