@@ -514,6 +514,7 @@ mod tests {
             target_backlog_per_replica: 100,
             scale_down_delay_seconds: 60,
             max_drain_seconds: 300,
+            engine: Default::default(),
         });
         decide(&mut stack, 2);
         let before = hash(&stack);

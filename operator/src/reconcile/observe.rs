@@ -280,6 +280,9 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
         missing = check_store_and_cache_secrets(&secrets, stack, &ctx.allowed_secrets).await?;
     }
     let served = ctx.served();
+    if missing.is_none() {
+        missing = crate::autoscale::keda::missing_keda(stack, served);
+    }
     let existing = ExistingSecrets {
         credentials: credentials.is_some(),
         erlang_cookie: cookie_exists,

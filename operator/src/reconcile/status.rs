@@ -57,6 +57,9 @@ pub mod reason {
     /// Ready/Degraded/Progressing when `monitoring.serviceMonitor` or `monitoring.prometheusRule`
     /// is set but the Prometheus Operator's CRD is not installed (every other child is applied).
     pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
+    /// Ready/Degraded/Progressing when `spec.pong.autoscaling.engine` is `keda` but KEDA's
+    /// CRDs are not installed.
+    pub const KEDA_MISSING: &str = "KedaMissing";
     /// Ready/Degraded/Progressing when `pong.store.postgres.external.secretName` names a missing
     /// or incomplete Secret.
     pub const POSTGRES_SECRET_MISSING: &str = "PostgresSecretMissing";
