@@ -1,5 +1,6 @@
 //! The optional APIs a cluster may serve (Gateway API HTTPRoute, Prometheus Operator
-//! ServiceMonitor and PrometheusRule): their resources, and which of them the cluster serves.
+//! ServiceMonitor and PrometheusRule, KEDA ScaledObject and TriggerAuthentication): their
+//! resources, and which of them the cluster serves.
 //!
 //! The controller learns the [`ServedApis`] once when it starts (one GET per CRD) and keeps them
 //! in the reconcile context; a reconcile only asks again when a stack needs an API that was not
@@ -15,6 +16,8 @@ use kube::api::{Api, ApiResource};
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// API group of the Prometheus Operator.
 pub const MONITORING_GROUP: &str = "monitoring.coreos.com";
+/// API group of KEDA.
+pub const KEDA_GROUP: &str = "keda.sh";
 
 /// An API that exists only when its CRD is installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,23 +28,40 @@ pub enum OptionalApi {
     ServiceMonitor,
     /// `monitoring.coreos.com/v1` PrometheusRule.
     PrometheusRule,
+    /// `keda.sh/v1alpha1` ScaledObject.
+    ScaledObject,
+    /// `keda.sh/v1alpha1` TriggerAuthentication.
+    TriggerAuthentication,
 }
 
 impl OptionalApi {
     /// Every optional API.
-    pub const ALL: [Self; 3] = [Self::HttpRoute, Self::ServiceMonitor, Self::PrometheusRule];
+    pub const ALL: [Self; 5] = [
+        Self::HttpRoute,
+        Self::ServiceMonitor,
+        Self::PrometheusRule,
+        Self::ScaledObject,
+        Self::TriggerAuthentication,
+    ];
 
     /// The resource, for a dynamic `Api` and for the objects' `apiVersion`/`kind`.
     pub fn resource(self) -> ApiResource {
-        let (group, kind, plural) = match self {
-            Self::HttpRoute => (GATEWAY_GROUP, "HTTPRoute", "httproutes"),
-            Self::ServiceMonitor => (MONITORING_GROUP, "ServiceMonitor", "servicemonitors"),
-            Self::PrometheusRule => (MONITORING_GROUP, "PrometheusRule", "prometheusrules"),
+        let (group, version, kind, plural) = match self {
+            Self::HttpRoute => (GATEWAY_GROUP, "v1", "HTTPRoute", "httproutes"),
+            Self::ServiceMonitor => (MONITORING_GROUP, "v1", "ServiceMonitor", "servicemonitors"),
+            Self::PrometheusRule => (MONITORING_GROUP, "v1", "PrometheusRule", "prometheusrules"),
+            Self::ScaledObject => (KEDA_GROUP, "v1alpha1", "ScaledObject", "scaledobjects"),
+            Self::TriggerAuthentication => (
+                KEDA_GROUP,
+                "v1alpha1",
+                "TriggerAuthentication",
+                "triggerauthentications",
+            ),
         };
         ApiResource {
             group: group.to_owned(),
-            version: "v1".to_owned(),
-            api_version: format!("{group}/v1"),
+            version: version.to_owned(),
+            api_version: format!("{group}/{version}"),
             kind: kind.to_owned(),
             plural: plural.to_owned(),
         }
@@ -53,6 +73,8 @@ impl OptionalApi {
             Self::HttpRoute => "httproutes.gateway.networking.k8s.io",
             Self::ServiceMonitor => "servicemonitors.monitoring.coreos.com",
             Self::PrometheusRule => "prometheusrules.monitoring.coreos.com",
+            Self::ScaledObject => "scaledobjects.keda.sh",
+            Self::TriggerAuthentication => "triggerauthentications.keda.sh",
         }
     }
 }
@@ -66,6 +88,10 @@ pub struct ServedApis {
     pub service_monitor: bool,
     /// PrometheusRule is served.
     pub prometheus_rule: bool,
+    /// KEDA's ScaledObject is served.
+    pub scaled_object: bool,
+    /// KEDA's TriggerAuthentication is served.
+    pub trigger_authentication: bool,
 }
 
 impl ServedApis {
@@ -74,7 +100,14 @@ impl ServedApis {
         http_route: true,
         service_monitor: true,
         prometheus_rule: true,
+        scaled_object: true,
+        trigger_authentication: true,
     };
+
+    /// Whether both KEDA kinds the operator renders are served.
+    pub fn keda(self) -> bool {
+        self.scaled_object && self.trigger_authentication
+    }
 
     /// Whether `api` is served.
     pub fn serves(self, api: OptionalApi) -> bool {
@@ -82,6 +115,8 @@ impl ServedApis {
             OptionalApi::HttpRoute => self.http_route,
             OptionalApi::ServiceMonitor => self.service_monitor,
             OptionalApi::PrometheusRule => self.prometheus_rule,
+            OptionalApi::ScaledObject => self.scaled_object,
+            OptionalApi::TriggerAuthentication => self.trigger_authentication,
         }
     }
 
@@ -94,6 +129,8 @@ impl ServedApis {
                 OptionalApi::HttpRoute => served.http_route = serves,
                 OptionalApi::ServiceMonitor => served.service_monitor = serves,
                 OptionalApi::PrometheusRule => served.prometheus_rule = serves,
+                OptionalApi::ScaledObject => served.scaled_object = serves,
+                OptionalApi::TriggerAuthentication => served.trigger_authentication = serves,
             }
         }
         Ok(served)

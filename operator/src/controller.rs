@@ -24,8 +24,8 @@ use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, CustomResourceExt, Resource};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -280,6 +280,30 @@ fn owns_children(
     (controller, caches)
 }
 
+/// What a stack event must change to trigger a reconcile: its generation (the spec), labels,
+/// annotations (`kubectl annotate pps NAME reconcile=...` forces one), deletion, or the one part
+/// of the status the reconcile reads as input: the pong replicas an autoscaled stack applies
+/// (the autoscaler's decision in `status.autoscaling`). Never the rest of the status.
+pub fn stack_changed(stack: &DeserializeGuard<PingPongStack>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = stack.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut hasher);
+    stack
+        .0
+        .as_ref()
+        .ok()
+        .map(crate::autoscale::applied_replicas)
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 async fn run_controller(
     client: Client,
     config: &Config,
@@ -312,7 +336,17 @@ async fn run_controller(
     let recorder = Recorder::new(client.clone(), reporter);
     let restart = stop.child_token();
     let stacks: Api<DeserializeGuard<PingPongStack>> = api_for(&client, ns);
-    let controller = Controller::new(stacks, watcher::Config::default().any_semantic())
+    // The store sees every change (the autoscaler and the readiness gauge read it); reconciles
+    // are triggered only by what the user or a controller changed about the stack itself, not
+    // by status writes (ours would re-trigger a failed reconcile past its backoff, the
+    // autoscaler's would reconcile every stack on every decision).
+    let (reader, writer) = reflector::store();
+    let trigger = watcher::watcher(stacks, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(stack_changed, PredicateConfig::default());
+    let controller = Controller::for_stream(trigger, reader)
         .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(restart.clone().cancelled_owned());
     let (controller, children) = owns_children(controller, &client, ns, served);
@@ -367,6 +401,7 @@ async fn run_controller(
             }
         }
     });
+    let bookkeeping = Arc::clone(&context);
     controller
         .run(
             reconcile::reconcile_guarded,
@@ -378,6 +413,14 @@ async fn run_controller(
                 tracing::debug!(%error, "controller event");
             }
             let stacks = store.state();
+            if bookkeeping.failing_stacks() > 0 {
+                let present: std::collections::HashSet<(String, String)> = stacks
+                    .iter()
+                    .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+                    .collect();
+                bookkeeping
+                    .forget_deleted(|ns, name| present.contains(&(ns.to_owned(), name.to_owned())));
+            }
             let ready = stacks
                 .iter()
                 .filter(|s| s.0.as_ref().is_ok_and(reconcile::is_ready))
@@ -391,7 +434,77 @@ async fn run_controller(
 
 #[cfg(test)]
 mod tests {
-    use super::{restart_after, run_unless_lost};
+    use super::{restart_after, run_unless_lost, stack_changed};
+    use crate::crd::{
+        AutoscalingStatus, PingPongStack, PingPongStackSpec, PingPongStackStatus, PongAutoscaling,
+    };
+    use kube::core::DeserializeGuard;
+
+    #[test]
+    fn only_spec_metadata_and_deletion_changes_trigger_a_reconcile() {
+        let mut stack = PingPongStack::new("demo", PingPongStackSpec::default());
+        stack.metadata.generation = Some(3);
+        let hash = |s: &PingPongStack| stack_changed(&DeserializeGuard(Ok(s.clone())));
+        let before = hash(&stack);
+        // A status write (the operator's own, or the autoscaler's) changes nothing that counts.
+        stack.status = Some(PingPongStackStatus {
+            observed_generation: Some(3),
+            warnings: vec!["changed".into()],
+            ..PingPongStackStatus::default()
+        });
+        stack.metadata.resource_version = Some("42".into());
+        assert_eq!(hash(&stack), before);
+        let mut spec = stack.clone();
+        spec.metadata.generation = Some(4);
+        assert_ne!(hash(&spec), before);
+        let mut annotated = stack.clone();
+        annotated.metadata.annotations = Some(
+            [("reconcile".to_owned(), "1".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        assert_ne!(hash(&annotated), before);
+        let mut deleted = stack.clone();
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert_ne!(hash(&deleted), before);
+    }
+
+    #[test]
+    fn an_autoscaler_decision_triggers_a_reconcile_only_for_an_autoscaled_stack() {
+        let decide = |stack: &mut PingPongStack, replicas: i32| {
+            stack.status = Some(PingPongStackStatus {
+                autoscaling: Some(AutoscalingStatus {
+                    desired_replicas: replicas,
+                    ..AutoscalingStatus::default()
+                }),
+                ..PingPongStackStatus::default()
+            });
+        };
+        let hash = |s: &PingPongStack| stack_changed(&DeserializeGuard(Ok(s.clone())));
+        let mut stack = PingPongStack::new("demo", PingPongStackSpec::default());
+        stack.spec.pong.autoscaling = Some(PongAutoscaling {
+            min_replicas: 1,
+            max_replicas: 10,
+            target_backlog_per_replica: 100,
+            scale_down_delay_seconds: 60,
+            max_drain_seconds: 300,
+            engine: Default::default(),
+        });
+        decide(&mut stack, 2);
+        let before = hash(&stack);
+        // The reconcile applies the decided replicas: a new decision must reach it.
+        decide(&mut stack, 5);
+        assert_ne!(hash(&stack), before);
+        // Without autoscaling the decision is no input of the reconcile.
+        let mut manual = PingPongStack::new("demo", PingPongStackSpec::default());
+        decide(&mut manual, 2);
+        let before = hash(&manual);
+        decide(&mut manual, 5);
+        assert_eq!(hash(&manual), before);
+    }
 
     #[test]
     fn only_a_controller_that_ended_on_its_own_is_restarted() {

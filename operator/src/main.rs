@@ -10,8 +10,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run => {
             let config = config::Config::from_env()?;
-            let _traces = telemetry::init(config.log_format, &config.traces, &config.spans)
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let _traces = telemetry::init(config.log_format, &config.traces, &config.spans)?;
             controller::run(config).await?;
         }
         Command::Crd => print!("{}", crdgen::crd_yaml()?),

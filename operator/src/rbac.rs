@@ -24,10 +24,11 @@
 //!   exists that the stack does not control (then it is left unchanged); on StatefulSets and
 //!   Deployments also readiness while paused.
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, PrometheusRules,
-//!   and on StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL
+//!   KEDA ScaledObjects and TriggerAuthentications (a stack back on the operator's own
+//!   autoscaling loop), and on StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL
 //!   and Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
 //! - `get` on CustomResourceDefinitions: the start-up check for our CRD, and whether the
-//!   HTTPRoute, ServiceMonitor and PrometheusRule CRDs are served (when the controller starts,
+//!   HTTPRoute, ServiceMonitor, PrometheusRule and KEDA CRDs are served (when the controller starts,
 //!   and again only when a stack needs one that was not).
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
 //! - `get`, `create`, `update` on leases: leader election.
@@ -124,6 +125,16 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "monitoring.coreos.com",
         resource: "prometheusrules",
+        verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "keda.sh",
+        resource: "scaledobjects",
+        verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "keda.sh",
+        resource: "triggerauthentications",
         verbs: WATCH_APPLY_DELETE,
     },
     Permission {

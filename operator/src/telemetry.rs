@@ -8,9 +8,8 @@
 //! module only installs the subscriber: it never logs configuration or secrets.
 
 use crate::config::LogFormat;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use pingpong_otel::subscriber::{self, InstallError, LogLines};
+use tracing_subscriber::EnvFilter;
 
 /// Filter used when `RUST_LOG` is unset or empty.
 pub const DEFAULT_FILTER: &str = "info,kube=warn,kube_runtime=warn";
@@ -25,21 +24,16 @@ pub fn init(
     format: LogFormat,
     traces: &pingpong_otel::TraceConfig,
     spans: &pingpong_otel::SpanCounters,
-) -> Result<Option<pingpong_otel::TraceGuard>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Option<pingpong_otel::TraceGuard>, InstallError> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let fmt = tracing_subscriber::fmt::layer();
-    let fmt = match format {
-        LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    let lines = match format {
+        LogFormat::Text => LogLines::Text {
+            ansi: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        },
+        LogFormat::Json => LogLines::Json {
+            current_span: false,
+        },
     };
-    let (otel, guard) = match pingpong_otel::layer(traces, spans, TRACE_TARGETS)? {
-        Some((layer, guard)) => (Some(layer), Some(guard)),
-        None => (None, None),
-    };
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .with(otel)
-        .try_init()?;
-    Ok(guard)
+    subscriber::install(filter, lines, traces, spans, TRACE_TARGETS)
 }

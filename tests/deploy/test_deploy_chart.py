@@ -221,6 +221,9 @@ EXPECTED_STACK_RULES = {
     ("gateway.networking.k8s.io", "httproutes"): WATCH_APPLY | {"delete"},
     ("monitoring.coreos.com", "servicemonitors"): WATCH_APPLY | {"delete"},
     ("monitoring.coreos.com", "prometheusrules"): WATCH_APPLY | {"delete"},
+    # autoscaling.engine: keda; deleted when the stack goes back to the operator's own loop
+    ("keda.sh", "scaledobjects"): WATCH_APPLY | {"delete"},
+    ("keda.sh", "triggerauthentications"): WATCH_APPLY | {"delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
     # the autoscaler reports an HPA that targets an autoscaled pong Deployment
     ("autoscaling", "horizontalpodautoscalers"): {"list"},

@@ -407,3 +407,19 @@ def set_route_status(cluster: Cluster, namespace: str, route: str, parent: dict[
     }]}}
     cluster.kubectl("patch", "httproute", route, "-n", namespace, "--subresource=status",
                     "--type=merge", "-p", json.dumps(status))
+
+
+def operator_requests_about(cluster: Cluster, namespace: str, since: float) -> list[str]:
+    """`verb resource/name` of every request the operator's ServiceAccount made about objects in
+    `namespace` since `since` (epoch seconds), from the API server's audit log (local mode)."""
+    user = ("system:serviceaccount:pingpong-system:"
+            f"{cluster.env.get('OPERATOR_RELEASE', 'pingpong-operator')}")
+    out = []
+    for event in cluster.audit_events(user):
+        ref = event.get("objectRef", {})
+        stamp = event.get("stageTimestamp", "")
+        if ref.get("namespace") != namespace or not stamp:
+            continue
+        if datetime.fromisoformat(stamp).timestamp() >= since:
+            out.append(f"{event['verb']} {ref.get('resource')}/{ref.get('name', '')}")
+    return out

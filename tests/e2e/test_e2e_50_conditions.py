@@ -5,9 +5,8 @@ operator's requests about the namespace are counted in the API server's audit lo
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
-from e2e_helpers import Cluster, stack_doc
+from e2e_helpers import Cluster, operator_requests_about, stack_doc
 
 EPHEMERAL = {"rabbitmq": {"storage": {"ephemeral": True}}}
 QUIET_SECONDS = 20
@@ -15,28 +14,12 @@ QUIET_SECONDS = 20
 MAX_REQUESTS_WHILE_STUCK = 4
 
 
-def _operator_user(cluster: Cluster) -> str:
-    return f"system:serviceaccount:pingpong-system:{cluster.env.get('OPERATOR_RELEASE', 'pingpong-operator')}"
-
-
-def _requests_about(cluster: Cluster, ns: str, since: float) -> list[str]:
-    out = []
-    for event in cluster.audit_events(_operator_user(cluster)):
-        ref = event.get("objectRef", {})
-        stamp = event.get("stageTimestamp", "")
-        if ref.get("namespace") != ns or not stamp:
-            continue
-        if datetime.fromisoformat(stamp).timestamp() >= since:
-            out.append(f"{event['verb']} {ref.get('resource')}/{ref.get('name', '')}")
-    return out
-
-
 def _assert_quiet(cluster: Cluster, ns: str) -> None:
     if not cluster.local:
         return
     start = time.time()
     time.sleep(QUIET_SECONDS)
-    seen = _requests_about(cluster, ns, start)
+    seen = operator_requests_about(cluster, ns, start)
     assert len(seen) <= MAX_REQUESTS_WHILE_STUCK, f"hot loop: {len(seen)} requests in {QUIET_SECONDS} s: {seen}"
 
 

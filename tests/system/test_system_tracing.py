@@ -13,89 +13,16 @@ Jaeger, Redis, nginx or the broker missing: fails when CI=true, skips otherwise.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import urllib.request
 import uuid
-from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from broker_cluster import PrivatePostgres
-from system_helpers import (ROOT, Proc, Stack, base_env, free_port, http_status, listening, missing,
-                            wait_until)
+from jaeger_helpers import Jaeger, jaeger  # noqa: F401 (the fixture)
+from system_helpers import Stack, http_status, listening, missing, wait_until
 
-JAEGER_CONFIG = ROOT / "scripts" / "observability" / "jaeger.yaml"
 TRACE_ID = uuid.uuid4().hex
 CALLER_SPAN = uuid.uuid4().hex[:16]
-
-
-def _jaeger_binary() -> Path:
-    """$JAEGER, else the cached build of scripts/observability/build.sh (make test builds it)."""
-    if os.environ.get("JAEGER"):
-        return Path(os.environ["JAEGER"])
-    found = subprocess.run([str(ROOT / "scripts" / "observability" / "build.sh"), "--cached", "jaeger"],
-                           capture_output=True, text=True, check=False)
-    if found.returncode != 0:
-        missing("Jaeger is not built: run scripts/observability/build.sh jaeger (make test does)")
-    return Path(found.stdout.strip().splitlines()[-1])
-
-
-class Jaeger:
-    """A Jaeger v2 all-in-one on free loopback ports, in-memory storage."""
-
-    def __init__(self, binary: Path, workdir: Path) -> None:
-        self.otlp_port = free_port()
-        self.query_port = free_port()
-        env = base_env() | {
-            "JAEGER_OTLP_HTTP_PORT": str(self.otlp_port),
-            "JAEGER_QUERY_PORT": str(self.query_port),
-            "JAEGER_QUERY_GRPC_PORT": str(free_port()),
-            "JAEGER_LISTEN_HOST": "127.0.0.1",
-        }
-        self.proc = Proc("jaeger", [str(binary), "--config", str(JAEGER_CONFIG)], env,
-                         workdir / "jaeger.log").start()
-
-    @property
-    def otlp_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.otlp_port}"
-
-    def wait_up(self) -> None:
-        def up() -> bool:
-            assert self.proc.alive(), f"jaeger exited:\n{self.proc.log_tail()}"
-            return (http_status(f"http://127.0.0.1:{self.query_port}/api/services") == 200
-                    and listening("127.0.0.1", self.otlp_port))
-        wait_until(up, 60, "Jaeger to serve its query API and OTLP receiver")
-
-    def trace(self, trace_id: str) -> dict[str, Any] | None:
-        url = f"http://127.0.0.1:{self.query_port}/api/traces/{trace_id}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                body = json.load(response)
-        except OSError:
-            return None
-        traces = body.get("data") or []
-        return traces[0] if len(traces) == 1 else None
-
-    def operations(self, service: str) -> list[str]:
-        url = f"http://127.0.0.1:{self.query_port}/api/services/{service}/operations"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            ops = json.load(response).get("data") or []
-        return sorted(op if isinstance(op, str) else op["name"] for op in ops)
-
-
-@pytest.fixture
-def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
-    server = Jaeger(_jaeger_binary(), tmp_path)
-    try:
-        server.wait_up()
-        yield server
-    except BaseException:
-        print(f"\n===== jaeger log =====\n{server.proc.log_tail()}")
-        raise
-    finally:
-        server.proc.stop()
 
 
 def _tags(span: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +46,11 @@ def test_one_trace_from_the_request_through_the_broker_to_the_database(
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     database = private_postgres.create_database(f"pp_trace_{uuid.uuid4().hex[:10]}")
-    stack.start_ping(traces)
+    # The resource attributes the operator renders for pods (the pod name comes from the
+    # downward API there); Jaeger shows them as the process tags of each service.
+    stack.start_ping(traces | {"OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=ping-0,k8s.namespace.name=ns"})
     stack.start_pong(traces | {
+        "OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=pong-0,k8s.namespace.name=ns",
         "PONG_STORE": "postgres",
         "DATABASE_URL": database,
         "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -173,6 +103,11 @@ def test_one_trace_from_the_request_through_the_broker_to_the_database(
         assert _tags(publish)["messaging.destination.name"] == stack.queue
         assert _tags(store)["db.system.name"] == "postgresql"
         assert str(_tags(server)["http.response.status_code"]) == "200"
+        process_tags = {proc["serviceName"]: {t["key"]: t["value"] for t in proc.get("tags", [])}
+                        for proc in trace["processes"].values()}
+        for service in ("ping", "pong"):
+            assert process_tags[service].get("k8s.pod.name") == f"{service}-0", process_tags
+            assert process_tags[service].get("k8s.namespace.name") == "ns", process_tags
 
         # GET /pong reads through the Redis cache: a new trace with the cache span.
         assert http_status(f"{stack.gateway_url}/pong") == 200

@@ -52,6 +52,7 @@ pub fn settings(args: &crate::cli::AutoscaleArgs) -> Result<LocalSettings, Local
         target_backlog_per_replica: args.target_backlog_per_replica,
         scale_down_delay_seconds: args.scale_down_delay_seconds,
         max_drain_seconds: args.max_drain_seconds,
+        engine: crate::crd::AutoscalingEngine::Operator,
     };
     let valid = (0..=100).contains(&spec.min_replicas)
         && (1..=100).contains(&spec.max_replicas)

@@ -11,10 +11,15 @@
 //! Deployment is reported in `status.autoscaling` and a Warning Event, naming it, until it is
 //! removed.
 //!
-//! This module must not write the Deployment; it writes only `status.autoscaling` (with
+//! With `engine: keda` the operator renders a KEDA ScaledObject instead and its own loop skips
+//! the stack ([`keda`]).
+//!
+//! This module must not write the Deployment's spec, except the one hand-over of `replicas`
+//! to KEDA ([`keda::hand_over_replicas`]); the loop writes only `status.autoscaling` (with
 //! [`FIELD_MANAGER`]) and Events.
 
 pub mod decide;
+pub mod keda;
 pub mod local;
 pub mod metrics;
 pub mod runner;
@@ -43,20 +48,22 @@ pub fn policy(spec: &PongAutoscaling) -> Policy {
 }
 
 /// The pong replicas the reconcile applies: `spec.pong.replicas` without autoscaling; with it,
-/// the last decision in `status.autoscaling` (or, before the first one, `spec.pong.replicas`),
-/// clamped to `minReplicas..=maxReplicas`, so turning autoscaling on never removes a pod the
-/// bounds allow.
+/// the last decision in `status.autoscaling` (before the first one: the replicas the Deployment
+/// runs as `status.pong` last saw them, else `spec.pong.replicas`), clamped to
+/// `minReplicas..=maxReplicas`, so turning autoscaling on, or going back from KEDA to the
+/// operator's loop (whose stale decision the loop cleared), never removes a pod the bounds allow.
 pub fn applied_replicas(stack: &PingPongStack) -> i32 {
     let pong = &stack.spec.pong;
     let Some(autoscaling) = &pong.autoscaling else {
         return pong.replicas;
     };
     let p = policy(autoscaling);
-    let decided = stack
-        .status
-        .as_ref()
+    let status = stack.status.as_ref();
+    let decided = status
         .and_then(|s| s.autoscaling.as_ref())
-        .map_or(pong.replicas, |a| a.desired_replicas);
+        .map(|a| a.desired_replicas)
+        .or_else(|| status.and_then(|s| s.pong).map(|p| p.replicas))
+        .unwrap_or(pong.replicas);
     decided.clamp(p.min, p.max)
 }
 
@@ -78,6 +85,7 @@ mod tests {
             target_backlog_per_replica: 100,
             scale_down_delay_seconds: 60,
             max_drain_seconds: 300,
+            engine: crate::crd::AutoscalingEngine::Operator,
         });
         stack.status = decided.map(|d| PingPongStackStatus {
             autoscaling: Some(AutoscalingStatus {
@@ -109,6 +117,24 @@ mod tests {
     }
 
     #[test]
+    fn before_the_first_decision_what_runs_within_bounds() {
+        // Back from KEDA, which ran 6 pods: they stay until the loop's first decision.
+        let mut back = stack(1, Some((1, 10)), None);
+        back.status = Some(PingPongStackStatus {
+            pong: Some(crate::crd::ComponentStatus {
+                replicas: 6,
+                ready_replicas: 6,
+            }),
+            ..PingPongStackStatus::default()
+        });
+        assert_eq!(applied_replicas(&back), 6);
+        if let Some(a) = back.spec.pong.autoscaling.as_mut() {
+            a.max_replicas = 4;
+        }
+        assert_eq!(applied_replicas(&back), 4);
+    }
+
+    #[test]
     fn policy_is_typed_and_safe() {
         let p = policy(&PongAutoscaling {
             min_replicas: 0,
@@ -116,6 +142,7 @@ mod tests {
             target_backlog_per_replica: 0,
             scale_down_delay_seconds: 30,
             max_drain_seconds: 120,
+            engine: crate::crd::AutoscalingEngine::Operator,
         });
         assert_eq!(p.target, 1);
         assert_eq!(p.scale_down_delay, Duration::from_secs(30));

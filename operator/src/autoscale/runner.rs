@@ -100,9 +100,14 @@ fn key(stack: &PingPongStack) -> String {
     )
 }
 
-/// Whether the autoscaler decides this stack's replicas now.
+/// Whether the autoscaler decides this stack's replicas now (not while KEDA does).
 pub fn autoscaled(stack: &PingPongStack) -> bool {
-    stack.spec.pong.autoscaling.is_some()
+    stack
+        .spec
+        .pong
+        .autoscaling
+        .as_ref()
+        .is_some_and(|a| a.engine.is_operator())
         && !stack.spec.paused
         && stack.metadata.deletion_timestamp.is_none()
 }
@@ -139,13 +144,16 @@ impl Autoscaler {
                 () = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            let current: Vec<Arc<PingPongStack>> = stacks
-                .state()
-                .iter()
-                .filter_map(|guard| guard.0.as_ref().ok())
+            let all = stacks.state();
+            let decoded = all.iter().filter_map(|guard| guard.0.as_ref().ok());
+            let current: Vec<Arc<PingPongStack>> = decoded
+                .clone()
                 .filter(|stack| autoscaled(stack))
                 .map(|stack| Arc::new(stack.clone()))
                 .collect();
+            for stack in decoded.filter(|stack| stale_under_keda(stack)) {
+                self.clear(stack).await;
+            }
             self.round(current).await;
         }
     }
@@ -418,6 +426,31 @@ impl Autoscaler {
         }
     }
 
+    /// Removes `status.autoscaling` (an apply of this field manager without it) from a stack
+    /// KEDA now scales: its last decision must not be applied when the stack comes back to the
+    /// operator's loop, which then starts from the replicas that run.
+    async fn clear(&self, stack: &PingPongStack) {
+        let api: Api<PingPongStack> =
+            Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default());
+        let body = serde_json::json!({
+            "apiVersion": PingPongStack::api_version(&()),
+            "kind": PingPongStack::kind(&()),
+            "status": {},
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        if let Err(error) = api
+            .patch_status(&stack.name_any(), &params, &Patch::Apply(&body))
+            .await
+        {
+            tracing::warn!(
+                stack = %stack.name_any(),
+                namespace = stack.namespace().as_deref().unwrap_or(""),
+                error = %crate::error::chain(&error),
+                "cannot clear status.autoscaling of a stack KEDA scales; trying again next round"
+            );
+        }
+    }
+
     async fn write(
         &self,
         stack: &PingPongStack,
@@ -435,6 +468,22 @@ impl Autoscaler {
             .await?;
         Ok(())
     }
+}
+
+/// Whether `stack` is scaled by KEDA but still shows the operator loop's last decision.
+pub fn stale_under_keda(stack: &PingPongStack) -> bool {
+    stack
+        .spec
+        .pong
+        .autoscaling
+        .as_ref()
+        .is_some_and(|a| !a.engine.is_operator())
+        && stack
+            .status
+            .as_ref()
+            .is_some_and(|s| s.autoscaling.is_some())
+        && !stack.spec.paused
+        && stack.metadata.deletion_timestamp.is_none()
 }
 
 /// The status of a decision; `lastScaleTime` moves only when the desired replicas change.
@@ -493,6 +542,7 @@ mod tests {
                     target_backlog_per_replica: 10,
                     scale_down_delay_seconds: 0,
                     max_drain_seconds: 60,
+                    engine: crate::crd::AutoscalingEngine::Operator,
                 }),
                 &Signal::default(),
             ),
@@ -563,9 +613,21 @@ mod tests {
             target_backlog_per_replica: 1,
             scale_down_delay_seconds: 0,
             max_drain_seconds: 60,
+            engine: crate::crd::AutoscalingEngine::Operator,
         });
         assert!(autoscaled(&stack));
         stack.spec.paused = true;
         assert!(!autoscaled(&stack));
+        stack.spec.paused = false;
+        if let Some(a) = stack.spec.pong.autoscaling.as_mut() {
+            a.engine = crate::crd::AutoscalingEngine::Keda;
+        }
+        assert!(!autoscaled(&stack), "KEDA decides, not the operator");
+        assert!(!stale_under_keda(&stack));
+        stack.status = Some(crate::crd::PingPongStackStatus {
+            autoscaling: Some(AutoscalingStatus::default()),
+            ..crate::crd::PingPongStackStatus::default()
+        });
+        assert!(stale_under_keda(&stack), "the loop's decision is cleared");
     }
 }

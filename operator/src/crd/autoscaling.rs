@@ -55,6 +55,41 @@ pub struct PongAutoscaling {
     #[serde(default = "default_max_drain")]
     #[schemars(range(min = 10, max = 86_400))]
     pub max_drain_seconds: i32,
+    /// Who decides pong's replicas: `operator` (default) reads the broker and decides itself;
+    /// `keda` makes the operator render a KEDA ScaledObject `<stack>-pong` (RabbitMQ scaler over
+    /// the management API, so unacknowledged messages count) and a TriggerAuthentication that
+    /// reads the stack's broker credentials Secret, and leave the Deployment's replicas to
+    /// KEDA's HorizontalPodAutoscaler. Needs KEDA's CRDs (keda.sh/v1alpha1); without them the
+    /// stack is not applied (`KedaMissing`) rather than scaled by the operator instead.
+    /// `maxDrainSeconds` has no KEDA equivalent and is ignored with `keda`.
+    #[serde(default, skip_serializing_if = "AutoscalingEngine::is_operator")]
+    pub engine: AutoscalingEngine,
+}
+
+/// Who decides pong's replicas while `spec.pong.autoscaling` is set.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AutoscalingEngine {
+    /// The operator's own decision loop (`status.autoscaling`).
+    #[default]
+    Operator,
+    /// A KEDA ScaledObject the operator renders; KEDA's HorizontalPodAutoscaler scales.
+    Keda,
+}
+
+impl AutoscalingEngine {
+    /// Whether this is the default, the operator's own loop.
+    pub fn is_operator(&self) -> bool {
+        *self == Self::Operator
+    }
+
+    /// The value as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Keda => "keda",
+        }
+    }
 }
 
 /// What the autoscaler last saw and decided (written only when the decision changes).

@@ -21,7 +21,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use autoscaling::{
-    AutoscalingStatus, DEFAULT_MAX_DRAIN_SECONDS, DEFAULT_MIN_REPLICAS,
+    AutoscalingEngine, AutoscalingStatus, DEFAULT_MAX_DRAIN_SECONDS, DEFAULT_MIN_REPLICAS,
     DEFAULT_SCALE_DOWN_DELAY_SECONDS, DEFAULT_TARGET_BACKLOG_PER_REPLICA, PongAutoscaling,
 };
 pub use observability::{DEFAULT_SAMPLING_RATIO, ObservabilitySpec, TracingSpec};

@@ -206,7 +206,10 @@ impl<'a> Applier<'a> {
                 .apply_dynamic(o, kind)
                 .await
                 .map(|r| Applied::Route(Box::new(r))),
-            Child::ServiceMonitor(o) | Child::PrometheusRule(o) => {
+            Child::ServiceMonitor(o)
+            | Child::PrometheusRule(o)
+            | Child::ScaledObject(o)
+            | Child::TriggerAuthentication(o) => {
                 self.apply_dynamic(o, kind).await.map(|_| Applied::Other)
             }
         }

@@ -1,7 +1,6 @@
 //! What every reconcile shares, injected by the controller or by a test: the API client,
 //! metrics, the Event recorder, default images and Gateway, the optional APIs the cluster serves,
-//! and the
-//! per-stack failure counts behind the error policy's backoff. No globals.
+//! and the per-stack failure counts behind the error policy's backoff. No globals.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -117,5 +116,21 @@ impl Context {
     pub(super) fn reset_attempts(&self, key: &(String, String)) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(key);
+    }
+
+    /// Forgets the failure counts of stacks that no longer exist (`exists` says which do): a
+    /// deleted stack that failed last would otherwise keep its entry for the life of the process,
+    /// and a stack re-created under its name would start deep in the backoff.
+    pub fn forget_deleted(&self, exists: impl Fn(&str, &str) -> bool) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(namespace, name), _| exists(namespace, name));
+    }
+
+    /// How many stacks have a failure count (for tests and the controller's bookkeeping).
+    pub fn failing_stacks(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }

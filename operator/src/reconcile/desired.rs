@@ -11,7 +11,9 @@
 //!    must exist for stable pod DNS names;
 //! 3. the provisioned PostgreSQL's Service and StatefulSet, the provisioned Redis's Service and
 //!    Deployment — pong connects to them;
-//! 4. ping and pong Services, then Deployments — their pods connect to the broker;
+//! 4. ping and pong Services, then Deployments — their pods connect to the broker; then, with
+//!    `autoscaling.engine: keda`, KEDA's TriggerAuthentication and the ScaledObject that
+//!    targets the pong Deployment;
 //! 5. the NetworkPolicies and PodDisruptionBudgets;
 //! 6. the Ingress / HTTPRoute — only route traffic once the backends exist;
 //! 7. ServiceMonitors;
@@ -104,6 +106,15 @@ pub struct RouteObjects {
     pub http_route: Option<DynamicObject>,
 }
 
+/// KEDA's objects for pong (`spec.pong.autoscaling.engine: keda`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KedaObjects {
+    /// TriggerAuthentication: the broker credentials, read from the stack's Secret.
+    pub trigger_authentication: DynamicObject,
+    /// ScaledObject targeting the pong Deployment.
+    pub scaled_object: DynamicObject,
+}
+
 /// Every object the operator wants for one stack, grouped by component.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredState {
@@ -117,6 +128,8 @@ pub struct DesiredState {
     pub ping: AppObjects,
     /// The pong service.
     pub pong: AppObjects,
+    /// KEDA's objects scaling pong, with `autoscaling.engine: keda`.
+    pub keda: Option<KedaObjects>,
     /// Ingress and HTTPRoute.
     pub routes: RouteObjects,
     /// PrometheusRule with the stack's alerts, when asked for and served.
@@ -148,11 +161,15 @@ pub enum ChildKind {
     ServiceMonitor,
     /// monitoring.coreos.com/v1 PrometheusRule (optional API).
     PrometheusRule,
+    /// keda.sh/v1alpha1 ScaledObject (optional API).
+    ScaledObject,
+    /// keda.sh/v1alpha1 TriggerAuthentication (optional API).
+    TriggerAuthentication,
 }
 
 impl ChildKind {
     /// Every kind.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::Secret,
         Self::ConfigMap,
         Self::Service,
@@ -164,6 +181,8 @@ impl ChildKind {
         Self::HttpRoute,
         Self::ServiceMonitor,
         Self::PrometheusRule,
+        Self::ScaledObject,
+        Self::TriggerAuthentication,
     ];
 
     /// The API resource, for dynamic applies, metadata-only watches, lists and deletes.
@@ -180,6 +199,8 @@ impl ChildKind {
             Self::HttpRoute => OptionalApi::HttpRoute.resource(),
             Self::ServiceMonitor => OptionalApi::ServiceMonitor.resource(),
             Self::PrometheusRule => OptionalApi::PrometheusRule.resource(),
+            Self::ScaledObject => OptionalApi::ScaledObject.resource(),
+            Self::TriggerAuthentication => OptionalApi::TriggerAuthentication.resource(),
         }
     }
 
@@ -197,6 +218,8 @@ impl ChildKind {
             Self::HttpRoute => "HTTPRoute",
             Self::ServiceMonitor => "ServiceMonitor",
             Self::PrometheusRule => "PrometheusRule",
+            Self::ScaledObject => "ScaledObject",
+            Self::TriggerAuthentication => "TriggerAuthentication",
         }
     }
 
@@ -214,6 +237,8 @@ impl ChildKind {
             Self::HttpRoute => Some(OptionalApi::HttpRoute),
             Self::ServiceMonitor => Some(OptionalApi::ServiceMonitor),
             Self::PrometheusRule => Some(OptionalApi::PrometheusRule),
+            Self::ScaledObject => Some(OptionalApi::ScaledObject),
+            Self::TriggerAuthentication => Some(OptionalApi::TriggerAuthentication),
             _ => None,
         }
     }
@@ -246,6 +271,10 @@ pub enum Child<'a> {
     ServiceMonitor(&'a DynamicObject),
     /// A PrometheusRule.
     PrometheusRule(&'a DynamicObject),
+    /// A KEDA ScaledObject.
+    ScaledObject(&'a DynamicObject),
+    /// A KEDA TriggerAuthentication.
+    TriggerAuthentication(&'a DynamicObject),
 }
 
 impl Child<'_> {
@@ -263,6 +292,8 @@ impl Child<'_> {
             Self::HttpRoute(_) => ChildKind::HttpRoute,
             Self::ServiceMonitor(_) => ChildKind::ServiceMonitor,
             Self::PrometheusRule(_) => ChildKind::PrometheusRule,
+            Self::ScaledObject(_) => ChildKind::ScaledObject,
+            Self::TriggerAuthentication(_) => ChildKind::TriggerAuthentication,
         }
     }
 
@@ -277,9 +308,11 @@ impl Child<'_> {
             Self::NetworkPolicy(o) => &o.metadata.name,
             Self::PodDisruptionBudget(o) => &o.metadata.name,
             Self::Ingress(o) => &o.metadata.name,
-            Self::HttpRoute(o) | Self::ServiceMonitor(o) | Self::PrometheusRule(o) => {
-                &o.metadata.name
-            }
+            Self::HttpRoute(o)
+            | Self::ServiceMonitor(o)
+            | Self::PrometheusRule(o)
+            | Self::ScaledObject(o)
+            | Self::TriggerAuthentication(o) => &o.metadata.name,
         };
         name.as_deref().unwrap_or_default()
     }
@@ -298,7 +331,11 @@ impl Child<'_> {
             Self::NetworkPolicy(o) => y(o),
             Self::PodDisruptionBudget(o) => y(o),
             Self::Ingress(o) => y(o),
-            Self::HttpRoute(o) | Self::ServiceMonitor(o) | Self::PrometheusRule(o) => y(o),
+            Self::HttpRoute(o)
+            | Self::ServiceMonitor(o)
+            | Self::PrometheusRule(o)
+            | Self::ScaledObject(o)
+            | Self::TriggerAuthentication(o) => y(o),
         }
     }
 }
@@ -326,6 +363,7 @@ impl DesiredState {
             redis,
             ping,
             pong,
+            keda,
             routes,
             prometheus_rule,
         } = self;
@@ -402,6 +440,14 @@ impl DesiredState {
         for (component, service, deployment, _, _, _) in apps {
             push(component, Some(C::Service(service)));
             push(component, Some(C::Deployment(deployment)));
+        }
+        if let Some(KedaObjects {
+            trigger_authentication,
+            scaled_object,
+        }) = keda
+        {
+            push(Pong, Some(C::TriggerAuthentication(trigger_authentication)));
+            push(Pong, Some(C::ScaledObject(scaled_object)));
         }
         // 5. NetworkPolicies, then PodDisruptionBudgets.
         push(RabbitMq, Some(C::NetworkPolicy(network_policy)));

@@ -215,6 +215,11 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     let workloads = if validated.paused {
         observe::workloads(&ctx.client, &validated).await
     } else {
+        if validated.keda.is_some() {
+            // Before pong's Deployment is applied without `replicas`.
+            let handover = crate::autoscale::keda::hand_over_replicas(&ctx.client, &validated);
+            reporter.failed(handover.await).await?;
+        }
         let mut applier = Applier::new(
             &ctx.client,
             &validated.namespace,

@@ -66,7 +66,8 @@ async fn served_apis(ctx: &Context, stack: &ValidatedStack) -> Result<ServedApis
     let needs_route = stack.gateway.is_some() && !served.http_route;
     let needs_monitor = stack.monitoring.service_monitor && !served.service_monitor;
     let needs_rule = stack.monitoring.prometheus_rule && !served.prometheus_rule;
-    if !(needs_route || needs_monitor || needs_rule) {
+    let needs_keda = stack.keda.is_some() && !served.keda();
+    if !(needs_route || needs_monitor || needs_rule || needs_keda) {
         return Ok(served);
     }
     ctx.relearn_apis()
@@ -278,6 +279,9 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
                 api.resource().version
             ),
         });
+    }
+    if missing.is_none() {
+        missing = crate::autoscale::keda::missing_keda(stack, served);
     }
     let existing = ExistingSecrets {
         credentials: credentials.is_some(),

@@ -54,6 +54,9 @@ pub mod reason {
     /// Ready/Degraded/Progressing when `spec.gateway` is set but the Gateway API CRDs are not
     /// installed.
     pub const GATEWAY_API_MISSING: &str = "GatewayApiMissing";
+    /// Ready/Degraded/Progressing when `spec.pong.autoscaling.engine` is `keda` but KEDA's
+    /// CRDs are not installed.
+    pub const KEDA_MISSING: &str = "KedaMissing";
     /// Ready/Degraded/Progressing when `pong.store.postgres.external.secretName` names a missing
     /// or incomplete Secret.
     pub const POSTGRES_SECRET_MISSING: &str = "PostgresSecretMissing";

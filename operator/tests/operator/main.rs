@@ -12,6 +12,7 @@ mod builders;
 mod builders_alerts;
 mod builders_definitions;
 mod builders_invariants;
+mod builders_keda;
 mod builders_security;
 mod builders_store;
 mod crd_schema;

@@ -468,3 +468,33 @@ async fn a_stack_being_deleted_is_left_to_the_garbage_collector() {
     );
     assert_eq!(k8s.ctx.metrics.reconciliations(ReconcileResult::Skipped), 1);
 }
+
+#[tokio::test]
+async fn the_failure_count_of_a_deleted_stack_is_forgotten() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let k8s = Started::new(Setup {
+        interceptors: Some(failing_patches("Deployment", failing, || {
+            kube_fake_client::Error::Internal("injected outage".into())
+        })),
+        ..Setup::for_stack(PingPongStackSpec::default())
+    })
+    .await;
+    let error = k8s.reconcile().await.unwrap_err();
+    let stack = k8s.stack().await;
+    assert_eq!(
+        policy(stack.clone(), &error, &k8s.ctx),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(k8s.ctx.failing_stacks(), 1);
+    // Still there: kept, and the backoff goes on.
+    k8s.ctx
+        .forget_deleted(|ns, name| ns == NS && name == api::NAME);
+    assert_eq!(k8s.ctx.failing_stacks(), 1);
+    // Deleted: forgotten, so a stack re-created under the name starts at the first delay.
+    k8s.ctx.forget_deleted(|_, _| false);
+    assert_eq!(k8s.ctx.failing_stacks(), 0);
+    assert_eq!(
+        policy(stack, &error, &k8s.ctx),
+        Action::requeue(Duration::from_secs(5))
+    );
+}

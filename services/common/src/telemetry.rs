@@ -10,10 +10,8 @@
 
 use std::io::IsTerminal;
 
+use pingpong_otel::subscriber::{self, InstallError, LogLines};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat};
 use crate::trace::{TraceGuard, Traces};
@@ -24,12 +22,9 @@ pub enum TelemetryError {
     /// The filter directives did not parse.
     #[error("invalid RUST_LOG filter: {0}")]
     Filter(#[from] tracing_subscriber::filter::ParseError),
-    /// A global subscriber was already installed.
-    #[error("failed to install the tracing subscriber: {0}")]
-    Install(#[from] tracing_subscriber::util::TryInitError),
-    /// The trace exporter could not start.
+    /// The subscriber or the trace exporter could not be installed.
     #[error(transparent)]
-    Traces(#[from] pingpong_otel::TraceError),
+    Install(#[from] InstallError),
 }
 
 impl TelemetryError {
@@ -37,8 +32,7 @@ impl TelemetryError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Filter(_) => "InvalidFilter",
-            Self::Install(_) => "AlreadyInstalled",
-            Self::Traces(error) => error.kind(),
+            Self::Install(error) => error.kind(),
         }
     }
 }
@@ -50,25 +44,17 @@ pub fn init(config: &LogConfig, traces: &Traces) -> Result<Option<TraceGuard>, T
     if !config.filter.contains("lapin::returned_messages") {
         filter = filter.add_directive(LogConfig::QUIET_RETURNS.parse()?);
     }
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(true)
-        .with_ansi(std::io::stdout().is_terminal());
-    let fmt = match config.format {
-        LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+    let lines = match config.format {
+        LogFormat::Text => LogLines::Text {
+            ansi: std::io::stdout().is_terminal(),
+        },
+        LogFormat::Json => LogLines::Json { current_span: true },
     };
-    let (otel, guard) = match pingpong_otel::layer(&traces.config, &traces.counters, &[])? {
-        Some((layer, guard)) => (Some(layer), Some(guard)),
-        None => (None, None),
-    };
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .with(otel)
-        .try_init()?;
-    Ok(guard)
+    Ok(subscriber::install(
+        filter,
+        lines,
+        &traces.config,
+        &traces.counters,
+        &[],
+    )?)
 }

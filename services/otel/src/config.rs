@@ -26,6 +26,9 @@ pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
 pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 /// The `service.name` resource attribute.
 pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+/// Extra resource attributes, `key1=value1,key2=value2` (values percent-encoded as in W3C
+/// Baggage); `service.name` here is used only when [`OTEL_SERVICE_NAME`] is unset.
+pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 /// Spans held for export at most; more are dropped and counted.
 pub const OTEL_BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
 /// Milliseconds between two exports.
@@ -111,7 +114,12 @@ pub struct TraceConfig {
     pub sampler: Sampler,
     /// `service.name`.
     pub service_name: String,
+    /// The other resource attributes, in the order given (without `service.name`).
+    pub resource_attributes: Vec<(String, String)>,
 }
+
+/// The attribute key [`OTEL_SERVICE_NAME`] sets.
+const SERVICE_NAME_KEY: &str = "service.name";
 
 impl TraceConfig {
     /// Traces off, for tests and tools.
@@ -120,6 +128,7 @@ impl TraceConfig {
             export: None,
             sampler: Sampler::ParentBasedAlwaysOn,
             service_name: service_name.to_owned(),
+            resource_attributes: Vec::new(),
         }
     }
 
@@ -133,11 +142,18 @@ impl TraceConfig {
             lookup,
             problems: Vec::new(),
         };
+        let mut resource_attributes = reader.resource_attributes();
+        let named_in_attributes = resource_attributes
+            .iter()
+            .position(|(key, _)| key == SERVICE_NAME_KEY)
+            .map(|index| resource_attributes.remove(index).1);
         let config = Self {
             sampler: reader.sampler(),
             service_name: reader
                 .raw(OTEL_SERVICE_NAME)
+                .or(named_in_attributes)
                 .unwrap_or_else(|| service_name.to_owned()),
+            resource_attributes,
             export: reader.export(),
         };
         (config, reader.problems)
@@ -209,6 +225,35 @@ impl Reader<'_> {
                 Sampler::ParentBasedAlwaysOn
             }
         }
+    }
+
+    /// `OTEL_RESOURCE_ATTRIBUTES`: each bad entry is a problem and is left out; a repeated key
+    /// keeps its last value.
+    fn resource_attributes(&mut self) -> Vec<(String, String)> {
+        let Some(value) = self.raw(OTEL_RESOURCE_ATTRIBUTES) else {
+            return Vec::new();
+        };
+        let mut attributes: Vec<(String, String)> = Vec::new();
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = entry.split_once('=').and_then(|(key, value)| {
+                let key = key.trim();
+                let valid_key =
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_graphic() && c != '%');
+                Some((key.to_owned(), percent_decode(value.trim())?)).filter(|_| valid_key)
+            });
+            match parsed {
+                Some((key, value)) => {
+                    attributes.retain(|(seen, _)| *seen != key);
+                    attributes.push((key, value));
+                }
+                None => self.problem(
+                    OTEL_RESOURCE_ATTRIBUTES,
+                    entry.to_owned(),
+                    "comma-separated key=value pairs, values percent-encoded UTF-8",
+                ),
+            }
+        }
+        attributes
     }
 
     fn millis(&mut self, variable: &'static str, default: Duration) -> Duration {
@@ -310,6 +355,23 @@ impl Reader<'_> {
     }
 }
 
+/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut rest = value.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = tail.get(2..)?;
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -391,6 +453,46 @@ mod tests {
                 OTEL_BSP_MAX_QUEUE_SIZE,
                 OTEL_EXPORTER_OTLP_ENDPOINT,
             ]
+        );
+    }
+
+    #[test]
+    fn resource_attributes_are_decoded_and_service_name_keeps_its_precedence() {
+        let (config, problems) = parse(&[(
+            OTEL_RESOURCE_ATTRIBUTES,
+            "k8s.namespace.name=shop, service.name=from-attrs,deployment.environment=a%2Cb%20c,k8s.namespace.name=shop-2",
+        )]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(config.service_name, "from-attrs");
+        assert_eq!(
+            config.resource_attributes,
+            [
+                ("deployment.environment".to_owned(), "a,b c".to_owned()),
+                ("k8s.namespace.name".to_owned(), "shop-2".to_owned()),
+            ]
+        );
+        let (config, _) = parse(&[
+            (OTEL_RESOURCE_ATTRIBUTES, "service.name=from-attrs"),
+            (OTEL_SERVICE_NAME, "from-name"),
+        ]);
+        assert_eq!(config.service_name, "from-name");
+        assert!(config.resource_attributes.is_empty());
+    }
+
+    #[test]
+    fn bad_resource_attributes_are_named_and_left_out() {
+        let (config, problems) = parse(&[(
+            OTEL_RESOURCE_ATTRIBUTES,
+            "ok=1,novalue,=empty-key,bad=%zz,short=%4,bad key=x",
+        )]);
+        let rejected: Vec<&str> = problems.iter().map(|p| p.value.as_str()).collect();
+        assert_eq!(
+            rejected,
+            ["novalue", "=empty-key", "bad=%zz", "short=%4", "bad key=x"]
+        );
+        assert_eq!(
+            config.resource_attributes,
+            [("ok".to_owned(), "1".to_owned())]
         );
     }
 

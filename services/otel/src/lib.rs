@@ -4,6 +4,7 @@
 //!   function; traces are off unless an OTLP endpoint is set.
 //! - [`export`]: the bounded batch processor and its drop counters.
 //! - [`propagate`]: W3C `traceparent`/`tracestate` in and out of carriers.
+//! - [`subscriber`]: the global subscriber (logs plus that layer) every process installs.
 //! - [`layer`]: the `tracing` layer that turns the spans of [`TARGET`] (and
 //!   of extra targets a process names) into OpenTelemetry spans.
 //!
@@ -15,11 +16,13 @@
 pub mod config;
 pub mod export;
 pub mod propagate;
+pub mod subscriber;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::hyper::HyperClient;
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
@@ -98,7 +101,16 @@ where
     let Some(export) = &config.export else {
         return Ok(None);
     };
-    let resource = Resource::builder()
+    // Not `Resource::builder()`: its environment detector would read `OTEL_*` a second time,
+    // past the checked configuration (and past the lookup tests use).
+    let resource = Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_attributes(
+            config
+                .resource_attributes
+                .iter()
+                .map(|(key, value)| opentelemetry::KeyValue::new(key.clone(), value.clone())),
+        )
         .with_service_name(config.service_name.clone())
         .build();
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()

@@ -8,6 +8,7 @@ pub mod backends;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::time::Duration;
 
 use pingpong_common::config::listen_addr;
 use pingpong_common::server::ServeOptions;
@@ -40,6 +41,13 @@ pub const DEFAULT_MAX_BYTES: NonZeroUsize = match NonZeroUsize::new(64 * 1024 * 
 /// the largest wire size.
 pub const MIN_MAX_BYTES: usize = 1024 * 1024;
 
+/// Variable: milliseconds the consumer waits for more deliveries before storing a batch.
+pub const PONG_BATCH_LINGER_MS: &str = "PONG_BATCH_LINGER_MS";
+/// Default of [`PONG_BATCH_LINGER_MS`].
+pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(2);
+/// Largest accepted [`PONG_BATCH_LINGER_MS`].
+pub const MAX_BATCH_LINGER_MS: u64 = 100;
+
 /// Everything pong needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,6 +62,9 @@ pub struct Config {
     pub max_messages: NonZeroUsize,
     /// Byte bound of the in-memory store (`PONG_MAX_BYTES`).
     pub max_bytes: NonZeroUsize,
+    /// How long the consumer waits for more deliveries to store and acknowledge together
+    /// (`PONG_BATCH_LINGER_MS`; zero: only what is already buffered).
+    pub batch_linger: Duration,
     /// Which store keeps the messages (`PONG_STORE`, `DATABASE_URL`, `PG*`).
     pub store: StoreConfig,
     /// The optional Redis cache of `GET /pong` (`REDIS_URL`, `PONG_CACHE_*`).
@@ -88,6 +99,20 @@ impl Config {
                 "a whole number of bytes, at least 1048576 (1 MiB)",
             );
         }
+        let linger_expected = "a whole number of milliseconds from 0 to 100";
+        let linger_ms = env.parse(
+            PONG_BATCH_LINGER_MS,
+            DEFAULT_BATCH_LINGER.as_millis() as u64,
+            linger_expected,
+        );
+        if linger_ms > MAX_BATCH_LINGER_MS {
+            env.problem(
+                PONG_BATCH_LINGER_MS,
+                Some(linger_ms.to_string()),
+                linger_expected,
+            );
+        }
+        let batch_linger = Duration::from_millis(linger_ms.min(MAX_BATCH_LINGER_MS));
         let store = StoreConfig::from_env(&mut env);
         let cache = CacheConfig::from_env(&mut env);
         if cache.is_some() && store.kind() == StoreKind::Memory {
@@ -105,6 +130,7 @@ impl Config {
             amqp,
             max_messages,
             max_bytes,
+            batch_linger,
             store,
             cache,
             log,
@@ -120,7 +146,7 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} broker={} max_messages={} max_bytes={} store={} cache={} log_format={} rust_log={} traces={}",
+            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} broker={} max_messages={} max_bytes={} batch_linger_ms={} store={} cache={} log_format={} rust_log={} traces={}",
             self.listen_addr,
             self.http.header_read_timeout.as_secs(),
             self.http.write_timeout.as_secs(),
@@ -128,6 +154,7 @@ impl Config {
             self.amqp.summary(),
             self.max_messages,
             self.max_bytes,
+            self.batch_linger.as_millis(),
             self.store.summary(),
             self.cache
                 .as_ref()

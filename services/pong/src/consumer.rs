@@ -3,7 +3,8 @@
 //! It follows the connection manager's session: whenever a live session
 //! exists it registers a consumer (the channel has a prefetch), and on loss it
 //! waits for the next session. Deliveries are taken in batches of what is
-//! already buffered (at most [`MAX_BATCH`]): invalid bodies are rejected
+//! already buffered plus what arrives within a short linger after the first
+//! (`PONG_BATCH_LINGER_MS`, at most [`MAX_BATCH`]): invalid bodies are rejected
 //! without requeue (dead-lettered into `<queue>.dead`), the valid ones are
 //! stored together (one transaction with PostgreSQL) and then acked with one
 //! `multiple` ack; duplicates are acked without storing. Nothing is acked
@@ -63,6 +64,7 @@ pub struct QueueConsumer {
     sink: Arc<dyn MessageSink>,
     metrics: PongMetrics,
     running: Flag,
+    linger: Duration,
 }
 
 /// Most deliveries stored (and acknowledged) together.
@@ -189,7 +191,17 @@ impl QueueConsumer {
             sink,
             metrics,
             running: Flag::default(),
+            linger: Duration::ZERO,
         }
+    }
+
+    /// Waits up to `linger` after a batch's first delivery for more, so that a steady stream
+    /// is stored and acknowledged in real batches (one store call and one ack for many) rather
+    /// than one by one. Zero (the default of [`Self::new`]) takes only what is buffered.
+    #[must_use]
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Up while the consumer is registered on the queue (what `/readyz`
@@ -287,6 +299,10 @@ impl QueueConsumer {
                     None => break,
                 }
             }
+            if after.is_none() && batch.len() < MAX_BATCH && !self.linger.is_zero() {
+                after = self.linger(&mut consumer, &mut batch, stop).await;
+            }
+            self.metrics.batch_size.observe(batch.len() as f64);
             match unless_ended(&mut ended, self.settle(batch, stop)).await {
                 None => break Ok(End::SessionLost),
                 Some(Settled::Abandoned) => break Ok(End::Stopped),
@@ -340,6 +356,33 @@ impl QueueConsumer {
             Ok(End::SessionLost) | Err(_) => {}
         }
         end
+    }
+
+    /// Adds to `batch` what arrives within the linger (or until the batch is full or `stop`
+    /// fires); returns how the consumer ended if it did meanwhile. It does not watch the
+    /// session: the wait is bounded by the linger, and the settle that follows does.
+    async fn linger(
+        &self,
+        consumer: &mut lapin::Consumer,
+        batch: &mut Vec<Delivery>,
+        stop: &CancellationToken,
+    ) -> Option<Result<End, lapin::Error>> {
+        let deadline = tokio::time::sleep(self.linger);
+        tokio::pin!(deadline);
+        while batch.len() < MAX_BATCH {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => return None,
+                () = &mut deadline => return None,
+                next = consumer.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => batch.push(delivery),
+                Some(Err(error)) => return Some(Err(error)),
+                None => return Some(Ok(End::Cancelled)),
+            }
+        }
+        None
     }
 
     /// Dead-letters the invalid deliveries of `batch`, stores the valid ones

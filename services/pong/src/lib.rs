@@ -219,7 +219,8 @@ pub async fn run(
         config.amqp.queue.clone(),
         sink,
         state.metrics.clone(),
-    );
+    )
+    .with_linger(config.batch_linger);
     let state = state.with_components(Arc::new(manager.link()), Arc::new(consumer.running()));
     let consuming = tokio::spawn(consumer.run(sink_stop));
     let served = match http_common::bind(config.listen_addr).await {

@@ -27,6 +27,9 @@ pub const DB_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Buckets of the deliveries stored and acknowledged together (up to the consumer's batch bound).
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// The pong service's metrics.
 #[derive(Clone)]
 pub struct PongMetrics {
@@ -52,6 +55,8 @@ pub struct PongMetrics {
     pub stored_bytes: IntGauge,
     /// `received_at - created_at` of stored messages.
     pub end_to_end_latency: Histogram,
+    /// Deliveries settled together (one store call, one acknowledgement).
+    pub batch_size: Histogram,
     /// 1 while connected to the broker.
     pub broker_connected: IntGauge,
     /// Position in `RABBITMQ_ADDRESSES` of the node in use, -1 when none.
@@ -132,6 +137,13 @@ impl PongMetrics {
                 "end_to_end_latency_seconds",
                 "Time from ping's created_at to pong's received_at.",
                 LATENCY_BUCKETS,
+            )?,
+            batch_size: common::histogram(
+                registry,
+                PREFIX,
+                "consumer_batch_messages",
+                "Deliveries stored and acknowledged together (one store call, one ack); PONG_BATCH_LINGER_MS trades a little latency for larger batches.",
+                BATCH_BUCKETS,
             )?,
             broker_connected: link.connected,
             broker_address: link.address,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::common::{
     AMQP_PORT, APP_UID, HTTP_PORT_NAME, HTTP_SERVICE_PORT, METRICS_PATH, PASSWORD_KEY,
-    USERNAME_KEY, config_hash, env_value, http_probe, object_meta, pod_meta,
+    USERNAME_KEY, config_hash, env_from_field, env_value, http_probe, object_meta, pod_meta,
     restricted_container_security_context, restricted_pod_security_context, scrape_annotations,
     service_host,
 };
@@ -89,7 +89,7 @@ pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvV
         env_value("RABBITMQ_QUEUE_TYPE", stack.rabbitmq.queue_type.as_str()),
         env_value("LOG_FORMAT", "json"),
     ];
-    env.extend(tracing_env(stack, params.container));
+    env.extend(tracing_env(stack, params.container, params.name));
     env.extend(params.extra_env.iter().cloned());
     // A user LOG_FORMAT or RUST_LOG replaces the operator's default rather than duplicating it.
     for user in &params.settings.env {
@@ -100,9 +100,10 @@ pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvV
 }
 
 /// The standard OpenTelemetry variables of `spec.observability.tracing` (none when unset): the
-/// OTLP/HTTP endpoint, a parent-based ratio sampler and the service name (`ping` or `pong`).
-/// User `env` entries with these names replace them, as for `LOG_FORMAT`.
-pub fn tracing_env(stack: &ValidatedStack, container: &str) -> Vec<EnvVar> {
+/// OTLP/HTTP endpoint, a parent-based ratio sampler, the service name (`ping` or `pong`) and the
+/// Kubernetes resource attributes that tell one pod's spans from another's (the pod name through
+/// the downward API). User `env` entries with these names replace them, as for `LOG_FORMAT`.
+pub fn tracing_env(stack: &ValidatedStack, container: &str, deployment: &str) -> Vec<EnvVar> {
     let Some(tracing) = &stack.tracing else {
         return Vec::new();
     };
@@ -114,8 +115,21 @@ pub fn tracing_env(stack: &ValidatedStack, container: &str) -> Vec<EnvVar> {
             tracing.sampling_ratio.to_string(),
         ),
         env_value("OTEL_SERVICE_NAME", container),
+        env_from_field(OTEL_POD_NAME, "metadata.name"),
+        // Namespace and Deployment names are DNS labels: nothing in them needs percent-encoding.
+        env_value(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            format!(
+                "k8s.namespace.name={namespace},k8s.deployment.name={deployment},k8s.pod.name=$({OTEL_POD_NAME})",
+                namespace = stack.namespace,
+            ),
+        ),
     ]
 }
+
+/// The variable holding the pod's name for `OTEL_RESOURCE_ATTRIBUTES` (defined before it, as
+/// `$(VAR)` expansion requires).
+const OTEL_POD_NAME: &str = "OTEL_K8S_POD_NAME";
 
 /// The Deployment of ping or pong.
 pub fn build_app_deployment(

@@ -9,6 +9,7 @@ pub mod app;
 pub mod common;
 pub mod httproute;
 pub mod ingress;
+pub mod keda;
 pub mod networkpolicy;
 pub mod pdb;
 pub mod ping;
@@ -250,6 +251,7 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
             networkpolicy::build_pong_network_policy(stack),
             pdb::build_pong_pdb(stack),
         ),
+        keda: keda::build_keda(stack, inputs.served),
         routes: RouteObjects {
             ingress: ingress::build_ingress(stack),
             http_route: httproute::build_http_route(stack),

@@ -4,7 +4,8 @@
 //! Broker: only this stack's ping and pong pods reach AMQP 5672; broker pods reach each other on
 //! epmd 4369 and Erlang distribution 25672; the Prometheus port 15692 is open to scrapers
 //! anywhere; the management port 15672 is open to pods of the stack's namespace only, and with
-//! `spec.pong.autoscaling` to the operator's pods (which read the queue's backlog there).
+//! `spec.pong.autoscaling` to the operator's pods (which read the queue's backlog there), or to
+//! KEDA's operator pods (`app: keda-operator`) with `engine: keda`.
 //! PostgreSQL: only this stack's pong pods reach 5432 (the exporter sidecar connects over
 //! localhost); its metrics port 9187 is open to scrapers anywhere. Redis: only this stack's pong
 //! pods reach 6379.
@@ -69,14 +70,29 @@ fn tcp(ports: &[i32]) -> Option<Vec<NetworkPolicyPort>> {
     Some(ports.iter().map(|p| port(*p, "TCP")).collect())
 }
 
+/// The `app` label of KEDA's operator pods.
+pub const KEDA_OPERATOR_APP: &str = "keda-operator";
+
 /// Who reaches the management port: pods of the stack's namespace, and with autoscaling the
-/// operator's pods (labelled by its chart, in whatever namespace it runs), which read the queue.
+/// operator's pods (labelled by its chart, in whatever namespace it runs), which read the queue,
+/// or KEDA's operator pods with `engine: keda`.
 fn management_clients(
     stack: &ValidatedStack,
     same_namespace: NetworkPolicyPeer,
 ) -> Vec<NetworkPolicyPeer> {
     let mut peers = vec![same_namespace];
-    if stack.autoscaling {
+    if stack.keda.is_some() {
+        // KEDA's operator runs the RabbitMQ scaler (labelled `app: keda-operator` by both its
+        // manifests and its chart, in whatever namespace it runs).
+        peers.push(NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some([("app".to_owned(), KEDA_OPERATOR_APP.to_owned())].into()),
+                match_expressions: None,
+            }),
+            ..NetworkPolicyPeer::default()
+        });
+    } else if stack.autoscaling {
         peers.push(NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector::default()),
             pod_selector: Some(LabelSelector {

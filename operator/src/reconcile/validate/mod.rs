@@ -244,6 +244,11 @@ pub fn validate(
         tracing: spec.observability.tracing.clone(),
         paused: spec.paused,
         autoscaling: spec.pong.autoscaling.is_some(),
+        keda: spec
+            .pong
+            .autoscaling
+            .clone()
+            .filter(|a| a.engine == crate::crd::AutoscalingEngine::Keda),
         name,
         namespace,
     })

@@ -209,6 +209,9 @@ pub struct ValidatedStack {
     /// Whether pong's replicas follow the autoscaler (`spec.pong.autoscaling`): the operator
     /// then reads the broker's management API.
     pub autoscaling: bool,
+    /// `spec.pong.autoscaling` when KEDA decides pong's replicas (`engine: keda`): the operator
+    /// renders a ScaledObject and leaves the Deployment's `replicas` out of its apply.
+    pub keda: Option<crate::crd::PongAutoscaling>,
 }
 
 impl ValidatedStack {

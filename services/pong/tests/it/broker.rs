@@ -70,6 +70,59 @@ async fn messages_are_stored_then_acked() {
     cleanup(admin, &config).await;
 }
 
+#[tokio::test]
+async fn a_lingering_consumer_stores_a_trickle_in_batches_in_order() {
+    let Some((config, admin)) = broker("pong-linger").await else {
+        return;
+    };
+    let store = store();
+    let pong = Consumer::start_lingering(
+        &config,
+        store.clone(),
+        metrics(),
+        std::time::Duration::from_millis(500),
+    );
+    pong.wait_consuming().await;
+
+    // One at a time, each confirmed before the next: without the linger every delivery
+    // arrives alone and is its own batch (checked: 30 batches with a zero linger).
+    let messages: Vec<Message> = (0..30).map(|i| Message::new(format!("t{i}"))).collect();
+    for message in &messages {
+        publish(&admin, config.queue.as_str(), message).await;
+    }
+    let s = store.clone();
+    eventually("all 30 stored", WAIT, || {
+        let s = s.clone();
+        async move { s.len() == 30 }
+    })
+    .await;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(
+        &store
+            .page(pingpong_pong::ListQuery::oldest(100))
+            .unwrap()
+            .json,
+    )
+    .unwrap();
+    let order: Vec<&str> = listed.iter().map(|m| m["msg"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("t{i}")).collect();
+    assert_eq!(order, expected, "oldest first, in queue order");
+    let batches = pong.metrics.batch_size.get_sample_count();
+    assert_eq!(pong.metrics.batch_size.get_sample_sum() as u64, 30);
+    assert!(
+        batches < 30,
+        "{batches} batches for 30 deliveries: the linger took none together"
+    );
+    assert_eq!(pong.metrics.redelivered.get(), 0);
+
+    pong.stop().await;
+    assert_eq!(
+        ready_count(&admin, config.queue.as_str()).await,
+        0,
+        "all acked"
+    );
+    cleanup(admin, &config).await;
+}
+
 /// A sink that blocks every store until the test opens the gate.
 struct GatedSink {
     store: Arc<MemoryStore>,

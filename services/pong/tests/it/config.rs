@@ -21,6 +21,7 @@ const VARIABLES: &[&str] = &[
     "RABBITMQ_QUEUE_TYPE",
     "PONG_MAX_MESSAGES",
     "PONG_MAX_BYTES",
+    "PONG_BATCH_LINGER_MS",
     "PONG_STORE",
     "DATABASE_URL",
     "PGHOST",

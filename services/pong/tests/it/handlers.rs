@@ -328,6 +328,18 @@ fn config_defaults_and_max_messages() {
         assert_eq!(error.problems.len(), 1, "{bad}: {error}");
         assert_eq!(error.problems[0].variable, "PONG_MAX_BYTES", "{bad}");
     }
+    assert_eq!(config.batch_linger, std::time::Duration::from_millis(2));
+    for (value, ms) in [("0", 0), ("100", 100)] {
+        let linger = parse(&[("PONG_BATCH_LINGER_MS", value)])
+            .unwrap()
+            .batch_linger;
+        assert_eq!(linger, std::time::Duration::from_millis(ms));
+    }
+    for bad in ["101", "-1", "2ms"] {
+        let error = parse(&[("PONG_BATCH_LINGER_MS", bad)]).unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{bad}: {error}");
+        assert_eq!(error.problems[0].variable, "PONG_BATCH_LINGER_MS", "{bad}");
+    }
     let summary = parse(&[("RABBITMQ_DEFAULT_PASS", "hunter2-secret")])
         .unwrap()
         .summary();

@@ -205,11 +205,21 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Starts consuming `config.queue` into `sink`, with `metrics`.
+    /// Starts consuming `config.queue` into `sink`, with `metrics` (no batch linger).
     pub fn start(
         config: &pingpong_common::AmqpConfig,
         sink: Arc<dyn pingpong_pong::MessageSink>,
         metrics: pingpong_pong::PongMetrics,
+    ) -> Self {
+        Self::start_lingering(config, sink, metrics, Duration::ZERO)
+    }
+
+    /// [`Self::start`] with the consumer waiting up to `linger` to fill a batch.
+    pub fn start_lingering(
+        config: &pingpong_common::AmqpConfig,
+        sink: Arc<dyn pingpong_pong::MessageSink>,
+        metrics: pingpong_pong::PongMetrics,
+        linger: Duration,
     ) -> Self {
         use pingpong_common::amqp::{ChannelRole, ConnectionManager};
         let manager = ConnectionManager::spawn(
@@ -226,7 +236,8 @@ impl Consumer {
             config.queue.clone(),
             sink,
             metrics.clone(),
-        );
+        )
+        .with_linger(linger);
         let task = tokio::spawn(consumer.run(stop.clone()));
         Self {
             manager,
