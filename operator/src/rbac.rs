@@ -22,7 +22,8 @@
 //!   ClusterRole to names that depend on the stack, so the code applies no other Secret.
 //! - `get` on every applied kind: before a child's first apply, whether an object of its name
 //!   exists that the stack does not control (then it is left unchanged); on StatefulSets and
-//!   Deployments also readiness while paused.
+//!   Deployments also readiness while paused; on StatefulSets with claims also their current
+//!   `volumeClaimTemplates`, which every apply keeps.
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, PrometheusRules,
 //!   KEDA ScaledObjects and TriggerAuthentications (a stack back on the operator's own
 //!   autoscaling loop), and on StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL
