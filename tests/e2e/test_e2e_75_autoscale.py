@@ -156,8 +156,10 @@ def test_autoscaling_follows_the_broker_and_owns_replicas(
     eventually("pong scaled out on the backlog", lambda: _replicas(local, ns) == 4, timeout=60)
     status = _autoscaling(local, ns)
     assert status["desiredReplicas"] == 4 and status["backlog"] >= 35, status
-    assert status["reason"] in ("ScaledOut", "BacklogGrowing"), status
-    assert _events(local, ns, status["reason"]), "an Event per change"
+    # The next round (1 s later) may already have written `Steady` over the scale-out's reason:
+    # the scale-out itself is in its Event.
+    assert status["reason"] in ("ScaledOut", "BacklogGrowing", "Steady"), status
+    assert _events(local, ns, "ScaledOut") or _events(local, ns, "BacklogGrowing"), "an Event per change"
 
     # One owner of spec.replicas: the reconcile's field manager; status.autoscaling: the autoscaler's.
     deployment = _pong(local, ns)
