@@ -266,8 +266,10 @@ pub struct RabbitMqSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
-    /// Number of broker nodes (1 to 9, not 2). More than one forms a cluster through Kubernetes
-    /// peer discovery; use an odd number. Can grow, never shrink (rejected at admission).
+    /// Number of broker nodes (1 to 9, not 2). More than one forms a cluster (RabbitMQ 3.10 or
+    /// newer): the nodes find each other through Kubernetes peer discovery from RabbitMQ 4.1, by
+    /// their stable StatefulSet names before; use an odd number. Can grow, never shrink (rejected
+    /// at admission).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 9))]
     pub replicas: i32,

@@ -234,6 +234,7 @@ fn rabbitmq_config_follows_replicas() {
     let (_, cluster) = desired_for(&load_fixture("full"));
     let data = cluster.rabbitmq.config.data.as_ref().unwrap();
     assert!(data["rabbitmq.conf"].contains("cluster_formation.peer_discovery_backend = k8s"));
+    assert!(!data["rabbitmq.conf"].contains("classic_config"));
     assert!(data["enabled_plugins"].contains("rabbitmq_peer_discovery_k8s"));
     assert!(data["enabled_plugins"].contains("rabbitmq_prometheus"));
 }
@@ -514,24 +515,27 @@ fn validation_rejects_what_the_schema_cannot() {
 }
 
 #[test]
-fn a_broker_cluster_needs_rabbitmq_4_1() {
+fn a_broker_cluster_needs_rabbitmq_3_10() {
     let cluster = |image: &str| format!("  rabbitmq:\n    replicas: 3\n    image: \"{image}\"");
     for old in [
-        "rabbitmq:3.13-management",
-        "rabbitmq:4.0.9-management-alpine",
-        "registry.local:5000/rabbitmq:3",
-        "rabbitmq:3.12@sha256:0000",
+        "rabbitmq:3.9-management",
+        "rabbitmq:3.8.34-management-alpine",
+        "registry.local:5000/rabbitmq:2",
+        "rabbitmq:3.9@sha256:0000",
     ] {
         let (kind, message) = validation_error("stack", &cluster(old));
         assert_eq!(kind, "BrokerImageTooOld", "{old}");
         assert!(message.contains(old), "names the image: {message}");
         assert!(
-            message.contains("4.1 or newer"),
+            message.contains("3.10 or newer"),
             "names the minimum: {message}"
         );
     }
-    // Versions from 4.1, tags that are no version and digests alone cannot be judged: accepted.
+    // Versions from 3.10, tags that are no version and digests alone cannot be judged: accepted.
     for ok in [
+        "localhost/rabbitmq:3.10.8",
+        "rabbitmq:3.13-management",
+        "rabbitmq:4.0.9-management-alpine",
         "rabbitmq:4.1-management",
         "rabbitmq:4.2.1",
         "rabbitmq:4",
@@ -542,18 +546,71 @@ fn a_broker_cluster_needs_rabbitmq_4_1() {
             .unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
     // An old image on one node is fine.
-    let single = "  rabbitmq:\n    image: rabbitmq:3.13-management";
+    let single = "  rabbitmq:\n    image: rabbitmq:3.9-management";
     validate(&stack_from_spec("s", single), &Images::default()).unwrap();
     // The default image forms a cluster; an old operator default is named as such.
     let three = "  rabbitmq:\n    replicas: 3";
     validate(&stack_from_spec("s", three), &Images::default()).unwrap();
     let old_default = Images {
-        rabbitmq: "rabbitmq:3.13-management".into(),
+        rabbitmq: "rabbitmq:3.9-management".into(),
         ..Images::default()
     };
     let err = validate(&stack_from_spec("s", three), &old_default).unwrap_err();
     assert_eq!(err.kind(), "BrokerImageTooOld");
     assert!(err.to_string().contains("PINGPONG_RABBITMQ_IMAGE"), "{err}");
+}
+
+/// RabbitMQ 3.10 to 4.0 cluster by `classic_config` with the names the pods give themselves;
+/// the node list does not roll the pods, so a scale-up restarts no running node.
+#[test]
+fn a_cluster_below_4_1_lists_its_nodes_and_scales_up_without_a_restart() {
+    let spec = |replicas: i32| {
+        format!("  rabbitmq:\n    replicas: {replicas}\n    image: localhost/rabbitmq:3.10.8")
+    };
+    let (_, three) = desired_for(&stack_from_spec("demo", &spec(3)));
+    let data = three.rabbitmq.config.data.as_ref().unwrap();
+    let conf = &data["rabbitmq.conf"];
+    for line in [
+        "cluster_formation.peer_discovery_backend = classic_config\n",
+        "cluster_formation.discovery_retry_limit = 10\n",
+        "cluster_formation.discovery_retry_interval = 3000\n",
+        "cluster_partition_handling = pause_minority\n",
+        "cluster_formation.classic_config.nodes.1 = rabbit@demo-rabbitmq-0.demo-rabbitmq-nodes.ns\n",
+        "cluster_formation.classic_config.nodes.3 = rabbit@demo-rabbitmq-2.demo-rabbitmq-nodes.ns\n",
+    ] {
+        assert!(conf.contains(line), "{line:?} not in\n{conf}");
+    }
+    assert!(!conf.contains("nodes.4 ="), "{conf}");
+    assert!(!conf.contains("k8s"), "{conf}");
+    assert!(!data["enabled_plugins"].contains("peer_discovery"));
+
+    // The names are the ones RABBITMQ_NODENAME gives the pods (long names).
+    let sts = &three.rabbitmq.statefulset;
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let env: std::collections::BTreeMap<_, _> = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(env["RABBITMQ_USE_LONGNAME"], "true");
+    let expanded = env["RABBITMQ_NODENAME"]
+        .replace("$(MY_POD_NAME)", "demo-rabbitmq-1")
+        .replace("$(K8S_SERVICE_NAME)", &env["K8S_SERVICE_NAME"])
+        .replace("$(MY_POD_NAMESPACE)", "ns");
+    assert!(
+        conf.contains(&format!("nodes.2 = {expanded}\n")),
+        "{expanded} not in\n{conf}"
+    );
+
+    // Five nodes: two more names, the same pod template (no rolling restart).
+    let (_, five) = desired_for(&stack_from_spec("demo", &spec(5)));
+    let conf5 = &five.rabbitmq.config.data.as_ref().unwrap()["rabbitmq.conf"];
+    assert!(conf5.contains("nodes.5 = rabbit@demo-rabbitmq-4.demo-rabbitmq-nodes.ns\n"));
+    let template = |d: &pingpong_operator::reconcile::desired::DesiredState| {
+        serde_json::to_value(&d.rabbitmq.statefulset.spec.as_ref().unwrap().template).unwrap()
+    };
+    assert_eq!(template(&three), template(&five));
 }
 
 #[test]

@@ -262,10 +262,10 @@ async fn an_invalid_spec_is_degraded_and_waits_for_a_change() {
 }
 
 #[tokio::test]
-async fn a_broker_cluster_on_an_image_older_than_4_1_is_degraded() {
+async fn a_broker_cluster_on_an_image_older_than_3_10_is_degraded() {
     let mut spec = PingPongStackSpec::default();
     spec.rabbitmq.replicas = 3;
-    spec.rabbitmq.image = Some("rabbitmq:3.13.7-management".into());
+    spec.rabbitmq.image = Some("rabbitmq:3.9.29-management".into());
     let k8s = Started::new(Setup::for_stack(spec)).await;
     let action = k8s.reconcile().await.unwrap();
     assert_eq!(action, Action::await_change());
@@ -276,15 +276,15 @@ async fn a_broker_cluster_on_an_image_older_than_4_1_is_degraded() {
     assert_eq!(reason, "BrokerImageTooOld");
     for part in [
         "spec.rabbitmq.image",
-        "rabbitmq:3.13.7-management",
-        "RabbitMQ 3.13",
-        "4.1 or newer",
+        "rabbitmq:3.9.29-management",
+        "RabbitMQ 3.9",
+        "3.10 or newer",
     ] {
         assert!(message.contains(part), "{part:?} not in {message}");
     }
 
     // The same image on one node is fine, and so is a tag without a version on three.
-    for (replicas, image) in [(1, "rabbitmq:3.13.7-management"), (3, "rabbitmq:latest")] {
+    for (replicas, image) in [(1, "rabbitmq:3.9.29-management"), (3, "rabbitmq:latest")] {
         k8s.edit_spec(|spec| {
             spec.rabbitmq.replicas = replicas;
             spec.rabbitmq.image = Some(image.into());

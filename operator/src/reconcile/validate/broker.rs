@@ -1,14 +1,63 @@
-//! The broker image's RabbitMQ version, as far as its tag tells it.
+//! The broker image's RabbitMQ version, as far as its tag tells it, and what follows from it for
+//! a cluster of more than one node: how the nodes find each other, and whether the version can
+//! run the cluster at all.
 //!
-//! A cluster of more than one node finds its peers through the Kubernetes peer-discovery plugin,
-//! which needs RabbitMQ 4.1 or newer to work without RBAC on the API server (older versions list
-//! Endpoints through the API). Only the tag is read: a tag that does not start with a version
-//! (`latest`, `management`, a reference by digest only) cannot be judged and is accepted.
+//! - RabbitMQ 4.1 and newer use the Kubernetes peer-discovery plugin, which from 4.1 needs no API
+//!   access: every node joins the pod with ordinal 0 (the seed), named from its own host name.
+//! - Older releases would list Endpoints through the API server with that plugin (RBAC for the
+//!   broker's ServiceAccount, a token in every broker pod). They get the built-in
+//!   `classic_config` backend instead, with the StatefulSet's stable node names
+//!   ([`PeerDiscovery::ClassicConfig`]), which needs neither.
+//! - Below [`MIN_CLUSTER_VERSION`] (3.10) a cluster is refused: the quorum queues of a cluster
+//!   dead-letter at least once only from 3.10; older brokers ignore the argument and dead-letter
+//!   at most once, silently.
+//!
+//! Only the tag is read: a tag that does not start with a version (`latest`, `management`, a
+//! reference by digest only) cannot be judged, is accepted, and is taken to be recent (the
+//! Kubernetes plugin).
 
 use super::ValidationError;
 
-/// Oldest RabbitMQ `(major, minor)` that forms a cluster without RBAC.
-pub const MIN_CLUSTER_VERSION: (u32, u32) = (4, 1);
+/// Oldest RabbitMQ `(major, minor)` the operator runs as a cluster of more than one node.
+pub const MIN_CLUSTER_VERSION: (u32, u32) = (3, 10);
+
+/// Oldest RabbitMQ `(major, minor)` whose Kubernetes peer discovery needs no API access.
+pub const MIN_K8S_DISCOVERY_VERSION: (u32, u32) = (4, 1);
+
+/// How the nodes of a broker cluster find each other when they first boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerDiscovery {
+    /// A single node: no peer discovery.
+    None,
+    /// `rabbitmq_peer_discovery_k8s` of RabbitMQ 4.1 and newer (the seed is ordinal 0; no API
+    /// access).
+    Kubernetes,
+    /// The built-in `classic_config` backend with the StatefulSet's stable node names (RabbitMQ
+    /// 3.10 to 4.0).
+    ClassicConfig,
+}
+
+/// How a broker of `replicas` nodes running `image` finds its peers (see the module docs).
+pub fn peer_discovery(image: &str, replicas: i32) -> PeerDiscovery {
+    if replicas <= 1 {
+        return PeerDiscovery::None;
+    }
+    match tag_version(image) {
+        Some(version) if older_than(version, MIN_K8S_DISCOVERY_VERSION) => {
+            PeerDiscovery::ClassicConfig
+        }
+        _ => PeerDiscovery::Kubernetes,
+    }
+}
+
+/// Whether a tag's version is older than `(major, minor)`. A tag with a major version only
+/// (`4`) tracks the newest release of that major and is judged by the major alone.
+fn older_than((major, minor): (u32, Option<u32>), (min_major, min_minor): (u32, u32)) -> bool {
+    match minor {
+        Some(minor) => (major, minor) < (min_major, min_minor),
+        None => major < min_major,
+    }
+}
 
 /// The version a tag starts with: `4.2-management` → `(4, Some(2))`, `3.13.7` → `(3, Some(13))`,
 /// `4` → `(4, None)`, `v4.1.0` → `(4, Some(1))`. `None` when the tag has no version to read, or
@@ -47,8 +96,7 @@ fn split_number(s: &str) -> Option<(u32, &str)> {
 }
 
 /// Refuses a broker image older than [`MIN_CLUSTER_VERSION`] when the stack runs more than one
-/// node. A tag with a major version only (`4`) tracks the newest release of that major and is
-/// judged by the major alone.
+/// node.
 pub fn check_cluster_image(
     image: &str,
     from_spec: bool,
@@ -60,12 +108,7 @@ pub fn check_cluster_image(
     let Some((major, minor)) = tag_version(image) else {
         return Ok(());
     };
-    let (min_major, min_minor) = MIN_CLUSTER_VERSION;
-    let too_old = match minor {
-        Some(minor) => (major, minor) < (min_major, min_minor),
-        None => major < min_major,
-    };
-    if !too_old {
+    if !older_than((major, minor), MIN_CLUSTER_VERSION) {
         return Ok(());
     }
     Err(ValidationError::BrokerImageTooOld {
@@ -114,17 +157,41 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_needs_4_1_and_a_single_node_does_not() {
+    fn a_cluster_needs_3_10_and_a_single_node_does_not() {
         assert!(check_cluster_image("rabbitmq:4.1-management", true, 3).is_ok());
-        assert!(check_cluster_image("rabbitmq:4.0.9", true, 1).is_ok());
+        assert!(check_cluster_image("rabbitmq:4.0.9", true, 3).is_ok());
+        assert!(check_cluster_image("localhost/rabbitmq:3.10.8", true, 3).is_ok());
+        assert!(check_cluster_image("rabbitmq:3.9.29", true, 1).is_ok());
         assert!(check_cluster_image("rabbitmq:4", true, 3).is_ok());
         assert!(check_cluster_image("rabbitmq:latest", true, 3).is_ok());
-        let err = check_cluster_image("rabbitmq:4.0.9", true, 3).unwrap_err();
+        let err = check_cluster_image("rabbitmq:3.9.29", true, 3).unwrap_err();
         assert_eq!(err.kind(), "BrokerImageTooOld");
-        let err = check_cluster_image("rabbitmq:3-management", false, 5).unwrap_err();
+        let err = check_cluster_image("rabbitmq:2-management", false, 5).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("PINGPONG_RABBITMQ_IMAGE"), "{message}");
-        assert!(message.contains("is RabbitMQ 3,"), "{message}");
-        assert!(message.contains("4.1 or newer"), "{message}");
+        assert!(message.contains("is RabbitMQ 2,"), "{message}");
+        assert!(message.contains("3.10 or newer"), "{message}");
+    }
+
+    #[test]
+    fn clusters_below_4_1_find_their_peers_by_classic_config() {
+        let cases = [
+            ("rabbitmq:4.2-management", 1, PeerDiscovery::None),
+            ("localhost/rabbitmq:3.10.8", 1, PeerDiscovery::None),
+            ("rabbitmq:4.2-management", 3, PeerDiscovery::Kubernetes),
+            ("rabbitmq:4.1.0", 3, PeerDiscovery::Kubernetes),
+            ("rabbitmq:4", 3, PeerDiscovery::Kubernetes),
+            ("rabbitmq:latest", 3, PeerDiscovery::Kubernetes),
+            ("rabbitmq:4.0.9-management", 3, PeerDiscovery::ClassicConfig),
+            ("localhost/rabbitmq:3.10.8", 3, PeerDiscovery::ClassicConfig),
+            ("rabbitmq:3", 5, PeerDiscovery::ClassicConfig),
+        ];
+        for (image, replicas, expected) in cases {
+            assert_eq!(
+                peer_discovery(image, replicas),
+                expected,
+                "{image} x{replicas}"
+            );
+        }
     }
 }

@@ -55,9 +55,9 @@ pub enum ValidationError {
         /// The value given.
         image: String,
     },
-    /// A broker image older than RabbitMQ 4.1 for a cluster of more than one node.
+    /// A broker image older than RabbitMQ 3.10 for a cluster of more than one node.
     #[error(
-        "{field} {image:?} is RabbitMQ {version}, but spec.rabbitmq.replicas {replicas} needs RabbitMQ {}.{} or newer (Kubernetes peer discovery without RBAC); use rabbitmq:4.1-management or newer, or 1 replica",
+        "{field} {image:?} is RabbitMQ {version}, but spec.rabbitmq.replicas {replicas} needs RabbitMQ {}.{} or newer (at-least-once dead-lettering of the cluster's quorum queues); use rabbitmq:4.2-management or another 3.10 or newer image, or 1 replica",
         super::broker::MIN_CLUSTER_VERSION.0,
         super::broker::MIN_CLUSTER_VERSION.1
     )]

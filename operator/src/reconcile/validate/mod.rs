@@ -3,8 +3,8 @@
 //! This checks everything the CRD schema cannot: child-name lengths against the 63-character DNS
 //! label limit, quantities that parse and requests that fit their limits, reserved or duplicate
 //! environment variables, TLS without a host, name clashes with the credentials Secret, a broker
-//! image older than RabbitMQ 4.1 for a cluster. It also
-//! resolves every default (images from the operator configuration, resources), so the builders
+//! image older than RabbitMQ 3.10 for a cluster. It also resolves every default (images from the
+//! operator configuration, resources, how the broker's nodes find each other), so the builders
 //! never look at an `Option` in the spec. No client, clock, randomness or environment here.
 
 mod broker;
@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
+pub use broker::PeerDiscovery;
 pub use error::ValidationError;
 pub use settings::{
     AppSettings, BrokerSettings, CacheSettings, DataStorage, GatewaySettings, IngressSettings,
@@ -192,6 +193,7 @@ pub fn validate(
         spec.rabbitmq.replicas,
     )?;
     let rabbitmq = BrokerSettings {
+        peer_discovery: broker::peer_discovery(&broker_image, spec.rabbitmq.replicas),
         image: broker_image,
         replicas: spec.rabbitmq.replicas,
         queue: spec.rabbitmq.queue.clone(),

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
+use super::PeerDiscovery;
 use crate::crd::{GatewayParentRef, PingPongStack, QueueType};
 use crate::reconcile::names::ChildNames;
 
@@ -55,6 +56,8 @@ pub struct BrokerSettings {
     pub user_credentials: bool,
     /// Type of the work queue (the spec's, or its default for the replica count).
     pub queue_type: QueueType,
+    /// How the nodes find each other (from the replica count and the image's version).
+    pub peer_discovery: PeerDiscovery,
 }
 
 /// Resolved settings of a PostgreSQL the operator provisions.

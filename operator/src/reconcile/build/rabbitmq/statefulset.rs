@@ -39,7 +39,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
-use super::config::{ENABLED_PLUGINS_KEY, RABBITMQ_CONF_KEY, enabled_plugins, rabbitmq_conf};
+use super::config::{
+    ENABLED_PLUGINS_KEY, RABBITMQ_CONF_KEY, enabled_plugins, rabbitmq_conf_without_peers,
+};
 use super::definitions::definitions_files;
 use super::services::port_names;
 use crate::labels::{self, Component};
@@ -71,9 +73,10 @@ const COOKIE_SECRET_DIR: &str = "/tmp/erlang-cookie-secret";
 /// path).
 const SCRATCH_DIRS: [(&str, &str); 2] = [("tmp", "/tmp"), ("log", "/var/log/rabbitmq")];
 
-/// What rolls the broker pods when it changes: image, configuration files, Secret names and the
-/// digest of the definitions Secret (never its content), so rotated credentials restart each
-/// node, which imports them at boot.
+/// What rolls the broker pods when it changes: image, configuration files (`rabbitmq.conf`
+/// without the `classic_config` node list, which only a blank node reads: a scale-up must not
+/// restart the running nodes), Secret names and the digest of the definitions Secret (never its
+/// content), so rotated credentials restart each node, which imports them at boot.
 #[derive(Serialize)]
 struct HashedConfig<'a> {
     image: &'a str,
@@ -291,7 +294,7 @@ pub fn build_rabbitmq_statefulset(
     let names = &stack.names;
     let hash = config_hash(&HashedConfig {
         image: &stack.rabbitmq.image,
-        rabbitmq_conf: rabbitmq_conf(stack),
+        rabbitmq_conf: rabbitmq_conf_without_peers(stack),
         enabled_plugins: enabled_plugins(stack),
         credentials_secret: &names.credentials_secret,
         erlang_cookie_secret: &names.erlang_cookie_secret,
