@@ -26,6 +26,10 @@ NODE_POD_CIDR=10.88.0.0/24
 CLUSTER_DNS_IP=10.96.0.10
 GATEWAY_NODE_PORT=30080
 GATEWAY_PORT=$((base + 30))
+# Jaeger v2 (traces) on the host end of the real node's veth, where pods reach it.
+JAEGER_OTLP_PORT=$((base + 31))
+JAEGER_QUERY_PORT=$((base + 32))
+JAEGER_GRPC_PORT=$((base + 33))
 OPERATOR_NAMESPACE=${OPERATOR_NAMESPACE:-pingpong-system}
 OPERATOR_RELEASE=${OPERATOR_RELEASE:-pingpong-operator}
 # The chart names its ServiceAccount after the release (fullname).

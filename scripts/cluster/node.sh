@@ -2,7 +2,7 @@
 # The real node of the local cluster, beside the kwok ones: a kubelet, containerd with runc, the
 # CNI bridge and kube-proxy (iptables mode), all inside a network namespace of their own, plus
 # CoreDNS and the Gateway (Traefik, GatewayClass traefik, Gateway gateway-system/public) as pods on
-# it. Called by up.sh and down.sh:
+# it, and Jaeger v2 (traces) on the host. Called by up.sh and down.sh:
 #
 #   scripts/cluster/node.sh up     start (or keep) the node and its add-ons, write gateway-url
 #   scripts/cluster/node.sh down   stop exactly what `up` started: processes (pid files), the
@@ -17,6 +17,12 @@
 #   itself listens on 127.0.0.1 only); the host reaches the Gateway through a socat relay on
 #   127.0.0.1:<base+30>. Host networking is not otherwise touched: no host iptables rules, no
 #   routes, ip_forward stays as it was.
+#   Jaeger v2 (scripts/observability/jaeger.yaml, the binary scripts/observability/build.sh
+#   caches) runs on the host and listens on 10.213.N.1 (pods cannot reach the host's 127.0.0.1):
+#   OTLP/HTTP on <base+31>, behind the Service observability/jaeger (port 4318, a selector-less
+#   Service whose EndpointSlice points there, like `kubernetes`), UI and query API on
+#   http://10.213.N.1:<base+32> (written to jaeger-url). Without a cached build and without Go,
+#   traces stay off (said so) and the rest starts.
 # Needs root and: containerd's build (build-node.sh), kubelet and kube-proxy (build.sh), runc,
 # the CNI plugins in /usr/lib/cni, iptables, socat, nsenter, buildah/debootstrap for the images.
 set -euo pipefail
@@ -321,6 +327,58 @@ EOF
     "TCP:$NODE_IP:$GATEWAY_NODE_PORT"
   CLUSTER_WAIT=${CLUSTER_NODE_WAIT:-300} wait_until "Traefik rolled out and the Gateway programmed" gateway_ready
   echo "http://127.0.0.1:$GATEWAY_PORT" >"$CLUSTER_DIR/gateway-url"
+  jaeger_up
+}
+
+# jaeger_up: Jaeger v2 on the host end of the veth, and the Service observability/jaeger that
+# leads the pods to its OTLP receiver.
+jaeger_up() {
+  local bin
+  rm -f "$CLUSTER_DIR/jaeger-url"
+  if ! bin=$(scripts/observability/build.sh --cached jaeger 2>/dev/null | tail -n 1); then
+    if ! command -v go >/dev/null; then
+      step "no Jaeger: not built and Go is missing; traces stay off (install Go, then make cluster again)"
+      return 0
+    fi
+    step "building Jaeger v2 from Go modules once (cold: several minutes on 2 cores)"
+    bin=$(scripts/observability/build.sh jaeger | tail -n 1)
+  fi
+  step "Jaeger v2: OTLP $NODE_HOST_IP:$JAEGER_OTLP_PORT (Service observability/jaeger:4318), UI http://$NODE_HOST_IP:$JAEGER_QUERY_PORT"
+  start_bg jaeger env JAEGER_LISTEN_HOST="$NODE_HOST_IP" JAEGER_OTLP_HTTP_PORT="$JAEGER_OTLP_PORT" \
+    JAEGER_QUERY_PORT="$JAEGER_QUERY_PORT" JAEGER_QUERY_GRPC_PORT="$JAEGER_GRPC_PORT" \
+    "$bin" --config "$PWD/scripts/observability/jaeger.yaml"
+  wait_until "Jaeger's query API" curl -fsS "http://$NODE_HOST_IP:$JAEGER_QUERY_PORT/api/services"
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: observability
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: jaeger
+  namespace: observability
+spec:
+  ports:
+    - {name: otlp-http, port: 4318, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: jaeger-host
+  namespace: observability
+  labels:
+    kubernetes.io/service-name: jaeger
+    endpointslice.kubernetes.io/managed-by: pingpong-cluster
+addressType: IPv4
+endpoints:
+  - addresses: ["$NODE_HOST_IP"]
+    conditions: {ready: true}
+ports:
+  - {name: otlp-http, port: $JAEGER_OTLP_PORT, protocol: TCP}
+EOF
+  echo "http://$NODE_HOST_IP:$JAEGER_QUERY_PORT" >"$CLUSTER_DIR/jaeger-url"
 }
 
 node_ready() {
@@ -347,7 +405,7 @@ down() {
       ctr --address "$sock" -n k8s.io containers delete "$id" >/dev/null 2>&1 || true
     done
   fi
-  for name in gateway-relay apiserver-relay containerd; do stop_pid "$name"; done
+  for name in jaeger gateway-relay apiserver-relay containerd; do stop_pid "$name"; done
   # Shims whose containerd is gone, by the pid files in its state directory.
   for f in "$run"/containerd/io.containerd.runtime.v2.task/*/*/shim.pid; do
     if [ -s "$f" ]; then kill -KILL "$(cat "$f")" 2>/dev/null || true; fi
@@ -370,7 +428,7 @@ down() {
   # The kubelet's links to this node's container logs (its log directory is fixed).
   if [ -d /var/log/containers ]; then find /var/log/containers -maxdepth 1 -lname "$node/*" -delete; fi
   rm -rf "$run" "$node"
-  rm -f "$CLUSTER_DIR/gateway-url"
+  rm -f "$CLUSTER_DIR/gateway-url" "$CLUSTER_DIR/jaeger-url"
 }
 
 stop_pid() { # NAME: TERM, up to 10 s, then KILL

@@ -69,9 +69,10 @@ if [ "$real_node" = 1 ]; then
   image_ref() { awk -v n="$1" '$1 == n {print $2}' "$CLUSTER_DIR/images.txt"; }
   # The stacks' default ping and pong images (for the chart's values and the operator on the
   # host): the local builds of the same Dockerfile targets. The broker's default stays the chart's
-  # (RabbitMQ 4.2): Debian's 3.10.8 cannot form a multi-node cluster with the operator (it needs
-  # >= 4.1), and stacks on the kwok nodes may have three broker nodes. Stacks on the real node
-  # name the local broker image themselves (manifests/samples/local.yaml, the e2e suite).
+  # (RabbitMQ 4.2, the Kubernetes peer discovery the kwok scenarios check in their rendered
+  # objects). Stacks on the real node name the local broker image themselves
+  # (manifests/samples/local.yaml, the e2e suite), whose three-node clusters the operator forms by
+  # classic_config (RabbitMQ 3.10).
   printf 'PINGPONG_PING_IMAGE=%s\nPINGPONG_PONG_IMAGE=%s\n' \
     "$(image_ref ping)" "$(image_ref pong)" >"$CLUSTER_DIR/operator.env"
 else
@@ -274,5 +275,13 @@ if [ -s "$CLUSTER_DIR/gateway-url" ]; then
 Gateway (Traefik, Gateway gateway-system/public): $url   (also in $CLUSTER_DIR/gateway-url)
   curl -X POST $url/ping -H 'content-type: application/json' -d '{"msg":"hello"}'
   curl $url/pong
+EOF
+fi
+if [ -s "$CLUSTER_DIR/jaeger-url" ]; then
+  url=$(cat "$CLUSTER_DIR/jaeger-url")
+  cat <<EOF
+Jaeger (traces of the stacks whose spec.observability.tracing.endpoint is
+http://jaeger.observability:4318, as the sample's): $url   (also in $CLUSTER_DIR/jaeger-url)
+  curl $url/api/traces/<trace id>
 EOF
 fi

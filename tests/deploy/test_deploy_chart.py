@@ -446,6 +446,20 @@ def test_grafana_dashboard_configmap() -> None:
     assert titles == ["Operator", "ping service", "pong service", "RabbitMQ broker"]
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
+    # Trace links (issue 17): the latency panels open the trace search of their service for the
+    # panel's time range (Jaeger takes microseconds; Grafana's ${__from} is milliseconds).
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["traces_url"]["type"] == "textbox"
+    assert dashboard["links"][0]["url"] == "${traces_url}/search"
+    traced = {p["title"]: p["fieldConfig"]["defaults"]["links"][0]["url"] for p in dashboard["panels"]
+              if p.get("fieldConfig", {}).get("defaults", {}).get("links")}
+    window = "&start=${__from}000&end=${__to}000&limit=20"
+    assert traced == {
+        "Reconcile duration": "${traces_url}/search?service=pingpong-operator" + window,
+        "HTTP request duration": "${traces_url}/search?service=ping" + window,
+        "Publisher confirm latency": "${traces_url}/search?service=ping" + window,
+        "End-to-end latency (publish to stored)": "${traces_url}/search?service=pong" + window,
+    }, traced
     taken: dict[tuple[int, int], int] = {}
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]

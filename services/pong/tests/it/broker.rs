@@ -30,23 +30,23 @@ fn store() -> Arc<MemoryStore> {
     Arc::new(MemoryStore::new(NonZeroUsize::new(1000).unwrap()))
 }
 
-#[tokio::test]
-async fn messages_are_stored_then_acked() {
-    let Some((config, admin)) = broker("pong-store").await else {
-        return;
-    };
-    let store = store();
-    let pong = start(&config, store.clone());
-    pong.wait_consuming().await;
-
-    let messages: Vec<Message> = (0..50).map(|i| Message::new(format!("m{i}"))).collect();
-    for message in &messages {
-        publish(&admin, config.queue.as_str(), message).await;
+/// Publishes `count` messages `<prefix>0`, `<prefix>1`... one at a time (each confirmed before
+/// the next), waits until the store holds them all, and checks they are listed in queue order.
+async fn publish_and_check_order(
+    admin: &Session,
+    queue: &str,
+    store: &Arc<MemoryStore>,
+    prefix: &str,
+    count: usize,
+) {
+    let expected: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    for text in &expected {
+        publish(admin, queue, &Message::new(text.clone())).await;
     }
     let s = store.clone();
-    eventually("all 50 stored", WAIT, || {
+    eventually("every message stored", WAIT, || {
         let s = s.clone();
-        async move { s.len() == 50 }
+        async move { s.len() == count }
     })
     .await;
     let listed: Vec<serde_json::Value> = serde_json::from_str(
@@ -57,8 +57,19 @@ async fn messages_are_stored_then_acked() {
     )
     .unwrap();
     let order: Vec<&str> = listed.iter().map(|m| m["msg"].as_str().unwrap()).collect();
-    let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     assert_eq!(order, expected, "oldest first, in queue order");
+}
+
+#[tokio::test]
+async fn messages_are_stored_then_acked() {
+    let Some((config, admin)) = broker("pong-store").await else {
+        return;
+    };
+    let store = store();
+    let pong = start(&config, store.clone());
+    pong.wait_consuming().await;
+
+    publish_and_check_order(&admin, config.queue.as_str(), &store, "m", 50).await;
     assert_eq!(pong.metrics.stored.get(), 50);
     assert_eq!(pong.metrics.stored_messages.get(), 50);
     assert_eq!(pong.metrics.end_to_end_latency.get_sample_count(), 50);
@@ -86,26 +97,7 @@ async fn a_lingering_consumer_stores_a_trickle_in_batches_in_order() {
 
     // One at a time, each confirmed before the next: without the linger every delivery
     // arrives alone and is its own batch (checked: 30 batches with a zero linger).
-    let messages: Vec<Message> = (0..30).map(|i| Message::new(format!("t{i}"))).collect();
-    for message in &messages {
-        publish(&admin, config.queue.as_str(), message).await;
-    }
-    let s = store.clone();
-    eventually("all 30 stored", WAIT, || {
-        let s = s.clone();
-        async move { s.len() == 30 }
-    })
-    .await;
-    let listed: Vec<serde_json::Value> = serde_json::from_str(
-        &store
-            .page(pingpong_pong::ListQuery::oldest(100))
-            .unwrap()
-            .json,
-    )
-    .unwrap();
-    let order: Vec<&str> = listed.iter().map(|m| m["msg"].as_str().unwrap()).collect();
-    let expected: Vec<String> = (0..30).map(|i| format!("t{i}")).collect();
-    assert_eq!(order, expected, "oldest first, in queue order");
+    publish_and_check_order(&admin, config.queue.as_str(), &store, "t", 30).await;
     let batches = pong.metrics.batch_size.get_sample_count();
     assert_eq!(pong.metrics.batch_size.get_sample_sum() as u64, 30);
     assert!(
