@@ -36,7 +36,9 @@
 //! - `list` on HorizontalPodAutoscalers: the autoscaler's round looks for one that targets an
 //!   autoscaled stack's pong Deployment, to report the conflict (one list per round).
 //! - `list` on pods: the pods of a workload that is not ready (by its selector, one bounded page)
-//!   so status can name the pod that cannot pull its image or crash-loops.
+//!   so status can name the pod that cannot pull its image or crash-loops; and pong's pods before
+//!   an autoscaler scale-in step. `patch`: the server-side apply of their
+//!   `controller.kubernetes.io/pod-deletion-cost` annotation, so the least busy pod goes.
 
 /// One RBAC rule: verbs on one resource of one API group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +148,7 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "",
         resource: "pods",
-        verbs: &["list"],
+        verbs: &["list", "patch"],
     },
     Permission {
         api_group: "apiextensions.k8s.io",
