@@ -5,8 +5,8 @@
 //! installed. Only the replica holding the leader Lease runs the Controller; losing the Lease drops
 //! it at once, reconciles in progress included (one stuck on a hung API server must not write
 //! when the API answers again while another replica leads), and the replica goes back to waiting.
-//! SIGTERM/Ctrl-C stop everything, let running reconciles finish and release the Lease. This
-//! module holds no reconcile logic.
+//! SIGTERM/Ctrl-C stop the controller and let its running reconciles finish while the Lease is
+//! still renewed; only then is the Lease released. This module holds no reconcile logic.
 
 use crate::apis::ServedApis;
 use crate::config::Config;
@@ -96,6 +96,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     ));
 
     let (leading_tx, mut leading) = watch::channel(config.leader_election.is_none());
+    // The elector stops (and releases the Lease) only once the controller has stopped, its
+    // running reconciles finished: stopping it on the signal itself would hand the Lease to
+    // another replica while this one still writes, and its "not leading" would drop those
+    // reconciles half-way.
+    let release = CancellationToken::new();
     let elector = config.leader_election.clone().map(|le| {
         let api: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
         let h = health.clone();
@@ -104,7 +109,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             ElectionConfig::new(le.identity),
             leading_tx,
             move || h.set_standby(),
-            shutdown.clone(),
+            release.clone(),
         ))
     });
     tracing::info!(
@@ -145,6 +150,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         let finished = run_unless_lost(controller, &lost).await;
         if !finished {
             tracing::warn!("lost leadership; dropped the controller and its running reconciles");
+        } else if shutdown.is_cancelled() {
+            tracing::info!("controller stopped; its running reconciles finished");
         }
         if restart_after(finished, stopped.is_cancelled()) {
             // Restarted to watch an optional API that appeared; still leading.
@@ -156,6 +163,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             health.set_standby();
         }
     }
+    release.cancel();
     if let Some(elector) = elector {
         let _ = elector.await;
     }

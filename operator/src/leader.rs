@@ -340,8 +340,11 @@ pub async fn run(
     }
     if *leading.borrow() {
         leading.send_replace(false);
-        if let Err(error) = release(&api, &config).await {
-            tracing::warn!(error = %crate::error::chain(&error), "failed to release the leader Lease");
+        match release(&api, &config).await {
+            Ok(()) => tracing::info!(identity = %config.identity, "released the leader Lease"),
+            Err(error) => {
+                tracing::warn!(error = %crate::error::chain(&error), "failed to release the leader Lease");
+            }
         }
     }
 }
