@@ -22,14 +22,15 @@
 //!   ClusterRole to names that depend on the stack, so the code applies no other Secret.
 //! - `get` on every applied kind: before a child's first apply, whether an object of its name
 //!   exists that the stack does not control (then it is left unchanged); on StatefulSets and
-//!   Deployments also readiness while paused.
+//!   Deployments also readiness while paused; on StatefulSets with claims also their current
+//!   `volumeClaimTemplates`, which every apply keeps.
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, PrometheusRules,
 //!   KEDA ScaledObjects and TriggerAuthentications (a stack back on the operator's own
 //!   autoscaling loop), and on StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL
 //!   and Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
 //! - `get` on CustomResourceDefinitions: the start-up check for our CRD, and whether the
-//!   HTTPRoute, ServiceMonitor, PrometheusRule and KEDA CRDs are served (when the controller starts,
-//!   and again only when a stack needs one that was not).
+//!   HTTPRoute, ServiceMonitor, PrometheusRule and KEDA CRDs are served (when the controller
+//!   starts, then every 30 s on the controller's timer, never inside a reconcile).
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
 //! - `get`, `create`, `update` on leases: leader election.
 //! - `list` on HorizontalPodAutoscalers: the autoscaler's round looks for one that targets an
