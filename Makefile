@@ -12,6 +12,7 @@
 #   make bench-operator  reconcile benchmark against the in-memory API, then on the local control plane
 #   make bench-ha    quorum queue on a private 3-node RabbitMQ cluster vs classic on one node
 #   make bench-autoscale  pong's autoscaler: a 100,000-message burst, replicas out, drained, back to zero
+#   make bench-autoscale-cost  the autoscaler's rounds over 200 stacks: requests per minute and CPU
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
@@ -107,3 +108,7 @@ bench-ha:
 .PHONY: bench-autoscale
 bench-autoscale:
 	scripts/bench-autoscale.sh
+
+.PHONY: bench-autoscale-cost
+bench-autoscale-cost:
+	scripts/bench-autoscale-cost.sh

@@ -2,15 +2,19 @@
 //! ServiceMonitor and PrometheusRule, KEDA ScaledObject and TriggerAuthentication): their
 //! resources, and which of them the cluster serves.
 //!
-//! The controller learns the [`ServedApis`] once when it starts (one GET per CRD) and keeps them
-//! in the reconcile context; a reconcile only asks again when a stack needs an API that was not
-//! served ([`crate::reconcile::Context::relearn_apis`]), and a change restarts the controller so
-//! the new kind is watched. Kinds the cluster does not serve are never listed. This module holds
-//! no reconcile logic and writes nothing.
+//! The controller learns the [`ServedApis`] when it starts (one GET per CRD), keeps them in the
+//! reconcile context and asks again every [`REFRESH`] on its own timer, never inside a reconcile
+//! ([`crate::reconcile::Context::relearn_apis`]); a change restarts the controller, so the new
+//! kind is watched and every stack is reconciled again. Kinds the cluster does not serve are
+//! never listed. This module holds no reconcile logic and writes nothing.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ApiResource};
+use std::time::Duration;
+
+/// How often the controller asks again which optional APIs the cluster serves.
+pub const REFRESH: Duration = Duration::from_secs(30);
 
 /// API group of the Gateway API.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -64,6 +68,16 @@ impl OptionalApi {
             api_version: format!("{group}/{version}"),
             kind: kind.to_owned(),
             plural: plural.to_owned(),
+        }
+    }
+
+    /// The condition reason (and error kind) of a stack that asks for it where it is not served.
+    pub fn missing_reason(self) -> &'static str {
+        use crate::reconcile::status::reason;
+        match self {
+            Self::HttpRoute => reason::GATEWAY_API_MISSING,
+            Self::ServiceMonitor | Self::PrometheusRule => reason::PROMETHEUS_OPERATOR_MISSING,
+            Self::ScaledObject | Self::TriggerAuthentication => reason::KEDA_MISSING,
         }
     }
 

@@ -304,6 +304,27 @@ pub fn stack_changed(stack: &DeserializeGuard<PingPongStack>) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// Asks the API server which optional APIs it serves every [`crate::apis::REFRESH`] until
+/// `stop` (a change notifies the context's subscribers, which restart the controller); never
+/// inside a reconcile, so a stack that asks for a missing API costs no discovery.
+async fn refresh_apis(context: Arc<Context>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(crate::apis::REFRESH);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate: the controller has just asked
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if let Err(error) = context.relearn_apis().await {
+            tracing::warn!(
+                error = %crate::error::chain(&error),
+                "cannot check the optional APIs; keeping what was known"
+            );
+        }
+    }
+}
+
 async fn run_controller(
     client: Client,
     config: &Config,
@@ -312,7 +333,8 @@ async fn run_controller(
     stop: CancellationToken,
 ) {
     let ns = config.watch_namespace.as_deref();
-    // Learned once per controller run; a change found by a reconcile restarts the run.
+    // Learned once per controller run, then asked again every `apis::REFRESH` below; a change
+    // restarts the run (the new kind is watched, every stack reconciled again).
     let served = match ServedApis::discover(&client).await {
         Ok(served) => served,
         Err(error) => {
@@ -373,6 +395,7 @@ async fn run_controller(
             () = on_change.cancelled() => {}
         }
     });
+    tokio::spawn(refresh_apis(Arc::clone(&context), restart.clone()));
     let store = controller.store();
     // The autoscaler reads the controller's cache on its own timer, never inside a reconcile,
     // and stops with this controller run (and so with the Lease).

@@ -73,6 +73,23 @@ pub enum Error {
         /// The stack's name.
         stack: String,
     },
+    /// The spec asks for a child of an optional API the cluster does not serve; every other
+    /// child was still applied.
+    #[error(
+        "{field} needs the {kind} API ({api_version}), which the cluster does not serve (CRD \
+         {crd} is not installed); every other child was applied: install it (the operator looks \
+         again every {refresh} s) or remove {field}",
+        kind = .api.resource().kind,
+        api_version = .api.resource().api_version,
+        crd = .api.crd_name(),
+        refresh = crate::apis::REFRESH.as_secs()
+    )]
+    ApiNotServed {
+        /// The API the child needs.
+        api: crate::apis::OptionalApi,
+        /// The spec field that asks for it.
+        field: &'static str,
+    },
     /// Writing the stack's status failed.
     #[error("failed to update the status of PingPongStack {name}")]
     Status {
@@ -151,7 +168,10 @@ impl Error {
             | Self::List { source, .. }
             | Self::Delete { source, .. }
             | Self::Status { source, .. } => Some(source),
-            Self::MissingObjectKey(_) | Self::Timeout(_) | Self::NotOwned { .. } => None,
+            Self::MissingObjectKey(_)
+            | Self::Timeout(_)
+            | Self::NotOwned { .. }
+            | Self::ApiNotServed { .. } => None,
         }
     }
 
@@ -160,6 +180,9 @@ impl Error {
         match self {
             Self::Timeout(_) => Category::Transient,
             Self::NotOwned { .. } => Category::Blocked,
+            // A retry cannot help: the operator looks for the API on its own timer and
+            // reconciles every stack again when it appears.
+            Self::ApiNotServed { .. } => Category::Permanent,
             // Retry as soon as the most urgent failure asks for.
             Self::Children(errors) => errors
                 .iter()
@@ -190,6 +213,7 @@ impl Error {
             (Self::Status { .. }, _) => "StatusFailed",
             (Self::Timeout(_), _) => "Timeout",
             (Self::NotOwned { .. }, _) => "ChildNotOwned",
+            (Self::ApiNotServed { api, .. }, _) => api.missing_reason(),
             (Self::Children(_), _) => "ApplyFailed",
         }
     }

@@ -22,20 +22,23 @@
 //!   ClusterRole to names that depend on the stack, so the code applies no other Secret.
 //! - `get` on every applied kind: before a child's first apply, whether an object of its name
 //!   exists that the stack does not control (then it is left unchanged); on StatefulSets and
-//!   Deployments also readiness while paused.
+//!   Deployments also readiness while paused; on StatefulSets with claims also their current
+//!   `volumeClaimTemplates`, which every apply keeps.
 //! - `delete` on Ingresses, HTTPRoutes, PodDisruptionBudgets, ServiceMonitors, PrometheusRules,
 //!   KEDA ScaledObjects and TriggerAuthentications (a stack back on the operator's own
 //!   autoscaling loop), and on StatefulSets, Deployments, Services and NetworkPolicies (pong's provisioned PostgreSQL
 //!   and Redis): orphans the spec no longer asks for. Never on Secrets or PersistentVolumeClaims.
 //! - `get` on CustomResourceDefinitions: the start-up check for our CRD, and whether the
-//!   HTTPRoute, ServiceMonitor, PrometheusRule and KEDA CRDs are served (when the controller starts,
-//!   and again only when a stack needs one that was not).
+//!   HTTPRoute, ServiceMonitor, PrometheusRule and KEDA CRDs are served (when the controller
+//!   starts, then every 30 s on the controller's timer, never inside a reconcile).
 //! - `create`, `patch` on `events.k8s.io` events: the Event recorder (patch for repeated events).
 //! - `get`, `create`, `update` on leases: leader election.
 //! - `list` on HorizontalPodAutoscalers: the autoscaler's round looks for one that targets an
 //!   autoscaled stack's pong Deployment, to report the conflict (one list per round).
 //! - `list` on pods: the pods of a workload that is not ready (by its selector, one bounded page)
-//!   so status can name the pod that cannot pull its image or crash-loops.
+//!   so status can name the pod that cannot pull its image or crash-loops; and pong's pods before
+//!   an autoscaler scale-in step. `patch`: the server-side apply of their
+//!   `controller.kubernetes.io/pod-deletion-cost` annotation, so the least busy pod goes.
 
 /// One RBAC rule: verbs on one resource of one API group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +148,7 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "",
         resource: "pods",
-        verbs: &["list"],
+        verbs: &["list", "patch"],
     },
     Permission {
         api_group: "apiextensions.k8s.io",

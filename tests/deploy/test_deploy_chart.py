@@ -228,7 +228,8 @@ EXPECTED_STACK_RULES = {
     # the autoscaler reports an HPA that targets an autoscaled pong Deployment
     ("autoscaling", "horizontalpodautoscalers"): {"list"},
     # the pods of a workload that is not ready, so status names the one that fails and why
-    ("", "pods"): {"list"},
+    # and, before an autoscaler scale-in step, pong's pods get their pod-deletion-cost annotation
+    ("", "pods"): {"list", "patch"},
 }
 EXPECTED_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},

@@ -156,8 +156,10 @@ def test_autoscaling_follows_the_broker_and_owns_replicas(
     eventually("pong scaled out on the backlog", lambda: _replicas(local, ns) == 4, timeout=60)
     status = _autoscaling(local, ns)
     assert status["desiredReplicas"] == 4 and status["backlog"] >= 35, status
-    assert status["reason"] in ("ScaledOut", "BacklogGrowing"), status
-    assert _events(local, ns, status["reason"]), "an Event per change"
+    # The next round (1 s later) may already have written `Steady` over the scale-out's reason:
+    # the scale-out itself is in its Event.
+    assert status["reason"] in ("ScaledOut", "BacklogGrowing", "Steady"), status
+    assert _events(local, ns, "ScaledOut") or _events(local, ns, "BacklogGrowing"), "an Event per change"
 
     # One owner of spec.replicas: the reconcile's field manager; status.autoscaling: the autoscaler's.
     deployment = _pong(local, ns)
@@ -204,4 +206,6 @@ def test_autoscaling_follows_the_broker_and_owns_replicas(
     eventually("pong scaled to zero", lambda: _replicas(local, ns) == 0, timeout=120)
     api.publish(QUEUE, 1)
     eventually("the first message woke pong", lambda: _replicas(local, ns) == 1, timeout=60)
-    assert _autoscaling(local, ns)["reason"] == "WokenByMessage"
+    # The next round may already have written `Steady`: the wake-up is in its Event.
+    assert _autoscaling(local, ns)["reason"] in ("WokenByMessage", "Steady")
+    assert _events(local, ns, "WokenByMessage"), "the wake-up has its Event"

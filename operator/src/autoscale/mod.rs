@@ -14,11 +14,17 @@
 //! With `engine: keda` the operator renders a KEDA ScaledObject instead and its own loop skips
 //! the stack ([`keda`]).
 //!
+//! Before a scale-in step the loop ranks pong's pods by the messages each holds and sets
+//! `controller.kubernetes.io/pod-deletion-cost` on them, so the least busy one goes
+//! ([`deletion_cost`]).
+//!
 //! This module must not write the Deployment's spec, except the one hand-over of `replicas`
 //! to KEDA ([`keda::hand_over_replicas`]); the loop writes only `status.autoscaling` (with
-//! [`FIELD_MANAGER`]) and Events.
+//! [`FIELD_MANAGER`]), Events, and the pods' deletion-cost annotation (with
+//! [`deletion_cost::FIELD_MANAGER`]).
 
 pub mod decide;
+pub mod deletion_cost;
 pub mod keda;
 pub mod local;
 pub mod metrics;

@@ -25,10 +25,12 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{self, Current, Decision, Memory, Reason, Signal};
+use super::deletion_cost;
 use super::metrics::{AutoscaleMetrics, RoundTotals};
 use super::signal::{Credentials, ManagementClient, SignalError, Target};
 use super::{FIELD_MANAGER, applied_replicas, policy};
 use crate::crd::{AutoscalingStatus, PingPongStack};
+use crate::labels::{self, Component};
 use crate::reconcile::events::{self, Notice};
 use crate::reconcile::names::ChildNames;
 
@@ -264,6 +266,68 @@ impl Autoscaler {
         })
     }
 
+    /// Where `stack`'s queue is read.
+    fn target(&self, stack: &PingPongStack) -> Target {
+        let queue = &stack.spec.rabbitmq.queue;
+        match &self.settings.management_url {
+            Some(base_url) => Target {
+                base_url: base_url.clone(),
+                queue: queue.clone(),
+            },
+            None => Target::in_cluster(
+                &ChildNames::new(&stack.name_any(), None).rabbitmq,
+                &stack.namespace().unwrap_or_default(),
+                queue,
+            ),
+        }
+    }
+
+    /// Before a scale-in step: sets each pong pod's deletion cost to the messages it holds (one
+    /// pod list, one channel list, one annotation apply per pod), so the ReplicaSet removes the
+    /// least busy. Returns what the status message says about it; on a failure the log says why
+    /// and the ReplicaSet chooses on its own.
+    async fn rank_for_scale_in(&self, stack: &PingPongStack, state: &StackState) -> String {
+        let namespace = stack.namespace().unwrap_or_default();
+        let selector = labels::selector_labels(&stack.name_any(), Component::Pong)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ranked = async {
+            let credentials = state
+                .credentials
+                .as_ref()
+                .map(|(_, c)| c)
+                .ok_or("no credentials read yet".to_owned())?;
+            let pods = deletion_cost::pong_pods(&self.client, &namespace, &selector)
+                .await
+                .map_err(|e| format!("cannot list pong's pods: {}", crate::error::chain(&e)))?;
+            let channels = self
+                .management
+                .channels(&self.target(stack), credentials)
+                .await
+                .map_err(|e| format!("cannot list the broker's channels ({})", e.kind()))?;
+            let costs = deletion_cost::deletion_costs(&pods, &channels);
+            deletion_cost::annotate(&self.client, &namespace, &costs)
+                .await
+                .map_err(|e| format!("cannot annotate pong's pods: {}", crate::error::chain(&e)))?;
+            Ok::<_, String>(costs)
+        };
+        match ranked.await {
+            Ok(costs) => match deletion_cost::least_busy(&costs) {
+                Some((pod, held)) => {
+                    tracing::info!(stack = %stack.name_any(), namespace = %namespace, pod, held, pods = costs.len(), "pod deletion costs set before scale-in");
+                    format!("least busy pod {pod} ({held} unacknowledged) goes first")
+                }
+                None => "no pong pod to rank".to_owned(),
+            },
+            Err(why) => {
+                tracing::warn!(stack = %stack.name_any(), namespace = %namespace, error = %why, "pod deletion costs not set; the ReplicaSet chooses the pod");
+                format!("pod not chosen by load: {why}")
+            }
+        }
+    }
+
     async fn read_signal(
         &self,
         stack: &PingPongStack,
@@ -289,14 +353,7 @@ impl Autoscaler {
                 c
             }
         };
-        let queue = &stack.spec.rabbitmq.queue;
-        let target = match &self.settings.management_url {
-            Some(base_url) => Target {
-                base_url: base_url.clone(),
-                queue: queue.clone(),
-            },
-            None => Target::in_cluster(&names.rabbitmq, &namespace, queue),
-        };
+        let target = self.target(stack);
         let started = Instant::now();
         let result = self.management.queue(&target, &credentials).await;
         self.metrics.signal_read(started.elapsed().as_secs_f64());
@@ -364,6 +421,13 @@ impl Autoscaler {
                 };
                 (decision, message, None)
             }
+        };
+        // Scale-in to a pod or more: the least busy pod goes first (to zero, every pod goes).
+        let message = if signal.is_some() && (1..current).contains(&decision.replicas) {
+            let ranked = self.rank_for_scale_in(&stack, &state).await;
+            format!("{message}; {ranked}")
+        } else {
+            message
         };
         self.metrics
             .decided(decision.reason, current, decision.replicas);

@@ -4,7 +4,8 @@
 //! The management API (not AMQP's `queue.declare`, which counts only ready messages) gives ready
 //! *and* unacknowledged messages, the consumers, their utilisation and the publish, deliver and
 //! ack rates. [`parse_queue`] is pure; [`ManagementClient`] does the one HTTP request, with a
-//! deadline, and never logs the password.
+//! deadline, and never logs the password. Before a scale-in it also lists the broker's channels
+//! ([`ManagementClient::channels`], see [`super::deletion_cost`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use super::decide::Signal;
+use super::deletion_cost::{ChannelLoad, parse_channels};
 
 /// Deadline of one management API request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -221,7 +223,37 @@ impl ManagementClient {
         target: &Target,
         credentials: &Credentials,
     ) -> Result<Signal, SignalError> {
-        let url = target.url();
+        let (status, body) = self.get(target.url(), credentials).await?;
+        match status {
+            StatusCode::OK => parse_queue(&body),
+            StatusCode::NOT_FOUND => Err(SignalError::NoQueue),
+            other => Err(refused(other)),
+        }
+    }
+
+    /// Lists the broker's channels with their peer and unacknowledged messages (only those two
+    /// columns), within [`REQUEST_TIMEOUT`].
+    pub async fn channels(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+    ) -> Result<Vec<ChannelLoad>, SignalError> {
+        let url = format!(
+            "{}/api/channels?columns=connection_details.peer_host,messages_unacknowledged",
+            target.base_url.trim_end_matches('/')
+        );
+        let (status, body) = self.get(url, credentials).await?;
+        match status {
+            StatusCode::OK => parse_channels(&body),
+            other => Err(refused(other)),
+        }
+    }
+
+    async fn get(
+        &self,
+        url: String,
+        credentials: &Credentials,
+    ) -> Result<(StatusCode, Bytes), SignalError> {
         let uri: Uri = url
             .parse()
             .map_err(|_| SignalError::Url { url: url.clone() })?;
@@ -246,17 +278,19 @@ impl ManagementClient {
                 .to_bytes();
             Ok::<_, SignalError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|_| SignalError::Timeout(REQUEST_TIMEOUT))??;
-        match status {
-            StatusCode::OK => parse_queue(&body),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(SignalError::Unauthorized(status.as_u16()))
-            }
-            StatusCode::NOT_FOUND => Err(SignalError::NoQueue),
-            other => Err(SignalError::Status(other.as_u16())),
+            .map_err(|_| SignalError::Timeout(REQUEST_TIMEOUT))?
+    }
+}
+
+/// The error of a status other than 200 (and 404 on a queue).
+fn refused(status: StatusCode) -> SignalError {
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            SignalError::Unauthorized(status.as_u16())
         }
+        other => SignalError::Status(other.as_u16()),
     }
 }
 

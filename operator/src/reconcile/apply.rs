@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -136,6 +137,29 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// Applies a StatefulSet. One with claim templates that exists already keeps the templates
+    /// it was created with ([`keep_claim_templates`]): Kubernetes refuses any change to them,
+    /// their labels included, so a label that changed between releases would otherwise fail
+    /// every apply of it (image upgrades included) with a 422. Costs one read of such a
+    /// StatefulSet.
+    async fn apply_statefulset(&self, desired: &StatefulSet) -> Result<StatefulSet, Error> {
+        let kind = ChildKind::StatefulSet;
+        if claim_templates(desired).is_none() {
+            return self.apply_typed(desired, kind).await;
+        }
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), self.namespace);
+        let name = desired.name_any();
+        let live = api.get_opt(&name).await.map_err(|source| Error::Read {
+            kind: kind.as_str(),
+            name,
+            source,
+        })?;
+        match keep_claim_templates(desired, live.as_ref()) {
+            Some(kept) => self.apply_typed(&kept, kind).await,
+            None => self.apply_typed(desired, kind).await,
+        }
+    }
+
     /// Creates a generated Secret; one that exists already (409: another leader, or a
     /// reconcile that observed before it was created) is left alone, never overwritten.
     async fn create_secret(&self, secret: &Secret) -> Result<(), Error> {
@@ -190,7 +214,7 @@ impl<'a> Applier<'a> {
             Child::ConfigMap(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
             Child::Service(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
             Child::StatefulSet(o) => self
-                .apply_typed(o, kind)
+                .apply_statefulset(o)
                 .await
                 .map(|s| Applied::Workload(statefulset_rollout(&s))),
             Child::Deployment(o) => self
@@ -289,6 +313,31 @@ pub enum Applied {
     Other,
 }
 
+fn claim_templates(sts: &StatefulSet) -> Option<&Vec<PersistentVolumeClaim>> {
+    sts.spec
+        .as_ref()
+        .and_then(|spec| spec.volume_claim_templates.as_ref())
+        .filter(|templates| !templates.is_empty())
+}
+
+/// `desired` with the claim templates of `live`, the StatefulSet as it exists, when those differ
+/// from the desired ones; `None` when `desired` can be applied as it is. The templates are fixed
+/// at creation (the CRD refuses a storage change), so the live ones are what the spec asked for.
+pub fn keep_claim_templates(
+    desired: &StatefulSet,
+    live: Option<&StatefulSet>,
+) -> Option<StatefulSet> {
+    let live_templates = live.and_then(claim_templates)?;
+    if claim_templates(desired) == Some(live_templates) {
+        return None;
+    }
+    let mut kept = desired.clone();
+    if let Some(spec) = kept.spec.as_mut() {
+        spec.volume_claim_templates = Some(live_templates.clone());
+    }
+    Some(kept)
+}
+
 /// Applies every child of `desired` in the documented order, then deletes the orphans: the
 /// owned, labelled children the plan no longer contains (the provisioned PostgreSQL's and
 /// Redis's objects when the store or cache is switched off, a dropped Ingress, PDB, route or
@@ -298,15 +347,18 @@ pub enum Applied {
 /// Apply never wedges: a child the API server refuses (a 422 on an immutable field, a webhook's
 /// denial) does not stop the children after it nor orphan deletion. Every failure is returned
 /// together ([`Error::Children`] names each child and the API's message), so the status says
-/// which children failed and the error policy retries with backoff.
+/// which children failed and the error policy retries with backoff. `unserved` are the children
+/// the spec asks for whose API the cluster does not serve ([`Error::ApiNotServed`]): reported
+/// first, with the same effect.
 pub async fn apply_desired(
     applier: &mut Applier<'_>,
     desired: &DesiredState,
     owner_uid: &str,
     selector: &str,
+    unserved: Vec<Error>,
 ) -> Result<Workloads, Error> {
     let mut workloads = Workloads::default();
-    let mut failures = Vec::new();
+    let mut failures = unserved;
     for (component, child) in desired.children() {
         match applier.apply(child).await {
             Ok(Applied::Workload(rollout)) => {
@@ -324,5 +376,68 @@ pub async fn apply_desired(
     match Error::of_children(failures) {
         Some(error) => Err(error),
         None => Ok(workloads),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_claim_templates;
+    use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    fn sts(claim_label: Option<&str>, image: &str) -> StatefulSet {
+        let templates = claim_label.map(|value| {
+            vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    labels: Some(BTreeMap::from([("release".to_owned(), value.to_owned())])),
+                    ..ObjectMeta::default()
+                },
+                ..PersistentVolumeClaim::default()
+            }]
+        });
+        StatefulSet {
+            metadata: ObjectMeta {
+                name: Some("demo-rabbitmq".into()),
+                annotations: Some(BTreeMap::from([("image".to_owned(), image.to_owned())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(StatefulSetSpec {
+                volume_claim_templates: templates,
+                ..StatefulSetSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn an_existing_statefulset_keeps_the_claim_templates_it_was_created_with() {
+        let desired = sts(Some("new"), "rabbitmq:4.3");
+        let live = sts(Some("old"), "rabbitmq:4.2");
+        let kept = keep_claim_templates(&desired, Some(&live)).expect("templates differ");
+        // The templates are the live ones; everything else is the desired object.
+        assert_eq!(
+            kept.spec.as_ref().unwrap().volume_claim_templates,
+            live.spec.as_ref().unwrap().volume_claim_templates
+        );
+        assert_eq!(kept.metadata, desired.metadata);
+    }
+
+    #[test]
+    fn a_new_or_unchanged_statefulset_is_applied_as_built() {
+        let desired = sts(Some("new"), "rabbitmq:4.3");
+        assert_eq!(keep_claim_templates(&desired, None), None, "created");
+        assert_eq!(
+            keep_claim_templates(&desired, Some(&sts(Some("new"), "rabbitmq:4.2"))),
+            None,
+            "same templates"
+        );
+        assert_eq!(
+            keep_claim_templates(&desired, Some(&sts(None, "rabbitmq:4.2"))),
+            None,
+            "the live one has none"
+        );
     }
 }

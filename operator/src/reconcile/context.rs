@@ -88,8 +88,8 @@ impl Context {
         self.served.subscribe()
     }
 
-    /// Asks the API server again which optional APIs it serves (called by observe only when a
-    /// stack needs one that was not served) and remembers the answer.
+    /// Asks the API server again which optional APIs it serves (called by the controller on its
+    /// own timer, never by a reconcile) and remembers the answer.
     pub async fn relearn_apis(&self) -> Result<ServedApis, kube::Error> {
         let served = ServedApis::discover(&self.client).await?;
         self.served.send_if_modified(|known| {

@@ -230,7 +230,9 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             &ctx.children,
         );
         let selector = labels::children_selector(&validated.name);
-        apply::apply_desired(&mut applier, &desired, uid, &selector).await
+        // A child whose API is not served is reported; it does not hold back the others.
+        let unserved = observe::unserved_apis(&validated, observed.plan_inputs.served);
+        apply::apply_desired(&mut applier, &desired, uid, &selector, unserved).await
     };
     let workloads = reporter.failed(workloads).await?;
 

@@ -3,10 +3,11 @@
 //! For a validated stack this reads whether the credentials, Erlang-cookie and PostgreSQL
 //! credentials Secrets exist (metadata only), whether the user's Secrets (`credentialsSecret`,
 //! an external PostgreSQL's or Redis's) exist with the keys pong and ping need and may be used:
-//! they carry the opt-in label or the admin listed them (read by name, never watched), and, only
-//! when the stack needs an optional API the context does not know as served, whether it is
-//! served now. New credentials are generated here, at the edge, only when
-//! a Secret the operator must create is missing, so an existing password is never rotated.
+//! they carry the opt-in label or the admin listed them (read by name, never watched). Which
+//! optional APIs are served comes from the context (learned by the controller on its own timer,
+//! never here); [`unserved_apis`] names the children the cluster cannot hold. New credentials are
+//! generated here, at the edge, only when a Secret the operator must create is missing, so an
+//! existing password is never rotated.
 //! [`workloads`] reads the workloads and the route when nothing was applied; [`pods_of`] reads
 //! the pods of the workloads that are not ready, so status can say why. This module never
 //! writes.
@@ -59,20 +60,31 @@ fn read(kind: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Read { kind, name, source }
 }
 
-/// The optional APIs as the context knows them, asked again when `stack` needs one that was not
-/// served.
-async fn served_apis(ctx: &Context, stack: &ValidatedStack) -> Result<ServedApis, Error> {
-    let served = ctx.served();
-    let needs_route = stack.gateway.is_some() && !served.http_route;
-    let needs_monitor = stack.monitoring.service_monitor && !served.service_monitor;
-    let needs_rule = stack.monitoring.prometheus_rule && !served.prometheus_rule;
-    let needs_keda = stack.keda.is_some() && !served.keda();
-    if !(needs_route || needs_monitor || needs_rule || needs_keda) {
-        return Ok(served);
-    }
-    ctx.relearn_apis()
-        .await
-        .map_err(read("CustomResourceDefinition", "(optional APIs)"))
+/// The children `stack` asks for whose optional API the cluster does not serve (`served`, as the
+/// controller last learned it): each one is reported, and every other child is still applied.
+pub fn unserved_apis(stack: &ValidatedStack, served: ServedApis) -> Vec<Error> {
+    let wanted = [
+        (
+            stack.gateway.is_some(),
+            OptionalApi::HttpRoute,
+            "spec.gateway",
+        ),
+        (
+            stack.monitoring.service_monitor,
+            OptionalApi::ServiceMonitor,
+            "spec.monitoring.serviceMonitor",
+        ),
+        (
+            stack.monitoring.prometheus_rule,
+            OptionalApi::PrometheusRule,
+            "spec.monitoring.prometheusRule",
+        ),
+    ];
+    wanted
+        .into_iter()
+        .filter(|(asked, api, _)| *asked && !served.serves(*api))
+        .map(|(_, api, field)| Error::ApiNotServed { api, field })
+        .collect()
 }
 
 /// Whether the Secret `name` exists (a metadata-only read).
@@ -267,19 +279,7 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
     if missing.is_none() {
         missing = check_store_and_cache_secrets(&secrets, stack, &ctx.allowed_secrets).await?;
     }
-    let served = served_apis(ctx, stack).await?;
-    if stack.gateway.is_some() && missing.is_none() && !served.http_route {
-        let api = OptionalApi::HttpRoute;
-        missing = Some(MissingReference {
-            reason: super::status::reason::GATEWAY_API_MISSING,
-            message: format!(
-                "spec.gateway is set but the Gateway API CRD {} ({}) is not installed; install \
-                 the Gateway API or remove spec.gateway",
-                api.crd_name(),
-                api.resource().version
-            ),
-        });
-    }
+    let served = ctx.served();
     if missing.is_none() {
         missing = crate::autoscale::keda::missing_keda(stack, served);
     }

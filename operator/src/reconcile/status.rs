@@ -52,8 +52,11 @@ pub mod reason {
     /// incomplete Secret.
     pub const CREDENTIALS_SECRET_MISSING: &str = "CredentialsSecretMissing";
     /// Ready/Degraded/Progressing when `spec.gateway` is set but the Gateway API CRDs are not
-    /// installed.
+    /// installed (every other child is applied): [`crate::apis::OptionalApi::missing_reason`].
     pub const GATEWAY_API_MISSING: &str = "GatewayApiMissing";
+    /// Ready/Degraded/Progressing when `monitoring.serviceMonitor` or `monitoring.prometheusRule`
+    /// is set but the Prometheus Operator's CRD is not installed (every other child is applied).
+    pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
     /// Ready/Degraded/Progressing when `spec.pong.autoscaling.engine` is `keda` but KEDA's
     /// CRDs are not installed.
     pub const KEDA_MISSING: &str = "KedaMissing";
@@ -193,8 +196,8 @@ pub enum Outcome {
     Converged(Box<Converged>),
     /// The spec cannot be realised (or refers to something missing); nothing was applied.
     Invalid {
-        /// A `ValidationError::kind()`, [`reason::CREDENTIALS_SECRET_MISSING`] or
-        /// [`reason::GATEWAY_API_MISSING`].
+        /// A `ValidationError::kind()` or a missing reference such as
+        /// [`reason::CREDENTIALS_SECRET_MISSING`].
         reason: &'static str,
         /// What to fix.
         message: String,

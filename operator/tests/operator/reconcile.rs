@@ -1,10 +1,10 @@
 //! Reconcile against an in-memory API (kube-fake-client): creation, idempotence, drift,
 //! spec changes, orphan deletion and credentials that are never rotated.
 
-use crate::support::api::{NAME, Setup, Started, client, diff};
+use crate::support::api::{self as api, NAME, Setup, Started, client, diff};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use pingpong_operator::crd::{GatewayParentRef, GatewaySpec, PingPongStackSpec};
 use pingpong_operator::labels::MANAGED_BY;
@@ -280,7 +280,8 @@ async fn removing_the_gateway_deletes_the_http_route() {
 }
 
 #[tokio::test]
-async fn optional_apis_are_learned_when_needed_and_unserved_kinds_are_never_listed() {
+async fn a_reconcile_never_asks_for_optional_apis_and_unserved_kinds_are_never_listed() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (lists, crd_gets) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -302,53 +303,55 @@ async fn optional_apis_are_learned_when_needed_and_unserved_kinds_are_never_list
             }
             Ok(None)
         });
-    let k8s = Started::new(Setup {
-        gateway_crd: true,
-        interceptors: Some(interceptors),
-        ..Setup::for_stack(PingPongStackSpec::default())
-    })
-    .await;
-    let apis_changed = k8s.ctx.subscribe_apis();
-    k8s.reconcile().await.unwrap();
-    assert_eq!(
-        crd_gets.load(Ordering::SeqCst),
-        0,
-        "no stack needs an optional API"
-    );
-    // Orphans are looked for in the six built-in prunable kinds only.
-    assert_eq!(lists.swap(0, Ordering::SeqCst), 6);
-
-    k8s.edit_spec(|spec| {
-        spec.gateway = Some(GatewaySpec {
+    let spec = PingPongStackSpec {
+        gateway: Some(GatewaySpec {
             parent_ref: GatewayParentRef {
                 name: "public".into(),
                 namespace: None,
                 section_name: None,
             },
             hostname: None,
-        });
+        }),
+        ..PingPongStackSpec::default()
+    };
+    // The Gateway API is not served when the operator starts.
+    let k8s = Started::new(Setup {
+        interceptors: Some(interceptors),
+        ..Setup::for_stack(spec)
     })
     .await;
-    k8s.reconcile().await.unwrap();
+    crd_gets.store(0, Ordering::SeqCst);
+    let apis_changed = k8s.ctx.subscribe_apis();
+    let error = k8s.reconcile().await.unwrap_err();
+    assert_eq!(error.kind(), "GatewayApiMissing");
+    k8s.reconcile().await.unwrap_err();
     assert_eq!(
-        crd_gets.swap(0, Ordering::SeqCst),
-        3,
-        "learned once, every optional API"
+        crd_gets.load(Ordering::SeqCst),
+        0,
+        "a reconcile never asks, even for a stack that needs a missing API"
     );
+    // Orphans are looked for in the six built-in prunable kinds only, on each reconcile.
+    assert_eq!(lists.swap(0, Ordering::SeqCst), 12);
+
+    // The Gateway API is installed; the controller's timer asks again and is told.
+    let crds: Api<CustomResourceDefinition> = Api::all(k8s.client.clone());
+    crds.create(
+        &PostParams::default(),
+        &api::crd("gateway.networking.k8s.io", "httproutes", "HTTPRoute"),
+    )
+    .await
+    .unwrap();
+    k8s.ctx.relearn_apis().await.unwrap();
+    assert_eq!(crd_gets.swap(0, Ordering::SeqCst), 3, "every optional API");
     assert!(k8s.ctx.served().http_route && !k8s.ctx.served().service_monitor);
     assert!(
         apis_changed.has_changed().unwrap(),
         "the controller is told"
     );
-    assert!(k8s.children().await.contains_key("HTTPRoute/stack"));
-    lists.store(0, Ordering::SeqCst);
     k8s.reconcile().await.unwrap();
-    assert_eq!(
-        crd_gets.load(Ordering::SeqCst),
-        0,
-        "known now: not asked again"
-    );
+    assert_eq!(crd_gets.load(Ordering::SeqCst), 0, "not asked again");
     assert_eq!(lists.load(Ordering::SeqCst), 7, "HTTPRoutes are served now");
+    assert!(k8s.children().await.contains_key("HTTPRoute/stack"));
 }
 
 #[tokio::test]

@@ -394,8 +394,8 @@ async fn a_missing_credentials_secret_is_reported_then_used_once_created() {
 }
 
 #[tokio::test]
-async fn a_gateway_without_the_gateway_api_is_reported() {
-    let spec = PingPongStackSpec {
+async fn a_missing_optional_api_holds_back_only_the_children_that_need_it() {
+    let mut spec = PingPongStackSpec {
         gateway: Some(GatewaySpec {
             parent_ref: GatewayParentRef {
                 name: "public".into(),
@@ -406,12 +406,52 @@ async fn a_gateway_without_the_gateway_api_is_reported() {
         }),
         ..PingPongStackSpec::default()
     };
+    spec.monitoring.service_monitor = true;
+    // The in-memory API serves neither the Gateway API nor the Prometheus Operator.
     let k8s = Started::new(Setup::for_stack(spec)).await;
-    k8s.reconcile().await.unwrap();
-    let (status, reason, _) = condition(&k8s.stack().await, "Degraded");
+    let error = k8s.reconcile().await.unwrap_err();
+    assert_eq!(error.kind(), "GatewayApiMissing");
+    let objects = k8s.children().await;
+    for child in [
+        "StatefulSet/stack-rabbitmq",
+        "Deployment/stack-ping",
+        "Deployment/stack-pong",
+        "Service/stack-ping",
+        "Secret/stack-rabbitmq-credentials",
+    ] {
+        assert!(objects.contains_key(child), "{child} applied: {objects:?}");
+    }
+    let stack = k8s.stack().await;
+    let (status, reason, message) = condition(&stack, "Degraded");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("True", "GatewayApiMissing")
+    );
+    assert!(
+        message.contains("spec.gateway needs the HTTPRoute API")
+            && message.contains("spec.monitoring.serviceMonitor needs the ServiceMonitor API")
+            && message.contains("servicemonitors.monitoring.coreos.com"),
+        "{message}"
+    );
+    // No retry soon: the operator looks for the API on its own timer.
+    assert_eq!(
+        policy(stack, &error, &k8s.ctx),
+        Action::requeue(Duration::from_secs(300))
+    );
+}
+
+#[tokio::test]
+async fn a_service_monitor_without_the_prometheus_operator_is_not_silently_ignored() {
+    let mut spec = PingPongStackSpec::default();
+    spec.monitoring.service_monitor = true;
+    let k8s = Started::new(Setup::for_stack(spec)).await;
+    let error = k8s.reconcile().await.unwrap_err();
+    assert_eq!(error.kind(), "PrometheusOperatorMissing");
+    assert!(k8s.children().await.contains_key("Deployment/stack-pong"));
+    let (status, reason, _) = condition(&k8s.stack().await, "Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "PrometheusOperatorMissing")
     );
 }
 

@@ -148,10 +148,12 @@ pub async fn client(setup: Setup) -> Client {
     b.build().await.expect("in-memory API")
 }
 
-pub fn context(client: &Client) -> Arc<Context> {
-    // The optional APIs start unknown, as if the CRDs appeared after the operator started:
-    // observe learns them when a stack needs one.
-    Arc::new(bare_context(client, ServedApis::default()))
+/// A Context that learned the optional APIs as the controller does when it starts.
+pub async fn context(client: &Client) -> Arc<Context> {
+    let served = ServedApis::discover(client)
+        .await
+        .expect("optional APIs of the in-memory API");
+    Arc::new(bare_context(client, served))
 }
 
 /// A Context that knows `served` from the start, without a default Gateway.
@@ -290,7 +292,7 @@ impl Started {
     /// The in-memory API holding `setup`, not reconciled yet.
     pub async fn new(setup: Setup) -> Self {
         let client = client(setup).await;
-        let ctx = context(&client);
+        let ctx = context(&client).await;
         Self { client, ctx }
     }
 
