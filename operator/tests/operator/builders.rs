@@ -174,6 +174,19 @@ fn clustered_brokers_wait_for_quorum_before_stopping() {
     );
     // The grace period covers both waits, or the kubelet kills the node mid-wait.
     assert!(pod["terminationGracePeriodSeconds"].as_i64().unwrap() > 480 + 60);
+    // Once booted, a node joins every quorum queue declared without it, in the background.
+    let grow = pod["containers"][0]["lifecycle"]["postStart"]["exec"]["command"][2]
+        .as_str()
+        .unwrap();
+    assert!(
+        grow.starts_with("(rabbitmqctl -q await_startup -t 900 && "),
+        "{grow}"
+    );
+    assert!(
+        grow.contains("rabbitmq-queues -q grow \"$RABBITMQ_NODENAME\" all)"),
+        "{grow}"
+    );
+    assert!(grow.ends_with("</dev/null >/dev/null 2>&1 &"), "{grow}");
 
     let (_, single) = desired_for(&load_fixture("minimal"));
     let sts = serde_json::to_value(&single.rabbitmq.statefulset).unwrap();

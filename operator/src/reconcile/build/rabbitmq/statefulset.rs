@@ -262,12 +262,39 @@ fn termination_grace_seconds(stack: &ValidatedStack) -> i64 {
 const QUORUM_AWAIT_SECONDS: i64 = 480;
 const DRAIN_SECONDS: i64 = 60;
 
-/// The preStop of a clustered broker node, as the RabbitMQ Cluster Operator does it: wait until
-/// stopping this node cannot take a quorum queue below its majority, then drain it (clients move
-/// to the other nodes). A rolling restart or a node drain then never makes a queue unavailable.
-/// A single node has no quorum to protect and stops at once.
-fn quorum_aware_pre_stop(stack: &ValidatedStack) -> Option<Lifecycle> {
+/// Seconds the postStart's background job waits for its node to boot before giving up.
+const GROW_AWAIT_SECONDS: i64 = 900;
+
+/// The lifecycle of a clustered broker node (none for a single node, which has no quorum to
+/// protect and stops at once):
+/// - preStop, as the RabbitMQ Cluster Operator does it: wait until stopping this node cannot take
+///   a quorum queue below its majority, then drain it (clients move to the other nodes). A
+///   rolling restart or a node drain then never makes a queue unavailable.
+/// - postStart: once the node has booted, add it to every quorum queue that lacks it
+///   (`rabbitmq-queues grow <node> all`). RabbitMQ picks a quorum queue's members from the nodes
+///   running when the queue is declared and (before the opt-in membership reconciliation of
+///   3.13) never adds a node that joins later: ping and pong declare the queue as soon as one
+///   node accepts connections, so on a new cluster the queue could get two members of three and
+///   lose its majority with either. The job runs in the background (the hook returns at once, so
+///   the probes start as usual) and always succeeds: a failing postStart would kill the
+///   container. A node that is already a member, or a queue declared after the node joined,
+///   makes it a no-op; a scale-up adds the new nodes to every queue.
+fn cluster_lifecycle(stack: &ValidatedStack) -> Option<Lifecycle> {
     (stack.rabbitmq.replicas > 1).then(|| Lifecycle {
+        post_start: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "/bin/sh".to_owned(),
+                    "-c".to_owned(),
+                    format!(
+                        "(rabbitmqctl -q await_startup -t {GROW_AWAIT_SECONDS} && \
+                         rabbitmq-queues -q grow \"$RABBITMQ_NODENAME\" all) \
+                         </dev/null >/dev/null 2>&1 &"
+                    ),
+                ]),
+            }),
+            ..LifecycleHandler::default()
+        }),
         pre_stop: Some(LifecycleHandler {
             exec: Some(ExecAction {
                 command: Some(vec![
@@ -281,7 +308,6 @@ fn quorum_aware_pre_stop(stack: &ValidatedStack) -> Option<Lifecycle> {
             }),
             ..LifecycleHandler::default()
         }),
-        ..Lifecycle::default()
     })
 }
 
@@ -344,7 +370,7 @@ pub fn build_rabbitmq_statefulset(
         // Read-only root: every path the broker writes is a volume (see the module docs).
         security_context: Some(restricted_container_security_context(RABBITMQ_UID, true)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-        lifecycle: quorum_aware_pre_stop(stack),
+        lifecycle: cluster_lifecycle(stack),
         ..Container::default()
     };
     StatefulSet {
