@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from e2e_helpers import Cluster, eventually, stack_doc
+from e2e_helpers import Cluster, eventually, metric_sum, stack_doc
 
 STACK = "least-busy"
 QUEUE = "least-busy-e2e"
@@ -132,6 +132,9 @@ def test_scale_in_removes_the_pod_holding_the_fewest_messages(
         managers = {e["manager"] for e in pod["metadata"]["managedFields"]
                     if ANNOTATION in json.dumps(e.get("fieldsV1", {}))}
         assert managers == {MANAGER}, pod["metadata"]["managedFields"]
+    ranked = metric_sum(local.host_operator("operator").metrics(),
+                        "pingpong_operator_autoscaler_scale_in_rankings_total", outcome="ranked")
+    assert ranked >= 1, "the ranking is counted"
     # The ReplicaSet controller removed the one holding the fewest.
     remaining = eventually("one pod removed", lambda: (n := {p["metadata"]["name"] for p in _pods(local, ns)})
                            and len(n) == 2 and n)

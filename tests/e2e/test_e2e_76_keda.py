@@ -36,8 +36,7 @@ HANDOVER_MANAGER = "pingpong-operator/keda-handover"
 
 def _keda_crds() -> list[Path]:
     """KEDA's ScaledObject and TriggerAuthentication CRDs from its Go module, cached by version."""
-    cache = Path(os.environ.get("PINGPONG_CACHE", Path.home() / ".cache" / "pingpong-operator"))
-    cache = cache / "keda" / KEDA_VERSION
+    cache = Path.home() / ".cache" / "pingpong-operator" / "keda" / KEDA_VERSION
     paths = [cache / f"keda.sh_{kind}.yaml" for kind in KEDA_KINDS]
     if all(p.is_file() for p in paths):
         return paths

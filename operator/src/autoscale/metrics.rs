@@ -36,6 +36,7 @@ pub struct RoundTotals {
 pub struct AutoscaleMetrics {
     decisions: IntCounterVec,
     scale_events: IntCounterVec,
+    scale_in_rankings: IntCounterVec,
     signal_errors: IntCounterVec,
     signal_duration: Histogram,
     round_duration: Histogram,
@@ -67,6 +68,14 @@ impl AutoscaleMetrics {
                     "Changes of a stack's desired pong replicas, by direction (out, in).",
                 ),
                 &["direction"],
+            )?,
+            scale_in_rankings: IntCounterVec::new(
+                Opts::new(
+                    "pingpong_operator_autoscaler_scale_in_rankings_total",
+                    "Pod deletion costs set before a scale-in step, by outcome (ranked: every pong \
+                     pod annotated with its unacknowledged messages; failed: the ReplicaSet chose).",
+                ),
+                &["outcome"],
             )?,
             signal_errors: IntCounterVec::new(
                 Opts::new(
@@ -110,6 +119,7 @@ impl AutoscaleMetrics {
         };
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.scale_events.clone()))?;
+        registry.register(Box::new(m.scale_in_rankings.clone()))?;
         registry.register(Box::new(m.signal_errors.clone()))?;
         registry.register(Box::new(m.signal_duration.clone()))?;
         registry.register(Box::new(m.round_duration.clone()))?;
@@ -125,6 +135,9 @@ impl AutoscaleMetrics {
         for direction in ["out", "in"] {
             m.scale_events.with_label_values(&[direction]);
         }
+        for outcome in ["ranked", "failed"] {
+            m.scale_in_rankings.with_label_values(&[outcome]);
+        }
         for kind in SignalError::KINDS {
             m.signal_errors.with_label_values(&[kind]);
         }
@@ -138,6 +151,12 @@ impl AutoscaleMetrics {
             let direction = if to > from { "out" } else { "in" };
             self.scale_events.with_label_values(&[direction]).inc();
         }
+    }
+
+    /// Counts one ranking of pong's pods before a scale-in step.
+    pub fn ranked(&self, ok: bool) {
+        let outcome = if ok { "ranked" } else { "failed" };
+        self.scale_in_rankings.with_label_values(&[outcome]).inc();
     }
 
     /// Counts a failed read.

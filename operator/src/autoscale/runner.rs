@@ -313,7 +313,9 @@ impl Autoscaler {
                 .map_err(|e| format!("cannot annotate pong's pods: {}", crate::error::chain(&e)))?;
             Ok::<_, String>(costs)
         };
-        match ranked.await {
+        let ranked = ranked.await;
+        self.metrics.ranked(ranked.is_ok());
+        match ranked {
             Ok(costs) => match deletion_cost::least_busy(&costs) {
                 Some((pod, held)) => {
                     tracing::info!(stack = %stack.name_any(), namespace = %namespace, pod, held, pods = costs.len(), "pod deletion costs set before scale-in");
