@@ -41,6 +41,10 @@ for tool in buildah debootstrap catatonit; do
   command -v "$tool" >/dev/null || die "$tool is not installed (Debian: apt-get install buildah debootstrap catatonit)"
 done
 mkdir -p "$cache/archives"
+# One build at a time on this machine (make cluster, the e2e suite and CI may overlap): they share
+# buildah's store, and bud below removes the containers that appear while it builds.
+exec 9>"$cache/.build.lock"
+flock 9
 : >"$out.tmp"
 
 have_image() { buildah inspect --type image "$1" >/dev/null 2>&1; }
@@ -96,13 +100,21 @@ fi
 record pause "$pause_ref"
 
 # bud NAME CONTEXT FILE TARGET REF [BUILD-ARG...]: build with the layer cache, never pulling.
+# buildah 1.28 (bookworm) leaves behind the working container it mounts for each
+# `COPY --from=<stage>`: a full copy of that stage's image per build (about 0.7 GB for the
+# binaries stage), which filled the disk after a few dozen builds. The containers that appear
+# during the build are removed afterwards (builds are serialized by the lock above).
 bud() {
-  local name=$1 context=$2 file=$3 target=$4 ref=$5 args=() a
+  local name=$1 context=$2 file=$3 target=$4 ref=$5 args=() a before status=0
   shift 5
   for a in "$@"; do args+=(--build-arg "$a"); done
   [ -n "$target" ] && args+=(--target "$target")
+  before=$(buildah containers -q --notruncate | sort)
   buildah bud -q --pull=never --network=host --layers --format=oci "${args[@]}" \
-    -f "$file" -t "$ref" "$context" >"$cache/$name.build.log" 2>&1 ||
+    -f "$file" -t "$ref" "$context" >"$cache/$name.build.log" 2>&1 || status=$?
+  comm -13 <(printf '%s\n' "$before") <(buildah containers -q --notruncate | sort) |
+    xargs -r buildah rm >/dev/null 2>&1 || say "could not remove the build's leftover containers"
+  [ "$status" = 0 ] ||
     { tail -n 30 "$cache/$name.build.log" >&2; die "building $ref failed; see $cache/$name.build.log"; }
 }
 

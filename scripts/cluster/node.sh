@@ -226,7 +226,12 @@ import_images() {
   while read -r name ref archive; do
     id=$(basename "$archive" .tar)
     mark="$node/imported/$name"
-    [ -f "$mark" ] && [ "$(cat "$mark")" = "$id" ] && continue
+    # The mark alone is not enough: under disk pressure the kubelet deletes images it does not
+    # use, which would leave every new pod in ImagePullBackOff (no registry to pull from).
+    if [ -f "$mark" ] && [ "$(cat "$mark")" = "$id" ] &&
+      ctr --address "$run/containerd.sock" -n k8s.io images ls -q "name==$ref" 2>/dev/null | grep -qxF "$ref"; then
+      continue
+    fi
     # ctr warns about cgroup v1 on every call: its output only matters when the import fails.
     if ! err=$(ctr --address "$run/containerd.sock" -n k8s.io images import --local "$archive" 2>&1 >/dev/null); then
       printf '%s\n' "$err" >&2
