@@ -52,6 +52,11 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// The API server refused an apply as invalid (422), e.g. a change to an immutable field.
+fn is_invalid(e: &Error) -> bool {
+    matches!(e, Error::Apply { source: kube::Error::Api(s), .. } if s.code == 422)
+}
+
 impl<'a> Applier<'a> {
     /// An applier for the children of the stack `stack` (uid `stack_uid`) in `namespace`; kinds
     /// of optional APIs not in `served` are never listed, and kinds with a listed cache in
@@ -137,16 +142,17 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Applies a StatefulSet. One with claim templates that exists already keeps the templates
-    /// it was created with ([`keep_claim_templates`]): Kubernetes refuses any change to them,
-    /// their labels included, so a label that changed between releases would otherwise fail
-    /// every apply of it (image upgrades included) with a 422. Costs one read of such a
-    /// StatefulSet.
+    /// Applies a StatefulSet. When the API server refuses it (422) and it has claim templates,
+    /// the apply is tried once more with the templates the live StatefulSet was created with
+    /// ([`keep_claim_templates`]): Kubernetes refuses any change to them, their labels included,
+    /// so a label that changed between releases would otherwise fail every apply of it (image
+    /// upgrades included). The read happens only after such a refusal, never on the usual path.
     async fn apply_statefulset(&self, desired: &StatefulSet) -> Result<StatefulSet, Error> {
         let kind = ChildKind::StatefulSet;
-        if claim_templates(desired).is_none() {
-            return self.apply_typed(desired, kind).await;
-        }
+        let refused = match self.apply_typed(desired, kind).await {
+            Err(error) if is_invalid(&error) && claim_templates(desired).is_some() => error,
+            result => return result,
+        };
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), self.namespace);
         let name = desired.name_any();
         let live = api.get_opt(&name).await.map_err(|source| Error::Read {
@@ -156,7 +162,7 @@ impl<'a> Applier<'a> {
         })?;
         match keep_claim_templates(desired, live.as_ref()) {
             Some(kept) => self.apply_typed(&kept, kind).await,
-            None => self.apply_typed(desired, kind).await,
+            None => Err(refused),
         }
     }
 
