@@ -278,22 +278,8 @@ up() {
   start_bg apiserver-relay socat "TCP-LISTEN:$APISERVER_PORT,bind=$NODE_HOST_IP,fork,reuseaddr" \
     "TCP:127.0.0.1:$APISERVER_PORT"
   # The `kubernetes` Service leads to the relay (the API server's own endpoint reconciler is off).
-  kubectl apply -f - >/dev/null <<EOF
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: kubernetes-pingpong-node
-  namespace: default
-  labels:
-    kubernetes.io/service-name: kubernetes
-    endpointslice.kubernetes.io/managed-by: pingpong-cluster
-addressType: IPv4
-endpoints:
-  - addresses: ["$NODE_HOST_IP"]
-    conditions: {ready: true}
-ports:
-  - {name: https, port: $APISERVER_PORT, protocol: TCP}
-EOF
+  host_endpoint_slice default kubernetes-pingpong-node kubernetes https "$APISERVER_PORT" |
+    kubectl apply -f - >/dev/null
 
   step "containerd $CONTAINERD_VERSION (runc $(runc --version | sed -n '1s/runc version //p'))"
   start_bg containerd nsenter --net="$netns_path" -- containerd --config "$node/containerd.toml"
@@ -368,22 +354,30 @@ spec:
   ports:
     - {name: otlp-http, port: 4318, protocol: TCP}
 ---
+$(host_endpoint_slice observability jaeger-host jaeger otlp-http "$JAEGER_OTLP_PORT")
+EOF
+  echo "http://$NODE_HOST_IP:$JAEGER_QUERY_PORT" >"$CLUSTER_DIR/jaeger-url"
+}
+
+# host_endpoint_slice NAMESPACE NAME SERVICE PORT_NAME PORT: the EndpointSlice (YAML on stdout)
+# that leads the selector-less Service SERVICE to PORT on the host end of the node's link.
+host_endpoint_slice() {
+  cat <<EOF
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: jaeger-host
-  namespace: observability
+  name: $2
+  namespace: $1
   labels:
-    kubernetes.io/service-name: jaeger
+    kubernetes.io/service-name: $3
     endpointslice.kubernetes.io/managed-by: pingpong-cluster
 addressType: IPv4
 endpoints:
   - addresses: ["$NODE_HOST_IP"]
     conditions: {ready: true}
 ports:
-  - {name: otlp-http, port: $JAEGER_OTLP_PORT, protocol: TCP}
+  - {name: $4, port: $5, protocol: TCP}
 EOF
-  echo "http://$NODE_HOST_IP:$JAEGER_QUERY_PORT" >"$CLUSTER_DIR/jaeger-url"
 }
 
 node_ready() {
