@@ -37,8 +37,8 @@ say() { printf '  [images] %s\n' "$*" >&2; }
 die() { printf 'images: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "building images needs root (debootstrap, buildah): run as root or through sudo"
-for tool in buildah debootstrap catatonit; do
-  command -v "$tool" >/dev/null || die "$tool is not installed (Debian: apt-get install buildah debootstrap catatonit)"
+for tool in buildah debootstrap catatonit objcopy; do
+  command -v "$tool" >/dev/null || die "$tool is not installed (Debian: apt-get install buildah debootstrap catatonit binutils)"
 done
 mkdir -p "$cache/archives"
 # One build at a time on this machine (make cluster, the e2e suite and CI may overlap): they share
@@ -171,7 +171,12 @@ esac
 context=$(mktemp -d "${TMPDIR:-/tmp}/pingpong-context.XXXXXX")
 trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/prebuilt"
-cp "$target_dir/$profile/ping" "$target_dir/$profile/pong" "$target_dir/$profile/pingpong-operator" "$context/prebuilt/"
+# Without debug sections (symbols stay, so backtraces keep function names): the images, their
+# archives and every node's containerd store each hold a copy.
+for bin in ping pong pingpong-operator; do
+  objcopy --strip-debug "$target_dir/$profile/$bin" "$context/prebuilt/$bin" ||
+    die "could not copy $target_dir/$profile/$bin (objcopy --strip-debug)"
+done
 for target in ping pong operator; do
   say "localhost/pingpong/$target:$version (Dockerfile --target $target)"
   bud "$target" "$context" Dockerfile "$target" "localhost/pingpong/$target:$version" \
@@ -213,3 +218,6 @@ mv "$out.tmp" "$out"
 find "$cache/archives" -maxdepth 1 -name '*.tar' -mmin +60 -print | while read -r archive; do
   grep -qF " $archive" "$out" || rm -f "$archive"
 done
+# Images no tag names any more (the previous build of ping, pong or the operator, and the stage
+# that held the binaries): still under the lock, so no other build is using them.
+buildah rmi --prune >/dev/null 2>&1 || say "warning: buildah rmi --prune failed (old images stay in its store)"

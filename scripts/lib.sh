@@ -17,6 +17,12 @@ fail() {
   exit 1
 }
 
+# disk_free [PATH]: the space left on PATH's file system (default the current directory), e.g.
+# "38G free on /".
+disk_free() {
+  df -h --output=avail,target "${1:-.}" | awk 'NR == 2 { print $1 " free on " $2 }'
+}
+
 # have TOOL: true when TOOL is an executable file on PATH. (`command -v` alone also reports a file
 # that exists but cannot be executed.)
 have() {

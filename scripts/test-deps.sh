@@ -8,7 +8,7 @@
 #                nginx-light
 #   tools        python3 + venv, make, a C compiler, curl, shellcheck, wrk, jq, openssl
 #   real node    runc, containernetworking-plugins, buildah, debootstrap, iptables, conntrack,
-#                catatonit, socat, util-linux (nsenter) — only when the e2e suite's real node runs
+#                catatonit, socat, util-linux (nsenter), binutils (objcopy) — only when the e2e suite's real node runs
 #                (root, CLUSTER_REAL_NODE not 0)
 #
 # The Rust toolchain and Go are not Debian packages of a usable version: their absence stops
@@ -55,6 +55,7 @@ if ((EUID == 0)) && [[ ${CLUSTER_REAL_NODE:-} != 0 ]]; then
   have catatonit || pkgs+=(catatonit)
   have socat || pkgs+=(socat)
   have nsenter || pkgs+=(util-linux)
+  have objcopy || pkgs+=(binutils)
 fi
 
 ((${#pkgs[@]} == 0)) || install_packages "make test" "${pkgs[@]}"
