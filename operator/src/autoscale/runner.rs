@@ -269,17 +269,21 @@ impl Autoscaler {
     /// Where `stack`'s queue is read.
     fn target(&self, stack: &PingPongStack) -> Target {
         let queue = &stack.spec.rabbitmq.queue;
-        match &self.settings.management_url {
+        let target = match &self.settings.management_url {
             Some(base_url) => Target {
                 base_url: base_url.clone(),
                 queue: queue.clone(),
+                partitions: 1,
             },
             None => Target::in_cluster(
                 &ChildNames::new(&stack.name_any(), None).rabbitmq,
                 &stack.namespace().unwrap_or_default(),
                 queue,
             ),
-        }
+        };
+        // Validated (1 to 32) before any stack is autoscaled; the schema bounds it too.
+        let partitions = stack.spec.rabbitmq.partitions.unwrap_or(1);
+        target.with_partitions(u8::try_from(partitions).unwrap_or(1))
     }
 
     /// Before a scale-in step: sets each pong pod's deletion cost to the messages it holds (one
