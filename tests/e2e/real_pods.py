@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -19,6 +20,8 @@ import requests
 from e2e_helpers import Cluster, eventually, stack_doc
 
 GATEWAY = {"name": "public", "namespace": "gateway-system"}
+# The node the real pods run on (scripts/cluster/node.sh).
+REAL_NODE = "pingpong-node"
 # Upper bounds of one load run: it stops at whichever comes first (or when told to). The load is
 # paced (LOAD_PACE_SECONDS between requests) so that the time bound, not the count, ends a run
 # however fast the machine is: an unpaced run of 3,000 requests ended in CI before a rollout had
@@ -113,7 +116,7 @@ def real_stack(cluster: Cluster, ns: str, name: str, spec: dict[str, Any], timeo
                                    "gateway": {"parentRef": GATEWAY, "hostname": host}}), ns)
     cluster.wait_ready(ns, name, timeout=timeout)
     for pod in cluster.get("pods", namespace=ns)["items"]:
-        assert pod["spec"]["nodeName"] == "pingpong-node", pod["metadata"]["name"]
+        assert pod["spec"]["nodeName"] == REAL_NODE, pod["metadata"]["name"]
     return host
 
 
@@ -138,3 +141,31 @@ def ready_pods(cluster: Cluster, ns: str, component: str) -> list[dict[str, Any]
 
 def exec_in(cluster: Cluster, ns: str, pod: str, *command: str, timeout: float = 60) -> str:
     return cluster.kubectl("-n", ns, "exec", pod, "--", *command, timeout=timeout).stdout
+
+
+def local_volumes(cluster: Cluster, ns: str, storage_class: str, count: int) -> list[str]:
+    """`count` local PersistentVolumes of 1Gi on the real node, in the class `storage_class`, as an
+    administrator provisions local disks (the real node has no volume provisioner of its own);
+    their directories live under the cluster's node directory, which `make cluster-down` removes.
+    Delete them (`kubectl delete pv`) once the namespace is gone."""
+    names = []
+    for i in range(count):
+        path = Path(cluster.state_dir) / "node" / "local-volumes" / ns / f"broker-{i}"
+        path.mkdir(parents=True, exist_ok=True)
+        name = f"{ns}-broker-{i}"
+        cluster.apply({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name, "labels": {"pingpong.dev/e2e": ns}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": storage_class,
+                "volumeMode": "Filesystem",
+                "local": {"path": str(path.resolve())},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [REAL_NODE]}]}]}},
+            },
+        })
+        names.append(name)
+    return names
