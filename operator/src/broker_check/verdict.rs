@@ -149,6 +149,8 @@ pub fn observe(
             "{} ready broker pod(s) see one cluster with every ready node running{unread_note}",
             ready.len()
         ))
+    } else if ready.is_empty() {
+        Observation::Unknown("no broker pod is ready; nothing to compare".to_owned())
     } else {
         Observation::Unknown(format!(
             "the cluster view of no ready broker pod could be read{unread_note}"

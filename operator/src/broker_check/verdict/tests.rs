@@ -117,6 +117,12 @@ fn views_to_observations() {
             "unknown",
         ),
         (
+            "no pod ready (a namespace being deleted)",
+            vec![false, false, false],
+            vec![],
+            "unknown",
+        ),
+        (
             "a stale member after a scale-down does not count",
             vec![true, true],
             vec![(0, view(&[0, 1], &[2])), (1, view(&[0, 1], &[2]))],
