@@ -116,7 +116,7 @@ def real_stack(cluster: Cluster, ns: str, name: str, spec: dict[str, Any], timeo
                                    "gateway": {"parentRef": GATEWAY, "hostname": host}}), ns)
     cluster.wait_ready(ns, name, timeout=timeout)
     for pod in cluster.get("pods", namespace=ns)["items"]:
-        assert pod["spec"]["nodeName"] == REAL_NODE, pod["metadata"]["name"]
+        assert pod["spec"]["nodeName"] == "pingpong-node", pod["metadata"]["name"]
     return host
 
 
@@ -143,16 +143,16 @@ def exec_in(cluster: Cluster, ns: str, pod: str, *command: str, timeout: float =
     return cluster.kubectl("-n", ns, "exec", pod, "--", *command, timeout=timeout).stdout
 
 
-def local_volumes(cluster: Cluster, ns: str, storage_class: str, count: int) -> list[str]:
-    """`count` local PersistentVolumes of 1Gi on the real node, in the class `storage_class`, as an
-    administrator provisions local disks (the real node has no volume provisioner of its own);
-    their directories live under the cluster's node directory, which `make cluster-down` removes.
-    Delete them (`kubectl delete pv`) once the namespace is gone."""
+def local_volumes(cluster: Cluster, ns: str, storage_class: str, count: int, prefix: str) -> list[str]:
+    """`count` local PersistentVolumes of 1Gi on the real node, in the class `storage_class`
+    (the node has no provisioner; kwok's default class writes hostPath volumes the kubelet creates
+    root-owned). Named `<ns>-<prefix>-<i>`, under the cluster's node directory; the caller
+    deletes them (released once the namespace and its claims are gone)."""
     names = []
     for i in range(count):
-        path = Path(cluster.state_dir) / "node" / "local-volumes" / ns / f"broker-{i}"
+        path = Path(cluster.state_dir) / "node" / "local-volumes" / ns / f"{prefix}-{i}"
         path.mkdir(parents=True, exist_ok=True)
-        name = f"{ns}-broker-{i}"
+        name = f"{ns}-{prefix}-{i}"
         cluster.apply({
             "apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": name, "labels": {"pingpong.dev/e2e": ns}},

@@ -70,7 +70,7 @@ def test_a_three_node_broker_forms_one_cluster_and_loses_a_pod_under_load(cluste
     url = cluster.gateway_url
     assert url is not None
     storage_class = f"e2e-local-{ns}"
-    volumes = local_volumes(cluster, ns, storage_class, REPLICAS)
+    volumes = local_volumes(cluster, ns, storage_class, REPLICAS, "broker")
     try:
         _scenario(cluster, ns, name, url, storage_class)
     finally:

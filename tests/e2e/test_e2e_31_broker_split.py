@@ -55,7 +55,7 @@ def test_a_broker_node_alone_in_its_own_cluster_makes_the_stack_not_ready(cluste
                                                                            real_ns: str) -> None:
     ns, name = real_ns, "split"
     storage_class = f"e2e-local-{ns}"
-    volumes = local_volumes(cluster, ns, storage_class, REPLICAS)
+    volumes = local_volumes(cluster, ns, storage_class, REPLICAS, "broker")
     try:
         _scenario(cluster, ns, name, storage_class)
     finally:
