@@ -237,8 +237,21 @@ fn children_watch() -> watcher::Config {
     watcher::Config::default().labels(&labels::managed_by_selector())
 }
 
-/// Watches one child kind, metadata only, into its cache in `caches`; every event triggers the
-/// reconcile of the owning stack.
+/// The API one child kind is watched through. Its type is [`CachedChild`], a
+/// `PartialObjectMeta`, so its lists and watches are metadata-only on the wire: kube (3.1 and
+/// later) sends `Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` for
+/// every `Api<PartialObjectMeta<K>>` (what the deprecated `metadata_watcher` did), and the API
+/// server sends only metadata. `child_watches_are_metadata_only` below proves it on the requests.
+fn child_api(client: &Client, namespace: Option<&str>, kind: ChildKind) -> Api<CachedChild> {
+    let resource = kind.api_resource();
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// Watches one child kind, metadata only ([`child_api`]), into its cache in `caches`; every
+/// event triggers the reconcile of the owning stack.
 fn own_kind(
     controller: Controller<DeserializeGuard<PingPongStack>>,
     client: &Client,
@@ -247,11 +260,7 @@ fn own_kind(
     caches: &mut ChildCaches,
 ) -> Controller<DeserializeGuard<PingPongStack>> {
     let resource = kind.api_resource();
-    // An Api of PartialObjectMeta makes metadata-only lists and watches.
-    let api: Api<CachedChild> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
+    let api = child_api(client, namespace, kind);
     let writer = reflector::store::Writer::<CachedChild>::new(resource.clone());
     let listed = caches.insert(kind, writer.as_reader());
     let stream = watcher::watcher(api, children_watch())
@@ -479,7 +488,67 @@ async fn run_controller(
 
 #[cfg(test)]
 mod tests {
-    use super::{restart_after, run_unless_lost, stack_changed};
+    use super::{child_api, children_watch, restart_after, run_unless_lost, stack_changed};
+    use crate::reconcile::desired::ChildKind;
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn child_watches_are_metadata_only() {
+        // Every request's path and Accept header; each answered with an empty list, so the
+        // watcher lists and then watches.
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let record = seen.clone();
+        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+            let accept = request
+                .headers()
+                .get(axum::http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let path = request.uri().to_string();
+            record.lock().unwrap().push((path, accept));
+            let body = r#"{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"1"},"items":[]}"#;
+            futures::future::ready(Ok::<_, std::convert::Infallible>(
+                axum::http::Response::new(kube::client::Body::from(body.as_bytes().to_vec())),
+            ))
+        });
+        let client = kube::Client::new(service, "default");
+        for kind in [
+            ChildKind::StatefulSet,
+            ChildKind::Deployment,
+            ChildKind::Service,
+        ] {
+            let stream = watcher::watcher(child_api(&client, None, kind), children_watch());
+            let mut stream = Box::pin(stream);
+            // Init, the list's page, InitDone: then the watch request.
+            for _ in 0..4 {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await;
+            }
+        }
+        let seen = seen.lock().unwrap().clone();
+        let lists = seen
+            .iter()
+            .filter(|(path, _)| !path.contains("watch=true"))
+            .count();
+        let watches = seen
+            .iter()
+            .filter(|(path, _)| path.contains("watch=true"))
+            .count();
+        assert!(lists >= 3 && watches >= 3, "{seen:?}");
+        for (path, accept) in &seen {
+            assert!(
+                accept.contains("as=PartialObjectMetadata") && accept.contains("g=meta.k8s.io"),
+                "{path}: Accept {accept:?}"
+            );
+            assert!(
+                path.contains("labelSelector="),
+                "{path}: only labelled children"
+            );
+        }
+    }
     use crate::crd::{
         AutoscalingStatus, PingPongStack, PingPongStackSpec, PingPongStackStatus, PongAutoscaling,
     };
