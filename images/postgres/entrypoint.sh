@@ -2,12 +2,16 @@
 # Start PostgreSQL like the upstream image does for the settings the operator uses: on an empty
 # PGDATA run initdb with POSTGRES_USER and the password from POSTGRES_PASSWORD_FILE, create
 # POSTGRES_DB, allow password (scram-sha-256) logins over TCP; then exec the server.
+# A kept data directory gets mode 0700 back first, as the upstream image's entrypoint does: the
+# kubelet's fsGroup ownership change on a persistent volume makes it group-writable, and the
+# server refuses to start on such a directory.
 set -eu
 if [ "${1:-}" != postgres ]; then exec "$@"; fi
 shift
 : "${PGDATA:?PGDATA is not set}"
 user=${POSTGRES_USER:-postgres}
 db=${POSTGRES_DB:-$user}
+if [ -d "$PGDATA" ]; then chmod 0700 "$PGDATA"; fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   [ -n "${POSTGRES_PASSWORD_FILE:-}" ] && [ -s "$POSTGRES_PASSWORD_FILE" ] ||
     { echo "postgres-entrypoint: POSTGRES_PASSWORD_FILE must name a non-empty file" >&2; exit 1; }

@@ -237,8 +237,21 @@ fn children_watch() -> watcher::Config {
     watcher::Config::default().labels(&labels::managed_by_selector())
 }
 
-/// Watches one child kind, metadata only, into its cache in `caches`; every event triggers the
-/// reconcile of the owning stack.
+/// The API one child kind is watched through. Its type is [`CachedChild`], a
+/// `PartialObjectMeta`, so its lists and watches are metadata-only on the wire: kube (3.1 and
+/// later) sends `Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` for
+/// every `Api<PartialObjectMeta<K>>` (what the deprecated `metadata_watcher` did), and the API
+/// server sends only metadata. `child_watches_are_metadata_only` below proves it on the requests.
+fn child_api(client: &Client, namespace: Option<&str>, kind: ChildKind) -> Api<CachedChild> {
+    let resource = kind.api_resource();
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// Watches one child kind, metadata only ([`child_api`]), into its cache in `caches`; every
+/// event triggers the reconcile of the owning stack.
 fn own_kind(
     controller: Controller<DeserializeGuard<PingPongStack>>,
     client: &Client,
@@ -247,11 +260,7 @@ fn own_kind(
     caches: &mut ChildCaches,
 ) -> Controller<DeserializeGuard<PingPongStack>> {
     let resource = kind.api_resource();
-    // An Api of PartialObjectMeta makes metadata-only lists and watches.
-    let api: Api<CachedChild> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
+    let api = child_api(client, namespace, kind);
     let writer = reflector::store::Writer::<CachedChild>::new(resource.clone());
     let listed = caches.insert(kind, writer.as_reader());
     let stream = watcher::watcher(api, children_watch())
@@ -291,7 +300,8 @@ fn owns_children(
 /// What a stack event must change to trigger a reconcile: its generation (the spec), labels,
 /// annotations (`kubectl annotate pps NAME reconcile=...` forces one), deletion, or the one part
 /// of the status the reconcile reads as input: the pong replicas an autoscaled stack applies
-/// (the autoscaler's decision in `status.autoscaling`). Never the rest of the status.
+/// (the autoscaler's decision in `status.autoscaling`) and whether the broker check found the
+/// broker split (`status.brokerCluster`). Never the rest of the status.
 pub fn stack_changed(stack: &DeserializeGuard<PingPongStack>) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = stack.meta();
@@ -308,6 +318,15 @@ pub fn stack_changed(stack: &DeserializeGuard<PingPongStack>) -> Option<u64> {
         .as_ref()
         .ok()
         .map(crate::autoscale::applied_replicas)
+        .hash(&mut hasher);
+    // The broker check's verdict decides Ready: a split found or healed must reach it.
+    stack
+        .0
+        .as_ref()
+        .ok()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.broker_cluster.as_ref())
+        .map(|b| b.state == crate::crd::BrokerClusterState::Partitioned)
         .hash(&mut hasher);
     Some(hasher.finish())
 }
@@ -414,6 +433,10 @@ async fn run_controller(
         config.autoscale.clone(),
     );
     tokio::spawn(autoscaler.run(store.clone(), restart.clone()));
+    // The same for the broker membership check of clustered brokers.
+    let broker_check =
+        crate::broker_check::runner::BrokerCheck::new(client.clone(), context.recorder.clone());
+    tokio::spawn(broker_check.run(store.clone(), restart.clone()));
     let synced = store.clone();
     tokio::spawn(async move {
         // The store's readiness is a one-shot channel that wakes only the waiter that polled it
@@ -465,7 +488,67 @@ async fn run_controller(
 
 #[cfg(test)]
 mod tests {
-    use super::{restart_after, run_unless_lost, stack_changed};
+    use super::{child_api, children_watch, restart_after, run_unless_lost, stack_changed};
+    use crate::reconcile::desired::ChildKind;
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn child_watches_are_metadata_only() {
+        // Every request's path and Accept header; each answered with an empty list, so the
+        // watcher lists and then watches.
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let record = seen.clone();
+        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+            let accept = request
+                .headers()
+                .get(axum::http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let path = request.uri().to_string();
+            record.lock().unwrap().push((path, accept));
+            let body = r#"{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"1"},"items":[]}"#;
+            futures::future::ready(Ok::<_, std::convert::Infallible>(
+                axum::http::Response::new(kube::client::Body::from(body.as_bytes().to_vec())),
+            ))
+        });
+        let client = kube::Client::new(service, "default");
+        for kind in [
+            ChildKind::StatefulSet,
+            ChildKind::Deployment,
+            ChildKind::Service,
+        ] {
+            let stream = watcher::watcher(child_api(&client, None, kind), children_watch());
+            let mut stream = Box::pin(stream);
+            // Init, the list's page, InitDone: then the watch request.
+            for _ in 0..4 {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await;
+            }
+        }
+        let seen = seen.lock().unwrap().clone();
+        let lists = seen
+            .iter()
+            .filter(|(path, _)| !path.contains("watch=true"))
+            .count();
+        let watches = seen
+            .iter()
+            .filter(|(path, _)| path.contains("watch=true"))
+            .count();
+        assert!(lists >= 3 && watches >= 3, "{seen:?}");
+        for (path, accept) in &seen {
+            assert!(
+                accept.contains("as=PartialObjectMetadata") && accept.contains("g=meta.k8s.io"),
+                "{path}: Accept {accept:?}"
+            );
+            assert!(
+                path.contains("labelSelector="),
+                "{path}: only labelled children"
+            );
+        }
+    }
     use crate::crd::{
         AutoscalingStatus, PingPongStack, PingPongStackSpec, PingPongStackStatus, PongAutoscaling,
     };

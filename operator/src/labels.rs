@@ -27,6 +27,10 @@ pub const MANAGED_BY: &str = "pingpong-operator";
 /// Pod-template annotation with the sha256 of the container's effective configuration; a change
 /// rolls the pods.
 pub const CONFIG_HASH: &str = "pingpong.dev/config-hash";
+/// Pod-template annotation with the sha256 of the Secret keys the pod reads (a digest of their
+/// digests, never a value); a changed or regenerated Secret rolls exactly the workloads that
+/// read it.
+pub const SECRET_DIGEST: &str = "pingpong.dev/secret-digest";
 /// Annotation on an existing object that nothing controls, naming the stack that may adopt it
 /// (`pingpong.dev/adopt: <stack>`). Without it the operator never writes an object of a child's
 /// name that the stack does not control.

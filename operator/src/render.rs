@@ -105,7 +105,7 @@ pub fn render(
         credentials::generate,
         credentials::generate_password,
     )
-    .with_existing(credentials, find(&names.rabbitmq_definitions));
+    .with_existing(&validated, &secrets);
     let documents = build_desired(&validated, &inputs).to_yaml_documents()?;
     Ok(join_documents(&documents))
 }

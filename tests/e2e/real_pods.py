@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -19,6 +20,8 @@ import requests
 from e2e_helpers import Cluster, eventually, stack_doc
 
 GATEWAY = {"name": "public", "namespace": "gateway-system"}
+# The node the real pods run on (scripts/cluster/node.sh).
+REAL_NODE = "pingpong-node"
 # Upper bounds of one load run: it stops at whichever comes first (or when told to). The load is
 # paced (LOAD_PACE_SECONDS between requests) so that the time bound, not the count, ends a run
 # however fast the machine is: an unpaced run of 3,000 requests ended in CI before a rollout had
@@ -138,3 +141,31 @@ def ready_pods(cluster: Cluster, ns: str, component: str) -> list[dict[str, Any]
 
 def exec_in(cluster: Cluster, ns: str, pod: str, *command: str, timeout: float = 60) -> str:
     return cluster.kubectl("-n", ns, "exec", pod, "--", *command, timeout=timeout).stdout
+
+
+def local_volumes(cluster: Cluster, ns: str, storage_class: str, count: int, prefix: str) -> list[str]:
+    """`count` local PersistentVolumes of 1Gi on the real node, in the class `storage_class`
+    (the node has no provisioner; kwok's default class writes hostPath volumes the kubelet creates
+    root-owned). Named `<ns>-<prefix>-<i>`, under the cluster's node directory; the caller
+    deletes them (released once the namespace and its claims are gone)."""
+    names = []
+    for i in range(count):
+        path = Path(cluster.state_dir) / "node" / "local-volumes" / ns / f"{prefix}-{i}"
+        path.mkdir(parents=True, exist_ok=True)
+        name = f"{ns}-{prefix}-{i}"
+        cluster.apply({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name, "labels": {"pingpong.dev/e2e": ns}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": storage_class,
+                "volumeMode": "Filesystem",
+                "local": {"path": str(path.resolve())},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [REAL_NODE]}]}]}},
+            },
+        })
+        names.append(name)
+    return names

@@ -30,40 +30,13 @@ import json
 import re
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from e2e_helpers import Cluster, eventually, unique
-from real_pods import Load, exec_in, pods, post_ok, ready_pods, real_stack, stored_message_list
+from real_pods import (Load, exec_in, local_volumes, pods, post_ok, ready_pods, real_stack,
+                       stored_message_list)
 
 REPLICAS = 3
-# The node the real pods run on (scripts/cluster/node.sh).
-REAL_NODE = "pingpong-node"
-
-
-def _local_volumes(cluster: Cluster, ns: str, storage_class: str, count: int) -> list[str]:
-    """`count` local PersistentVolumes of 1Gi on the real node, in the class `storage_class`."""
-    names = []
-    for i in range(count):
-        path = Path(cluster.state_dir) / "node" / "local-volumes" / ns / f"broker-{i}"
-        path.mkdir(parents=True, exist_ok=True)
-        name = f"{ns}-broker-{i}"
-        cluster.apply({
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": name, "labels": {"pingpong.dev/e2e": ns}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": storage_class,
-                "volumeMode": "Filesystem",
-                "local": {"path": str(path.resolve())},
-                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [REAL_NODE]}]}]}},
-            },
-        })
-        names.append(name)
-    return names
 
 
 def _node_names(name: str, ns: str) -> set[str]:
@@ -97,7 +70,7 @@ def test_a_three_node_broker_forms_one_cluster_and_loses_a_pod_under_load(cluste
     url = cluster.gateway_url
     assert url is not None
     storage_class = f"e2e-local-{ns}"
-    volumes = _local_volumes(cluster, ns, storage_class, REPLICAS)
+    volumes = local_volumes(cluster, ns, storage_class, REPLICAS, "broker")
     try:
         _scenario(cluster, ns, name, url, storage_class)
     finally:

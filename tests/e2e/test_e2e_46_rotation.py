@@ -32,11 +32,12 @@ def _definitions(cluster: Cluster, ns: str, stack: str) -> dict[str, Any] | None
 
 
 def _hashes(cluster: Cluster, ns: str, stack: str) -> dict[str, str]:
+    """What rolls each workload: its pod template's Secret digest (the credentials' content)."""
     out = {}
     for kind, name in [("statefulset", f"{stack}-rabbitmq"), ("deployment", f"{stack}-ping"),
                        ("deployment", f"{stack}-pong")]:
         obj = cluster.get(kind, name, ns)
-        out[name] = obj["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/config-hash"]
+        out[name] = obj["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/secret-digest"]
     return out
 
 

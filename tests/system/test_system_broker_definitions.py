@@ -67,10 +67,12 @@ def secret_yaml(name: str, data: dict[str, str]) -> str:
                            "type": "Opaque", "data": encoded})
 
 
-def config_hash(docs: list[dict[str, Any]], kind: str, name: str) -> str:
+def rollout_keys(docs: list[dict[str, Any]], kind: str, name: str) -> tuple[str, str]:
+    """What rolls a workload: its configuration hash and its Secret digest."""
     obj = find(docs, kind, name)
     assert obj is not None, f"{kind}/{name} not rendered"
-    return obj["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/config-hash"]
+    annotations = obj["spec"]["template"]["metadata"]["annotations"]
+    return annotations["pingpong.dev/config-hash"], annotations["pingpong.dev/secret-digest"]
 
 
 class RenderedBroker(PrivateBroker):
@@ -169,24 +171,27 @@ def test_a_changed_credentials_secret_updates_the_broker_user(node: RenderedBrok
     assert_login(bins, node.port, user, password1, ok=True)
     assert_login(bins, node.port, "guest", "guest", ok=False)
 
-    # The next reconcile reads the Secret it created: nothing rolls.
+    # The next reconcile reads the Secrets it created: nothing rolls.
     observed1 = secret_yaml("rot-rabbitmq-credentials", {"username": user, "password": password1})
-    steady = render(observed1)
+    cookie = find(first, "Secret", "rot-rabbitmq-erlang-cookie")
+    assert cookie is not None
+    observed_cookie = yaml.safe_dump(cookie)
+    steady = render(observed1, observed_cookie)
     assert find(steady, "Secret", "rot-rabbitmq-credentials") is None, "an existing Secret is never written"
     for kind, name in [("StatefulSet", "rot-rabbitmq"), ("Deployment", "rot-ping"),
                        ("Deployment", "rot-pong")]:
-        assert config_hash(steady, kind, name) == config_hash(first, kind, name), name
+        assert rollout_keys(steady, kind, name) == rollout_keys(first, kind, name), name
 
     # Rotation: only the Secret's password changes.
     password2 = f"rotated-{uuid.uuid4().hex}"
     observed2 = secret_yaml("rot-rabbitmq-credentials", {"username": user, "password": password2})
     definitions1 = find(steady, "Secret", "rot-rabbitmq-definitions")
     assert definitions1 is not None
-    rotated = render(observed2, yaml.safe_dump(definitions1))
+    rotated = render(observed2, yaml.safe_dump(definitions1), observed_cookie)
     # The broker pods and ping/pong all roll in the same apply (their hashes follow the digest).
     for kind, name in [("StatefulSet", "rot-rabbitmq"), ("Deployment", "rot-ping"),
                        ("Deployment", "rot-pong")]:
-        assert config_hash(rotated, kind, name) != config_hash(steady, kind, name), name
+        assert rollout_keys(rotated, kind, name) != rollout_keys(steady, kind, name), name
     for doc in rotated:
         if doc["kind"] != "Secret":
             assert password2 not in json.dumps(doc), f"{doc['kind']} carries the password"
@@ -205,7 +210,7 @@ def test_a_changed_credentials_secret_updates_the_broker_user(node: RenderedBrok
     observed3 = secret_yaml("rot-rabbitmq-credentials", {"username": user3, "password": password3})
     definitions2 = find(rotated, "Secret", "rot-rabbitmq-definitions")
     assert definitions2 is not None
-    renamed = render(observed3, yaml.safe_dump(definitions2))
+    renamed = render(observed3, yaml.safe_dump(definitions2), observed_cookie)
     declared = node.write_definitions(renamed)
     assert [u["name"] for u in declared["users"]] == [user3, user]
     node.restart()

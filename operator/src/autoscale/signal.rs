@@ -282,6 +282,20 @@ impl ManagementClient {
         }
     }
 
+    /// The body of a `200 OK` answer to `GET url` (any other status is an error), within
+    /// [`REQUEST_TIMEOUT`]; the broker membership check reads `GET /api/nodes` with it.
+    pub async fn get_ok(
+        &self,
+        url: String,
+        credentials: &Credentials,
+    ) -> Result<Bytes, SignalError> {
+        let (status, body) = self.get(url, credentials).await?;
+        match status {
+            StatusCode::OK => Ok(body),
+            other => Err(refused(other)),
+        }
+    }
+
     async fn get(
         &self,
         url: String,
@@ -315,6 +329,39 @@ impl ManagementClient {
             .await
             .map_err(|_| SignalError::Timeout(REQUEST_TIMEOUT))?
     }
+}
+
+/// Reads the broker credentials (keys `username` and `password`) from the Secret `secret_name`.
+pub async fn read_credentials(
+    client: &kube::Client,
+    namespace: &str,
+    secret_name: &str,
+) -> Result<Credentials, SignalError> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get(secret_name)
+        .await
+        .map_err(|source| SignalError::Credentials {
+            name: secret_name.to_owned(),
+            source: Box::new(source),
+        })?;
+    let value = |key: &'static str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| SignalError::CredentialsKey {
+                name: secret_name.to_owned(),
+                key,
+            })
+    };
+    Ok(Credentials {
+        username: value("username")?,
+        password: value("password")?,
+    })
 }
 
 /// The error of a status other than 200 (and 404 on a queue).

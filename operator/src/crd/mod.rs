@@ -8,6 +8,7 @@
 //! store and cache types live in `crd/store.rs` and are re-exported here.
 
 mod autoscaling;
+mod broker_cluster;
 mod observability;
 mod store;
 
@@ -24,6 +25,7 @@ pub use autoscaling::{
     AutoscalingEngine, AutoscalingStatus, DEFAULT_MAX_DRAIN_SECONDS, DEFAULT_MIN_REPLICAS,
     DEFAULT_SCALE_DOWN_DELAY_SECONDS, DEFAULT_TARGET_BACKLOG_PER_REPLICA, PongAutoscaling,
 };
+pub use broker_cluster::{BrokerClusterState, BrokerClusterStatus, BrokerPodView};
 pub use observability::{DEFAULT_SAMPLING_RATIO, ObservabilitySpec, TracingSpec};
 pub use store::{
     CacheSpec, CacheStatus, DEFAULT_REDIS_URL_KEY, ExternalPostgres, ExternalRedis, Placement,
@@ -517,6 +519,11 @@ pub struct PingPongStackStatus {
     /// `spec.pong.autoscaling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
+    /// A clustered broker's membership (`spec.rabbitmq.replicas` above 1), checked by the
+    /// operator on a timer: whether every ready broker pod sees the others as running members of
+    /// one cluster. `Partitioned` makes `Ready` False (reason `BrokerPartitioned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_cluster: Option<BrokerClusterStatus>,
 }
 
 /// Replica counts of one component.

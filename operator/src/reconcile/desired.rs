@@ -22,7 +22,7 @@
 //! This module is pure: no client, no clock.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ApiResource, DynamicObject};
@@ -354,6 +354,52 @@ pub struct SerializeError {
 }
 
 impl DesiredState {
+    /// The Secrets this plan writes (generated ones and the rendered definitions).
+    pub fn secrets(&self) -> Vec<&Secret> {
+        self.children()
+            .into_iter()
+            .filter_map(|(_, child)| match child {
+                Child::Secret(secret) | Child::RenderedSecret(secret) => Some(secret),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The pod template of every workload (the broker's and PostgreSQL's StatefulSets, the
+    /// Redis, ping and pong Deployments), for what the build stamps on all of them alike.
+    pub fn pod_templates_mut(&mut self) -> Vec<&mut PodTemplateSpec> {
+        let Self {
+            rabbitmq,
+            postgres,
+            redis,
+            ping,
+            pong,
+            keda: _,
+            routes: _,
+            prometheus_rule: _,
+        } = self;
+        let statefulsets = [
+            Some(&mut rabbitmq.statefulset),
+            postgres.as_mut().map(|p| &mut p.statefulset),
+        ];
+        let deployments = [
+            redis.as_mut().map(|r| &mut r.deployment),
+            Some(&mut ping.deployment),
+            Some(&mut pong.deployment),
+        ];
+        statefulsets
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.spec.as_mut().map(|spec| &mut spec.template))
+            .chain(
+                deployments
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.spec.as_mut().map(|spec| &mut spec.template)),
+            )
+            .collect()
+    }
+
     /// Every child with its component, in the documented apply order (see the module docs).
     /// Every struct is destructured without `..`, so a new object cannot be silently skipped.
     pub fn children(&self) -> Vec<(Component, Child<'_>)> {

@@ -240,13 +240,16 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // them) and the route's status.
     let pods = observe::pods_of(&ctx.client, &validated.namespace, &workloads);
     let pods = reporter.failed(pods.await).await?;
-    let problems = health::problems(
+    let mut problems = health::problems(
         &workloads,
         &pods,
         validated.gateway.as_ref(),
         &validated.namespace,
         k8s_openapi::jiff::Timestamp::now(),
     );
+    // A split broker: every pod ready, each node in a cluster of its own (the periodic check's
+    // verdict in the status; never read from the brokers here).
+    problems.extend(health::broker_problem(stack));
     let converged = Converged::new(&validated, workloads.readiness()).with_problems(problems);
     let ready = converged.problems.is_empty() && converged.readiness.is_ready();
     reporter

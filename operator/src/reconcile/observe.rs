@@ -1,8 +1,9 @@
 //! Observe step (I/O, reads only): what exists that the plan depends on.
 //!
-//! For a validated stack this reads whether the credentials, Erlang-cookie and PostgreSQL
-//! credentials Secrets exist (metadata only), whether the user's Secrets (`credentialsSecret`,
-//! an external PostgreSQL's or Redis's) exist with the keys pong and ping need and may be used:
+//! For a validated stack this reads the credentials, definitions, Erlang-cookie and PostgreSQL
+//! credentials Secrets (in full: the pods that read them follow a digest of their content, see
+//! [`super::build::secret_digest`]), and whether the user's Secrets (`credentialsSecret`, an
+//! external PostgreSQL's or Redis's) exist with the keys pong and ping need and may be used:
 //! they carry the opt-in label or the admin listed them (read by name, never watched). Which
 //! optional APIs are served comes from the context (learned by the controller on its own timer,
 //! never here); [`unserved_apis`] names the children the cluster cannot hold. New credentials are
@@ -87,13 +88,10 @@ pub fn unserved_apis(stack: &ValidatedStack, served: ServedApis) -> Vec<Error> {
         .collect()
 }
 
-/// Whether the Secret `name` exists (a metadata-only read).
-async fn exists(secrets: &Api<Secret>, name: &str) -> Result<bool, Error> {
-    Ok(secrets
-        .get_metadata_opt(name)
-        .await
-        .map_err(read("Secret", name))?
-        .is_some())
+/// The Secret `name`, when it exists (read in full: the pods that read it follow a digest of
+/// its content).
+async fn get(secrets: &Api<Secret>, name: &str) -> Result<Option<Secret>, Error> {
+    secrets.get_opt(name).await.map_err(read("Secret", name))
 }
 
 /// The keys of `wanted` that `secret` lacks (all of them when it does not exist).
@@ -109,7 +107,8 @@ fn absent_keys<'a>(secret: Option<&Secret>, wanted: &[&'a str]) -> Vec<&'a str> 
         .collect()
 }
 
-/// Checks a user Secret the spec names: it must exist, have `keys`, and be referable.
+/// Checks a user Secret the spec names: it must exist, have `keys`, and be referable. Returns
+/// what is wrong, and the Secret when it may be used (its digest rolls pong).
 async fn check_user_secret(
     secrets: &Api<Secret>,
     stack: &ValidatedStack,
@@ -118,12 +117,14 @@ async fn check_user_secret(
     name: &str,
     keys: &[&str],
     reason: &'static str,
-) -> Result<Option<MissingReference>, Error> {
-    let secret = secrets.get_opt(name).await.map_err(read("Secret", name))?;
-    Ok(
-        missing_keys(stack, field, name, secret.as_ref(), keys, reason)
-            .or_else(|| not_referable(stack, allowed, field, name, secret.as_ref())),
-    )
+) -> Result<(Option<MissingReference>, Option<Secret>), Error> {
+    let secret = get(secrets, name).await?;
+    let missing = missing_keys(stack, field, name, secret.as_ref(), keys, reason)
+        .or_else(|| not_referable(stack, allowed, field, name, secret.as_ref()));
+    Ok(match missing {
+        Some(missing) => (Some(missing), None),
+        None => (None, secret),
+    })
 }
 
 /// Why the user's `secret` (named `name` by `field`) may not be handed to the stack: it lacks
@@ -187,15 +188,17 @@ fn missing_keys(
     }
 }
 
-/// Checks the Secrets of an external PostgreSQL and an external Redis.
+/// Checks the Secrets of an external PostgreSQL and an external Redis; those that may be used
+/// are added to `read`.
 async fn check_store_and_cache_secrets(
     secrets: &Api<Secret>,
     stack: &ValidatedStack,
     allowed: &AllowedSecrets,
+    read: &mut Vec<Secret>,
 ) -> Result<Option<MissingReference>, Error> {
     use super::status::reason::{CACHE_SECRET_MISSING, POSTGRES_SECRET_MISSING};
-    if let StoreSettings::ExternalPostgres { secret_name } = &stack.store
-        && let Some(missing) = check_user_secret(
+    if let StoreSettings::ExternalPostgres { secret_name } = &stack.store {
+        let (missing, secret) = check_user_secret(
             secrets,
             stack,
             allowed,
@@ -204,12 +207,14 @@ async fn check_store_and_cache_secrets(
             &POSTGRES_KEYS,
             POSTGRES_SECRET_MISSING,
         )
-        .await?
-    {
-        return Ok(Some(missing));
+        .await?;
+        if missing.is_some() {
+            return Ok(missing);
+        }
+        read.extend(secret);
     }
     if let Some(CacheSettings::External { secret_name, key }) = &stack.cache {
-        return check_user_secret(
+        let (missing, secret) = check_user_secret(
             secrets,
             stack,
             allowed,
@@ -218,7 +223,9 @@ async fn check_store_and_cache_secrets(
             &[key.as_str()],
             CACHE_SECRET_MISSING,
         )
-        .await;
+        .await?;
+        read.extend(secret);
+        return Ok(missing);
     }
     Ok(None)
 }
@@ -271,23 +278,28 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
         .get_opt(&names.rabbitmq_definitions)
         .await
         .map_err(read("Secret", &names.rabbitmq_definitions))?;
-    let cookie_exists = exists(&secrets, &names.erlang_cookie_secret).await?;
-    let postgres_exists = match stack.store.provisioned() {
-        Some(_) => exists(&secrets, &names.postgres_credentials).await?,
-        None => false,
+    let cookie = get(&secrets, &names.erlang_cookie_secret).await?;
+    let postgres = match stack.store.provisioned() {
+        Some(_) => get(&secrets, &names.postgres_credentials).await?,
+        None => None,
     };
+    let existing = ExistingSecrets {
+        credentials: credentials.is_some(),
+        erlang_cookie: cookie.is_some(),
+        postgres: postgres.is_some(),
+    };
+    let mut read: Vec<Secret> = [credentials, definitions, cookie, postgres]
+        .into_iter()
+        .flatten()
+        .collect();
     if missing.is_none() {
-        missing = check_store_and_cache_secrets(&secrets, stack, &ctx.allowed_secrets).await?;
+        missing =
+            check_store_and_cache_secrets(&secrets, stack, &ctx.allowed_secrets, &mut read).await?;
     }
     let served = ctx.served();
     if missing.is_none() {
         missing = crate::autoscale::keda::missing_keda(stack, served);
     }
-    let existing = ExistingSecrets {
-        credentials: credentials.is_some(),
-        erlang_cookie: cookie_exists,
-        postgres: postgres_exists,
-    };
     let plan_inputs = PlanInputs::from_observed(
         stack,
         existing,
@@ -295,7 +307,7 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
         credentials::generate,
         credentials::generate_password,
     )
-    .with_existing(credentials.as_ref(), definitions.as_ref());
+    .with_existing(stack, &read);
     Ok(Observed {
         plan_inputs,
         missing,

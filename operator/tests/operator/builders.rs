@@ -376,7 +376,7 @@ fn config_hash_changes_with_configuration_only() {
 }
 
 #[test]
-fn config_hash_follows_the_credentials_content_by_digest_only() {
+fn secret_digest_follows_the_credentials_content_by_digest_only() {
     let stack = stack_from_spec("hash", "  {}");
     let v = validate(&stack, &Images::default()).unwrap();
     let fresh = || {
@@ -417,7 +417,7 @@ fn config_hash_follows_the_credentials_content_by_digest_only() {
         json.contains(&password),
         "the definitions file carries the password"
     );
-    // The next reconcile reads the Secret it created: same content, same digest, no roll.
+    // The next reconcile reads the Secrets it created: same content, same digest, no roll.
     let next = PlanInputs::from_observed(
         &v,
         ExistingSecrets {
@@ -429,7 +429,13 @@ fn config_hash_follows_the_credentials_content_by_digest_only() {
         || panic!("credentials generated again"),
         || panic!("password generated again"),
     )
-    .with_existing(Some(secret), None);
+    .with_existing(
+        &v,
+        &[
+            secret.clone(),
+            a.rabbitmq.erlang_cookie_secret.clone().unwrap(),
+        ],
+    );
     let again = build_desired(&v, &next);
     assert_eq!(again.ping.deployment, a.ping.deployment);
     assert_eq!(again.pong.deployment, a.pong.deployment);

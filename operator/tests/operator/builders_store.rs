@@ -379,7 +379,7 @@ fn pong_hash(spec: &str) -> String {
 }
 
 #[test]
-fn the_store_and_cache_roll_pong_but_the_password_does_not() {
+fn the_store_and_cache_roll_pong_and_so_does_the_password() {
     let memory = pong_hash("  {}");
     let postgres = pong_hash(POSTGRES);
     let cached = pong_hash(&format!("{POSTGRES}\n    cache:\n      provisioned: {{}}"));
@@ -408,11 +408,60 @@ fn the_store_and_cache_roll_pong_but_the_password_does_not() {
         a.postgres.as_ref().unwrap().secret,
         b.postgres.as_ref().unwrap().secret
     );
-    assert_eq!(a.pong.deployment, b.pong.deployment);
+    // Another password rolls the database (its postStart hook sets it) and pong (which logs in
+    // with it), through the Secret digest only; ping and the broker do not read it.
+    let digest = |d: &pingpong_operator::reconcile::desired::DesiredState, kind: &str| {
+        let object = objects(d)
+            .into_iter()
+            .find(|o| kind_name(o) == kind)
+            .unwrap();
+        object["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/secret-digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for kind in ["Deployment/s-pong", "StatefulSet/s-postgres"] {
+        assert_ne!(digest(&a, kind), digest(&b, kind), "{kind} rolls");
+    }
+    for kind in ["Deployment/s-ping", "StatefulSet/s-rabbitmq"] {
+        assert_eq!(digest(&a, kind), digest(&b, kind), "{kind} does not roll");
+    }
     assert_eq!(
-        a.postgres.as_ref().unwrap().statefulset,
-        b.postgres.as_ref().unwrap().statefulset
+        a.pong
+            .deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["pingpong.dev/config-hash"],
+        b.pong
+            .deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["pingpong.dev/config-hash"]
     );
+    let password = fixed_postgres_password();
+    for object in objects(&a) {
+        if object["kind"] != "Secret" {
+            assert!(
+                !object.to_string().contains(password.expose()),
+                "{}",
+                kind_name(&object)
+            );
+        }
+    }
 }
 
 #[test]

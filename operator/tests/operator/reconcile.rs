@@ -388,7 +388,7 @@ async fn rotated_credentials_reach_the_broker_definitions_and_roll_every_pod() {
     let k8s = Started::reconciled(PingPongStackSpec::default()).await;
     let before = k8s.children().await;
     let hash = |objects: &std::collections::BTreeMap<String, serde_json::Value>, key: &str| {
-        objects[key]["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/config-hash"]
+        objects[key]["spec"]["template"]["metadata"]["annotations"]["pingpong.dev/secret-digest"]
             .clone()
     };
     let secrets = k8s.api::<Secret>();

@@ -393,3 +393,87 @@ async fn a_paused_stack_still_reports_the_database_readiness() {
     assert_eq!(store.ready_replicas, Some(1));
     assert!(status.cache.unwrap().ready);
 }
+
+/// The pod-template annotations (configuration hash and Secret digest) of every workload.
+fn pod_annotations(objects: &BTreeMap<String, serde_json::Value>) -> BTreeMap<String, String> {
+    objects
+        .iter()
+        .filter(|(key, _)| key.starts_with("StatefulSet/") || key.starts_with("Deployment/"))
+        .map(|(key, object)| {
+            let annotations = &object["spec"]["template"]["metadata"]["annotations"];
+            (key.clone(), annotations.to_string())
+        })
+        .collect()
+}
+
+/// The keys whose value differs between `before` and `after`.
+fn changed(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    after
+        .iter()
+        .filter(|(key, value)| before.get(*key) != Some(*value))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_regenerated_secret_rolls_exactly_the_workloads_that_read_it() {
+    let k8s = Started::reconciled(postgres_spec(1, true)).await;
+    let secrets = k8s.api::<Secret>();
+    let first = pod_annotations(&k8s.children().await);
+    for (key, annotations) in &first {
+        let expected = key != "Deployment/stack-redis"; // reads no Secret
+        assert_eq!(
+            annotations.contains(labels::SECRET_DIGEST),
+            expected,
+            "{key}: {annotations}"
+        );
+    }
+    // Nothing changed: nothing rolls.
+    k8s.reconcile().await.unwrap();
+    assert_eq!(pod_annotations(&k8s.children().await), first);
+
+    // The PostgreSQL Secret is deleted and generated again: the database (whose postStart hook
+    // sets the new password) and pong (which logs in with it) roll; nothing else.
+    let password = |s: Secret| s.data.unwrap()["password"].0.clone();
+    let old = password(secrets.get("stack-postgres-credentials").await.unwrap());
+    secrets
+        .delete("stack-postgres-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    k8s.reconcile().await.unwrap();
+    let new = password(secrets.get("stack-postgres-credentials").await.unwrap());
+    assert_ne!(old, new, "a new password was generated");
+    let second = pod_annotations(&k8s.children().await);
+    assert_eq!(
+        changed(&first, &second),
+        ["Deployment/stack-pong", "StatefulSet/stack-postgres"]
+    );
+
+    // The Erlang cookie Secret is deleted and generated again: only the broker rolls.
+    secrets
+        .delete("stack-rabbitmq-erlang-cookie", &DeleteParams::default())
+        .await
+        .unwrap();
+    k8s.reconcile().await.unwrap();
+    let third = pod_annotations(&k8s.children().await);
+    assert_eq!(changed(&second, &third), ["StatefulSet/stack-rabbitmq"]);
+
+    // A key no workload reads changes nothing.
+    let patch = serde_json::json!({"data": {"note": "dW51c2Vk"}});
+    secrets
+        .patch(
+            "stack-postgres-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    k8s.reconcile().await.unwrap();
+    assert_eq!(pod_annotations(&k8s.children().await), third);
+    for object in k8s.children().await.values() {
+        if object["kind"] != "Secret" {
+            let text = object.to_string();
+            assert!(!text.contains(&String::from_utf8(new.clone()).unwrap()));
+        }
+    }
+}

@@ -46,16 +46,15 @@ pub struct AppParams<'a> {
 }
 
 /// The effective configuration hashed into the pod-template annotation: the image, every
-/// variable, the mounted Secrets, the name of the credentials Secret and a digest of its
-/// content (never the content itself), so rotated credentials roll the pods.
+/// variable, the mounted Secrets and the name of the credentials Secret. The content of the
+/// Secrets the pods read is followed by [`crate::labels::SECRET_DIGEST`] (see
+/// [`super::secret_digest`]), so rotated credentials roll the pods.
 #[derive(Serialize)]
 struct HashedConfig<'a> {
     image: &'a str,
     env: &'a [EnvVar],
     volumes: Vec<&'a Volume>,
     credentials_secret: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    credentials_digest: Option<&'a str>,
 }
 
 /// The broker credentials Secret's `username` and `password` as files.
@@ -140,11 +139,7 @@ pub fn tracing_env(stack: &ValidatedStack, container: &str, deployment: &str) ->
 const OTEL_POD_NAME: &str = "OTEL_K8S_POD_NAME";
 
 /// The Deployment of ping or pong.
-pub fn build_app_deployment(
-    stack: &ValidatedStack,
-    params: &AppParams<'_>,
-    credentials_digest: Option<&str>,
-) -> Deployment {
+pub fn build_app_deployment(stack: &ValidatedStack, params: &AppParams<'_>) -> Deployment {
     let env = container_env(stack, params);
     let mut files = vec![broker_credential_files(stack)];
     files.extend(params.extra_files.iter().cloned());
@@ -153,7 +148,6 @@ pub fn build_app_deployment(
         env: &env,
         volumes: files.iter().map(|f| &f.volume).collect(),
         credentials_secret: &stack.names.credentials_secret,
-        credentials_digest,
     });
     let container = Container {
         name: params.container.to_owned(),

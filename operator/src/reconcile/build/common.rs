@@ -249,19 +249,13 @@ pub fn env_from_field(name: &str, field_path: &str) -> EnvVar {
 }
 
 /// Hex sha256 of the JSON form of `config`: the pod-template annotation that rolls pods when
-/// their effective configuration changes. Callers pass names of Secrets, never their contents.
+/// their effective configuration changes. Callers pass names of Secrets, never their contents
+/// (what pods read from Secrets is followed by [`super::secret_digest`]).
 pub fn config_hash(config: &impl Serialize) -> String {
     // Serializing plain data (strings, numbers, k8s-openapi types) into a Vec cannot fail; an
     // empty input still hashes deterministically if it ever did.
     let bytes = serde_json::to_vec(config).unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))
-}
-
-/// Hex sha256 of a Secret's data: the pod-template annotation of the workloads that read the
-/// Secret follows its content, so changed credentials roll them. The digest, never a value,
-/// ends up in the pod template.
-pub fn secret_digest(secret: &Secret) -> String {
-    config_hash(&secret.data)
 }
 
 /// A Secret value as a file-reading service sees it: UTF-8 text without one trailing line break

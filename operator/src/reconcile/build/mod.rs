@@ -19,6 +19,7 @@ pub mod prometheusrule;
 pub mod rabbitmq;
 pub mod redis;
 pub mod secret;
+pub mod secret_digest;
 pub mod secret_files;
 pub mod servicemonitor;
 
@@ -31,6 +32,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::credentials::{BrokerCredentials, BrokerLogin, SecretValue};
 use crate::reconcile::validate::ValidatedStack;
+use secret_digest::SecretDigests;
 
 /// Where the broker credentials come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,9 +78,10 @@ pub struct PlanInputs {
     pub postgres_password: Option<SecretValue>,
     /// Which optional APIs the cluster serves.
     pub served: ServedApis,
-    /// Digest of the existing broker credentials Secret's content (`None` when it is generated
-    /// in this plan, whose digest the build computes, or was not read).
-    pub credentials_digest: Option<String>,
+    /// Per-key digests of the existing Secrets the workloads read (observe reads them in full;
+    /// Secrets generated in this plan are added by the build). The pod templates carry a digest
+    /// of the keys they consume, so a changed or regenerated Secret rolls its readers.
+    pub secret_digests: SecretDigests,
     /// The broker user and password: the generated ones, or those observe read from the
     /// existing credentials Secret (`None` when unknown: no definitions Secret is planned).
     pub broker_login: Option<BrokerLogin>,
@@ -124,28 +127,30 @@ impl PlanInputs {
             erlang_cookie,
             postgres_password: need_postgres.then(generate_password),
             served,
-            credentials_digest: None,
+            secret_digests: SecretDigests::default(),
             broker_login,
             former_users: Vec::new(),
         }
     }
 
-    /// Takes what the plan reads from Secrets that exist (observe reads them from the cluster,
-    /// render from its input): the credentials Secret's digest and, unless this plan generated
-    /// it, its broker login; and the users the definitions Secret declares, kept without a
-    /// password in the next one.
-    pub fn with_existing(
-        mut self,
-        credentials: Option<&Secret>,
-        definitions: Option<&Secret>,
-    ) -> Self {
-        if let Some(secret) = credentials {
-            self.credentials_digest = Some(common::secret_digest(secret));
-            if self.broker_login.is_none() {
-                self.broker_login = common::broker_login(secret);
-            }
+    /// Takes what the plan reads from the Secrets that exist (observe reads them from the
+    /// cluster, render from its input): the per-key digests of each, which the pod templates
+    /// follow; unless this plan generated it, the broker login of the credentials Secret; and
+    /// the users the definitions Secret declares, kept without a password in the next one.
+    pub fn with_existing(mut self, stack: &ValidatedStack, secrets: &[Secret]) -> Self {
+        let named = |name: &str| {
+            secrets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name))
+        };
+        for secret in secrets {
+            self.secret_digests.insert(secret);
         }
-        self.former_users = definitions
+        if self.broker_login.is_none() {
+            self.broker_login =
+                named(&stack.names.credentials_secret).and_then(common::broker_login);
+        }
+        self.former_users = named(&stack.names.rabbitmq_definitions)
             .and_then(|s| s.data.as_ref()?.get(rabbitmq::DEFINITIONS_KEY))
             .map(|bytes| rabbitmq::declared_users(&bytes.0))
             .unwrap_or_default();
@@ -179,17 +184,10 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
         }
         CredentialsSource::Existing { .. } => None,
     };
-    // What ping and pong read from the credentials Secret: its content's digest rolls them.
-    let credentials = credentials_secret
-        .as_ref()
-        .map(common::secret_digest)
-        .or_else(|| inputs.credentials_digest.clone());
-    let credentials = credentials.as_deref();
-    // The broker user as every node imports it at boot; its digest rolls the broker pods.
+    // The broker user as every node imports it at boot.
     let definitions_secret = inputs.broker_login.as_ref().map(|login| {
         rabbitmq::build_rabbitmq_definitions_secret(stack, login, &inputs.former_users)
     });
-    let definitions_digest = definitions_secret.as_ref().map(common::secret_digest);
     let app = |component, service, deployment, network_policy, pdb| AppObjects {
         service,
         deployment,
@@ -197,7 +195,7 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
         pdb,
         service_monitor: servicemonitor::build_service_monitor(stack, component, monitors),
     };
-    DesiredState {
+    let mut desired = DesiredState {
         rabbitmq: BrokerObjects {
             credentials_secret,
             erlang_cookie_secret: match &inputs.erlang_cookie {
@@ -210,7 +208,7 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
             config: rabbitmq::build_rabbitmq_config(stack),
             headless_service: rabbitmq::build_rabbitmq_headless_service(stack),
             service: rabbitmq::build_rabbitmq_service(stack),
-            statefulset: rabbitmq::build_rabbitmq_statefulset(stack, definitions_digest.as_deref()),
+            statefulset: rabbitmq::build_rabbitmq_statefulset(stack),
             network_policy: networkpolicy::build_network_policy(stack),
             pdb: pdb::build_rabbitmq_pdb(stack),
             service_monitor: servicemonitor::build_service_monitor(
@@ -240,14 +238,14 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
         ping: app(
             Component::Ping,
             ping::build_ping_service(stack),
-            ping::build_ping_deployment(stack, credentials),
+            ping::build_ping_deployment(stack),
             networkpolicy::build_ping_network_policy(stack),
             pdb::build_ping_pdb(stack),
         ),
         pong: app(
             Component::Pong,
             pong::build_pong_service(stack),
-            pong::build_pong_deployment(stack, credentials),
+            pong::build_pong_deployment(stack),
             networkpolicy::build_pong_network_policy(stack),
             pdb::build_pong_pdb(stack),
         ),
@@ -260,5 +258,14 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
             stack,
             inputs.served.prometheus_rule,
         ),
+    };
+    // What the pods will read: the existing Secrets, replaced by those this plan writes.
+    let mut digests = inputs.secret_digests.clone();
+    for secret in desired.secrets() {
+        digests.insert(secret);
     }
+    for template in desired.pod_templates_mut() {
+        secret_digest::stamp(template, &digests);
+    }
+    desired
 }

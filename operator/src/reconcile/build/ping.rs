@@ -22,9 +22,8 @@ fn params(stack: &ValidatedStack) -> AppParams<'_> {
 }
 
 /// The ping Deployment: rolling updates, restricted pods, probes on /healthz and /readyz.
-/// `credentials` is the digest of the credentials Secret's content, when known.
-pub fn build_ping_deployment(stack: &ValidatedStack, credentials: Option<&str>) -> Deployment {
-    build_app_deployment(stack, &params(stack), credentials)
+pub fn build_ping_deployment(stack: &ValidatedStack) -> Deployment {
+    build_app_deployment(stack, &params(stack))
 }
 
 /// The ping Service.

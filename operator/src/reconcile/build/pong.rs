@@ -147,12 +147,11 @@ fn params(stack: &ValidatedStack) -> AppParams<'_> {
 }
 
 /// The pong Deployment: `Recreate` rollouts with the in-memory store (one consumer),
-/// `RollingUpdate` with PostgreSQL; restricted pods, probes on /healthz and /readyz.
-/// `credentials` is the digest of the credentials Secret's content, when known. While KEDA
+/// `RollingUpdate` with PostgreSQL; restricted pods, probes on /healthz and /readyz. While KEDA
 /// scales pong (`autoscaling.engine: keda`) `replicas` is left out, so the operator's field
 /// manager does not own it and never fights KEDA's HorizontalPodAutoscaler.
-pub fn build_pong_deployment(stack: &ValidatedStack, credentials: Option<&str>) -> Deployment {
-    let mut deployment = build_app_deployment(stack, &params(stack), credentials);
+pub fn build_pong_deployment(stack: &ValidatedStack) -> Deployment {
+    let mut deployment = build_app_deployment(stack, &params(stack));
     if stack.keda.is_some()
         && let Some(spec) = deployment.spec.as_mut()
     {

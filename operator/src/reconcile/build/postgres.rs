@@ -9,6 +9,13 @@
 //! sidecar serves metrics on 9187. The password reaches both containers as a file
 //! (`POSTGRES_PASSWORD_FILE`, `DATA_SOURCE_PASS_FILE`; mode 0440, group `fsGroup` 999, which the
 //! exporter's user also gets as a supplementary group), never as an environment variable.
+//!
+//! The image sets the password only when it initialises an empty data directory; a database
+//! whose data outlives its Secret (the claim and the Secret are retained, the Secret can be
+//! deleted and is then generated again) would keep the old one and lock pong out. So the
+//! container's `postStart` hook sets the role's password from the mounted file on every start
+//! ([`password_sync_script`]), and the pod template follows a digest of the password (see
+//! [`super::secret_digest`]): a regenerated Secret restarts the database, which takes it on.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +23,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, Lifecycle,
+    LifecycleHandler, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -50,13 +58,43 @@ const DATA_PATH: &str = "/var/lib/postgresql/data";
 /// `lost+found`.
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 
-/// What rolls the database pod when it changes: images, variables, Secret name, exporter.
+/// Directory of the server's Unix socket (an emptyDir), where the `postStart` hook connects.
+const SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// The `postStart` hook's script: once the server accepts connections on its Unix socket (local
+/// connections are trusted in both the upstream image and ours), set the password of
+/// `POSTGRES_USER` to the content of `POSTGRES_PASSWORD_FILE` (one trailing line break dropped,
+/// as every reader of the file does). The SQL goes through standard input and the password
+/// through a psql variable read from the file, so it is never a command-line argument, and
+/// `ALTER ROLE` hashes it with the server's `password_encryption` (SCRAM). Retried every 2 s for
+/// at most 300 s (the startup probe's budget): the first boot's initdb server may stop under it.
+/// Fails when it never succeeds, which restarts the container: a database pong cannot log in to
+/// must not look healthy.
+pub fn password_sync_script() -> String {
+    format!(
+        r#"[ -s "$POSTGRES_PASSWORD_FILE" ] || exit 1
+for _ in $(seq 150); do
+  if pg_isready -q -h {SOCKET_DIR} -p {POSTGRES_PORT} && psql -X -q -v ON_ERROR_STOP=1 -h {SOCKET_DIR} -p {POSTGRES_PORT} -U "$POSTGRES_USER" -d postgres >/dev/null 2>&1 <<'SQL'
+\set password `cat "$POSTGRES_PASSWORD_FILE"`
+ALTER ROLE CURRENT_USER PASSWORD :'password';
+SQL
+  then exit 0; fi
+  sleep 2
+done
+exit 1
+"#
+    )
+}
+
+/// What rolls the database pod when it changes: images, variables, Secret name, exporter, the
+/// password hook. The password itself is followed by [`labels::SECRET_DIGEST`].
 #[derive(Serialize)]
 struct HashedConfig<'a> {
     image: &'a str,
     env: &'a [EnvVar],
     credentials_secret: &'a str,
     exporter_image: Option<&'a str>,
+    password_sync: String,
 }
 
 fn port(name: &str, number: i32) -> ContainerPort {
@@ -141,7 +179,7 @@ fn postgres_container(stack: &ValidatedStack, settings: &PostgresSettings) -> Co
         resources: Some(settings.resources.clone()),
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_PATH),
-            mount("run", "/var/run/postgresql"),
+            mount("run", SOCKET_DIR),
             mount("tmp", "/tmp"),
             password_files(stack).mount,
         ]),
@@ -151,6 +189,19 @@ fn postgres_container(stack: &ValidatedStack, settings: &PostgresSettings) -> Co
         liveness_probe: Some(pg_isready(30, 3)),
         security_context: Some(restricted_container_security_context(POSTGRES_UID, true)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        lifecycle: Some(Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        "/bin/sh".to_owned(),
+                        "-c".to_owned(),
+                        password_sync_script(),
+                    ]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            pre_stop: None,
+        }),
         ..Container::default()
     }
 }
@@ -189,6 +240,7 @@ pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet>
         env: postgres.env.as_deref().unwrap_or_default(),
         credentials_secret: &names.postgres_credentials,
         exporter_image: settings.metrics.then_some(images::POSTGRES_EXPORTER),
+        password_sync: password_sync_script(),
     });
     let annotations = if settings.metrics {
         scrape_annotations(POSTGRES_EXPORTER_PORT, "/metrics", hash)

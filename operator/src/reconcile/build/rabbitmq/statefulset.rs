@@ -75,8 +75,10 @@ const SCRATCH_DIRS: [(&str, &str); 2] = [("tmp", "/tmp"), ("log", "/var/log/rabb
 
 /// What rolls the broker pods when it changes: image, configuration files (`rabbitmq.conf`
 /// without the `classic_config` node list, which only a blank node reads: a scale-up must not
-/// restart the running nodes), Secret names and the digest of the definitions Secret (never its
-/// content), so rotated credentials restart each node, which imports them at boot.
+/// restart the running nodes) and Secret names. The content of the definitions and cookie
+/// Secrets is followed by [`labels::SECRET_DIGEST`] (see
+/// [`crate::reconcile::build::secret_digest`]), so rotated credentials restart each node, which
+/// imports them at boot, and a regenerated cookie reaches every node.
 #[derive(Serialize)]
 struct HashedConfig<'a> {
     image: &'a str,
@@ -84,8 +86,6 @@ struct HashedConfig<'a> {
     enabled_plugins: String,
     credentials_secret: &'a str,
     erlang_cookie_secret: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    definitions_digest: Option<&'a str>,
 }
 
 fn container_port(name: &str, number: i32) -> ContainerPort {
@@ -311,12 +311,8 @@ fn cluster_lifecycle(stack: &ValidatedStack) -> Option<Lifecycle> {
     })
 }
 
-/// The StatefulSet `<stack>-rabbitmq`. `definitions_digest` is the digest of the definitions
-/// Secret's content, when it is planned.
-pub fn build_rabbitmq_statefulset(
-    stack: &ValidatedStack,
-    definitions_digest: Option<&str>,
-) -> StatefulSet {
+/// The StatefulSet `<stack>-rabbitmq`.
+pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
     let names = &stack.names;
     let hash = config_hash(&HashedConfig {
         image: &stack.rabbitmq.image,
@@ -324,7 +320,6 @@ pub fn build_rabbitmq_statefulset(
         enabled_plugins: enabled_plugins(stack),
         credentials_secret: &names.credentials_secret,
         erlang_cookie_secret: &names.erlang_cookie_secret,
-        definitions_digest,
     });
     let container = Container {
         name: "rabbitmq".to_owned(),
