@@ -146,8 +146,8 @@ idle_pong=$(mb "$(rss_kb "$pong_pid")")
 idle_nginx=$(mb "$(rss_kb $(nginx_pids))")
 idle_broker=$(broker_rss)
 
-step "broker ceiling: pingpong-loadgen ceiling --seconds $ceiling_seconds --in-flight 256"
-"$loadgen" ceiling --seconds "$ceiling_seconds" --in-flight 256 | tee "$out/ceiling.json"
+step "broker ceiling: pingpong-loadgen ceiling --seconds $ceiling_seconds --in-flight 256 --partitions $partitions"
+"$loadgen" ceiling --seconds "$ceiling_seconds" --in-flight 256 --partitions "$partitions" | tee "$out/ceiling.json"
 ceiling=$(python3 -c "import json; print(round(json.load(open('$out/ceiling.json'))['msg_per_s']))")
 
 # cpu_snapshot: CPU ticks of ping, pong, nginx (all processes), the broker and the whole machine

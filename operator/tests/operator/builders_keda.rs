@@ -20,14 +20,7 @@ fn keda_desired(served: ServedApis) -> pingpong_operator::reconcile::desired::De
 fn keda_sums_the_partitions_queues() {
     let mut stack = load_fixture("keda");
     stack.spec.rabbitmq.partitions = Some(4);
-    let v = validated(&stack);
-    let inputs = PlanInputs::fresh(
-        &v,
-        fixed_credentials(),
-        fixed_postgres_password(),
-        ServedApis::ALL,
-    );
-    let desired = build_desired(&v, &inputs);
+    let (_, desired) = desired_for(&stack);
     let scaled = serde_json::to_value(&desired.keda.unwrap().scaled_object).unwrap();
     let triggers = scaled["spec"]["triggers"].as_array().unwrap();
     assert_eq!(triggers.len(), 1);

@@ -4,7 +4,9 @@
 //! This is the yardstick for ping's throughput in `make bench`: it is what one client with one
 //! connection and one confirm channel can push through this broker, with no HTTP in between. The
 //! queue gets the services' arguments for `RABBITMQ_QUEUE_TYPE` (classic or quorum, see
-//! `pingpong_common::topology`), so each queue type has its own ceiling.
+//! `pingpong_common::topology`), so each queue type has its own ceiling. With `--partitions N`
+//! the publishes go round-robin to the N partitions of the queue (`pingpong_common::queue`):
+//! the ceiling of a stack whose work is spread over N queues.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions},
 };
 use pingpong_common::topology::declare_queue;
-use pingpong_common::{AmqpConfig, QueueName, QueueType};
+use pingpong_common::{AmqpConfig, Partitions, QueueName, QueueType};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub struct Params {
     pub size: usize,
     /// Queue to publish into (and its `.dead` queue); declared, deleted afterwards.
     pub queue: QueueName,
+    /// Partitions of the queue the publishes are spread over, round-robin.
+    pub partitions: Partitions,
 }
 
 /// What was measured.
@@ -45,6 +49,8 @@ pub struct Report {
     pub size: usize,
     /// The type of the queue measured.
     pub queue_type: QueueType,
+    /// Partitions the publishes were spread over.
+    pub partitions: u8,
 }
 
 impl Report {
@@ -69,6 +75,7 @@ impl Report {
             "in_flight": self.in_flight,
             "size": self.size,
             "queue_type": self.queue_type.as_str(),
+            "partitions": self.partitions,
         })
     }
 }
@@ -94,7 +101,10 @@ async fn publish_confirmed(channel: &Channel, queue: &str, payload: &[u8]) -> an
 /// Run the measurement; the queue is deleted afterwards even when publishing failed.
 pub async fn run(config: &AmqpConfig, params: &Params) -> anyhow::Result<Report> {
     let connection = pingpong_common::amqp::connect_any(config, "pingpong-loadgen").await?;
-    declare_queue(&connection, &params.queue, config.queue_type).await?;
+    let queues = params.partitions.queues(&params.queue);
+    for queue in &queues {
+        declare_queue(&connection, queue, config.queue_type).await?;
+    }
     let channel = connection
         .create_channel()
         .await
@@ -104,9 +114,12 @@ pub async fn run(config: &AmqpConfig, params: &Params) -> anyhow::Result<Report>
         .await
         .context("failed to enable publisher confirms")?;
 
-    let result = publish_for(&channel, params, config.queue_type).await;
+    let result = publish_for(&channel, params, &queues, config.queue_type).await;
     let mut deleted = Ok(());
-    for queue in [params.queue.to_string(), params.queue.dead_letter()] {
+    let names = queues
+        .iter()
+        .flat_map(|queue| [queue.to_string(), queue.dead_letter()]);
+    for queue in names {
         let outcome = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await
@@ -126,6 +139,7 @@ pub async fn run(config: &AmqpConfig, params: &Params) -> anyhow::Result<Report>
 async fn publish_for(
     channel: &Channel,
     params: &Params,
+    queues: &[QueueName],
     queue_type: QueueType,
 ) -> anyhow::Result<Report> {
     let payload = vec![b'x'; params.size];
@@ -134,10 +148,14 @@ async fn publish_for(
     let mut failed = 0_u64;
     let start = Instant::now();
     let deadline = start + params.duration;
+    let mut next = queues.iter().cycle();
     loop {
         let open = Instant::now() < deadline;
         while open && pending.len() < params.in_flight {
-            pending.push(publish_confirmed(channel, params.queue.as_str(), &payload));
+            let Some(queue) = next.next() else {
+                bail!("no queue to publish to");
+            };
+            pending.push(publish_confirmed(channel, queue.as_str(), &payload));
         }
         match pending.next().await {
             Some(Ok(true)) => confirmed += 1,
@@ -153,6 +171,7 @@ async fn publish_for(
         in_flight: params.in_flight,
         size: params.size,
         queue_type,
+        partitions: params.partitions.get(),
     })
 }
 
@@ -169,11 +188,13 @@ mod tests {
             in_flight: 256,
             size: 120,
             queue_type: QueueType::Quorum,
+            partitions: 2,
         };
         assert_eq!(report.rate(), 2_000.0);
         assert_eq!(report.to_json()["msg_per_s"], 2_000.0);
         assert_eq!(report.to_json()["failed"], 0);
         assert_eq!(report.to_json()["queue_type"], "quorum");
+        assert_eq!(report.to_json()["partitions"], 2);
     }
 
     #[test]
@@ -185,6 +206,7 @@ mod tests {
             in_flight: 1,
             size: 1,
             queue_type: QueueType::Classic,
+            partitions: 1,
         };
         assert_eq!(report.rate(), 0.0);
     }

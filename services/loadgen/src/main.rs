@@ -19,7 +19,7 @@ mod tools;
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use pingpong_common::{AmqpConfig, Env, QueueName};
+use pingpong_common::{AmqpConfig, Env, Partitions, QueueName};
 
 /// Command line of `pingpong-loadgen`.
 #[derive(Debug, Parser)]
@@ -46,6 +46,10 @@ enum Command {
         /// Queue to publish into (declared durable, deleted afterwards). Default: unique name.
         #[arg(long)]
         queue: Option<String>,
+        /// Spread the publishes round-robin over this many partitions of the queue (1 to 32:
+        /// `<queue>`, `<queue>.1`, ...), as ping spreads its messages.
+        #[arg(long, default_value_t = 1)]
+        partitions: u8,
     },
     /// Publish COUNT valid ping messages into RABBITMQ_QUEUE (declared as the services do).
     Fill {
@@ -106,7 +110,10 @@ async fn run(command: Command) -> anyhow::Result<serde_json::Value> {
             in_flight,
             size,
             queue,
+            partitions,
         } => {
+            let partitions = Partitions::new(partitions)
+                .ok_or_else(|| anyhow::anyhow!("--partitions {partitions}: expected 1 to 32"))?;
             let queue =
                 queue.unwrap_or_else(|| format!("pingpong.loadgen.ceiling.{}", std::process::id()));
             let queue = QueueName::new(&queue)
@@ -116,6 +123,7 @@ async fn run(command: Command) -> anyhow::Result<serde_json::Value> {
                 in_flight: in_flight.max(1),
                 size,
                 queue,
+                partitions,
             };
             ceiling::run(&config, &params).await?.to_json()
         }

@@ -38,11 +38,14 @@ fn start(config: &AmqpConfig) -> Running {
         "ping-test".to_owned(),
         metrics.link_gauges(),
     );
-    let publisher = Arc::new(AmqpPublisher::new(
-        manager.link(),
-        &config.queue,
-        metrics.confirm_duration.clone(),
-    ));
+    let publisher = Arc::new(
+        AmqpPublisher::new(
+            manager.link(),
+            &config.queue,
+            metrics.confirm_duration.clone(),
+        )
+        .with_partitions(&config.queue, config.partitions),
+    );
     Running {
         manager,
         publisher,
@@ -157,25 +160,12 @@ async fn partitions_spread_the_messages_by_id() {
         return;
     };
     config.partitions = pingpong_common::Partitions::new(4).unwrap();
-    let registry = Registry::new();
-    let metrics = PingMetrics::register(&registry).unwrap();
-    let manager = ConnectionManager::spawn(
-        config.clone(),
-        ChannelRole::Publisher,
-        "ping-test".to_owned(),
-        metrics.link_gauges(),
-    );
-    let publisher = AmqpPublisher::new(
-        manager.link(),
-        &config.queue,
-        metrics.confirm_duration.clone(),
-    )
-    .with_partitions(&config.queue, config.partitions);
-    wait_connected(&manager.link(), CONNECT).await;
+    let ping = start(&config);
+    wait_connected(&ping.manager.link(), CONNECT).await;
 
     let messages: Vec<Message> = (0..200).map(|i| Message::new(format!("m{i}"))).collect();
     for message in &messages {
-        publisher.publish(message).await.expect("confirmed");
+        ping.publisher.publish(message).await.expect("confirmed");
     }
     // Each message is in the partition its id selects, and only there.
     let mut found = 0;
@@ -203,7 +193,7 @@ async fn partitions_spread_the_messages_by_id() {
     }
     assert_eq!(found, messages.len());
 
-    manager.shutdown().await;
+    ping.manager.shutdown().await;
     cleanup(admin, &config).await;
 }
 

@@ -30,6 +30,12 @@ fn store() -> Arc<MemoryStore> {
     Arc::new(MemoryStore::new(NonZeroUsize::new(1000).unwrap()))
 }
 
+/// Every message in `store`, oldest first (up to 1000), as GET /pong lists them.
+fn listed(store: &MemoryStore) -> Vec<serde_json::Value> {
+    let page = store.page(pingpong_pong::ListQuery::oldest(1000)).unwrap();
+    serde_json::from_str(&page.json).unwrap()
+}
+
 /// Publishes `count` messages `<prefix>0`, `<prefix>1`... one at a time (each confirmed before
 /// the next), waits until the store holds them all, and checks they are listed in queue order.
 async fn publish_and_check_order(
@@ -49,13 +55,7 @@ async fn publish_and_check_order(
         async move { s.len() == count }
     })
     .await;
-    let listed: Vec<serde_json::Value> = serde_json::from_str(
-        &store
-            .page(pingpong_pong::ListQuery::oldest(1000))
-            .unwrap()
-            .json,
-    )
-    .unwrap();
+    let listed = listed(store);
     let order: Vec<&str> = listed.iter().map(|m| m["msg"].as_str().unwrap()).collect();
     assert_eq!(order, expected, "oldest first, in queue order");
 }
@@ -112,14 +112,7 @@ async fn every_partition_is_consumed_on_its_own_channel() {
         async move { s.len() == 60 }
     })
     .await;
-    let listed: Vec<serde_json::Value> = serde_json::from_str(
-        &store
-            .page(pingpong_pong::ListQuery::oldest(1000))
-            .unwrap()
-            .json,
-    )
-    .unwrap();
-    let stored: BTreeSet<uuid::Uuid> = listed
+    let stored: BTreeSet<uuid::Uuid> = listed(&store)
         .iter()
         .map(|m| m["id"].as_str().unwrap().parse().unwrap())
         .collect();
