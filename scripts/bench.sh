@@ -21,7 +21,8 @@
 # Environment: BENCH_DURATION (20), BENCH_CEILING_SECONDS (10), BENCH_PING_PORT (8101),
 # BENCH_PONG_PORT (8102), BENCH_GATEWAY_PORT (8180), BENCH_WRITE (1), BENCH_TRACES (off),
 # BENCH_TRACE_RATIO (0.1), BENCH_JAEGER_OTLP_PORT (8118), BENCH_JAEGER_UI_PORT (8186),
-# BENCH_JAEGER_GRPC_PORT (8185), plus RABBITMQ_* for the broker.
+# BENCH_JAEGER_GRPC_PORT (8185), plus RABBITMQ_* for the broker (RABBITMQ_PARTITIONS=N spreads the
+# load over N queues; see BENCHMARKS.md, "Partitions").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -93,12 +94,29 @@ cpu_ticks() {
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 # json FILE KEY: a number from the BENCH_JSON line wrk printed into FILE.
 json() { sed -n 's/^BENCH_JSON //p' "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
-queue_depth() { "$loadgen" queue-depth --queue "$RABBITMQ_QUEUE" | python3 -c "import json,sys; print(json.load(sys.stdin)['messages'])"; }
+# The queues of every partition (RABBITMQ_PARTITIONS, default 1): <queue>, <queue>.1, ...
+# A partitioned run is a comparison (BENCHMARKS.md, "Partitions"), not the reference figures:
+# it writes only its report file unless BENCH_WRITE says otherwise.
+partitions=${RABBITMQ_PARTITIONS:-1}
+((partitions == 1)) || bench_write_default=0
+queues=("$RABBITMQ_QUEUE")
+for ((i = 1; i < partitions; i++)); do queues+=("$RABBITMQ_QUEUE.$i"); done
+queue_depth() {
+  local total=0 queue depth
+  for queue in "${queues[@]}"; do
+    depth=$("$loadgen" queue-depth --queue "$queue" | python3 -c "import json,sys; print(json.load(sys.stdin)['messages'])")
+    total=$((total + depth))
+  done
+  echo "$total"
+}
 
 cleanup() {
   step "stopping the benchmark stack"
   scripts/local.sh down || true
-  "$loadgen" delete-queue "$RABBITMQ_QUEUE" "$RABBITMQ_QUEUE.dead" >/dev/null 2>&1 || true
+  local queue
+  for queue in "${queues[@]}"; do
+    "$loadgen" delete-queue "$queue" "$queue.dead" >/dev/null 2>&1 || true
+  done
 }
 
 step "building release binaries"
@@ -262,7 +280,7 @@ Linux $(uname -r); RabbitMQ on $RABBITMQ_HOST:$RABBITMQ_PORT; load average befor
 after: $(cut -d' ' -f1-3 /proc/loadavg).
 Everything (wrk, nginx, ping, pong, RabbitMQ) shares these CPUs. Command: \`make bench\`
 (wrk -t2 --latency through nginx on 127.0.0.1, body \`{"msg": "benchmark message from wrk"}\`,
-release build, gateway access log off, RUST_LOG=warn, PONG_MAX_MESSAGES=100000, $trace_note).
+release build, gateway access log off, RUST_LOG=warn, PONG_MAX_MESSAGES=100000, $trace_note, RABBITMQ_PARTITIONS=$partitions).
 Figures swing with the other load on a shared machine: compare with the runs on record below, and
 with the CPU seconds other processes used during each run.
 

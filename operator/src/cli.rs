@@ -49,6 +49,9 @@ pub struct AutoscaleArgs {
     /// The queue (in vhost /).
     #[arg(long)]
     pub queue: String,
+    /// Partitions of the queue (1 to 32): the backlog of `<queue>`, `<queue>.1`, ... is summed.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u8,
     /// Fewest replicas (0 scales to zero).
     #[arg(long, default_value_t = 1)]
     pub min_replicas: i32,

@@ -300,7 +300,8 @@ fn owns_children(
 /// What a stack event must change to trigger a reconcile: its generation (the spec), labels,
 /// annotations (`kubectl annotate pps NAME reconcile=...` forces one), deletion, or the one part
 /// of the status the reconcile reads as input: the pong replicas an autoscaled stack applies
-/// (the autoscaler's decision in `status.autoscaling`). Never the rest of the status.
+/// (the autoscaler's decision in `status.autoscaling`) and whether the broker check found the
+/// broker split (`status.brokerCluster`). Never the rest of the status.
 pub fn stack_changed(stack: &DeserializeGuard<PingPongStack>) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = stack.meta();
@@ -317,6 +318,15 @@ pub fn stack_changed(stack: &DeserializeGuard<PingPongStack>) -> Option<u64> {
         .as_ref()
         .ok()
         .map(crate::autoscale::applied_replicas)
+        .hash(&mut hasher);
+    // The broker check's verdict decides Ready: a split found or healed must reach it.
+    stack
+        .0
+        .as_ref()
+        .ok()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.broker_cluster.as_ref())
+        .map(|b| b.state == crate::crd::BrokerClusterState::Partitioned)
         .hash(&mut hasher);
     Some(hasher.finish())
 }
@@ -423,6 +433,10 @@ async fn run_controller(
         config.autoscale.clone(),
     );
     tokio::spawn(autoscaler.run(store.clone(), restart.clone()));
+    // The same for the broker membership check of clustered brokers.
+    let broker_check =
+        crate::broker_check::runner::BrokerCheck::new(client.clone(), context.recorder.clone());
+    tokio::spawn(broker_check.run(store.clone(), restart.clone()));
     let synced = store.clone();
     tokio::spawn(async move {
         // The store's readiness is a one-shot channel that wakes only the waiter that polled it

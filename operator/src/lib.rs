@@ -6,6 +6,7 @@
 
 pub mod apis;
 pub mod autoscale;
+pub mod broker_check;
 pub mod cli;
 pub mod config;
 pub mod controller;

@@ -22,7 +22,9 @@ NODE_CGROUP=pingpong-$base
 node_net=$(((base / 1000) % 250))
 NODE_HOST_IP=10.213.$node_net.1
 NODE_IP=10.213.$node_net.2
-NODE_POD_CIDR=10.88.0.0/24
+# One pod range per port base: the host routes it to its own node (see node.sh), so two clusters
+# on one machine never claim the same addresses.
+NODE_POD_CIDR=10.88.$node_net.0/24
 CLUSTER_DNS_IP=10.96.0.10
 GATEWAY_NODE_PORT=30080
 GATEWAY_PORT=$((base + 30))

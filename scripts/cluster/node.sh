@@ -12,11 +12,13 @@
 #
 # Layout (N = CLUSTER_PORT_BASE / 1000, so clusters on other port bases never meet):
 #   network namespace pingpong-<base>, veth ppn<base> (host, 10.213.N.1/30) <-> eth0 (node,
-#   10.213.N.2/30); pods on the bridge cni0, 10.88.0.0/24, masqueraded towards the host.
+#   10.213.N.2/30); pods on the bridge cni0, 10.88.N.0/24, masqueraded towards the host.
 #   Pods and the node reach the API server through a socat relay on 10.213.N.1 (the API server
 #   itself listens on 127.0.0.1 only); the host reaches the Gateway through a socat relay on
-#   127.0.0.1:<base+30>. Host networking is not otherwise touched: no host iptables rules, no
-#   routes, ip_forward stays as it was.
+#   127.0.0.1:<base+30>, and the pods by one route (10.88.N.0/24 via the node, on the veth, so it
+#   goes with it): the operator on the host reads broker pods' management API at their pod IPs.
+#   Host networking is not otherwise touched: no host iptables rules, ip_forward stays as it
+#   was.
 #   Jaeger v2 (scripts/observability/jaeger.yaml, the binary scripts/observability/build.sh
 #   caches) runs on the host and listens on 10.213.N.1 (pods cannot reach the host's 127.0.0.1):
 #   OTLP/HTTP on <base+31>, behind the Service observability/jaeger (port 4318, a selector-less
@@ -71,6 +73,9 @@ network_up() {
     in_node ip link set lo up
     in_node ip route add default via "$NODE_HOST_IP"
   fi
+  # The host reaches the pods through the node (an operator on the host reads each broker pod's
+  # management API at its pod IP, as it does in a cluster). Gone with the veth.
+  ip route replace "$NODE_POD_CIDR" via "$NODE_IP" dev "$NODE_VETH"
   # Bridged pod traffic must pass iptables (Services between pods on the same bridge).
   in_node sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.ipv4.ip_forward=1
 }

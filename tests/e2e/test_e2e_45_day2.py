@@ -1,5 +1,6 @@
 """Day-2 changes the API server itself decides: fields that map to a StatefulSet's immutable
-volumeClaimTemplates and broker scale-down are refused at admission with the CEL rule's message;
+volumeClaimTemplates, broker scale-down and fewer partitions are refused at admission with the CEL
+rule's message;
 a child the API refuses (here a ValidatingAdmissionPolicy standing in for ingress-nginx's webhook)
 is named in the stack's status while every other child is still applied, and the stack recovers
 once the child is accepted."""
@@ -28,6 +29,37 @@ def test_broker_storage_and_scale_down_are_refused(cluster: Cluster, ns: str) ->
              "rabbitmq.replicas cannot be decreased")
     cluster.apply(stack_doc(name, {"rabbitmq": {"replicas": 5, "storage": {"size": "1Gi"}}}), ns)
     eventually("five brokers", lambda: cluster.stack(ns, name)["status"]["rabbitmq"]["replicas"] == 5)
+    cluster.wait_ready(ns, name)
+
+
+def _env(cluster: Cluster, ns: str, deployment: str) -> dict[str, str]:
+    spec = cluster.get("deployment", deployment, ns)["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def test_partitions_grow_and_never_shrink(cluster: Cluster, ns: str) -> None:
+    """Issue 20: `rabbitmq.partitions` reaches ping and pong as RABBITMQ_PARTITIONS (only above
+    1, so a stack of one partition renders what it did before partitions existed), grows, and
+    never shrinks, whether set or left to its default."""
+    one = "one-partition"
+    cluster.apply(stack_doc(one, {}), ns)
+    cluster.wait_ready(ns, one)
+    for component in ("ping", "pong"):
+        assert "RABBITMQ_PARTITIONS" not in _env(cluster, ns, f"{one}-{component}")
+
+    name = "partitioned"
+    cluster.apply(stack_doc(name, {"rabbitmq": {"partitions": 4}}), ns)
+    cluster.wait_ready(ns, name)
+    for component in ("ping", "pong"):
+        assert _env(cluster, ns, f"{name}-{component}")["RABBITMQ_PARTITIONS"] == "4"
+    message = "rabbitmq.partitions (default 1) cannot be decreased"
+    _refused(cluster, ns, name, {"rabbitmq": {"partitions": 2}}, message)
+    _refused(cluster, ns, name, {}, message)
+    cluster.apply(stack_doc(name, {"rabbitmq": {"partitions": 6}}), ns)
+    eventually("ping and pong spread over six partitions", lambda: all(
+        _env(cluster, ns, f"{name}-{component}").get("RABBITMQ_PARTITIONS") == "6"
+        for component in ("ping", "pong")))
     cluster.wait_ready(ns, name)
 
 

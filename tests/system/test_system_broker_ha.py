@@ -16,6 +16,8 @@ cluster (broker_cluster.py), with the real ping and pong binaries under load.
    again within RECOVERY_BOUND (5 s) of the kill; at the end 0 acknowledged pings lost and no
    request slower than SLOWEST_BOUND (10 s). The classic variant keeps the queue on the third node
    for the first two kills, then kills that node: publishes fail until it returns, and nothing else.
+6. Issue 20, four partitions: their leaders spread over the nodes (least-leaders), and the node
+   leading the most of them is killed -9 mid-load: no acknowledged ping lost.
 
 Each test prints: accepted, stored, lost (must be 0), 503s, longest unavailability. Test 4 runs
 its own PostgreSQL server. Without rabbitmq-server (or the PostgreSQL server for test 4) the tests
@@ -132,6 +134,53 @@ def test_leader_node_killed_mid_load_loses_no_acknowledged_ping(cluster: BrokerC
     verify(stack, load, f"leader {leader.node} killed")
     assert stack.procs["ping"].pid == ping_pid and stack.procs["ping"].alive(), "ping was restarted"
     assert stack.procs["pong"].pid == pong_pid and stack.procs["pong"].alive(), "pong was restarted"
+
+
+PARTITIONS = 4
+
+
+def test_partitions_spread_over_the_nodes_and_lose_nothing_when_one_dies(cluster: BrokerCluster,
+                                                                          ha_stack: Stack) -> None:
+    """Issue 20, past one queue: RABBITMQ_PARTITIONS=4 with the leader locator the operator renders
+    for partitioned clusters (`queue_leader_locator = least-leaders`, set here at runtime so the
+    other tests keep client-local placement). Every partition is a quorum queue on every node,
+    their leaders spread over the nodes, and killing the node that leads the most of them under
+    load loses no acknowledged ping."""
+    stack = ha_stack
+    locator = 'application:set_env(rabbit, queue_leader_locator, <<"least-leaders">>).'
+    for node in cluster.nodes:
+        assert node.ctl("eval", locator, timeout=30).returncode == 0
+    try:
+        extra = {"RABBITMQ_PARTITIONS": str(PARTITIONS)}
+        stack.start_pong(env_for(cluster, PONG_ORDER, extra))
+        stack.wait_ready("pong", timeout=90)
+        stack.start_ping(env_for(cluster, PING_ORDER, extra))
+        stack.wait_ready("ping", timeout=90)
+    finally:
+        for node in cluster.alive():
+            node.ctl("eval", "application:unset_env(rabbit, queue_leader_locator).", timeout=30)
+    queues = [stack.queue] + [f"{stack.queue}.{i}" for i in range(1, PARTITIONS)]
+    for queue in queues:
+        for name in (queue, f"{queue}.dead"):
+            info = cluster.queue_info(name)
+            assert info["type"] == "quorum", (name, info)
+            assert all(n.node in info["members"] for n in cluster.nodes), f"{name}: {info}"
+    leaders = [cluster.leader(queue) for queue in queues]
+    print("partition leaders: " + ", ".join(f"{q} on {n.node}" for q, n in zip(queues, leaders)))
+    assert len({n.index for n in leaders}) >= 2, "every partition's leader is on one node"
+
+    with Load(f"{stack.ping_url}/ping", "partitions") as load:
+        wait_for_200s(load, 200, 0.0, "200 pings before the kill")
+        busiest = max(leaders, key=lambda n: sum(m.index == n.index for m in leaders))
+        print(f"killing {busiest.node}: leads "
+              f"{sum(m.index == busiest.index for m in leaders)} of {PARTITIONS} partitions")
+        killed_at = time.monotonic()
+        busiest.kill9()
+        wait_for_200s(load, 300, killed_at, "300 pings answered 200 after the kill")
+        wait_until(lambda: http_status(f"{stack.pong_url}/readyz") == 200, 60, "pong ready again")
+    verify(stack, load, f"{PARTITIONS} partitions, {busiest.node} killed")
+    for queue in queues:
+        wait_until(lambda q=queue: cluster.queue_info(q)["messages"] == "0", 60, f"{queue} drained")
 
 
 def test_rolling_restart_under_load_loses_no_acknowledged_ping(cluster: BrokerCluster,

@@ -51,6 +51,27 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// The signal of a queue split in partitions, from each partition's: messages and rates
+    /// add up; every pong replica consumes every partition, so the consumers are the most any
+    /// partition has (a replica still registered on one counts), and the utilisation is the
+    /// lowest known (the partition that keeps its consumers busiest).
+    pub fn sum(partitions: &[Signal]) -> Signal {
+        partitions
+            .iter()
+            .fold(Signal::default(), |total, p| Signal {
+                ready: total.ready.saturating_add(p.ready),
+                unacked: total.unacked.saturating_add(p.unacked),
+                consumers: total.consumers.max(p.consumers),
+                utilisation: match (total.utilisation, p.utilisation) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+                publish_rate: total.publish_rate + p.publish_rate,
+                deliver_rate: total.deliver_rate + p.deliver_rate,
+                ack_rate: total.ack_rate + p.ack_rate,
+            })
+    }
+
     /// Ready + unacknowledged: everything the broker still holds for pong.
     pub fn backlog(&self) -> u64 {
         self.ready.saturating_add(self.unacked)

@@ -60,7 +60,8 @@ pub fn settings(args: &crate::cli::AutoscaleArgs) -> Result<LocalSettings, Local
         && spec.target_backlog_per_replica >= 1
         && spec.scale_down_delay_seconds >= 0
         && spec.max_drain_seconds >= 1
-        && args.interval_ms >= 10;
+        && args.interval_ms >= 10
+        && (1..=32).contains(&args.partitions);
     if !valid {
         return Err(LocalError::InvalidArguments);
     }
@@ -71,6 +72,7 @@ pub fn settings(args: &crate::cli::AutoscaleArgs) -> Result<LocalSettings, Local
         target: Target {
             base_url: args.management_url.trim_end_matches('/').to_owned(),
             queue: args.queue.clone(),
+            partitions: args.partitions,
         },
         policy: super::policy(&spec),
         interval: Duration::from_millis(args.interval_ms),

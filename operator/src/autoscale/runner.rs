@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
@@ -33,6 +32,7 @@ use crate::crd::{AutoscalingStatus, PingPongStack};
 use crate::labels::{self, Component};
 use crate::reconcile::events::{self, Notice};
 use crate::reconcile::names::ChildNames;
+use crate::reconcile::report::apply_status_fields;
 
 /// Queues read at once in a round.
 pub const CONCURRENCY: usize = 32;
@@ -240,46 +240,27 @@ impl Autoscaler {
         namespace: &str,
         secret_name: &str,
     ) -> Result<Credentials, SignalError> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = api
-            .get(secret_name)
-            .await
-            .map_err(|source| SignalError::Credentials {
-                name: secret_name.to_owned(),
-                source: Box::new(source),
-            })?;
-        let value = |key: &'static str| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|data| data.get(key))
-                .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| SignalError::CredentialsKey {
-                    name: secret_name.to_owned(),
-                    key,
-                })
-        };
-        Ok(Credentials {
-            username: value("username")?,
-            password: value("password")?,
-        })
+        super::signal::read_credentials(&self.client, namespace, secret_name).await
     }
 
     /// Where `stack`'s queue is read.
     fn target(&self, stack: &PingPongStack) -> Target {
         let queue = &stack.spec.rabbitmq.queue;
-        match &self.settings.management_url {
+        let target = match &self.settings.management_url {
             Some(base_url) => Target {
                 base_url: base_url.clone(),
                 queue: queue.clone(),
+                partitions: 1,
             },
             None => Target::in_cluster(
                 &ChildNames::new(&stack.name_any(), None).rabbitmq,
                 &stack.namespace().unwrap_or_default(),
                 queue,
             ),
-        }
+        };
+        // Validated (1 to 32) before any stack is autoscaled; the schema bounds it too.
+        let partitions = stack.spec.rabbitmq.partitions.unwrap_or(1);
+        target.with_partitions(u8::try_from(partitions).unwrap_or(1))
     }
 
     /// Before a scale-in step: sets each pong pod's deletion cost to the messages it holds (one
@@ -496,18 +477,9 @@ impl Autoscaler {
     /// KEDA now scales: its last decision must not be applied when the stack comes back to the
     /// operator's loop, which then starts from the replicas that run.
     async fn clear(&self, stack: &PingPongStack) {
-        let api: Api<PingPongStack> =
-            Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default());
-        let body = serde_json::json!({
-            "apiVersion": PingPongStack::api_version(&()),
-            "kind": PingPongStack::kind(&()),
-            "status": {},
-        });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        if let Err(error) = api
-            .patch_status(&stack.name_any(), &params, &Patch::Apply(&body))
-            .await
-        {
+        let cleared =
+            apply_status_fields(&self.client, stack, FIELD_MANAGER, serde_json::json!({}));
+        if let Err(error) = cleared.await {
             tracing::warn!(
                 stack = %stack.name_any(),
                 namespace = stack.namespace().as_deref().unwrap_or(""),
@@ -522,17 +494,8 @@ impl Autoscaler {
         stack: &PingPongStack,
         status: &AutoscalingStatus,
     ) -> Result<(), kube::Error> {
-        let api: Api<PingPongStack> =
-            Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default());
-        let body = serde_json::json!({
-            "apiVersion": PingPongStack::api_version(&()),
-            "kind": PingPongStack::kind(&()),
-            "status": { "autoscaling": status },
-        });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch_status(&stack.name_any(), &params, &Patch::Apply(&body))
-            .await?;
-        Ok(())
+        let fields = serde_json::json!({ "autoscaling": status });
+        apply_status_fields(&self.client, stack, FIELD_MANAGER, fields).await
     }
 }
 

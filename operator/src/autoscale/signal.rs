@@ -1,5 +1,6 @@
 //! The signal: what the broker holds for pong, read from the RabbitMQ management API
-//! (`GET /api/queues/%2F/<queue>`) with the stack's own credentials.
+//! (`GET /api/queues/%2F/<queue>`, once per partition: `<queue>`, `<queue>.1`, ...) with the
+//! stack's own credentials, and summed over the partitions ([`Signal::sum`]).
 //!
 //! The management API (not AMQP's `queue.declare`, which counts only ready messages) gives ready
 //! *and* unacknowledged messages, the consumers, their utilisation and the publish, deliver and
@@ -128,13 +129,17 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Where one stack's queue is read: the management API base URL and the queue name.
+/// Where one stack's queue is read: the management API base URL, the queue name and how many
+/// partitions it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// `http://host:port` (no trailing slash).
     pub base_url: String,
-    /// The work queue (in vhost `/`).
+    /// The work queue (in vhost `/`): partition 0.
     pub queue: String,
+    /// How many partitions (`spec.rabbitmq.partitions`): `<queue>` and `<queue>.1` to
+    /// `<queue>.<partitions - 1>`.
+    pub partitions: u8,
 }
 
 impl Target {
@@ -143,17 +148,32 @@ impl Target {
         Self {
             base_url: format!("http://{service}.{namespace}.svc:{MANAGEMENT_PORT}"),
             queue: queue.to_owned(),
+            partitions: 1,
         }
     }
 
-    /// The queue's URL. Queue names are `[A-Za-z0-9][A-Za-z0-9._:-]*` (the CRD's pattern), so
-    /// only the vhost needs escaping.
+    /// The same target with `partitions` partitions (at least 1).
+    #[must_use]
+    pub fn with_partitions(self, partitions: u8) -> Self {
+        Self {
+            partitions: partitions.max(1),
+            ..self
+        }
+    }
+
+    /// The URL of partition 0 (the queue itself).
     pub fn url(&self) -> String {
-        format!(
-            "{}/api/queues/%2F/{}",
-            self.base_url.trim_end_matches('/'),
-            self.queue
-        )
+        self.partition_url(0)
+    }
+
+    /// The URL of partition `index`'s queue. Queue names are `[A-Za-z0-9][A-Za-z0-9._:-]*` (the
+    /// CRD's pattern), so only the vhost needs escaping.
+    pub fn partition_url(&self, index: u8) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        match index {
+            0 => format!("{base}/api/queues/%2F/{}", self.queue),
+            index => format!("{base}/api/queues/%2F/{}.{index}", self.queue),
+        }
     }
 }
 
@@ -217,13 +237,26 @@ impl Default for ManagementClient {
 }
 
 impl ManagementClient {
-    /// Reads `target`'s queue with `credentials`, within [`REQUEST_TIMEOUT`].
+    /// Reads `target`'s queue with `credentials`, every partition at once, each within
+    /// [`REQUEST_TIMEOUT`], and sums them ([`Signal::sum`]); any partition's error is the
+    /// result (a signal that misses a partition would scale in on a backlog it cannot see).
     pub async fn queue(
         &self,
         target: &Target,
         credentials: &Credentials,
     ) -> Result<Signal, SignalError> {
-        let (status, body) = self.get(target.url(), credentials).await?;
+        let reads = (0..target.partitions.max(1))
+            .map(|index| self.partition(target.partition_url(index), credentials));
+        let signals = futures::future::try_join_all(reads).await?;
+        Ok(Signal::sum(&signals))
+    }
+
+    async fn partition(
+        &self,
+        url: String,
+        credentials: &Credentials,
+    ) -> Result<Signal, SignalError> {
+        let (status, body) = self.get(url, credentials).await?;
         match status {
             StatusCode::OK => parse_queue(&body),
             StatusCode::NOT_FOUND => Err(SignalError::NoQueue),
@@ -245,6 +278,20 @@ impl ManagementClient {
         let (status, body) = self.get(url, credentials).await?;
         match status {
             StatusCode::OK => parse_channels(&body),
+            other => Err(refused(other)),
+        }
+    }
+
+    /// The body of a `200 OK` answer to `GET url` (any other status is an error), within
+    /// [`REQUEST_TIMEOUT`]; the broker membership check reads `GET /api/nodes` with it.
+    pub async fn get_ok(
+        &self,
+        url: String,
+        credentials: &Credentials,
+    ) -> Result<Bytes, SignalError> {
+        let (status, body) = self.get(url, credentials).await?;
+        match status {
+            StatusCode::OK => Ok(body),
             other => Err(refused(other)),
         }
     }
@@ -282,6 +329,39 @@ impl ManagementClient {
             .await
             .map_err(|_| SignalError::Timeout(REQUEST_TIMEOUT))?
     }
+}
+
+/// Reads the broker credentials (keys `username` and `password`) from the Secret `secret_name`.
+pub async fn read_credentials(
+    client: &kube::Client,
+    namespace: &str,
+    secret_name: &str,
+) -> Result<Credentials, SignalError> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get(secret_name)
+        .await
+        .map_err(|source| SignalError::Credentials {
+            name: secret_name.to_owned(),
+            source: Box::new(source),
+        })?;
+    let value = |key: &'static str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| SignalError::CredentialsKey {
+                name: secret_name.to_owned(),
+                key,
+            })
+    };
+    Ok(Credentials {
+        username: value("username")?,
+        password: value("password")?,
+    })
 }
 
 /// The error of a status other than 200 (and 404 on a queue).
@@ -349,6 +429,56 @@ mod tests {
             target.url(),
             "http://demo-rabbitmq.team-a.svc:15672/api/queues/%2F/orders.v1"
         );
+    }
+
+    #[test]
+    fn each_partition_has_its_own_url() {
+        let target = Target::in_cluster("demo-rabbitmq", "team-a", "orders").with_partitions(3);
+        let urls: Vec<String> = (0..target.partitions)
+            .map(|i| target.partition_url(i))
+            .collect();
+        let base = "http://demo-rabbitmq.team-a.svc:15672/api/queues/%2F";
+        assert_eq!(
+            urls,
+            [
+                format!("{base}/orders"),
+                format!("{base}/orders.1"),
+                format!("{base}/orders.2")
+            ]
+        );
+        assert_eq!(target.clone().with_partitions(0).partitions, 1);
+    }
+
+    #[test]
+    fn partitions_add_up_and_keep_the_replicas_view() {
+        let partition = |ready, consumers, utilisation| Signal {
+            ready,
+            unacked: 10,
+            consumers,
+            utilisation,
+            publish_rate: 100.0,
+            deliver_rate: 90.0,
+            ack_rate: 80.0,
+        };
+        let total = Signal::sum(&[
+            partition(1000, 3, Some(0.9)),
+            partition(500, 4, None),
+            partition(0, 3, Some(0.4)),
+        ]);
+        assert_eq!(
+            total,
+            Signal {
+                ready: 1500,
+                unacked: 30,
+                consumers: 4,
+                utilisation: Some(0.4),
+                publish_rate: 300.0,
+                deliver_rate: 270.0,
+                ack_rate: 240.0,
+            }
+        );
+        let one = partition(7, 2, Some(0.5));
+        assert_eq!(Signal::sum(std::slice::from_ref(&one)), one);
     }
 
     #[test]

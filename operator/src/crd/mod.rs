@@ -8,6 +8,7 @@
 //! store and cache types live in `crd/store.rs` and are re-exported here.
 
 mod autoscaling;
+mod broker_cluster;
 mod observability;
 mod store;
 
@@ -24,6 +25,7 @@ pub use autoscaling::{
     AutoscalingEngine, AutoscalingStatus, DEFAULT_MAX_DRAIN_SECONDS, DEFAULT_MIN_REPLICAS,
     DEFAULT_SCALE_DOWN_DELAY_SECONDS, DEFAULT_TARGET_BACKLOG_PER_REPLICA, PongAutoscaling,
 };
+pub use broker_cluster::{BrokerClusterState, BrokerClusterStatus, BrokerPodView};
 pub use observability::{DEFAULT_SAMPLING_RATIO, ObservabilitySpec, TracingSpec};
 pub use store::{
     CacheSpec, CacheStatus, DEFAULT_REDIS_URL_KEY, ExternalPostgres, ExternalRedis, Placement,
@@ -259,6 +261,11 @@ impl Default for PongSpec {
 ).message(
     "rabbitmq.queueType (or its default, quorum from 3 replicas, else classic) cannot change on an existing stack: RabbitMQ refuses to declare the queue again with another type; set queueType to the current type to keep it, or create a new stack (a new queue) and drain the old one"
 ))]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.partitions) ? self.partitions : 1) >= (has(oldSelf.partitions) ? oldSelf.partitions : 1)"
+).message(
+    "rabbitmq.partitions (default 1) cannot be decreased: the messages waiting in the removed partitions' queues would never be consumed; create a new stack with fewer partitions and move the traffic once the old queues are drained"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct RabbitMqSpec {
     /// Container image of RabbitMQ (an official `rabbitmq:4.x-management` tag or compatible).
@@ -310,6 +317,15 @@ pub struct RabbitMqSpec {
     /// the life of the stack (rejected at admission): RabbitMQ cannot change a queue's type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_type: Option<QueueType>,
+    /// How many queues the work is spread over (1 to 32, default 1). One queue runs on one core
+    /// of one broker node whatever the cluster's size; N partitions are N queues (`<queue>`,
+    /// `<queue>.1` ... `<queue>.<N-1>`, each with its dead-letter queue), ping sends each
+    /// message to the partition its id selects and every pong replica consumes them all. With
+    /// several broker nodes, the queues' leaders are spread over them. Can grow (the new
+    /// queues are declared and ping and pong roll), never shrink (rejected at admission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32))]
+    pub partitions: Option<i32>,
 }
 
 impl Default for RabbitMqSpec {
@@ -322,6 +338,7 @@ impl Default for RabbitMqSpec {
             resources: None,
             credentials_secret: None,
             queue_type: None,
+            partitions: None,
         }
     }
 }
@@ -502,6 +519,11 @@ pub struct PingPongStackStatus {
     /// `spec.pong.autoscaling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
+    /// A clustered broker's membership (`spec.rabbitmq.replicas` above 1), checked by the
+    /// operator on a timer: whether every ready broker pod sees the others as running members of
+    /// one cluster. `Partitioned` makes `Ready` False (reason `BrokerPartitioned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_cluster: Option<BrokerClusterStatus>,
 }
 
 /// Replica counts of one component.

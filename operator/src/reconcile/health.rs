@@ -3,7 +3,8 @@
 //! Replica counts say *that* a workload is not ready; a user needs to know *why*: a pod that
 //! cannot pull its image, one that crash-loops, a container that cannot be created, a pod no
 //! node accepts, a broker pod that never becomes ready (it never joined the cluster), a
-//! Deployment past its progress deadline, an HTTPRoute its Gateway refused. [`problems`] turns
+//! Deployment past its progress deadline, an HTTPRoute its Gateway refused, a broker split
+//! into clusters that each look healthy ([`broker_problem`], from the periodic check's verdict). [`problems`] turns
 //! the workloads, the pods of those that are not ready and the applied HTTPRoute into
 //! [`Problem`]s, each naming the object and quoting its own reason and message. Report puts
 //! them into `Ready=False` (and `Degraded=True` when a user must act). This module does no I/O:
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 use super::rollout::Workloads;
 use super::validate::GatewaySettings;
+use crate::crd::{BrokerClusterState, PingPongStack};
 use crate::labels::Component;
 
 /// Condition reasons of the problems (a fixed PascalCase set).
@@ -42,6 +44,9 @@ pub mod reason {
     pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
     /// No Gateway controller has reported on the HTTPRoute's current generation yet.
     pub const ROUTE_PENDING: &str = "RoutePending";
+    /// The broker pods do not form one cluster (`status.brokerCluster.state: Partitioned`): a
+    /// ready pod does not see another ready one as a running member of its cluster.
+    pub const BROKER_PARTITIONED: &str = "BrokerPartitioned";
 }
 
 /// How long a running pod may stay unready before it is reported ([`reason::POD_NOT_READY`]):
@@ -284,6 +289,20 @@ pub fn route_problem(
         }
     }
     None
+}
+
+/// A split broker, as the broker membership check ([`crate::broker_check`]) last concluded in
+/// `status.brokerCluster`; only while the spec asks for a cluster (a conclusion left from a
+/// larger broker does not count).
+pub fn broker_problem(stack: &PingPongStack) -> Option<Problem> {
+    let verdict = stack.status.as_ref()?.broker_cluster.as_ref()?;
+    (stack.spec.rabbitmq.replicas > 1 && verdict.state == BrokerClusterState::Partitioned).then(
+        || Problem {
+            reason: reason::BROKER_PARTITIONED,
+            message: verdict.message.clone(),
+            needs_action: true,
+        },
+    )
 }
 
 /// Every problem of the stack: per workload that is not ready, the first problem among its

@@ -256,13 +256,16 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             events::publish(&ctx.recorder, &regarding, vec![restart::notice(&stale)]).await;
         }
     }
-    let problems = health::problems(
+    let mut problems = health::problems(
         &workloads,
         &pods,
         validated.gateway.as_ref(),
         &validated.namespace,
         k8s_openapi::jiff::Timestamp::now(),
     );
+    // A split broker: every pod ready, each node in a cluster of its own (the periodic check's
+    // verdict in the status; never read from the brokers here).
+    problems.extend(health::broker_problem(stack));
     let converged = Converged::new(&validated, workloads.readiness()).with_problems(problems);
     let ready = converged.problems.is_empty() && converged.readiness.is_ready();
     reporter

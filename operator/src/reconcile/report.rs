@@ -21,7 +21,8 @@ use kube::{Client, Resource};
 ///
 /// `status.autoscaling` is left out: the autoscaler writes it with its own field manager
 /// ([`crate::autoscale::FIELD_MANAGER`]), and a reconcile that read the stack before the
-/// autoscaler's last write must not force the older decision back.
+/// autoscaler's last write must not force the older decision back. `status.brokerCluster` is
+/// left out for the same reason: the broker check ([`crate::broker_check`]) writes it.
 pub async fn write_status(
     client: &Client,
     namespace: &str,
@@ -31,6 +32,7 @@ pub async fn write_status(
     let api: Api<PingPongStack> = Api::namespaced(client.clone(), namespace);
     let status = PingPongStackStatus {
         autoscaling: None,
+        broker_cluster: None,
         ..status.clone()
     };
     let body = serde_json::json!({
@@ -45,6 +47,30 @@ pub async fn write_status(
             name: name.to_owned(),
             source,
         })?;
+    Ok(())
+}
+
+/// Applies `fields` (a part of `status`) to `stack` through the status subresource with
+/// `field_manager`, forced: the writes of the operator's timers (the autoscaler's
+/// `status.autoscaling`, the broker check's `status.brokerCluster`), each owning its own field.
+/// Fields this manager applied before and `fields` lacks are removed (`{}` clears them all).
+pub async fn apply_status_fields(
+    client: &Client,
+    stack: &PingPongStack,
+    field_manager: &str,
+    fields: serde_json::Value,
+) -> Result<(), kube::Error> {
+    use kube::ResourceExt;
+    let api: Api<PingPongStack> =
+        Api::namespaced(client.clone(), &stack.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": PingPongStack::api_version(&()),
+        "kind": PingPongStack::kind(&()),
+        "status": fields,
+    });
+    let params = PatchParams::apply(field_manager).force();
+    api.patch_status(&stack.name_any(), &params, &Patch::Apply(&body))
+        .await?;
     Ok(())
 }
 

@@ -483,6 +483,8 @@ pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
         warnings: converged.warnings.clone(),
         // Written by the autoscaler's own field manager, never by this one (see `write_status`).
         autoscaling: previous.autoscaling.clone(),
+        // Written by the broker check's own field manager (see `write_status`).
+        broker_cluster: previous.broker_cluster.clone(),
     }
 }
 

@@ -252,6 +252,51 @@ fn rabbitmq_config_follows_replicas() {
     assert!(data["enabled_plugins"].contains("rabbitmq_prometheus"));
 }
 
+/// The value of `name` in the first container of `deployment`, if set.
+fn env_var(deployment: &k8s_openapi::api::apps::v1::Deployment, name: &str) -> Option<String> {
+    let pod = deployment.spec.as_ref()?.template.spec.as_ref()?;
+    pod.containers[0]
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+#[test]
+fn partitions_reach_ping_and_pong_and_spread_a_cluster_s_leaders() {
+    let spec = |replicas: i32, partitions: Option<i32>| {
+        let mut stack = load_fixture("full");
+        stack.spec.rabbitmq.replicas = replicas;
+        stack.spec.rabbitmq.partitions = partitions;
+        desired_for(&stack).1
+    };
+    let locator = "queue_leader_locator = least-leaders";
+    let conf = |d: &pingpong_operator::reconcile::desired::DesiredState| {
+        d.rabbitmq.config.data.as_ref().unwrap()["rabbitmq.conf"].clone()
+    };
+
+    // One partition (unset or 1): what a stack rendered before partitions existed.
+    for unset in [None, Some(1)] {
+        let d = spec(3, unset);
+        assert_eq!(env_var(&d.ping.deployment, "RABBITMQ_PARTITIONS"), None);
+        assert_eq!(env_var(&d.pong.deployment, "RABBITMQ_PARTITIONS"), None);
+        assert!(!conf(&d).contains(locator));
+    }
+    let d = spec(3, Some(4));
+    assert_eq!(
+        env_var(&d.ping.deployment, "RABBITMQ_PARTITIONS").as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        env_var(&d.pong.deployment, "RABBITMQ_PARTITIONS").as_deref(),
+        Some("4")
+    );
+    assert!(conf(&d).contains(locator), "{}", conf(&d));
+    // One node has nowhere to spread the leaders to.
+    assert!(!conf(&spec(1, Some(4))).contains(locator));
+}
+
 #[test]
 fn ephemeral_storage_uses_an_empty_dir_and_no_claim_template() {
     let (_, desired) = desired_for(&load_fixture("gateway"));

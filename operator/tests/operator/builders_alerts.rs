@@ -95,6 +95,55 @@ fn single_node_memory_stack_has_no_partition_nor_store_alert() {
     );
 }
 
+/// The `expr` of every alert on the queues, by name.
+fn queue_exprs(spec: &str) -> Vec<(String, String)> {
+    let (_, desired) = desired_for(&stack_from_spec("parts", spec));
+    rules(&desired.prometheus_rule.unwrap())
+        .into_iter()
+        .filter(|r| r["expr"].as_str().unwrap().contains("queue"))
+        .map(|r| {
+            (
+                r["alert"].as_str().unwrap().to_owned(),
+                r["expr"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn queue_alerts_cover_every_partition_and_keep_one_queue_as_it_was() {
+    let base = "  monitoring:\n    prometheusRule: true\n  rabbitmq:\n    queue: orders.v1\n";
+    let one = queue_exprs(base);
+    let names: Vec<&str> = one.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "PingPongBacklogGrowing",
+            "PingPongQueueNoConsumer",
+            "PingPongDeadLetterGrowing"
+        ]
+    );
+    for (name, expr) in &one {
+        let wanted = if name == "PingPongDeadLetterGrowing" {
+            "queue=\"orders.v1.dead\""
+        } else {
+            "queue=\"orders.v1\""
+        };
+        assert!(expr.contains(wanted), "{name}: {expr}");
+    }
+    let four = queue_exprs(&format!("{base}    partitions: 4\n"));
+    for (name, expr) in &four {
+        // PromQL regexes are anchored; `.` in the name is escaped, and `<queue>.dead` is not a
+        // partition of the work queue.
+        let wanted = if name == "PingPongDeadLetterGrowing" {
+            r#"queue=~"orders\\.v1(\\.[0-9]+)?\\.dead""#
+        } else {
+            r#"queue=~"orders\\.v1(\\.[0-9]+)?""#
+        };
+        assert!(expr.contains(wanted), "{name}: {expr}");
+    }
+}
+
 #[test]
 fn built_only_when_asked_for_and_served() {
     let asked = validated(&stack_from_spec(

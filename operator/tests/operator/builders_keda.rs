@@ -17,6 +17,39 @@ fn keda_desired(served: ServedApis) -> pingpong_operator::reconcile::desired::De
 }
 
 #[test]
+fn keda_sums_the_partitions_queues() {
+    let mut stack = load_fixture("keda");
+    stack.spec.rabbitmq.partitions = Some(4);
+    let v = validated(&stack);
+    let inputs = PlanInputs::fresh(
+        &v,
+        fixed_credentials(),
+        fixed_postgres_password(),
+        ServedApis::ALL,
+    );
+    let desired = build_desired(&v, &inputs);
+    let scaled = serde_json::to_value(&desired.keda.unwrap().scaled_object).unwrap();
+    let triggers = scaled["spec"]["triggers"].as_array().unwrap();
+    assert_eq!(triggers.len(), 1);
+    let metadata = &triggers[0]["metadata"];
+    assert_eq!(metadata["queueName"], r"^orders(\.[0-9]+)?$");
+    assert_eq!(metadata["useRegex"], "true");
+    assert_eq!(metadata["operation"], "sum");
+    let regex = regex::Regex::new(metadata["queueName"].as_str().unwrap()).unwrap();
+    for (queue, matched) in [
+        ("orders", true),
+        ("orders.1", true),
+        ("orders.31", true),
+        ("orders.dead", false),
+        ("orders.1.dead", false),
+        ("ordersx", false),
+        ("other", false),
+    ] {
+        assert_eq!(regex.is_match(queue), matched, "{queue}");
+    }
+}
+
+#[test]
 fn keda_engine_renders_a_scaled_object_on_the_management_api() {
     let desired = keda_desired(ServedApis::ALL);
     let keda = desired.keda.as_ref().expect("KEDA objects");

@@ -253,7 +253,8 @@ pub async fn open_session(
             .create_channel()
             .await
             .map_err(AmqpError::Channel)?;
-        if let Err(error) = declare_topology(&connection, &config.queue, config.queue_type).await {
+        if let Err(error) = declare_topology(&connection, &config.queues(), config.queue_type).await
+        {
             close_connection(&connection, "declare failed").await;
             return Err(error.into());
         }

@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::address::{BrokerAddress, BrokerAddresses, DEFAULT_AMQP_PORT};
 use crate::credential::{Setting, SettingFile};
-pub use crate::queue::QueueName;
+pub use crate::queue::{Partitions, QueueName};
 pub use crate::secret::Secret;
 use crate::topology::QueueType;
 
@@ -43,6 +43,8 @@ pub const RABBITMQ_DEFAULT_PASS_FILE: &str = "RABBITMQ_DEFAULT_PASS_FILE";
 pub const RABBITMQ_QUEUE: &str = "RABBITMQ_QUEUE";
 /// Variable selecting the queue type (`classic` or `quorum`).
 pub const RABBITMQ_QUEUE_TYPE: &str = "RABBITMQ_QUEUE_TYPE";
+/// Variable: how many queues the work is spread over (1 to 32, default 1).
+pub const RABBITMQ_PARTITIONS: &str = "RABBITMQ_PARTITIONS";
 /// Variable selecting the log output format.
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 /// Variable holding the tracing filter directives.
@@ -242,6 +244,9 @@ pub struct AmqpConfig {
     pub queue: QueueName,
     /// Classic or quorum (`RABBITMQ_QUEUE_TYPE`, default classic).
     pub queue_type: QueueType,
+    /// How many queues the work is spread over (`RABBITMQ_PARTITIONS`,
+    /// default 1): see [`crate::queue`].
+    pub partitions: Partitions,
 }
 
 impl AmqpConfig {
@@ -293,6 +298,22 @@ impl AmqpConfig {
             }
         };
         let queue_type = env.parse(RABBITMQ_QUEUE_TYPE, QueueType::Classic, "classic or quorum");
+        let partitions = env.parse(
+            RABBITMQ_PARTITIONS,
+            Partitions::ONE,
+            "a whole number of partitions from 1 to 32",
+        );
+        if queue.as_str().len() > partitions.max_queue_len() {
+            env.problem(
+                RABBITMQ_QUEUE,
+                Some(queue.to_string()),
+                &format!(
+                    "a queue name of at most {} bytes with {partitions} partitions \
+                     (`<queue>.<partition>.dead` must fit in 255)",
+                    partitions.max_queue_len()
+                ),
+            );
+        }
         Self {
             addresses,
             vhost,
@@ -300,20 +321,27 @@ impl AmqpConfig {
             password,
             queue,
             queue_type,
+            partitions,
         }
+    }
+
+    /// The queues of every partition, partition 0 (the queue itself) first.
+    pub fn queues(&self) -> Vec<QueueName> {
+        self.partitions.queues(&self.queue)
     }
 
     /// A one-line description without the password, for start-up logs
     /// (a file-backed user or password shows as `<path>`).
     pub fn summary(&self) -> String {
         format!(
-            "amqp://{}:{}@{}/{} queue={} queue_type={}",
+            "amqp://{}:{}@{}/{} queue={} queue_type={} partitions={}",
             self.user,
             self.password,
             self.addresses,
             self.vhost.replace('/', "%2f"),
             self.queue,
-            self.queue_type
+            self.queue_type,
+            self.partitions
         )
     }
 }

@@ -30,7 +30,9 @@ pub mod topology;
 pub mod trace;
 
 pub use address::{BrokerAddress, BrokerAddresses};
-pub use config::{AmqpConfig, ConfigError, Env, LogConfig, LogFormat, QueueName, Secret};
+pub use config::{
+    AmqpConfig, ConfigError, Env, LogConfig, LogFormat, Partitions, QueueName, Secret,
+};
 pub use credential::{Setting, SettingFile, SettingFileError};
 pub use message::Message;
 pub use topology::QueueType;

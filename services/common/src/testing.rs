@@ -105,9 +105,14 @@ pub async fn ready_count(session: &Session, queue: &str) -> u32 {
     }
 }
 
-/// Deletes the test queue and its dead-letter queue, then closes the session.
+/// Deletes the test queue and its dead-letter queue (of every partition), then closes the
+/// session.
 pub async fn cleanup(session: Session, config: &AmqpConfig) {
-    for queue in [config.queue.to_string(), config.queue.dead_letter()] {
+    let queues = config
+        .queues()
+        .into_iter()
+        .flat_map(|queue| [queue.to_string(), queue.dead_letter()]);
+    for queue in queues {
         let _ = session
             .channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())

@@ -131,9 +131,22 @@ impl TopologyError {
     }
 }
 
+/// Declares the topology of every queue in `queues` (the partitions of the
+/// work queue, see [`declare_queue`]). Idempotent.
+pub async fn declare_topology(
+    connection: &Connection,
+    queues: &[QueueName],
+    queue_type: QueueType,
+) -> Result<(), TopologyError> {
+    for queue in queues {
+        declare_queue(connection, queue, queue_type).await?;
+    }
+    Ok(())
+}
+
 /// Declares durable `<queue>.dead`, then durable `<queue>` dead-lettering
 /// into it, with the arguments of `queue_type`. Idempotent.
-pub async fn declare_topology(
+pub async fn declare_queue(
     connection: &Connection,
     queue: &QueueName,
     queue_type: QueueType,

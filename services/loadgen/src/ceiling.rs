@@ -14,7 +14,7 @@ use lapin::{
     BasicProperties, Channel,
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions},
 };
-use pingpong_common::topology::declare_topology;
+use pingpong_common::topology::declare_queue;
 use pingpong_common::{AmqpConfig, QueueName, QueueType};
 
 /// What to measure.
@@ -94,7 +94,7 @@ async fn publish_confirmed(channel: &Channel, queue: &str, payload: &[u8]) -> an
 /// Run the measurement; the queue is deleted afterwards even when publishing failed.
 pub async fn run(config: &AmqpConfig, params: &Params) -> anyhow::Result<Report> {
     let connection = pingpong_common::amqp::connect_any(config, "pingpong-loadgen").await?;
-    declare_topology(&connection, &params.queue, config.queue_type).await?;
+    declare_queue(&connection, &params.queue, config.queue_type).await?;
     let channel = connection
         .create_channel()
         .await

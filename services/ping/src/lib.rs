@@ -165,7 +165,8 @@ pub async fn run(
         manager.link(),
         &config.amqp.queue,
         metrics.confirm_duration.clone(),
-    );
+    )
+    .with_partitions(&config.amqp.queue, config.amqp.partitions);
     let state = AppState::with_metrics(Arc::new(publisher), registry, metrics)
         .with_max_in_flight(config.max_in_flight);
     let served = http_common::serve_with(listener, app(state), shutdown, config.http).await;

@@ -1,7 +1,8 @@
 //! Publishing with publisher confirms, behind the [`Publish`] trait.
 //!
 //! [`AmqpPublisher`] publishes on the managed confirm channel through the
-//! default exchange (routing key = queue), `mandatory`, persistent, JSON, with
+//! default exchange (routing key = the queue of the partition the message id
+//! selects: the queue itself with one partition), `mandatory`, persistent, JSON, with
 //! `message_id` = the caller's id, and awaits that message's own confirm with
 //! a timeout. Only an ack *without* a returned message is success; a returned
 //! message must carry the id of the publish it is attributed to. Handlers see
@@ -51,7 +52,7 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation};
 use pingpong_common::Message;
 use pingpong_common::amqp::{BrokerLink, Session};
-use pingpong_common::config::QueueName;
+use pingpong_common::config::{Partitions, QueueName};
 use pingpong_common::trace;
 use prometheus::HistogramVec;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -190,7 +191,9 @@ fn publish_span(queue: &str, message: &Message) -> tracing::Span {
 /// The real publisher on the managed AMQP connection.
 pub struct AmqpPublisher {
     link: BrokerLink,
-    routing_key: ShortString,
+    /// The queue of each partition (the default exchange routes by name).
+    routing_keys: Vec<ShortString>,
+    partitions: Partitions,
     confirm_duration: HistogramVec,
     health: ConfirmHealth,
     failures: FailureLog,
@@ -204,7 +207,8 @@ impl AmqpPublisher {
     pub fn new(link: BrokerLink, queue: &QueueName, confirm_duration: HistogramVec) -> Self {
         Self {
             link,
-            routing_key: queue.as_str().into(),
+            routing_keys: vec![queue.as_str().into()],
+            partitions: Partitions::ONE,
             confirm_duration,
             health: ConfirmHealth::default(),
             failures: FailureLog::default(),
@@ -213,10 +217,31 @@ impl AmqpPublisher {
         }
     }
 
+    /// Spreads the messages over `queue`'s `partitions` (see
+    /// [`pingpong_common::queue`]), each to the partition its id selects.
+    #[must_use]
+    pub fn with_partitions(mut self, queue: &QueueName, partitions: Partitions) -> Self {
+        self.routing_keys = partitions
+            .queues(queue)
+            .iter()
+            .map(|queue| queue.as_str().into())
+            .collect();
+        self.partitions = partitions;
+        self
+    }
+
+    /// The queue `message` goes to.
+    fn routing_key(&self, message: &Message) -> &ShortString {
+        let partition = usize::from(self.partitions.of(&message.id));
+        // `routing_keys` has one key per partition and `of` is below their count.
+        &self.routing_keys[partition.min(self.routing_keys.len() - 1)]
+    }
+
     async fn publish_traced(&self, message: &Message) -> Result<(), PublishError> {
-        let span = publish_span(self.routing_key.as_str(), message);
+        let routing_key = self.routing_key(message);
+        let span = publish_span(routing_key.as_str(), message);
         let result = self
-            .publish_confirmed(message, &span)
+            .publish_confirmed(message, routing_key, &span)
             .instrument(span.clone())
             .await;
         if let Err(error) = &result {
@@ -229,6 +254,7 @@ impl AmqpPublisher {
     async fn publish_confirmed(
         &self,
         message: &Message,
+        routing_key: &ShortString,
         span: &tracing::Span,
     ) -> Result<(), PublishError> {
         let Some(session) = self.link.session() else {
@@ -242,7 +268,7 @@ impl AmqpPublisher {
         let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         let mut publishing = Box::pin(publish_on(
             Arc::clone(&session),
-            self.routing_key.clone(),
+            routing_key.clone(),
             payload,
             message_properties(message, span),
         ));

@@ -31,14 +31,15 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use lapin::Acker;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
 use pingpong_common::Message;
 use pingpong_common::amqp::{Backoff, BrokerLink, Session};
-use pingpong_common::config::QueueName;
+use pingpong_common::config::{Partitions, QueueName};
 use pingpong_common::trace;
 use pingpong_otel::OpenTelemetrySpanExt;
 use time::OffsetDateTime;
@@ -47,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::PongMetrics;
-use crate::readiness::Flag;
+use crate::readiness::{AllUp, Flag};
 use crate::store::{Incoming, InsertOutcome, MessageSink, StoreError};
 
 /// Deliveries the broker may push before acks (the channel's `basic_qos`).
@@ -57,13 +58,20 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Longest wait for `basic.cancel` or a channel close on the way out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The consumer and what it needs.
+/// The consumer of one queue (one partition) and what it needs.
 pub struct QueueConsumer {
     link: BrokerLink,
     queue: QueueName,
     sink: Arc<dyn MessageSink>,
     metrics: PongMetrics,
     running: Flag,
+    /// The flags of every partition's consumer (this one's included): the
+    /// `consumer_running` gauge is 1 only when all are registered.
+    group: AllUp,
+    /// Consume on a channel of its own rather than the session's. Every
+    /// partition but the first does: a `multiple` ack settles everything
+    /// unacked on its channel, so two consumers must never share one.
+    own_channel: bool,
     linger: Duration,
 }
 
@@ -185,14 +193,48 @@ impl QueueConsumer {
         sink: Arc<dyn MessageSink>,
         metrics: PongMetrics,
     ) -> Self {
+        let running = Flag::default();
         Self {
             link,
             queue,
             sink,
             metrics,
-            running: Flag::default(),
+            group: AllUp::new(vec![running.clone()]),
+            running,
+            own_channel: false,
             linger: Duration::ZERO,
         }
+    }
+
+    /// One consumer per partition of `queue` (see [`pingpong_common::queue`]),
+    /// each on its own channel of the same connection, and the probe that is
+    /// up when all of them are registered.
+    pub fn partitioned(
+        link: &BrokerLink,
+        queue: &QueueName,
+        partitions: Partitions,
+        sink: &Arc<dyn MessageSink>,
+        metrics: &PongMetrics,
+    ) -> (Vec<Self>, AllUp) {
+        let queues = partitions.queues(queue);
+        let flags: Vec<Flag> = queues.iter().map(|_| Flag::default()).collect();
+        let group = AllUp::new(flags.clone());
+        let consumers = queues
+            .into_iter()
+            .zip(flags)
+            .enumerate()
+            .map(|(index, (queue, running))| Self {
+                link: link.clone(),
+                queue,
+                sink: Arc::clone(sink),
+                metrics: metrics.clone(),
+                running,
+                group: group.clone(),
+                own_channel: index > 0,
+                linger: Duration::ZERO,
+            })
+            .collect();
+        (consumers, group)
     }
 
     /// Waits up to `linger` after a batch's first delivery for more, so that a steady stream
@@ -210,10 +252,27 @@ impl QueueConsumer {
         self.running.clone()
     }
 
-    /// Records whether the consumer is registered (flag and gauge mirror).
+    /// Records whether the consumer is registered (flag, and the gauge
+    /// mirroring whether every partition's consumer is).
     fn set_running(&self, running: bool) {
         self.running.set(running);
-        self.metrics.consumer_running.set(i64::from(running));
+        self.metrics
+            .consumer_running
+            .set(i64::from(self.group.all_up()));
+    }
+
+    /// The channel to consume on in `session`: the session's own, which the
+    /// connection manager set up with the prefetch, or a new one with the
+    /// same prefetch (see `own_channel`).
+    async fn open_channel(&self, session: &Session) -> Result<Channel, lapin::Error> {
+        if !self.own_channel {
+            return Ok(session.channel.clone());
+        }
+        let channel = session.connection.create_channel().await?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await?;
+        Ok(channel)
     }
 
     /// Consumes until `stop` is cancelled, following reconnects.
@@ -254,9 +313,13 @@ impl QueueConsumer {
     ) -> Result<End, lapin::Error> {
         let mut ended = Box::pin(session_ended(self.link.subscribe(), Arc::clone(session)));
         let tag = format!("pong-{}", uuid::Uuid::new_v4().simple());
+        let channel = match unless_ended(&mut ended, self.open_channel(session)).await {
+            None => return Ok(End::SessionLost),
+            Some(channel) => channel?,
+        };
         let registered = unless_ended(
             &mut ended,
-            session.channel.basic_consume(
+            channel.basic_consume(
                 self.queue.as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
@@ -317,9 +380,8 @@ impl QueueConsumer {
         };
         match &end {
             Ok(End::Stopped) => {
-                let cancel = session
-                    .channel
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+                let cancel =
+                    channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
                 match unless_ended(&mut ended, tokio::time::timeout(CLOSE_TIMEOUT, cancel)).await {
                     Some(Ok(Ok(()))) => {
                         // The broker sends nothing after cancel-ok, and everything it sent
@@ -350,10 +412,15 @@ impl QueueConsumer {
                 // Deliveries of the cancelled consumer may still be unacked
                 // on this channel; a later multiple-ack must not cover them,
                 // so drop the channel and let the manager reconnect.
-                let close = session.channel.close(200, "consumer cancelled".into());
+                let close = channel.close(200, "consumer cancelled".into());
                 let _ = unless_ended(&mut ended, tokio::time::timeout(CLOSE_TIMEOUT, close)).await;
             }
             Ok(End::SessionLost) | Err(_) => {}
+        }
+        if self.own_channel && channel.status().connected() {
+            // The session's channel goes with its connection; this one is ours to close.
+            let close = channel.close(200, "consumer stopped".into());
+            let _ = unless_ended(&mut ended, tokio::time::timeout(CLOSE_TIMEOUT, close)).await;
         }
         end
     }

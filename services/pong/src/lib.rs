@@ -31,7 +31,7 @@ pub use cache::Cache;
 pub use config::{Config, StoreConfig, StoreKind};
 pub use consumer::QueueConsumer;
 pub use metrics::PongMetrics;
-pub use readiness::{Flag, Probe};
+pub use readiness::{AllUp, Flag, Probe};
 pub use store::{InsertOutcome, ListQuery, MemoryStore, MessageSink, MessageStore, PgStore};
 
 /// Shared state of the handlers.
@@ -213,16 +213,18 @@ pub async fn run(
         state.metrics.link_gauges(),
     );
     let sink: Arc<dyn MessageSink> = state.store.clone();
-    let sink_stop = stop.clone();
-    let consumer = QueueConsumer::new(
-        manager.link(),
-        config.amqp.queue.clone(),
-        sink,
-        state.metrics.clone(),
-    )
-    .with_linger(config.batch_linger);
-    let state = state.with_components(Arc::new(manager.link()), Arc::new(consumer.running()));
-    let consuming = tokio::spawn(consumer.run(sink_stop));
+    let (consumers, running) = QueueConsumer::partitioned(
+        &manager.link(),
+        &config.amqp.queue,
+        config.amqp.partitions,
+        &sink,
+        &state.metrics,
+    );
+    let state = state.with_components(Arc::new(manager.link()), Arc::new(running));
+    let consuming: Vec<_> = consumers
+        .into_iter()
+        .map(|consumer| tokio::spawn(consumer.with_linger(config.batch_linger).run(stop.clone())))
+        .collect();
     let served = match http_common::bind(config.listen_addr).await {
         Ok(listener) => {
             tracing::info!(addr = %config.listen_addr, "pong listening");
@@ -231,8 +233,10 @@ pub async fn run(
         Err(error) => Err(error),
     };
     stop.cancel();
-    if let Err(error) = consuming.await {
-        tracing::error!(%error, "consumer task failed");
+    for consumer in consuming {
+        if let Err(error) = consumer.await {
+            tracing::error!(%error, "consumer task failed");
+        }
     }
     manager.shutdown().await;
     if let Some(watcher) = watcher

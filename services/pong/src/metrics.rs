@@ -61,7 +61,7 @@ pub struct PongMetrics {
     pub broker_connected: IntGauge,
     /// Position in `RABBITMQ_ADDRESSES` of the node in use, -1 when none.
     pub broker_address: IntGauge,
-    /// 1 while the consumer is registered on the queue.
+    /// 1 while a consumer is registered on every partition of the queue.
     pub consumer_running: IntGauge,
     /// 1 while the store accepts writes (always for memory).
     pub store_ready: IntGauge,
@@ -149,7 +149,7 @@ impl PongMetrics {
             broker_address: link.address,
             consumer_running: gauge(
                 "consumer_running",
-                "1 while the consumer is registered on the queue, else 0.",
+                "1 while a consumer is registered on every partition of the queue, else 0.",
             )?,
             store_ready: gauge(
                 "store_ready",

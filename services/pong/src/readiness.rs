@@ -44,6 +44,29 @@ impl Probe for Flag {
     }
 }
 
+/// Up when every one of its flags is (the consumers of all partitions).
+/// Clones share the flags.
+#[derive(Debug, Clone)]
+pub struct AllUp(Arc<[Flag]>);
+
+impl AllUp {
+    /// A probe over `flags`; without flags it is never up.
+    pub fn new(flags: Vec<Flag>) -> Self {
+        Self(flags.into())
+    }
+
+    /// Whether every flag is up (and there is at least one).
+    pub fn all_up(&self) -> bool {
+        !self.0.is_empty() && self.0.iter().all(Flag::get)
+    }
+}
+
+impl Probe for AllUp {
+    fn is_up(&self) -> bool {
+        self.all_up()
+    }
+}
+
 impl Probe for BrokerLink {
     fn is_up(&self) -> bool {
         self.is_connected()

@@ -88,6 +88,14 @@ pub fn container_env(stack: &ValidatedStack, params: &AppParams<'_>) -> Vec<EnvV
         env_value("RABBITMQ_QUEUE_TYPE", stack.rabbitmq.queue_type.as_str()),
         env_value("LOG_FORMAT", "json"),
     ];
+    // Only when asked for: a stack of one partition keeps the pod template it had before
+    // partitions existed, so upgrading the operator rolls nothing.
+    if stack.rabbitmq.partitions > 1 {
+        env.insert(
+            env.len() - 1,
+            env_value("RABBITMQ_PARTITIONS", stack.rabbitmq.partitions.to_string()),
+        );
+    }
     env.extend(tracing_env(stack, params.container, params.name));
     env.extend(params.extra_env.iter().cloned());
     // A user LOG_FORMAT or RUST_LOG replaces the operator's default rather than duplicating it.

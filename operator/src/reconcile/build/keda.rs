@@ -107,6 +107,28 @@ struct TriggerMetadata {
     queue_name: String,
     host: String,
     vhost_name: &'static str,
+    /// `"true"` with several partitions: `queue_name` is then a regular expression matching
+    /// every partition's queue, and KEDA sums their lengths (`operation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    use_regex: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation: Option<&'static str>,
+}
+
+/// The queue KEDA reads: the queue itself, or with several partitions a regular expression
+/// matching `<queue>` and `<queue>.<n>` (never `<queue>.dead`), whose lengths KEDA sums.
+fn queue_selector(stack: &ValidatedStack) -> (String, Option<&'static str>, Option<&'static str>) {
+    let queue = &stack.rabbitmq.queue;
+    if stack.rabbitmq.partitions <= 1 {
+        return (queue.clone(), None, None);
+    }
+    // Queue names are `[A-Za-z0-9][A-Za-z0-9._:-]*`: only `.` is special in a regex.
+    let escaped = queue.replace('.', "\\.");
+    (
+        format!("^{escaped}(\\.[0-9]+)?$"),
+        Some("true"),
+        Some("sum"),
+    )
 }
 
 #[derive(Serialize)]
@@ -165,6 +187,7 @@ pub fn build_keda(stack: &ValidatedStack, served: ServedApis) -> Option<KedaObje
             .collect(),
     };
     let delay = autoscaling.scale_down_delay_seconds.max(0);
+    let (queue_name, use_regex, operation) = queue_selector(stack);
     let spec = ScaledObjectSpec {
         scale_target_ref: ScaleTargetRef {
             api_version: "apps/v1",
@@ -195,9 +218,11 @@ pub fn build_keda(stack: &ValidatedStack, served: ServedApis) -> Option<KedaObje
                 protocol: "http",
                 mode: "QueueLength",
                 value: autoscaling.target_backlog_per_replica.to_string(),
-                queue_name: stack.rabbitmq.queue.clone(),
+                queue_name,
                 host: management_host(stack),
                 vhost_name: VHOST,
+                use_regex,
+                operation,
             },
             authentication_ref: AuthenticationRef { name },
         }],

@@ -4,7 +4,8 @@
 //! Broker: only this stack's ping and pong pods reach AMQP 5672; broker pods reach each other on
 //! epmd 4369 and Erlang distribution 25672; the Prometheus port 15692 is open to scrapers
 //! anywhere; the management port 15672 is open to pods of the stack's namespace only, and with
-//! `spec.pong.autoscaling` to the operator's pods (which read the queue's backlog there), or to
+//! `spec.pong.autoscaling` or a clustered broker to the operator's pods (which read the queue's
+//! backlog and each broker node's view of its cluster there), or to
 //! KEDA's operator pods (`app: keda-operator`) with `engine: keda`.
 //! PostgreSQL: only this stack's pong pods reach 5432 (the exporter sidecar connects over
 //! localhost); its metrics port 9187 is open to scrapers anywhere. Redis: only this stack's pong
@@ -73,9 +74,10 @@ fn tcp(ports: &[i32]) -> Option<Vec<NetworkPolicyPort>> {
 /// The `app` label of KEDA's operator pods.
 pub const KEDA_OPERATOR_APP: &str = "keda-operator";
 
-/// Who reaches the management port: pods of the stack's namespace, and with autoscaling the
-/// operator's pods (labelled by its chart, in whatever namespace it runs), which read the queue,
-/// or KEDA's operator pods with `engine: keda`.
+/// Who reaches the management port: pods of the stack's namespace, and with autoscaling or a
+/// clustered broker the operator's pods (labelled by its chart, in whatever namespace it runs),
+/// which read the queue and each node's cluster view, or KEDA's operator pods with
+/// `engine: keda`.
 fn management_clients(
     stack: &ValidatedStack,
     same_namespace: NetworkPolicyPeer,
@@ -92,7 +94,10 @@ fn management_clients(
             }),
             ..NetworkPolicyPeer::default()
         });
-    } else if stack.autoscaling {
+    }
+    // The operator's autoscaler reads the queue there (not with KEDA); the broker membership
+    // check reads each node's view of its cluster (`GET /api/nodes`) from a clustered broker.
+    if (stack.autoscaling && stack.keda.is_none()) || stack.rabbitmq.replicas > 1 {
         peers.push(NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector::default()),
             pod_selector: Some(LabelSelector {

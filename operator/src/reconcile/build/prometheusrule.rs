@@ -108,6 +108,24 @@ fn promql_str(value: &str) -> String {
     format!("\"{escaped}\"")
 }
 
+/// The `queue` label matcher of the work queue (`dead`: of its dead-letter queue): the name
+/// itself, or with several partitions a regular expression over every partition's queue
+/// (`<queue>`, `<queue>.1`, ...), so each partition fires on its own.
+fn queue_matcher(stack: &ValidatedStack, dead: bool) -> String {
+    let queue = &stack.rabbitmq.queue;
+    let suffix = if dead { ".dead" } else { "" };
+    if stack.rabbitmq.partitions <= 1 {
+        return format!("queue={}", promql_str(&format!("{queue}{suffix}")));
+    }
+    // Queue names are `[A-Za-z0-9][A-Za-z0-9._:-]*`: only `.` is special in a regex.
+    let regex = format!(
+        "{}(\\.[0-9]+)?{}",
+        queue.replace('.', "\\."),
+        suffix.replace('.', "\\.")
+    );
+    format!("queue=~{}", promql_str(&regex))
+}
+
 /// The label matchers of the series scraped from the Service `job` of this stack.
 fn selector(stack: &ValidatedStack, job: &str) -> String {
     format!(
@@ -121,17 +139,17 @@ fn alerts(stack: &ValidatedStack) -> Vec<Alert> {
     let ping = selector(stack, &stack.names.ping);
     let pong = selector(stack, &stack.names.pong);
     let broker = selector(stack, &stack.names.rabbitmq);
-    let queue = promql_str(&stack.rabbitmq.queue);
-    let dead = promql_str(&format!("{}.dead", stack.rabbitmq.queue));
+    let queue = queue_matcher(stack, false);
+    let dead = queue_matcher(stack, true);
     let name = &stack.name;
     let mut out = vec![
         Alert {
             name: "PingPongBacklogGrowing",
             expr: format!(
                 "max by (namespace, queue) (\n\
-                 \x20 rabbitmq_detailed_queue_messages_ready{{{broker}, queue={queue}}} > {BACKLOG_MIN_MESSAGES}\n\
+                 \x20 rabbitmq_detailed_queue_messages_ready{{{broker}, {queue}}} > {BACKLOG_MIN_MESSAGES}\n\
                  \x20 and\n\
-                 \x20 delta(rabbitmq_detailed_queue_messages_ready{{{broker}, queue={queue}}}[10m]) > 0\n\
+                 \x20 delta(rabbitmq_detailed_queue_messages_ready{{{broker}, {queue}}}[10m]) > 0\n\
                  )"
             ),
             for_: "10m",
@@ -143,7 +161,7 @@ fn alerts(stack: &ValidatedStack) -> Vec<Alert> {
         Alert {
             name: "PingPongQueueNoConsumer",
             expr: format!(
-                "max by (namespace, queue) (rabbitmq_detailed_queue_consumers{{{broker}, queue={queue}}}) == 0"
+                "max by (namespace, queue) (rabbitmq_detailed_queue_consumers{{{broker}, {queue}}}) == 0"
             ),
             for_: "5m",
             severity: Severity::Critical,
@@ -179,7 +197,7 @@ fn alerts(stack: &ValidatedStack) -> Vec<Alert> {
         Alert {
             name: "PingPongDeadLetterGrowing",
             expr: format!(
-                "max by (namespace, queue) (delta(rabbitmq_detailed_queue_messages{{{broker}, queue={dead}}}[15m])) > 0"
+                "max by (namespace, queue) (delta(rabbitmq_detailed_queue_messages{{{broker}, {dead}}}[15m])) > 0"
             ),
             for_: "1m",
             severity: Severity::Warning,

@@ -117,6 +117,12 @@ pub enum ValidationError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A partition count outside 1 to 32.
+    #[error("spec.rabbitmq.partitions {partitions} is not between 1 and 32")]
+    InvalidPartitions {
+        /// The count asked for.
+        partitions: i32,
+    },
     /// A host name Ingress or HTTPRoute would refuse.
     #[error(
         "{field} {host:?} is not a host name: use lowercase letters, digits, '-' and '.', optionally starting with '*.'"
@@ -171,6 +177,7 @@ impl ValidationError {
             Self::ReservedEnv { .. } => "ReservedEnv",
             Self::DuplicateEnv { .. } => "DuplicateEnv",
             Self::InvalidQueue { .. } => "InvalidQueue",
+            Self::InvalidPartitions { .. } => "InvalidPartitions",
             Self::InvalidHost { .. } => "InvalidHost",
             Self::TlsWithoutHost => "TlsWithoutHost",
             Self::CredentialsSecretConflict { .. } => "CredentialsSecretConflict",

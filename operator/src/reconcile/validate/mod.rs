@@ -38,7 +38,7 @@ pub const DNS_LABEL_MAX: usize = 63;
 /// Environment variables the operator sets on ping and pong; a user `env` entry with one of these
 /// names is rejected rather than silently ignored (it would otherwise replace broker credentials
 /// or addresses, or the store and cache settings).
-pub const RESERVED_ENV: [&str; 22] = [
+pub const RESERVED_ENV: [&str; 23] = [
     "LISTEN_ADDR",
     "RABBITMQ_ADDRESSES",
     "RABBITMQ_HOST",
@@ -50,6 +50,7 @@ pub const RESERVED_ENV: [&str; 22] = [
     "RABBITMQ_DEFAULT_PASS_FILE",
     "RABBITMQ_QUEUE",
     "RABBITMQ_QUEUE_TYPE",
+    "RABBITMQ_PARTITIONS",
     "PONG_MAX_MESSAGES",
     "PONG_STORE",
     "PGHOST",
@@ -130,6 +131,7 @@ pub fn validate(
         });
     }
     check_queue(&spec.rabbitmq.queue)?;
+    let partitions = partitions(spec.rabbitmq.partitions)?;
     // An explicit Gateway replaces the Ingress unless the spec asks for both.
     let ingress_wanted = spec.ingress.enabled.unwrap_or(spec.gateway.is_none());
     if ingress_wanted && spec.ingress.tls_secret.is_some() && spec.ingress.host.is_none() {
@@ -208,6 +210,7 @@ pub fn validate(
             .rabbitmq
             .queue_type
             .unwrap_or_else(|| QueueType::default_for(spec.rabbitmq.replicas)),
+        partitions,
     };
 
     Ok(ValidatedStack {
@@ -342,6 +345,15 @@ fn check_replicas(
             reason,
         })
     }
+}
+
+/// The partition count (default 1), 1 to 32 as the schema says.
+fn partitions(asked: Option<i32>) -> Result<u8, ValidationError> {
+    let partitions = asked.unwrap_or(1);
+    u8::try_from(partitions)
+        .ok()
+        .filter(|count| (1..=32).contains(count))
+        .ok_or(ValidationError::InvalidPartitions { partitions })
 }
 
 fn check_queue(queue: &str) -> Result<(), ValidationError> {

@@ -56,6 +56,8 @@ pub struct BrokerSettings {
     pub user_credentials: bool,
     /// Type of the work queue (the spec's, or its default for the replica count).
     pub queue_type: QueueType,
+    /// How many queues the work is spread over (1 to 32).
+    pub partitions: u8,
     /// How the nodes find each other (from the replica count and the image's version).
     pub peer_discovery: PeerDiscovery,
 }

@@ -333,7 +333,7 @@ impl Manager {
         let mut session = first;
         self.tx.send_replace(Some(Arc::clone(&session)));
         self.gauges.show(Some(position));
-        tracing::info!(node = %address, position, queue = %self.config.queue, queue_type = %self.config.queue_type, "connected to the broker");
+        tracing::info!(node = %address, position, queue = %self.config.queue, queue_type = %self.config.queue_type, partitions = %self.config.partitions, "connected to the broker");
         let mut gate = RenewGate::default();
         let end = loop {
             match self.watch(&session).await {
@@ -375,6 +375,7 @@ impl Manager {
 
     /// Watches `session` until it ends or a new channel is asked for it.
     async fn watch(&self, session: &Session) -> Watched {
+        let queues = self.config.queues();
         let queue = &self.config.queue;
         let mut events = session.connection.events_listener();
         let mut poll = tokio::time::interval(POLL_INTERVAL);
@@ -386,7 +387,7 @@ impl Manager {
                     self.expect_within(CONNECT_TIMEOUT);
                     let declared = tokio::time::timeout(
                         CONNECT_TIMEOUT,
-                        declare_topology(&session.connection, queue, self.config.queue_type),
+                        declare_topology(&session.connection, &queues, self.config.queue_type),
                     )
                     .await;
                     match declared {

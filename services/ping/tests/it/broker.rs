@@ -152,6 +152,62 @@ async fn a_confirmed_message_is_persistent_json_in_the_queue() {
 }
 
 #[tokio::test]
+async fn partitions_spread_the_messages_by_id() {
+    let Some((mut config, admin)) = broker("ping-partitions").await else {
+        return;
+    };
+    config.partitions = pingpong_common::Partitions::new(4).unwrap();
+    let registry = Registry::new();
+    let metrics = PingMetrics::register(&registry).unwrap();
+    let manager = ConnectionManager::spawn(
+        config.clone(),
+        ChannelRole::Publisher,
+        "ping-test".to_owned(),
+        metrics.link_gauges(),
+    );
+    let publisher = AmqpPublisher::new(
+        manager.link(),
+        &config.queue,
+        metrics.confirm_duration.clone(),
+    )
+    .with_partitions(&config.queue, config.partitions);
+    wait_connected(&manager.link(), CONNECT).await;
+
+    let messages: Vec<Message> = (0..200).map(|i| Message::new(format!("m{i}"))).collect();
+    for message in &messages {
+        publisher.publish(message).await.expect("confirmed");
+    }
+    // Each message is in the partition its id selects, and only there.
+    let mut found = 0;
+    for (index, queue) in config.queues().iter().enumerate() {
+        let mut in_partition = 0;
+        while let Some(got) = admin
+            .channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let message = Message::from_slice(&got.delivery.data).unwrap();
+            assert_eq!(
+                usize::from(config.partitions.of(&message.id)),
+                index,
+                "{} in {queue}",
+                message.id
+            );
+            assert_eq!(got.delivery.routing_key.as_str(), queue.as_str());
+            in_partition += 1;
+        }
+        // 50 expected in each; 200 random ids put fewer than 20 in one with odds below 1e-7.
+        assert!(in_partition >= 20, "{queue} holds {in_partition} of 200");
+        found += in_partition;
+    }
+    assert_eq!(found, messages.len());
+
+    manager.shutdown().await;
+    cleanup(admin, &config).await;
+}
+
+#[tokio::test]
 async fn an_unroutable_publish_is_an_error_not_a_success() {
     let Some(ping) = Connected::start("ping-unroutable").await else {
         return;

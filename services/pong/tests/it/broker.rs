@@ -82,6 +82,64 @@ async fn messages_are_stored_then_acked() {
 }
 
 #[tokio::test]
+async fn every_partition_is_consumed_on_its_own_channel() {
+    let Some((mut config, admin)) = broker("pong-partitions").await else {
+        return;
+    };
+    config.partitions = pingpong_common::Partitions::new(3).unwrap();
+    let store = store();
+    let pong = start(&config, store.clone());
+    pong.wait_consuming().await;
+
+    // Declared by pong's connection manager: every partition and its dead-letter queue.
+    let queues = config.queues();
+    let names: Vec<&str> = queues.iter().map(|q| q.as_str()).collect();
+    assert_eq!(
+        names[1..],
+        [format!("{}.1", config.queue), format!("{}.2", config.queue)]
+    );
+    let mut sent = BTreeSet::new();
+    for (index, queue) in queues.iter().enumerate() {
+        for i in 0..20 {
+            let message = Message::new(format!("p{index}-{i}"));
+            sent.insert(message.id);
+            publish(&admin, queue.as_str(), &message).await;
+        }
+    }
+    let s = store.clone();
+    eventually("every partition's messages stored", WAIT, || {
+        let s = s.clone();
+        async move { s.len() == 60 }
+    })
+    .await;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(
+        &store
+            .page(pingpong_pong::ListQuery::oldest(1000))
+            .unwrap()
+            .json,
+    )
+    .unwrap();
+    let stored: BTreeSet<uuid::Uuid> = listed
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(stored, sent);
+    assert_eq!(pong.metrics.redelivered.get(), 0, "first deliveries only");
+    assert_eq!(
+        pong.metrics.consumer_running.get(),
+        1,
+        "every partition consumed"
+    );
+
+    // Graceful stop acks everything stored, on every partition.
+    pong.stop().await;
+    for queue in &queues {
+        assert_eq!(ready_count(&admin, queue.as_str()).await, 0, "{queue}");
+    }
+    cleanup(admin, &config).await;
+}
+
+#[tokio::test]
 async fn a_lingering_consumer_stores_a_trickle_in_batches_in_order() {
     let Some((config, admin)) = broker("pong-linger").await else {
         return;
@@ -198,7 +256,9 @@ async fn nothing_is_acked_before_it_is_stored() {
         .unwrap();
     sink.gate.add_permits(1000);
     pong.stop.cancel();
-    pong.task.await.unwrap();
+    for task in pong.tasks {
+        task.await.unwrap();
+    }
 
     // A healthy consumer then stores and acks it.
     let store = store();

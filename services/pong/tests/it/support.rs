@@ -196,10 +196,10 @@ pub async fn free_port() -> u16 {
 pub struct Consumer {
     /// Its connection manager.
     pub manager: pingpong_common::amqp::ConnectionManager,
-    /// Stops the consumer task.
+    /// Stops the consumer tasks.
     pub stop: CancellationToken,
-    /// The consumer task.
-    pub task: tokio::task::JoinHandle<()>,
+    /// The consumer tasks, one per partition of `config.queue`.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Its metrics.
     pub metrics: pingpong_pong::PongMetrics,
 }
@@ -231,18 +231,22 @@ impl Consumer {
             metrics.link_gauges(),
         );
         let stop = CancellationToken::new();
-        let consumer = pingpong_pong::QueueConsumer::new(
-            manager.link(),
-            config.queue.clone(),
-            sink,
-            metrics.clone(),
-        )
-        .with_linger(linger);
-        let task = tokio::spawn(consumer.run(stop.clone()));
+        // As pong's `run` wires them: one consumer per partition (one with one partition).
+        let (consumers, _) = pingpong_pong::QueueConsumer::partitioned(
+            &manager.link(),
+            &config.queue,
+            config.partitions,
+            &sink,
+            &metrics,
+        );
+        let tasks = consumers
+            .into_iter()
+            .map(|consumer| tokio::spawn(consumer.with_linger(linger).run(stop.clone())))
+            .collect();
         Self {
             manager,
             stop,
-            task,
+            tasks,
             metrics,
         }
     }
@@ -259,10 +263,17 @@ impl Consumer {
     }
 
     /// Stops consuming and closes the connection.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        self.task.await.unwrap();
+        self.join().await;
         self.manager.shutdown().await;
+    }
+
+    /// Waits for every consumer task (after `stop` was cancelled).
+    pub async fn join(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.await.unwrap();
+        }
     }
 }
 

@@ -96,6 +96,13 @@ pub fn rabbitmq_conf_without_peers(stack: &ValidatedStack) -> String {
             "total_memory_available_override_value = {bytes}\n"
         ));
     }
+    if stack.rabbitmq.partitions > 1 && stack.rabbitmq.replicas > 1 {
+        // Each new queue's leader on the node with the fewest (3.10's name; RabbitMQ 3.12 and
+        // later read it as `balanced`): the partitions' leaders spread over the nodes instead of
+        // all landing on the node that ping or pong declared them from. Only rendered for
+        // several partitions, so no other stack's broker restarts for it.
+        conf.push_str("queue_leader_locator = least-leaders\n");
+    }
     match stack.rabbitmq.peer_discovery {
         PeerDiscovery::None => {}
         PeerDiscovery::Kubernetes => conf.push_str(
