@@ -31,6 +31,10 @@ pub const CONFIG_HASH: &str = "pingpong.dev/config-hash";
 /// digests, never a value); a changed or regenerated Secret rolls exactly the workloads that
 /// read it.
 pub const SECRET_DIGEST: &str = "pingpong.dev/secret-digest";
+/// Broker pod-template annotation with the digest of the Erlang cookie alone: a clustered
+/// broker's pods whose value differs from the template's run with another cookie and are
+/// restarted together (see [`crate::reconcile::restart`]).
+pub const ERLANG_COOKIE_DIGEST: &str = "pingpong.dev/erlang-cookie-digest";
 /// Annotation on an existing object that nothing controls, naming the stack that may adopt it
 /// (`pingpong.dev/adopt: <stack>`). Without it the operator never writes an object of a child's
 /// name that the stack does not control.

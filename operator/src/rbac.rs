@@ -39,6 +39,9 @@
 //!   so status can name the pod that cannot pull its image or crash-loops; and pong's pods before
 //!   an autoscaler scale-in step. `patch`: the server-side apply of their
 //!   `controller.kubernetes.io/pod-deletion-cost` annotation, so the least busy pod goes.
+//!   `delete`: the pods of a clustered broker that still run with a regenerated Erlang cookie's
+//!   predecessor, deleted together so the nodes rejoin with the new one (each with its uid as a
+//!   precondition; see [`crate::reconcile::restart`]).
 
 /// One RBAC rule: verbs on one resource of one API group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +151,7 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "",
         resource: "pods",
-        verbs: &["list", "patch"],
+        verbs: &["delete", "list", "patch"],
     },
     Permission {
         api_group: "apiextensions.k8s.io",

@@ -4,7 +4,8 @@
 //! pure ([`validate`], [`build`]); [`observe`] reads (never writes); [`apply`] writes the
 //! children in the order [`desired::DesiredState::children`] documents and deletes orphans;
 //! [`report`] writes the status that [`status`] computes, and the Events, after [`health`]
-//! explained, from the pods of the workloads that are not ready, why they are not. Every failure a user
+//! explained, from the pods of the workloads that are not ready, why they are not; from the same
+//! pods, [`restart`] deletes together the broker nodes that run with an old Erlang cookie. Every failure a user
 //! can act on ends in a status condition before it is returned, so the error policy's backoff
 //! and the user's view agree. All state comes through the injected [`Context`]: no globals, so
 //! tests drive it against an in-memory API.
@@ -21,6 +22,7 @@ pub mod observe;
 pub mod ownership;
 pub mod quantity;
 pub mod report;
+pub mod restart;
 pub mod rollout;
 pub mod status;
 pub mod validate;
@@ -240,6 +242,20 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // them) and the route's status.
     let pods = observe::pods_of(&ctx.client, &validated.namespace, &workloads);
     let pods = reporter.failed(pods.await).await?;
+    // A clustered broker whose cookie changed: its nodes restart together, or never rejoin.
+    if !validated.paused {
+        let broker_pods = pods.get(&labels::Component::RabbitMq);
+        let stale = restart::stale_cookie_pods(
+            &desired.rabbitmq.statefulset,
+            broker_pods.map(Vec::as_slice).unwrap_or_default(),
+        );
+        if !stale.is_empty() {
+            let restarted = restart::restart(&ctx.client, &validated.namespace, &stale);
+            reporter.failed(restarted.await).await?;
+            let regarding = stack.object_ref(&());
+            events::publish(&ctx.recorder, &regarding, vec![restart::notice(&stale)]).await;
+        }
+    }
     let mut problems = health::problems(
         &workloads,
         &pods,

@@ -717,3 +717,97 @@ async fn a_stack_that_chooses_no_route_gets_an_httproute_to_the_default_gateway(
         None
     );
 }
+
+/// A broker pod as the StatefulSet controller would create it from a template with `cookie`
+/// as its Erlang-cookie digest (`None`: a pod from before the annotation existed).
+async fn broker_pod(k8s: &Started, ordinal: u32, cookie: Option<&str>) {
+    use k8s_openapi::api::core::v1::Pod;
+    let mut annotations = std::collections::BTreeMap::new();
+    if let Some(cookie) = cookie {
+        annotations.insert(
+            pingpong_operator::labels::ERLANG_COOKIE_DIGEST.to_owned(),
+            cookie.to_owned(),
+        );
+    }
+    let pod = Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{NAME}-rabbitmq-{ordinal}")),
+            labels: Some(pingpong_operator::labels::selector_labels(
+                NAME,
+                pingpong_operator::labels::Component::RabbitMq,
+            )),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        ..Pod::default()
+    };
+    k8s.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+}
+
+fn cookie_digest(objects: &std::collections::BTreeMap<String, serde_json::Value>) -> String {
+    objects["StatefulSet/stack-rabbitmq"]["spec"]["template"]["metadata"]["annotations"]
+        ["pingpong.dev/erlang-cookie-digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn broker_pod_names(k8s: &Started) -> BTreeSet<String> {
+    k8s.api::<k8s_openapi::api::core::v1::Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_regenerated_cookie_restarts_every_node_of_a_cluster_together() {
+    let mut spec = PingPongStackSpec::default();
+    spec.rabbitmq.replicas = 3;
+    let k8s = Started::reconciled(spec).await;
+    let old = cookie_digest(&k8s.children().await);
+    broker_pod(&k8s, 0, Some(&old)).await;
+    broker_pod(&k8s, 1, Some(&old)).await;
+    broker_pod(&k8s, 2, None).await; // from before the annotation: left to the rolling update
+    // Nothing changed: nothing is restarted.
+    k8s.reconcile().await.unwrap();
+    assert_eq!(broker_pod_names(&k8s).await.len(), 3);
+
+    k8s.api::<Secret>()
+        .delete("stack-rabbitmq-erlang-cookie", &DeleteParams::default())
+        .await
+        .unwrap();
+    k8s.reconcile().await.unwrap();
+    assert_ne!(cookie_digest(&k8s.children().await), old, "a new cookie");
+    // The nodes with the old cookie are deleted together (the StatefulSet controller recreates
+    // them with the new one), with a Warning Event that says why.
+    assert_eq!(
+        broker_pod_names(&k8s).await,
+        BTreeSet::from(["stack-rabbitmq-2".to_owned()])
+    );
+    let events = k8s.events().await;
+    assert!(
+        events.contains(&("Warning".to_owned(), "ErlangCookieChanged".to_owned())),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_single_broker_node_is_left_to_its_rolling_update() {
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let old = cookie_digest(&k8s.children().await);
+    broker_pod(&k8s, 0, Some(&old)).await;
+    k8s.api::<Secret>()
+        .delete("stack-rabbitmq-erlang-cookie", &DeleteParams::default())
+        .await
+        .unwrap();
+    k8s.reconcile().await.unwrap();
+    assert_ne!(cookie_digest(&k8s.children().await), old);
+    assert_eq!(broker_pod_names(&k8s).await.len(), 1);
+}

@@ -267,5 +267,21 @@ pub fn build_desired(stack: &ValidatedStack, inputs: &PlanInputs) -> DesiredStat
     for template in desired.pod_templates_mut() {
         secret_digest::stamp(template, &digests);
     }
+    // The cookie alone, on the broker: tells which nodes run with another cookie.
+    let cookie = digests.keys_digest(
+        &stack.names.erlang_cookie_secret,
+        &[common::ERLANG_COOKIE_KEY],
+    );
+    if let Some(meta) = desired
+        .rabbitmq
+        .statefulset
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.metadata.as_mut())
+    {
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(crate::labels::ERLANG_COOKIE_DIGEST.to_owned(), cookie);
+    }
     desired
 }

@@ -53,6 +53,17 @@ impl SecretDigests {
     }
 }
 
+impl SecretDigests {
+    /// The digest of `keys` of Secret `secret` alone (an unknown key counts as absent).
+    pub fn keys_digest(&self, secret: &str, keys: &[&str]) -> String {
+        let values: BTreeMap<&str, Option<&str>> = keys
+            .iter()
+            .map(|key| (*key, self.of(secret, key)))
+            .collect();
+        config_hash(&BTreeMap::from([(secret, values)]))
+    }
+}
+
 /// The `(Secret, keys)` a pod reads: its Secret volumes (the listed `items`, or every key), its
 /// containers' and init containers' `secretKeyRef` variables and `envFrom` Secrets (every key).
 /// `None` as keys means "every key".
