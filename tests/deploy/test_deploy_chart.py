@@ -229,7 +229,7 @@ EXPECTED_STACK_RULES = {
     ("autoscaling", "horizontalpodautoscalers"): {"list"},
     # the pods of a workload that is not ready, so status names the one that fails and why
     # and, before an autoscaler scale-in step, pong's pods get their pod-deletion-cost annotation
-    ("", "pods"): {"list", "patch"},
+    ("", "pods"): {"delete", "list", "patch"},
 }
 EXPECTED_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},
