@@ -258,9 +258,11 @@ impl Autoscaler {
                 queue,
             ),
         };
-        // Validated (1 to 32) before any stack is autoscaled; the schema bounds it too.
-        let partitions = stack.spec.rabbitmq.partitions.unwrap_or(1);
-        target.with_partitions(u8::try_from(partitions).unwrap_or(1))
+        // The reconcile refuses an invalid count before anything is applied; the schema bounds
+        // it too. One partition is the answer the reconcile's refusal leaves in place.
+        let partitions =
+            crate::reconcile::validate::partitions(stack.spec.rabbitmq.partitions).unwrap_or(1);
+        target.with_partitions(partitions)
     }
 
     /// Before a scale-in step: sets each pong pod's deletion cost to the messages it holds (one

@@ -208,6 +208,15 @@ pub fn exec_probe(
     }
 }
 
+/// An unanchored regular expression matching the queue of every partition of `queue`
+/// (`<queue>` and `<queue>.<n>`), each followed by `suffix` (`""`, or `".dead"` for their
+/// dead-letter queues), and nothing else: what KEDA's trigger and the alerts select.
+pub fn partitions_regex(queue: &str, suffix: &str) -> String {
+    // Queue names are `[A-Za-z0-9][A-Za-z0-9._:-]*`: only `.` is special in a regex.
+    let escape = |text: &str| text.replace('.', "\\.");
+    format!("{}(\\.[0-9]+)?{}", escape(queue), escape(suffix))
+}
+
 /// A plain environment variable.
 pub fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {

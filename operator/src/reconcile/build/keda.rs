@@ -22,7 +22,7 @@
 use kube::api::{DynamicObject, TypeMeta};
 use serde::Serialize;
 
-use super::common::{RABBITMQ_MANAGEMENT_PORT, object_meta, service_host};
+use super::common::{RABBITMQ_MANAGEMENT_PORT, object_meta, partitions_regex, service_host};
 use crate::apis::{OptionalApi, ServedApis};
 use crate::labels::Component;
 use crate::reconcile::desired::KedaObjects;
@@ -122,10 +122,8 @@ fn queue_selector(stack: &ValidatedStack) -> (String, Option<&'static str>, Opti
     if stack.rabbitmq.partitions <= 1 {
         return (queue.clone(), None, None);
     }
-    // Queue names are `[A-Za-z0-9][A-Za-z0-9._:-]*`: only `.` is special in a regex.
-    let escaped = queue.replace('.', "\\.");
     (
-        format!("^{escaped}(\\.[0-9]+)?$"),
+        format!("^{}$", partitions_regex(queue, "")),
         Some("true"),
         Some("sum"),
     )

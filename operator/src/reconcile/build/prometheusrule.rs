@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use kube::api::{DynamicObject, TypeMeta};
 use serde::Serialize;
 
-use super::common::object_meta;
+use super::common::{object_meta, partitions_regex};
 use crate::apis::OptionalApi;
 use crate::labels::{self, Component};
 use crate::reconcile::validate::ValidatedStack;
@@ -117,12 +117,8 @@ fn queue_matcher(stack: &ValidatedStack, dead: bool) -> String {
     if stack.rabbitmq.partitions <= 1 {
         return format!("queue={}", promql_str(&format!("{queue}{suffix}")));
     }
-    // Queue names are `[A-Za-z0-9][A-Za-z0-9._:-]*`: only `.` is special in a regex.
-    let regex = format!(
-        "{}(\\.[0-9]+)?{}",
-        queue.replace('.', "\\."),
-        suffix.replace('.', "\\.")
-    );
+    // PromQL anchors label regexes itself.
+    let regex = partitions_regex(queue, suffix);
     format!("queue=~{}", promql_str(&regex))
 }
 

@@ -347,8 +347,8 @@ fn check_replicas(
     }
 }
 
-/// The partition count (default 1), 1 to 32 as the schema says.
-fn partitions(asked: Option<i32>) -> Result<u8, ValidationError> {
+/// The partition count (default 1), 1 to 32 as the schema says (also read by the autoscaler).
+pub fn partitions(asked: Option<i32>) -> Result<u8, ValidationError> {
     let partitions = asked.unwrap_or(1);
     u8::try_from(partitions)
         .ok()
