@@ -58,6 +58,7 @@ fn read_images(
         ping: image("PINGPONG_PING_IMAGE", images::PING),
         pong: image("PINGPONG_PONG_IMAGE", images::PONG),
         rabbitmq: image("PINGPONG_RABBITMQ_IMAGE", images::RABBITMQ),
+        ..Images::default()
     }
 }
 

@@ -2,7 +2,8 @@
 //! [`Outcome`].
 //!
 //! [`conditions`] turns the outcome, the observed component [`Readiness`] and the previous
-//! conditions into the four conditions `Ready`, `Progressing`, `Degraded` and `Paused`.
+//! conditions into the conditions `Ready`, `Progressing`, `Degraded`, `Paused` and, once images
+//! are recorded, `UpgradeAvailable`.
 //! Reasons are the PascalCase constants in [`reason`]. A condition's `lastTransitionTime` changes
 //! only when its `status` changes, and no condition ever passes through `Unknown`.
 //! [`next_status`] adds the component counts, store, cache and endpoint. This module does no
@@ -16,7 +17,8 @@ use k8s_openapi::jiff::Timestamp;
 use super::health::Problem;
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::crd::{
-    CacheStatus, ComponentStatus, PingPongStackStatus, Placement, StoreStatus, StoreType,
+    CacheStatus, ComponentImages, ComponentStatus, PingPongStackStatus, Placement, StoreStatus,
+    StoreType,
 };
 use crate::labels::Component;
 
@@ -30,6 +32,9 @@ pub mod condition_type {
     pub const DEGRADED: &str = "Degraded";
     /// `spec.paused` is true: children are left alone.
     pub const PAUSED: &str = "Paused";
+    /// A component runs an older default image than the operator's current one
+    /// (`upgradePolicy: Manual`); `status.images.<component>.available` names it.
+    pub const UPGRADE_AVAILABLE: &str = "UpgradeAvailable";
 }
 
 /// Condition reasons (PascalCase, fixed set; error reasons come from `Error::kind()`).
@@ -75,6 +80,12 @@ pub mod reason {
     pub const PAUSED_BY_SPEC: &str = "PausedBySpec";
     /// Paused=False.
     pub const NOT_PAUSED: &str = "NotPaused";
+    /// UpgradeAvailable=True: a newer default image is available and `upgradePolicy: Manual`
+    /// keeps the recorded one.
+    pub const NEWER_DEFAULT_IMAGE: &str = "NewerDefaultImage";
+    /// UpgradeAvailable=False: every component runs the operator's current default or the
+    /// image its spec names.
+    pub const IMAGES_CURRENT: &str = "ImagesCurrent";
 }
 
 impl ComponentStatus {
@@ -165,6 +176,8 @@ pub struct Converged {
     pub warnings: Vec<String>,
     /// Why the stack is not ready, in its pods' and its Gateway's words ([`super::health`]).
     pub problems: Vec<Problem>,
+    /// `status.images` as applied (`None`: keep the recorded ones).
+    pub images: Option<ComponentImages>,
 }
 
 impl Converged {
@@ -179,6 +192,8 @@ impl Converged {
             cache,
             warnings: stack.warnings(),
             problems: Vec::new(),
+            // A paused stack applied nothing: it still runs what status recorded.
+            images: (!stack.paused).then(|| stack.images.clone()),
         }
     }
 
@@ -296,7 +311,7 @@ fn converged_conditions(converged: &Converged, paused: bool, next: &mut Vec<Cond
     });
 }
 
-/// Computes the four conditions.
+/// Computes the conditions (`UpgradeAvailable` only once images were recorded).
 ///
 /// `previous` is the current `status.conditions`; `generation` is the stack's
 /// `metadata.generation`; `now` stamps conditions whose status changed.
@@ -342,6 +357,20 @@ pub fn conditions(
     } else {
         condition(PAUSED, false, reason::NOT_PAUSED, String::new())
     });
+    let images = match outcome {
+        Outcome::Converged(converged) => converged.images.as_ref(),
+        _ => None,
+    };
+    match images {
+        Some(images) => next.push(upgrade_condition(images)),
+        // Nothing applied: the images, and what is available, are those recorded before.
+        None => next.extend(
+            previous
+                .iter()
+                .find(|c| c.type_ == condition_type::UPGRADE_AVAILABLE)
+                .cloned(),
+        ),
+    }
     for c in &mut next {
         let before = previous.iter().find(|p| p.type_ == c.type_);
         c.last_transition_time = match before {
@@ -354,6 +383,39 @@ pub fn conditions(
         }
     }
     next
+}
+
+/// `UpgradeAvailable`: True, naming each component and its newer default, when the stack kept
+/// an older default image (`upgradePolicy: Manual`).
+fn upgrade_condition(images: &ComponentImages) -> Condition {
+    let available: Vec<String> = images
+        .all()
+        .into_iter()
+        .filter_map(|(component, image)| {
+            let newer = image.available.as_ref()?;
+            Some(format!("{component} {newer} (runs {})", image.image))
+        })
+        .collect();
+    if available.is_empty() {
+        let msg = "every component runs the operator's default image or the one its spec names";
+        return condition(
+            condition_type::UPGRADE_AVAILABLE,
+            false,
+            reason::IMAGES_CURRENT,
+            msg.to_owned(),
+        );
+    }
+    let msg = format!(
+        "newer default images: {}; upgradePolicy Manual keeps the recorded ones: set \
+         spec.upgradePolicy: Automatic (or the image in the spec) to roll",
+        available.join(", ")
+    );
+    condition(
+        condition_type::UPGRADE_AVAILABLE,
+        true,
+        reason::NEWER_DEFAULT_IMAGE,
+        msg,
+    )
 }
 
 /// Whether the condition of `type_` is `True`.
@@ -485,6 +547,7 @@ pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
         autoscaling: previous.autoscaling.clone(),
         // Written by the broker check's own field manager (see `write_status`).
         broker_cluster: previous.broker_cluster.clone(),
+        images: converged.images.clone().or_else(|| previous.images.clone()),
     }
 }
 
@@ -504,6 +567,7 @@ pub(super) fn converged(readiness: Readiness) -> Outcome {
         cache: None,
         warnings: Vec::new(),
         problems: Vec::new(),
+        images: None,
     }))
 }
 

@@ -1,0 +1,178 @@
+//! Operator upgrades against an in-memory API: a stack records the image of every component in
+//! `status.images`; when the operator's defaults change, `upgradePolicy: Manual` keeps them and
+//! reports the newer default, `Automatic` rolls to it, and an image named in the spec is never
+//! touched.
+
+use crate::support::api::{self as api, NAME, Setup, Started};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use pingpong_operator::apis::ServedApis;
+use pingpong_operator::crd::{ImageSource, PingPongStackSpec, PingPongStackStatus, UpgradePolicy};
+use pingpong_operator::images::{self, Images};
+use pingpong_operator::reconcile::Context;
+use pretty_assertions::assert_eq;
+use std::sync::Arc;
+
+/// The defaults of the "next release": every component the operator configures changes.
+fn upgraded() -> Images {
+    Images {
+        ping: "ghcr.io/pingpong-operator/ping:9.9.9".to_owned(),
+        pong: "ghcr.io/pingpong-operator/pong:9.9.9".to_owned(),
+        rabbitmq: "rabbitmq:4.3-management".to_owned(),
+        ..Images::default()
+    }
+}
+
+/// A Context of the same in-memory API with other default images (the upgraded operator).
+async fn operator_with(started: &Started, defaults: Images) -> Arc<Context> {
+    let served = ServedApis::discover(&started.client).await.unwrap();
+    let base = api::bare_context(&started.client, served);
+    Arc::new(Context::new(
+        base.client.clone(),
+        pingpong_operator::metrics::Metrics::new().unwrap(),
+        base.recorder.clone(),
+        defaults,
+        served,
+    ))
+}
+
+fn condition(status: &PingPongStackStatus, type_: &str) -> (String, String) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"));
+    (c.status.clone(), c.reason.clone())
+}
+
+async fn images_applied(started: &Started) -> (String, String, String) {
+    let image = |spec: Option<k8s_openapi::api::core::v1::PodTemplateSpec>| {
+        spec.and_then(|t| t.spec)
+            .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+            .unwrap()
+    };
+    let broker = started
+        .api::<StatefulSet>()
+        .get(&format!("{NAME}-rabbitmq"))
+        .await
+        .unwrap();
+    let ping = started
+        .api::<Deployment>()
+        .get(&format!("{NAME}-ping"))
+        .await
+        .unwrap();
+    let pong = started
+        .api::<Deployment>()
+        .get(&format!("{NAME}-pong"))
+        .await
+        .unwrap();
+    (
+        image(ping.spec.map(|s| s.template)),
+        image(pong.spec.map(|s| s.template)),
+        image(broker.spec.map(|s| s.template)),
+    )
+}
+
+#[tokio::test]
+async fn status_records_the_image_of_every_component() {
+    let started = Started::reconciled(PingPongStackSpec::default()).await;
+    let status = started.status().await;
+    let recorded = status.images.clone().expect("status.images");
+    assert_eq!(recorded.rabbitmq.image, images::RABBITMQ);
+    assert_eq!(recorded.rabbitmq.source, ImageSource::OperatorDefault);
+    assert_eq!(recorded.ping.image, images::PING);
+    assert_eq!(recorded.pong.image, images::PONG);
+    assert_eq!(recorded.postgres, None);
+    assert_eq!(
+        condition(&status, "UpgradeAvailable"),
+        ("False".to_owned(), "ImagesCurrent".to_owned())
+    );
+    // The stack's default policy is Manual.
+    assert_eq!(
+        started.stack().await.spec.upgrade_policy,
+        UpgradePolicy::Manual
+    );
+}
+
+#[tokio::test]
+async fn manual_keeps_its_images_when_the_operator_defaults_change() {
+    let started = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = started.children().await;
+
+    let upgraded_operator = operator_with(&started, upgraded()).await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        api::diff(&before, &started.children().await),
+        Vec::<String>::new()
+    );
+    let status = started.status().await;
+    let recorded = status.images.clone().unwrap();
+    assert_eq!(recorded.rabbitmq.image, images::RABBITMQ);
+    assert_eq!(
+        recorded.rabbitmq.available.as_deref(),
+        Some("rabbitmq:4.3-management")
+    );
+    assert_eq!(
+        recorded.ping.available.as_deref(),
+        Some("ghcr.io/pingpong-operator/ping:9.9.9")
+    );
+    let (upgrade, reason) = condition(&status, "UpgradeAvailable");
+    assert_eq!(
+        (upgrade.as_str(), reason.as_str()),
+        ("True", "NewerDefaultImage")
+    );
+
+    // Switching the policy takes the new defaults.
+    started
+        .edit_spec(|spec| spec.upgrade_policy = UpgradePolicy::Automatic)
+        .await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+    let expected = upgraded();
+    assert_eq!(
+        images_applied(&started).await,
+        (expected.ping, expected.pong, expected.rabbitmq.clone())
+    );
+    let status = started.status().await;
+    // (`available` itself is dropped by the API server's server-side apply, which removes a
+    // field its manager stops applying; the in-memory API merges, so the e2e test checks it.)
+    assert_eq!(
+        status.images.clone().unwrap().rabbitmq.image,
+        "rabbitmq:4.3-management"
+    );
+    let (upgrade, _) = condition(&status, "UpgradeAvailable");
+    assert_eq!(upgrade, "False");
+}
+
+#[tokio::test]
+async fn automatic_rolls_to_the_new_defaults_and_spec_images_stay() {
+    let spec = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    let mut setup = Setup::for_stack(spec);
+    setup.stacks[0].spec.pong.image = Some("registry.example.com/pong:1".to_owned());
+    let started = Started::new(setup).await;
+    started.reconcile().await.unwrap();
+
+    let upgraded_operator = operator_with(&started, upgraded()).await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+
+    let expected = upgraded();
+    assert_eq!(
+        images_applied(&started).await,
+        (
+            expected.ping,
+            "registry.example.com/pong:1".to_owned(),
+            expected.rabbitmq
+        )
+    );
+    let recorded = started.status().await.images.unwrap();
+    assert_eq!(recorded.pong.source, ImageSource::Spec);
+    assert_eq!(recorded.pong.available, None);
+}
