@@ -191,15 +191,16 @@ impl Converged {
             store,
             cache,
             warnings: stack.warnings(),
-            problems: Vec::new(),
+            // Refused changes (a PostgreSQL major upgrade) come first: they name what to do.
+            problems: stack.refused.clone(),
             // A paused stack applied nothing: it still runs what status recorded.
             images: (!stack.paused).then(|| stack.images.clone()),
         }
     }
 
-    /// The same, with the problems found in the pods and the route.
+    /// The same, with the problems found in the pods and the route added.
     pub fn with_problems(mut self, problems: Vec<Problem>) -> Self {
-        self.problems = problems;
+        self.problems.extend(problems);
         self
     }
 }
@@ -445,6 +446,8 @@ pub fn backing_status(
         StoreSettings::Memory => StoreStatus {
             type_: StoreType::Memory,
             ready: true,
+            // The claim of a provisioned database switched off is kept, and so is its major.
+            data_major_version: stack.postgres_data_major,
             ..StoreStatus::default()
         },
         StoreSettings::ExternalPostgres { secret_name } => StoreStatus {
@@ -454,6 +457,7 @@ pub fn backing_status(
             replicas: None,
             ready_replicas: None,
             secret_name: Some(secret_name.clone()),
+            data_major_version: stack.postgres_data_major,
         },
         StoreSettings::ProvisionedPostgres(_) => {
             let (ready, replicas, ready_replicas) = provisioned(readiness.postgres);
@@ -464,6 +468,7 @@ pub fn backing_status(
                 replicas,
                 ready_replicas,
                 secret_name: Some(stack.names.postgres_credentials.clone()),
+                data_major_version: stack.postgres_data_major,
             }
         }
     };

@@ -176,3 +176,108 @@ async fn automatic_rolls_to_the_new_defaults_and_spec_images_stay() {
     assert_eq!(recorded.pong.source, ImageSource::Spec);
     assert_eq!(recorded.pong.available, None);
 }
+
+fn postgres_store(image: Option<&str>) -> pingpong_operator::crd::StoreSpec {
+    use pingpong_operator::crd::{PostgresSpec, ProvisionedPostgres, StoreSpec, StoreType};
+    StoreSpec {
+        type_: StoreType::Postgres,
+        postgres: Some(PostgresSpec::Provisioned(ProvisionedPostgres {
+            image: image.map(str::to_owned),
+            ..ProvisionedPostgres::default()
+        })),
+    }
+}
+
+async fn postgres_image(started: &Started) -> String {
+    let set = started
+        .api::<StatefulSet>()
+        .get(&format!("{NAME}-postgres"))
+        .await
+        .unwrap();
+    set.spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_postgres_major_change_is_refused_and_everything_else_applied() {
+    let mut spec = PingPongStackSpec::default();
+    spec.pong.store = postgres_store(Some("postgres:16.4"));
+    let started = Started::reconciled(spec).await;
+    let store = started.status().await.store.unwrap();
+    assert_eq!(store.data_major_version, Some(16));
+
+    // A new major and, in the same edit, more ping replicas.
+    started
+        .edit_spec(|spec| {
+            spec.pong.store = postgres_store(Some("postgres:17"));
+            spec.ping.replicas = 3;
+        })
+        .await;
+    started.reconcile().await.unwrap();
+
+    assert_eq!(postgres_image(&started).await, "postgres:16.4");
+    let ping = started
+        .api::<Deployment>()
+        .get(&format!("{NAME}-ping"))
+        .await
+        .unwrap();
+    assert_eq!(ping.spec.unwrap().replicas, Some(3));
+    let status = started.status().await;
+    assert_eq!(
+        condition(&status, "Degraded"),
+        ("True".to_owned(), "PostgresMajorUpgradeRefused".to_owned())
+    );
+    assert_eq!(status.store.unwrap().data_major_version, Some(16));
+    assert_eq!(
+        status.images.unwrap().postgres.unwrap().image,
+        "postgres:16.4"
+    );
+
+    // The documented path: the annotation names the new major.
+    let annotation = serde_json::json!({"metadata": {"annotations": {
+        pingpong_operator::labels::POSTGRES_MAJOR_UPGRADE: "17"
+    }}});
+    started
+        .api::<pingpong_operator::crd::PingPongStack>()
+        .patch(
+            NAME,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&annotation),
+        )
+        .await
+        .unwrap();
+    started.reconcile().await.unwrap();
+    assert_eq!(postgres_image(&started).await, "postgres:17");
+    let status = started.status().await;
+    assert_eq!(status.store.clone().unwrap().data_major_version, Some(17));
+    let (degraded, _) = condition(&status, "Degraded");
+    assert_eq!(degraded, "False");
+}
+
+#[tokio::test]
+async fn a_new_default_postgres_major_does_not_reach_an_automatic_stack() {
+    let mut spec = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    spec.pong.store = postgres_store(None);
+    let started = Started::reconciled(spec).await;
+    assert_eq!(postgres_image(&started).await, images::POSTGRES);
+
+    let next = Images {
+        postgres: "postgres:18".to_owned(),
+        ..Images::default()
+    };
+    let upgraded_operator = operator_with(&started, next).await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+    assert_eq!(postgres_image(&started).await, images::POSTGRES);
+    let (degraded, reason) = condition(&started.status().await, "Degraded");
+    assert_eq!(
+        (degraded.as_str(), reason.as_str()),
+        ("True", "PostgresMajorUpgradeRefused")
+    );
+}

@@ -9,6 +9,7 @@
 
 mod broker;
 mod error;
+pub mod postgres_major;
 mod settings;
 mod store;
 
@@ -174,7 +175,20 @@ pub fn validate(
         )?,
         env: user_env("spec.pong.env", &spec.pong.env)?,
     };
-    let store = store::store_settings(&spec.pong, &names, defaults)?;
+    let mut store = store::store_settings(&spec.pong, &names, defaults)?;
+    let mut postgres_data_major = stack
+        .status
+        .as_ref()
+        .and_then(|s| s.store.as_ref())
+        .and_then(|s| s.data_major_version);
+    let mut refused = Vec::new();
+    if let StoreSettings::ProvisionedPostgres(postgres) = &mut store {
+        let ephemeral = postgres.storage == DataStorage::Ephemeral;
+        let decision = postgres_major::decide(stack, &postgres.image, ephemeral);
+        postgres.image = decision.image;
+        postgres_data_major = decision.data_major;
+        refused.extend(decision.refused);
+    }
     let cache = store::cache_settings(&spec.pong, &names, defaults)?;
     let storage = if spec.rabbitmq.storage.ephemeral {
         DataStorage::Ephemeral
@@ -218,6 +232,8 @@ pub fn validate(
     let images = component_images(spec, operator, (&ping, &pong, &rabbitmq), &store, &cache);
     Ok(ValidatedStack {
         images,
+        postgres_data_major,
+        refused,
         uid: stack.metadata.uid.clone(),
         generation: stack.metadata.generation,
         names,

@@ -219,6 +219,11 @@ pub struct ValidatedStack {
     /// `status.images`: every component's image, where it came from and the newer default
     /// available to a stack that kept an older one.
     pub images: crate::crd::ComponentImages,
+    /// `status.store.dataMajorVersion`: the PostgreSQL major of the provisioned database's data.
+    pub postgres_data_major: Option<u32>,
+    /// Changes the spec asks for that are refused while every other child is applied (a
+    /// PostgreSQL major-version change): reported as problems in status.
+    pub refused: Vec<crate::reconcile::health::Problem>,
 }
 
 impl ValidatedStack {
