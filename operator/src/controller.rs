@@ -34,6 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Reconciles running at once (the Controller never runs two for the same stack).
 pub const CONCURRENCY: u16 = 8;
+/// How long a stack's reconcile waits for its events to settle: the burst of watch events its
+/// children send while they are created and roll out (several status writes per workload)
+/// folds into one reconcile instead of one each (kube-runtime's trailing-edge debounce; a
+/// requeue is delayed by as much).
+pub const DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often the readiness task looks again whether the PingPongStack cache has synced.
 const SYNC_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Name reported as the Events' `reportingController`.
@@ -397,7 +402,11 @@ async fn run_controller(
         .applied_objects()
         .predicate_filter(stack_changed, PredicateConfig::default());
     let controller = Controller::for_stream(trigger, reader)
-        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(CONCURRENCY)
+                .debounce(DEBOUNCE),
+        )
         .graceful_shutdown_on(restart.clone().cancelled_owned());
     let (controller, children) = owns_children(controller, &client, ns, served);
     let context = Arc::new(
@@ -472,6 +481,11 @@ async fn run_controller(
                 tracing::debug!(%error, "controller event");
             }
             let stacks = store.state();
+            if bookkeeping.last_applied.stacks() > 0 {
+                let uids: std::collections::HashSet<String> =
+                    stacks.iter().filter_map(|s| s.uid()).collect();
+                bookkeeping.forget_deleted_records(|uid| uids.contains(uid));
+            }
             if bookkeeping.failing_stacks() > 0 {
                 let present: std::collections::HashSet<(String, String)> = stacks
                     .iter()

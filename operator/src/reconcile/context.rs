@@ -9,6 +9,7 @@ use kube::runtime::events::Recorder;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
+use super::applied::LastApplied;
 use super::cache::ChildCaches;
 use super::upgrade_gate::UpgradeGate;
 use crate::apis::ServedApis;
@@ -35,6 +36,9 @@ pub struct Context {
     pub default_gateway: Option<GatewayParentRef>,
     /// At most N stacks roll to new default images at a time.
     pub upgrades: UpgradeGate,
+    /// What each stack's reconcile last applied to its children (applies of unchanged children
+    /// are skipped).
+    pub last_applied: LastApplied,
     served: watch::Sender<ServedApis>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -57,6 +61,7 @@ impl Context {
             allowed_secrets: AllowedSecrets::default(),
             default_gateway: None,
             upgrades: UpgradeGate::default(),
+            last_applied: LastApplied::default(),
             served: watch::Sender::new(served),
             failures: Mutex::new(HashMap::new()),
         }
@@ -135,6 +140,11 @@ impl Context {
     pub fn forget_deleted(&self, exists: impl Fn(&str, &str) -> bool) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|(namespace, name), _| exists(namespace, name));
+    }
+
+    /// Forgets what was applied for the stacks whose uid `exists` says no longer exist.
+    pub fn forget_deleted_records(&self, exists: impl Fn(&str) -> bool) {
+        self.last_applied.retain(exists);
     }
 
     /// How many stacks have a failure count (for tests and the controller's bookkeeping).

@@ -2,7 +2,8 @@
 //!
 //! [`reconcile`] runs one stack through the pipeline in [`run`]. Validation and building are
 //! pure ([`validate`], [`build`]); [`observe`] reads (never writes); [`apply`] writes the
-//! children in the order [`desired::DesiredState::children`] documents and deletes orphans;
+//! children in the order [`desired::DesiredState::children`] documents, except those
+//! [`applied`] remembers as unchanged since their last apply, and deletes orphans;
 //! [`report`] writes the status that [`status`] computes, and the Events, after [`health`]
 //! explained, from the pods of the workloads that are not ready, why they are not; from the same
 //! pods, [`restart`] deletes together the broker nodes that run with an old Erlang cookie. Every failure a user
@@ -10,6 +11,7 @@
 //! and the user's view agree. All state comes through the injected [`Context`]: no globals, so
 //! tests drive it against an in-memory API.
 
+pub mod applied;
 pub mod apply;
 pub mod build;
 pub mod cache;
@@ -179,6 +181,7 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     if meta.deletion_timestamp.is_some() {
         // Re-applying children now would fight the garbage collector.
         tracing::debug!("stack is being deleted; nothing to reconcile");
+        ctx.last_applied.forget_stack(uid);
         return Ok((ReconcileResult::Skipped, Action::await_change()));
     }
     let reporter = Reporter { ctx, stack };
@@ -228,6 +231,8 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             let handover = crate::autoscale::keda::hand_over_replicas(&ctx.client, &validated);
             reporter.failed(handover.await).await?;
         }
+        // Children unchanged since their last apply are not written, except on a full pass.
+        let full_pass = ctx.last_applied.begin(uid, tokio::time::Instant::now());
         let mut applier = Applier::new(
             &ctx.client,
             &validated.namespace,
@@ -236,7 +241,8 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             &ctx.metrics,
             observed.plan_inputs.served,
             &ctx.children,
-        );
+        )
+        .skipping_unchanged(&ctx.last_applied, full_pass);
         let selector = labels::children_selector(&validated.name);
         // A child whose API is not served is reported; it does not hold back the others.
         let unserved = observe::unserved_apis(&validated, observed.plan_inputs.served);
