@@ -16,6 +16,7 @@ use crate::leader::{self, ElectionConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::cache::{CachedChild, ChildCaches};
 use crate::reconcile::desired::ChildKind;
+use crate::reconcile::upgrade_gate::UpgradeGate;
 use crate::reconcile::{self, Context};
 use crate::server::{self, AppState, Health};
 use futures::{StreamExt, TryStreamExt};
@@ -418,7 +419,11 @@ async fn run_controller(
         )
         .with_child_caches(children)
         .with_allowed_secrets(config.allowed_secrets.clone())
-        .with_default_gateway(config.default_gateway.clone()),
+        .with_default_gateway(config.default_gateway.clone())
+        .with_upgrade_gate(UpgradeGate::new(
+            config.max_concurrent_upgrades,
+            config.watch_namespace.clone(),
+        )),
     );
     let mut apis_changed = context.subscribe_apis();
     let on_change = restart.clone();

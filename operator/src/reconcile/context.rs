@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::applied::LastApplied;
 use super::cache::ChildCaches;
+use super::upgrade_gate::UpgradeGate;
 use crate::apis::ServedApis;
 use crate::config::AllowedSecrets;
 use crate::crd::GatewayParentRef;
@@ -33,6 +34,8 @@ pub struct Context {
     pub allowed_secrets: AllowedSecrets,
     /// The Gateway of stacks that choose no route (the operator's `PINGPONG_DEFAULT_GATEWAY`).
     pub default_gateway: Option<GatewayParentRef>,
+    /// At most N stacks roll to new default images at a time.
+    pub upgrades: UpgradeGate,
     /// What each stack's reconcile last applied to its children (applies of unchanged children
     /// are skipped).
     pub last_applied: LastApplied,
@@ -57,6 +60,7 @@ impl Context {
             children: ChildCaches::default(),
             allowed_secrets: AllowedSecrets::default(),
             default_gateway: None,
+            upgrades: UpgradeGate::default(),
             last_applied: LastApplied::default(),
             served: watch::Sender::new(served),
             failures: Mutex::new(HashMap::new()),
@@ -79,6 +83,13 @@ impl Context {
     /// where the Gateway API is served.
     pub fn with_default_gateway(mut self, gateway: Option<GatewayParentRef>) -> Self {
         self.default_gateway = gateway;
+        self
+    }
+
+    /// The same context, letting at most `gate`'s number of stacks roll new default images at
+    /// a time.
+    pub fn with_upgrade_gate(mut self, gate: UpgradeGate) -> Self {
+        self.upgrades = gate;
         self
     }
 

@@ -27,6 +27,7 @@ pub mod report;
 pub mod restart;
 pub mod rollout;
 pub mod status;
+pub mod upgrade_gate;
 pub mod validate;
 pub mod yaml;
 
@@ -196,6 +197,11 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         }
     };
 
+    // At most N stacks roll to new default images at a time; the others keep theirs for now.
+    let gated = upgrade_gate::gate(&ctx.upgrades, &ctx.client, stack, validated, &ctx.images);
+    let gated = reporter.failed(gated.await).await?;
+    let validated = gated.validated;
+
     // 2. Observe (reads only): Secrets, optional APIs; credentials only for missing Secrets.
     let observed = reporter
         .failed(observe::observe(ctx, &validated).await)
@@ -272,11 +278,15 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // A split broker: every pod ready, each node in a cluster of its own (the periodic check's
     // verdict in the status; never read from the brokers here).
     problems.extend(health::broker_problem(stack));
-    let converged = Converged::new(&validated, workloads.readiness()).with_problems(problems);
+    let converged = Converged::new(&validated, workloads.readiness())
+        .with_problems(problems)
+        .with_upgrade(gated.upgrading, gated.waiting.clone());
     let ready = converged.problems.is_empty() && converged.readiness.is_ready();
     reporter
         .send(Outcome::Converged(Box::new(converged)))
         .await?;
+    // The status now says `Upgrading`: other stacks count this one.
+    drop(gated.slot);
     tracing::info!(paused = validated.paused, ready, "reconciled");
     let result = if validated.paused {
         ReconcileResult::Paused
@@ -286,7 +296,10 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // Pods change without their workload's status changing (a pull that turns into a
     // back-off, a broker node that never gets ready): look again soon until Ready (a paused
     // stack waits for its watches: nothing of it is being changed).
-    let requeue = if ready || validated.paused {
+    let requeue = if gated.waiting.is_some() {
+        // Waiting for an upgrade slot changes no watched object of this stack.
+        NOT_READY_REQUEUE
+    } else if ready || validated.paused {
         SUCCESS_REQUEUE
     } else {
         NOT_READY_REQUEUE

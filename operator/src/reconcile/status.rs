@@ -35,6 +35,9 @@ pub mod condition_type {
     /// A component runs an older default image than the operator's current one
     /// (`upgradePolicy: Manual`); `status.images.<component>.available` names it.
     pub const UPGRADE_AVAILABLE: &str = "UpgradeAvailable";
+    /// The stack applied new default images and is not Ready again yet: it holds one of the
+    /// operator's `maxConcurrentUpgrades` slots.
+    pub const UPGRADING: &str = "Upgrading";
 }
 
 /// Condition reasons (PascalCase, fixed set; error reasons come from `Error::kind()`).
@@ -86,6 +89,13 @@ pub mod reason {
     /// UpgradeAvailable=False: every component runs the operator's current default or the
     /// image its spec names.
     pub const IMAGES_CURRENT: &str = "ImagesCurrent";
+    /// UpgradeAvailable=True under `upgradePolicy: Automatic`: the operator's
+    /// `maxConcurrentUpgrades` stacks are rolling, this one keeps its images until a slot frees.
+    pub const WAITING_FOR_UPGRADE_SLOT: &str = "WaitingForUpgradeSlot";
+    /// Upgrading=True: new default images applied, waiting for the stack to be Ready.
+    pub const ROLLING_TO_NEW_DEFAULTS: &str = "RollingToNewDefaults";
+    /// Upgrading=False.
+    pub const NO_UPGRADE_IN_PROGRESS: &str = "NoUpgradeInProgress";
 }
 
 impl ComponentStatus {
@@ -178,6 +188,11 @@ pub struct Converged {
     pub problems: Vec<Problem>,
     /// `status.images` as applied (`None`: keep the recorded ones).
     pub images: Option<ComponentImages>,
+    /// This stack is rolling to new default images (it applied them now or before and was not
+    /// Ready since).
+    pub upgrading: bool,
+    /// Why the stack keeps older default images under `Automatic` (no upgrade slot free).
+    pub upgrade_waiting: Option<String>,
 }
 
 impl Converged {
@@ -195,7 +210,16 @@ impl Converged {
             problems: stack.refused.clone(),
             // A paused stack applied nothing: it still runs what status recorded.
             images: (!stack.paused).then(|| stack.images.clone()),
+            upgrading: false,
+            upgrade_waiting: None,
         }
+    }
+
+    /// The same, rolling to new default images (`upgrading`) or waiting for a slot.
+    pub fn with_upgrade(mut self, upgrading: bool, waiting: Option<String>) -> Self {
+        self.upgrading = upgrading;
+        self.upgrade_waiting = waiting;
+        self
     }
 
     /// The same, with the problems found in the pods and the route added.
@@ -358,17 +382,46 @@ pub fn conditions(
     } else {
         condition(PAUSED, false, reason::NOT_PAUSED, String::new())
     });
-    let images = match outcome {
-        Outcome::Converged(converged) => converged.images.as_ref(),
+    let converged = match outcome {
+        Outcome::Converged(converged) => Some(converged).filter(|c| c.images.is_some()),
         _ => None,
     };
-    match images {
-        Some(images) => next.push(upgrade_condition(images)),
-        // Nothing applied: the images, and what is available, are those recorded before.
+    match converged {
+        Some(converged) => {
+            let images = converged.images.as_ref();
+            let waiting = converged.upgrade_waiting.as_deref();
+            next.extend(images.map(|images| upgrade_condition(images, waiting)));
+            let ready = next
+                .iter()
+                .any(|c| c.type_ == condition_type::READY && c.status == "True");
+            next.push(if converged.upgrading && !ready {
+                let msg = "new default images applied; the stack holds an upgrade slot until \
+                           it is Ready"
+                    .to_owned();
+                condition(
+                    condition_type::UPGRADING,
+                    true,
+                    reason::ROLLING_TO_NEW_DEFAULTS,
+                    msg,
+                )
+            } else {
+                condition(
+                    condition_type::UPGRADING,
+                    false,
+                    reason::NO_UPGRADE_IN_PROGRESS,
+                    String::new(),
+                )
+            });
+        }
+        // Nothing applied: the images, what is available and an upgrade in progress are those
+        // recorded before.
         None => next.extend(
             previous
                 .iter()
-                .find(|c| c.type_ == condition_type::UPGRADE_AVAILABLE)
+                .filter(|c| {
+                    c.type_ == condition_type::UPGRADE_AVAILABLE
+                        || c.type_ == condition_type::UPGRADING
+                })
                 .cloned(),
         ),
     }
@@ -388,7 +441,7 @@ pub fn conditions(
 
 /// `UpgradeAvailable`: True, naming each component and its newer default, when the stack kept
 /// an older default image (`upgradePolicy: Manual`).
-fn upgrade_condition(images: &ComponentImages) -> Condition {
+fn upgrade_condition(images: &ComponentImages, waiting: Option<&str>) -> Condition {
     let available: Vec<String> = images
         .all()
         .into_iter()
@@ -404,6 +457,14 @@ fn upgrade_condition(images: &ComponentImages) -> Condition {
             false,
             reason::IMAGES_CURRENT,
             msg.to_owned(),
+        );
+    }
+    if let Some(waiting) = waiting {
+        return condition(
+            condition_type::UPGRADE_AVAILABLE,
+            true,
+            reason::WAITING_FOR_UPGRADE_SLOT,
+            format!("newer default images: {}; {waiting}", available.join(", ")),
         );
     }
     let msg = format!(
@@ -573,6 +634,8 @@ pub(super) fn converged(readiness: Readiness) -> Outcome {
         warnings: Vec::new(),
         problems: Vec::new(),
         images: None,
+        upgrading: false,
+        upgrade_waiting: None,
     }))
 }
 

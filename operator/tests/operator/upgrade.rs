@@ -281,3 +281,107 @@ async fn a_new_default_postgres_major_does_not_reach_an_automatic_stack() {
         ("True", "PostgresMajorUpgradeRefused")
     );
 }
+
+/// Reconciles the stored stack `name` with `ctx`.
+async fn reconcile_named(started: &Started, ctx: &Arc<Context>, name: &str) {
+    let stack = started
+        .api::<pingpong_operator::crd::PingPongStack>()
+        .get(name)
+        .await
+        .unwrap();
+    pingpong_operator::reconcile::reconcile(Arc::new(stack), ctx.clone())
+        .await
+        .unwrap();
+}
+
+async fn broker_image(started: &Started, stack: &str) -> String {
+    let set = started
+        .api::<StatefulSet>()
+        .get(&format!("{stack}-rabbitmq"))
+        .await
+        .unwrap();
+    set.spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+        .unwrap()
+}
+
+async fn named_status(started: &Started, name: &str) -> PingPongStackStatus {
+    started
+        .api::<pingpong_operator::crd::PingPongStack>()
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+}
+
+#[tokio::test]
+async fn at_most_n_automatic_stacks_roll_at_a_time() {
+    use pingpong_operator::reconcile::upgrade_gate::UpgradeGate;
+    let automatic = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    let mut setup = Setup::default();
+    for name in ["first", "second"] {
+        let mut stack = api::stack(automatic.clone());
+        stack.metadata.name = Some(name.to_owned());
+        setup.stacks.push(stack);
+    }
+    let started = Started::new(setup).await;
+    for name in ["first", "second"] {
+        reconcile_named(&started, &started.ctx, name).await;
+    }
+
+    let served = ServedApis::discover(&started.client).await.unwrap();
+    let base = api::bare_context(&started.client, served);
+    let one_at_a_time = Arc::new(
+        Context::new(
+            base.client.clone(),
+            pingpong_operator::metrics::Metrics::new().unwrap(),
+            base.recorder.clone(),
+            upgraded(),
+            served,
+        )
+        .with_upgrade_gate(UpgradeGate::new(1, None)),
+    );
+    reconcile_named(&started, &one_at_a_time, "first").await;
+    reconcile_named(&started, &one_at_a_time, "second").await;
+
+    assert_eq!(
+        broker_image(&started, "first").await,
+        "rabbitmq:4.3-management"
+    );
+    let first = named_status(&started, "first").await;
+    assert_eq!(
+        condition(&first, "Upgrading"),
+        ("True".to_owned(), "RollingToNewDefaults".to_owned())
+    );
+    // The second keeps its images and says why.
+    assert_eq!(broker_image(&started, "second").await, images::RABBITMQ);
+    let second = named_status(&started, "second").await;
+    assert_eq!(
+        condition(&second, "UpgradeAvailable"),
+        ("True".to_owned(), "WaitingForUpgradeSlot".to_owned())
+    );
+    assert_eq!(condition(&second, "Upgrading").0, "False");
+
+    // The first is Ready again: its slot frees, and the second rolls.
+    started
+        .set_ready(&["first-rabbitmq"], &["first-ping", "first-pong"])
+        .await;
+    reconcile_named(&started, &one_at_a_time, "first").await;
+    let first = named_status(&started, "first").await;
+    assert_eq!(condition(&first, "Ready").0, "True");
+    assert_eq!(condition(&first, "Upgrading").0, "False");
+    reconcile_named(&started, &one_at_a_time, "second").await;
+    assert_eq!(
+        broker_image(&started, "second").await,
+        "rabbitmq:4.3-management"
+    );
+    assert_eq!(
+        condition(&named_status(&started, "second").await, "Upgrading").0,
+        "True"
+    );
+}
