@@ -188,16 +188,17 @@ fn postgres_store(image: Option<&str>) -> pingpong_operator::crd::StoreSpec {
     }
 }
 
-async fn postgres_image(started: &Started) -> String {
-    let set = started
-        .api::<StatefulSet>()
-        .get(&format!("{NAME}-postgres"))
-        .await
-        .unwrap();
+/// The first container's image of the StatefulSet `name`.
+async fn statefulset_image(started: &Started, name: &str) -> String {
+    let set = started.api::<StatefulSet>().get(name).await.unwrap();
     set.spec
         .and_then(|s| s.template.spec)
         .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
         .unwrap()
+}
+
+async fn postgres_image(started: &Started) -> String {
+    statefulset_image(started, &format!("{NAME}-postgres")).await
 }
 
 #[tokio::test]
@@ -295,15 +296,7 @@ async fn reconcile_named(started: &Started, ctx: &Arc<Context>, name: &str) {
 }
 
 async fn broker_image(started: &Started, stack: &str) -> String {
-    let set = started
-        .api::<StatefulSet>()
-        .get(&format!("{stack}-rabbitmq"))
-        .await
-        .unwrap();
-    set.spec
-        .and_then(|s| s.template.spec)
-        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
-        .unwrap()
+    statefulset_image(started, &format!("{stack}-rabbitmq")).await
 }
 
 async fn named_status(started: &Started, name: &str) -> PingPongStackStatus {
