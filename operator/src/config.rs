@@ -58,6 +58,7 @@ fn read_images(
         ping: image("PINGPONG_PING_IMAGE", images::PING),
         pong: image("PINGPONG_PONG_IMAGE", images::PONG),
         rabbitmq: image("PINGPONG_RABBITMQ_IMAGE", images::RABBITMQ),
+        ..Images::default()
     }
 }
 
@@ -161,6 +162,9 @@ pub struct Config {
     pub traces: pingpong_otel::TraceConfig,
     /// Exported and dropped spans, registered with the operator's metrics.
     pub spans: pingpong_otel::SpanCounters,
+    /// How many stacks may roll to new default images at a time
+    /// (`PINGPONG_MAX_CONCURRENT_UPGRADES`, 1 to 1000, default 2).
+    pub max_concurrent_upgrades: usize,
 }
 
 /// One problem with one environment variable.
@@ -290,6 +294,20 @@ impl Config {
             variable: p.variable,
             message: format!("{:?} is not valid; expected {}", p.value, p.expected),
         }));
+        let max_concurrent_upgrades =
+            match get("PINGPONG_MAX_CONCURRENT_UPGRADES").filter(|v| !v.is_empty()) {
+                None => crate::reconcile::upgrade_gate::DEFAULT_MAX_CONCURRENT_UPGRADES,
+                Some(raw) => match raw.parse::<usize>() {
+                    Ok(n) if (1..=1000).contains(&n) => n,
+                    _ => {
+                        problems.push(ConfigProblem {
+                            variable: "PINGPONG_MAX_CONCURRENT_UPGRADES",
+                            message: format!("{raw:?} is not a whole number from 1 to 1000"),
+                        });
+                        crate::reconcile::upgrade_gate::DEFAULT_MAX_CONCURRENT_UPGRADES
+                    }
+                },
+            };
         let mut autoscale = read_autoscale(&get, &mut problems);
         autoscale.watch_namespace.clone_from(&watch_namespace);
         if !problems.is_empty() {
@@ -307,6 +325,7 @@ impl Config {
             default_gateway,
             traces,
             spans: pingpong_otel::SpanCounters::default(),
+            max_concurrent_upgrades,
         })
     }
 }
@@ -370,6 +389,28 @@ mod tests {
         assert_eq!(cfg.metrics_addr.to_string(), DEFAULT_METRICS_ADDR);
         assert_eq!(cfg.log_format, LogFormat::Text);
         assert_eq!(cfg.leader_election, None);
+        assert_eq!(cfg.max_concurrent_upgrades, 2);
+    }
+
+    #[test]
+    fn max_concurrent_upgrades_is_a_positive_count() {
+        let cfg = parse(&[
+            ("LEADER_ELECTION", "false"),
+            ("PINGPONG_MAX_CONCURRENT_UPGRADES", "5"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.max_concurrent_upgrades, 5);
+        for bad in ["0", "-1", "many"] {
+            let error = parse(&[
+                ("LEADER_ELECTION", "false"),
+                ("PINGPONG_MAX_CONCURRENT_UPGRADES", bad),
+            ])
+            .unwrap_err();
+            assert_eq!(
+                error.problems[0].variable,
+                "PINGPONG_MAX_CONCURRENT_UPGRADES"
+            );
+        }
     }
 
     #[test]

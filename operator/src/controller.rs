@@ -16,6 +16,7 @@ use crate::leader::{self, ElectionConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::cache::{CachedChild, ChildCaches};
 use crate::reconcile::desired::ChildKind;
+use crate::reconcile::upgrade_gate::UpgradeGate;
 use crate::reconcile::{self, Context};
 use crate::server::{self, AppState, Health};
 use futures::{StreamExt, TryStreamExt};
@@ -33,6 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Reconciles running at once (the Controller never runs two for the same stack).
 pub const CONCURRENCY: u16 = 8;
+/// How long a stack's reconcile waits for its events to settle: the burst of watch events its
+/// children send while they are created and roll out (several status writes per workload)
+/// folds into one reconcile instead of one each (kube-runtime's trailing-edge debounce; a
+/// requeue is delayed by as much).
+pub const DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often the readiness task looks again whether the PingPongStack cache has synced.
 const SYNC_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Name reported as the Events' `reportingController`.
@@ -396,7 +402,11 @@ async fn run_controller(
         .applied_objects()
         .predicate_filter(stack_changed, PredicateConfig::default());
     let controller = Controller::for_stream(trigger, reader)
-        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(CONCURRENCY)
+                .debounce(DEBOUNCE),
+        )
         .graceful_shutdown_on(restart.clone().cancelled_owned());
     let (controller, children) = owns_children(controller, &client, ns, served);
     let context = Arc::new(
@@ -409,7 +419,11 @@ async fn run_controller(
         )
         .with_child_caches(children)
         .with_allowed_secrets(config.allowed_secrets.clone())
-        .with_default_gateway(config.default_gateway.clone()),
+        .with_default_gateway(config.default_gateway.clone())
+        .with_upgrade_gate(UpgradeGate::new(
+            config.max_concurrent_upgrades,
+            config.watch_namespace.clone(),
+        )),
     );
     let mut apis_changed = context.subscribe_apis();
     let on_change = restart.clone();
@@ -467,6 +481,11 @@ async fn run_controller(
                 tracing::debug!(%error, "controller event");
             }
             let stacks = store.state();
+            if bookkeeping.last_applied.stacks() > 0 {
+                let uids: std::collections::HashSet<String> =
+                    stacks.iter().filter_map(|s| s.uid()).collect();
+                bookkeeping.forget_deleted_records(|uid| uids.contains(uid));
+            }
             if bookkeeping.failing_stacks() > 0 {
                 let present: std::collections::HashSet<(String, String)> = stacks
                     .iter()

@@ -39,6 +39,9 @@ pub const ERLANG_COOKIE_DIGEST: &str = "pingpong.dev/erlang-cookie-digest";
 /// (`pingpong.dev/adopt: <stack>`). Without it the operator never writes an object of a child's
 /// name that the stack does not control.
 pub const ADOPT: &str = "pingpong.dev/adopt";
+/// Annotation on a stack: the PostgreSQL major version (e.g. `"17"`) its provisioned database may
+/// move to, after the data was dumped and the claim deleted (the documented major-upgrade path).
+pub const POSTGRES_MAJOR_UPGRADE: &str = "pingpong.dev/postgres-major-upgrade";
 /// Label a user puts on a Secret to let stacks of its namespace name it
 /// (`credentialsSecret`, an external PostgreSQL's or Redis's `secretName`), with the value
 /// [`REFERABLE_VALUE`]. Setting a label needs write access to the Secret, so a user who may only

@@ -59,6 +59,9 @@ pub enum ChildOperation {
     Create,
     /// Deletion of an object the plan no longer contains.
     Delete,
+    /// An apply left out: the desired object and the child are as last applied
+    /// (see `reconcile::applied`).
+    Skip,
 }
 
 impl ChildOperation {
@@ -67,6 +70,7 @@ impl ChildOperation {
             Self::Apply => "apply",
             Self::Create => "create",
             Self::Delete => "delete",
+            Self::Skip => "skip",
         }
     }
 }

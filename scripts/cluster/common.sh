@@ -141,11 +141,22 @@ nodes_ready() {
   [ "$n" -ge "$1" ]
 }
 
-# operator_binary: build (incrementally) and print the path of the operator binary.
+# operator_binary: build (incrementally) and print the path of the operator binary; the debug
+# build unless OPERATOR_PROFILE=release (the benchmark's release figures); OPERATOR_BINARY names a
+# binary built elsewhere instead (a benchmark of another commit).
 operator_binary() {
-  cargo build -q -p pingpong-operator --bin pingpong-operator >&2 ||
-    die "cargo build of the operator failed"
-  echo "$CARGO_TARGET_DIR/debug/pingpong-operator"
+  if [ -n "${OPERATOR_BINARY:-}" ]; then
+    [ -x "$OPERATOR_BINARY" ] || die "OPERATOR_BINARY=$OPERATOR_BINARY is not an executable"
+    echo "$OPERATOR_BINARY"
+    return 0
+  fi
+  local profile=${OPERATOR_PROFILE:-debug}
+  case "$profile" in
+    debug) cargo build -q -p pingpong-operator --bin pingpong-operator >&2 ;;
+    release) cargo build -q --release -p pingpong-operator --bin pingpong-operator >&2 ;;
+    *) die "OPERATOR_PROFILE must be debug or release, not '$profile'" ;;
+  esac || die "cargo build of the operator failed"
+  echo "$CARGO_TARGET_DIR/$profile/pingpong-operator"
 }
 
 # start_operator_token: operator.kubeconfig with a TokenRequest token of the chart's ServiceAccount.

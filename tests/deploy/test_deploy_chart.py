@@ -121,8 +121,10 @@ def test_operator_deployment_contract(default_objects: list[dict[str, Any]]) -> 
         "WATCH_NAMESPACE", "METRICS_ADDR", "LOG_FORMAT", "RUST_LOG", "LEADER_ELECTION",
         "POD_NAME", "POD_NAMESPACE", "PINGPONG_ALLOWED_SECRETS",
         "PINGPONG_DEFAULT_GATEWAY", "PINGPONG_DEFAULT_GATEWAY_SECTION",
+        "PINGPONG_MAX_CONCURRENT_UPGRADES",
     }
     assert env["PINGPONG_ALLOWED_SECRETS"]["value"] == ""
+    assert env["PINGPONG_MAX_CONCURRENT_UPGRADES"]["value"] == "2"
     # No default Gateway unless the admin names one: stacks that choose no route get an Ingress.
     assert env["PINGPONG_DEFAULT_GATEWAY"]["value"] == ""
     assert env["PINGPONG_DEFAULT_GATEWAY_SECTION"]["value"] == ""

@@ -11,6 +11,7 @@ mod autoscaling;
 mod broker_cluster;
 mod observability;
 mod store;
+mod upgrade;
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,7 @@ pub use store::{
     CacheSpec, CacheStatus, DEFAULT_REDIS_URL_KEY, ExternalPostgres, ExternalRedis, Placement,
     PostgresSpec, ProvisionedPostgres, ProvisionedRedis, StoreSpec, StoreStatus, StoreType,
 };
+pub use upgrade::{ComponentImages, ImageSource, ResolvedImage, UpgradePolicy};
 
 /// Default number of ping and pong replicas.
 pub const DEFAULT_REPLICAS: i32 = 1;
@@ -135,6 +137,12 @@ pub struct PingPongStackSpec {
     /// condition; set back to false to resume.
     #[serde(default)]
     pub paused: bool,
+    /// What an operator upgrade that changes a default image does to this stack: `Manual` (the
+    /// default) keeps the images recorded in `status.images` and reports a newer default there
+    /// and in the `UpgradeAvailable` condition; `Automatic` rolls to the new defaults. An image
+    /// named in the spec is never changed by an operator upgrade.
+    #[serde(default)]
+    pub upgrade_policy: UpgradePolicy,
 }
 
 /// Settings of the ping (publisher) service.
@@ -524,6 +532,10 @@ pub struct PingPongStackStatus {
     /// one cluster. `Partitioned` makes `Ready` False (reason `BrokerPartitioned`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_cluster: Option<BrokerClusterStatus>,
+    /// The image of every component as last applied, where it came from (`Spec` or
+    /// `OperatorDefault`) and, under `upgradePolicy: Manual`, the newer default available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ComponentImages>,
 }
 
 /// Replica counts of one component.

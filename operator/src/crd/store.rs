@@ -198,6 +198,12 @@ pub struct StoreStatus {
     /// Name of the Secret with the PostgreSQL credentials (PostgreSQL only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The PostgreSQL major version the provisioned database's data was initialised with
+    /// (recorded at its first apply, kept while the store is off since the claim is kept). An
+    /// image of another major is refused (`PostgresMajorUpgradeRefused`) unless the stack is
+    /// annotated `pingpong.dev/postgres-major-upgrade: "<major>"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_major_version: Option<u32>,
 }
 
 /// Observed state of pong's Redis cache.

@@ -13,6 +13,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::ObjectMeta;
+
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
@@ -21,6 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::applied::{LastApplied, Unchanged};
 use super::cache::{ChildCaches, controlled_by};
 use super::desired::{Child, ChildKind, DesiredState};
 use super::ownership::{self, Claim};
@@ -45,6 +49,7 @@ pub struct Applier<'a> {
     metrics: &'a Metrics,
     served: ServedApis,
     caches: &'a ChildCaches,
+    last_applied: Option<(&'a LastApplied, bool)>,
     recorded: BTreeSet<(ChildKind, String)>,
 }
 
@@ -78,8 +83,17 @@ impl<'a> Applier<'a> {
             metrics,
             served,
             caches,
+            last_applied: None,
             recorded: BTreeSet::new(),
         }
+    }
+
+    /// The same applier, skipping the apply of every child that `record` says is unchanged
+    /// since its last successful apply, unless `full_pass` (then every child is applied, and
+    /// recorded).
+    pub fn skipping_unchanged(mut self, record: &'a LastApplied, full_pass: bool) -> Self {
+        self.last_applied = Some((record, full_pass));
+        self
     }
 
     fn params() -> PatchParams {
@@ -108,13 +122,14 @@ impl<'a> Applier<'a> {
 
     /// Refuses to write the object of `kind` and `name` unless it is missing, controlled by this
     /// stack, or opted in to adoption ([`ownership::claim`]). The cache of `kind` answers for
-    /// the stack's own children; anything else costs one metadata-only read.
-    async fn check_claim(&self, kind: ChildKind, name: &str) -> Result<(), Error> {
-        if self
+    /// the stack's own children; anything else costs one metadata-only read. Returns the
+    /// child's metadata as observed (`None`: it does not exist).
+    async fn check_claim(&self, kind: ChildKind, name: &str) -> Result<Option<ObjectMeta>, Error> {
+        if let Some(cached) = self
             .caches
-            .controls(kind, self.namespace, name, self.stack_uid)
+            .controlled(kind, self.namespace, name, self.stack_uid)
         {
-            return Ok(());
+            return Ok(Some(cached));
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource());
@@ -126,12 +141,12 @@ impl<'a> Applier<'a> {
                 name: name.to_owned(),
                 source,
             })?;
-        let meta = existing.as_ref().map(|o| &o.metadata);
-        match ownership::claim(meta, self.stack, self.stack_uid) {
-            Claim::Create | Claim::Owned => Ok(()),
+        let meta = existing.map(|o| o.metadata);
+        match ownership::claim(meta.as_ref(), self.stack, self.stack_uid) {
+            Claim::Create | Claim::Owned => Ok(meta),
             Claim::Adopt => {
                 tracing::info!(kind = kind.as_str(), name, "adopting an existing object");
-                Ok(())
+                Ok(meta)
             }
             Claim::Foreign(owner) => Err(Error::NotOwned {
                 kind: kind.as_str(),
@@ -206,42 +221,117 @@ impl<'a> Applier<'a> {
     /// failed to apply is still wanted and must never be deleted as an orphan). An object of
     /// the child's name that the stack does not control is left unchanged
     /// ([`Error::NotOwned`]); generated Secrets are only ever created, so they need no check.
-    /// Returns what the API reported for StatefulSets, Deployments and the HTTPRoute.
+    /// With [`Self::skipping_unchanged`], a child whose desired object and observed state are
+    /// as last applied is not written ([`LastApplied`]): a workload or route is then read
+    /// instead, for its status. Returns what the API reported for StatefulSets, Deployments and
+    /// the HTTPRoute.
     pub async fn apply(&mut self, child: Child<'_>) -> Result<Applied, Error> {
-        self.recorded
-            .insert((child.kind(), child.name().to_owned()));
         let kind = child.kind();
-        if !matches!(child, Child::Secret(_)) {
-            self.check_claim(kind, child.name()).await?;
+        let name = child.name().to_owned();
+        self.recorded.insert((kind, name.clone()));
+        if matches!(child, Child::Secret(_)) {
+            return self.write(child).await.map(|(applied, _)| applied);
         }
-        match child {
-            Child::Secret(o) => self.create_secret(o).await.map(|()| Applied::Other),
-            Child::RenderedSecret(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
-            Child::ConfigMap(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
-            Child::Service(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
-            Child::StatefulSet(o) => self
-                .apply_statefulset(o)
-                .await
-                .map(|s| Applied::Workload(statefulset_rollout(&s))),
-            Child::Deployment(o) => self
-                .apply_typed(o, kind)
-                .await
-                .map(|d| Applied::Workload(deployment_rollout(&d))),
-            Child::NetworkPolicy(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
-            Child::PodDisruptionBudget(o) => {
-                self.apply_typed(o, kind).await.map(|_| Applied::Other)
+        let observed = self.check_claim(kind, &name).await?;
+        let Some((record, full_pass)) = self.last_applied else {
+            return self.write(child).await.map(|(applied, _)| applied);
+        };
+        let desired = Unchanged::of(&child);
+        if let Some(desired) = &desired
+            && !full_pass
+            && record.unchanged(self.stack_uid, kind, &name, desired, observed.as_ref())
+            && let Some(applied) = self.read_back(&child).await?
+        {
+            self.metrics
+                .child_operation(kind.as_str(), ChildOperation::Skip, true);
+            return Ok(applied);
+        }
+        match self.write(child).await {
+            Ok((applied, result)) => {
+                if let (Some(desired), Some(result)) = (desired, result) {
+                    record.record(self.stack_uid, kind, &name, desired.hash(), &result);
+                }
+                Ok(applied)
             }
-            Child::Ingress(o) => self.apply_typed(o, kind).await.map(|_| Applied::Other),
-            Child::HttpRoute(o) => self
-                .apply_dynamic(o, kind)
-                .await
-                .map(|r| Applied::Route(Box::new(r))),
+            Err(error) => {
+                record.forget(self.stack_uid, kind, &name);
+                Err(error)
+            }
+        }
+    }
+
+    /// What a skipped child would have returned from its apply: the workload or the route as
+    /// it is now (one read), nothing for the other kinds. `None` when it is gone (then apply).
+    async fn read_back(&self, child: &Child<'_>) -> Result<Option<Applied>, Error> {
+        let kind = child.kind();
+        let name = child.name();
+        let read = |source| Error::Read {
+            kind: kind.as_str(),
+            name: name.to_owned(),
+            source,
+        };
+        Ok(match child {
+            Child::StatefulSet(_) => {
+                let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), self.namespace);
+                let live = api.get_opt(name).await.map_err(read)?;
+                live.map(|s| Applied::Workload(statefulset_rollout(&s)))
+            }
+            Child::Deployment(_) => {
+                let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.namespace);
+                let live = api.get_opt(name).await.map_err(read)?;
+                live.map(|d| Applied::Workload(deployment_rollout(&d)))
+            }
+            Child::HttpRoute(_) => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource());
+                let live = api.get_opt(name).await.map_err(read)?;
+                live.map(|r| Applied::Route(Box::new(r)))
+            }
+            _ => Some(Applied::Other),
+        })
+    }
+
+    /// Writes `child`; returns what status reads and the metadata the API server answered with
+    /// (`None` for a created Secret).
+    async fn write(&self, child: Child<'_>) -> Result<(Applied, Option<ObjectMeta>), Error> {
+        let kind = child.kind();
+        let other = |meta: ObjectMeta| (Applied::Other, Some(meta));
+        match child {
+            Child::Secret(o) => self.create_secret(o).await.map(|()| (Applied::Other, None)),
+            Child::RenderedSecret(o) => self.apply_typed(o, kind).await.map(|o| other(o.metadata)),
+            Child::ConfigMap(o) => self.apply_typed(o, kind).await.map(|o| other(o.metadata)),
+            Child::Service(o) => self.apply_typed(o, kind).await.map(|o| other(o.metadata)),
+            Child::StatefulSet(o) => self.apply_statefulset(o).await.map(|s| {
+                let rollout = statefulset_rollout(&s);
+                (Applied::Workload(rollout), Some(s.metadata))
+            }),
+            Child::Deployment(o) => self.apply_typed(o, kind).await.map(|d| {
+                let rollout = deployment_rollout(&d);
+                (Applied::Workload(rollout), Some(d.metadata))
+            }),
+            Child::NetworkPolicy(o) => self.apply_typed(o, kind).await.map(|o| other(o.metadata)),
+            Child::PodDisruptionBudget(o) => {
+                self.apply_typed(o, kind).await.map(|o| other(o.metadata))
+            }
+            Child::Ingress(o) => self.apply_typed(o, kind).await.map(|o| other(o.metadata)),
+            Child::HttpRoute(o) => self.apply_dynamic(o, kind).await.map(|r| {
+                let meta = r.metadata.clone();
+                (Applied::Route(Box::new(r)), Some(meta))
+            }),
             Child::ServiceMonitor(o)
             | Child::PrometheusRule(o)
             | Child::ScaledObject(o)
             | Child::TriggerAuthentication(o) => {
-                self.apply_dynamic(o, kind).await.map(|_| Applied::Other)
+                self.apply_dynamic(o, kind).await.map(|o| other(o.metadata))
             }
+        }
+    }
+
+    /// Drops the record of the children this reconcile did not want (pruned, or no longer
+    /// planned), so the record holds only what exists.
+    fn forget_unwanted(&self) {
+        if let Some((record, _)) = self.last_applied {
+            record.keep_children(self.stack_uid, |key| self.recorded.contains(key));
         }
     }
 
@@ -379,6 +469,7 @@ pub async fn apply_desired(
         }
     }
     failures.extend(applier.delete_orphans(selector, owner_uid).await);
+    applier.forget_unwanted();
     match Error::of_children(failures) {
         Some(error) => Err(error),
         None => Ok(workloads),

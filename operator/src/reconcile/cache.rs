@@ -72,17 +72,28 @@ impl ChildCaches {
     /// Whether the listed cache of `kind` holds `name` in `namespace` controlled by `owner_uid`
     /// (`false` also when the kind has no cache or is not listed yet: then ask the API server).
     pub fn controls(&self, kind: ChildKind, namespace: &str, name: &str, owner_uid: &str) -> bool {
-        let Some(cache) = self.kinds.get(&kind) else {
-            return false;
-        };
+        self.controlled(kind, namespace, name, owner_uid).is_some()
+    }
+
+    /// The cached metadata of `name` in `namespace` when the listed cache of `kind` holds it
+    /// controlled by `owner_uid` (`None` also when the kind has no cache or is not listed yet).
+    pub fn controlled(
+        &self,
+        kind: ChildKind,
+        namespace: &str,
+        name: &str,
+        owner_uid: &str,
+    ) -> Option<ObjectMeta> {
+        let cache = self.kinds.get(&kind)?;
         if !cache.listed.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         let key = ObjectRef::<CachedChild>::new_with(name, kind.api_resource()).within(namespace);
         cache
             .store
             .get(&key)
-            .is_some_and(|o| controlled_by(&o.metadata, owner_uid))
+            .filter(|o| controlled_by(&o.metadata, owner_uid))
+            .map(|o| o.metadata.clone())
     }
 
     /// The names of the cached objects of `kind` in `namespace` controlled by `owner_uid`, or

@@ -9,7 +9,9 @@ use kube::runtime::events::Recorder;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
+use super::applied::LastApplied;
 use super::cache::ChildCaches;
+use super::upgrade_gate::UpgradeGate;
 use crate::apis::ServedApis;
 use crate::config::AllowedSecrets;
 use crate::crd::GatewayParentRef;
@@ -32,6 +34,11 @@ pub struct Context {
     pub allowed_secrets: AllowedSecrets,
     /// The Gateway of stacks that choose no route (the operator's `PINGPONG_DEFAULT_GATEWAY`).
     pub default_gateway: Option<GatewayParentRef>,
+    /// At most N stacks roll to new default images at a time.
+    pub upgrades: UpgradeGate,
+    /// What each stack's reconcile last applied to its children (applies of unchanged children
+    /// are skipped).
+    pub last_applied: LastApplied,
     served: watch::Sender<ServedApis>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -53,6 +60,8 @@ impl Context {
             children: ChildCaches::default(),
             allowed_secrets: AllowedSecrets::default(),
             default_gateway: None,
+            upgrades: UpgradeGate::default(),
+            last_applied: LastApplied::default(),
             served: watch::Sender::new(served),
             failures: Mutex::new(HashMap::new()),
         }
@@ -74,6 +83,13 @@ impl Context {
     /// where the Gateway API is served.
     pub fn with_default_gateway(mut self, gateway: Option<GatewayParentRef>) -> Self {
         self.default_gateway = gateway;
+        self
+    }
+
+    /// The same context, letting at most `gate`'s number of stacks roll new default images at
+    /// a time.
+    pub fn with_upgrade_gate(mut self, gate: UpgradeGate) -> Self {
+        self.upgrades = gate;
         self
     }
 
@@ -124,6 +140,11 @@ impl Context {
     pub fn forget_deleted(&self, exists: impl Fn(&str, &str) -> bool) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|(namespace, name), _| exists(namespace, name));
+    }
+
+    /// Forgets what was applied for the stacks whose uid `exists` says no longer exist.
+    pub fn forget_deleted_records(&self, exists: impl Fn(&str) -> bool) {
+        self.last_applied.retain(exists);
     }
 
     /// How many stacks have a failure count (for tests and the controller's bookkeeping).

@@ -2,7 +2,8 @@
 //!
 //! [`reconcile`] runs one stack through the pipeline in [`run`]. Validation and building are
 //! pure ([`validate`], [`build`]); [`observe`] reads (never writes); [`apply`] writes the
-//! children in the order [`desired::DesiredState::children`] documents and deletes orphans;
+//! children in the order [`desired::DesiredState::children`] documents, except those
+//! [`applied`] remembers as unchanged since their last apply, and deletes orphans;
 //! [`report`] writes the status that [`status`] computes, and the Events, after [`health`]
 //! explained, from the pods of the workloads that are not ready, why they are not; from the same
 //! pods, [`restart`] deletes together the broker nodes that run with an old Erlang cookie. Every failure a user
@@ -10,6 +11,7 @@
 //! and the user's view agree. All state comes through the injected [`Context`]: no globals, so
 //! tests drive it against an in-memory API.
 
+pub mod applied;
 pub mod apply;
 pub mod build;
 pub mod cache;
@@ -25,6 +27,7 @@ pub mod report;
 pub mod restart;
 pub mod rollout;
 pub mod status;
+pub mod upgrade_gate;
 pub mod validate;
 pub mod yaml;
 
@@ -178,6 +181,7 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     if meta.deletion_timestamp.is_some() {
         // Re-applying children now would fight the garbage collector.
         tracing::debug!("stack is being deleted; nothing to reconcile");
+        ctx.last_applied.forget_stack(uid);
         return Ok((ReconcileResult::Skipped, Action::await_change()));
     }
     let reporter = Reporter { ctx, stack };
@@ -192,6 +196,11 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             return Ok((ReconcileResult::Invalid, Action::await_change()));
         }
     };
+
+    // At most N stacks roll to new default images at a time; the others keep theirs for now.
+    let gated = upgrade_gate::gate(&ctx.upgrades, &ctx.client, stack, validated, &ctx.images);
+    let gated = reporter.failed(gated.await).await?;
+    let validated = gated.validated;
 
     // 2. Observe (reads only): Secrets, optional APIs; credentials only for missing Secrets.
     let observed = reporter
@@ -222,6 +231,8 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             let handover = crate::autoscale::keda::hand_over_replicas(&ctx.client, &validated);
             reporter.failed(handover.await).await?;
         }
+        // Children unchanged since their last apply are not written, except on a full pass.
+        let full_pass = ctx.last_applied.begin(uid, tokio::time::Instant::now());
         let mut applier = Applier::new(
             &ctx.client,
             &validated.namespace,
@@ -230,7 +241,8 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             &ctx.metrics,
             observed.plan_inputs.served,
             &ctx.children,
-        );
+        )
+        .skipping_unchanged(&ctx.last_applied, full_pass);
         let selector = labels::children_selector(&validated.name);
         // A child whose API is not served is reported; it does not hold back the others.
         let unserved = observe::unserved_apis(&validated, observed.plan_inputs.served);
@@ -266,11 +278,15 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // A split broker: every pod ready, each node in a cluster of its own (the periodic check's
     // verdict in the status; never read from the brokers here).
     problems.extend(health::broker_problem(stack));
-    let converged = Converged::new(&validated, workloads.readiness()).with_problems(problems);
+    let converged = Converged::new(&validated, workloads.readiness())
+        .with_problems(problems)
+        .with_upgrade(gated.upgrading, gated.waiting.clone());
     let ready = converged.problems.is_empty() && converged.readiness.is_ready();
     reporter
         .send(Outcome::Converged(Box::new(converged)))
         .await?;
+    // The status now says `Upgrading`: other stacks count this one.
+    drop(gated.slot);
     tracing::info!(paused = validated.paused, ready, "reconciled");
     let result = if validated.paused {
         ReconcileResult::Paused
@@ -280,7 +296,10 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // Pods change without their workload's status changing (a pull that turns into a
     // back-off, a broker node that never gets ready): look again soon until Ready (a paused
     // stack waits for its watches: nothing of it is being changed).
-    let requeue = if ready || validated.paused {
+    let requeue = if gated.waiting.is_some() {
+        // Waiting for an upgrade slot changes no watched object of this stack.
+        NOT_READY_REQUEUE
+    } else if ready || validated.paused {
         SUCCESS_REQUEUE
     } else {
         NOT_READY_REQUEUE

@@ -2,7 +2,8 @@
 //! [`Outcome`].
 //!
 //! [`conditions`] turns the outcome, the observed component [`Readiness`] and the previous
-//! conditions into the four conditions `Ready`, `Progressing`, `Degraded` and `Paused`.
+//! conditions into the conditions `Ready`, `Progressing`, `Degraded`, `Paused` and, once images
+//! are recorded, `UpgradeAvailable`.
 //! Reasons are the PascalCase constants in [`reason`]. A condition's `lastTransitionTime` changes
 //! only when its `status` changes, and no condition ever passes through `Unknown`.
 //! [`next_status`] adds the component counts, store, cache and endpoint. This module does no
@@ -16,7 +17,8 @@ use k8s_openapi::jiff::Timestamp;
 use super::health::Problem;
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::crd::{
-    CacheStatus, ComponentStatus, PingPongStackStatus, Placement, StoreStatus, StoreType,
+    CacheStatus, ComponentImages, ComponentStatus, PingPongStackStatus, Placement, StoreStatus,
+    StoreType,
 };
 use crate::labels::Component;
 
@@ -30,6 +32,12 @@ pub mod condition_type {
     pub const DEGRADED: &str = "Degraded";
     /// `spec.paused` is true: children are left alone.
     pub const PAUSED: &str = "Paused";
+    /// A component runs an older default image than the operator's current one
+    /// (`upgradePolicy: Manual`); `status.images.<component>.available` names it.
+    pub const UPGRADE_AVAILABLE: &str = "UpgradeAvailable";
+    /// The stack applied new default images and is not Ready again yet: it holds one of the
+    /// operator's `maxConcurrentUpgrades` slots.
+    pub const UPGRADING: &str = "Upgrading";
 }
 
 /// Condition reasons (PascalCase, fixed set; error reasons come from `Error::kind()`).
@@ -75,6 +83,19 @@ pub mod reason {
     pub const PAUSED_BY_SPEC: &str = "PausedBySpec";
     /// Paused=False.
     pub const NOT_PAUSED: &str = "NotPaused";
+    /// UpgradeAvailable=True: a newer default image is available and `upgradePolicy: Manual`
+    /// keeps the recorded one.
+    pub const NEWER_DEFAULT_IMAGE: &str = "NewerDefaultImage";
+    /// UpgradeAvailable=False: every component runs the operator's current default or the
+    /// image its spec names.
+    pub const IMAGES_CURRENT: &str = "ImagesCurrent";
+    /// UpgradeAvailable=True under `upgradePolicy: Automatic`: the operator's
+    /// `maxConcurrentUpgrades` stacks are rolling, this one keeps its images until a slot frees.
+    pub const WAITING_FOR_UPGRADE_SLOT: &str = "WaitingForUpgradeSlot";
+    /// Upgrading=True: new default images applied, waiting for the stack to be Ready.
+    pub const ROLLING_TO_NEW_DEFAULTS: &str = "RollingToNewDefaults";
+    /// Upgrading=False.
+    pub const NO_UPGRADE_IN_PROGRESS: &str = "NoUpgradeInProgress";
 }
 
 impl ComponentStatus {
@@ -165,6 +186,13 @@ pub struct Converged {
     pub warnings: Vec<String>,
     /// Why the stack is not ready, in its pods' and its Gateway's words ([`super::health`]).
     pub problems: Vec<Problem>,
+    /// `status.images` as applied (`None`: keep the recorded ones).
+    pub images: Option<ComponentImages>,
+    /// This stack is rolling to new default images (it applied them now or before and was not
+    /// Ready since).
+    pub upgrading: bool,
+    /// Why the stack keeps older default images under `Automatic` (no upgrade slot free).
+    pub upgrade_waiting: Option<String>,
 }
 
 impl Converged {
@@ -178,13 +206,25 @@ impl Converged {
             store,
             cache,
             warnings: stack.warnings(),
-            problems: Vec::new(),
+            // Refused changes (a PostgreSQL major upgrade) come first: they name what to do.
+            problems: stack.refused.clone(),
+            // A paused stack applied nothing: it still runs what status recorded.
+            images: (!stack.paused).then(|| stack.images.clone()),
+            upgrading: false,
+            upgrade_waiting: None,
         }
     }
 
-    /// The same, with the problems found in the pods and the route.
+    /// The same, rolling to new default images (`upgrading`) or waiting for a slot.
+    pub fn with_upgrade(mut self, upgrading: bool, waiting: Option<String>) -> Self {
+        self.upgrading = upgrading;
+        self.upgrade_waiting = waiting;
+        self
+    }
+
+    /// The same, with the problems found in the pods and the route added.
     pub fn with_problems(mut self, problems: Vec<Problem>) -> Self {
-        self.problems = problems;
+        self.problems.extend(problems);
         self
     }
 }
@@ -296,7 +336,7 @@ fn converged_conditions(converged: &Converged, paused: bool, next: &mut Vec<Cond
     });
 }
 
-/// Computes the four conditions.
+/// Computes the conditions (`UpgradeAvailable` only once images were recorded).
 ///
 /// `previous` is the current `status.conditions`; `generation` is the stack's
 /// `metadata.generation`; `now` stamps conditions whose status changed.
@@ -342,6 +382,49 @@ pub fn conditions(
     } else {
         condition(PAUSED, false, reason::NOT_PAUSED, String::new())
     });
+    let converged = match outcome {
+        Outcome::Converged(converged) => Some(converged).filter(|c| c.images.is_some()),
+        _ => None,
+    };
+    match converged {
+        Some(converged) => {
+            let images = converged.images.as_ref();
+            let waiting = converged.upgrade_waiting.as_deref();
+            next.extend(images.map(|images| upgrade_condition(images, waiting)));
+            let ready = next
+                .iter()
+                .any(|c| c.type_ == condition_type::READY && c.status == "True");
+            next.push(if converged.upgrading && !ready {
+                let msg = "new default images applied; the stack holds an upgrade slot until \
+                           it is Ready"
+                    .to_owned();
+                condition(
+                    condition_type::UPGRADING,
+                    true,
+                    reason::ROLLING_TO_NEW_DEFAULTS,
+                    msg,
+                )
+            } else {
+                condition(
+                    condition_type::UPGRADING,
+                    false,
+                    reason::NO_UPGRADE_IN_PROGRESS,
+                    String::new(),
+                )
+            });
+        }
+        // Nothing applied: the images, what is available and an upgrade in progress are those
+        // recorded before.
+        None => next.extend(
+            previous
+                .iter()
+                .filter(|c| {
+                    c.type_ == condition_type::UPGRADE_AVAILABLE
+                        || c.type_ == condition_type::UPGRADING
+                })
+                .cloned(),
+        ),
+    }
     for c in &mut next {
         let before = previous.iter().find(|p| p.type_ == c.type_);
         c.last_transition_time = match before {
@@ -354,6 +437,47 @@ pub fn conditions(
         }
     }
     next
+}
+
+/// `UpgradeAvailable`: True, naming each component and its newer default, when the stack kept
+/// an older default image (`upgradePolicy: Manual`).
+fn upgrade_condition(images: &ComponentImages, waiting: Option<&str>) -> Condition {
+    let available: Vec<String> = images
+        .all()
+        .into_iter()
+        .filter_map(|(component, image)| {
+            let newer = image.available.as_ref()?;
+            Some(format!("{component} {newer} (runs {})", image.image))
+        })
+        .collect();
+    if available.is_empty() {
+        let msg = "every component runs the operator's default image or the one its spec names";
+        return condition(
+            condition_type::UPGRADE_AVAILABLE,
+            false,
+            reason::IMAGES_CURRENT,
+            msg.to_owned(),
+        );
+    }
+    if let Some(waiting) = waiting {
+        return condition(
+            condition_type::UPGRADE_AVAILABLE,
+            true,
+            reason::WAITING_FOR_UPGRADE_SLOT,
+            format!("newer default images: {}; {waiting}", available.join(", ")),
+        );
+    }
+    let msg = format!(
+        "newer default images: {}; upgradePolicy Manual keeps the recorded ones: set \
+         spec.upgradePolicy: Automatic (or the image in the spec) to roll",
+        available.join(", ")
+    );
+    condition(
+        condition_type::UPGRADE_AVAILABLE,
+        true,
+        reason::NEWER_DEFAULT_IMAGE,
+        msg,
+    )
 }
 
 /// Whether the condition of `type_` is `True`.
@@ -383,6 +507,8 @@ pub fn backing_status(
         StoreSettings::Memory => StoreStatus {
             type_: StoreType::Memory,
             ready: true,
+            // The claim of a provisioned database switched off is kept, and so is its major.
+            data_major_version: stack.postgres_data_major,
             ..StoreStatus::default()
         },
         StoreSettings::ExternalPostgres { secret_name } => StoreStatus {
@@ -392,6 +518,7 @@ pub fn backing_status(
             replicas: None,
             ready_replicas: None,
             secret_name: Some(secret_name.clone()),
+            data_major_version: stack.postgres_data_major,
         },
         StoreSettings::ProvisionedPostgres(_) => {
             let (ready, replicas, ready_replicas) = provisioned(readiness.postgres);
@@ -402,6 +529,7 @@ pub fn backing_status(
                 replicas,
                 ready_replicas,
                 secret_name: Some(stack.names.postgres_credentials.clone()),
+                data_major_version: stack.postgres_data_major,
             }
         }
     };
@@ -485,6 +613,7 @@ pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
         autoscaling: previous.autoscaling.clone(),
         // Written by the broker check's own field manager (see `write_status`).
         broker_cluster: previous.broker_cluster.clone(),
+        images: converged.images.clone().or_else(|| previous.images.clone()),
     }
 }
 
@@ -504,6 +633,9 @@ pub(super) fn converged(readiness: Readiness) -> Outcome {
         cache: None,
         warnings: Vec::new(),
         problems: Vec::new(),
+        images: None,
+        upgrading: false,
+        upgrade_waiting: None,
     }))
 }
 

@@ -23,3 +23,4 @@ mod reconcile;
 mod reconcile_errors;
 mod reconcile_store;
 mod support;
+mod upgrade;

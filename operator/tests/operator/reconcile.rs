@@ -811,3 +811,94 @@ async fn a_single_broker_node_is_left_to_its_rolling_update() {
     assert_ne!(cookie_digest(&k8s.children().await), old);
     assert_eq!(broker_pod_names(&k8s).await.len(), 1);
 }
+
+/// The resourceVersion of every child, keyed `Kind/name` (the in-memory API bumps it on every
+/// write, even an apply that changes nothing).
+async fn child_versions(k8s: &Started) -> std::collections::BTreeMap<String, String> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+    use kube::api::{ApiResource, DynamicObject, ListParams};
+    let resources = [
+        ApiResource::erase::<StatefulSet>(&()),
+        ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<Secret>(&()),
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Ingress>(&()),
+        ApiResource::erase::<NetworkPolicy>(&()),
+    ];
+    let mut out = std::collections::BTreeMap::new();
+    for resource in resources {
+        let api: Api<DynamicObject> = Api::namespaced_with(k8s.client.clone(), api::NS, &resource);
+        for o in api.list(&ListParams::default()).await.unwrap().items {
+            let key = format!("{}/{}", resource.kind, o.metadata.name.unwrap_or_default());
+            out.insert(key, o.metadata.resource_version.unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_steady_state_reconcile_writes_no_child() {
+    use pingpong_operator::metrics::ChildOperation;
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let versions = child_versions(&k8s).await;
+    let applies = k8s
+        .ctx
+        .metrics
+        .child_operations("Deployment", ChildOperation::Apply, true);
+
+    k8s.reconcile().await.unwrap();
+    k8s.reconcile().await.unwrap();
+    assert_eq!(child_versions(&k8s).await, versions, "no child was written");
+    assert_eq!(
+        k8s.ctx
+            .metrics
+            .child_operations("Deployment", ChildOperation::Apply, true),
+        applies
+    );
+    assert_eq!(
+        k8s.ctx
+            .metrics
+            .child_operations("Deployment", ChildOperation::Skip, true),
+        4,
+        "ping and pong, twice"
+    );
+}
+
+#[tokio::test]
+async fn a_child_edited_or_relabelled_behind_the_operator_is_applied_again() {
+    use k8s_openapi::api::core::v1::Service;
+    let k8s = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = k8s.children().await;
+    let edit = PatchParams::default();
+    // Someone scales ping (a spec change: a new generation) ...
+    k8s.api::<Deployment>()
+        .patch(
+            "stack-ping",
+            &edit,
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    // ... and drops a label the operator sets from a Service (a kind without a generation).
+    k8s.api::<Service>()
+        .patch(
+            "stack-pong",
+            &edit,
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/instance": null}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_ne!(diff(&before, &k8s.children().await), Vec::<String>::new());
+
+    k8s.reconcile().await.unwrap();
+    assert_eq!(diff(&before, &k8s.children().await), Vec::<String>::new());
+    // Healed, and then left alone.
+    let versions = child_versions(&k8s).await;
+    k8s.reconcile().await.unwrap();
+    assert_eq!(child_versions(&k8s).await, versions);
+}

@@ -151,9 +151,13 @@ async fn a_refused_child_does_not_stop_the_others_nor_orphan_deletion() {
     assert!(k8s.children().await.contains_key("Ingress/stack"));
 
     // The API server now refuses the broker StatefulSet (as it does a changed
-    // volumeClaimTemplates); the user also scales ping and drops the Ingress.
+    // volumeClaimTemplates); the user changes the broker (an unchanged StatefulSet would not be
+    // applied at all), scales ping and drops the Ingress.
     failing.store(true, Ordering::SeqCst);
     k8s.edit_spec(|spec| {
+        spec.rabbitmq.resources = Some(
+            serde_json::from_value(serde_json::json!({"limits": {"memory": "1536Mi"}})).unwrap(),
+        );
         spec.ping.replicas = 3;
         spec.ingress.enabled = Some(false);
     })

@@ -40,7 +40,6 @@ use super::common::{
 use super::secret_files::{
     POSTGRES_CREDENTIALS_DIR, POSTGRES_CREDENTIALS_VOLUME, SecretFiles, file_path,
 };
-use crate::images;
 use crate::labels::{self, Component};
 use crate::reconcile::validate::{
     DataStorage, PostgresSettings, ValidatedStack, postgres_exporter_resources,
@@ -206,11 +205,11 @@ fn postgres_container(stack: &ValidatedStack, settings: &PostgresSettings) -> Co
     }
 }
 
-fn exporter_container(stack: &ValidatedStack) -> Container {
+fn exporter_container(stack: &ValidatedStack, settings: &PostgresSettings) -> Container {
     let uri = format!("127.0.0.1:{POSTGRES_PORT}/{POSTGRES_DATABASE}?sslmode=disable");
     Container {
         name: "postgres-exporter".to_owned(),
-        image: Some(images::POSTGRES_EXPORTER.to_owned()),
+        image: Some(settings.exporter_image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         ports: Some(vec![port(METRICS_PORT_NAME, POSTGRES_EXPORTER_PORT)]),
         env: Some(vec![
@@ -239,7 +238,7 @@ pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet>
         image: &settings.image,
         env: postgres.env.as_deref().unwrap_or_default(),
         credentials_secret: &names.postgres_credentials,
-        exporter_image: settings.metrics.then_some(images::POSTGRES_EXPORTER),
+        exporter_image: settings.metrics.then_some(settings.exporter_image.as_str()),
         password_sync: password_sync_script(),
     });
     let annotations = if settings.metrics {
@@ -249,7 +248,7 @@ pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet>
     };
     let mut containers = vec![postgres];
     if settings.metrics {
-        containers.push(exporter_container(stack));
+        containers.push(exporter_container(stack, settings));
     }
     let mut volumes = vec![
         empty_dir("run"),

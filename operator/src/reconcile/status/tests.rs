@@ -143,6 +143,7 @@ fn switching_to_memory_drops_placement_replicas_and_cache() {
             replicas: Some(1),
             ready_replicas: Some(1),
             secret_name: Some("demo-postgres-credentials".into()),
+            data_major_version: Some(17),
         }),
         cache: Some(CacheStatus {
             placement: Placement::Provisioned,

@@ -9,6 +9,7 @@
 
 mod broker;
 mod error;
+pub mod postgres_major;
 mod settings;
 mod store;
 
@@ -27,8 +28,8 @@ pub use settings::{
     rabbitmq_defaults, redis_defaults,
 };
 
-use crate::crd::{PingPongStack, QueueType};
-use crate::images::Images;
+use crate::crd::{CacheSpec, ComponentImages, PingPongStack, PostgresSpec, QueueType};
+use crate::images::{self, Images};
 use crate::reconcile::names::ChildNames;
 use crate::reconcile::quantity;
 
@@ -64,11 +65,13 @@ pub const RESERVED_ENV: [&str; 23] = [
     "REDIS_URL_FILE",
 ];
 
-/// Validates `stack` and resolves its defaults (images from `defaults`).
+/// Validates `stack` and resolves its defaults (images from the operator's `operator` defaults,
+/// or, under `upgradePolicy: Manual`, the defaults the stack recorded: [`images::for_stack`]).
 pub fn validate(
     stack: &PingPongStack,
-    defaults: &Images,
+    operator: &Images,
 ) -> Result<ValidatedStack, ValidationError> {
+    let defaults = &images::for_stack(stack, operator);
     let name = stack
         .metadata
         .name
@@ -172,8 +175,21 @@ pub fn validate(
         )?,
         env: user_env("spec.pong.env", &spec.pong.env)?,
     };
-    let store = store::store_settings(&spec.pong, &names)?;
-    let cache = store::cache_settings(&spec.pong, &names)?;
+    let mut store = store::store_settings(&spec.pong, &names, defaults)?;
+    let mut postgres_data_major = stack
+        .status
+        .as_ref()
+        .and_then(|s| s.store.as_ref())
+        .and_then(|s| s.data_major_version);
+    let mut refused = Vec::new();
+    if let StoreSettings::ProvisionedPostgres(postgres) = &mut store {
+        let ephemeral = postgres.storage == DataStorage::Ephemeral;
+        let decision = postgres_major::decide(stack, &postgres.image, ephemeral);
+        postgres.image = decision.image;
+        postgres_data_major = decision.data_major;
+        refused.extend(decision.refused);
+    }
+    let cache = store::cache_settings(&spec.pong, &names, defaults)?;
     let storage = if spec.rabbitmq.storage.ephemeral {
         DataStorage::Ephemeral
     } else {
@@ -213,7 +229,11 @@ pub fn validate(
         partitions,
     };
 
+    let images = component_images(spec, operator, (&ping, &pong, &rabbitmq), &store, &cache);
     Ok(ValidatedStack {
+        images,
+        postgres_data_major,
+        refused,
         uid: stack.metadata.uid.clone(),
         generation: stack.metadata.generation,
         names,
@@ -255,6 +275,48 @@ pub fn validate(
         name,
         namespace,
     })
+}
+
+/// `status.images` of the resolved settings: each image, whether the spec named it, and the
+/// operator's current default beside it.
+fn component_images(
+    spec: &crate::crd::PingPongStackSpec,
+    operator: &Images,
+    (ping, pong, rabbitmq): (&AppSettings, &AppSettings, &BrokerSettings),
+    store: &StoreSettings,
+    cache: &Option<CacheSettings>,
+) -> ComponentImages {
+    let postgres_spec = match &spec.pong.store.postgres {
+        Some(PostgresSpec::Provisioned(p)) => p.image.is_some(),
+        _ => false,
+    };
+    let redis_spec = match &spec.pong.cache {
+        Some(CacheSpec::Provisioned(r)) => r.image.is_some(),
+        _ => false,
+    };
+    let postgres = store.provisioned();
+    ComponentImages {
+        ping: images::resolved_image(&ping.image, spec.ping.image.is_some(), &operator.ping),
+        pong: images::resolved_image(&pong.image, spec.pong.image.is_some(), &operator.pong),
+        rabbitmq: images::resolved_image(
+            &rabbitmq.image,
+            spec.rabbitmq.image.is_some(),
+            &operator.rabbitmq,
+        ),
+        postgres: postgres
+            .map(|p| images::resolved_image(&p.image, postgres_spec, &operator.postgres)),
+        postgres_exporter: postgres
+            .filter(|p| p.metrics)
+            .map(|p| images::resolved_image(&p.exporter_image, false, &operator.postgres_exporter)),
+        redis: match cache {
+            Some(CacheSettings::Provisioned(r)) => Some(images::resolved_image(
+                &r.image,
+                redis_spec,
+                &operator.redis,
+            )),
+            _ => None,
+        },
+    }
 }
 
 /// A stack name prefixes Service names, which must be DNS-1035 labels.

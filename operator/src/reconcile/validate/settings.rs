@@ -73,6 +73,8 @@ pub struct PostgresSettings {
     pub resources: ResourceRequirements,
     /// Whether to run the postgres-exporter sidecar.
     pub metrics: bool,
+    /// Image of the postgres-exporter sidecar.
+    pub exporter_image: String,
 }
 
 /// Where pong keeps its messages.
@@ -214,6 +216,14 @@ pub struct ValidatedStack {
     /// `spec.pong.autoscaling` when KEDA decides pong's replicas (`engine: keda`): the operator
     /// renders a ScaledObject and leaves the Deployment's `replicas` out of its apply.
     pub keda: Option<crate::crd::PongAutoscaling>,
+    /// `status.images`: every component's image, where it came from and the newer default
+    /// available to a stack that kept an older one.
+    pub images: crate::crd::ComponentImages,
+    /// `status.store.dataMajorVersion`: the PostgreSQL major of the provisioned database's data.
+    pub postgres_data_major: Option<u32>,
+    /// Changes the spec asks for that are refused while every other child is applied (a
+    /// PostgreSQL major-version change): reported as problems in status.
+    pub refused: Vec<crate::reconcile::health::Problem>,
 }
 
 impl ValidatedStack {

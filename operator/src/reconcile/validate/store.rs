@@ -8,7 +8,7 @@ use super::settings::{
 };
 use super::{ValidationError, check_quantity, check_replicas, image, resources};
 use crate::crd::{CacheSpec, PongSpec, PostgresSpec, StoreType};
-use crate::images;
+use crate::images::Images;
 use crate::reconcile::names::ChildNames;
 
 /// Largest pong replica count with a PostgreSQL store (the CRD's maximum).
@@ -90,6 +90,7 @@ fn check_user_secret(
 pub(super) fn store_settings(
     pong: &PongSpec,
     names: &ChildNames,
+    defaults: &Images,
 ) -> Result<StoreSettings, ValidationError> {
     let store = &pong.store;
     if store.type_ == StoreType::Memory {
@@ -128,7 +129,7 @@ pub(super) fn store_settings(
         image: image(
             "spec.pong.store.postgres.provisioned.image",
             provisioned.image.as_deref(),
-            images::POSTGRES,
+            &defaults.postgres,
         )?,
         storage,
         resources: resources(
@@ -137,6 +138,7 @@ pub(super) fn store_settings(
             postgres_defaults,
         )?,
         metrics: provisioned.metrics,
+        exporter_image: defaults.postgres_exporter.clone(),
     }))
 }
 
@@ -144,6 +146,7 @@ pub(super) fn store_settings(
 pub(super) fn cache_settings(
     pong: &PongSpec,
     names: &ChildNames,
+    defaults: &Images,
 ) -> Result<Option<CacheSettings>, ValidationError> {
     let Some(cache) = &pong.cache else {
         return Ok(None);
@@ -164,7 +167,7 @@ pub(super) fn cache_settings(
             image: image(
                 "spec.pong.cache.provisioned.image",
                 provisioned.image.as_deref(),
-                images::REDIS,
+                &defaults.redis,
             )?,
             resources: resources(
                 "spec.pong.cache.provisioned.resources",

@@ -1,0 +1,380 @@
+//! Operator upgrades against an in-memory API: a stack records the image of every component in
+//! `status.images`; when the operator's defaults change, `upgradePolicy: Manual` keeps them and
+//! reports the newer default, `Automatic` rolls to it, and an image named in the spec is never
+//! touched.
+
+use crate::support::api::{self as api, NAME, Setup, Started};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use pingpong_operator::apis::ServedApis;
+use pingpong_operator::crd::{ImageSource, PingPongStackSpec, PingPongStackStatus, UpgradePolicy};
+use pingpong_operator::images::{self, Images};
+use pingpong_operator::reconcile::Context;
+use pretty_assertions::assert_eq;
+use std::sync::Arc;
+
+/// The defaults of the "next release": every component the operator configures changes.
+fn upgraded() -> Images {
+    Images {
+        ping: "ghcr.io/pingpong-operator/ping:9.9.9".to_owned(),
+        pong: "ghcr.io/pingpong-operator/pong:9.9.9".to_owned(),
+        rabbitmq: "rabbitmq:4.3-management".to_owned(),
+        ..Images::default()
+    }
+}
+
+/// A Context of the same in-memory API with other default images (the upgraded operator).
+async fn operator_with(started: &Started, defaults: Images) -> Arc<Context> {
+    let served = ServedApis::discover(&started.client).await.unwrap();
+    let base = api::bare_context(&started.client, served);
+    Arc::new(Context::new(
+        base.client.clone(),
+        pingpong_operator::metrics::Metrics::new().unwrap(),
+        base.recorder.clone(),
+        defaults,
+        served,
+    ))
+}
+
+fn condition(status: &PingPongStackStatus, type_: &str) -> (String, String) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"));
+    (c.status.clone(), c.reason.clone())
+}
+
+async fn images_applied(started: &Started) -> (String, String, String) {
+    let image = |spec: Option<k8s_openapi::api::core::v1::PodTemplateSpec>| {
+        spec.and_then(|t| t.spec)
+            .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+            .unwrap()
+    };
+    let broker = started
+        .api::<StatefulSet>()
+        .get(&format!("{NAME}-rabbitmq"))
+        .await
+        .unwrap();
+    let ping = started
+        .api::<Deployment>()
+        .get(&format!("{NAME}-ping"))
+        .await
+        .unwrap();
+    let pong = started
+        .api::<Deployment>()
+        .get(&format!("{NAME}-pong"))
+        .await
+        .unwrap();
+    (
+        image(ping.spec.map(|s| s.template)),
+        image(pong.spec.map(|s| s.template)),
+        image(broker.spec.map(|s| s.template)),
+    )
+}
+
+#[tokio::test]
+async fn status_records_the_image_of_every_component() {
+    let started = Started::reconciled(PingPongStackSpec::default()).await;
+    let status = started.status().await;
+    let recorded = status.images.clone().expect("status.images");
+    assert_eq!(recorded.rabbitmq.image, images::RABBITMQ);
+    assert_eq!(recorded.rabbitmq.source, ImageSource::OperatorDefault);
+    assert_eq!(recorded.ping.image, images::PING);
+    assert_eq!(recorded.pong.image, images::PONG);
+    assert_eq!(recorded.postgres, None);
+    assert_eq!(
+        condition(&status, "UpgradeAvailable"),
+        ("False".to_owned(), "ImagesCurrent".to_owned())
+    );
+    // The stack's default policy is Manual.
+    assert_eq!(
+        started.stack().await.spec.upgrade_policy,
+        UpgradePolicy::Manual
+    );
+}
+
+#[tokio::test]
+async fn manual_keeps_its_images_when_the_operator_defaults_change() {
+    let started = Started::reconciled(PingPongStackSpec::default()).await;
+    let before = started.children().await;
+
+    let upgraded_operator = operator_with(&started, upgraded()).await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        api::diff(&before, &started.children().await),
+        Vec::<String>::new()
+    );
+    let status = started.status().await;
+    let recorded = status.images.clone().unwrap();
+    assert_eq!(recorded.rabbitmq.image, images::RABBITMQ);
+    assert_eq!(
+        recorded.rabbitmq.available.as_deref(),
+        Some("rabbitmq:4.3-management")
+    );
+    assert_eq!(
+        recorded.ping.available.as_deref(),
+        Some("ghcr.io/pingpong-operator/ping:9.9.9")
+    );
+    let (upgrade, reason) = condition(&status, "UpgradeAvailable");
+    assert_eq!(
+        (upgrade.as_str(), reason.as_str()),
+        ("True", "NewerDefaultImage")
+    );
+
+    // Switching the policy takes the new defaults.
+    started
+        .edit_spec(|spec| spec.upgrade_policy = UpgradePolicy::Automatic)
+        .await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+    let expected = upgraded();
+    assert_eq!(
+        images_applied(&started).await,
+        (expected.ping, expected.pong, expected.rabbitmq.clone())
+    );
+    let status = started.status().await;
+    // (`available` itself is dropped by the API server's server-side apply, which removes a
+    // field its manager stops applying; the in-memory API merges, so the e2e test checks it.)
+    assert_eq!(
+        status.images.clone().unwrap().rabbitmq.image,
+        "rabbitmq:4.3-management"
+    );
+    let (upgrade, _) = condition(&status, "UpgradeAvailable");
+    assert_eq!(upgrade, "False");
+}
+
+#[tokio::test]
+async fn automatic_rolls_to_the_new_defaults_and_spec_images_stay() {
+    let spec = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    let mut setup = Setup::for_stack(spec);
+    setup.stacks[0].spec.pong.image = Some("registry.example.com/pong:1".to_owned());
+    let started = Started::new(setup).await;
+    started.reconcile().await.unwrap();
+
+    let upgraded_operator = operator_with(&started, upgraded()).await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+
+    let expected = upgraded();
+    assert_eq!(
+        images_applied(&started).await,
+        (
+            expected.ping,
+            "registry.example.com/pong:1".to_owned(),
+            expected.rabbitmq
+        )
+    );
+    let recorded = started.status().await.images.unwrap();
+    assert_eq!(recorded.pong.source, ImageSource::Spec);
+    assert_eq!(recorded.pong.available, None);
+}
+
+fn postgres_store(image: Option<&str>) -> pingpong_operator::crd::StoreSpec {
+    use pingpong_operator::crd::{PostgresSpec, ProvisionedPostgres, StoreSpec, StoreType};
+    StoreSpec {
+        type_: StoreType::Postgres,
+        postgres: Some(PostgresSpec::Provisioned(ProvisionedPostgres {
+            image: image.map(str::to_owned),
+            ..ProvisionedPostgres::default()
+        })),
+    }
+}
+
+/// The first container's image of the StatefulSet `name`.
+async fn statefulset_image(started: &Started, name: &str) -> String {
+    let set = started.api::<StatefulSet>().get(name).await.unwrap();
+    set.spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+        .unwrap()
+}
+
+async fn postgres_image(started: &Started) -> String {
+    statefulset_image(started, &format!("{NAME}-postgres")).await
+}
+
+#[tokio::test]
+async fn a_postgres_major_change_is_refused_and_everything_else_applied() {
+    let mut spec = PingPongStackSpec::default();
+    spec.pong.store = postgres_store(Some("postgres:16.4"));
+    let started = Started::reconciled(spec).await;
+    let store = started.status().await.store.unwrap();
+    assert_eq!(store.data_major_version, Some(16));
+
+    // A new major and, in the same edit, more ping replicas.
+    started
+        .edit_spec(|spec| {
+            spec.pong.store = postgres_store(Some("postgres:17"));
+            spec.ping.replicas = 3;
+        })
+        .await;
+    started.reconcile().await.unwrap();
+
+    assert_eq!(postgres_image(&started).await, "postgres:16.4");
+    let ping = started
+        .api::<Deployment>()
+        .get(&format!("{NAME}-ping"))
+        .await
+        .unwrap();
+    assert_eq!(ping.spec.unwrap().replicas, Some(3));
+    let status = started.status().await;
+    assert_eq!(
+        condition(&status, "Degraded"),
+        ("True".to_owned(), "PostgresMajorUpgradeRefused".to_owned())
+    );
+    assert_eq!(status.store.unwrap().data_major_version, Some(16));
+    assert_eq!(
+        status.images.unwrap().postgres.unwrap().image,
+        "postgres:16.4"
+    );
+
+    // The documented path: the annotation names the new major.
+    let annotation = serde_json::json!({"metadata": {"annotations": {
+        pingpong_operator::labels::POSTGRES_MAJOR_UPGRADE: "17"
+    }}});
+    started
+        .api::<pingpong_operator::crd::PingPongStack>()
+        .patch(
+            NAME,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&annotation),
+        )
+        .await
+        .unwrap();
+    started.reconcile().await.unwrap();
+    assert_eq!(postgres_image(&started).await, "postgres:17");
+    let status = started.status().await;
+    assert_eq!(status.store.clone().unwrap().data_major_version, Some(17));
+    let (degraded, _) = condition(&status, "Degraded");
+    assert_eq!(degraded, "False");
+}
+
+#[tokio::test]
+async fn a_new_default_postgres_major_does_not_reach_an_automatic_stack() {
+    let mut spec = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    spec.pong.store = postgres_store(None);
+    let started = Started::reconciled(spec).await;
+    assert_eq!(postgres_image(&started).await, images::POSTGRES);
+
+    let next = Images {
+        postgres: "postgres:18".to_owned(),
+        ..Images::default()
+    };
+    let upgraded_operator = operator_with(&started, next).await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+    assert_eq!(postgres_image(&started).await, images::POSTGRES);
+    let (degraded, reason) = condition(&started.status().await, "Degraded");
+    assert_eq!(
+        (degraded.as_str(), reason.as_str()),
+        ("True", "PostgresMajorUpgradeRefused")
+    );
+}
+
+/// Reconciles the stored stack `name` with `ctx`.
+async fn reconcile_named(started: &Started, ctx: &Arc<Context>, name: &str) {
+    let stack = started
+        .api::<pingpong_operator::crd::PingPongStack>()
+        .get(name)
+        .await
+        .unwrap();
+    pingpong_operator::reconcile::reconcile(Arc::new(stack), ctx.clone())
+        .await
+        .unwrap();
+}
+
+async fn broker_image(started: &Started, stack: &str) -> String {
+    statefulset_image(started, &format!("{stack}-rabbitmq")).await
+}
+
+async fn named_status(started: &Started, name: &str) -> PingPongStackStatus {
+    started
+        .api::<pingpong_operator::crd::PingPongStack>()
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+}
+
+#[tokio::test]
+async fn at_most_n_automatic_stacks_roll_at_a_time() {
+    use pingpong_operator::reconcile::upgrade_gate::UpgradeGate;
+    let automatic = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    let mut setup = Setup::default();
+    for name in ["first", "second"] {
+        let mut stack = api::stack(automatic.clone());
+        stack.metadata.name = Some(name.to_owned());
+        setup.stacks.push(stack);
+    }
+    let started = Started::new(setup).await;
+    for name in ["first", "second"] {
+        reconcile_named(&started, &started.ctx, name).await;
+    }
+
+    let served = ServedApis::discover(&started.client).await.unwrap();
+    let base = api::bare_context(&started.client, served);
+    let one_at_a_time = Arc::new(
+        Context::new(
+            base.client.clone(),
+            pingpong_operator::metrics::Metrics::new().unwrap(),
+            base.recorder.clone(),
+            upgraded(),
+            served,
+        )
+        .with_upgrade_gate(UpgradeGate::new(1, None)),
+    );
+    reconcile_named(&started, &one_at_a_time, "first").await;
+    reconcile_named(&started, &one_at_a_time, "second").await;
+
+    assert_eq!(
+        broker_image(&started, "first").await,
+        "rabbitmq:4.3-management"
+    );
+    let first = named_status(&started, "first").await;
+    assert_eq!(
+        condition(&first, "Upgrading"),
+        ("True".to_owned(), "RollingToNewDefaults".to_owned())
+    );
+    // The second keeps its images and says why.
+    assert_eq!(broker_image(&started, "second").await, images::RABBITMQ);
+    let second = named_status(&started, "second").await;
+    assert_eq!(
+        condition(&second, "UpgradeAvailable"),
+        ("True".to_owned(), "WaitingForUpgradeSlot".to_owned())
+    );
+    assert_eq!(condition(&second, "Upgrading").0, "False");
+
+    // The first is Ready again: its slot frees, and the second rolls.
+    started
+        .set_ready(&["first-rabbitmq"], &["first-ping", "first-pong"])
+        .await;
+    reconcile_named(&started, &one_at_a_time, "first").await;
+    let first = named_status(&started, "first").await;
+    assert_eq!(condition(&first, "Ready").0, "True");
+    assert_eq!(condition(&first, "Upgrading").0, "False");
+    reconcile_named(&started, &one_at_a_time, "second").await;
+    assert_eq!(
+        broker_image(&started, "second").await,
+        "rabbitmq:4.3-management"
+    );
+    assert_eq!(
+        condition(&named_status(&started, "second").await, "Upgrading").0,
+        "True"
+    );
+}

@@ -1,0 +1,112 @@
+"""An operator upgrade with a new default image, on a real API server: stacks with
+`upgradePolicy: Manual` (the default) keep their images and pods and show the newer default in
+`status.images` and `UpgradeAvailable`; `Automatic` stacks roll to it; an image named in the spec
+is never touched.
+
+The upgrade is simulated: no earlier release has other default images than this working tree
+(the previous commit that changed the chart ships the same `stackImages` and crate version), and
+an operator before this one records no `status.images` at all. So the test restarts the host
+operator with another `PINGPONG_RABBITMQ_IMAGE` (what the chart value `stackImages.rabbitmq`
+sets), as a release with a new default broker image would, and restarts it with the original
+setting afterwards. Pods "restart" = a new pod uid or a changed pod template. Local mode only: the
+operator runs on the host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e2e_helpers import Cluster, eventually, stack_doc
+
+NEW_DEFAULT = "rabbitmq:4.3-management"
+
+
+def _restart_operator(cluster: Cluster, env: dict[str, str]) -> None:
+    op = cluster.host_operator("operator")
+    op.stop()
+    cluster.operator_script("start", op.name, str(op.port), env=env)
+    eventually("the operator is ready", op.ready, timeout=90)
+
+
+def _pods(cluster: Cluster, ns: str, stack: str) -> dict[str, str]:
+    """Pod name → uid of every pod of `stack`."""
+    items = cluster.get("pods", namespace=ns, selector=f"app.kubernetes.io/instance={stack}")["items"]
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in items}
+
+
+def _broker_template(cluster: Cluster, ns: str, stack: str) -> dict[str, Any]:
+    return cluster.get("statefulset", f"{stack}-rabbitmq", ns)["spec"]["template"]
+
+
+def _images(cluster: Cluster, ns: str, stack: str) -> dict[str, Any]:
+    return (cluster.stack(ns, stack).get("status") or {}).get("images") or {}
+
+
+def _condition(cluster: Cluster, ns: str, stack: str, ctype: str) -> tuple[str, str] | None:
+    cond = cluster.condition(ns, stack, ctype)
+    return (cond["status"], cond["reason"]) if cond else None
+
+
+def test_an_operator_upgrade_rolls_only_the_stacks_whose_policy_allows_it(local: Cluster, ns: str) -> None:
+    cluster = local
+    ephemeral = {"rabbitmq": {"storage": {"ephemeral": True}}}
+    stacks = {
+        "manual": ephemeral,
+        "auto": {**ephemeral, "upgradePolicy": "Automatic"},
+        "chosen": {"upgradePolicy": "Automatic",
+                   "rabbitmq": {"storage": {"ephemeral": True}, "image": "rabbitmq:4.1-management"}},
+    }
+    for name, spec in stacks.items():
+        cluster.apply(stack_doc(name, spec), ns)
+    for name in stacks:
+        cluster.wait_ready(ns, name)
+    eventually("every stack recorded its images",
+               lambda: all(_images(cluster, ns, n).get("rabbitmq") for n in stacks))
+    old_default = _images(cluster, ns, "manual")["rabbitmq"]["image"]
+    assert old_default != NEW_DEFAULT
+    assert _images(cluster, ns, "manual")["rabbitmq"]["source"] == "OperatorDefault"
+    assert _images(cluster, ns, "chosen")["rabbitmq"] == {"image": "rabbitmq:4.1-management",
+                                                        "source": "Spec"}
+    assert cluster.stack(ns, "manual")["spec"]["upgradePolicy"] == "Manual"
+    before = {n: (_pods(cluster, ns, n), _broker_template(cluster, ns, n)) for n in stacks}
+
+    try:
+        _restart_operator(cluster, {"PINGPONG_RABBITMQ_IMAGE": NEW_DEFAULT})
+
+        # Manual: the newer default is shown, nothing rolls.
+        eventually("manual shows the new default as available",
+                   lambda: _images(cluster, ns, "manual")["rabbitmq"].get("available") == NEW_DEFAULT)
+        assert _condition(cluster, ns, "manual", "UpgradeAvailable") == ("True", "NewerDefaultImage")
+        assert _images(cluster, ns, "manual")["rabbitmq"]["image"] == old_default
+
+        # Automatic: rolls to the new default, is Ready again, and nothing is left "available".
+        def auto_rolled() -> bool:
+            containers = _broker_template(cluster, ns, "auto")["spec"]["containers"]
+            return containers[0]["image"] == NEW_DEFAULT
+        eventually("auto's broker runs the new default", auto_rolled, timeout=120)
+        eventually("auto recorded the new default",
+                   lambda: _images(cluster, ns, "auto")["rabbitmq"] == {"image": NEW_DEFAULT,
+                                                                        "source": "OperatorDefault"},
+                   timeout=120)
+        cluster.wait_ready(ns, "auto")
+        cluster.wait_condition(ns, "auto", "Upgrading", "False", "NoUpgradeInProgress", timeout=120)
+        cluster.wait_condition(ns, "auto", "UpgradeAvailable", "False", "ImagesCurrent")
+        eventually("auto's broker pod was replaced",
+                   lambda: _pods(cluster, ns, "auto").get("auto-rabbitmq-0")
+                   not in (None, before["auto"][0].get("auto-rabbitmq-0")), timeout=120)
+
+        # The image the spec names is the user's: unchanged, nothing available.
+        cluster.wait_condition(ns, "chosen", "UpgradeAvailable", "False", "ImagesCurrent")
+
+        # After all that settled, neither the Manual stack nor the spec'd one restarted anything.
+        for name in ("manual", "chosen"):
+            pods, template = before[name]
+            assert _broker_template(cluster, ns, name) == template, name
+            assert _pods(cluster, ns, name) == pods, name
+        # The Manual stack takes the new default once its policy says so.
+        cluster.kubectl("patch", "pps", "manual", "-n", ns, "--type=merge",
+                        "-p", '{"spec":{"upgradePolicy":"Automatic"}}')
+        eventually("manual rolls once Automatic",
+                   lambda: _broker_template(cluster, ns, "manual")["spec"]["containers"][0]["image"]
+                   == NEW_DEFAULT, timeout=120)
+    finally:
+        _restart_operator(cluster, {})
