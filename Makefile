@@ -9,6 +9,7 @@
 #   make e2e         end-to-end suite (tests/e2e) against KUBECONFIG (make cluster, or kind after make up)
 #   make bench       data-plane benchmark through nginx, then the PostgreSQL store (see BENCHMARKS.md)
 #   make bench-store pong's PostgreSQL store and Redis cache benchmark alone
+#   make profile     where ping's and pong's CPU goes under load (perf; reports in .local/profile/results)
 #   make bench-operator  reconcile benchmark against the in-memory API, then on the local control plane
 #   make bench-ha    quorum queue on a private 3-node RabbitMQ cluster vs classic on one node
 #   make bench-autoscale  pong's autoscaler: a 100,000-message burst, replicas out, drained, back to zero
@@ -87,6 +88,10 @@ bench:
 	scripts/bench-store.sh
 	scripts/bench-ha.sh
 	scripts/bench-autoscale.sh
+
+.PHONY: profile
+profile:
+	scripts/profile.sh
 
 .PHONY: bench-store
 bench-store:

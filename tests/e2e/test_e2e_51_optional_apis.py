@@ -44,7 +44,24 @@ def _install(cluster: Cluster, saved: dict[str, dict[str, Any]]) -> None:
             path: Path = cluster.state_dir / "crds" / file
             assert path.exists(), f"no {path} (scripts/cluster/build.sh fetches the optional CRDs)"
             cluster.kubectl("apply", "--server-side", "-f", str(path))
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        _wait_established(cluster, name)
+
+
+def _wait_established(cluster: Cluster, name: str) -> None:
+    """Polls until the CRD is Established. A CRD created just after the deletion of the same name
+    can take long on a loaded machine (the API server tears down the old one's storage and
+    instances first), so the wait is generous and a failure shows the CRD's own conditions."""
+    seen: list[Any] = []
+
+    def established() -> bool:
+        conditions = (cluster.get("crd", name).get("status") or {}).get("conditions") or []
+        seen.append(conditions)
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    try:
+        eventually(f"CRD {name} Established", established, timeout=BOUND_SECONDS, interval=1)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; its last conditions: {seen[-1] if seen else None}") from error
 
 
 @pytest.fixture

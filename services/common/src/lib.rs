@@ -9,8 +9,8 @@
 //! wire message ([`message`]), the HTTP error type, JSON extractor, health
 //! handlers and shutdown signal ([`http`]), the HTTP/1.1 server with its
 //! connection limits ([`server`]) and the OpenAPI pieces both services
-//! document ([`openapi`]) and the trace context on HTTP and AMQP headers
-//! ([`trace`]).
+//! document ([`openapi`]), the trace context on HTTP and AMQP headers
+//! ([`trace`]) and the choice of tokio runtime ([`runtime`]).
 
 pub mod address;
 pub mod amqp;
@@ -21,6 +21,7 @@ pub mod message;
 pub mod metrics;
 pub mod openapi;
 pub mod queue;
+pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod telemetry;

@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 
 use pingpong_common::config::listen_addr;
+use pingpong_common::runtime::RuntimeFlavor;
 use pingpong_common::server::ServeOptions;
 use pingpong_common::trace::Traces;
 use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
@@ -29,6 +30,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = match NonZeroUsize::new(1024) {
 /// Largest accepted [`PING_MAX_IN_FLIGHT`].
 const MAX_IN_FLIGHT_LIMIT: usize = 65_536;
 
+/// Default of `RUNTIME_FLAVOR` (BENCHMARKS.md, "CPU per ping: where it goes").
+pub const DEFAULT_RUNTIME: RuntimeFlavor = RuntimeFlavor::MultiThread;
+
 /// Everything ping needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -46,6 +50,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Traces (`OTEL_*`; off unless an OTLP endpoint is set).
     pub traces: Traces,
+    /// The tokio runtime (`RUNTIME_FLAVOR`).
+    pub runtime: RuntimeFlavor,
 }
 
 impl Config {
@@ -58,6 +64,7 @@ impl Config {
         let amqp = AmqpConfig::from_env(&mut env);
         let log = LogConfig::from_env(&mut env);
         let traces = Traces::from_env(&mut env, "ping");
+        let runtime = RuntimeFlavor::from_env(&mut env, DEFAULT_RUNTIME);
         env.finish(Self {
             listen_addr,
             http,
@@ -65,6 +72,7 @@ impl Config {
             amqp,
             log,
             traces,
+            runtime,
         })
     }
 
@@ -76,7 +84,7 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} max_in_flight={} broker={} log_format={} rust_log={} traces={}",
+            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} max_in_flight={} broker={} log_format={} rust_log={} traces={} runtime={}",
             self.listen_addr,
             self.http.header_read_timeout.as_secs(),
             self.http.write_timeout.as_secs(),
@@ -85,7 +93,8 @@ impl Config {
             self.amqp.summary(),
             self.log.format,
             self.log.filter,
-            self.traces.config.summary()
+            self.traces.config.summary(),
+            self.runtime
         )
     }
 }

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use pingpong_common::http::shutdown_signal;
 use pingpong_ping::{Config, run};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -17,6 +16,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let runtime = match config.runtime.build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ping: cannot start the {} runtime: {error}", config.runtime);
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+/// Runs the service on the runtime `main` built.
+async fn serve(config: Config) -> ExitCode {
     let _traces = match pingpong_common::telemetry::init(&config.log, &config.traces) {
         Ok(guard) => guard,
         Err(error) => {

@@ -11,6 +11,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use pingpong_common::config::listen_addr;
+use pingpong_common::runtime::RuntimeFlavor;
 use pingpong_common::server::ServeOptions;
 use pingpong_common::trace::Traces;
 use pingpong_common::{AmqpConfig, ConfigError, Env, LogConfig};
@@ -48,6 +49,9 @@ pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(2);
 /// Largest accepted [`PONG_BATCH_LINGER_MS`].
 pub const MAX_BATCH_LINGER_MS: u64 = 100;
 
+/// Default of `RUNTIME_FLAVOR` (BENCHMARKS.md, "CPU per ping: where it goes").
+pub const DEFAULT_RUNTIME: RuntimeFlavor = RuntimeFlavor::MultiThread;
+
 /// Everything pong needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -73,6 +77,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Traces (`OTEL_*`; off unless an OTLP endpoint is set).
     pub traces: Traces,
+    /// The tokio runtime (`RUNTIME_FLAVOR`).
+    pub runtime: RuntimeFlavor,
 }
 
 impl Config {
@@ -124,6 +130,7 @@ impl Config {
         }
         let log = LogConfig::from_env(&mut env);
         let traces = Traces::from_env(&mut env, "pong");
+        let runtime = RuntimeFlavor::from_env(&mut env, DEFAULT_RUNTIME);
         env.finish(Self {
             listen_addr,
             http,
@@ -135,6 +142,7 @@ impl Config {
             cache,
             log,
             traces,
+            runtime,
         })
     }
 
@@ -146,7 +154,7 @@ impl Config {
     /// A one-line summary with the password redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} broker={} max_messages={} max_bytes={} batch_linger_ms={} store={} cache={} log_format={} rust_log={} traces={}",
+            "listen_addr={} header_read_timeout_s={} write_timeout_s={} max_connections={} broker={} max_messages={} max_bytes={} batch_linger_ms={} store={} cache={} log_format={} rust_log={} traces={} runtime={}",
             self.listen_addr,
             self.http.header_read_timeout.as_secs(),
             self.http.write_timeout.as_secs(),
@@ -161,7 +169,8 @@ impl Config {
                 .map_or_else(|| "none".to_owned(), CacheConfig::summary),
             self.log.format,
             self.log.filter,
-            self.traces.config.summary()
+            self.traces.config.summary(),
+            self.runtime
         )
     }
 }
