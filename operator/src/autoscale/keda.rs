@@ -1,5 +1,5 @@
 //! KEDA as pong's autoscaling engine (`spec.pong.autoscaling.engine: keda`): what the reconcile
-//! does besides rendering the ScaledObject ([`crate::reconcile::build::keda`]).
+//! does besides rendering the ScaledObject ([`crate::reconcile::builders::keda`]).
 //!
 //! - Where KEDA's CRDs are not served the stack is not applied ([`missing_keda`], reason
 //!   `KedaMissing`); the operator's own loop is *not* put in its place, since the user chose
@@ -18,7 +18,7 @@ use kube::{Client, Resource};
 
 use crate::apis::{OptionalApi, ServedApis};
 use crate::error::Error;
-use crate::reconcile::apply::FIELD_MANAGER;
+use crate::reconcile::FIELD_MANAGER;
 use crate::reconcile::observe::MissingReference;
 use crate::reconcile::validate::ValidatedStack;
 

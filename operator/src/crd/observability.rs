@@ -3,7 +3,7 @@
 //!
 //! `observability.tracing` turns on OpenTelemetry traces in ping and pong: the operator renders
 //! it into the standard `OTEL_*` variables of both containers (see
-//! `reconcile/build/app.rs`), so the services export one trace per request, from ping's HTTP
+//! `reconcile/builders/app.rs`), so the services export one trace per request, from ping's HTTP
 //! span through the broker to pong's store.
 
 use schemars::JsonSchema;

@@ -24,6 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::FIELD_MANAGER;
 use super::applied::{LastApplied, Unchanged};
 use super::cache::{ChildCaches, controlled_by};
 use super::desired::{Child, ChildKind, DesiredState};
@@ -34,11 +35,6 @@ pub use super::rollout::{deployment_readiness, statefulset_readiness};
 use crate::apis::ServedApis;
 use crate::error::Error;
 use crate::metrics::{ChildOperation, Metrics};
-
-/// Field manager of every child apply.
-pub const FIELD_MANAGER: &str = "pingpong-operator";
-/// Field manager of the status apply.
-pub const STATUS_FIELD_MANAGER: &str = "pingpong-operator/status";
 
 /// Applies and deletes the children of one stack, in one namespace, and records what it applied.
 pub struct Applier<'a> {

@@ -1,7 +1,7 @@
 //! The reconcile driver: validate → observe → build → apply → report, one call each.
 //!
 //! [`reconcile`] runs one stack through the pipeline in [`run`]. Validation and building are
-//! pure ([`validate`], [`build`]); [`observe`] reads (never writes); [`apply`] writes the
+//! pure ([`validate`], [`builders`]); [`observe`] reads (never writes); [`apply`] writes the
 //! children in the order [`desired::DesiredState::children`] documents, except those
 //! [`applied`] remembers as unchanged since their last apply, and deletes orphans;
 //! [`report`] writes the status that [`status`] computes, and the Events, after [`health`]
@@ -13,7 +13,7 @@
 
 pub mod applied;
 pub mod apply;
-pub mod build;
+pub mod builders;
 pub mod cache;
 pub mod context;
 pub mod desired;
@@ -30,6 +30,11 @@ pub mod status;
 pub mod upgrade_gate;
 pub mod validate;
 pub mod yaml;
+
+/// Field manager of every child apply ([`apply`]).
+pub const FIELD_MANAGER: &str = "pingpong-operator";
+/// Field manager of the status apply ([`report`]).
+pub const STATUS_FIELD_MANAGER: &str = "pingpong-operator/status";
 
 pub use context::Context;
 
@@ -220,7 +225,7 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     );
 
     // 3. Build (pure): every desired child object.
-    let desired = build::build_desired(&validated, &observed.plan_inputs);
+    let desired = builders::build_desired(&validated, &observed.plan_inputs);
 
     // 4. Apply, or only read the workloads while paused.
     let workloads = if validated.paused {

@@ -2,7 +2,7 @@
 //!
 //! For a validated stack this reads the credentials, definitions, Erlang-cookie and PostgreSQL
 //! credentials Secrets (in full: the pods that read them follow a digest of their content, see
-//! [`super::build::secret_digest`]), and whether the user's Secrets (`credentialsSecret`, an
+//! [`super::builders::secret_digest`]), and whether the user's Secrets (`credentialsSecret`, an
 //! external PostgreSQL's or Redis's) exist with the keys pong and ping need and may be used:
 //! they carry the opt-in label or the admin listed them (read by name, never watched). Which
 //! optional APIs are served comes from the context (learned by the controller on its own timer,
@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 
-use super::build::common::broker_login;
-use super::build::{ExistingSecrets, PlanInputs};
+use super::builders::common::broker_login;
+use super::builders::{ExistingSecrets, PlanInputs};
 use super::context::Context;
 use super::health::PODS_PER_WORKLOAD;
 use super::rollout::{Rollout, Workloads, deployment_rollout, statefulset_rollout};

@@ -2,11 +2,11 @@
 //! status subresource and publish the Events that describe the transition.
 //!
 //! The status is applied server-side with the field manager
-//! [`STATUS_FIELD_MANAGER`](super::apply::STATUS_FIELD_MANAGER), `apiVersion` and `kind` taken from
+//! [`STATUS_FIELD_MANAGER`](super::STATUS_FIELD_MANAGER), `apiVersion` and `kind` taken from
 //! the Rust type, and only when it differs from the stored status: a steady-state reconcile writes
 //! nothing, so it cannot trigger itself through the watch.
 
-use super::apply::STATUS_FIELD_MANAGER;
+use super::STATUS_FIELD_MANAGER;
 use super::events;
 use super::status::{self, Report};
 use crate::crd::{PingPongStack, PingPongStackStatus};

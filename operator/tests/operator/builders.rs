@@ -8,7 +8,7 @@ use crate::support::fixtures::*;
 use pingpong_operator::apis::ServedApis;
 use pingpong_operator::credentials;
 use pingpong_operator::images::Images;
-use pingpong_operator::reconcile::build::{
+use pingpong_operator::reconcile::builders::{
     CookieSource, CredentialsSource, ExistingSecrets, PlanInputs, build_desired,
 };
 use pingpong_operator::reconcile::validate::validate;

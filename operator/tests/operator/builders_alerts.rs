@@ -5,7 +5,7 @@
 
 use crate::support::fixtures::*;
 use pingpong_operator::apis::ServedApis;
-use pingpong_operator::reconcile::build::prometheusrule::{
+use pingpong_operator::reconcile::builders::prometheusrule::{
     RUNBOOK_URL, STACK_LABEL, build_prometheus_rule,
 };
 use serde_json::Value;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use pingpong_operator::credentials::{BrokerLogin, SecretValue};
-use pingpong_operator::reconcile::build::common::broker_login;
-use pingpong_operator::reconcile::build::rabbitmq::{
+use pingpong_operator::reconcile::builders::common::broker_login;
+use pingpong_operator::reconcile::builders::rabbitmq::{
     build_rabbitmq_config, declared_users, definitions_json,
 };
 use serde_json::{Value, json};

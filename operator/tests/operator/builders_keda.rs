@@ -5,7 +5,7 @@
 use crate::support::fixtures::*;
 use pingpong_operator::apis::ServedApis;
 use pingpong_operator::autoscale::keda::missing_keda;
-use pingpong_operator::reconcile::build::{PlanInputs, build_desired};
+use pingpong_operator::reconcile::builders::{PlanInputs, build_desired};
 use pingpong_operator::reconcile::status::reason::KEDA_MISSING;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::support::fixtures::*;
 use pingpong_operator::apis::ServedApis;
 use pingpong_operator::images::Images;
-use pingpong_operator::reconcile::build::{ExistingSecrets, PlanInputs, build_desired};
+use pingpong_operator::reconcile::builders::{ExistingSecrets, PlanInputs, build_desired};
 use pingpong_operator::reconcile::validate::validate;
 use pretty_assertions::assert_eq;
 use serde_json::Value;

@@ -541,7 +541,7 @@ async fn the_start_up_crd_check_sees_whether_a_crd_is_installed() {
 
 #[tokio::test]
 async fn children_and_status_are_applied_by_their_field_managers() {
-    use pingpong_operator::reconcile::apply::{FIELD_MANAGER, STATUS_FIELD_MANAGER};
+    use pingpong_operator::reconcile::{FIELD_MANAGER, STATUS_FIELD_MANAGER};
     let k8s = Started::new(Setup {
         managed_fields: true,
         ..Setup::for_stack(PingPongStackSpec::default())

@@ -7,7 +7,9 @@
 //! has the figures that chose the default of each service.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::process::ExitCode;
 use std::str::FromStr;
 
 use crate::config::Env;
@@ -39,6 +41,19 @@ impl RuntimeFlavor {
             Self::MultiThread => tokio::runtime::Builder::new_multi_thread(),
         };
         builder.enable_all().build()
+    }
+
+    /// Runs `service` to completion on a runtime of this flavour: the body of each service's
+    /// `main` once its configuration is parsed. A runtime that cannot start is reported on
+    /// stderr, prefixed with the service's `name`, and exits with 1.
+    pub fn block_on(self, name: &str, service: impl Future<Output = ExitCode>) -> ExitCode {
+        match self.build() {
+            Ok(runtime) => runtime.block_on(service),
+            Err(error) => {
+                eprintln!("{name}: cannot start the {self} runtime: {error}");
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 
@@ -105,6 +120,14 @@ mod tests {
             let answer =
                 runtime.block_on(async { tokio::spawn(async { 42 }).await.expect("task") });
             assert_eq!(answer, 42, "{flavor}");
+        }
+    }
+
+    #[test]
+    fn block_on_answers_what_the_service_returns() {
+        for flavor in [RuntimeFlavor::CurrentThread, RuntimeFlavor::MultiThread] {
+            let code = flavor.block_on("test", async { ExitCode::from(7) });
+            assert_eq!(code, ExitCode::from(7), "{flavor}");
         }
     }
 }

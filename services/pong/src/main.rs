@@ -16,17 +16,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match config.runtime.build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("pong: cannot start the {} runtime: {error}", config.runtime);
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(serve(config))
+    config.runtime.block_on("pong", serve(config))
 }
 
-/// Runs the service on the runtime `main` built.
+/// Runs the service on the runtime `main` built (`RUNTIME_FLAVOR`).
 async fn serve(config: Config) -> ExitCode {
     let _traces = match pingpong_common::telemetry::init(&config.log, &config.traces) {
         Ok(guard) => guard,

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::credentials::BrokerLogin;
 use crate::labels::Component;
-use crate::reconcile::build::common::object_meta;
-use crate::reconcile::build::secret_files::SecretFiles;
+use crate::reconcile::builders::common::object_meta;
+use crate::reconcile::builders::secret_files::SecretFiles;
 use crate::reconcile::validate::ValidatedStack;
 
 /// Secret key (and file name) of the definitions file.

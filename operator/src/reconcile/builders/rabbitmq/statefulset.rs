@@ -45,7 +45,7 @@ use super::config::{
 use super::definitions::definitions_files;
 use super::services::port_names;
 use crate::labels::{self, Component};
-use crate::reconcile::build::common::{
+use crate::reconcile::builders::common::{
     AMQP_PORT, EPMD_PORT, ERLANG_COOKIE_KEY, ERLANG_DIST_PORT, RABBITMQ_MANAGEMENT_PORT,
     RABBITMQ_METRICS_PORT, RABBITMQ_UID, config_hash, data_claim_templates, env_from_field,
     env_value, object_meta, pod_meta, restricted_container_security_context,
@@ -77,7 +77,7 @@ const SCRATCH_DIRS: [(&str, &str); 2] = [("tmp", "/tmp"), ("log", "/var/log/rabb
 /// without the `classic_config` node list, which only a blank node reads: a scale-up must not
 /// restart the running nodes) and Secret names. The content of the definitions and cookie
 /// Secrets is followed by [`labels::SECRET_DIGEST`] (see
-/// [`crate::reconcile::build::secret_digest`]), so rotated credentials restart each node, which
+/// [`crate::reconcile::builders::secret_digest`]), so rotated credentials restart each node, which
 /// imports them at boot, and a regenerated cookie reaches every node.
 #[derive(Serialize)]
 struct HashedConfig<'a> {
