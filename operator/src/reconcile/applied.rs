@@ -90,24 +90,6 @@ fn desired_hash(child: &Child<'_>) -> Option<u64> {
     Some(hasher.finish())
 }
 
-fn desired_meta<'a>(child: &Child<'a>) -> &'a ObjectMeta {
-    match child {
-        Child::Secret(o) | Child::RenderedSecret(o) => &o.metadata,
-        Child::ConfigMap(o) => &o.metadata,
-        Child::Service(o) => &o.metadata,
-        Child::StatefulSet(o) => &o.metadata,
-        Child::Deployment(o) => &o.metadata,
-        Child::NetworkPolicy(o) => &o.metadata,
-        Child::PodDisruptionBudget(o) => &o.metadata,
-        Child::Ingress(o) => &o.metadata,
-        Child::HttpRoute(o)
-        | Child::ServiceMonitor(o)
-        | Child::PrometheusRule(o)
-        | Child::ScaledObject(o)
-        | Child::TriggerAuthentication(o) => &o.metadata,
-    }
-}
-
 /// Every key of `wanted` is in `found` with the same value.
 fn contains_all(
     found: Option<&BTreeMap<String, String>>,
@@ -123,7 +105,7 @@ fn contains_all(
 impl<'a> Unchanged<'a> {
     /// The comparison data of `child`; `None` when it cannot be hashed.
     pub fn of(child: &Child<'a>) -> Option<Self> {
-        let meta = desired_meta(child);
+        let meta = child.metadata();
         Some(Self {
             desired: desired_hash(child)?,
             labels: meta.labels.as_ref(),

@@ -25,7 +25,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::{ApiResource, DynamicObject, ObjectMeta};
 use serde::Serialize;
 
 use super::yaml;
@@ -277,7 +277,7 @@ pub enum Child<'a> {
     TriggerAuthentication(&'a DynamicObject),
 }
 
-impl Child<'_> {
+impl<'a> Child<'a> {
     /// Its kind.
     pub fn kind(&self) -> ChildKind {
         match self {
@@ -297,24 +297,28 @@ impl Child<'_> {
         }
     }
 
-    /// Its name.
-    pub fn name(&self) -> &str {
-        let name = match self {
-            Self::Secret(o) | Self::RenderedSecret(o) => &o.metadata.name,
-            Self::ConfigMap(o) => &o.metadata.name,
-            Self::Service(o) => &o.metadata.name,
-            Self::StatefulSet(o) => &o.metadata.name,
-            Self::Deployment(o) => &o.metadata.name,
-            Self::NetworkPolicy(o) => &o.metadata.name,
-            Self::PodDisruptionBudget(o) => &o.metadata.name,
-            Self::Ingress(o) => &o.metadata.name,
+    /// Its metadata (borrowed from the desired object, not from this handle).
+    pub fn metadata(&self) -> &'a ObjectMeta {
+        match *self {
+            Self::Secret(o) | Self::RenderedSecret(o) => &o.metadata,
+            Self::ConfigMap(o) => &o.metadata,
+            Self::Service(o) => &o.metadata,
+            Self::StatefulSet(o) => &o.metadata,
+            Self::Deployment(o) => &o.metadata,
+            Self::NetworkPolicy(o) => &o.metadata,
+            Self::PodDisruptionBudget(o) => &o.metadata,
+            Self::Ingress(o) => &o.metadata,
             Self::HttpRoute(o)
             | Self::ServiceMonitor(o)
             | Self::PrometheusRule(o)
             | Self::ScaledObject(o)
-            | Self::TriggerAuthentication(o) => &o.metadata.name,
-        };
-        name.as_deref().unwrap_or_default()
+            | Self::TriggerAuthentication(o) => &o.metadata,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
     }
 
     /// The object as YAML that YAML 1.1 and 1.2 parsers read alike.
