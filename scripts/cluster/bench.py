@@ -11,6 +11,11 @@ applies N stacks at once (one per namespace, ephemeral broker storage) and measu
 Prints a Markdown table; with --write, replaces the cluster section of BENCHMARKS.md.
   - the child applies the operator skipped as unchanged (`pingpong_operator_child_operations_total`).
 OPERATOR_PROFILE=release measures a release build of the operator (default: debug).
+BENCH_FLOOR=1 adds the control plane's floor for the largest N: the operator stopped, the same
+stacks' children (`pingpong-operator render`) applied by 8 concurrent `kubectl apply --server-side`
+(the operator's 8 reconciles at once), and the seconds until every workload is ready.
+BENCH_OPERATOR_RUST_LOG sets the operator's log filter (default warn; `info` logs each reconcile
+with what triggered it, in .cluster-bench/operator.log).
 Usage: .venv/bin/python scripts/cluster/bench.py [--write]
 """
 
@@ -36,6 +41,8 @@ STACKS = [int(n) for n in os.environ.get("STACKS", "1,50,200").split(",")]
 UNRELATED = int(os.environ.get("UNRELATED", "5000"))
 PORT_BASE = os.environ.get("BENCH_PORT_BASE", "18440")
 PROFILE = os.environ.get("OPERATOR_PROFILE", "debug")
+FLOOR = os.environ.get("BENCH_FLOOR", "0") == "1"
+FLOOR_APPLIERS = 8
 USER = "system:serviceaccount:pingpong-system:pingpong-operator"
 MARK_BEGIN = "<!-- operator cluster results: edit only this section -->"
 MARK_END = "<!-- end operator cluster results -->"
@@ -126,16 +133,58 @@ def round_(cluster: Cluster, n: int) -> dict[str, float]:
     return result
 
 
+def workloads_ready(cluster: Cluster, prefix: str) -> bool:
+    """Whether every Deployment and StatefulSet of the namespaces named `prefix*` is ready."""
+    listed = cluster.kubectl("get", "deployments,statefulsets", "-A", "-o", "json", timeout=120)
+    mine = [i for i in json.loads(listed.stdout)["items"] if i["metadata"]["namespace"].startswith(prefix)]
+    return bool(mine) and all((i.get("status") or {}).get("readyReplicas", 0) >= i["spec"].get("replicas", 1)
+                              for i in mine)
+
+
+def floor_round(cluster: Cluster, n: int) -> dict[str, float]:
+    """The same N stacks' children applied without the operator: what the control plane takes."""
+    cluster.host_operator("operator").stop()
+    namespaces = [f"floor-{n}-{i}" for i in range(n)]
+    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), timeout=600)
+    stack = yaml.safe_dump(stack_doc("s", {"rabbitmq": {"storage": {"ephemeral": True}}}))
+    binary = subprocess.run([str(ROOT / "scripts" / "cluster" / "operator.sh"), "binary"], cwd=ROOT,
+                            env={**os.environ, **cluster.env}, capture_output=True, text=True, check=True)
+    children: list[str] = []
+    for ns in namespaces:
+        rendered = subprocess.run([binary.stdout.strip(), "render", "-f", "-", "-n", ns], input=stack,
+                                  capture_output=True, text=True, check=True).stdout
+        children += [d for d in rendered.split("\n---\n") if d.strip()]
+    per = -(-len(children) // FLOOR_APPLIERS)
+    start = time.monotonic()
+    appliers = [subprocess.Popen(["kubectl", "apply", "--server-side", "-f", "-"], env=cluster._env(), cwd=ROOT,
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                for _ in range(FLOOR_APPLIERS)]
+    for i, applier in enumerate(appliers):
+        assert applier.stdin is not None
+        applier.stdin.write("\n---\n".join(children[i * per:(i + 1) * per]))
+        applier.stdin.close()
+    if any(applier.wait(timeout=1800) != 0 for applier in appliers):
+        raise SystemExit("kubectl apply of the rendered children failed")
+    applied = time.monotonic() - start
+    while not workloads_ready(cluster, f"floor-{n}-"):
+        if time.monotonic() - start > 1800:
+            raise SystemExit(f"the {n} stacks' workloads were not ready after 1800 s")
+        time.sleep(1)
+    return {"n": n, "objects": len(children), "applied": applied, "seconds": time.monotonic() - start}
+
+
 def main() -> int:
     state = ROOT / ".cluster-bench"
     env = {"CLUSTER_DIR": str(state), "CLUSTER_PORT_BASE": PORT_BASE, "CLUSTER_SAMPLE": "",
-           "CLUSTER_WAIT": "300", "OPERATOR_RUST_LOG": "warn"}
+           "CLUSTER_WAIT": "300", "OPERATOR_RUST_LOG": os.environ.get("BENCH_OPERATOR_RUST_LOG", "warn")}
     subprocess.run([str(ROOT / "scripts" / "cluster" / "up.sh")], cwd=ROOT, env={**os.environ, **env},
                    check=True)
     cluster = Cluster(kubeconfig=state / "admin.kubeconfig", local=True, state_dir=state, env=env)
     try:
         unrelated(cluster, UNRELATED)
         rows = [round_(cluster, n) for n in STACKS]
+        floor = floor_round(cluster, max(STACKS)) if FLOOR else None
     finally:
         subprocess.run([str(ROOT / "scripts" / "cluster" / "down.sh")], cwd=ROOT, env={**os.environ, **env})
     v = versions()
@@ -158,6 +207,10 @@ def main() -> int:
         top = sorted(last["by_kind"].items(), key=lambda kv: -kv[1])
         lines += ["", f"Requests per reconcile at N = {last['n']}, by verb and resource: " + ", ".join(
             f"{key} {count / last['reconciles']:.2f}" for key, count in top if count / last["reconciles"] >= 0.05) + "."]
+    if floor:
+        lines += ["", f"Floor without the operator at N = {floor['n']}: its {floor['objects']} children "
+                  f"(`pingpong-operator render`) applied by {FLOOR_APPLIERS} concurrent `kubectl apply --server-side` "
+                  f"took {floor['applied']:.1f} s, and every workload was ready {floor['seconds']:.1f} s after the start."]
     lines.append(MARK_END)
     section = "\n".join(lines)
     print(section)

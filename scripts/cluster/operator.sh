@@ -8,6 +8,8 @@
 #   scripts/cluster/operator.sh kill NAME                 SIGKILL it (a crashed leader)
 #   scripts/cluster/operator.sh new-token                 request a fresh ServiceAccount token
 #                                                         (after the chart was reinstalled)
+#   scripts/cluster/operator.sh binary                    build (OPERATOR_PROFILE) and print the
+#                                                         operator binary's path
 # Its log goes to .cluster/NAME.log, its pid to .cluster/run/NAME.pid.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,5 +32,6 @@ case ${1:-} in
   stop) signal "${2:?name}" TERM ;;
   kill) signal "${2:?name}" KILL ;;
   new-token) rm -f "$CLUSTER_DIR/operator.kubeconfig" && start_operator_token ;;
-  *) die "usage: $0 start NAME PORT | stop NAME | kill NAME | new-token" ;;
+  binary) operator_binary ;;
+  *) die "usage: $0 start NAME PORT | stop NAME | kill NAME | new-token | binary" ;;
 esac

@@ -69,22 +69,7 @@ pub struct Unchanged<'a> {
 /// Hash of a desired child (its JSON: the builders use ordered maps, so equal objects hash the
 /// same); `None` when it does not serialize, which never skips its apply.
 fn desired_hash(child: &Child<'_>) -> Option<u64> {
-    let json = match child {
-        Child::Secret(o) | Child::RenderedSecret(o) => serde_json::to_vec(o),
-        Child::ConfigMap(o) => serde_json::to_vec(o),
-        Child::Service(o) => serde_json::to_vec(o),
-        Child::StatefulSet(o) => serde_json::to_vec(o),
-        Child::Deployment(o) => serde_json::to_vec(o),
-        Child::NetworkPolicy(o) => serde_json::to_vec(o),
-        Child::PodDisruptionBudget(o) => serde_json::to_vec(o),
-        Child::Ingress(o) => serde_json::to_vec(o),
-        Child::HttpRoute(o)
-        | Child::ServiceMonitor(o)
-        | Child::PrometheusRule(o)
-        | Child::ScaledObject(o)
-        | Child::TriggerAuthentication(o) => serde_json::to_vec(o),
-    };
-    let json = json.ok()?;
+    let json = serde_json::to_vec(child).ok()?;
     let mut hasher = DefaultHasher::new();
     json.hash(&mut hasher);
     Some(hasher.finish())

@@ -323,23 +323,27 @@ impl<'a> Child<'a> {
 
     /// The object as YAML that YAML 1.1 and 1.2 parsers read alike.
     pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
-        fn y(o: &impl Serialize) -> Result<String, serde_yaml::Error> {
-            yaml::to_yaml(o)
-        }
+        yaml::to_yaml(self)
+    }
+}
+
+/// A child serializes as the object it holds (the YAML of `render`, the hash of the last apply).
+impl Serialize for Child<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Self::Secret(o) | Self::RenderedSecret(o) => y(o),
-            Self::ConfigMap(o) => y(o),
-            Self::Service(o) => y(o),
-            Self::StatefulSet(o) => y(o),
-            Self::Deployment(o) => y(o),
-            Self::NetworkPolicy(o) => y(o),
-            Self::PodDisruptionBudget(o) => y(o),
-            Self::Ingress(o) => y(o),
+            Self::Secret(o) | Self::RenderedSecret(o) => o.serialize(serializer),
+            Self::ConfigMap(o) => o.serialize(serializer),
+            Self::Service(o) => o.serialize(serializer),
+            Self::StatefulSet(o) => o.serialize(serializer),
+            Self::Deployment(o) => o.serialize(serializer),
+            Self::NetworkPolicy(o) => o.serialize(serializer),
+            Self::PodDisruptionBudget(o) => o.serialize(serializer),
+            Self::Ingress(o) => o.serialize(serializer),
             Self::HttpRoute(o)
             | Self::ServiceMonitor(o)
             | Self::PrometheusRule(o)
             | Self::ScaledObject(o)
-            | Self::TriggerAuthentication(o) => y(o),
+            | Self::TriggerAuthentication(o) => o.serialize(serializer),
         }
     }
 }
