@@ -30,6 +30,7 @@ pub mod report;
 pub mod restart;
 pub mod rollout;
 pub mod status;
+pub mod terms;
 pub mod upgrade_gate;
 pub mod validate;
 pub mod yaml;
@@ -42,16 +43,19 @@ pub const STATUS_FIELD_MANAGER: &str = "pingpong-operator/status";
 pub use context::Context;
 
 use crate::crd::PingPongStack;
+use crate::credentials;
 use crate::error::Error;
 use crate::labels;
 use crate::metrics::ReconcileResult;
 use apply::Applier;
+use builders::PlanInputs;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
+use rollout::Readiness;
 use status::{Converged, Outcome, Report, reason};
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,17 +243,25 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
 
     // The route of a stack that chose none: the operator's default Gateway where the Gateway
     // API is served, else the Ingress validate planned.
-    let validated = validated.with_default_route(
-        ctx.default_gateway.as_ref(),
-        observed.plan_inputs.served.http_route,
-    );
+    let validated =
+        validated.with_default_route(ctx.default_gateway.as_ref(), observed.served.http_route);
 
     // 3. Build (pure): every desired child object.
-    let desired = builders::build_desired(&validated, &observed.plan_inputs);
+    // New credentials only for the Secrets the operator must create: an existing password is
+    // never rotated.
+    let inputs = PlanInputs::from_observed(
+        &validated,
+        observed.existing,
+        observed.served,
+        credentials::generate,
+        credentials::generate_password,
+    )
+    .with_existing(&validated, &observed.secrets);
+    let desired = builders::build_desired(&validated, &inputs);
 
     // 4. Apply, or only read the workloads while paused.
     let workloads = if validated.paused {
-        observe::workloads(&ctx.client, &validated).await
+        observe::workloads(&ctx.client, &validated.namespace, &desired).await
     } else {
         // Workloads with an earlier release's selector: deleted with their pods kept, and
         // created again by the apply below.
@@ -270,13 +282,13 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             &validated.name,
             uid,
             &ctx.metrics,
-            observed.plan_inputs.served,
+            observed.served,
             &ctx.children,
         )
         .skipping_unchanged(&ctx.last_applied, full_pass);
         let selector = labels::children_selector(&validated.name);
         // A child whose API is not served is reported; it does not hold back the others.
-        let unserved = observe::unserved_apis(&validated, observed.plan_inputs.served);
+        let unserved = observe::unserved_apis(&validated, observed.served);
         apply::apply_desired(&mut applier, &desired, uid, &selector, unserved).await
     };
     let workloads = reporter.failed(workloads).await?;
@@ -309,7 +321,7 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // A split broker: every pod ready, each node in a cluster of its own (the periodic check's
     // verdict in the status; never read from the brokers here).
     problems.extend(health::broker_problem(stack));
-    let converged = Converged::new(&validated, workloads.readiness())
+    let converged = Converged::new(&validated, Readiness::of(&desired, &workloads))
         .with_problems(problems)
         .with_upgrade(gated.upgrading, gated.waiting.clone())
         .with_selector_migration(migrate::pending_message(&selectors.pending));

@@ -6,6 +6,7 @@
 
 use crate::support::fixtures::*;
 use crate::support::invariants::*;
+use pingpong_operator::reconcile::names::ChildNames;
 use serde_json::Value;
 
 #[test]
@@ -120,6 +121,26 @@ fn names_fit_in_a_dns_label_and_are_unique_per_kind() {
             assert!(
                 seen.insert(kind_name(o)),
                 "{stack}: duplicate {}",
+                kind_name(o)
+            );
+        }
+    }
+}
+
+/// Validation checks name lengths and the user's `credentialsSecret` against
+/// `ChildNames::operator_owned`: a child named outside it would escape both checks.
+#[test]
+fn every_child_is_named_by_child_names() {
+    for (stack, objects) in stacks() {
+        for o in &objects {
+            let owner = o["metadata"]["labels"]["app.kubernetes.io/instance"]
+                .as_str()
+                .unwrap();
+            let names = ChildNames::new(owner, None);
+            let name = o["metadata"]["name"].as_str().unwrap();
+            assert!(
+                names.operator_owned().any(|owned| owned == name),
+                "{stack}: {} is not in ChildNames::operator_owned",
                 kind_name(o)
             );
         }

@@ -5,15 +5,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, Probe, SeccompProfile, Secret,
-    SecretKeySelector, SecurityContext, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSecurityContext, Probe, SeccompProfile, SecretKeySelector,
+    SecurityContext, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::credentials::{BrokerLogin, SecretValue};
 use crate::labels::{self, Component};
 use crate::reconcile::validate::{DataStorage, ValidatedStack};
 
@@ -35,10 +34,7 @@ pub const RABBITMQ_MANAGEMENT_PORT: i32 = 15672;
 pub const EPMD_PORT: i32 = 4369;
 /// Erlang distribution (inter-node) port.
 pub const ERLANG_DIST_PORT: i32 = 25672;
-/// Secret key of the broker user name.
-pub const USERNAME_KEY: &str = "username";
-/// Secret key of the broker password.
-pub const PASSWORD_KEY: &str = "password";
+pub use crate::credentials::{PASSWORD_KEY, USERNAME_KEY};
 /// Secret key of the Erlang cookie.
 pub const ERLANG_COOKIE_KEY: &str = "cookie";
 /// Numeric user (and group) of the ping and pong images.
@@ -275,29 +271,6 @@ pub fn config_hash(config: &impl Serialize) -> String {
     // empty input still hashes deterministically if it ever did.
     let bytes = serde_json::to_vec(config).unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))
-}
-
-/// A Secret value as a file-reading service sees it: UTF-8 text without one trailing line break
-/// (`\n` or `\r\n`), which ping and pong drop from their `*_FILE`s too. `None` when absent or
-/// not UTF-8.
-fn text_value(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = &secret.data.as_ref()?.get(key)?.0;
-    let mut text = String::from_utf8(bytes.clone()).ok()?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
-    Some(text)
-}
-
-/// The broker user and password of the credentials Secret, for the definitions file.
-pub fn broker_login(secret: &Secret) -> Option<BrokerLogin> {
-    Some(BrokerLogin {
-        username: text_value(secret, USERNAME_KEY).filter(|u| !u.is_empty())?,
-        password: SecretValue::new(text_value(secret, PASSWORD_KEY).filter(|p| !p.is_empty())?),
-    })
 }
 
 /// Prometheus scrape annotations plus the configuration hash.
