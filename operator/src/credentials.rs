@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use k8s_openapi::api::core::v1::Secret;
+
 use rand::Rng;
 use rand::distr::{Alphanumeric, Distribution};
 
@@ -18,6 +20,11 @@ pub const COOKIE_LEN: usize = 48;
 pub const USER_SUFFIX_LEN: usize = 8;
 /// Prefix of a generated user name.
 pub const USER_PREFIX: &str = "pingpong-";
+
+/// Secret key of the broker user name.
+pub const USERNAME_KEY: &str = "username";
+/// Secret key of the broker password.
+pub const PASSWORD_KEY: &str = "password";
 
 /// A secret string whose `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -107,6 +114,29 @@ fn random_alphanumeric(rng: &mut impl Rng, len: usize) -> String {
         .take(len)
         .map(char::from)
         .collect()
+}
+
+/// A Secret value as a file-reading service sees it: UTF-8 text without one trailing line break
+/// (`\n` or `\r\n`), which ping and pong drop from their `*_FILE`s too. `None` when absent or
+/// not UTF-8.
+fn text_value(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = &secret.data.as_ref()?.get(key)?.0;
+    let mut text = String::from_utf8(bytes.clone()).ok()?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Some(text)
+}
+
+/// The broker user and password of the credentials Secret, for the definitions file.
+pub fn broker_login(secret: &Secret) -> Option<BrokerLogin> {
+    Some(BrokerLogin {
+        username: text_value(secret, USERNAME_KEY).filter(|u| !u.is_empty())?,
+        password: SecretValue::new(text_value(secret, PASSWORD_KEY).filter(|p| !p.is_empty())?),
+    })
 }
 
 #[cfg(test)]

@@ -157,6 +157,7 @@ fn truncate(mut s: String, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::crd::ComponentStatus;
+    use crate::labels::Component;
     use crate::reconcile::status::{Outcome, Readiness, conditions, converged};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
@@ -170,13 +171,11 @@ mod tests {
             replicas: 1,
             ready_replicas: n,
         };
-        converged(Readiness {
-            ping: c,
-            pong: c,
-            rabbitmq: c,
-            postgres: None,
-            redis: None,
-        })
+        converged(Readiness::new([
+            (Component::RabbitMq, c),
+            (Component::Ping, c),
+            (Component::Pong, c),
+        ]))
     }
 
     fn reasons(n: &[Notice]) -> Vec<&str> {

@@ -53,9 +53,6 @@ pub mod reason {
 /// longer than a broker node's boot and peer discovery, shorter than a user's patience.
 pub const NOT_READY_GRACE: Duration = Duration::from_secs(300);
 
-/// At most this many pods are read per workload that is not ready.
-pub const PODS_PER_WORKLOAD: u32 = 50;
-
 /// Why the stack is not ready: one object and its own reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {

@@ -6,7 +6,9 @@
 //! [`applied`] remembers as unchanged since their last apply, and deletes orphans;
 //! [`report`] writes the status that [`status`] computes, and the Events, after [`health`]
 //! explained, from the pods of the workloads that are not ready, why they are not; from the same
-//! pods, [`restart`] deletes together the broker nodes that run with an old Erlang cookie. Every failure a user
+//! pods, [`restart`] deletes together the broker nodes that run with an old Erlang cookie;
+//! before the apply, [`migrate`] replaces the workloads that still select with an earlier
+//! release's selector (gated like an upgrade). Every failure a user
 //! can act on ends in a status condition before it is returned, so the error policy's backoff
 //! and the user's view agree. All state comes through the injected [`Context`]: no globals, so
 //! tests drive it against an in-memory API.
@@ -19,6 +21,7 @@ pub mod context;
 pub mod desired;
 pub mod events;
 pub mod health;
+pub mod migrate;
 pub mod names;
 pub mod observe;
 pub mod ownership;
@@ -27,6 +30,7 @@ pub mod report;
 pub mod restart;
 pub mod rollout;
 pub mod status;
+pub mod terms;
 pub mod upgrade_gate;
 pub mod validate;
 pub mod yaml;
@@ -39,16 +43,19 @@ pub const STATUS_FIELD_MANAGER: &str = "pingpong-operator/status";
 pub use context::Context;
 
 use crate::crd::PingPongStack;
+use crate::credentials;
 use crate::error::Error;
 use crate::labels;
 use crate::metrics::ReconcileResult;
 use apply::Applier;
+use builders::PlanInputs;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
+use rollout::Readiness;
 use status::{Converged, Outcome, Report, reason};
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,10 +209,27 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         }
     };
 
-    // At most N stacks roll to new default images at a time; the others keep theirs for now.
-    let gated = upgrade_gate::gate(&ctx.upgrades, &ctx.client, stack, validated, &ctx.images);
+    // Which workloads still select with an earlier release's selector (the caches answer for
+    // the others).
+    let live = migrate::observe(&ctx.client, &ctx.children, &validated, uid);
+    let live = reporter.failed(live.await).await?;
+    let selector_migration = migrate::needs_migration(&live) && migrate::opted_in(stack);
+
+    // At most N stacks roll to new default images, or migrate their selectors, at a time; the
+    // others keep theirs for now.
+    let gated = upgrade_gate::gate(
+        &ctx.upgrades,
+        &ctx.client,
+        stack,
+        validated,
+        &ctx.images,
+        selector_migration,
+    );
     let gated = reporter.failed(gated.await).await?;
-    let validated = gated.validated;
+    let mut validated = gated.validated;
+    let migrating = selector_migration && gated.upgrading && !validated.paused;
+    let selectors = migrate::decide(&live, migrating);
+    validated.selectors = selectors.selectors.clone();
 
     // 2. Observe (reads only): Secrets, optional APIs; credentials only for missing Secrets.
     let observed = reporter
@@ -219,18 +243,32 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
 
     // The route of a stack that chose none: the operator's default Gateway where the Gateway
     // API is served, else the Ingress validate planned.
-    let validated = validated.with_default_route(
-        ctx.default_gateway.as_ref(),
-        observed.plan_inputs.served.http_route,
-    );
+    let validated =
+        validated.with_default_route(ctx.default_gateway.as_ref(), observed.served.http_route);
 
     // 3. Build (pure): every desired child object.
-    let desired = builders::build_desired(&validated, &observed.plan_inputs);
+    // New credentials only for the Secrets the operator must create: an existing password is
+    // never rotated.
+    let inputs = PlanInputs::from_observed(
+        &validated,
+        observed.existing,
+        observed.served,
+        credentials::generate,
+        credentials::generate_password,
+    )
+    .with_existing(&validated, &observed.secrets);
+    let desired = builders::build_desired(&validated, &inputs);
 
     // 4. Apply, or only read the workloads while paused.
     let workloads = if validated.paused {
-        observe::workloads(&ctx.client, &validated).await
+        observe::workloads(&ctx.client, &validated.namespace, &desired).await
     } else {
+        // Workloads with an earlier release's selector: deleted with their pods kept, and
+        // created again by the apply below.
+        let migrated = migrate::execute(&ctx.client, &validated, &selectors, &desired);
+        if reporter.failed(migrated.await).await? {
+            ctx.last_applied.forget_stack(uid);
+        }
         if validated.keda.is_some() {
             // Before pong's Deployment is applied without `replicas`.
             let handover = crate::autoscale::keda::hand_over_replicas(&ctx.client, &validated);
@@ -244,13 +282,13 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             &validated.name,
             uid,
             &ctx.metrics,
-            observed.plan_inputs.served,
+            observed.served,
             &ctx.children,
         )
         .skipping_unchanged(&ctx.last_applied, full_pass);
         let selector = labels::children_selector(&validated.name);
         // A child whose API is not served is reported; it does not hold back the others.
-        let unserved = observe::unserved_apis(&validated, observed.plan_inputs.served);
+        let unserved = observe::unserved_apis(&validated, observed.served);
         apply::apply_desired(&mut applier, &desired, uid, &selector, unserved).await
     };
     let workloads = reporter.failed(workloads).await?;
@@ -283,9 +321,10 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     // A split broker: every pod ready, each node in a cluster of its own (the periodic check's
     // verdict in the status; never read from the brokers here).
     problems.extend(health::broker_problem(stack));
-    let converged = Converged::new(&validated, workloads.readiness())
+    let converged = Converged::new(&validated, Readiness::of(&desired, &workloads))
         .with_problems(problems)
-        .with_upgrade(gated.upgrading, gated.waiting.clone());
+        .with_upgrade(gated.upgrading, gated.waiting.clone())
+        .with_selector_migration(migrate::pending_message(&selectors.pending));
     let ready = converged.problems.is_empty() && converged.readiness.is_ready();
     reporter
         .send(Outcome::Converged(Box::new(converged)))

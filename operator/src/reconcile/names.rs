@@ -71,21 +71,42 @@ impl ChildNames {
         &self.default_credentials_secret
     }
 
-    /// Every name the operator itself may write (including the generated credentials Secret).
+    /// Every name the operator itself may write (including the generated credentials Secret):
+    /// validation checks their lengths and that the user's `credentialsSecret` is none of them.
+    /// Destructured without `..`, so a new name cannot be left out; a test checks that every
+    /// child of the plans in the invariants suite carries one of these names.
     pub fn operator_owned(&self) -> impl Iterator<Item = &str> {
+        let Self {
+            rabbitmq,
+            rabbitmq_headless,
+            rabbitmq_config,
+            // The user's Secret when the spec names one (never written), else the default one.
+            credentials_secret: _,
+            erlang_cookie_secret,
+            rabbitmq_definitions,
+            ping,
+            pong,
+            postgres,
+            postgres_credentials,
+            redis,
+            route,
+            alerts,
+            default_credentials_secret,
+        } = self;
         [
-            &self.rabbitmq,
-            &self.rabbitmq_headless,
-            &self.rabbitmq_config,
-            &self.default_credentials_secret,
-            &self.erlang_cookie_secret,
-            &self.rabbitmq_definitions,
-            &self.ping,
-            &self.pong,
-            &self.postgres,
-            &self.postgres_credentials,
-            &self.redis,
-            &self.route,
+            rabbitmq,
+            rabbitmq_headless,
+            rabbitmq_config,
+            default_credentials_secret,
+            erlang_cookie_secret,
+            rabbitmq_definitions,
+            ping,
+            pong,
+            postgres,
+            postgres_credentials,
+            redis,
+            route,
+            alerts,
         ]
         .into_iter()
         .map(String::as_str)

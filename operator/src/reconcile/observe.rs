@@ -6,31 +6,33 @@
 //! external PostgreSQL's or Redis's) exist with the keys pong and ping need and may be used:
 //! they carry the opt-in label or the admin listed them (read by name, never watched). Which
 //! optional APIs are served comes from the context (learned by the controller on its own timer,
-//! never here); [`unserved_apis`] names the children the cluster cannot hold. New credentials are
-//! generated here, at the edge, only when a Secret the operator must create is missing, so an
-//! existing password is never rotated.
-//! [`workloads`] reads the workloads and the route when nothing was applied; [`pods_of`] reads
+//! never here); [`unserved_apis`] names the children the cluster cannot hold. Observe hands over
+//! facts ([`Observed`]: which generated Secrets exist, the Secrets read); the pipeline turns them
+//! into the build's inputs, generating credentials only for a Secret the operator must create,
+//! so an existing password is never rotated. Observe imports no later stage.
+//! [`workloads`] reads the plan's workloads and route when nothing was applied; [`pods_of`] reads
 //! the pods of the workloads that are not ready, so status can say why. This module never
 //! writes.
 
 use std::collections::BTreeMap;
 
-use super::builders::common::broker_login;
-use super::builders::{ExistingSecrets, PlanInputs};
 use super::context::Context;
-use super::health::PODS_PER_WORKLOAD;
-use super::rollout::{Rollout, Workloads, deployment_rollout, statefulset_rollout};
+use super::desired::{Child, DesiredState};
+use super::rollout::{Workloads, deployment_rollout, statefulset_rollout};
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::apis::{OptionalApi, ServedApis};
 use crate::config::AllowedSecrets;
-use crate::crd::ComponentStatus;
-use crate::credentials;
+use crate::credentials::broker_login;
 use crate::error::Error;
 use crate::labels::{Component, REFERABLE, REFERABLE_VALUE};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
+
+/// At most this many pods are read per workload that is not ready (the ones
+/// [`super::health::problems`] explains).
+pub const PODS_PER_WORKLOAD: u32 = 50;
 
 /// Keys the user's `credentialsSecret` must have.
 pub const CREDENTIAL_KEYS: [&str; 2] = ["username", "password"];
@@ -47,11 +49,27 @@ pub struct MissingReference {
     pub message: String,
 }
 
-/// What observe found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which of the Secrets the operator generates already exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExistingSecrets {
+    /// The broker credentials Secret (generated or the user's).
+    pub credentials: bool,
+    /// The Erlang-cookie Secret.
+    pub erlang_cookie: bool,
+    /// The provisioned PostgreSQL's credentials Secret.
+    pub postgres: bool,
+}
+
+/// What observe found: the facts the build step turns into its inputs. No `Debug`: it holds
+/// Secrets in full, which must never reach a log.
+#[derive(Clone)]
 pub struct Observed {
-    /// Inputs for the pure build step.
-    pub plan_inputs: PlanInputs,
+    /// Which of the Secrets the operator generates exist (the others get new credentials).
+    pub existing: ExistingSecrets,
+    /// The existing Secrets the workloads read, in full (their digests roll the readers).
+    pub secrets: Vec<Secret>,
+    /// Which optional APIs the cluster serves, as the controller last learned it.
+    pub served: ServedApis,
     /// Something the spec refers to is missing; nothing should be applied.
     pub missing: Option<MissingReference>,
 }
@@ -146,7 +164,7 @@ pub fn not_referable(
         return None;
     }
     Some(MissingReference {
-        reason: super::status::reason::SECRET_NOT_REFERABLE,
+        reason: super::terms::reason::SECRET_NOT_REFERABLE,
         message: format!(
             "{field} names Secret {name:?}, which does not carry the label \
              {REFERABLE}={REFERABLE_VALUE}; a stack may only use a Secret that its owner opted in \
@@ -196,7 +214,7 @@ async fn check_store_and_cache_secrets(
     allowed: &AllowedSecrets,
     read: &mut Vec<Secret>,
 ) -> Result<Option<MissingReference>, Error> {
-    use super::status::reason::{CACHE_SECRET_MISSING, POSTGRES_SECRET_MISSING};
+    use super::terms::reason::{CACHE_SECRET_MISSING, POSTGRES_SECRET_MISSING};
     if let StoreSettings::ExternalPostgres { secret_name } = &stack.store {
         let (missing, secret) = check_user_secret(
             secrets,
@@ -247,7 +265,7 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
             &names.credentials_secret,
             credentials.as_ref(),
             &CREDENTIAL_KEYS,
-            super::status::reason::CREDENTIALS_SECRET_MISSING,
+            super::terms::reason::CREDENTIALS_SECRET_MISSING,
         )
         .or_else(|| {
             not_referable(
@@ -265,7 +283,7 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
             .is_some_and(|s| broker_login(s).is_none())
     {
         missing = Some(MissingReference {
-            reason: super::status::reason::CREDENTIALS_SECRET_MISSING,
+            reason: super::terms::reason::CREDENTIALS_SECRET_MISSING,
             message: format!(
                 "Secret {:?} must hold a non-empty UTF-8 username and password (a trailing line \
                  break is ignored)",
@@ -300,81 +318,55 @@ pub async fn observe(ctx: &Context, stack: &ValidatedStack) -> Result<Observed, 
     if missing.is_none() {
         missing = crate::autoscale::keda::missing_keda(stack, served);
     }
-    let plan_inputs = PlanInputs::from_observed(
-        stack,
-        existing,
-        served,
-        credentials::generate,
-        credentials::generate_password,
-    )
-    .with_existing(stack, &read);
     Ok(Observed {
-        plan_inputs,
+        existing,
+        secrets: read,
+        served,
         missing,
     })
 }
 
-/// Reads the workloads and the HTTPRoute without writing (used while paused). A missing
-/// workload counts as its desired replicas with none ready.
-pub async fn workloads(client: &Client, stack: &ValidatedStack) -> Result<Workloads, Error> {
-    let ns = &stack.namespace;
-    let names = &stack.names;
-    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let absent = |name: &str, replicas| Rollout {
-        name: name.to_owned(),
-        counts: ComponentStatus {
-            replicas,
-            ready_replicas: 0,
-        },
-        ..Rollout::default()
-    };
+/// Reads the workloads and the HTTPRoute of `desired` without writing (used while paused). A
+/// missing workload is left out ([`Readiness::of`] counts it as its desired replicas with none
+/// ready).
+pub async fn workloads(
+    client: &Client,
+    namespace: &str,
+    desired: &DesiredState,
+) -> Result<Workloads, Error> {
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &OptionalApi::HttpRoute.resource(),
+    );
     let mut found = Workloads::default();
-    let mut wanted = vec![(
-        Component::RabbitMq,
-        &names.rabbitmq,
-        stack.rabbitmq.replicas,
-    )];
-    if stack.store.provisioned().is_some() {
-        wanted.push((Component::Postgres, &names.postgres, 1));
-    }
-    for (component, name, replicas) in wanted {
-        let rollout = sts
-            .get_opt(name)
-            .await
-            .map_err(read("StatefulSet", name))?
-            .as_ref()
-            .map_or_else(|| absent(name, replicas), statefulset_rollout);
-        found.rollouts.insert(component, rollout);
-    }
-    let mut wanted = vec![
-        (Component::Ping, &names.ping, stack.ping.replicas),
-        (Component::Pong, &names.pong, stack.pong.replicas),
-    ];
-    if stack
-        .cache
-        .as_ref()
-        .and_then(CacheSettings::provisioned)
-        .is_some()
-    {
-        wanted.push((Component::Redis, &names.redis, 1));
-    }
-    for (component, name, replicas) in wanted {
-        let rollout = deployments
-            .get_opt(name)
-            .await
-            .map_err(read("Deployment", name))?
-            .as_ref()
-            .map_or_else(|| absent(name, replicas), deployment_rollout);
-        found.rollouts.insert(component, rollout);
-    }
-    if stack.gateway.is_some() {
-        let resource = OptionalApi::HttpRoute.resource();
-        let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-        found.route = routes
-            .get_opt(&names.route)
-            .await
-            .map_err(read("HTTPRoute", &names.route))?;
+    for (component, child) in desired.children() {
+        let name = child.name();
+        let rollout = match child {
+            Child::StatefulSet(_) => sts
+                .get_opt(name)
+                .await
+                .map_err(read("StatefulSet", name))?
+                .as_ref()
+                .map(statefulset_rollout),
+            Child::Deployment(_) => deployments
+                .get_opt(name)
+                .await
+                .map_err(read("Deployment", name))?
+                .as_ref()
+                .map(deployment_rollout),
+            Child::HttpRoute(_) => {
+                found.route = routes
+                    .get_opt(name)
+                    .await
+                    .map_err(read("HTTPRoute", name))?;
+                None
+            }
+            _ => None,
+        };
+        found.rollouts.extend(rollout.map(|r| (component, r)));
     }
     Ok(found)
 }

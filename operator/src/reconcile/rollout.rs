@@ -23,7 +23,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::DynamicObject;
 
-use super::status::Readiness;
+use super::desired::{Child, DesiredState};
 use crate::crd::ComponentStatus;
 use crate::labels::Component;
 
@@ -53,22 +53,91 @@ pub struct Workloads {
 }
 
 impl Workloads {
-    /// The components' readiness.
-    pub fn readiness(&self) -> Readiness {
-        let counts = self
-            .rollouts
-            .iter()
-            .map(|(component, rollout)| (*component, rollout.counts))
-            .collect();
-        Readiness::from_workloads(&counts)
-    }
-
     /// The workloads not at their desired ready replicas (their pods are worth a look).
     pub fn not_ready(&self) -> impl Iterator<Item = (Component, &Rollout)> {
         self.rollouts
             .iter()
             .filter(|(_, r)| !r.counts.is_ready())
             .map(|(c, r)| (*c, r))
+    }
+}
+
+impl ComponentStatus {
+    /// Whether every desired replica is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready_replicas >= self.replicas
+    }
+}
+
+/// Readiness of the workloads the plan contains (the broker's and PostgreSQL's StatefulSets,
+/// the Redis, ping and pong Deployments), in apply order, derived from
+/// [`DesiredState::children`]: a workload the plan holds counts, one it does not hold does not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    components: Vec<(Component, ComponentStatus)>,
+}
+
+impl Readiness {
+    /// The readiness of the given workloads, in the given order (tests, and [`Self::of`]).
+    pub fn new(components: impl IntoIterator<Item = (Component, ComponentStatus)>) -> Self {
+        Self {
+            components: components.into_iter().collect(),
+        }
+    }
+
+    /// The readiness of every workload of `desired` as `workloads` reported it; a workload
+    /// that was not found or not applied counts as its desired replicas with none ready.
+    pub fn of(desired: &DesiredState, workloads: &Workloads) -> Self {
+        Self::new(
+            desired
+                .children()
+                .into_iter()
+                .filter_map(|(component, child)| {
+                    let absent = match child {
+                        Child::StatefulSet(sts) => statefulset_readiness(sts),
+                        Child::Deployment(deployment) => deployment_readiness(deployment),
+                        _ => return None,
+                    };
+                    let counts = workloads.rollouts.get(&component).map(|r| r.counts);
+                    Some((component, counts.unwrap_or(absent)))
+                }),
+        )
+    }
+
+    /// The readiness of `component`'s workload, when the plan has one.
+    pub fn get(&self, component: Component) -> Option<ComponentStatus> {
+        self.components
+            .iter()
+            .find(|(c, _)| *c == component)
+            .map(|(_, status)| *status)
+    }
+
+    /// Whether every component has all its desired replicas ready.
+    pub fn is_ready(&self) -> bool {
+        self.components.iter().all(|(_, c)| c.is_ready())
+    }
+
+    /// "rabbitmq 0/3 ready" for each workload short of its desired replicas.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.components
+            .iter()
+            .filter(|(_, c)| !c.is_ready())
+            .map(|(component, c)| {
+                let name = component.app_name();
+                format!("{name} {}/{} ready", c.ready_replicas, c.replicas)
+            })
+            .collect()
+    }
+
+    /// "rabbitmq, ping and pong have all desired replicas ready" (and postgres and redis when
+    /// provisioned).
+    pub fn ready_message(&self) -> String {
+        let names: Vec<&str> = self.components.iter().map(|(c, _)| c.app_name()).collect();
+        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+        format!(
+            "{} and {last} have all desired replicas ready",
+            rest.join(", ")
+        )
     }
 }
 

@@ -9,12 +9,11 @@
 //! [`next_status`] adds the component counts, store, cache and endpoint. This module does no
 //! I/O; [`super::report`] writes the result through the status subresource.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::health::Problem;
+pub use super::rollout::Readiness;
 use super::validate::{CacheSettings, StoreSettings, ValidatedStack};
 use crate::crd::{
     CacheStatus, ComponentImages, ComponentStatus, PingPongStackStatus, Placement, StoreStatus,
@@ -22,152 +21,7 @@ use crate::crd::{
 };
 use crate::labels::Component;
 
-/// Condition types.
-pub mod condition_type {
-    /// Summary: every component has its desired number of ready replicas.
-    pub const READY: &str = "Ready";
-    /// The operator is still converging the stack (rollout or retry in progress).
-    pub const PROGRESSING: &str = "Progressing";
-    /// The operator cannot realise the spec, or the last reconcile failed.
-    pub const DEGRADED: &str = "Degraded";
-    /// `spec.paused` is true: children are left alone.
-    pub const PAUSED: &str = "Paused";
-    /// A component runs an older default image than the operator's current one
-    /// (`upgradePolicy: Manual`); `status.images.<component>.available` names it.
-    pub const UPGRADE_AVAILABLE: &str = "UpgradeAvailable";
-    /// The stack applied new default images and is not Ready again yet: it holds one of the
-    /// operator's `maxConcurrentUpgrades` slots.
-    pub const UPGRADING: &str = "Upgrading";
-}
-
-/// Condition reasons (PascalCase, fixed set; error reasons come from `Error::kind()`).
-pub mod reason {
-    /// Ready=True.
-    pub const ALL_COMPONENTS_READY: &str = "AllComponentsReady";
-    /// Ready=False, Progressing=True: replicas are starting.
-    pub const COMPONENTS_NOT_READY: &str = "ComponentsNotReady";
-    /// Progressing=True while children roll out.
-    pub const ROLLING_OUT: &str = "RollingOut";
-    /// Progressing=False once every component is ready.
-    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
-    /// Progressing=True after a failed reconcile that will be retried.
-    pub const RETRYING: &str = "Retrying";
-    /// Ready=False before the first successful reconcile.
-    pub const RECONCILING: &str = "Reconciling";
-    /// Ready/Degraded/Progressing when the spec cannot be realised.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// Ready/Degraded/Progressing when `rabbitmq.credentialsSecret` names a missing or
-    /// incomplete Secret.
-    pub const CREDENTIALS_SECRET_MISSING: &str = "CredentialsSecretMissing";
-    /// Ready/Degraded/Progressing when `spec.gateway` is set but the Gateway API CRDs are not
-    /// installed (every other child is applied): [`crate::apis::OptionalApi::missing_reason`].
-    pub const GATEWAY_API_MISSING: &str = "GatewayApiMissing";
-    /// Ready/Degraded/Progressing when `monitoring.serviceMonitor` or `monitoring.prometheusRule`
-    /// is set but the Prometheus Operator's CRD is not installed (every other child is applied).
-    pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
-    /// Ready/Degraded/Progressing when `spec.pong.autoscaling.engine` is `keda` but KEDA's
-    /// CRDs are not installed.
-    pub const KEDA_MISSING: &str = "KedaMissing";
-    /// Ready/Degraded/Progressing when `pong.store.postgres.external.secretName` names a missing
-    /// or incomplete Secret.
-    pub const POSTGRES_SECRET_MISSING: &str = "PostgresSecretMissing";
-    /// Ready/Degraded/Progressing when `pong.cache.external.secretName` names a missing Secret or
-    /// one without the URL key.
-    pub const CACHE_SECRET_MISSING: &str = "CacheSecretMissing";
-    /// Ready/Degraded/Progressing when a Secret the spec names lacks the opt-in label
-    /// `pingpong.dev/referable=true` and is not in the admin's list.
-    pub const SECRET_NOT_REFERABLE: &str = "SecretNotReferable";
-    /// Degraded=False.
-    pub const RECONCILE_SUCCEEDED: &str = "ReconcileSucceeded";
-    /// Paused=True, and Progressing=False while paused.
-    pub const PAUSED_BY_SPEC: &str = "PausedBySpec";
-    /// Paused=False.
-    pub const NOT_PAUSED: &str = "NotPaused";
-    /// UpgradeAvailable=True: a newer default image is available and `upgradePolicy: Manual`
-    /// keeps the recorded one.
-    pub const NEWER_DEFAULT_IMAGE: &str = "NewerDefaultImage";
-    /// UpgradeAvailable=False: every component runs the operator's current default or the
-    /// image its spec names.
-    pub const IMAGES_CURRENT: &str = "ImagesCurrent";
-    /// UpgradeAvailable=True under `upgradePolicy: Automatic`: the operator's
-    /// `maxConcurrentUpgrades` stacks are rolling, this one keeps its images until a slot frees.
-    pub const WAITING_FOR_UPGRADE_SLOT: &str = "WaitingForUpgradeSlot";
-    /// Upgrading=True: new default images applied, waiting for the stack to be Ready.
-    pub const ROLLING_TO_NEW_DEFAULTS: &str = "RollingToNewDefaults";
-    /// Upgrading=False.
-    pub const NO_UPGRADE_IN_PROGRESS: &str = "NoUpgradeInProgress";
-}
-
-impl ComponentStatus {
-    /// Whether every desired replica is ready.
-    pub fn is_ready(&self) -> bool {
-        self.ready_replicas >= self.replicas
-    }
-}
-
-/// Readiness of the components: the three that always exist, and the provisioned PostgreSQL
-/// and Redis when the spec asks for them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Readiness {
-    /// The ping Deployment.
-    pub ping: ComponentStatus,
-    /// The pong Deployment.
-    pub pong: ComponentStatus,
-    /// The RabbitMQ StatefulSet.
-    pub rabbitmq: ComponentStatus,
-    /// The provisioned PostgreSQL StatefulSet (`None`: memory or external store).
-    pub postgres: Option<ComponentStatus>,
-    /// The provisioned Redis Deployment (`None`: no cache or an external one).
-    pub redis: Option<ComponentStatus>,
-}
-
-impl Readiness {
-    /// The readiness of the workloads applied, by component (ping, pong and the broker count as
-    /// having no ready replica when missing).
-    pub fn from_workloads(workloads: &BTreeMap<Component, ComponentStatus>) -> Self {
-        let get = |c| workloads.get(&c).copied();
-        Self {
-            ping: get(Component::Ping).unwrap_or_default(),
-            pong: get(Component::Pong).unwrap_or_default(),
-            rabbitmq: get(Component::RabbitMq).unwrap_or_default(),
-            postgres: get(Component::Postgres),
-            redis: get(Component::Redis),
-        }
-    }
-
-    fn components(&self) -> Vec<(&'static str, ComponentStatus)> {
-        let mut all = vec![("rabbitmq", self.rabbitmq)];
-        all.extend(self.postgres.map(|c| ("postgres", c)));
-        all.extend(self.redis.map(|c| ("redis", c)));
-        all.extend([("ping", self.ping), ("pong", self.pong)]);
-        all
-    }
-
-    /// Whether every component has all its desired replicas ready.
-    pub fn is_ready(&self) -> bool {
-        self.components().iter().all(|(_, c)| c.is_ready())
-    }
-
-    fn not_ready(&self) -> Vec<String> {
-        self.components()
-            .into_iter()
-            .filter(|(_, c)| !c.is_ready())
-            .map(|(name, c)| format!("{name} {}/{} ready", c.ready_replicas, c.replicas))
-            .collect()
-    }
-
-    /// "ping, pong and rabbitmq", plus postgres and redis when provisioned.
-    fn ready_message(&self) -> String {
-        let mut names = vec!["ping", "pong", "rabbitmq"];
-        names.extend(self.postgres.map(|_| "postgres"));
-        names.extend(self.redis.map(|_| "redis"));
-        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
-        format!(
-            "{} and {last} have all desired replicas ready",
-            rest.join(", ")
-        )
-    }
-}
+pub use super::terms::{condition_type, reason};
 
 /// What a reconcile realised: the components' readiness and what status reports beside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,6 +47,9 @@ pub struct Converged {
     pub upgrading: bool,
     /// Why the stack keeps older default images under `Automatic` (no upgrade slot free).
     pub upgrade_waiting: Option<String>,
+    /// Which workloads keep an earlier release's selectors, and how to migrate them
+    /// ([`super::migrate::pending_message`]).
+    pub selector_migration: Option<String>,
 }
 
 impl Converged {
@@ -212,7 +69,14 @@ impl Converged {
             images: (!stack.paused).then(|| stack.images.clone()),
             upgrading: false,
             upgrade_waiting: None,
+            selector_migration: None,
         }
+    }
+
+    /// The same, with workloads that keep an earlier release's selectors (`message`).
+    pub fn with_selector_migration(mut self, message: Option<String>) -> Self {
+        self.selector_migration = message;
+        self
     }
 
     /// The same, rolling to new default images (`upgrading`) or waiting for a slot.
@@ -390,7 +254,8 @@ pub fn conditions(
         Some(converged) => {
             let images = converged.images.as_ref();
             let waiting = converged.upgrade_waiting.as_deref();
-            next.extend(images.map(|images| upgrade_condition(images, waiting)));
+            let selectors = converged.selector_migration.as_deref();
+            next.extend(images.map(|images| upgrade_condition(images, waiting, selectors)));
             let ready = next
                 .iter()
                 .any(|c| c.type_ == condition_type::READY && c.status == "True");
@@ -440,8 +305,13 @@ pub fn conditions(
 }
 
 /// `UpgradeAvailable`: True, naming each component and its newer default, when the stack kept
-/// an older default image (`upgradePolicy: Manual`).
-fn upgrade_condition(images: &ComponentImages, waiting: Option<&str>) -> Condition {
+/// an older default image (`upgradePolicy: Manual`), or naming the workloads that keep an
+/// earlier release's selectors (`selectors`); `waiting` when an upgrade slot is awaited.
+fn upgrade_condition(
+    images: &ComponentImages,
+    waiting: Option<&str>,
+    selectors: Option<&str>,
+) -> Condition {
     let available: Vec<String> = images
         .all()
         .into_iter()
@@ -450,7 +320,12 @@ fn upgrade_condition(images: &ComponentImages, waiting: Option<&str>) -> Conditi
             Some(format!("{component} {newer} (runs {})", image.image))
         })
         .collect();
-    if available.is_empty() {
+    let mut parts = Vec::new();
+    if !available.is_empty() {
+        parts.push(format!("newer default images: {}", available.join(", ")));
+    }
+    parts.extend(selectors.map(str::to_owned));
+    if parts.is_empty() {
         let msg = "every component runs the operator's default image or the one its spec names";
         return condition(
             condition_type::UPGRADE_AVAILABLE,
@@ -464,13 +339,21 @@ fn upgrade_condition(images: &ComponentImages, waiting: Option<&str>) -> Conditi
             condition_type::UPGRADE_AVAILABLE,
             true,
             reason::WAITING_FOR_UPGRADE_SLOT,
-            format!("newer default images: {}; {waiting}", available.join(", ")),
+            format!("{}; {waiting}", parts.join("; ")),
+        );
+    }
+    if available.is_empty() {
+        return condition(
+            condition_type::UPGRADE_AVAILABLE,
+            true,
+            reason::SELECTOR_MIGRATION,
+            parts.join("; "),
         );
     }
     let msg = format!(
-        "newer default images: {}; upgradePolicy Manual keeps the recorded ones: set \
-         spec.upgradePolicy: Automatic (or the image in the spec) to roll",
-        available.join(", ")
+        "{}; upgradePolicy Manual keeps the recorded ones: set spec.upgradePolicy: Automatic \
+         (or the image in the spec) to roll",
+        parts.join("; ")
     );
     condition(
         condition_type::UPGRADE_AVAILABLE,
@@ -521,7 +404,7 @@ pub fn backing_status(
             data_major_version: stack.postgres_data_major,
         },
         StoreSettings::ProvisionedPostgres(_) => {
-            let (ready, replicas, ready_replicas) = provisioned(readiness.postgres);
+            let (ready, replicas, ready_replicas) = provisioned(readiness.get(Component::Postgres));
             StoreStatus {
                 type_: StoreType::Postgres,
                 placement: Some(Placement::Provisioned),
@@ -541,7 +424,7 @@ pub fn backing_status(
             ready_replicas: None,
         },
         CacheSettings::Provisioned(_) => {
-            let (ready, replicas, ready_replicas) = provisioned(readiness.redis);
+            let (ready, replicas, ready_replicas) = provisioned(readiness.get(Component::Redis));
             CacheStatus {
                 placement: Placement::Provisioned,
                 ready,
@@ -598,9 +481,9 @@ pub fn next_status(report: &Report<'_>, now: Timestamp) -> PingPongStackStatus {
     PingPongStackStatus {
         observed_generation: report.generation,
         conditions,
-        ping: Some(r.ping),
-        pong: Some(r.pong),
-        rabbitmq: Some(r.rabbitmq),
+        ping: Some(r.get(Component::Ping).unwrap_or_default()),
+        pong: Some(r.get(Component::Pong).unwrap_or_default()),
+        rabbitmq: Some(r.get(Component::RabbitMq).unwrap_or_default()),
         endpoint: converged
             .endpoint
             .clone()
@@ -636,6 +519,7 @@ pub(super) fn converged(readiness: Readiness) -> Outcome {
         images: None,
         upgrading: false,
         upgrade_waiting: None,
+        selector_migration: None,
     }))
 }
 

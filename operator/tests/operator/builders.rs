@@ -9,8 +9,9 @@ use pingpong_operator::apis::ServedApis;
 use pingpong_operator::credentials;
 use pingpong_operator::images::Images;
 use pingpong_operator::reconcile::builders::{
-    CookieSource, CredentialsSource, ExistingSecrets, PlanInputs, build_desired,
+    CookieSource, CredentialsSource, PlanInputs, build_desired,
 };
+use pingpong_operator::reconcile::observe::ExistingSecrets;
 use pingpong_operator::reconcile::validate::validate;
 use pingpong_operator::render::{join_documents, render};
 use pretty_assertions::assert_eq;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use pingpong_operator::credentials::broker_login;
 use pingpong_operator::credentials::{BrokerLogin, SecretValue};
-use pingpong_operator::reconcile::builders::common::broker_login;
 use pingpong_operator::reconcile::builders::rabbitmq::{
     build_rabbitmq_config, declared_users, definitions_json,
 };

@@ -5,15 +5,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, Probe, SeccompProfile, Secret,
-    SecretKeySelector, SecurityContext, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSecurityContext, Probe, SeccompProfile, SecretKeySelector,
+    SecurityContext, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::credentials::{BrokerLogin, SecretValue};
 use crate::labels::{self, Component};
 use crate::reconcile::validate::{DataStorage, ValidatedStack};
 
@@ -35,10 +34,7 @@ pub const RABBITMQ_MANAGEMENT_PORT: i32 = 15672;
 pub const EPMD_PORT: i32 = 4369;
 /// Erlang distribution (inter-node) port.
 pub const ERLANG_DIST_PORT: i32 = 25672;
-/// Secret key of the broker user name.
-pub const USERNAME_KEY: &str = "username";
-/// Secret key of the broker password.
-pub const PASSWORD_KEY: &str = "password";
+pub use crate::credentials::{PASSWORD_KEY, USERNAME_KEY};
 /// Secret key of the Erlang cookie.
 pub const ERLANG_COOKIE_KEY: &str = "cookie";
 /// Numeric user (and group) of the ping and pong images.
@@ -76,7 +72,7 @@ pub fn object_meta(stack: &ValidatedStack, name: &str, component: Component) -> 
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(stack.namespace.clone()),
-        labels: Some(labels::component_labels(&stack.name, component)),
+        labels: Some(stack.labels(component)),
         owner_references: stack.owner_reference().map(|owner| vec![owner]),
         ..ObjectMeta::default()
     }
@@ -89,7 +85,7 @@ pub fn pod_meta(
     annotations: BTreeMap<String, String>,
 ) -> ObjectMeta {
     ObjectMeta {
-        labels: Some(labels::component_labels(&stack.name, component)),
+        labels: Some(stack.labels(component)),
         annotations: Some(annotations),
         ..ObjectMeta::default()
     }
@@ -156,7 +152,17 @@ pub fn http_probe(
     }
 }
 
-/// The StatefulSet claim template `volume` (ReadWriteOnce, the component's labels) for
+/// The labels of a claim template: only labels that never change (Kubernetes refuses any change
+/// to a StatefulSet's claim templates): the selector labels, stack and role. A workload that
+/// keeps an earlier release's selector keeps the labels that release gave its templates.
+fn claim_labels(stack: &ValidatedStack, component: Component) -> BTreeMap<String, String> {
+    match stack.selectors.workload(component) {
+        labels::Scheme::Unique => stack.workload_selector(component),
+        labels::Scheme::Legacy => stack.labels(component),
+    }
+}
+
+/// The StatefulSet claim template `volume` (ReadWriteOnce, its never-changing labels) for
 /// persistent storage, or `None` for an ephemeral one (the pod then mounts an emptyDir).
 pub fn data_claim_templates(
     stack: &ValidatedStack,
@@ -174,7 +180,7 @@ pub fn data_claim_templates(
     Some(vec![PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(volume.to_owned()),
-            labels: Some(labels::component_labels(&stack.name, component)),
+            labels: Some(claim_labels(stack, component)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -265,29 +271,6 @@ pub fn config_hash(config: &impl Serialize) -> String {
     // empty input still hashes deterministically if it ever did.
     let bytes = serde_json::to_vec(config).unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))
-}
-
-/// A Secret value as a file-reading service sees it: UTF-8 text without one trailing line break
-/// (`\n` or `\r\n`), which ping and pong drop from their `*_FILE`s too. `None` when absent or
-/// not UTF-8.
-fn text_value(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = &secret.data.as_ref()?.get(key)?.0;
-    let mut text = String::from_utf8(bytes.clone()).ok()?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
-    Some(text)
-}
-
-/// The broker user and password of the credentials Secret, for the definitions file.
-pub fn broker_login(secret: &Secret) -> Option<BrokerLogin> {
-    Some(BrokerLogin {
-        username: text_value(secret, USERNAME_KEY).filter(|u| !u.is_empty())?,
-        password: SecretValue::new(text_value(secret, PASSWORD_KEY).filter(|p| !p.is_empty())?),
-    })
 }
 
 /// Prometheus scrape annotations plus the configuration hash.

@@ -31,6 +31,7 @@ use crate::reconcile::desired::{
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::credentials::{BrokerCredentials, BrokerLogin, SecretValue};
+use crate::reconcile::observe::ExistingSecrets;
 use crate::reconcile::validate::ValidatedStack;
 use secret_digest::SecretDigests;
 
@@ -53,17 +54,6 @@ pub enum CookieSource {
     Generated(SecretValue),
     /// The cookie Secret exists: never written.
     Existing,
-}
-
-/// Which of the Secrets the operator generates already exist.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExistingSecrets {
-    /// The broker credentials Secret (generated or the user's).
-    pub credentials: bool,
-    /// The Erlang-cookie Secret.
-    pub erlang_cookie: bool,
-    /// The provisioned PostgreSQL's credentials Secret.
-    pub postgres: bool,
 }
 
 /// Facts from the observe step that the plan needs besides the spec.
@@ -148,7 +138,7 @@ impl PlanInputs {
         }
         if self.broker_login.is_none() {
             self.broker_login =
-                named(&stack.names.credentials_secret).and_then(common::broker_login);
+                named(&stack.names.credentials_secret).and_then(crate::credentials::broker_login);
         }
         self.former_users = named(&stack.names.rabbitmq_definitions)
             .and_then(|s| s.data.as_ref()?.get(rabbitmq::DEFINITIONS_KEY))

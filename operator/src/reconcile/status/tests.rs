@@ -17,40 +17,42 @@ fn readiness(ready: i32) -> Readiness {
         replicas: 1,
         ready_replicas: ready,
     };
-    Readiness {
-        ping: c,
-        pong: c,
-        rabbitmq: c,
-        postgres: None,
-        redis: None,
-    }
+    Readiness::new([
+        (Component::RabbitMq, c),
+        (Component::Ping, c),
+        (Component::Pong, c),
+    ])
 }
 
 #[test]
 fn provisioned_store_and_cache_gate_ready() {
-    let mut r = readiness(1);
+    let r = readiness(1);
     let cs = conditions(&converged(r), false, Some(1), &[], t(0));
     assert_eq!(
         get(&cs, READY).message,
-        "ping, pong and rabbitmq have all desired replicas ready"
+        "rabbitmq, ping and pong have all desired replicas ready"
     );
-    r.postgres = Some(ComponentStatus {
+    let status = |ready_replicas| ComponentStatus {
         replicas: 1,
-        ready_replicas: 0,
-    });
-    r.redis = Some(ComponentStatus {
-        replicas: 1,
-        ready_replicas: 1,
-    });
-    let cs = conditions(&converged(r), false, Some(1), &[], t(0));
+        ready_replicas,
+    };
+    let with_backing = |postgres| {
+        Readiness::new([
+            (Component::RabbitMq, status(1)),
+            (Component::Postgres, status(postgres)),
+            (Component::Redis, status(1)),
+            (Component::Ping, status(1)),
+            (Component::Pong, status(1)),
+        ])
+    };
+    let cs = conditions(&converged(with_backing(0)), false, Some(1), &[], t(0));
     assert_eq!(get(&cs, READY).status, "False");
     assert_eq!(get(&cs, READY).message, "waiting for postgres 0/1 ready");
-    r.postgres = r.redis;
-    let cs = conditions(&converged(r), false, Some(1), &[], t(0));
+    let cs = conditions(&converged(with_backing(1)), false, Some(1), &[], t(0));
     assert_eq!(get(&cs, READY).status, "True");
     assert_eq!(
         get(&cs, READY).message,
-        "ping, pong, rabbitmq, postgres and redis have all desired replicas ready"
+        "rabbitmq, postgres, redis, ping and pong have all desired replicas ready"
     );
 }
 

@@ -234,6 +234,7 @@ pub fn validate(
         images,
         postgres_data_major,
         refused,
+        selectors: crate::labels::SelectorPlan::default(),
         uid: stack.metadata.uid.clone(),
         generation: stack.metadata.generation,
         names,
