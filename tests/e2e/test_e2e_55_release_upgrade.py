@@ -22,11 +22,14 @@ The scenario, as a user upgrades:
    chart with a new default broker image (`--set stackImages.rabbitmq=...`, as a release with a
    new RabbitMQ ships, so that something is always available whatever the two commits' defaults),
    and the working tree's operator runs with the upgraded Deployment's environment.
-4. Checked on converged state: `manual`'s pods and pod templates are the ones recorded (no uid,
-   no template changed), its `status.images` keeps the images it ran and shows every newer default
-   as `available`, and `UpgradeAvailable` is True; `auto` runs the new broker default, records it,
-   is Ready with nothing available; `chosen` keeps the broker image its spec names. Every stack is
-   Ready.
+4. Checked on converged state: `manual`'s pods, pod templates and workload selectors are the
+   ones recorded (no uid, template or selector changed), its `status.images` keeps the images it
+   ran and shows every newer default as `available`, and `UpgradeAvailable` is True
+   (`NewerDefaultImage`; from a release before the unique selectors its message also names the
+   workloads that keep the earlier selector); `auto` runs the new broker default, records it, is
+   Ready with nothing available; `auto` and `chosen` select by `pingpong.dev/stack` (migrated from
+   an earlier release's selector: their broker restarts, as their policy allows); `chosen` keeps
+   the broker image its spec names. Every stack is Ready.
 Afterwards (also on failure) the release and its namespace are removed, the working tree's CRD is
 applied and the shared operator started again. Local mode only: the operators run on the host."""
 
@@ -46,6 +49,8 @@ from e2e_helpers import (CHART, ROOT, Cluster, HostOperator, eventually, missing
 
 NEW_BROKER_DEFAULT = "rabbitmq:4.3-management"
 CHILD_WORKLOADS = (("statefulset", "rabbitmq"), ("deployment", "ping"), ("deployment", "pong"))
+# The selector label of releases since the unique selectors (README, Day-2 "Selectors").
+UNIQUE_SELECTOR = "pingpong.dev/stack"
 
 
 def _previous_release() -> Path:
@@ -99,6 +104,17 @@ def _pods(cluster: Cluster, ns: str, stack: str) -> dict[str, str]:
     """Pod name → uid of every pod of `stack`."""
     items = cluster.get("pods", namespace=ns, selector=f"app.kubernetes.io/instance={stack}")["items"]
     return {p["metadata"]["name"]: p["metadata"]["uid"] for p in items}
+
+
+def _selectors(cluster: Cluster, ns: str, stack: str) -> dict[str, Any]:
+    return {f"{kind}/{stack}-{role}": cluster.get(kind, f"{stack}-{role}", ns)["spec"]["selector"]
+            for kind, role in CHILD_WORKLOADS}
+
+
+def _unique_selectors(selectors: dict[str, Any]) -> bool:
+    """Every workload selects by the operator's own `pingpong.dev/stack` (not an earlier
+    release's `app.kubernetes.io/instance` + `component`)."""
+    return all(UNIQUE_SELECTOR in (s.get("matchLabels") or {}) for s in selectors.values())
 
 
 def _images(cluster: Cluster, ns: str, stack: str) -> dict[str, Any]:
@@ -176,6 +192,10 @@ def test_an_upgrade_from_the_previous_release_restarts_only_what_the_policy_allo
             f"the previous release already defaults to {NEW_BROKER_DEFAULT}: pick a newer one here")
         before = {n: (_pods(cluster, ns, n), _workload_templates(cluster, ns, n)) for n in stacks}
         assert all(before[n][0] for n in stacks), before
+        before_selectors = {n: _selectors(cluster, ns, n) for n in stacks}
+        # A release before the unique selectors: the upgrade migrates the Automatic stacks'
+        # workloads and leaves the Manual one's (README, Day-2 "Selectors").
+        legacy = not _unique_selectors(before_selectors["manual"])
 
         # 3. The upgrade, as the README's "Upgrading the CRD" and "Install with Helm" say.
         op.stop()
@@ -222,9 +242,14 @@ def test_an_upgrade_from_the_previous_release_restarts_only_what_the_policy_allo
                 expected = newer if newer is not None and newer != entry["image"] else None
                 assert entry.get("available") == expected, (component, entry, current_defaults)
         assert images["rabbitmq"]["image"] == before_broker["manual"]
-        condition = cluster.wait_condition(ns, "manual", "UpgradeAvailable", "True")
-        assert condition["reason"] in ("NewerDefaultImage", "SelectorMigration"), condition
+        # A newer image and a pending selector migration: the reason is the image's, the message
+        # names both.
+        condition = cluster.wait_condition(ns, "manual", "UpgradeAvailable", "True",
+                                           "NewerDefaultImage")
         assert NEW_BROKER_DEFAULT in condition["message"], condition
+        if legacy:
+            assert "still select pods by app.kubernetes.io/instance" in condition["message"], condition
+            assert "StatefulSet manual-rabbitmq" in condition["message"], condition
 
         # 4c. The image the spec names stays; nothing is available for it.
         eventually("chosen keeps its broker image and shows nothing available",
@@ -233,13 +258,22 @@ def test_an_upgrade_from_the_previous_release_restarts_only_what_the_policy_allo
                    and "available" not in _images(cluster, ns, "chosen")["rabbitmq"], timeout=180)
         assert _images(cluster, ns, "chosen")["rabbitmq"]["source"] == "Spec"
 
-        # 4d. Every stack is Ready under the new operator, and after all that converged the Manual
-        # stack restarted nothing: the same pods, the same pod templates.
+        # 4d. The Automatic stacks select by the unique selector (migrated, when the previous
+        # release had the earlier one).
+        for name in ("auto", "chosen"):
+            eventually(f"{name}'s workloads select by {UNIQUE_SELECTOR}",
+                       lambda name=name: _unique_selectors(_selectors(cluster, ns, name)),
+                       timeout=240)
+
+        # 4e. Every stack is Ready under the new operator, and after all that converged the Manual
+        # stack restarted nothing: the same pods, pod templates and selectors.
         for name in stacks:
-            cluster.wait_ready(ns, name)
+            cluster.wait_ready(ns, name, timeout=240)
         pods, templates = before["manual"]
         assert _workload_templates(cluster, ns, "manual") == templates
+        assert _selectors(cluster, ns, "manual") == before_selectors["manual"]
         assert _pods(cluster, ns, "manual") == pods
+        assert _broker_image(cluster, ns, "chosen") == chosen_image
         assert "available" not in (_images(cluster, ns, "auto").get("rabbitmq") or {})
     finally:
         op.stop()
