@@ -3,13 +3,13 @@
 `status.images` and `UpgradeAvailable`; `Automatic` stacks roll to it; an image named in the spec
 is never touched.
 
-The upgrade is simulated: no earlier release has other default images than this working tree
-(the previous commit that changed the chart ships the same `stackImages` and crate version), and
-an operator before this one records no `status.images` at all. So the test restarts the host
-operator with another `PINGPONG_RABBITMQ_IMAGE` (what the chart value `stackImages.rabbitmq`
-sets), as a release with a new default broker image would, and restarts it with the original
-setting afterwards. Pods "restart" = a new pod uid or a changed pod template. Local mode only: the
-operator runs on the host."""
+The upgrade here is simulated within this working tree: the test restarts the host operator with
+another `PINGPONG_RABBITMQ_IMAGE` (what the chart value `stackImages.rabbitmq` sets), as a release
+with a new default broker image would, and restarts it with the original setting afterwards. The
+real upgrade from the previous release (its CRD, chart and operator binary, then this tree's) is
+test_e2e_55_release_upgrade.py; this one adds a `Manual` stack switched to `Automatic`. Pods
+"restart" = a new pod uid or a changed pod template. Local mode only: the operator runs on the
+host."""
 
 from __future__ import annotations
 
