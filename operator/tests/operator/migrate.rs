@@ -153,11 +153,7 @@ fn condition(stack: &PingPongStack, type_: &str) -> (String, String, String) {
 /// the unique keys when it holds them (the e2e test checks the exact selector on a real API
 /// server).
 async fn selectors(k8s: &Started) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let sts = k8s
-        .api::<StatefulSet>()
-        .get(&format!("{NAME}-rabbitmq"))
-        .await
-        .unwrap();
+    let sts = broker(k8s).await;
     let service = k8s
         .api::<Service>()
         .get(&format!("{NAME}-rabbitmq"))
@@ -168,6 +164,23 @@ async fn selectors(k8s: &Started) -> (BTreeMap<String, String>, BTreeMap<String,
         service.retain(|k, _| k.starts_with("pingpong.dev/"));
     }
     (sts.spec.unwrap().selector.match_labels.unwrap(), service)
+}
+
+async fn broker(k8s: &Started) -> StatefulSet {
+    k8s.api::<StatefulSet>()
+        .get(&format!("{NAME}-rabbitmq"))
+        .await
+        .unwrap()
+}
+
+fn template_labels(sts: &StatefulSet) -> Option<BTreeMap<String, String>> {
+    sts.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .labels
+        .clone()
 }
 
 async fn pod_labels(k8s: &Started, name: &str) -> BTreeMap<String, String> {
@@ -208,38 +221,15 @@ async fn a_new_stack_selects_with_the_unique_selector_only() {
 async fn a_manual_stack_keeps_its_selectors_until_it_opts_in_then_migrates() {
     let k8s = Started::reconciled(PingPongStackSpec::default()).await;
     let (broker_pod, ping_pod) = as_previous_release(&k8s).await;
-    let sts_before = k8s
-        .api::<StatefulSet>()
-        .get(&format!("{NAME}-rabbitmq"))
-        .await
-        .unwrap();
+    let sts_before = broker(&k8s).await;
 
     // Manual (the default): nothing changes that would restart a pod, and status says why.
     k8s.reconcile().await.unwrap();
-    let sts = k8s
-        .api::<StatefulSet>()
-        .get(&format!("{NAME}-rabbitmq"))
-        .await
-        .unwrap();
+    let sts = broker(&k8s).await;
     assert_eq!(sts.uid(), sts_before.uid(), "not re-created");
     assert_eq!(
-        sts.spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels,
-        sts_before
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels,
+        template_labels(&sts),
+        template_labels(&sts_before),
         "the pod template keeps exactly its labels"
     );
     assert_eq!(
@@ -270,11 +260,7 @@ async fn a_manual_stack_keeps_its_selectors_until_it_opts_in_then_migrates() {
         .await
         .unwrap();
     k8s.reconcile().await.unwrap();
-    let sts = k8s
-        .api::<StatefulSet>()
-        .get(&format!("{NAME}-rabbitmq"))
-        .await
-        .unwrap();
+    let sts = broker(&k8s).await;
     assert_ne!(sts.uid(), sts_before.uid(), "re-created");
     assert_eq!(
         selectors(&k8s).await,
