@@ -52,6 +52,10 @@ pub const ADOPT: &str = "pingpong.dev/adopt";
 /// Annotation on a stack: the PostgreSQL major version (e.g. `"17"`) its provisioned database may
 /// move to, after the data was dumped and the claim deleted (the documented major-upgrade path).
 pub const POSTGRES_MAJOR_UPGRADE: &str = "pingpong.dev/postgres-major-upgrade";
+/// Annotation on a stack: the broker image (e.g. `"rabbitmq:4.2-management"`) a running broker
+/// may move to although the operator cannot confirm RabbitMQ supports that version step (a skip,
+/// a downgrade, a tag without a version), after the user checked the path.
+pub const RABBITMQ_UPGRADE: &str = "pingpong.dev/rabbitmq-upgrade";
 /// Annotation on a stack under `upgradePolicy: Manual` (value `"true"`): migrate its workloads
 /// from the selectors of an earlier release to [`selector_labels`] (the broker and the
 /// database restart; see [`crate::reconcile::migrate`]). `Automatic` stacks migrate without it.
