@@ -181,6 +181,10 @@ def _check_migrated(cluster: Cluster, ns: str, before: dict[str, Any], samples: 
                and len(eps) == 2, timeout=90)
     cluster.wait_ready(ns, NAME, timeout=300)
     cluster.wait_condition(ns, NAME, "UpgradeAvailable", "False", "ImagesCurrent", timeout=120)
+    eventually("a SelectorsMigrated Event on the stack",
+               lambda: any(e.get("reason") == "SelectorsMigrated"
+                           and e.get("involvedObject", {}).get("name") == NAME
+                           for e in cluster.get("events", namespace=ns)["items"]))
 
 
 def _snapshot(cluster: Cluster, ns: str) -> dict[str, Any]:

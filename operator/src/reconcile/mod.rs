@@ -266,8 +266,11 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         // Workloads with an earlier release's selector: deleted with their pods kept, and
         // created again by the apply below.
         let migrated = migrate::execute(&ctx.client, &validated, &selectors, &desired);
-        if reporter.failed(migrated.await).await? {
+        let migrated = reporter.failed(migrated.await).await?;
+        if !migrated.is_empty() {
             ctx.last_applied.forget_stack(uid);
+            let regarding = stack.object_ref(&());
+            events::publish(&ctx.recorder, &regarding, vec![migrate::notice(&migrated)]).await;
         }
         if validated.keda.is_some() {
             // Before pong's Deployment is applied without `replicas`.

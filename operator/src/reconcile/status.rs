@@ -260,8 +260,8 @@ pub fn conditions(
                 .iter()
                 .any(|c| c.type_ == condition_type::READY && c.status == "True");
             next.push(if converged.upgrading && !ready {
-                let msg = "new default images applied; the stack holds an upgrade slot until \
-                           it is Ready"
+                let msg = "new default images applied, or workloads replaced to migrate their \
+                           selectors; the stack holds an upgrade slot until it is Ready"
                     .to_owned();
                 condition(
                     condition_type::UPGRADING,

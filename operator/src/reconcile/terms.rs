@@ -76,7 +76,8 @@ pub mod reason {
     /// selectors (`upgradePolicy: Manual` without `pingpong.dev/migrate-selectors: "true"`);
     /// with a newer image too the reason stays `NewerDefaultImage` and the message names both.
     pub const SELECTOR_MIGRATION: &str = "SelectorMigration";
-    /// Upgrading=True: new default images applied, waiting for the stack to be Ready.
+    /// Upgrading=True: new default images applied (or the selector migration started), waiting
+    /// for the stack to be Ready.
     pub const ROLLING_TO_NEW_DEFAULTS: &str = "RollingToNewDefaults";
     /// Upgrading=False.
     pub const NO_UPGRADE_IN_PROGRESS: &str = "NoUpgradeInProgress";

@@ -262,6 +262,8 @@ async fn a_manual_stack_keeps_its_selectors_until_it_opts_in_then_migrates() {
     k8s.reconcile().await.unwrap();
     let sts = broker(&k8s).await;
     assert_ne!(sts.uid(), sts_before.uid(), "re-created");
+    let migrated = ("Normal".to_owned(), "SelectorsMigrated".to_owned());
+    assert!(k8s.events().await.contains(&migrated));
     assert_eq!(
         selectors(&k8s).await,
         (unique(Component::RabbitMq), legacy(Component::RabbitMq))
@@ -339,5 +341,85 @@ async fn a_manual_stack_keeps_its_selectors_until_it_opts_in_then_migrates() {
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "ImagesCurrent")
+    );
+}
+
+#[tokio::test]
+async fn an_automatic_stack_migrates_only_with_an_upgrade_slot() {
+    use crate::support::api::{self, Setup};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use pingpong_operator::apis::ServedApis;
+    use pingpong_operator::crd::{PingPongStackStatus, UpgradePolicy};
+    use pingpong_operator::reconcile::upgrade_gate::UpgradeGate;
+    use std::sync::Arc;
+
+    let automatic = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    // Another stack holds the one upgrade slot.
+    let mut busy = api::stack(PingPongStackSpec::default());
+    busy.metadata.name = Some("busy".to_owned());
+    busy.status = Some(PingPongStackStatus {
+        conditions: vec![Condition {
+            type_: "Upgrading".to_owned(),
+            status: "True".to_owned(),
+            reason: "RollingToNewDefaults".to_owned(),
+            message: String::new(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+            observed_generation: None,
+        }],
+        ..PingPongStackStatus::default()
+    });
+    let k8s = Started::new(Setup {
+        stacks: vec![api::stack(automatic), busy],
+        ..Setup::default()
+    })
+    .await;
+    k8s.reconcile().await.unwrap();
+    as_previous_release(&k8s).await;
+    let sts_before = broker(&k8s).await;
+
+    let served = ServedApis::discover(&k8s.client).await.unwrap();
+    let one_slot = Arc::new(
+        api::bare_context(&k8s.client, served).with_upgrade_gate(UpgradeGate::new(1, None)),
+    );
+    api::reconcile_once(&k8s.client, &one_slot).await.unwrap();
+    assert_eq!(
+        broker(&k8s).await.uid(),
+        sts_before.uid(),
+        "waits for a slot"
+    );
+    let (status, reason, message) = condition(&k8s.stack().await, "UpgradeAvailable");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "WaitingForUpgradeSlot")
+    );
+    assert!(message.contains("stacks are rolling"), "{message}");
+    assert!(
+        message.contains(&format!("StatefulSet {NAME}-rabbitmq")),
+        "{message}"
+    );
+
+    // The slot frees: the stack migrates and holds it while it is not Ready.
+    k8s.api::<PingPongStack>()
+        .patch_status(
+            "busy",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"conditions": []}})),
+        )
+        .await
+        .unwrap();
+    api::reconcile_once(&k8s.client, &one_slot).await.unwrap();
+    let sts = broker(&k8s).await;
+    assert_ne!(sts.uid(), sts_before.uid(), "migrated");
+    assert_eq!(
+        sts.spec.unwrap().selector.match_labels.unwrap(),
+        unique(Component::RabbitMq)
+    );
+    let (status, reason, _) = condition(&k8s.stack().await, "Upgrading");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "RollingToNewDefaults")
     );
 }

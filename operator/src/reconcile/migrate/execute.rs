@@ -24,14 +24,14 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Replaces the workloads `decision` migrates: relabels their dependents, deletes them with
 /// their dependents orphaned, waits until they are gone and relabels what was created in
-/// between. The apply that follows creates them with the unique selector. Returns whether it
-/// migrated anything.
+/// between. The apply that follows creates them with the unique selector. Returns the
+/// workloads it replaced (`Kind name`).
 pub async fn execute(
     client: &Client,
     stack: &ValidatedStack,
     decision: &Decision,
     desired: &DesiredState,
-) -> Result<bool, Error> {
+) -> Result<Vec<String>, Error> {
     for (workload, live) in &decision.migrate {
         let Live::Legacy { uid, deleting, .. } = live else {
             continue;
@@ -57,7 +57,11 @@ pub async fn execute(
             "selector migration: workload deleted with its pods kept; it is created again with the unique selector"
         );
     }
-    Ok(!decision.migrate.is_empty())
+    Ok(decision
+        .migrate
+        .iter()
+        .map(|(w, _)| format!("{} {}", w.kind.as_str(), w.name))
+        .collect())
 }
 
 fn migrate_error(

@@ -208,6 +208,23 @@ pub fn decide(live: &[(Workload, Live)], migrate_now: bool) -> Decision {
     }
 }
 
+/// Event reason of a pass that replaced workloads to migrate their selectors.
+pub const SELECTORS_MIGRATED: &str = "SelectorsMigrated";
+
+/// The Normal Event of a pass that replaced `workloads` (`Kind name`).
+pub fn notice(workloads: &[String]) -> super::events::Notice {
+    super::events::Notice {
+        warning: false,
+        reason: SELECTORS_MIGRATED.to_owned(),
+        action: "MigrateSelectors",
+        note: format!(
+            "{} deleted with their pods, ReplicaSets and claims kept, and created again with the \
+             selector pingpong.dev/stack + pingpong.dev/role (StatefulSets roll their pods once)",
+            workloads.join(", ")
+        ),
+    }
+}
+
 /// The status message of a stack whose workloads keep an earlier release's selector.
 pub fn pending_message(pending: &[String]) -> Option<String> {
     (!pending.is_empty()).then(|| {
