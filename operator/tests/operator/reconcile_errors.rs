@@ -1,7 +1,7 @@
 //! Reconcile against an in-memory API when things go wrong: injected API errors and conflicts,
 //! invalid specs, missing references, undecodable objects, and `paused`.
 
-use crate::support::api::{self, NAME, NS, Setup, Started, diff};
+use crate::support::api::{self, NS, Setup, Started, diff};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
@@ -295,17 +295,8 @@ async fn a_broker_cluster_on_an_image_older_than_3_10_is_degraded() {
             spec.rabbitmq.image = Some(image.into());
         })
         .await;
-        let annotation = serde_json::json!({"metadata": {"annotations": {
-            pingpong_operator::labels::RABBITMQ_UPGRADE: image
-        }}});
-        k8s.api::<pingpong_operator::crd::PingPongStack>()
-            .patch(
-                NAME,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&annotation),
-            )
-            .await
-            .unwrap();
+        k8s.annotate(pingpong_operator::labels::RABBITMQ_UPGRADE, image)
+            .await;
         k8s.reconcile().await.unwrap();
         let (degraded, _, message) = condition(&k8s.stack().await, "Degraded");
         assert_eq!(degraded, "False", "{replicas} x {image}: {message}");

@@ -237,18 +237,9 @@ async fn a_postgres_major_change_is_refused_and_everything_else_applied() {
     );
 
     // The documented path: the annotation names the new major.
-    let annotation = serde_json::json!({"metadata": {"annotations": {
-        pingpong_operator::labels::POSTGRES_MAJOR_UPGRADE: "17"
-    }}});
     started
-        .api::<pingpong_operator::crd::PingPongStack>()
-        .patch(
-            NAME,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&annotation),
-        )
-        .await
-        .unwrap();
+        .annotate(pingpong_operator::labels::POSTGRES_MAJOR_UPGRADE, "17")
+        .await;
     started.reconcile().await.unwrap();
     assert_eq!(postgres_image(&started).await, "postgres:17");
     let status = started.status().await;
@@ -345,18 +336,12 @@ async fn a_rabbitmq_series_skip_is_refused_and_everything_else_applied() {
         statefulset_image(&started, &broker).await,
         "rabbitmq:4.1-management"
     );
-    let annotation = serde_json::json!({"metadata": {"annotations": {
-        pingpong_operator::labels::RABBITMQ_UPGRADE: "rabbitmq:latest"
-    }}});
     started
-        .api::<pingpong_operator::crd::PingPongStack>()
-        .patch(
-            NAME,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&annotation),
+        .annotate(
+            pingpong_operator::labels::RABBITMQ_UPGRADE,
+            "rabbitmq:latest",
         )
-        .await
-        .unwrap();
+        .await;
     started.reconcile().await.unwrap();
     assert_eq!(
         statefulset_image(&started, &broker).await,
