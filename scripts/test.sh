@@ -45,6 +45,16 @@ step "build binaries for the system tests"
 cargo build --workspace --bins
 export PINGPONG_BIN_DIR="$CARGO_TARGET_DIR/debug"
 
+step "the previous release's operator and chart for the upgrade test (built once per commit, cached outside git)"
+# scripts/previous-release.sh: builds that commit's operator in this target directory (only the
+# operator crate compiles, about a minute cold, nothing warm), then this checkout's operator
+# again, and fails unless target/debug/pingpong-operator is this checkout's afterwards.
+if ! scripts/previous-release.sh >/dev/null; then
+  [[ ${CI:-} == true ]] &&
+    fail "tests/e2e/test_e2e_55_release_upgrade.py needs the previous release (scripts/previous-release.sh, see above)"
+  say "warning: no previous release (see above): the release-upgrade scenario will be skipped"
+fi
+
 step "local Kubernetes control plane (built once from Go modules, cached outside git)"
 scripts/cluster/build.sh
 if ((EUID == 0)) && [[ ${CLUSTER_REAL_NODE:-} != 0 ]]; then

@@ -6,7 +6,7 @@
 use clap::{Parser, Subcommand};
 use std::io::Read as _;
 
-/// `pingpong-operator [run|crd|render|autoscale]`.
+/// `pingpong-operator [run|crd|render|autoscale|rabbitmq-upgrade-check]`.
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -38,6 +38,22 @@ pub enum Command {
     /// management API every interval and print each decision as a JSON line (credentials from
     /// BROKER_USERNAME and BROKER_PASSWORD).
     Autoscale(AutoscaleArgs),
+    /// Check, before moving a running broker to another image, what RabbitMQ needs for that
+    /// version step: a supported step (one series at a time), every stable feature flag enabled
+    /// and no deprecated feature in use, read from the broker's management API (credentials from
+    /// BROKER_USERNAME and BROKER_PASSWORD). Prints one JSON object; exits 1 when the change
+    /// must wait.
+    RabbitmqUpgradeCheck {
+        /// Management API base URL of a running node, e.g. http://127.0.0.1:15672.
+        #[arg(long)]
+        management_url: String,
+        /// The image the broker runs.
+        #[arg(long)]
+        from: String,
+        /// The image to move to.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// Arguments of `autoscale` (the meanings of `spec.pong.autoscaling`).
@@ -109,5 +125,30 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(Cli::try_parse_from(["pingpong-operator", "render"]).is_err());
+    }
+
+    #[test]
+    fn rabbitmq_upgrade_check_takes_a_url_and_both_images() {
+        let cli = Cli::try_parse_from([
+            "pingpong-operator",
+            "rabbitmq-upgrade-check",
+            "--management-url",
+            "http://127.0.0.1:15672",
+            "--from",
+            "rabbitmq:4.1",
+            "--to",
+            "rabbitmq:4.2",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::RabbitmqUpgradeCheck { from, to, .. }) => {
+                assert_eq!(
+                    (from.as_str(), to.as_str()),
+                    ("rabbitmq:4.1", "rabbitmq:4.2")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["pingpong-operator", "rabbitmq-upgrade-check"]).is_err());
     }
 }

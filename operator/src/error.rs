@@ -90,6 +90,31 @@ pub enum Error {
         /// The spec field that asks for it.
         field: &'static str,
     },
+    /// A write of the selector migration failed (relabelling a pod or ReplicaSet, or deleting
+    /// a workload with its dependents orphaned); see [`crate::reconcile::migrate`].
+    #[error("failed to {step} {kind} {name} while migrating the stack's selectors")]
+    Migrate {
+        /// What the migration did: "relabel", "orphan-delete".
+        step: &'static str,
+        /// Kubernetes kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A workload deleted with its dependents orphaned (selector migration) is still there
+    /// after the wait: the garbage collector has not released it yet; retried soon.
+    #[error(
+        "{kind} {name} was deleted with its pods orphaned to migrate its selector and is still          being deleted; the migration continues once it is gone"
+    )]
+    MigrationPending {
+        /// Kubernetes kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+    },
     /// Writing the stack's status failed.
     #[error("failed to update the status of PingPongStack {name}")]
     Status {
@@ -167,8 +192,10 @@ impl Error {
             | Self::Apply { source, .. }
             | Self::List { source, .. }
             | Self::Delete { source, .. }
+            | Self::Migrate { source, .. }
             | Self::Status { source, .. } => Some(source),
             Self::MissingObjectKey(_)
+            | Self::MigrationPending { .. }
             | Self::Timeout(_)
             | Self::NotOwned { .. }
             | Self::ApiNotServed { .. } => None,
@@ -180,6 +207,7 @@ impl Error {
         match self {
             Self::Timeout(_) => Category::Transient,
             Self::NotOwned { .. } => Category::Blocked,
+            Self::MigrationPending { .. } => Category::Conflict,
             // A retry cannot help: the operator looks for the API on its own timer and
             // reconciles every stack again when it appears.
             Self::ApiNotServed { .. } => Category::Permanent,
@@ -211,6 +239,8 @@ impl Error {
             (Self::List { .. }, _) => "ListFailed",
             (Self::Delete { .. }, _) => "DeleteFailed",
             (Self::Status { .. }, _) => "StatusFailed",
+            (Self::Migrate { .. }, _) => "SelectorMigrationFailed",
+            (Self::MigrationPending { .. }, _) => "SelectorMigrationPending",
             (Self::Timeout(_), _) => "Timeout",
             (Self::NotOwned { .. }, _) => "ChildNotOwned",
             (Self::ApiNotServed { api, .. }, _) => api.missing_reason(),

@@ -1,10 +1,15 @@
 //! Label and annotation keys, the component enum, and the helpers that build label sets.
 //!
 //! This is the only place that spells `app.kubernetes.io/*` and `pingpong.dev/*` keys. Selectors
-//! use the immutable subset `{instance, component}`; the full set adds name, part-of and
-//! managed-by. User-supplied labels never override a reserved key.
+//! use `{pingpong.dev/stack, pingpong.dev/role}` ([`selector_labels`]): the `pingpong.dev/`
+//! prefix is this operator's own and a stack's name is unique in its namespace, so another
+//! release named like the stack (whose pods carry the same `app.kubernetes.io/instance` and
+//! `component`) is never selected. The full set adds the `app.kubernetes.io/*` labels as
+//! ordinary labels. Stacks created by a release before these selectors keep the
+//! [`Scheme::Legacy`] selector `{instance, component}` until they migrate
+//! ([`crate::reconcile::migrate`]). User-supplied labels never override a reserved key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// `app.kubernetes.io/name`: the application (`rabbitmq`, `ping`, `pong`, `postgres`, `redis`,
@@ -18,6 +23,11 @@ pub const COMPONENT: &str = "app.kubernetes.io/component";
 pub const PART_OF_KEY: &str = "app.kubernetes.io/part-of";
 /// `app.kubernetes.io/managed-by`: always [`MANAGED_BY`].
 pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
+/// `pingpong.dev/stack`: the stack name; half of every selector.
+pub const STACK: &str = "pingpong.dev/stack";
+/// `pingpong.dev/role`: the component inside the stack ([`Component::as_str`]); the other half
+/// of every selector.
+pub const ROLE: &str = "pingpong.dev/role";
 
 /// Value of `app.kubernetes.io/part-of` on every child.
 pub const PART_OF: &str = "pingpong";
@@ -42,6 +52,14 @@ pub const ADOPT: &str = "pingpong.dev/adopt";
 /// Annotation on a stack: the PostgreSQL major version (e.g. `"17"`) its provisioned database may
 /// move to, after the data was dumped and the claim deleted (the documented major-upgrade path).
 pub const POSTGRES_MAJOR_UPGRADE: &str = "pingpong.dev/postgres-major-upgrade";
+/// Annotation on a stack: the broker image (e.g. `"rabbitmq:4.2-management"`) a running broker
+/// may move to although the operator cannot confirm RabbitMQ supports that version step (a skip,
+/// a downgrade, a tag without a version), after the user checked the path.
+pub const RABBITMQ_UPGRADE: &str = "pingpong.dev/rabbitmq-upgrade";
+/// Annotation on a stack under `upgradePolicy: Manual` (value `"true"`): migrate its workloads
+/// from the selectors of an earlier release to [`selector_labels`] (the broker and the
+/// database restart; see [`crate::reconcile::migrate`]). `Automatic` stacks migrate without it.
+pub const MIGRATE_SELECTORS: &str = "pingpong.dev/migrate-selectors";
 /// Label a user puts on a Secret to let stacks of its namespace name it
 /// (`credentialsSecret`, an external PostgreSQL's or Redis's `secretName`), with the value
 /// [`REFERABLE_VALUE`]. Setting a label needs write access to the Secret, so a user who may only
@@ -57,7 +75,15 @@ pub const PROMETHEUS_PORT: &str = "prometheus.io/port";
 pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
 
 /// Every key this module reserves; user labels with these keys are dropped.
-pub const RESERVED_KEYS: [&str; 5] = [NAME, INSTANCE, COMPONENT, PART_OF_KEY, MANAGED_BY_KEY];
+pub const RESERVED_KEYS: [&str; 7] = [
+    NAME,
+    INSTANCE,
+    COMPONENT,
+    PART_OF_KEY,
+    MANAGED_BY_KEY,
+    STACK,
+    ROLE,
+];
 
 /// A component of a stack; the value of `app.kubernetes.io/component`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -123,17 +149,92 @@ impl fmt::Display for Component {
     }
 }
 
-/// The immutable selector labels of one component of a stack: `{instance, component}`.
+/// Which selector a workload (and its pods' labels) or a stack's Services use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scheme {
+    /// `{pingpong.dev/stack, pingpong.dev/role}` ([`selector_labels`]); pods carry these and the
+    /// `app.kubernetes.io/*` labels.
+    #[default]
+    Unique,
+    /// `{app.kubernetes.io/instance, app.kubernetes.io/component}` ([`legacy_selector_labels`]):
+    /// what releases before the unique selectors rendered; pods carry only
+    /// `app.kubernetes.io/*` labels (exactly what that release rendered, so nothing rolls).
+    Legacy,
+}
+
+/// The selector labels of one component of a stack: `{pingpong.dev/stack, pingpong.dev/role}`.
 pub fn selector_labels(stack: &str, component: Component) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (STACK.to_owned(), stack.to_owned()),
+        (ROLE.to_owned(), component.as_str().to_owned()),
+    ])
+}
+
+/// The selector labels earlier releases rendered: `{instance, component}`. They also match the
+/// pods of a [`Scheme::Unique`] workload (which carry both), and any other release's pods
+/// labelled alike.
+pub fn legacy_selector_labels(stack: &str, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
         (INSTANCE.to_owned(), stack.to_owned()),
         (COMPONENT.to_owned(), component.as_str().to_owned()),
     ])
 }
 
-/// The full label set of one component: the selector labels plus name, part-of and managed-by.
-pub fn component_labels(stack: &str, component: Component) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(stack, component);
+/// The selector of `scheme`.
+pub fn scheme_selector(
+    scheme: Scheme,
+    stack: &str,
+    component: Component,
+) -> BTreeMap<String, String> {
+    match scheme {
+        Scheme::Unique => selector_labels(stack, component),
+        Scheme::Legacy => legacy_selector_labels(stack, component),
+    }
+}
+
+/// The schemes of one stack's objects: each workload's (its selector and its pods' labels) and
+/// that of the Services, PodDisruptionBudgets, NetworkPolicies and ServiceMonitors. The default
+/// is [`Scheme::Unique`] throughout (a new stack).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SelectorPlan {
+    /// The workloads that keep [`Scheme::Legacy`]; every other one is [`Scheme::Unique`].
+    pub legacy_workloads: BTreeSet<Component>,
+    /// The scheme the Services, PDBs, NetworkPolicies and ServiceMonitors select with.
+    pub services: Scheme,
+}
+
+impl SelectorPlan {
+    /// The scheme of `component`'s workload and pods (and of its objects' labels).
+    pub fn workload(&self, component: Component) -> Scheme {
+        if self.legacy_workloads.contains(&component) {
+            Scheme::Legacy
+        } else {
+            Scheme::Unique
+        }
+    }
+}
+
+/// A label set in `kubectl -l` syntax (`k=v,k=v`).
+pub fn to_selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The full label set of one component under `scheme`: the `app.kubernetes.io/*` labels
+/// (instance, component, name, part-of, managed-by) and, unless [`Scheme::Legacy`], the
+/// selector labels.
+pub fn component_labels(
+    stack: &str,
+    component: Component,
+    scheme: Scheme,
+) -> BTreeMap<String, String> {
+    let mut labels = legacy_selector_labels(stack, component);
+    if scheme == Scheme::Unique {
+        labels.extend(selector_labels(stack, component));
+    }
     labels.insert(NAME.to_owned(), component.app_name().to_owned());
     labels.insert(PART_OF_KEY.to_owned(), PART_OF.to_owned());
     labels.insert(MANAGED_BY_KEY.to_owned(), MANAGED_BY.to_owned());
@@ -146,7 +247,7 @@ pub fn with_user_labels(
     component: Component,
     user: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut labels = component_labels(stack, component);
+    let mut labels = component_labels(stack, component, Scheme::Unique);
     for (key, value) in user {
         if !is_reserved(key) {
             labels.insert(key.clone(), value.clone());
@@ -155,7 +256,8 @@ pub fn with_user_labels(
     labels
 }
 
-/// Whether `key` is reserved for the operator (every `app.kubernetes.io/*` key).
+/// Whether `key` is reserved for the operator (every `app.kubernetes.io/*` key, and the
+/// selector keys).
 pub fn is_reserved(key: &str) -> bool {
     RESERVED_KEYS.contains(&key) || key.starts_with("app.kubernetes.io/")
 }
@@ -167,7 +269,8 @@ pub fn managed_by_selector() -> String {
 }
 
 /// Label selector (`kubectl -l` syntax) that matches every child of `stack` managed by this
-/// operator; used to find orphans.
+/// operator; used to find orphans (only those the stack controls are deleted). It keys on
+/// `instance`, which the children of both [`Scheme`]s carry.
 pub fn children_selector(stack: &str) -> String {
     format!("{INSTANCE}={stack},{MANAGED_BY_KEY}={MANAGED_BY}")
 }
@@ -192,11 +295,43 @@ mod tests {
     #[test]
     fn selector_is_a_subset_of_the_full_labels() {
         for component in Component::ALL {
-            let full = component_labels("demo", component);
-            for (k, v) in selector_labels("demo", component) {
+            let full = component_labels("demo", component, Scheme::Unique);
+            for (k, v) in selector_labels("demo", component)
+                .into_iter()
+                .chain(legacy_selector_labels("demo", component))
+            {
                 assert_eq!(full.get(&k), Some(&v));
             }
         }
+    }
+
+    #[test]
+    fn the_legacy_scheme_renders_what_earlier_releases_did() {
+        let legacy = component_labels("demo", Component::RabbitMq, Scheme::Legacy);
+        assert_eq!(
+            legacy.keys().map(String::as_str).collect::<Vec<_>>(),
+            [COMPONENT, INSTANCE, MANAGED_BY_KEY, NAME, PART_OF_KEY]
+        );
+        // Legacy pods lack the unique selector's keys; unique pods match both selectors.
+        assert!(!legacy.contains_key(STACK));
+        assert_eq!(
+            scheme_selector(Scheme::Unique, "demo", Component::Ping),
+            BTreeMap::from([
+                (STACK.to_owned(), "demo".to_owned()),
+                (ROLE.to_owned(), "ping".to_owned())
+            ])
+        );
+        assert_eq!(
+            to_selector_string(&scheme_selector(Scheme::Legacy, "demo", Component::Ping)),
+            "app.kubernetes.io/component=ping,app.kubernetes.io/instance=demo"
+        );
+    }
+
+    #[test]
+    fn selector_keys_are_reserved() {
+        let user = BTreeMap::from([(STACK.to_owned(), "evil".to_owned())]);
+        let labels = with_user_labels("demo", Component::Ping, &user);
+        assert_eq!(labels[STACK], "demo");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `pingpong-operator`: run the operator (default), print the CRD, render a stack's objects, or
-//! run the autoscaler against one queue.
+//! run the autoscaler against one queue, or check a RabbitMQ version change.
 use anyhow::Context as _;
 use clap::Parser as _;
 use pingpong_operator::cli::{Cli, Command, read_input};
-use pingpong_operator::{autoscale, config, controller, crdgen, error, images, render, telemetry};
+use pingpong_operator::{
+    autoscale, broker_check, config, controller, crdgen, error, images, render, telemetry,
+};
 use std::process::ExitCode;
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -29,6 +31,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;
+        }
+        Command::RabbitmqUpgradeCheck {
+            management_url,
+            from,
+            to,
+        } => {
+            let credentials = autoscale::local::credentials(|name| std::env::var(name).ok())?;
+            let report = broker_check::upgrade::check(&management_url, &from, &to, &credentials);
+            let report = report.await?;
+            println!("{}", serde_json::to_string(&report)?);
+            anyhow::ensure!(report.ok, "the change must wait: {}", report.message);
         }
     }
     Ok(())

@@ -41,7 +41,11 @@
 //!   `controller.kubernetes.io/pod-deletion-cost` annotation, so the least busy pod goes.
 //!   `delete`: the pods of a clustered broker that still run with a regenerated Erlang cookie's
 //!   predecessor, deleted together so the nodes rejoin with the new one (each with its uid as a
-//!   precondition; see [`crate::reconcile::restart`]).
+//!   precondition; see [`crate::reconcile::restart`]). `patch` also adds the unique selector's
+//!   labels to the pods of a workload an earlier release created, and `list`/`patch` on
+//!   ReplicaSets to a Deployment's ReplicaSets (labels and pod template), before the workload is
+//!   deleted with its dependents orphaned (`delete` on StatefulSets and Deployments) and created
+//!   again with the new selector ([`crate::reconcile::migrate`]).
 
 /// One RBAC rule: verbs on one resource of one API group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +91,11 @@ pub const PERMISSIONS: &[Permission] = &[
         api_group: "apps",
         resource: "deployments",
         verbs: WATCH_APPLY_DELETE,
+    },
+    Permission {
+        api_group: "apps",
+        resource: "replicasets",
+        verbs: &["list", "patch"],
     },
     Permission {
         api_group: "",

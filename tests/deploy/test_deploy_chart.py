@@ -232,6 +232,8 @@ EXPECTED_STACK_RULES = {
     # the pods of a workload that is not ready, so status names the one that fails and why
     # and, before an autoscaler scale-in step, pong's pods get their pod-deletion-cost annotation
     ("", "pods"): {"delete", "list", "patch"},
+    # the selector migration relabels a Deployment's ReplicaSets before re-creating it
+    ("apps", "replicasets"): {"list", "patch"},
 }
 EXPECTED_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},

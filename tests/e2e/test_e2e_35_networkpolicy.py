@@ -48,8 +48,8 @@ def test_ping_and_pong_policies_select_their_pods_and_follow_the_stack(
         assert policy["metadata"]["ownerReferences"][0]["name"] == name
         assert policy["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "pingpong-operator"
         selector = policy["spec"]["podSelector"]["matchLabels"]
-        assert selector == {"app.kubernetes.io/instance": name,
-                            "app.kubernetes.io/component": component}, selector
+        assert selector == {"pingpong.dev/stack": name,
+                            "pingpong.dev/role": component}, selector
         deployment = cluster.get("deployment", f"{name}-{component}", ns)
         pods = eventually(f"{component} pods running",
                           lambda d=deployment: _pods(cluster, ns, d["spec"]["selector"]["matchLabels"]))

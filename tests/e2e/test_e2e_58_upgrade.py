@@ -3,13 +3,13 @@
 `status.images` and `UpgradeAvailable`; `Automatic` stacks roll to it; an image named in the spec
 is never touched.
 
-The upgrade is simulated: no earlier release has other default images than this working tree
-(the previous commit that changed the chart ships the same `stackImages` and crate version), and
-an operator before this one records no `status.images` at all. So the test restarts the host
-operator with another `PINGPONG_RABBITMQ_IMAGE` (what the chart value `stackImages.rabbitmq`
-sets), as a release with a new default broker image would, and restarts it with the original
-setting afterwards. Pods "restart" = a new pod uid or a changed pod template. Local mode only: the
-operator runs on the host."""
+The upgrade here is simulated within this working tree: the test restarts the host operator with
+another `PINGPONG_RABBITMQ_IMAGE` (what the chart value `stackImages.rabbitmq` sets), as a release
+with a new default broker image would, and restarts it with the original setting afterwards. The
+real upgrade from the previous release (its CRD, chart and operator binary, then this tree's) is
+test_e2e_55_release_upgrade.py; this one adds a `Manual` stack switched to `Automatic`. Pods
+"restart" = a new pod uid or a changed pod template. Local mode only: the operator runs on the
+host. A second scenario: a RabbitMQ version skip on a running stack is refused."""
 
 from __future__ import annotations
 
@@ -110,3 +110,33 @@ def test_an_operator_upgrade_rolls_only_the_stacks_whose_policy_allows_it(local:
                    == NEW_DEFAULT, timeout=120)
     finally:
         _restart_operator(cluster, {})
+
+
+def test_a_rabbitmq_version_skip_is_refused_and_the_next_series_applied(cluster: Cluster, ns: str) -> None:
+    """A running broker moves only by a step RabbitMQ supports (README, Day-2 "Upgrading
+    RabbitMQ"): 4.0 → 4.2 skips 4.1 and is refused (the StatefulSet keeps 4.0, `Degraded`
+    `RabbitMQUpgradeRefused` naming 4.1, every other child applied: ping's replicas change in the
+    same edit); 4.1 is applied."""
+    spec = {"rabbitmq": {"storage": {"ephemeral": True}, "image": "rabbitmq:4.0-management"}}
+    cluster.apply(stack_doc("skip", spec), ns)
+    cluster.wait_ready(ns, "skip")
+    eventually("skip recorded its broker image",
+               lambda: _images(cluster, ns, "skip").get("rabbitmq", {}).get("image")
+               == "rabbitmq:4.0-management")
+    template = _broker_template(cluster, ns, "skip")
+
+    cluster.kubectl("patch", "pps", "skip", "-n", ns, "--type=merge", "-p",
+                    '{"spec":{"rabbitmq":{"image":"rabbitmq:4.2-management"},"ping":{"replicas":2}}}')
+    refused = cluster.wait_condition(ns, "skip", "Degraded", "True", "RabbitMQUpgradeRefused")
+    assert "skips 4.1" in refused["message"], refused
+    eventually("ping's new replicas are applied",
+               lambda: cluster.get("deployment", "skip-ping", ns)["spec"]["replicas"] == 2)
+    assert _broker_template(cluster, ns, "skip") == template
+
+    cluster.kubectl("patch", "pps", "skip", "-n", ns, "--type=merge", "-p",
+                    '{"spec":{"rabbitmq":{"image":"rabbitmq:4.1-management"}}}')
+    eventually("the broker runs 4.1",
+               lambda: _broker_template(cluster, ns, "skip")["spec"]["containers"][0]["image"]
+               == "rabbitmq:4.1-management")
+    cluster.wait_condition(ns, "skip", "Degraded", "False")
+    cluster.wait_ready(ns, "skip")

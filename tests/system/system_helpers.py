@@ -425,7 +425,7 @@ class PrivateBroker:
     """A RabbitMQ node of its own (node name, ports, data and log dirs, no plugins), started from
     the installed rabbitmq-server. Never touches the shared broker."""
 
-    def __init__(self, management: bool = False) -> None:
+    def __init__(self, management: bool = False, env: dict[str, str] | None = None) -> None:
         if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
             missing("rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server); "
                     "the fault tests start a private broker node")
@@ -456,6 +456,8 @@ class PrivateBroker:
                 for path in [self.dir, *self.dir.iterdir()]:
                     os.chown(path, user.pw_uid, user.pw_gid)
         self.log_path = self.dir / "server.out"
+        # More of the node's environment (e.g. RABBITMQ_FEATURE_FLAGS for a new node).
+        self.extra_env = dict(env or {})
         self.proc: Proc | None = None
         self.starts = 0
 
@@ -477,6 +479,7 @@ class PrivateBroker:
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
             "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
         })
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 120.0) -> None:

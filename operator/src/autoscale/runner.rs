@@ -29,8 +29,8 @@ use super::metrics::{AutoscaleMetrics, RoundTotals};
 use super::signal::{Credentials, ManagementClient, SignalError, Target};
 use super::{FIELD_MANAGER, applied_replicas, policy};
 use crate::crd::{AutoscalingStatus, PingPongStack};
-use crate::labels::{self, Component};
 use crate::reconcile::events::{self, Notice};
+use crate::reconcile::migrate::{WorkloadKind, pod_selector};
 use crate::reconcile::names::ChildNames;
 use crate::reconcile::report::apply_status_fields;
 
@@ -271,12 +271,19 @@ impl Autoscaler {
     /// and the ReplicaSet chooses on its own.
     async fn rank_for_scale_in(&self, stack: &PingPongStack, state: &StackState) -> String {
         let namespace = stack.namespace().unwrap_or_default();
-        let selector = labels::selector_labels(&stack.name_any(), Component::Pong)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let deployment = ChildNames::new(&stack.name_any(), None).pong;
         let ranked = async {
+            // pong's pods as its Deployment selects them (an earlier release's selector until
+            // the stack migrates).
+            let selector = pod_selector(
+                &self.client,
+                &namespace,
+                WorkloadKind::Deployment,
+                &deployment,
+            )
+            .await
+            .map_err(|e| format!("cannot read pong's Deployment: {}", crate::error::chain(&e)))?
+            .ok_or("pong's Deployment does not exist".to_owned())?;
             let credentials = state
                 .credentials
                 .as_ref()

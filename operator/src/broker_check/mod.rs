@@ -13,6 +13,7 @@
 //! This module writes only `status.brokerCluster` (with [`FIELD_MANAGER`]) and Events.
 
 pub mod runner;
+pub mod upgrade;
 pub mod verdict;
 
 use serde_json::Value;

@@ -32,6 +32,7 @@ use crate::autoscale::signal::{
 use crate::crd::{BrokerClusterState, BrokerClusterStatus, PingPongStack};
 use crate::labels::{self, Component};
 use crate::reconcile::events::{self, Notice};
+use crate::reconcile::migrate::{WorkloadKind, pod_selector};
 use crate::reconcile::names::ChildNames;
 use crate::reconcile::report::apply_status_fields;
 
@@ -188,11 +189,19 @@ impl BrokerCheck {
         let namespace = stack.namespace().unwrap_or_default();
         let name = stack.name_any();
         let names = ChildNames::new(&name, stack.spec.rabbitmq.credentials_secret.as_deref());
-        let selector = labels::selector_labels(&name, Component::RabbitMq)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        // The broker's pods as its StatefulSet selects them (an earlier release's selector
+        // until the stack migrates); none without a StatefulSet.
+        let workload = WorkloadKind::StatefulSet;
+        let selector = match pod_selector(&self.client, &namespace, workload, &names.rabbitmq).await
+        {
+            Ok(selector) => selector.unwrap_or_else(|| {
+                labels::to_selector_string(&labels::selector_labels(&name, Component::RabbitMq))
+            }),
+            Err(error) => {
+                tracing::warn!(stack = %name, namespace = %namespace, error = %crate::error::chain(&error), "cannot read the broker's StatefulSet; checking the cluster again next round");
+                return (key, state);
+            }
+        };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let listed = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => list.items,

@@ -10,12 +10,16 @@ pub enum UpgradePolicy {
     /// The stack keeps the default images recorded in `status.images` when the operator's
     /// defaults change; `status.images.<component>.available` names the new default and the
     /// condition `UpgradeAvailable` is True. Switch to `Automatic` (or set the image in the spec)
-    /// to take it. The default: an operator upgrade never restarts a stack by surprise.
+    /// to take it. A stack created by a release before the unique selectors
+    /// (`pingpong.dev/stack`, `pingpong.dev/role`) also keeps its workloads' selectors until it is
+    /// annotated `pingpong.dev/migrate-selectors: "true"` (`UpgradeAvailable` with reason
+    /// `SelectorMigration`). The default: an operator upgrade never restarts a stack by surprise.
     #[default]
     Manual,
     /// The stack follows the operator's default images: an operator upgrade that changes a
-    /// default rolls the component (at most the operator's `maxConcurrentUpgrades` stacks at a
-    /// time).
+    /// default rolls the component, and a stack created before the unique selectors migrates to
+    /// them (the broker and the database restart, their data is kept); at most the operator's
+    /// `maxConcurrentUpgrades` stacks at a time.
     Automatic,
 }
 

@@ -96,6 +96,23 @@ impl ChildCaches {
             .map(|o| o.metadata.clone())
     }
 
+    /// The cached metadata of `name` in `namespace`, whoever controls it: `Some(None)` when the
+    /// listed cache of `kind` does not hold it, `None` when `kind` has no cache or is not listed
+    /// yet (then ask the API server).
+    pub fn lookup(
+        &self,
+        kind: ChildKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Option<ObjectMeta>> {
+        let cache = self.kinds.get(&kind)?;
+        if !cache.listed.load(Ordering::Acquire) {
+            return None;
+        }
+        let key = ObjectRef::<CachedChild>::new_with(name, kind.api_resource()).within(namespace);
+        Some(cache.store.get(&key).map(|o| o.metadata.clone()))
+    }
+
     /// The names of the cached objects of `kind` in `namespace` controlled by `owner_uid`, or
     /// `None` when `kind` has no cache or its first list is not complete (then list instead).
     pub fn owned(&self, kind: ChildKind, namespace: &str, owner_uid: &str) -> Option<Vec<String>> {

@@ -6,7 +6,9 @@
 //! [`applied`] remembers as unchanged since their last apply, and deletes orphans;
 //! [`report`] writes the status that [`status`] computes, and the Events, after [`health`]
 //! explained, from the pods of the workloads that are not ready, why they are not; from the same
-//! pods, [`restart`] deletes together the broker nodes that run with an old Erlang cookie. Every failure a user
+//! pods, [`restart`] deletes together the broker nodes that run with an old Erlang cookie;
+//! before the apply, [`migrate`] replaces the workloads that still select with an earlier
+//! release's selector (gated like an upgrade). Every failure a user
 //! can act on ends in a status condition before it is returned, so the error policy's backoff
 //! and the user's view agree. All state comes through the injected [`Context`]: no globals, so
 //! tests drive it against an in-memory API.
@@ -19,6 +21,7 @@ pub mod context;
 pub mod desired;
 pub mod events;
 pub mod health;
+pub mod migrate;
 pub mod names;
 pub mod observe;
 pub mod ownership;
@@ -206,10 +209,27 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         }
     };
 
-    // At most N stacks roll to new default images at a time; the others keep theirs for now.
-    let gated = upgrade_gate::gate(&ctx.upgrades, &ctx.client, stack, validated, &ctx.images);
+    // Which workloads still select with an earlier release's selector (the caches answer for
+    // the others).
+    let live = migrate::observe(&ctx.client, &ctx.children, &validated, uid);
+    let live = reporter.failed(live.await).await?;
+    let selector_migration = migrate::needs_migration(&live) && migrate::opted_in(stack);
+
+    // At most N stacks roll to new default images, or migrate their selectors, at a time; the
+    // others keep theirs for now.
+    let gated = upgrade_gate::gate(
+        &ctx.upgrades,
+        &ctx.client,
+        stack,
+        validated,
+        &ctx.images,
+        selector_migration,
+    );
     let gated = reporter.failed(gated.await).await?;
-    let validated = gated.validated;
+    let mut validated = gated.validated;
+    let migrating = selector_migration && gated.upgrading && !validated.paused;
+    let selectors = migrate::decide(&live, migrating);
+    validated.selectors = selectors.selectors.clone();
 
     // 2. Observe (reads only): Secrets, optional APIs; credentials only for missing Secrets.
     let observed = reporter
@@ -243,6 +263,15 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     let workloads = if validated.paused {
         observe::workloads(&ctx.client, &validated.namespace, &desired).await
     } else {
+        // Workloads with an earlier release's selector: deleted with their pods kept, and
+        // created again by the apply below.
+        let migrated = migrate::execute(&ctx.client, &validated, &selectors, &desired);
+        let migrated = reporter.failed(migrated.await).await?;
+        if !migrated.is_empty() {
+            ctx.last_applied.forget_stack(uid);
+            let regarding = stack.object_ref(&());
+            events::publish(&ctx.recorder, &regarding, vec![migrate::notice(&migrated)]).await;
+        }
         if validated.keda.is_some() {
             // Before pong's Deployment is applied without `replicas`.
             let handover = crate::autoscale::keda::hand_over_replicas(&ctx.client, &validated);
@@ -297,7 +326,8 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
     problems.extend(health::broker_problem(stack));
     let converged = Converged::new(&validated, Readiness::of(&desired, &workloads))
         .with_problems(problems)
-        .with_upgrade(gated.upgrading, gated.waiting.clone());
+        .with_upgrade(gated.upgrading, gated.waiting.clone())
+        .with_selector_migration(migrate::pending_message(&selectors.pending));
     let ready = converged.problems.is_empty() && converged.readiness.is_ready();
     reporter
         .send(Outcome::Converged(Box::new(converged)))

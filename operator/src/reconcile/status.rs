@@ -47,6 +47,9 @@ pub struct Converged {
     pub upgrading: bool,
     /// Why the stack keeps older default images under `Automatic` (no upgrade slot free).
     pub upgrade_waiting: Option<String>,
+    /// Which workloads keep an earlier release's selectors, and how to migrate them
+    /// ([`super::migrate::pending_message`]).
+    pub selector_migration: Option<String>,
 }
 
 impl Converged {
@@ -66,7 +69,14 @@ impl Converged {
             images: (!stack.paused).then(|| stack.images.clone()),
             upgrading: false,
             upgrade_waiting: None,
+            selector_migration: None,
         }
+    }
+
+    /// The same, with workloads that keep an earlier release's selectors (`message`).
+    pub fn with_selector_migration(mut self, message: Option<String>) -> Self {
+        self.selector_migration = message;
+        self
     }
 
     /// The same, rolling to new default images (`upgrading`) or waiting for a slot.
@@ -244,13 +254,14 @@ pub fn conditions(
         Some(converged) => {
             let images = converged.images.as_ref();
             let waiting = converged.upgrade_waiting.as_deref();
-            next.extend(images.map(|images| upgrade_condition(images, waiting)));
+            let selectors = converged.selector_migration.as_deref();
+            next.extend(images.map(|images| upgrade_condition(images, waiting, selectors)));
             let ready = next
                 .iter()
                 .any(|c| c.type_ == condition_type::READY && c.status == "True");
             next.push(if converged.upgrading && !ready {
-                let msg = "new default images applied; the stack holds an upgrade slot until \
-                           it is Ready"
+                let msg = "new default images applied, or workloads replaced to migrate their \
+                           selectors; the stack holds an upgrade slot until it is Ready"
                     .to_owned();
                 condition(
                     condition_type::UPGRADING,
@@ -294,8 +305,13 @@ pub fn conditions(
 }
 
 /// `UpgradeAvailable`: True, naming each component and its newer default, when the stack kept
-/// an older default image (`upgradePolicy: Manual`).
-fn upgrade_condition(images: &ComponentImages, waiting: Option<&str>) -> Condition {
+/// an older default image (`upgradePolicy: Manual`), or naming the workloads that keep an
+/// earlier release's selectors (`selectors`); `waiting` when an upgrade slot is awaited.
+fn upgrade_condition(
+    images: &ComponentImages,
+    waiting: Option<&str>,
+    selectors: Option<&str>,
+) -> Condition {
     let available: Vec<String> = images
         .all()
         .into_iter()
@@ -304,7 +320,12 @@ fn upgrade_condition(images: &ComponentImages, waiting: Option<&str>) -> Conditi
             Some(format!("{component} {newer} (runs {})", image.image))
         })
         .collect();
-    if available.is_empty() {
+    let mut parts = Vec::new();
+    if !available.is_empty() {
+        parts.push(format!("newer default images: {}", available.join(", ")));
+    }
+    parts.extend(selectors.map(str::to_owned));
+    if parts.is_empty() {
         let msg = "every component runs the operator's default image or the one its spec names";
         return condition(
             condition_type::UPGRADE_AVAILABLE,
@@ -318,13 +339,21 @@ fn upgrade_condition(images: &ComponentImages, waiting: Option<&str>) -> Conditi
             condition_type::UPGRADE_AVAILABLE,
             true,
             reason::WAITING_FOR_UPGRADE_SLOT,
-            format!("newer default images: {}; {waiting}", available.join(", ")),
+            format!("{}; {waiting}", parts.join("; ")),
+        );
+    }
+    if available.is_empty() {
+        return condition(
+            condition_type::UPGRADE_AVAILABLE,
+            true,
+            reason::SELECTOR_MIGRATION,
+            parts.join("; "),
         );
     }
     let msg = format!(
-        "newer default images: {}; upgradePolicy Manual keeps the recorded ones: set \
-         spec.upgradePolicy: Automatic (or the image in the spec) to roll",
-        available.join(", ")
+        "{}; upgradePolicy Manual keeps the recorded ones: set spec.upgradePolicy: Automatic \
+         (or the image in the spec) to roll",
+        parts.join("; ")
     );
     condition(
         condition_type::UPGRADE_AVAILABLE,
@@ -490,6 +519,7 @@ pub(super) fn converged(readiness: Readiness) -> Outcome {
         images: None,
         upgrading: false,
         upgrade_waiting: None,
+        selector_migration: None,
     }))
 }
 

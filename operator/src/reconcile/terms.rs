@@ -72,7 +72,12 @@ pub mod reason {
     /// UpgradeAvailable=True under `upgradePolicy: Automatic`: the operator's
     /// `maxConcurrentUpgrades` stacks are rolling, this one keeps its images until a slot frees.
     pub const WAITING_FOR_UPGRADE_SLOT: &str = "WaitingForUpgradeSlot";
-    /// Upgrading=True: new default images applied, waiting for the stack to be Ready.
+    /// UpgradeAvailable=True: no newer default image, but workloads keep an earlier release's
+    /// selectors (`upgradePolicy: Manual` without `pingpong.dev/migrate-selectors: "true"`);
+    /// with a newer image too the reason stays `NewerDefaultImage` and the message names both.
+    pub const SELECTOR_MIGRATION: &str = "SelectorMigration";
+    /// Upgrading=True: new default images applied (or the selector migration started), waiting
+    /// for the stack to be Ready.
     pub const ROLLING_TO_NEW_DEFAULTS: &str = "RollingToNewDefaults";
     /// Upgrading=False.
     pub const NO_UPGRADE_IN_PROGRESS: &str = "NoUpgradeInProgress";

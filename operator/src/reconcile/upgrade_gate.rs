@@ -1,8 +1,9 @@
 //! At most N stacks roll to new default images at a time, across the cluster.
 //!
 //! A stack "rolls an upgrade" when an apply would change a component from one operator default
-//! image to another (an operator upgrade under `upgradePolicy: Automatic`, or a switch to it);
-//! a user's own image change never waits. Such a stack first asks the [`UpgradeGate`]: under
+//! image to another (an operator upgrade under `upgradePolicy: Automatic`, or a switch to it),
+//! or when it migrates its workloads to the unique selectors ([`super::migrate`]: the broker and
+//! the database restart); a user's own image change never waits. Such a stack first asks the [`UpgradeGate`]: under
 //! its lock (the leader is the only writer) it lists the stacks and counts those whose
 //! `Upgrading` condition is True; below the operator's `PINGPONG_MAX_CONCURRENT_UPGRADES` it may
 //! roll (and holds the lock until its status says `Upgrading`), else it keeps its recorded
@@ -109,8 +110,8 @@ impl UpgradeGate {
             return Ok(Admission::Admitted(guard));
         }
         Ok(Admission::Wait(format!(
-            "waiting to roll to the new default images: {} stacks are rolling ({}), at most {} \
-             at a time (the operator's maxConcurrentUpgrades)",
+            "waiting to roll (new default images or the selector migration): {} stacks are \
+             rolling ({}), at most {} at a time (the operator's maxConcurrentUpgrades)",
             rolling.len(),
             rolling.join(", "),
             self.max
@@ -130,14 +131,17 @@ pub struct Gated<'a> {
     pub slot: Option<MutexGuard<'a, ()>>,
 }
 
-/// Lets `validated` (of `stack`, with the operator's `defaults`) roll to new default images only
-/// when the gate has a slot; otherwise validates it again with its recorded images kept.
+/// Lets `validated` (of `stack`, with the operator's `defaults`) roll to new default images, or
+/// migrate its selectors (`selector_migration`: it needs to and opted in), only when the gate
+/// has a slot; otherwise validates it again with its recorded images kept (and `upgrading`
+/// false keeps its selectors).
 pub async fn gate<'a>(
     gate: &'a UpgradeGate,
     client: &Client,
     stack: &PingPongStack,
     validated: ValidatedStack,
     defaults: &Images,
+    selector_migration: bool,
 ) -> Result<Gated<'a>, Error> {
     let pass = |validated, upgrading| Gated {
         validated,
@@ -149,7 +153,7 @@ pub async fn gate<'a>(
         return Ok(pass(validated, is_upgrading(stack)));
     }
     let recorded = stack.status.as_ref().and_then(|s| s.images.as_ref());
-    if !rolls_defaults(recorded, &validated.images) {
+    if !rolls_defaults(recorded, &validated.images) && !selector_migration {
         return Ok(pass(validated, false));
     }
     match gate.admit(client, stack).await? {

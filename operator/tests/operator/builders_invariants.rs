@@ -252,10 +252,9 @@ fn network_policies_admit_only_this_stacks_clients() {
         // provisioned.
         assert_eq!(policies.len(), workloads(&objects).len(), "{stack}");
         for policy in policies {
-            let component =
-                policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-                    .as_str()
-                    .unwrap();
+            let component = policy["spec"]["podSelector"]["matchLabels"]["pingpong.dev/role"]
+                .as_str()
+                .unwrap();
             if matches!(component, "ping" | "pong") {
                 check_app_policy(&stack, &objects, policy);
             } else {
@@ -275,7 +274,7 @@ const DNS: [i64; 2] = [53, 5353];
 /// the servers' ingress agree), and to every server that admits it.
 fn check_app_policy(stack: &str, objects: &[Value], policy: &Value) {
     let spec = &policy["spec"];
-    let component = spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+    let component = spec["podSelector"]["matchLabels"]["pingpong.dev/role"]
         .as_str()
         .unwrap();
     let workload = selected(objects, &as_map(&spec["podSelector"]["matchLabels"]))[0];
@@ -295,14 +294,13 @@ fn check_app_policy(stack: &str, objects: &[Value], policy: &Value) {
     // Server ports that admit this component, as (server component, port).
     let mut admitted: Vec<(String, i64)> = Vec::new();
     for server in objects.iter().filter(|o| o["kind"] == "NetworkPolicy") {
-        let server_component =
-            server["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-                .as_str()
-                .unwrap();
+        let server_component = server["spec"]["podSelector"]["matchLabels"]["pingpong.dev/role"]
+            .as_str()
+            .unwrap();
         for rule in server["spec"]["ingress"].as_array().unwrap() {
             let admits = rule["from"].as_array().is_some_and(|from| {
                 from.iter().any(|peer| {
-                    peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+                    peer["podSelector"]["matchLabels"]["pingpong.dev/role"] == component
                 })
             });
             if admits {
@@ -342,7 +340,7 @@ fn check_app_policy(stack: &str, objects: &[Value], policy: &Value) {
             assert!(peer.get("namespaceSelector").is_none(), "{stack}");
             let labels = as_map(&peer["podSelector"]["matchLabels"]);
             assert_eq!(
-                labels["app.kubernetes.io/instance"],
+                labels["pingpong.dev/stack"],
                 policy["metadata"]["labels"]["app.kubernetes.io/instance"]
                     .as_str()
                     .unwrap(),
@@ -351,7 +349,7 @@ fn check_app_policy(stack: &str, objects: &[Value], policy: &Value) {
             assert_eq!(selected(objects, &labels).len(), 1, "{stack}: {labels:?}");
             for port in ports {
                 allowed.push((
-                    labels["app.kubernetes.io/component"].clone(),
+                    labels["pingpong.dev/role"].clone(),
                     port["port"].as_i64().unwrap(),
                 ));
             }
@@ -376,7 +374,7 @@ fn check_app_policy(stack: &str, objects: &[Value], policy: &Value) {
 
 /// The client port of each guarded server admits exactly the listed components of this stack.
 fn check_policy(stack: &str, policy: &Value) {
-    let component = policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+    let component = policy["spec"]["podSelector"]["matchLabels"]["pingpong.dev/role"]
         .as_str()
         .unwrap();
     let (client_port, clients): (i64, &[&str]) = match component {
@@ -404,9 +402,9 @@ fn check_policy(stack: &str, policy: &Value) {
             .iter()
             .map(|peer| {
                 let labels = &peer["podSelector"]["matchLabels"];
-                assert_eq!(labels["app.kubernetes.io/instance"], instance, "{stack}");
+                assert_eq!(labels["pingpong.dev/stack"], instance, "{stack}");
                 assert!(peer.get("namespaceSelector").is_none());
-                labels["app.kubernetes.io/component"].as_str().unwrap()
+                labels["pingpong.dev/role"].as_str().unwrap()
             })
             .collect();
         assert_eq!(components, clients, "{stack}: {component}");

@@ -17,6 +17,7 @@ mod builders_security;
 mod builders_store;
 mod crd_schema;
 mod leader;
+mod migrate;
 mod ownership;
 mod rbac;
 mod reconcile;

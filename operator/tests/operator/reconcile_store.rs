@@ -215,7 +215,11 @@ async fn back_to_memory_deletes_the_provisioned_objects_but_keeps_the_secret_and
         metadata: ObjectMeta {
             name: Some("data-stack-postgres-0".into()),
             namespace: Some(NS.into()),
-            labels: Some(labels::component_labels(NAME, labels::Component::Postgres)),
+            labels: Some(labels::component_labels(
+                NAME,
+                labels::Component::Postgres,
+                labels::Scheme::Unique,
+            )),
             ..ObjectMeta::default()
         },
         ..PersistentVolumeClaim::default()

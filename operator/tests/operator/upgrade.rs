@@ -237,18 +237,9 @@ async fn a_postgres_major_change_is_refused_and_everything_else_applied() {
     );
 
     // The documented path: the annotation names the new major.
-    let annotation = serde_json::json!({"metadata": {"annotations": {
-        pingpong_operator::labels::POSTGRES_MAJOR_UPGRADE: "17"
-    }}});
     started
-        .api::<pingpong_operator::crd::PingPongStack>()
-        .patch(
-            NAME,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&annotation),
-        )
-        .await
-        .unwrap();
+        .annotate(pingpong_operator::labels::POSTGRES_MAJOR_UPGRADE, "17")
+        .await;
     started.reconcile().await.unwrap();
     assert_eq!(postgres_image(&started).await, "postgres:17");
     let status = started.status().await;
@@ -280,6 +271,107 @@ async fn a_new_default_postgres_major_does_not_reach_an_automatic_stack() {
     assert_eq!(
         (degraded.as_str(), reason.as_str()),
         ("True", "PostgresMajorUpgradeRefused")
+    );
+}
+
+#[tokio::test]
+async fn a_rabbitmq_series_skip_is_refused_and_everything_else_applied() {
+    let mut spec = PingPongStackSpec::default();
+    spec.rabbitmq.image = Some("rabbitmq:4.0-management".into());
+    let started = Started::reconciled(spec).await;
+    let broker = format!("{NAME}-rabbitmq");
+
+    // 4.0 → 4.2 skips 4.1; in the same edit, more ping replicas.
+    started
+        .edit_spec(|spec| {
+            spec.rabbitmq.image = Some("rabbitmq:4.2-management".into());
+            spec.ping.replicas = 3;
+        })
+        .await;
+    started.reconcile().await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:4.0-management"
+    );
+    let ping = started
+        .api::<Deployment>()
+        .get(&format!("{NAME}-ping"))
+        .await
+        .unwrap();
+    assert_eq!(ping.spec.unwrap().replicas, Some(3));
+    let status = started.status().await;
+    assert_eq!(
+        condition(&status, "Degraded"),
+        ("True".to_owned(), "RabbitMQUpgradeRefused".to_owned())
+    );
+    assert_eq!(
+        status.images.unwrap().rabbitmq.image,
+        "rabbitmq:4.0-management"
+    );
+    let events = started.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason)| reason == "RabbitMQUpgradeRefused"),
+        "{events:?}"
+    );
+
+    // The supported step is applied.
+    started
+        .edit_spec(|spec| spec.rabbitmq.image = Some("rabbitmq:4.1-management".into()))
+        .await;
+    started.reconcile().await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:4.1-management"
+    );
+    assert_eq!(condition(&started.status().await, "Degraded").0, "False");
+
+    // A tag without a version is refused until the annotation names it.
+    started
+        .edit_spec(|spec| spec.rabbitmq.image = Some("rabbitmq:latest".into()))
+        .await;
+    started.reconcile().await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:4.1-management"
+    );
+    started
+        .annotate(
+            pingpong_operator::labels::RABBITMQ_UPGRADE,
+            "rabbitmq:latest",
+        )
+        .await;
+    started.reconcile().await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:latest"
+    );
+    assert_eq!(condition(&started.status().await, "Degraded").0, "False");
+}
+
+#[tokio::test]
+async fn a_new_default_broker_that_skips_a_series_does_not_reach_an_automatic_stack() {
+    let spec = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    let started = Started::reconciled(spec).await;
+    let broker = format!("{NAME}-rabbitmq");
+    assert_eq!(statefulset_image(&started, &broker).await, images::RABBITMQ);
+    let next = Images {
+        rabbitmq: "rabbitmq:9.9-management".to_owned(),
+        ..Images::default()
+    };
+    let upgraded_operator = operator_with(&started, next).await;
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+    assert_eq!(statefulset_image(&started, &broker).await, images::RABBITMQ);
+    let (degraded, reason) = condition(&started.status().await, "Degraded");
+    assert_eq!(
+        (degraded.as_str(), reason.as_str()),
+        ("True", "RabbitMQUpgradeRefused")
     );
 }
 

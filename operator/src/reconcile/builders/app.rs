@@ -19,7 +19,7 @@ use super::common::{
 use super::secret_files::{
     BROKER_CREDENTIALS_DIR, BROKER_CREDENTIALS_VOLUME, SecretFiles, file_path,
 };
-use crate::labels::{self, Component};
+use crate::labels::Component;
 use crate::reconcile::validate::{AppSettings, ValidatedStack};
 
 /// How long ping and pong keep serving after they are asked to stop, before SIGTERM.
@@ -185,7 +185,7 @@ pub fn build_app_deployment(stack: &ValidatedStack, params: &AppParams<'_>) -> D
             replicas: Some(params.settings.replicas),
             revision_history_limit: Some(5),
             selector: LabelSelector {
-                match_labels: Some(labels::selector_labels(&stack.name, params.component)),
+                match_labels: Some(stack.workload_selector(params.component)),
                 match_expressions: None,
             },
             strategy: params.strategy.clone(),
@@ -218,7 +218,7 @@ pub fn build_app_service(stack: &ValidatedStack, params: &AppParams<'_>) -> Serv
         metadata: object_meta(stack, params.name, params.component),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
-            selector: Some(labels::selector_labels(&stack.name, params.component)),
+            selector: Some(stack.service_selector(params.component)),
             ports: Some(vec![ServicePort {
                 name: Some(HTTP_PORT_NAME.to_owned()),
                 port: HTTP_SERVICE_PORT,

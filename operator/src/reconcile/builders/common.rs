@@ -72,7 +72,7 @@ pub fn object_meta(stack: &ValidatedStack, name: &str, component: Component) -> 
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(stack.namespace.clone()),
-        labels: Some(labels::component_labels(&stack.name, component)),
+        labels: Some(stack.labels(component)),
         owner_references: stack.owner_reference().map(|owner| vec![owner]),
         ..ObjectMeta::default()
     }
@@ -85,7 +85,7 @@ pub fn pod_meta(
     annotations: BTreeMap<String, String>,
 ) -> ObjectMeta {
     ObjectMeta {
-        labels: Some(labels::component_labels(&stack.name, component)),
+        labels: Some(stack.labels(component)),
         annotations: Some(annotations),
         ..ObjectMeta::default()
     }
@@ -152,7 +152,17 @@ pub fn http_probe(
     }
 }
 
-/// The StatefulSet claim template `volume` (ReadWriteOnce, the component's labels) for
+/// The labels of a claim template: only labels that never change (Kubernetes refuses any change
+/// to a StatefulSet's claim templates): the selector labels, stack and role. A workload that
+/// keeps an earlier release's selector keeps the labels that release gave its templates.
+fn claim_labels(stack: &ValidatedStack, component: Component) -> BTreeMap<String, String> {
+    match stack.selectors.workload(component) {
+        labels::Scheme::Unique => stack.workload_selector(component),
+        labels::Scheme::Legacy => stack.labels(component),
+    }
+}
+
+/// The StatefulSet claim template `volume` (ReadWriteOnce, its never-changing labels) for
 /// persistent storage, or `None` for an ephemeral one (the pod then mounts an emptyDir).
 pub fn data_claim_templates(
     stack: &ValidatedStack,
@@ -170,7 +180,7 @@ pub fn data_claim_templates(
     Some(vec![PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(volume.to_owned()),
-            labels: Some(labels::component_labels(&stack.name, component)),
+            labels: Some(claim_labels(stack, component)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {

@@ -52,7 +52,7 @@ const DNS_PORTS: [i32; 2] = [53, 5353];
 fn pods(stack: &ValidatedStack, component: Component) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
-            match_labels: Some(labels::selector_labels(&stack.name, component)),
+            match_labels: Some(stack.service_selector(component)),
             match_expressions: None,
         }),
         ..NetworkPolicyPeer::default()
@@ -169,7 +169,7 @@ fn policy(
         metadata: object_meta(stack, name, component),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(labels::selector_labels(&stack.name, component)),
+                match_labels: Some(stack.service_selector(component)),
                 match_expressions: None,
             }),
             policy_types: Some(types),

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::object_meta;
-use crate::labels::{self, Component};
+use crate::labels::Component;
 use crate::reconcile::validate::ValidatedStack;
 
 /// A budget of `maxUnavailable: 1` for `component` when `replicas >= 2`.
@@ -22,7 +22,7 @@ pub fn build_pdb(
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(labels::selector_labels(&stack.name, component)),
+                match_labels: Some(stack.service_selector(component)),
                 match_expressions: None,
             }),
             ..PodDisruptionBudgetSpec::default()

@@ -264,7 +264,7 @@ pub fn build_postgres_statefulset(stack: &ValidatedStack) -> Option<StatefulSet>
             replicas: Some(1),
             service_name: Some(names.postgres.clone()),
             selector: LabelSelector {
-                match_labels: Some(labels::selector_labels(&stack.name, Component::Postgres)),
+                match_labels: Some(stack.workload_selector(Component::Postgres)),
                 match_expressions: None,
             },
             // Data safety first: the claim outlives the StatefulSet and the stack.
@@ -310,7 +310,7 @@ pub fn build_postgres_service(stack: &ValidatedStack) -> Option<Service> {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_owned()),
             type_: Some("ClusterIP".to_owned()),
-            selector: Some(labels::selector_labels(&stack.name, Component::Postgres)),
+            selector: Some(stack.service_selector(Component::Postgres)),
             ports: Some(vec![ServicePort {
                 name: Some(POSTGRES_PORT_NAME.to_owned()),
                 port: POSTGRES_PORT,

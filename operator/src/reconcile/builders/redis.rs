@@ -105,7 +105,7 @@ pub fn build_redis_deployment(stack: &ValidatedStack) -> Option<Deployment> {
             replicas: Some(1),
             revision_history_limit: Some(5),
             selector: LabelSelector {
-                match_labels: Some(labels::selector_labels(&stack.name, Component::Redis)),
+                match_labels: Some(stack.workload_selector(Component::Redis)),
                 match_expressions: None,
             },
             // One cache instance; a replacement starts empty, which the cache tolerates.
@@ -149,7 +149,7 @@ pub fn build_redis_service(stack: &ValidatedStack) -> Option<Service> {
         metadata: object_meta(stack, &stack.names.redis, Component::Redis),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
-            selector: Some(labels::selector_labels(&stack.name, Component::Redis)),
+            selector: Some(stack.service_selector(Component::Redis)),
             ports: Some(vec![ServicePort {
                 name: Some(REDIS_PORT_NAME.to_owned()),
                 port: REDIS_PORT,

@@ -59,7 +59,7 @@ fn monitor(
     ));
     let spec = ServiceMonitorSpec {
         selector: Selector {
-            match_labels: labels::selector_labels(&stack.name, component),
+            match_labels: stack.service_selector(component),
         },
         endpoints: endpoints(component, port),
     };

@@ -10,6 +10,7 @@
 mod broker;
 mod error;
 pub mod postgres_major;
+pub mod rabbitmq_upgrade;
 mod settings;
 mod store;
 
@@ -210,6 +211,11 @@ pub fn validate(
         spec.rabbitmq.image.is_some(),
         spec.rabbitmq.replicas,
     )?;
+    // A running broker moves only by a version step RabbitMQ supports; otherwise it keeps the
+    // image it runs and the refusal is reported (every other child is applied).
+    let broker_decision = rabbitmq_upgrade::decide(stack, &broker_image);
+    let broker_image = broker_decision.image;
+    refused.extend(broker_decision.refused);
     let rabbitmq = BrokerSettings {
         peer_discovery: broker::peer_discovery(&broker_image, spec.rabbitmq.replicas),
         image: broker_image,
@@ -234,6 +240,7 @@ pub fn validate(
         images,
         postgres_data_major,
         refused,
+        selectors: crate::labels::SelectorPlan::default(),
         uid: stack.metadata.uid.clone(),
         generation: stack.metadata.generation,
         names,

@@ -9,6 +9,7 @@ use kube::Resource;
 
 use super::PeerDiscovery;
 use crate::crd::{GatewayParentRef, PingPongStack, QueueType};
+use crate::labels::{self, Component};
 use crate::reconcile::names::ChildNames;
 
 /// Resolved settings of the ping or pong service.
@@ -224,9 +225,30 @@ pub struct ValidatedStack {
     /// Changes the spec asks for that are refused while every other child is applied (a
     /// PostgreSQL major-version change): reported as problems in status.
     pub refused: Vec<crate::reconcile::health::Problem>,
+    /// Which selectors the children use: [`labels::Scheme::Unique`] unless the stack's live
+    /// workloads still carry an earlier release's ([`crate::reconcile::migrate`] decides).
+    pub selectors: labels::SelectorPlan,
 }
 
 impl ValidatedStack {
+    /// The full labels of `component`'s objects and pods, in its workload's scheme.
+    pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
+        let scheme = self.selectors.workload(component);
+        labels::component_labels(&self.name, component, scheme)
+    }
+
+    /// The selector of `component`'s workload (immutable once created).
+    pub fn workload_selector(&self, component: Component) -> BTreeMap<String, String> {
+        let scheme = self.selectors.workload(component);
+        labels::scheme_selector(scheme, &self.name, component)
+    }
+
+    /// The selector with which Services, PDBs, NetworkPolicies and ServiceMonitors pick
+    /// `component`'s pods (or Services).
+    pub fn service_selector(&self, component: Component) -> BTreeMap<String, String> {
+        labels::scheme_selector(self.selectors.services, &self.name, component)
+    }
+
     /// The controller owner reference every child carries, or `None` without a uid.
     pub fn owner_reference(&self) -> Option<OwnerReference> {
         self.uid.as_ref().map(|uid| OwnerReference {

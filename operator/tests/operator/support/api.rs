@@ -336,6 +336,15 @@ impl Started {
         set_spec(&self.client, &spec).await;
     }
 
+    /// Sets the stack's annotation `key` to `value` (a merge patch); does not reconcile.
+    pub async fn annotate(&self, key: &str, value: &str) {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        self.api::<PingPongStack>()
+            .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("stack annotated");
+    }
+
     /// Marks the named StatefulSets and Deployments as having their one replica ready, as
     /// their controllers would.
     pub async fn set_ready(&self, stateful_sets: &[&str], deployments: &[&str]) {

@@ -7,7 +7,7 @@ use super::super::common::{
     AMQP_PORT, EPMD_PORT, ERLANG_DIST_PORT, RABBITMQ_MANAGEMENT_PORT, RABBITMQ_METRICS_PORT,
     object_meta,
 };
-use crate::labels::{self, Component};
+use crate::labels::Component;
 use crate::reconcile::validate::ValidatedStack;
 
 /// Container port names of the broker.
@@ -43,7 +43,7 @@ pub fn build_rabbitmq_headless_service(stack: &ValidatedStack) -> Service {
             cluster_ip: Some("None".to_owned()),
             type_: Some("ClusterIP".to_owned()),
             publish_not_ready_addresses: Some(true),
-            selector: Some(labels::selector_labels(&stack.name, Component::RabbitMq)),
+            selector: Some(stack.service_selector(Component::RabbitMq)),
             ports: Some(vec![
                 port(port_names::EPMD, EPMD_PORT),
                 port(port_names::CLUSTER_RPC, ERLANG_DIST_PORT),
@@ -62,7 +62,7 @@ pub fn build_rabbitmq_service(stack: &ValidatedStack) -> Service {
         metadata: object_meta(stack, &stack.names.rabbitmq, Component::RabbitMq),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
-            selector: Some(labels::selector_labels(&stack.name, Component::RabbitMq)),
+            selector: Some(stack.service_selector(Component::RabbitMq)),
             ports: Some(vec![
                 port(port_names::AMQP, AMQP_PORT),
                 port(port_names::PROMETHEUS, RABBITMQ_METRICS_PORT),

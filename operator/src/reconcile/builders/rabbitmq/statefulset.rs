@@ -44,7 +44,7 @@ use super::config::{
 };
 use super::definitions::definitions_files;
 use super::services::port_names;
-use crate::labels::{self, Component};
+use crate::labels::Component;
 use crate::reconcile::builders::common::{
     AMQP_PORT, EPMD_PORT, ERLANG_COOKIE_KEY, ERLANG_DIST_PORT, RABBITMQ_MANAGEMENT_PORT,
     RABBITMQ_METRICS_PORT, RABBITMQ_UID, config_hash, data_claim_templates, env_from_field,
@@ -388,7 +388,7 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
             service_name: Some(names.rabbitmq_headless.clone()),
             pod_management_policy: Some("Parallel".to_owned()),
             selector: LabelSelector {
-                match_labels: Some(labels::selector_labels(&stack.name, Component::RabbitMq)),
+                match_labels: Some(stack.workload_selector(Component::RabbitMq)),
                 match_expressions: None,
             },
             persistent_volume_claim_retention_policy: Some(
@@ -421,10 +421,7 @@ pub fn build_rabbitmq_statefulset(stack: &ValidatedStack) -> StatefulSet {
                         topology_key: "kubernetes.io/hostname".to_owned(),
                         when_unsatisfiable: "ScheduleAnyway".to_owned(),
                         label_selector: Some(LabelSelector {
-                            match_labels: Some(labels::selector_labels(
-                                &stack.name,
-                                Component::RabbitMq,
-                            )),
+                            match_labels: Some(stack.workload_selector(Component::RabbitMq)),
                             match_expressions: None,
                         }),
                         ..TopologySpreadConstraint::default()
