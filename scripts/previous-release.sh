@@ -18,8 +18,8 @@
 #      first-parent line whose charts/ differs from its first parent's, previous = L^1. The chart
 #      is what a user installs (its version is not bumped per change, so it cannot name a
 #      release), and the operator binary of that commit is the one that chart ran.
-# It needs git history: a shallow clone (or a commit that is missing) is an error that says so
-# (CI clones main with its full history, and the test fails under CI=true when this fails).
+# It needs git history: a shallow clone fetches the rest from origin, and when it cannot (or a
+# commit is missing) that is an error that says so (the test fails under CI=true then).
 #
 # Cost: when the commit's operator sources (operator/, services/, Cargo.toml, Cargo.lock) equal
 # the working tree's, its binary is this checkout's (copied, nothing extra is built). Otherwise
@@ -45,7 +45,10 @@ log() { printf '  [previous release] %s\n' "$*" >&2; }
 
 git rev-parse --git-dir >/dev/null 2>&1 || fail "$repo is not a git checkout: the previous release is a commit of its history"
 if [[ $(git rev-parse --is-shallow-repository) == true ]]; then
-  fail "this is a shallow clone: the previous release is a commit of the history it lacks (git fetch --unshallow)"
+  # A shallow clone of a repository at hand (a local path) can fetch the rest of its history.
+  log "shallow clone: fetching the rest of the history from origin"
+  git fetch --quiet --unshallow origin 2>/dev/null ||
+    fail "this is a shallow clone and origin cannot give the rest of its history: the previous release is a commit of the history it lacks (git fetch --unshallow)"
 fi
 
 previous_release() { # prints "COMMIT WHY"

@@ -1,7 +1,7 @@
 """Which commit scripts/previous-release.sh names as the previous release (`--which`, no build),
 on small repositories with a made-up history: the parent of the newest first-parent commit that
-changed charts/, HEAD with uncommitted chart changes, the newest `v*` tag once one exists, and a
-clear error on a shallow clone."""
+changed charts/, HEAD with uncommitted chart changes, the newest `v*` tag once one exists; a
+shallow clone fetches the rest of its history from origin, or fails saying so."""
 
 from __future__ import annotations
 
@@ -78,13 +78,23 @@ def test_the_parent_of_the_newest_chart_change_then_head_then_a_tag(tmp_path: Pa
     assert _which(repo).stdout.split()[0] == tagged
 
 
-def test_a_shallow_clone_is_an_error_that_says_so(tmp_path: Path) -> None:
+def test_a_shallow_clone_fetches_its_history_or_says_why_not(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     _commit(repo, "charts/pingpong-operator/values.yaml", "a: 1\n", "chart 1")
-    _commit(repo, "operator/src/lib.rs", "// 1\n", "operator 1")
+    before_chart_2 = _commit(repo, "operator/src/lib.rs", "// 1\n", "operator 1")
+    _commit(repo, "charts/pingpong-operator/values.yaml", "a: 2\n", "chart 2")
     shallow = tmp_path / "shallow"
     subprocess.run(["git", "clone", "-q", "--depth=1", f"file://{repo}", str(shallow)], check=True)
     result = _which(shallow)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == before_chart_2, result.stdout
+    assert _git(shallow, "rev-parse", "--is-shallow-repository") == "false"
+
+    # Its origin gone: an error that says what is missing.
+    orphan = tmp_path / "orphan"
+    subprocess.run(["git", "clone", "-q", "--depth=1", f"file://{repo}", str(orphan)], check=True)
+    shutil.rmtree(repo)
+    result = _which(orphan)
     assert result.returncode != 0
     assert "shallow clone" in result.stderr, result.stderr
 
