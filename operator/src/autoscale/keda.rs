@@ -68,7 +68,8 @@ pub fn owns_replicas(managed_fields: &[ManagedFieldsEntry], manager: &str) -> bo
 /// Before the pong Deployment is applied without `replicas`: if the operator's field manager
 /// still owns them, give the live value to [`HANDOVER_FIELD_MANAGER`] (one apply, no force), so
 /// dropping the field does not reset pong to 1 pod. One read of the Deployment per reconcile of
-/// a KEDA-scaled stack; the apply only once.
+/// a KEDA-scaled stack until the operator applied pong without `replicas` (then the reconcile
+/// no longer calls it, until the next start); the apply only once.
 pub async fn hand_over_replicas(client: &Client, stack: &ValidatedStack) -> Result<(), Error> {
     let name = &stack.names.pong;
     let api: Api<Deployment> = Api::namespaced(client.clone(), &stack.namespace);

@@ -178,6 +178,19 @@ impl LastApplied {
             .is_some_and(|entry| desired.matches(entry, observed, stack_uid))
     }
 
+    /// Whether this process's last successful apply of `child` (of `stack_uid`) wrote exactly
+    /// this desired object (whatever happened to it since).
+    pub fn last_wrote(&self, stack_uid: &str, child: &Child<'_>) -> bool {
+        let Some(desired) = desired_hash(child) else {
+            return false;
+        };
+        let key = (child.kind(), child.name().to_owned());
+        self.lock()
+            .get(stack_uid)
+            .and_then(|record| record.children.get(&key))
+            .is_some_and(|entry| entry.desired == desired)
+    }
+
     /// Records a successful apply of the child `kind`/`name` whose desired object hashed
     /// `desired` and which the API server answered with `result`.
     pub fn record(
@@ -304,6 +317,29 @@ mod tests {
         // A failed apply forgets the child.
         record.forget("uid-1", kind, "demo-config");
         assert!(!record.unchanged("uid-1", kind, "demo-config", &desired, Some(&applied)));
+    }
+
+    #[test]
+    fn last_wrote_names_the_object_of_the_last_successful_apply() {
+        let record = LastApplied::default();
+        record.begin("uid-1", Instant::now());
+        let (v1, v2) = (config_map("v1"), config_map("v2"));
+        let (first, second) = (Child::ConfigMap(&v1), Child::ConfigMap(&v2));
+        assert!(!record.last_wrote("uid-1", &first), "nothing applied yet");
+        let applied = live("7", "uid-1", &[("app", "demo")]);
+        let hash = Unchanged::of(&first).unwrap().hash();
+        record.record("uid-1", ChildKind::ConfigMap, "demo-config", hash, &applied);
+        assert!(record.last_wrote("uid-1", &first));
+        assert!(
+            !record.last_wrote("uid-1", &second),
+            "another desired object"
+        );
+        assert!(!record.last_wrote("uid-2", &first), "another stack");
+        record.forget("uid-1", ChildKind::ConfigMap, "demo-config");
+        assert!(
+            !record.last_wrote("uid-1", &first),
+            "a failed apply forgets"
+        );
     }
 
     #[test]

@@ -272,8 +272,10 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
             let regarding = stack.object_ref(&());
             events::publish(&ctx.recorder, &regarding, vec![migrate::notice(&migrated)]).await;
         }
-        if validated.keda.is_some() {
-            // Before pong's Deployment is applied without `replicas`.
+        // Before pong's Deployment is applied without `replicas`; not needed once this process
+        // applied it so (the operator's field manager owns `replicas` no longer).
+        let pong = desired::Child::Deployment(&desired.pong.deployment);
+        if validated.keda.is_some() && !ctx.last_applied.last_wrote(uid, &pong) {
             let handover = crate::autoscale::keda::hand_over_replicas(&ctx.client, &validated);
             reporter.failed(handover.await).await?;
         }
