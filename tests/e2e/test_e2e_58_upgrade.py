@@ -9,7 +9,12 @@ with a new default broker image would, and restarts it with the original setting
 real upgrade from the previous release (its CRD, chart and operator binary, then this tree's) is
 test_e2e_55_release_upgrade.py; this one adds a `Manual` stack switched to `Automatic`. Pods
 "restart" = a new pod uid or a changed pod template. Local mode only: the operator runs on the
-host. A second scenario: a RabbitMQ version skip on a running stack is refused."""
+host. A second scenario: a RabbitMQ version skip on a running stack is refused.
+
+A change of RabbitMQ series (4.2 → 4.3 here) first asks the running broker for its feature flags
+and deprecated features; kwok's pods have no broker behind them, so it waits with
+`RabbitMQUpgradeRefused` until the annotation `pingpong.dev/rabbitmq-upgrade` names the image (the
+user checked the broker). The answer of a real broker: test_e2e_63_rabbitmq_series.py."""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from typing import Any
 from e2e_helpers import Cluster, eventually, stack_doc
 
 NEW_DEFAULT = "rabbitmq:4.3-management"
+# Lets a broker image through without asking the running broker (README, Day-2).
+RABBITMQ_UPGRADE = "pingpong.dev/rabbitmq-upgrade"
 
 
 def _restart_operator(cluster: Cluster, env: dict[str, str]) -> None:
@@ -44,6 +51,18 @@ def _images(cluster: Cluster, ns: str, stack: str) -> dict[str, Any]:
 def _condition(cluster: Cluster, ns: str, stack: str, ctype: str) -> tuple[str, str] | None:
     cond = cluster.condition(ns, stack, ctype)
     return (cond["status"], cond["reason"]) if cond else None
+
+
+def _held_unread(cluster: Cluster, ns: str, stack: str, running: str) -> None:
+    """`stack`'s change of RabbitMQ series waits: its broker could not be asked (kwok's pods have
+    no broker behind them), so the StatefulSet keeps `running` and `Degraded` says why."""
+    def held() -> dict[str, Any] | None:
+        cond = cluster.condition(ns, stack, "Degraded")
+        return cond if (cond and cond["status"] == "True" and cond["reason"] == "RabbitMQUpgradeRefused"
+                        and "could not be read" in cond["message"]) else None
+    cond = eventually(f"{stack}'s change of series held for the broker's answer", held, timeout=120)
+    assert f"{RABBITMQ_UPGRADE}=" in cond["message"], cond
+    assert _broker_template(cluster, ns, stack)["spec"]["containers"][0]["image"] == running
 
 
 def test_an_operator_upgrade_rolls_only_the_stacks_whose_policy_allows_it(local: Cluster, ns: str) -> None:
@@ -78,7 +97,13 @@ def test_an_operator_upgrade_rolls_only_the_stacks_whose_policy_allows_it(local:
         assert _condition(cluster, ns, "manual", "UpgradeAvailable") == ("True", "NewerDefaultImage")
         assert _images(cluster, ns, "manual")["rabbitmq"]["image"] == old_default
 
-        # Automatic: rolls to the new default, is Ready again, and nothing is left "available".
+        # Automatic: a new series (4.2 → 4.3) waits for the running broker's word on its feature
+        # flags, which kwok's pods (no broker behind them) never give: the broker keeps its image
+        # and the condition says why. The user, having checked the broker, lets it through.
+        _held_unread(cluster, ns, "auto", old_default)
+        cluster.kubectl("annotate", "pps", "auto", "-n", ns, f"{RABBITMQ_UPGRADE}={NEW_DEFAULT}")
+
+        # Then it rolls to the new default, is Ready again, and nothing is left "available".
         def auto_rolled() -> bool:
             containers = _broker_template(cluster, ns, "auto")["spec"]["containers"]
             return containers[0]["image"] == NEW_DEFAULT
@@ -102,7 +127,9 @@ def test_an_operator_upgrade_rolls_only_the_stacks_whose_policy_allows_it(local:
             pods, template = before[name]
             assert _broker_template(cluster, ns, name) == template, name
             assert _pods(cluster, ns, name) == pods, name
-        # The Manual stack takes the new default once its policy says so.
+        # The Manual stack takes the new default once its policy says so (and the broker step is
+        # let through, as above).
+        cluster.kubectl("annotate", "pps", "manual", "-n", ns, f"{RABBITMQ_UPGRADE}={NEW_DEFAULT}")
         cluster.kubectl("patch", "pps", "manual", "-n", ns, "--type=merge",
                         "-p", '{"spec":{"upgradePolicy":"Automatic"}}')
         eventually("manual rolls once Automatic",
@@ -135,6 +162,9 @@ def test_a_rabbitmq_version_skip_is_refused_and_the_next_series_applied(cluster:
 
     cluster.kubectl("patch", "pps", "skip", "-n", ns, "--type=merge", "-p",
                     '{"spec":{"rabbitmq":{"image":"rabbitmq:4.1-management"}}}')
+    # The supported step asks the running broker first (none answers on kwok's pods).
+    _held_unread(cluster, ns, "skip", "rabbitmq:4.0-management")
+    cluster.kubectl("annotate", "pps", "skip", "-n", ns, f"{RABBITMQ_UPGRADE}=rabbitmq:4.1-management")
     eventually("the broker runs 4.1",
                lambda: _broker_template(cluster, ns, "skip")["spec"]["containers"][0]["image"]
                == "rabbitmq:4.1-management")

@@ -110,6 +110,27 @@ pub fn broker_pods(
         .collect()
 }
 
+/// The broker pods of the stack `stack` in `namespace`, as its StatefulSet selects them (an
+/// earlier release's selector until the stack migrates; the operator's without a StatefulSet).
+pub async fn list_broker_pods(
+    client: &Client,
+    namespace: &str,
+    stack: &str,
+    names: &ChildNames,
+) -> Result<Vec<Pod>, kube::Error> {
+    let workload = WorkloadKind::StatefulSet;
+    let selector = pod_selector(client, namespace, workload, &names.rabbitmq)
+        .await?
+        .unwrap_or_else(|| {
+            labels::to_selector_string(&labels::selector_labels(stack, Component::RabbitMq))
+        });
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
 /// The URL of a pod's node list.
 fn nodes_url(ip: IpAddr) -> String {
     match ip {
@@ -189,22 +210,8 @@ impl BrokerCheck {
         let namespace = stack.namespace().unwrap_or_default();
         let name = stack.name_any();
         let names = ChildNames::new(&name, stack.spec.rabbitmq.credentials_secret.as_deref());
-        // The broker's pods as its StatefulSet selects them (an earlier release's selector
-        // until the stack migrates); none without a StatefulSet.
-        let workload = WorkloadKind::StatefulSet;
-        let selector = match pod_selector(&self.client, &namespace, workload, &names.rabbitmq).await
-        {
-            Ok(selector) => selector.unwrap_or_else(|| {
-                labels::to_selector_string(&labels::selector_labels(&name, Component::RabbitMq))
-            }),
-            Err(error) => {
-                tracing::warn!(stack = %name, namespace = %namespace, error = %crate::error::chain(&error), "cannot read the broker's StatefulSet; checking the cluster again next round");
-                return (key, state);
-            }
-        };
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        let listed = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => list.items,
+        let listed = match list_broker_pods(&self.client, &namespace, &name, &names).await {
+            Ok(pods) => pods,
             Err(error) => {
                 tracing::warn!(stack = %name, namespace = %namespace, error = %crate::error::chain(&error), "cannot list the broker pods; checking the cluster again next round");
                 return (key, state);

@@ -7,11 +7,19 @@
 //! is disabled (`required feature flag not enabled`), and a later series removes deprecated
 //! features, so both must be clear before each step ([`BrokerView::refusal`]). Parsing and the
 //! verdict are pure; [`read`] does the two requests. `pingpong-operator rabbitmq-upgrade-check`
-//! runs them with the step rule of [`crate::reconcile::validate::rabbitmq_upgrade`].
+//! runs them with the step rule of [`crate::reconcile::validate::rabbitmq_upgrade`]; the
+//! reconcile asks a ready broker pod the same before it applies an image of another series
+//! ([`ask_running`]).
 
+use std::net::IpAddr;
+
+use kube::Client;
 use serde::Deserialize;
 
-use crate::autoscale::signal::{Credentials, ManagementClient, SignalError};
+use crate::autoscale::signal::{
+    Credentials, MANAGEMENT_PORT, ManagementClient, SignalError, read_credentials,
+};
+use crate::reconcile::names::ChildNames;
 use crate::reconcile::validate::rabbitmq_upgrade::{Series, Step, step};
 
 /// The feature flag list.
@@ -125,6 +133,88 @@ pub async fn read(
     })
 }
 
+/// Where the reconcile reads a running broker's view before a change of series.
+#[derive(Clone)]
+pub enum BrokerViews {
+    /// The management API of a ready broker pod, at the pod's IP, with the stack's
+    /// credentials (what the operator does).
+    Pods(Box<ManagementClient>),
+    /// This answer for every broker, without a request (the reconcile's tests on the in-memory
+    /// API, whose pods have no broker behind them).
+    Fixed(Result<BrokerView, String>),
+}
+
+impl Default for BrokerViews {
+    fn default() -> Self {
+        Self::Pods(Box::default())
+    }
+}
+
+/// A running broker's view, and the pod that answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asked {
+    /// The broker pod asked (empty for [`BrokerViews::Fixed`]).
+    pub pod: String,
+    /// What it reported.
+    pub view: BrokerView,
+}
+
+/// The management API of the first ready pod with an address among `pods` (name, readiness,
+/// address), e.g. `http://10.0.0.5:15672` (pure).
+pub fn first_ready_url(pods: &[(String, bool, Option<IpAddr>)]) -> Option<(String, String)> {
+    pods.iter().find_map(|(name, ready, ip)| {
+        let ip = (*ready).then_some(*ip)??;
+        let host = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        Some((name.clone(), format!("http://{host}:{MANAGEMENT_PORT}")))
+    })
+}
+
+/// Asks the running broker of the stack `stack` in `namespace` (its children named `names`)
+/// for its view: one pod list, a Secret read and two requests of at most 3 s each. The error
+/// says what could not be read, for the stack's condition.
+pub async fn ask_running(
+    views: &BrokerViews,
+    client: &Client,
+    namespace: &str,
+    stack: &str,
+    names: &ChildNames,
+) -> Result<Asked, String> {
+    let management = match views {
+        BrokerViews::Fixed(answer) => {
+            return answer.clone().map(|view| Asked {
+                pod: String::new(),
+                view,
+            });
+        }
+        BrokerViews::Pods(management) => management,
+    };
+    let listed = super::runner::list_broker_pods(client, namespace, stack, names)
+        .await
+        .map_err(|e| format!("listing the broker pods: {}", crate::error::chain(&e)))?;
+    let pods: Vec<(String, bool, Option<IpAddr>)> =
+        super::runner::broker_pods(&listed, &names.rabbitmq_headless, namespace)
+            .into_iter()
+            .map(|(pod, ip)| (pod.name, pod.ready, ip))
+            .collect();
+    let (pod, url) =
+        first_ready_url(&pods).ok_or_else(|| "no broker pod is ready to answer".to_owned())?;
+    let credentials = read_credentials(client, namespace, &names.credentials_secret)
+        .await
+        .map_err(|e| {
+            format!(
+                "reading the broker's credentials: {}",
+                crate::error::chain(&e)
+            )
+        })?;
+    let view = read(management, &url, &credentials)
+        .await
+        .map_err(|e| format!("asking {pod} ({url}): {}", crate::error::chain(&e)))?;
+    Ok(Asked { pod, view })
+}
+
 /// `pingpong-operator rabbitmq-upgrade-check`: reads the view of the broker at
 /// `management_url` and judges moving it from `from` to `to` ([`verdict`]).
 pub async fn check(
@@ -209,6 +299,26 @@ pub fn verdict(from: &str, to: &str, view: &BrokerView) -> CheckReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_ready_pod_with_an_address_answers() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let pods = vec![
+            ("b-0".to_owned(), false, ip("10.0.0.4")),
+            ("b-1".to_owned(), true, None),
+            ("b-2".to_owned(), true, ip("fd00::7")),
+            ("b-3".to_owned(), true, ip("10.0.0.9")),
+        ];
+        assert_eq!(
+            first_ready_url(&pods),
+            Some(("b-2".to_owned(), "http://[fd00::7]:15672".to_owned()))
+        );
+        assert_eq!(
+            first_ready_url(&pods[3..]),
+            Some(("b-3".to_owned(), "http://10.0.0.9:15672".to_owned()))
+        );
+        assert_eq!(first_ready_url(&pods[..2]), None);
+    }
 
     /// The shape RabbitMQ 3.10 to 4.x answer (fields abridged).
     const FLAGS: &str = r#"[

@@ -13,6 +13,7 @@ use super::applied::LastApplied;
 use super::cache::ChildCaches;
 use super::upgrade_gate::UpgradeGate;
 use crate::apis::ServedApis;
+use crate::broker_check::upgrade::BrokerViews;
 use crate::config::AllowedSecrets;
 use crate::crd::GatewayParentRef;
 use crate::images::Images;
@@ -39,6 +40,9 @@ pub struct Context {
     /// What each stack's reconcile last applied to its children (applies of unchanged children
     /// are skipped).
     pub last_applied: LastApplied,
+    /// Where a running broker's feature flags and deprecated features are read before a change
+    /// of RabbitMQ series.
+    pub broker_views: BrokerViews,
     served: watch::Sender<ServedApis>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -62,6 +66,7 @@ impl Context {
             default_gateway: None,
             upgrades: UpgradeGate::default(),
             last_applied: LastApplied::default(),
+            broker_views: BrokerViews::default(),
             served: watch::Sender::new(served),
             failures: Mutex::new(HashMap::new()),
         }
@@ -90,6 +95,12 @@ impl Context {
     /// a time.
     pub fn with_upgrade_gate(mut self, gate: UpgradeGate) -> Self {
         self.upgrades = gate;
+        self
+    }
+
+    /// The same context, reading running brokers' views from `views`.
+    pub fn with_broker_views(mut self, views: BrokerViews) -> Self {
+        self.broker_views = views;
         self
     }
 

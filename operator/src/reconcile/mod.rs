@@ -59,6 +59,8 @@ use rollout::Readiness;
 use status::{Converged, Outcome, Report, reason};
 use std::sync::Arc;
 use std::time::Duration;
+use validate::ValidatedStack;
+use validate::rabbitmq_upgrade::{self, RABBITMQ_UPGRADE_CHECKED};
 
 /// Safety-net requeue after a successful reconcile (children are also watched).
 pub const SUCCESS_REQUEUE: Duration = Duration::from_secs(300);
@@ -209,6 +211,10 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         }
     };
 
+    // A change of RabbitMQ series waits until the running broker shows nothing that blocks it
+    // (its feature flags and deprecated features, read from a ready broker pod).
+    let validated = broker_series_change(stack, ctx, validated).await;
+
     // Which workloads still select with an earlier release's selector (the caches answer for
     // the others).
     let live = migrate::observe(&ctx.client, &ctx.children, &validated, uid);
@@ -354,6 +360,45 @@ async fn run(stack: &PingPongStack, ctx: &Context) -> Result<(ReconcileResult, A
         NOT_READY_REQUEUE
     };
     Ok((result, Action::requeue(requeue)))
+}
+
+/// `validated` once the running broker was asked about a change of series its broker image
+/// would make: unchanged when it cleared the step (an Event says so), else keeping the image it
+/// runs with `RabbitMQUpgradeRefused` saying why. No request without such a change.
+async fn broker_series_change(
+    stack: &PingPongStack,
+    ctx: &Context,
+    validated: ValidatedStack,
+) -> ValidatedStack {
+    let change = match rabbitmq_upgrade::series_change(stack, &validated.rabbitmq.image) {
+        Some(change) if !validated.paused => change,
+        _ => return validated,
+    };
+    let asked = crate::broker_check::upgrade::ask_running(
+        &ctx.broker_views,
+        &ctx.client,
+        &validated.namespace,
+        &validated.name,
+        &validated.names,
+    )
+    .await;
+    let view = asked.as_ref().map(|a| a.view.clone()).map_err(Clone::clone);
+    if let Some(why) = change.hold(&view) {
+        tracing::info!(from = %change.running, to = %change.wanted, why = %why.message, "a change of series waits");
+        let spec_image = stack.spec.rabbitmq.image.is_some();
+        return validated.keeping_broker(&change.running, spec_image, &ctx.images, why);
+    }
+    if let Ok(asked) = asked {
+        tracing::info!(from = %change.running, to = %change.wanted, pod = %asked.pod, "the running broker cleared the change of series");
+        let notice = events::Notice {
+            warning: false,
+            reason: RABBITMQ_UPGRADE_CHECKED.to_owned(),
+            action: "CheckRabbitMQUpgrade",
+            note: change.cleared(&asked.pod, &asked.view),
+        };
+        events::publish(&ctx.recorder, &stack.object_ref(&()), vec![notice]).await;
+    }
+    validated
 }
 
 /// An object that does not deserialize into a PingPongStack (the schema should prevent it):

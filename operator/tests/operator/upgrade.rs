@@ -6,6 +6,7 @@
 use crate::support::api::{self as api, NAME, Setup, Started};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use pingpong_operator::apis::ServedApis;
+use pingpong_operator::broker_check::upgrade::{BrokerView, BrokerViews};
 use pingpong_operator::crd::{ImageSource, PingPongStackSpec, PingPongStackStatus, UpgradePolicy};
 use pingpong_operator::images::{self, Images};
 use pingpong_operator::reconcile::Context;
@@ -26,13 +27,22 @@ fn upgraded() -> Images {
 async fn operator_with(started: &Started, defaults: Images) -> Arc<Context> {
     let served = ServedApis::discover(&started.client).await.unwrap();
     let base = api::bare_context(&started.client, served);
-    Arc::new(Context::new(
-        base.client.clone(),
-        pingpong_operator::metrics::Metrics::new().unwrap(),
-        base.recorder.clone(),
-        defaults,
-        served,
-    ))
+    Arc::new(
+        Context::new(
+            base.client.clone(),
+            pingpong_operator::metrics::Metrics::new().unwrap(),
+            base.recorder.clone(),
+            defaults,
+            served,
+        )
+        .with_broker_views(api::cleared_broker()),
+    )
+}
+
+/// A Context of the same in-memory API whose brokers answer `views` before a change of series.
+async fn operator_asking(started: &Started, views: BrokerViews) -> Arc<Context> {
+    let served = ServedApis::discover(&started.client).await.unwrap();
+    Arc::new(api::bare_context(&started.client, served).with_broker_views(views))
 }
 
 fn condition(status: &PingPongStackStatus, type_: &str) -> (String, String) {
@@ -350,6 +360,174 @@ async fn a_rabbitmq_series_skip_is_refused_and_everything_else_applied() {
     assert_eq!(condition(&started.status().await, "Degraded").0, "False");
 }
 
+/// The message of the stack's `Degraded` condition.
+async fn degraded_message(started: &Started) -> String {
+    let status = started.status().await;
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "RabbitMQUpgradeRefused")
+    );
+    c.message.clone()
+}
+
+#[tokio::test]
+async fn a_change_of_series_waits_until_the_running_broker_clears_it() {
+    let mut spec = PingPongStackSpec::default();
+    spec.rabbitmq.image = Some("rabbitmq:4.1-management".into());
+    let started = Started::reconciled(spec).await;
+    let broker = format!("{NAME}-rabbitmq");
+    started
+        .edit_spec(|spec| {
+            spec.rabbitmq.image = Some("rabbitmq:4.2-management".into());
+            spec.ping.replicas = 3;
+        })
+        .await;
+
+    // A stable feature flag disabled and a deprecated feature in use: the broker keeps 4.1,
+    // everything else is applied, the condition names both and what to run.
+    let blocked = BrokerView {
+        disabled_feature_flags: vec!["message_containers".into()],
+        deprecated_features_in_use: vec!["transient_nonexcl_queues".into()],
+        feature_flags: 20,
+    };
+    let ctx = operator_asking(&started, BrokerViews::Fixed(Ok(blocked))).await;
+    api::reconcile_once(&started.client, &ctx).await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:4.1-management"
+    );
+    let ping = started
+        .api::<Deployment>()
+        .get(&format!("{NAME}-ping"))
+        .await
+        .unwrap();
+    assert_eq!(ping.spec.unwrap().replicas, Some(3));
+    let message = degraded_message(&started).await;
+    for part in [
+        "RabbitMQ 4.1 → 4.2",
+        "message_containers",
+        "rabbitmqctl enable_feature_flag all",
+        "transient_nonexcl_queues",
+        "keeps running rabbitmq:4.1-management",
+        "pingpong.dev/rabbitmq-upgrade=rabbitmq:4.2-management",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    let images = started.status().await.images.unwrap();
+    assert_eq!(images.rabbitmq.image, "rabbitmq:4.1-management");
+    assert_eq!(images.rabbitmq.source, ImageSource::Spec);
+
+    // A broker that cannot be read holds the change too: its answer is what clears it.
+    let ctx = operator_asking(&started, BrokerViews::Fixed(Err("timed out".into()))).await;
+    api::reconcile_once(&started.client, &ctx).await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:4.1-management"
+    );
+    let message = degraded_message(&started).await;
+    assert!(
+        message.contains("could not be read (timed out)"),
+        "{message}"
+    );
+    // The operator's own reader finds no ready broker pod here (the in-memory API runs none).
+    let ctx = operator_asking(&started, BrokerViews::default()).await;
+    api::reconcile_once(&started.client, &ctx).await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:4.1-management"
+    );
+    let message = degraded_message(&started).await;
+    assert!(
+        message.contains("no broker pod is ready to answer"),
+        "{message}"
+    );
+
+    // Cleared: applied, recorded, an Event says what the broker reported.
+    started.reconcile().await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:4.2-management"
+    );
+    let status = started.status().await;
+    assert_eq!(condition(&status, "Degraded").0, "False");
+    assert_eq!(
+        status.images.unwrap().rabbitmq.image,
+        "rabbitmq:4.2-management"
+    );
+    let events = started.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|(kind, reason)| kind == "Normal" && reason == "RabbitMQUpgradeChecked"),
+        "{events:?}"
+    );
+
+    // The annotation naming the image lets a change through without asking.
+    started
+        .annotate(
+            pingpong_operator::labels::RABBITMQ_UPGRADE,
+            "rabbitmq:4.3-management",
+        )
+        .await;
+    started
+        .edit_spec(|spec| spec.rabbitmq.image = Some("rabbitmq:4.3-management".into()))
+        .await;
+    let ctx = operator_asking(&started, BrokerViews::Fixed(Err("unreachable".into()))).await;
+    api::reconcile_once(&started.client, &ctx).await.unwrap();
+    assert_eq!(
+        statefulset_image(&started, &broker).await,
+        "rabbitmq:4.3-management"
+    );
+}
+
+#[tokio::test]
+async fn a_new_default_broker_series_waits_for_the_broker_of_an_automatic_stack() {
+    let spec = PingPongStackSpec {
+        upgrade_policy: UpgradePolicy::Automatic,
+        ..PingPongStackSpec::default()
+    };
+    let started = Started::reconciled(spec).await;
+    let served = ServedApis::discover(&started.client).await.unwrap();
+    let base = api::bare_context(&started.client, served);
+    let upgraded_operator = Arc::new(
+        Context::new(
+            base.client.clone(),
+            pingpong_operator::metrics::Metrics::new().unwrap(),
+            base.recorder.clone(),
+            upgraded(),
+            served,
+        )
+        .with_broker_views(BrokerViews::Fixed(Err("timed out".into()))),
+    );
+    api::reconcile_once(&started.client, &upgraded_operator)
+        .await
+        .unwrap();
+    // ping and pong roll to the new defaults; the broker keeps its series and shows the new
+    // default as available.
+    let (ping, pong, rabbitmq) = images_applied(&started).await;
+    assert_eq!(
+        (ping.as_str(), pong.as_str()),
+        (upgraded().ping.as_str(), upgraded().pong.as_str())
+    );
+    assert_eq!(rabbitmq, images::RABBITMQ);
+    let images = started.status().await.images.unwrap();
+    assert_eq!(images.rabbitmq.image, images::RABBITMQ);
+    assert_eq!(
+        images.rabbitmq.available.as_deref(),
+        Some("rabbitmq:4.3-management")
+    );
+    assert!(
+        degraded_message(&started)
+            .await
+            .contains("could not be read")
+    );
+}
+
 #[tokio::test]
 async fn a_new_default_broker_that_skips_a_series_does_not_reach_an_automatic_stack() {
     let spec = PingPongStackSpec {
@@ -429,7 +607,8 @@ async fn at_most_n_automatic_stacks_roll_at_a_time() {
             upgraded(),
             served,
         )
-        .with_upgrade_gate(UpgradeGate::new(1, None)),
+        .with_upgrade_gate(UpgradeGate::new(1, None))
+        .with_broker_views(api::cleared_broker()),
     );
     reconcile_named(&started, &one_at_a_time, "first").await;
     reconcile_named(&started, &one_at_a_time, "second").await;

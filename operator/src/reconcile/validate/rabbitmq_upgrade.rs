@@ -16,12 +16,15 @@
 //! a recorded image (its first apply) takes any image.
 
 use super::broker::tag_version;
+use crate::broker_check::upgrade::BrokerView;
 use crate::crd::PingPongStack;
 use crate::labels::RABBITMQ_UPGRADE;
 use crate::reconcile::health::Problem;
 
 /// Condition reason of a refused RabbitMQ version change.
 pub const RABBITMQ_UPGRADE_REFUSED: &str = "RabbitMQUpgradeRefused";
+/// Event reason of a change of series the running broker cleared.
+pub const RABBITMQ_UPGRADE_CHECKED: &str = "RabbitMQUpgradeChecked";
 
 /// A RabbitMQ release series (`major.minor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -107,31 +110,36 @@ pub struct Decision {
     pub refused: Option<Problem>,
 }
 
+/// The broker image `stack` records as running (`status.images.rabbitmq`), if any.
+fn running_image(stack: &PingPongStack) -> Option<String> {
+    stack
+        .status
+        .as_ref()
+        .and_then(|s| s.images.as_ref())
+        .map(|i| i.rabbitmq.image.clone())
+        .filter(|image| !image.is_empty())
+}
+
+/// Whether the annotation [`RABBITMQ_UPGRADE`] lets `wanted` through unchecked.
+fn annotated(stack: &PingPongStack, wanted: &str) -> bool {
+    stack
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RABBITMQ_UPGRADE))
+        .is_some_and(|v| v.trim() == wanted)
+}
+
 /// Decides the broker image of `stack` that wants `wanted`.
 pub fn decide(stack: &PingPongStack, wanted: &str) -> Decision {
     let accept = || Decision {
         image: wanted.to_owned(),
         refused: None,
     };
-    let Some(running) = stack
-        .status
-        .as_ref()
-        .and_then(|s| s.images.as_ref())
-        .map(|i| i.rabbitmq.image.clone())
-        .filter(|image| !image.is_empty())
-    else {
+    let Some(running) = running_image(stack) else {
         return accept();
     };
-    if running == wanted {
-        return accept();
-    }
-    let allowed = stack
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(RABBITMQ_UPGRADE))
-        .is_some_and(|v| v.trim() == wanted);
-    if allowed {
+    if running == wanted || annotated(stack, wanted) {
         return accept();
     }
     let why = match (Series::of_image(&running), Series::of_image(wanted)) {
@@ -172,6 +180,89 @@ pub fn decide(stack: &PingPongStack, wanted: &str) -> Decision {
             message,
             needs_action: true,
         }),
+    }
+}
+
+/// A change of series that the running broker is asked about before it is applied: RabbitMQ
+/// takes the step only with every stable feature flag enabled, and a later series removes the
+/// deprecated features still in use. The reconcile reads both from a ready broker pod
+/// ([`crate::broker_check::upgrade::ask_running`]) and keeps the running image while either
+/// blocks the step or the broker cannot be read ([`SeriesChange::hold`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesChange {
+    /// The image the broker runs (recorded in status).
+    pub running: String,
+    /// The image of the other series to apply.
+    pub wanted: String,
+    /// The running series.
+    pub from: Series,
+    /// The wanted series.
+    pub to: Series,
+}
+
+/// The change of series that applying `wanted` makes to `stack`'s running broker (pure), after
+/// [`decide`]: none on a first apply, within a series, for a tag without a version, or when the
+/// annotation [`RABBITMQ_UPGRADE`] names `wanted` (the user checked the broker).
+pub fn series_change(stack: &PingPongStack, wanted: &str) -> Option<SeriesChange> {
+    let running = running_image(stack)?;
+    if running == wanted || annotated(stack, wanted) {
+        return None;
+    }
+    let (from, to) = (Series::of_image(&running)?, Series::of_image(wanted)?);
+    (from != to).then(|| SeriesChange {
+        running,
+        wanted: wanted.to_owned(),
+        from,
+        to,
+    })
+}
+
+impl SeriesChange {
+    /// Why the change waits, from what asking the running broker gave (pure): `None` when it
+    /// answered with nothing that blocks the step.
+    pub fn hold(&self, asked: &Result<BrokerView, String>) -> Option<Problem> {
+        let why = match asked {
+            Ok(view) => view.refusal()?,
+            Err(error) => format!(
+                "its feature flags and deprecated features could not be read ({error}); the \
+                 operator asks again on its next reconcile"
+            ),
+        };
+        let Self {
+            running,
+            wanted,
+            from,
+            to,
+        } = self;
+        Some(Problem {
+            reason: RABBITMQ_UPGRADE_REFUSED,
+            message: format!(
+                "RabbitMQ {from} → {to} ({wanted}) waits for the running broker: {why}. The \
+                 broker keeps running {running}. To apply {wanted} anyway, after checking the \
+                 broker yourself, annotate the stack {RABBITMQ_UPGRADE}={wanted}"
+            ),
+            needs_action: true,
+        })
+    }
+
+    /// What the Event of a change the broker cleared says.
+    pub fn cleared(&self, pod: &str, view: &BrokerView) -> String {
+        let Self {
+            running,
+            wanted,
+            from,
+            to,
+        } = self;
+        let asked = if pod.is_empty() {
+            "the broker".to_owned()
+        } else {
+            format!("broker pod {pod}")
+        };
+        format!(
+            "RabbitMQ {from} → {to}: {asked} lists {} feature flags with every stable one \
+             enabled, and no deprecated feature in use; {running} is replaced by {wanted}",
+            view.feature_flags
+        )
     }
 }
 
@@ -351,5 +442,87 @@ mod tests {
             "rabbitmq:4.2",
         );
         assert_eq!(other.image, "rabbitmq:4.0");
+    }
+
+    #[test]
+    fn only_a_change_of_series_asks_the_broker() {
+        let change =
+            |running, annotation, wanted| series_change(&stack(running, annotation), wanted);
+        let asked = change(
+            Some("rabbitmq:4.2-management"),
+            None,
+            "rabbitmq:4.3-management",
+        )
+        .expect("4.2 → 4.3 asks");
+        assert_eq!(
+            (asked.from, asked.to, asked.running.as_str()),
+            (series(4, 2), series(4, 3), "rabbitmq:4.2-management")
+        );
+        for (running, annotation, wanted) in [
+            (None, None, "rabbitmq:4.3"),
+            (Some("rabbitmq:4.2.1"), None, "rabbitmq:4.2.2"),
+            (Some("rabbitmq:4.2"), None, "rabbitmq:4.2"),
+            (Some("rabbitmq:4.2"), Some("rabbitmq:4.3"), "rabbitmq:4.3"),
+            (Some("rabbitmq:4.2"), None, "rabbitmq:latest"),
+        ] {
+            assert_eq!(
+                change(running, annotation, wanted),
+                None,
+                "{running:?} → {wanted}"
+            );
+        }
+        // An annotation naming another image does not spare this one the question.
+        assert!(change(Some("rabbitmq:4.2"), Some("rabbitmq:4.4"), "rabbitmq:4.3").is_some());
+    }
+
+    #[test]
+    fn the_broker_clears_a_change_only_with_nothing_blocking_it() {
+        let change = series_change(
+            &stack(Some("rabbitmq:3.13.7"), None),
+            "rabbitmq:4.0.5-management",
+        )
+        .expect("3.13 → 4.0 asks");
+        let clear = BrokerView {
+            feature_flags: 31,
+            ..BrokerView::default()
+        };
+        assert_eq!(change.hold(&Ok(clear.clone())), None);
+        let note = change.cleared("demo-rabbitmq-0", &clear);
+        assert!(
+            note.contains("3.13 → 4.0") && note.contains("demo-rabbitmq-0") && note.contains("31"),
+            "{note}"
+        );
+
+        let blocked = BrokerView {
+            disabled_feature_flags: vec!["khepri_db".into(), "stream_filtering".into()],
+            ..clear
+        };
+        let held = change.hold(&Ok(blocked)).expect("held");
+        assert_eq!(
+            (held.reason, held.needs_action),
+            (RABBITMQ_UPGRADE_REFUSED, true)
+        );
+        for part in [
+            "RabbitMQ 3.13 → 4.0 (rabbitmq:4.0.5-management) waits for the running broker",
+            "khepri_db, stream_filtering",
+            "keeps running rabbitmq:3.13.7",
+            "pingpong.dev/rabbitmq-upgrade=rabbitmq:4.0.5-management",
+        ] {
+            assert!(
+                held.message.contains(part),
+                "{part:?} not in {}",
+                held.message
+            );
+        }
+        let unread = change
+            .hold(&Err("no broker pod is ready to answer".into()))
+            .expect("held");
+        assert!(
+            unread
+                .message
+                .contains("could not be read (no broker pod is ready to answer)"),
+            "{}",
+            unread.message
+        );
     }
 }

@@ -283,6 +283,25 @@ impl ValidatedStack {
         self
     }
 
+    /// The same stack with its broker kept on the image it runs (`running`: a change of series
+    /// that waits, for the reason `why`), recorded in `images` as the operator's default or the
+    /// spec's image (`spec_image`) with `defaults` for what is available.
+    pub fn keeping_broker(
+        mut self,
+        running: &str,
+        spec_image: bool,
+        defaults: &crate::images::Images,
+        why: crate::reconcile::health::Problem,
+    ) -> Self {
+        self.rabbitmq.image = running.to_owned();
+        self.rabbitmq.peer_discovery =
+            super::broker::peer_discovery(running, self.rabbitmq.replicas);
+        self.images.rabbitmq =
+            crate::images::resolved_image(running, spec_image, &defaults.rabbitmq);
+        self.refused.push(why);
+        self
+    }
+
     /// What the stack runs with but the user should fix (`status.warnings`): an Ingress without
     /// a host matches `/ping` and `/pong` on every host, so two such stacks on the same
     /// IngressClass, in one namespace or across the cluster, take the same paths and the

@@ -19,6 +19,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, CustomResource, Resource};
 use kube_fake_client::{ClientBuilder, interceptor};
 use pingpong_operator::apis::ServedApis;
+use pingpong_operator::broker_check::upgrade::{BrokerView, BrokerViews};
 use pingpong_operator::crd::{PingPongStack, PingPongStackSpec, PingPongStackStatus};
 use pingpong_operator::error::Error;
 use pingpong_operator::images::Images;
@@ -172,6 +173,17 @@ pub fn bare_context(client: &Client, served: ServedApis) -> Context {
         Images::default(),
         served,
     )
+    .with_broker_views(cleared_broker())
+}
+
+/// What the in-memory API's brokers answer before a change of RabbitMQ series (its pods have
+/// no broker behind them): 20 feature flags, every stable one enabled, no deprecated feature in
+/// use. Tests of a broker that blocks the step, or cannot be read, set their own.
+pub fn cleared_broker() -> BrokerViews {
+    BrokerViews::Fixed(Ok(BrokerView {
+        feature_flags: 20,
+        ..BrokerView::default()
+    }))
 }
 
 pub async fn get_stack(client: &Client) -> PingPongStack {
