@@ -14,7 +14,9 @@ The earlier release's objects are tests/e2e/fixtures/previous_release_objects.ya
 that release's binary; see its header). The test creates the stack with this operator (for its
 Secrets), pauses it, replaces its workloads, Services, PDBs and NetworkPolicies by the fixture's
 (owner reference to the stack, the operator's field manager, the pod-template digests of the
-Secrets the cluster holds) and deletes its claims, so the earlier StatefulSets create their own.
+Secrets the cluster holds, the images the suite's operator is configured with: the node's local
+images where the cluster has a real node) and deletes its claims, so the earlier StatefulSets
+create their own.
 Data kept is proven by PVC identity (same uid, same name, adopted by the new StatefulSet): the
 pods are simulated here, nothing writes to the volumes."""
 
@@ -72,10 +74,16 @@ def _as_previous_release(cluster: Cluster, ns: str, spec: dict[str, Any]) -> Non
     stack = cluster.stack(ns, NAME)
     owner = {"apiVersion": "pingpong.dev/v1alpha1", "kind": "PingPongStack", "name": NAME,
              "uid": stack["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-    # The pod-template digests of the Secrets the cluster holds, as that release computed them.
-    annotations = {name: cluster.get(kind, name, ns)["spec"]["template"]["metadata"].get("annotations", {})
-                   for kind, names in (("statefulset", STATEFULSETS), ("deployment", DEPLOYMENTS))
-                   for name in names}
+    # The pod-template digests of the Secrets the cluster holds, as that release computed them,
+    # and the images its operator was configured with (the suite's operator runs the node's
+    # local images where the cluster has a real node; the fixture names the published ones).
+    templates = {name: cluster.get(kind, name, ns)["spec"]["template"]
+                 for kind, names in (("statefulset", STATEFULSETS), ("deployment", DEPLOYMENTS))
+                 for name in names}
+    annotations = {name: t["metadata"].get("annotations", {}) for name, t in templates.items()}
+    images = {name: {c["name"]: c["image"] for key in ("initContainers", "containers")
+                     for c in t["spec"].get(key) or []}
+              for name, t in templates.items()}
     for kind, names in (("statefulset", STATEFULSETS), ("deployment", DEPLOYMENTS)):
         cluster.kubectl("delete", kind, "-n", ns, *names, "--cascade=foreground", "--wait=true",
                         "--timeout=120s", timeout=180)
@@ -87,7 +95,11 @@ def _as_previous_release(cluster: Cluster, ns: str, spec: dict[str, Any]) -> Non
         doc = json.loads(json.dumps(doc).replace(".default.svc", f".{ns}.svc"))
         doc["metadata"]["ownerReferences"] = [owner]
         if doc["kind"] in ("StatefulSet", "Deployment"):
-            doc["spec"]["template"]["metadata"]["annotations"] = annotations[doc["metadata"]["name"]]
+            name = doc["metadata"]["name"]
+            doc["spec"]["template"]["metadata"]["annotations"] = annotations[name]
+            for key in ("initContainers", "containers"):
+                for container in doc["spec"]["template"]["spec"].get(key) or []:
+                    container["image"] = images[name].get(container["name"], container["image"])
         docs.append(doc)
     cluster.kubectl("apply", "--server-side", "--field-manager=pingpong-operator", "--force-conflicts",
                     "-n", ns, "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
