@@ -49,6 +49,8 @@ use crate::topology::declare_topology;
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a replaced channel stays open for the confirms still due on it.
 pub const RETIRE_AFTER: Duration = Duration::from_secs(10);
+/// How often a replaced channel looks whether a publish still holds it.
+const RETIRE_POLL: Duration = Duration::from_millis(10);
 /// Slack on top of each bounded wait before the task counts as stalled
 /// (a loaded machine, scheduling).
 pub const STALL_SLACK: Duration = Duration::from_secs(10);
@@ -423,11 +425,22 @@ impl Manager {
     }
 }
 
-/// Closes a replaced channel once the confirms due on it are in, or after
-/// [`RETIRE_AFTER`] (then [`CLOSE_TIMEOUT`]), in the background.
+/// Closes a replaced channel once no publish holds it any more and the
+/// confirms due on it are in, or after [`RETIRE_AFTER`] (then
+/// [`CLOSE_TIMEOUT`]), in the background. A publish that took the session
+/// just before it was replaced publishes on it afterwards: closing the channel
+/// as soon as the confirms then due were in failed that publish with
+/// `InvalidChannelState(Closed)` although the broker may have taken it.
 fn retire(old: Arc<Session>) {
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(RETIRE_AFTER, old.channel.wait_for_confirms()).await;
+        let idle = async {
+            // Every publish holds its session from taking it until it is answered.
+            while Arc::strong_count(&old) > 1 {
+                tokio::time::sleep(RETIRE_POLL).await;
+            }
+            old.channel.wait_for_confirms().await
+        };
+        let _ = tokio::time::timeout(RETIRE_AFTER, idle).await;
         close_channel(&old.channel, "replaced").await;
     });
 }
