@@ -133,9 +133,14 @@ pub async fn list_broker_pods(
 
 /// The URL of a pod's node list.
 fn nodes_url(ip: IpAddr) -> String {
+    format!("{}{NODES_PATH}", management_url(ip))
+}
+
+/// The management API of a pod at `ip` (`http://10.0.0.5:15672`, `http://[fd00::1]:15672`).
+pub fn management_url(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V4(v4) => format!("http://{v4}:{MANAGEMENT_PORT}{NODES_PATH}"),
-        IpAddr::V6(v6) => format!("http://[{v6}]:{MANAGEMENT_PORT}{NODES_PATH}"),
+        IpAddr::V4(v4) => format!("http://{v4}:{MANAGEMENT_PORT}"),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{MANAGEMENT_PORT}"),
     }
 }
 

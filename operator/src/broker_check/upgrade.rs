@@ -16,9 +16,9 @@ use std::net::IpAddr;
 use kube::Client;
 use serde::Deserialize;
 
-use crate::autoscale::signal::{
-    Credentials, MANAGEMENT_PORT, ManagementClient, SignalError, read_credentials,
-};
+use super::runner::{broker_pods, list_broker_pods, management_url};
+use super::verdict::BrokerPod;
+use crate::autoscale::signal::{Credentials, ManagementClient, SignalError, read_credentials};
 use crate::reconcile::names::ChildNames;
 use crate::reconcile::validate::rabbitmq_upgrade::{Series, Step, step};
 
@@ -159,16 +159,12 @@ pub struct Asked {
     pub view: BrokerView,
 }
 
-/// The management API of the first ready pod with an address among `pods` (name, readiness,
-/// address), e.g. `http://10.0.0.5:15672` (pure).
-pub fn first_ready_url(pods: &[(String, bool, Option<IpAddr>)]) -> Option<(String, String)> {
-    pods.iter().find_map(|(name, ready, ip)| {
-        let ip = (*ready).then_some(*ip)??;
-        let host = match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("[{v6}]"),
-        };
-        Some((name.clone(), format!("http://{host}:{MANAGEMENT_PORT}")))
+/// The first ready broker pod with an address among `pods` ([`super::runner::broker_pods`])
+/// and its management API (pure).
+pub fn first_ready(pods: &[(BrokerPod, Option<IpAddr>)]) -> Option<(String, String)> {
+    pods.iter().find_map(|(pod, ip)| match (pod.ready, ip) {
+        (true, Some(ip)) => Some((pod.name.clone(), management_url(*ip))),
+        _ => None,
     })
 }
 
@@ -191,16 +187,12 @@ pub async fn ask_running(
         }
         BrokerViews::Pods(management) => management,
     };
-    let listed = super::runner::list_broker_pods(client, namespace, stack, names)
+    let listed = list_broker_pods(client, namespace, stack, names)
         .await
         .map_err(|e| format!("listing the broker pods: {}", crate::error::chain(&e)))?;
-    let pods: Vec<(String, bool, Option<IpAddr>)> =
-        super::runner::broker_pods(&listed, &names.rabbitmq_headless, namespace)
-            .into_iter()
-            .map(|(pod, ip)| (pod.name, pod.ready, ip))
-            .collect();
+    let pods = broker_pods(&listed, &names.rabbitmq_headless, namespace);
     let (pod, url) =
-        first_ready_url(&pods).ok_or_else(|| "no broker pod is ready to answer".to_owned())?;
+        first_ready(&pods).ok_or_else(|| "no broker pod is ready to answer".to_owned())?;
     let credentials = read_credentials(client, namespace, &names.credentials_secret)
         .await
         .map_err(|e| {
@@ -302,22 +294,29 @@ mod tests {
 
     #[test]
     fn the_first_ready_pod_with_an_address_answers() {
-        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let pod = |name: &str, ready: bool, ip: Option<&str>| {
+            let pod = BrokerPod {
+                name: name.to_owned(),
+                node: format!("rabbit@{name}"),
+                ready,
+            };
+            (pod, ip.map(|ip| ip.parse::<IpAddr>().unwrap()))
+        };
         let pods = vec![
-            ("b-0".to_owned(), false, ip("10.0.0.4")),
-            ("b-1".to_owned(), true, None),
-            ("b-2".to_owned(), true, ip("fd00::7")),
-            ("b-3".to_owned(), true, ip("10.0.0.9")),
+            pod("b-0", false, Some("10.0.0.4")),
+            pod("b-1", true, None),
+            pod("b-2", true, Some("fd00::7")),
+            pod("b-3", true, Some("10.0.0.9")),
         ];
         assert_eq!(
-            first_ready_url(&pods),
+            first_ready(&pods),
             Some(("b-2".to_owned(), "http://[fd00::7]:15672".to_owned()))
         );
         assert_eq!(
-            first_ready_url(&pods[3..]),
+            first_ready(&pods[3..]),
             Some(("b-3".to_owned(), "http://10.0.0.9:15672".to_owned()))
         );
-        assert_eq!(first_ready_url(&pods[..2]), None);
+        assert_eq!(first_ready(&pods[..2]), None);
     }
 
     /// The shape RabbitMQ 3.10 to 4.x answer (fields abridged).
