@@ -47,8 +47,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// kube's TLS runs on rustls with ring. Built together with ping and pong (`cargo build
+/// --workspace`, `make test`, images/build.sh), cargo's feature unification also enables
+/// rustls's aws-lc-rs provider (lapin's TLS connector asks for it); with both, rustls cannot
+/// choose a process default and the first Kubernetes client would panic. Chosen here, at
+/// start-up, before any client exists.
+fn install_crypto_provider() {
+    // An error means a provider is installed already: it stays the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    install_crypto_provider();
     match run(Cli::parse().command.unwrap_or(Command::Run)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -20,6 +20,7 @@ mod leader;
 mod migrate;
 mod ownership;
 mod rbac;
+mod start;
 mod reconcile;
 mod reconcile_errors;
 mod reconcile_store;
