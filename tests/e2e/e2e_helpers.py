@@ -315,7 +315,9 @@ class Cluster:
         return result.stdout + result.stderr
 
     def audit_events(self, user: str) -> list[dict[str, Any]]:
-        """Audit events of one user (local mode: the API server's Metadata-level audit log)."""
+        """Audit events of one user (local mode: the API server's audit log, at Metadata level;
+        lists of child kinds by the operator's namespace's ServiceAccounts carry their response,
+        see scripts/cluster/up.sh)."""
         events = []
         for path in sorted(self.state_dir.glob("logs/audit*.log")):
             with path.open(errors="replace") as f:
