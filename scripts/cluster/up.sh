@@ -116,15 +116,31 @@ start_bg etcd etcd --name pingpong-local --data-dir "$CLUSTER_DIR/data/etcd" \
 wait_until "etcd health" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
 step "kube-apiserver $KUBERNETES_VERSION on https://127.0.0.1:$APISERVER_PORT"
-cat >"$CLUSTER_DIR/audit-policy.yaml" <<'EOF'
+cat >"$CLUSTER_DIR/audit-policy.yaml" <<EOF
 # Requests of ServiceAccounts outside kube-system (the operator, tests) at Metadata level: the e2e
-# suite reads this log to prove the operator never got a 403.
+# suite reads this log to prove the operator never got a 403. The lists of the operator's child
+# kinds by ServiceAccounts of $OPERATOR_NAMESPACE (the operator's) also log the response as the API
+# server wrote it, so the suite sees that the child watches are metadata-only on the wire
+# (PartialObjectMetadataList). Only those lists: they happen when a watch starts or restarts,
+# and never a Secret's (the operator reads those by name; their data stays out of the log).
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
   - level: None
     userGroups: ["system:serviceaccounts:kube-system"]
+  - level: RequestResponse
+    userGroups: ["system:serviceaccounts:$OPERATOR_NAMESPACE"]
+    verbs: ["list"]
+    omitManagedFields: true
+    resources:
+      - {group: "", resources: [configmaps, services]}
+      - {group: apps, resources: [deployments, statefulsets]}
+      - {group: networking.k8s.io, resources: [networkpolicies, ingresses]}
+      - {group: policy, resources: [poddisruptionbudgets]}
+      - {group: gateway.networking.k8s.io, resources: [httproutes]}
+      - {group: monitoring.coreos.com, resources: [servicemonitors, prometheusrules]}
+      - {group: keda.sh, resources: [scaledobjects, triggerauthentications]}
   - level: Metadata
     userGroups: ["system:serviceaccounts"]
   - level: None

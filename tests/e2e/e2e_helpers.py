@@ -315,7 +315,9 @@ class Cluster:
         return result.stdout + result.stderr
 
     def audit_events(self, user: str) -> list[dict[str, Any]]:
-        """Audit events of one user (local mode: the API server's Metadata-level audit log)."""
+        """Audit events of one user (local mode: the API server's audit log, at Metadata level;
+        lists of child kinds by the operator's namespace's ServiceAccounts carry their response,
+        see scripts/cluster/up.sh)."""
         events = []
         for path in sorted(self.state_dir.glob("logs/audit*.log")):
             with path.open(errors="replace") as f:
@@ -409,13 +411,17 @@ def set_route_status(cluster: Cluster, namespace: str, route: str, parent: dict[
                     "--type=merge", "-p", json.dumps(status))
 
 
+def operator_user(cluster: Cluster) -> str:
+    """The user name of the operator's ServiceAccount (the chart's, named after the release)."""
+    return ("system:serviceaccount:pingpong-system:"
+            f"{cluster.env.get('OPERATOR_RELEASE', 'pingpong-operator')}")
+
+
 def operator_requests_about(cluster: Cluster, namespace: str, since: float) -> list[str]:
     """`verb resource/name` of every request the operator's ServiceAccount made about objects in
     `namespace` since `since` (epoch seconds), from the API server's audit log (local mode)."""
-    user = ("system:serviceaccount:pingpong-system:"
-            f"{cluster.env.get('OPERATOR_RELEASE', 'pingpong-operator')}")
     out = []
-    for event in cluster.audit_events(user):
+    for event in cluster.audit_events(operator_user(cluster)):
         ref = event.get("objectRef", {})
         stamp = event.get("stageTimestamp", "")
         if ref.get("namespace") != namespace or not stamp:
