@@ -83,4 +83,5 @@ fi
 step "python tests (chart, manifests, schemas, nginx end-to-end, broker faults, e2e on a local control plane)"
 # E2E_START_CLUSTER=1: tests/e2e starts its own control plane in .cluster-test/ and stops it after.
 # The real node's ping, pong and operator images take the debug binaries built above.
-E2E_START_CLUSTER=1 PINGPONG_IMAGE_PROFILE=debug .venv/bin/pytest -q tests
+# --durations: the slowest tests, to read a slow run against.
+E2E_START_CLUSTER=1 PINGPONG_IMAGE_PROFILE=debug .venv/bin/pytest -q --durations=30 tests
