@@ -55,7 +55,12 @@ fn the_binary_builds_its_kubernetes_client_with_both_tls_providers_compiled_in()
     let _ = child.kill();
     let _ = child.wait();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(why) = outcome {
         panic!("{why}; its stderr:\n{stderr}");
