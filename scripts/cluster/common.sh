@@ -25,6 +25,11 @@ NODE_IP=10.213.$node_net.2
 # One pod range per port base: the host routes it to its own node (see node.sh), so two clusters
 # on one machine never claim the same addresses.
 NODE_POD_CIDR=10.88.$node_net.0/24
+# kwok's simulated pods: addresses no process answers on. One range per port base too; up.sh (as
+# root) routes it as unreachable, so a connection to a simulated pod (the operator asking a
+# broker's management API) fails at once on this host instead of leaving it by the default route.
+# node_net is at most 65 (ports end at 65535): 10.120-10.185, clear of every range above.
+KWOK_POD_CIDR=10.$((120 + node_net)).0.0/16
 CLUSTER_DNS_IP=10.96.0.10
 GATEWAY_NODE_PORT=30080
 GATEWAY_PORT=$((base + 30))

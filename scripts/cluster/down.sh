@@ -32,6 +32,10 @@ for f in "$CLUSTER_DIR"/run/*.pid; do
   case $name in etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok) ;; *) stop "$name" ;; esac
 done
 for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
+# The route up.sh gave kwok's pod range (unreachable), when this host has it.
+if [ "$(id -u)" = 0 ] && [ -n "$(ip route show type unreachable "$KWOK_POD_CIDR" 2>/dev/null)" ]; then
+  ip route del unreachable "$KWOK_POD_CIDR" || echo "could not remove the route of $KWOK_POD_CIDR"
+fi
 # The audit log describes a cluster that is gone: the next one starts a new one.
 rm -rf "${CLUSTER_DIR:?}"/{data,pki,run,bin} "$CLUSTER_DIR"/logs/audit*.log "$CLUSTER_DIR"/crds "$CLUSTER_DIR"/node-crds "$CLUSTER_DIR"/*.kubeconfig "$CLUSTER_DIR"/*.yaml \
   "$CLUSTER_DIR"/images.txt "$CLUSTER_DIR"/operator.env

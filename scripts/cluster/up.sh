@@ -29,6 +29,10 @@
 #   CLUSTER_REAL_NODE      1 adds the real node (needs root); 0: kwok nodes only; unset (default):
 #                          the real node as root, kwok nodes only otherwise (saying so)
 #   CLUSTER_WAIT           seconds to wait for each step (default 120)
+#   CLUSTER_CONTROLLER_QPS client rate of kube-controller-manager and kube-scheduler towards the API
+#                          server, as QPS/burst, e.g. 100/200, what managed control planes commonly
+#                          run (make bench-operator-cluster's default); unset or `upstream`:
+#                          upstream's defaults, 20/30 and 50/100
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/cluster/common.sh
@@ -164,7 +168,15 @@ start_bg kube-apiserver kube-apiserver \
 wait_until "kube-apiserver /readyz" kubectl get --raw /readyz
 
 step "kube-controller-manager and kube-scheduler"
-start_bg kube-controller-manager kube-controller-manager \
+kcm_rate=() scheduler_rate=""
+if [ -n "${CLUSTER_CONTROLLER_QPS:-}" ] && [ "$CLUSTER_CONTROLLER_QPS" != upstream ]; then
+  [[ $CLUSTER_CONTROLLER_QPS =~ ^([0-9]+)/([0-9]+)$ ]] ||
+    die "CLUSTER_CONTROLLER_QPS must be QPS/burst, e.g. 100/200, not '$CLUSTER_CONTROLLER_QPS'"
+  kcm_rate=(--kube-api-qps "${BASH_REMATCH[1]}" --kube-api-burst "${BASH_REMATCH[2]}")
+  scheduler_rate="  qps: ${BASH_REMATCH[1]}
+  burst: ${BASH_REMATCH[2]}"
+fi
+start_bg kube-controller-manager kube-controller-manager "${kcm_rate[@]}" \
   --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
   --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
   --authorization-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
@@ -178,6 +190,7 @@ apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 clientConnection:
   kubeconfig: $CLUSTER_DIR/scheduler.kubeconfig
+$scheduler_rate
 leaderElection:
   leaderElect: false
 EOF
@@ -198,10 +211,17 @@ stages="$bin/kwok-stage"
     echo "---"; sed "s/'kwok-volume'/'standard'/g" "$stages/$f"
   done
 } >"$CLUSTER_DIR/kwok-stages.yaml"
+# kwok's pods get addresses in KWOK_POD_CIDR, where nothing answers: as root, the host routes it
+# as unreachable (down.sh removes the route), so nothing sent to a simulated pod leaves the host.
+if [ "$(id -u)" = 0 ]; then
+  ip route replace unreachable "$KWOK_POD_CIDR" || die "could not route $KWOK_POD_CIDR as unreachable"
+else
+  echo "    not root: connections to kwok's pods ($KWOK_POD_CIDR) follow the default route"
+fi
 # kwok manages only its own (annotated) nodes: the real node's kubelet reports for itself.
 start_bg kwok kwok --kubeconfig "$CLUSTER_DIR/kwok.kubeconfig" \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-  --cidr 10.244.0.0/16 --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
+  --cidr "$KWOK_POD_CIDR" --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
   --server-address "127.0.0.1:$KWOK_PORT" --config "$CLUSTER_DIR/kwok-stages.yaml"
 wait_until "the default ServiceAccount exists" kubectl -n default get serviceaccount default
 kubectl apply -f - >/dev/null <<EOF
