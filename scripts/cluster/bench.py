@@ -183,11 +183,9 @@ def floor_round(cluster: Cluster, n: int) -> dict[str, float]:
 def main() -> int:
     state = ROOT / ".cluster-bench"
     env = {"CLUSTER_DIR": str(state), "CLUSTER_PORT_BASE": PORT_BASE, "CLUSTER_SAMPLE": "",
-           "CLUSTER_WAIT": "300", "OPERATOR_RUST_LOG": os.environ.get("BENCH_OPERATOR_RUST_LOG", "warn")}
-    if CONTROLLER_QPS != "upstream":
-        env["CLUSTER_CONTROLLER_QPS"] = CONTROLLER_QPS
-    inherited = {k: v for k, v in os.environ.items() if k != "CLUSTER_CONTROLLER_QPS"}
-    subprocess.run([str(ROOT / "scripts" / "cluster" / "up.sh")], cwd=ROOT, env={**inherited, **env},
+           "CLUSTER_WAIT": "300", "OPERATOR_RUST_LOG": os.environ.get("BENCH_OPERATOR_RUST_LOG", "warn"),
+           "CLUSTER_CONTROLLER_QPS": CONTROLLER_QPS}
+    subprocess.run([str(ROOT / "scripts" / "cluster" / "up.sh")], cwd=ROOT, env={**os.environ, **env},
                    check=True)
     cluster = Cluster(kubeconfig=state / "admin.kubeconfig", local=True, state_dir=state, env=env)
     try:

@@ -134,6 +134,13 @@ def pods(cluster: Cluster, ns: str, component: str) -> list[dict[str, Any]]:
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
+def pod_uid(cluster: Cluster, ns: str, component: str) -> str | None:
+    """The uid of a single-pod component's pod (the broker, the database), None unless exactly
+    one is there (not being deleted)."""
+    found = pods(cluster, ns, component)
+    return found[0]["metadata"]["uid"] if len(found) == 1 else None
+
+
 def ready_pods(cluster: Cluster, ns: str, component: str) -> list[dict[str, Any]]:
     return [p for p in pods(cluster, ns, component)
             if all(s.get("ready") for s in p["status"].get("containerStatuses") or [{}])]

@@ -46,7 +46,6 @@ def test_a_second_cluster_on_busy_ports_is_a_clear_error(local: Cluster, tmp_pat
     assert not list((tmp_path / "other" / "run").glob("*.pid")), "it started something"
 
 
-
 def test_a_simulated_pods_address_never_leaves_the_host(local: Cluster, ns: str) -> None:
     """kwok's pods get addresses nothing answers on; as root the host routes their range as
     unreachable (scripts/cluster/up.sh), so a connection to one (the operator asking a simulated

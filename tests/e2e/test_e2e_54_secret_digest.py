@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from e2e_helpers import Cluster, eventually, stack_doc, unique
-from real_pods import local_volumes, post_ok, pods, ready_pods, real_stack, stored_messages
+from real_pods import local_volumes, pod_uid, post_ok, pods, ready_pods, real_stack, stored_messages
 
 DIGEST = "pingpong.dev/secret-digest"
 WORKLOADS = [("statefulset", "rabbitmq"), ("statefulset", "postgres"), ("deployment", "ping"),
@@ -100,11 +100,6 @@ def test_a_regenerated_secret_rolls_exactly_its_readers(cluster: Cluster, ns: st
         assert not any(v in text for v in values), component
 
 
-def _postgres_pod_uid(cluster: Cluster, ns: str) -> str | None:
-    found = [p["metadata"]["uid"] for p in pods(cluster, ns, "database")]
-    return found[0] if len(found) == 1 else None
-
-
 def test_the_database_takes_a_regenerated_password(cluster: Cluster, real_ns: str) -> None:
     """Real pods: a regenerated PostgreSQL Secret restarts the database, whose postStart hook sets
     the new password on the data directory that kept the old one; pong logs in with it, also
@@ -132,13 +127,13 @@ def _regenerated_password_scenario(cluster: Cluster, ns: str, name: str, storage
     before = unique("before")
     post_ok(url, host, before)
     eventually("the first message stored", lambda: before in stored_messages(url, host), timeout=120)
-    database = _postgres_pod_uid(cluster, ns)
+    database = pod_uid(cluster, ns, "database")
     assert database is not None
 
     _regenerate(cluster, ns, f"{name}-postgres-credentials", name)
     # The database restarts on the same volume (the claim is kept), with the new password.
     eventually("the database pod replaced",
-               lambda: (uid := _postgres_pod_uid(cluster, ns)) is not None and uid != database,
+               lambda: (uid := pod_uid(cluster, ns, "database")) is not None and uid != database,
                timeout=300)
     cluster.wait_ready(ns, name, timeout=600)
     # An unrelated restart of pong: every new connection must log in with the new password.

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from e2e_helpers import Cluster, eventually, load_docs, stack_doc, unique
-from real_pods import GATEWAY, Load, exec_in, local_volumes, pods, post_ok, stored_message_list, stored_messages
+from real_pods import (GATEWAY, Load, exec_in, local_volumes, pod_uid, pods, post_ok, stored_message_list,
+                       stored_messages)
 
 NAME = "legacy"
 FIXTURE = Path(__file__).parent / "fixtures" / "previous_release_objects.yaml"
@@ -298,11 +299,6 @@ def _queued(cluster: Cluster, ns: str, queue: str) -> int:
     return counts[queue]
 
 
-def _pod_uid(cluster: Cluster, ns: str, component: str) -> str | None:
-    found = pods(cluster, ns, component)
-    return found[0]["metadata"]["uid"] if len(found) == 1 else None
-
-
 def test_the_migration_keeps_the_brokers_and_databases_data_in_real_pods(cluster: Cluster, real_ns: str) -> None:
     """Real pods on the local cluster's node, the earlier release's objects running the node's
     images: messages stored in the database and a backlog waiting in the broker's queue (pong
@@ -356,7 +352,7 @@ def _real_migration(cluster: Cluster, ns: str, storage_class: str) -> None:
     eventually("the backlog in the broker's queue", lambda: _queued(cluster, ns, queue) >= len(backlog),
                timeout=60, interval=2)
     before = _snapshot(cluster, ns)
-    broker, database = _pod_uid(cluster, ns, "broker"), _pod_uid(cluster, ns, "database")
+    broker, database = pod_uid(cluster, ns, "broker"), pod_uid(cluster, ns, "database")
     assert broker and database
 
     # Resumed under `Automatic`: the migration runs now. pong stays at zero until the broker has
@@ -367,8 +363,8 @@ def _real_migration(cluster: Cluster, ns: str, storage_class: str) -> None:
         cluster.apply(stack_doc(NAME, {**spec, "pong": {**spec["pong"], "replicas": 0}}), ns)
         eventually("every selector migrated", lambda: _migrated(cluster, ns), timeout=600, interval=1)
         eventually("the broker and the database restarted on their volumes",
-                   lambda: (b := _pod_uid(cluster, ns, "broker")) and b != broker
-                   and (d := _pod_uid(cluster, ns, "database")) and d != database, timeout=600, interval=2)
+                   lambda: (b := pod_uid(cluster, ns, "broker")) and b != broker
+                   and (d := pod_uid(cluster, ns, "database")) and d != database, timeout=600, interval=2)
         _check_migrated(cluster, ns, before, sampler.stop(), lookalike=False, timeout=900)
         load.wait_acked(20, timeout=300)
     finally:

@@ -13,15 +13,10 @@ pong (as images/build.sh builds it) panicked creating its first Kubernetes clien
 from __future__ import annotations
 
 from e2e_helpers import CHART, Cluster, eventually, unique
-from real_pods import post_ok, real_stack, stored_messages
+from real_pods import REAL_NODE, post_ok, real_stack, stored_messages
 
 RELEASE = "in-pod"
 NAME = "podop"
-
-
-def _repository_and_tag(image: str) -> tuple[str, str]:
-    repository, tag = image.rsplit(":", 1)
-    return repository, tag
 
 
 def _pods(cluster: Cluster, ns: str) -> list[dict]:
@@ -30,7 +25,7 @@ def _pods(cluster: Cluster, ns: str) -> list[dict]:
 
 def test_the_operator_image_reconciles_a_stack_from_a_real_pod(cluster: Cluster, real_ns: str) -> None:
     ns = real_ns
-    repository, tag = _repository_and_tag(cluster.local_image("operator"))
+    repository, tag = cluster.local_image("operator").rsplit(":", 1)
     host_operator = cluster.host_operator("operator")
     host_operator.stop()  # releases its Lease; from here only the pod reconciles
     try:
@@ -45,7 +40,7 @@ def test_the_operator_image_reconciles_a_stack_from_a_real_pod(cluster: Cluster,
         pods = _pods(cluster, ns)
         assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
         pod = pods[0]
-        assert pod["spec"]["nodeName"] == "pingpong-node", pod["spec"].get("nodeName")
+        assert pod["spec"]["nodeName"] == REAL_NODE, pod["spec"].get("nodeName")
         assert pod["spec"]["containers"][0]["image"] == f"{repository}:{tag}"
         status = pod["status"]["containerStatuses"][0]
         assert status["ready"] and status["restartCount"] == 0, status
