@@ -44,6 +44,8 @@ have shellcheck || pkgs+=(shellcheck)
 # The local control plane of the e2e suite (scripts/cluster/build.sh, up.sh).
 have jq || pkgs+=(jq)
 have openssl || pkgs+=(openssl)
+# As root, up.sh routes kwok's pod range as unreachable (`ip route`).
+((EUID != 0)) || have ip || [[ -x /usr/sbin/ip || -x /sbin/ip ]] || pkgs+=(iproute2)
 # Its real node (scripts/cluster/node.sh) and images (images/build.sh), which need root.
 if ((EUID == 0)) && [[ ${CLUSTER_REAL_NODE:-} != 0 ]]; then
   have runc || pkgs+=(runc)

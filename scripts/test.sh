@@ -4,7 +4,7 @@
 # first step (scripts/test-deps.sh) installs every other missing Debian package as `make local`
 # does (as root or through sudo, else it stops and prints the one command): RabbitMQ, PostgreSQL,
 # Redis, nginx, wrk, shellcheck, jq, openssl, and as root the real node's runc, CNI plugins,
-# buildah, debootstrap, iptables, conntrack, catatonit and socat. Then scripts/ensure-services.sh
+# buildah, debootstrap, iptables, iproute2, conntrack, catatonit and socat. Then scripts/ensure-services.sh
 # starts the servers (RabbitMQ on RABBITMQ_HOST:RABBITMQ_PORT, default 127.0.0.1:5672, guest/guest;
 # PostgreSQL on 127.0.0.1:5432, user postgres, trust; Redis on 127.0.0.1:6379). A server that
 # still does not answer stops the run: no test may pass without the server it checks.
